@@ -1,0 +1,52 @@
+"""The one place prroom reaches into python-socketio internals.
+
+prroom answers a refused request through the Socket.IO ack when the client asked for one,
+and with a ``pr-room-error`` event otherwise.  python-socketio does not tell a handler whether
+an ack was requested, so the server's per-event entry point (``_handle_event_internal``,
+present in python-socketio 5.0 through at least 5.18, called on the greenlet/thread that runs
+the handler in both sync and async handler modes) is wrapped to record it in a context
+variable.  If a future release drops that method, prroom falls back to sending both the ack
+and the event, which is safe and only redundant.
+"""
+from __future__ import annotations
+
+import contextvars
+import logging
+
+logger = logging.getLogger("prroom")
+
+_ack_requested: contextvars.ContextVar = contextvars.ContextVar("prroom_ack_requested",
+                                                               default=None)
+
+
+def track_ack_requests(server) -> bool:
+    """Make :func:`ack_requested` work for events of ``server``; False if unsupported."""
+    original = getattr(server, "_handle_event_internal", None)
+    if original is None:
+        logger.warning("python-socketio has no _handle_event_internal; prroom errors will be "
+                       "sent both as ack and as pr-room-error")
+        return False
+    if getattr(original, "_prroom_wrapped", False):
+        return True
+
+    def handle_event_internal(server_, sid, eio_sid, data, namespace, id):
+        token = _ack_requested.set(id is not None)
+        try:
+            return original(server_, sid, eio_sid, data, namespace, id)
+        finally:
+            _ack_requested.reset(token)
+
+    handle_event_internal._prroom_wrapped = True
+    server._handle_event_internal = handle_event_internal
+    return True
+
+
+def ack_requested() -> bool:
+    """Whether the event being handled asked for an ack (True when it cannot be known)."""
+    requested = _ack_requested.get()
+    return True if requested is None else requested
+
+
+def ack_unknown() -> bool:
+    """True when the event being handled did not come through the tracked entry point."""
+    return _ack_requested.get() is None

@@ -1,0 +1,161 @@
+"""Every ``PRROOM_*`` setting in one place: default, type, valid range, description.
+
+Flask apps set these keys in ``app.config``; the standalone app (:func:`prroom.create_app`,
+``wsgi.py``, ``flask --app prroom run``) also reads them from environment variables of the
+same name.  Precedence, highest first: ``create_app(config=...)`` / ``app.config`` set by the
+host app, then the environment (standalone app only), then the defaults below.
+
+A bad value raises :class:`ConfigError` at start-up with one line naming the key and what is
+expected, never a traceback deep inside a request.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Any, Callable, Mapping, Optional, Tuple
+
+
+class ConfigError(ValueError):
+    """A ``PRROOM_*`` setting has a value prroom cannot use."""
+
+
+def _parse_int(raw: Any) -> int:
+    if isinstance(raw, bool):
+        raise ValueError("a boolean is not an integer")
+    if isinstance(raw, str):
+        raw = raw.strip()
+    return int(raw)
+
+
+def _parse_float(raw: Any) -> float:
+    if isinstance(raw, bool):
+        raise ValueError("a boolean is not a number")
+    return float(raw)
+
+
+def _parse_str(raw: Any) -> str:
+    if not isinstance(raw, str):
+        raise ValueError("expected a string")
+    return raw
+
+
+def _parse_origins(raw: Any) -> Optional[Tuple[str, ...]]:
+    """``""``/None: same origin only; ``"*"``: any origin; else a comma-separated list."""
+    if raw is None:
+        return None
+    if isinstance(raw, str):
+        items = [part.strip() for part in raw.split(",") if part.strip()]
+    else:
+        items = [str(part).strip() for part in raw]
+    if not items:
+        return None
+    return tuple(items)
+
+
+@dataclass(frozen=True)
+class Setting:
+    """One configuration key: how to parse it, its default and the range it must fall in."""
+
+    key: str
+    default: Any
+    parse: Callable[[Any], Any]
+    description: str
+    minimum: Optional[float] = None
+    maximum: Optional[float] = None
+    choices: Optional[Tuple[str, ...]] = None
+
+    def coerce(self, raw: Any) -> Any:
+        """Return ``raw`` parsed and range-checked, or raise :class:`ConfigError`."""
+        try:
+            value = self.parse(raw)
+        except (TypeError, ValueError) as exc:
+            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()} ({exc})") from None
+        if self.choices is not None and value not in self.choices:
+            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}")
+        if self.minimum is not None and value < self.minimum:
+            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}")
+        if self.maximum is not None and value > self.maximum:
+            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}")
+        return value
+
+    def expected(self) -> str:
+        """Human description of the valid values, used in error messages and README."""
+        if self.choices is not None:
+            return "one of " + ", ".join(self.choices)
+        kind = {_parse_int: "an integer", _parse_float: "a number",
+                _parse_str: "a string", _parse_origins: "a comma-separated list of origins"}
+        text = kind.get(self.parse, "a value")
+        if self.minimum is not None and self.maximum is not None:
+            text += f" from {self.minimum:g} to {self.maximum:g}"
+        elif self.minimum is not None:
+            text += f" of at least {self.minimum:g}"
+        return text
+
+
+SETTINGS: Tuple[Setting, ...] = (
+    Setting("PRROOM_URL_PREFIX", "", _parse_str,
+            "URL prefix of the blueprint (health check and later pages), e.g. /chat"),
+    Setting("PRROOM_SOCKETIO_PATH", "socket.io", _parse_str,
+            "Path the Socket.IO endpoint is served at (used when prroom creates the SocketIO)"),
+    Setting("PRROOM_MAX_MESSAGE_LENGTH", 4000, _parse_int,
+            "Longest chat message accepted, in characters", 1, 1_000_000),
+    Setting("PRROOM_MAX_USERNAME_LENGTH", 64, _parse_int,
+            "Longest username accepted, in characters", 1, 1024),
+    Setting("PRROOM_TYPING_TIMEOUT", 5.0, _parse_float,
+            "Seconds after the last `typing` before the others get `stop-typing`", 0.05, 3600),
+    Setting("PRROOM_MAX_FRAME_BYTES", 65536, _parse_int,
+            "Largest Socket.IO frame / HTTP body accepted; a larger frame closes that "
+            "connection", 1024, 100_000_000),
+    Setting("PRROOM_PING_INTERVAL", 25.0, _parse_float,
+            "Seconds between Engine.IO pings", 1, 3600),
+    Setting("PRROOM_PING_TIMEOUT", 20.0, _parse_float,
+            "Seconds to wait for a pong before a client is considered gone", 1, 3600),
+    Setting("PRROOM_CORS_ALLOWED_ORIGINS", None, _parse_origins,
+            "Browser origins allowed to connect: empty = same origin only, `*` = any, "
+            "or a comma-separated list"),
+    Setting("PRROOM_ASYNC_MODE", "auto", _parse_str,
+            "Concurrency model when prroom creates the SocketIO: `auto` picks gevent when gevent "
+            "has monkey-patched the process and threading otherwise (flask run)",
+            choices=("auto", "gevent", "threading")),
+)
+
+SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
+DEFAULTS = {setting.key: setting.default for setting in SETTINGS}
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The validated, typed view of the ``PRROOM_*`` keys that the rest of prroom reads."""
+
+    url_prefix: str
+    socketio_path: str
+    max_message_length: int
+    max_username_length: int
+    typing_timeout: float
+    max_frame_bytes: int
+    ping_interval: float
+    ping_timeout: float
+    cors_allowed_origins: Optional[Tuple[str, ...]]
+    async_mode: str
+
+    @classmethod
+    def from_mapping(cls, config: Mapping[str, Any]) -> "Settings":
+        """Validate every key of ``config`` (missing keys take their default)."""
+        values = {}
+        for setting in SETTINGS:
+            raw = config.get(setting.key, setting.default)
+            value = setting.default if raw is None and setting.default is None \
+                else setting.coerce(raw)
+            values[setting.key[len("PRROOM_"):].lower()] = value
+        if values["url_prefix"] and not values["url_prefix"].startswith("/"):
+            raise ConfigError(f"PRROOM_URL_PREFIX={values['url_prefix']!r}: expected a path "
+                              "starting with / (or empty)")
+        values["url_prefix"] = values["url_prefix"].rstrip("/")
+        return cls(**values)
+
+
+def from_environ(environ: Optional[Mapping[str, str]] = None) -> dict:
+    """Return the ``PRROOM_*`` settings present in ``environ`` (default ``os.environ``), parsed."""
+    environ = os.environ if environ is None else environ
+    return {key: SETTINGS_BY_KEY[key].coerce(environ[key])
+            for key in SETTINGS_BY_KEY if key in environ}

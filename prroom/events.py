@@ -1,0 +1,217 @@
+"""The Socket.IO handlers: parse with :mod:`protocol`, act on :mod:`rooms`, emit.
+
+Read top to bottom, this module is the whole product.  Handlers are registered directly on
+the python-socketio server (not through Flask-SocketIO's per-event Flask request context,
+which none of them needs), and each returns its ack body; refusals are turned into an ack or
+a ``pr-room-error`` event by :meth:`RoomEvents._refuse`.
+"""
+from __future__ import annotations
+
+import itertools
+import logging
+import secrets
+import time
+from typing import Any, Callable, Dict, Optional
+
+from socketio.exceptions import ConnectionRefusedError
+
+from . import protocol
+from .compat import ack_requested, track_ack_requests
+from .identity import IdentityPolicy
+from .protocol import ErrorCode, Limits, ProtocolError, ok, room_name
+from .rooms import RoomRegistry
+
+logger = logging.getLogger("prroom")
+
+Handler = Callable[[str, Any], dict]
+
+
+class RoomEvents:
+    """prroom's event handlers for one python-socketio server and namespace."""
+
+    def __init__(self, server, registry: RoomRegistry, identity: IdentityPolicy,
+                 limits: Limits, namespace: str = "/") -> None:
+        self.server = server
+        self.registry = registry
+        self.identity = identity
+        self.limits = limits
+        self.namespace = namespace
+        # sid -> authenticated identity; anonymous sockets are not stored at all.
+        self._identities: Dict[str, str] = {}
+        self._message_ids = itertools.count(1)
+        self._id_prefix = secrets.token_hex(4)
+        self._sweeper_started = False
+
+    def register(self) -> None:
+        """Install the handlers, keeping any connect/disconnect handler the host app had."""
+        track_ack_requests(self.server)
+        ns = self.namespace
+        existing = self.server.handlers.get(ns, {})
+        self.server.on("connect", _chain(existing.get("connect"), self.on_connect), ns)
+        self.server.on("disconnect", _chain(existing.get("disconnect"), self.on_disconnect), ns)
+        for event, handler in ((protocol.JOIN, self.join), (protocol.LEAVE, self.leave),
+                               (protocol.SEND_MESSAGE, self.send_message),
+                               (protocol.TYPING, self.typing),
+                               (protocol.STOP_TYPING, self.stop_typing)):
+            self.server.on(event, self._guarded(event, handler), ns)
+        if "*" not in existing:  # a host app's own catch-all wins
+            self.server.on("*", self.unknown_event, ns)
+
+    # -- connection lifecycle ---------------------------------------------------------
+
+    def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+        """Identify the connection (refusing it if the identity policy says so)."""
+        try:
+            identity = self.identity.authenticate(environ, auth)
+        except ProtocolError as err:
+            logger.info("refused connection sid=%s addr=%s code=%s", sid,
+                        environ.get("REMOTE_ADDR"), err.code)
+            raise ConnectionRefusedError(err.to_dict()) from None
+        if identity is not None:
+            self._identities[sid] = identity
+        self._start_typing_sweeper()
+        logger.info("connect sid=%s addr=%s identity=%s", sid,
+                    environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR"),
+                    identity or "-")
+
+    def on_disconnect(self, sid: str, reason: Any = None) -> None:
+        """Leave every room; members stop seeing the socket as typing at once."""
+        self._identities.pop(sid, None)
+        departures = self.registry.disconnect(sid)
+        for departure in departures:
+            if departure.was_typing:
+                self._emit_typing(protocol.STOP_TYPING, departure.pull_request_id,
+                                  departure.username, skip_sid=sid)
+        logger.info("disconnect sid=%s reason=%s rooms=%s", sid, reason or "-",
+                    ",".join(str(d.pull_request_id) for d in departures) or "-")
+
+    # -- client events ----------------------------------------------------------------
+
+    def join(self, sid: str, payload: Any) -> dict:
+        """``join-pr-room``: enter ``pr:{id}`` under the name the identity policy allows."""
+        request = protocol.parse_room_request(payload, self.limits)
+        pull_request_id = request.pull_request_id
+        username = self.identity.name_for_join(self._identities.get(sid), request.username,
+                                               pull_request_id)
+        if self.registry.join(sid, pull_request_id, username):
+            self.server.enter_room(sid, room_name(pull_request_id), self.namespace)
+            logger.info("join sid=%s user=%s pr=%s", sid, username, pull_request_id)
+        return ok(pullRequestId=pull_request_id, room=room_name(pull_request_id),
+                  username=username)
+
+    def leave(self, sid: str, payload: Any) -> dict:
+        """``leave-pr-room``: leave one room; the socket's other rooms are untouched."""
+        request = protocol.parse_room_request(payload, self.limits)
+        pull_request_id = request.pull_request_id
+        self.registry.name_in(sid, pull_request_id, claimed=request.username)
+        departure = self.registry.leave(sid, pull_request_id)
+        self.server.leave_room(sid, room_name(pull_request_id), self.namespace)
+        if departure.was_typing:
+            self._emit_typing(protocol.STOP_TYPING, pull_request_id, departure.username)
+        logger.info("leave sid=%s user=%s pr=%s", sid, departure.username, pull_request_id)
+        return ok(pullRequestId=pull_request_id, room=room_name(pull_request_id))
+
+    def send_message(self, sid: str, payload: Any) -> dict:
+        """``send-message-to-pr-room``: everyone in the room, sender included, gets it."""
+        request = protocol.parse_message_request(payload, self.limits)
+        pull_request_id = request.pull_request_id
+        username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
+        if self.registry.stop_typing(sid, pull_request_id):
+            # a sent message ends that user's typing indicator for the others
+            self._emit_typing(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
+        message_id = f"{self._id_prefix}-{next(self._message_ids)}"
+        sent_at = int(time.time() * 1000)
+        self.server.emit(protocol.MESSAGE,
+                         {"pullRequestId": pull_request_id, "username": username,
+                          "message": request.message, "id": message_id, "sentAt": sent_at},
+                         to=room_name(pull_request_id), namespace=self.namespace)
+        return ok(pullRequestId=pull_request_id, id=message_id, sentAt=sent_at)
+
+    def typing(self, sid: str, payload: Any) -> dict:
+        """``typing``: the other members see the user typing until stop or expiry."""
+        request = protocol.parse_room_request(payload, self.limits)
+        pull_request_id = request.pull_request_id
+        username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
+        self.registry.start_typing(sid, pull_request_id)
+        self._emit_typing(protocol.TYPING, pull_request_id, username, skip_sid=sid)
+        return ok(pullRequestId=pull_request_id, expiresIn=self.registry.typing_timeout)
+
+    def stop_typing(self, sid: str, payload: Any) -> dict:
+        """``stop-typing``: the others are told, if they had been told the user was typing."""
+        request = protocol.parse_room_request(payload, self.limits)
+        pull_request_id = request.pull_request_id
+        username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
+        if self.registry.stop_typing(sid, pull_request_id):
+            self._emit_typing(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
+        return ok(pullRequestId=pull_request_id)
+
+    def unknown_event(self, event: str, sid: str, *args: Any) -> Optional[dict]:
+        """Any event prroom does not handle gets ``unknown-event`` (catch-all handler)."""
+        return self._refuse(sid, str(event), protocol.unknown_event(event),
+                            args[0] if args else None)
+
+    # -- plumbing ---------------------------------------------------------------------
+
+    def _guarded(self, event: str, handler: Handler) -> Callable[..., Optional[dict]]:
+        """Wrap a handler: refusals and bugs become error replies, never a dropped socket."""
+        def guarded(sid: str, payload: Any = None, *_ignored: Any) -> Optional[dict]:
+            try:
+                return handler(sid, payload)
+            except ProtocolError as err:
+                return self._refuse(sid, event, err, payload)
+            except Exception:  # a bug must cost this one request, not the connection
+                logger.exception("error handling %s from sid=%s", event, sid)
+                return self._refuse(sid, event, ProtocolError(
+                    ErrorCode.INTERNAL_ERROR, "the server failed to handle this request"),
+                    payload)
+        guarded.__name__ = handler.__name__
+        return guarded
+
+    def _refuse(self, sid: str, event: str, err: ProtocolError, payload: Any) -> dict:
+        """Answer a refused request by ack if one was asked for, else by ``pr-room-error``."""
+        logger.info("refused %s sid=%s code=%s", event, sid, err.code)
+        if not ack_requested():
+            pull_request_id = payload.get("pullRequestId") if isinstance(payload, dict) else None
+            if type(pull_request_id) is not int:
+                pull_request_id = None
+            self.server.emit(protocol.ERROR, protocol.error_event(event, err, pull_request_id),
+                             to=sid, namespace=self.namespace)
+        return protocol.failure(err)
+
+    def _emit_typing(self, event: str, pull_request_id: int, username: str,
+                     skip_sid: Optional[str] = None) -> None:
+        self.server.emit(event, {"pullRequestId": pull_request_id, "username": username},
+                         to=room_name(pull_request_id), skip_sid=skip_sid,
+                         namespace=self.namespace)
+
+    def _start_typing_sweeper(self) -> None:
+        # Started lazily: on the first connection we are surely inside the serving process
+        # (gunicorn forks after loading the app when preload is on).
+        if not self._sweeper_started:
+            self._sweeper_started = True
+            self.server.start_background_task(self._expire_typing_forever)
+
+    def _expire_typing_forever(self) -> None:
+        # One sweeper for all typists instead of a timer per typing event: the cost per
+        # event stays O(1), and expiry is late by at most one sweep interval.
+        interval = max(0.02, min(1.0, self.registry.typing_timeout / 5))
+        while True:
+            self.server.sleep(interval)
+            try:
+                for sid, pull_request_id, username in self.registry.expire_typing():
+                    self._emit_typing(protocol.STOP_TYPING, pull_request_id, username,
+                                      skip_sid=sid)
+            except Exception:
+                logger.exception("typing sweeper failed; retrying")
+
+
+def _chain(first: Optional[Callable], then: Callable) -> Callable:
+    """Run a host app's existing lifecycle handler before prroom's; a refusal stops there."""
+    if first is None:
+        return then
+
+    def chained(*args: Any) -> Any:
+        if first(*args) is False:
+            return False
+        return then(*args)
+    return chained

@@ -1,0 +1,25 @@
+"""gevent-websocket's gunicorn worker, with gunicorn's access log restored.
+
+``geventwebsocket.gunicorn.workers.GeventWebSocketWorker`` swaps gunicorn's request handler
+for ``WebSocketHandler``, which logs through its own logger and so bypasses gunicorn's access
+log: polling requests and WebSocket sessions became invisible to operators.  This worker is
+the same worker with a handler that is both: WebSocket-capable, logging like gunicorn (a
+WebSocket session is logged as ``101`` when it ends, with its duration).
+"""
+from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
+from geventwebsocket.handler import WebSocketHandler
+from gunicorn.workers.ggevent import PyWSGIHandler
+
+
+class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
+    """gevent-websocket's handler with gunicorn's ``log_request`` (and WSGI environ)."""
+
+    def log_request(self):
+        """Write the gunicorn access-log line, WebSocket upgrades included."""
+        PyWSGIHandler.log_request(self)
+
+
+class WebSocketWorker(GeventWebSocketWorker):
+    """``GeventWebSocketWorker`` with :class:`AccessLoggingWebSocketHandler`."""
+
+    wsgi_handler = AccessLoggingWebSocketHandler

@@ -1,0 +1,188 @@
+"""The wire contract: event names, payload validation, error codes, reply shapes.
+
+Pure functions and values only (no Socket.IO, no Flask), so every rule here is unit-tested
+in microseconds and the hot path stays cheap.
+"""
+from __future__ import annotations
+
+import re
+from typing import Any, NamedTuple, Optional
+
+# Events a client sends.
+JOIN = "join-pr-room"
+LEAVE = "leave-pr-room"
+SEND_MESSAGE = "send-message-to-pr-room"
+TYPING = "typing"
+STOP_TYPING = "stop-typing"
+CLIENT_EVENTS = (JOIN, LEAVE, SEND_MESSAGE, TYPING, STOP_TYPING)
+
+# Events the server sends.
+MESSAGE = "pr-room-message"
+ERROR = "pr-room-error"
+
+# Largest id a JavaScript client can represent exactly (Number.MAX_SAFE_INTEGER).
+MAX_PULL_REQUEST_ID = 2 ** 53 - 1
+
+# C0 and C1 control characters and DEL.  A chat message may still carry tab and newlines.
+_CONTROL_IN_NAME = re.compile(r"[\x00-\x1f\x7f-\x9f]")
+_CONTROL_IN_MESSAGE = re.compile(r"[\x00-\x08\x0b\x0c\x0e-\x1f\x7f-\x9f]")
+
+
+class ErrorCode:
+    """Stable machine-readable error codes; clients branch on these, never on the text."""
+
+    INVALID_PAYLOAD = "invalid-payload"      # payload missing or not an object
+    MISSING_FIELD = "missing-field"          # a required field is absent
+    INVALID_FIELD = "invalid-field"          # a field has the wrong type or value
+    MESSAGE_TOO_LONG = "message-too-long"    # message longer than PRROOM_MAX_MESSAGE_LENGTH
+    NOT_A_MEMBER = "not-a-member"            # the socket has not joined that room
+    IDENTITY_MISMATCH = "identity-mismatch"  # username differs from the one the socket has there
+    UNKNOWN_EVENT = "unknown-event"          # an event name prroom does not handle
+    INTERNAL_ERROR = "internal-error"        # a bug on our side; logged with a traceback
+
+
+ALL_ERROR_CODES = tuple(value for name, value in vars(ErrorCode).items()
+                        if not name.startswith("_"))
+
+
+class ProtocolError(Exception):
+    """A request prroom refuses: carries the stable code, a human message and extra fields."""
+
+    def __init__(self, code: str, message: str, **details: Any) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+        self.details = details
+
+    def to_dict(self) -> dict:
+        """The ``error`` object sent to the client."""
+        body = {"code": self.code, "message": self.message}
+        body.update(self.details)
+        return body
+
+
+class Limits(NamedTuple):
+    """Size limits applied while parsing payloads."""
+
+    max_username_length: int = 64
+    max_message_length: int = 4000
+
+
+class RoomRequest(NamedTuple):
+    """A validated join / leave / typing / stop-typing payload."""
+
+    pull_request_id: int
+    username: str
+
+
+class MessageRequest(NamedTuple):
+    """A validated send-message-to-pr-room payload."""
+
+    pull_request_id: int
+    username: str
+    message: str
+
+
+def room_name(pull_request_id: int) -> str:
+    """The Socket.IO room of a pull request: ``pr:{id}``."""
+    return f"pr:{pull_request_id}"
+
+
+def _require_object(payload: Any) -> dict:
+    if not isinstance(payload, dict):
+        kind = "nothing" if payload is None else type(payload).__name__
+        raise ProtocolError(ErrorCode.INVALID_PAYLOAD,
+                            f"payload must be a JSON object, got {kind}")
+    return payload
+
+
+def _field(payload: dict, name: str) -> Any:
+    try:
+        return payload[name]
+    except KeyError:
+        raise ProtocolError(ErrorCode.MISSING_FIELD, f"'{name}' is required",
+                            field=name) from None
+
+
+def parse_pull_request_id(value: Any) -> int:
+    """A positive integer JSON number; bools, floats and numeric strings are refused."""
+    # type() rather than isinstance(): bool is a subclass of int and must be refused.
+    if type(value) is not int or not 0 < value <= MAX_PULL_REQUEST_ID:
+        raise ProtocolError(ErrorCode.INVALID_FIELD,
+                            "'pullRequestId' must be a positive integer",
+                            field="pullRequestId")
+    return value
+
+
+def parse_username(value: Any, limits: Limits) -> str:
+    """A non-empty string of bounded length, no control characters, no outer whitespace."""
+    if not isinstance(value, str) or not value or value != value.strip():
+        raise ProtocolError(ErrorCode.INVALID_FIELD,
+                            "'username' must be a non-empty string without leading or "
+                            "trailing spaces", field="username")
+    if len(value) > limits.max_username_length:
+        raise ProtocolError(ErrorCode.INVALID_FIELD,
+                            f"'username' must be at most {limits.max_username_length} "
+                            "characters", field="username", limit=limits.max_username_length)
+    if _CONTROL_IN_NAME.search(value):
+        raise ProtocolError(ErrorCode.INVALID_FIELD,
+                            "'username' must not contain control characters", field="username")
+    return value
+
+
+def parse_message_text(value: Any, limits: Limits) -> str:
+    """Non-empty after trimming, at most the configured length; delivered as sent."""
+    if not isinstance(value, str) or not value.strip():
+        raise ProtocolError(ErrorCode.INVALID_FIELD, "'message' must be a non-empty string",
+                            field="message")
+    if len(value) > limits.max_message_length:
+        raise ProtocolError(ErrorCode.MESSAGE_TOO_LONG,
+                            f"'message' is {len(value)} characters; the limit is "
+                            f"{limits.max_message_length}", field="message",
+                            limit=limits.max_message_length)
+    if _CONTROL_IN_MESSAGE.search(value):
+        raise ProtocolError(ErrorCode.INVALID_FIELD,
+                            "'message' must not contain control characters other than tab "
+                            "and newlines", field="message")
+    return value
+
+
+def parse_room_request(payload: Any, limits: Limits) -> RoomRequest:
+    """Validate ``{pullRequestId, username}``; extra fields are ignored."""
+    payload = _require_object(payload)
+    return RoomRequest(parse_pull_request_id(_field(payload, "pullRequestId")),
+                       parse_username(_field(payload, "username"), limits))
+
+
+def parse_message_request(payload: Any, limits: Limits) -> MessageRequest:
+    """Validate ``{pullRequestId, username, message}``; extra fields are ignored."""
+    payload = _require_object(payload)
+    return MessageRequest(parse_pull_request_id(_field(payload, "pullRequestId")),
+                          parse_username(_field(payload, "username"), limits),
+                          parse_message_text(_field(payload, "message"), limits))
+
+
+def unknown_event(event: Any) -> ProtocolError:
+    """The error for an event name prroom does not handle."""
+    return ProtocolError(ErrorCode.UNKNOWN_EVENT,
+                         f"unknown event {str(event)[:100]!r}; prroom handles "
+                         + ", ".join(CLIENT_EVENTS))
+
+
+def ok(**fields: Any) -> dict:
+    """A successful reply: ``{ok: true, ...}``."""
+    return {"ok": True, **fields}
+
+
+def failure(error: ProtocolError) -> dict:
+    """A refused request's ack: ``{ok: false, error: {code, message, ...}}``."""
+    return {"ok": False, "error": error.to_dict()}
+
+
+def error_event(event: str, error: ProtocolError,
+                pull_request_id: Optional[int] = None) -> dict:
+    """The ``pr-room-error`` payload: the failed ack plus the event it answers."""
+    body = {"ok": False, "event": event, "error": error.to_dict()}
+    if pull_request_id is not None:
+        body["pullRequestId"] = pull_request_id
+    return body
