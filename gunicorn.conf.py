@@ -50,7 +50,13 @@ logconfig_dict["loggers"]["prroom"] = {
 
 
 def on_starting(server):
-    """Refuse more than one worker; give the worker enough file descriptors."""
+    """Fail fast on bad settings, refuse more than one worker, raise the open-file limit."""
+    from prroom.config import ConfigError, from_environ  # light: no Flask import
+
+    try:
+        from_environ()
+    except ConfigError as exc:
+        raise SystemExit(f"prroom: {exc}") from None
     if server.cfg.workers != 1:
         raise SystemExit(f"prroom: workers must be 1 (got {server.cfg.workers}); run more "
                          "instances on other ports with PRROOM_MESSAGE_QUEUE to scale out")

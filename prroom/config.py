@@ -52,6 +52,10 @@ def _parse_origins(raw: Any) -> Optional[Tuple[str, ...]]:
     return tuple(items)
 
 
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
 @dataclass(frozen=True)
 class Setting:
     """One configuration key: how to parse it, its default and the range it must fall in."""
@@ -69,7 +73,7 @@ class Setting:
         try:
             value = self.parse(raw)
         except (TypeError, ValueError) as exc:
-            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()} ({exc})") from None
+            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}") from None
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}")
         if self.minimum is not None and value < self.minimum:
@@ -86,9 +90,9 @@ class Setting:
                 _parse_str: "a string", _parse_origins: "a comma-separated list of origins"}
         text = kind.get(self.parse, "a value")
         if self.minimum is not None and self.maximum is not None:
-            text += f" from {self.minimum:g} to {self.maximum:g}"
+            text += f" from {_number(self.minimum)} to {_number(self.maximum)}"
         elif self.minimum is not None:
-            text += f" of at least {self.minimum:g}"
+            text += f" of at least {_number(self.minimum)}"
         return text
 
 
