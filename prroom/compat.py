@@ -42,11 +42,9 @@ def track_ack_requests(server) -> bool:
 
 
 def ack_requested() -> bool:
-    """Whether the event being handled asked for an ack (True when it cannot be known)."""
-    requested = _ack_requested.get()
-    return True if requested is None else requested
+    """Whether the event being handled asked for an ack.
 
-
-def ack_unknown() -> bool:
-    """True when the event being handled did not come through the tracked entry point."""
-    return _ack_requested.get() is None
+    False when it cannot be known, so the caller also sends the error event: the client
+    then hears about a refusal twice rather than never.
+    """
+    return bool(_ack_requested.get())

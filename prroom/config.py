@@ -10,6 +10,7 @@ expected, never a traceback deep inside a request.
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Tuple
@@ -22,6 +23,8 @@ class ConfigError(ValueError):
 def _parse_int(raw: Any) -> int:
     if isinstance(raw, bool):
         raise ValueError("a boolean is not an integer")
+    if isinstance(raw, float) and not raw.is_integer():
+        raise ValueError("not a whole number")
     if isinstance(raw, str):
         raw = raw.strip()
     return int(raw)
@@ -30,7 +33,10 @@ def _parse_int(raw: Any) -> int:
 def _parse_float(raw: Any) -> float:
     if isinstance(raw, bool):
         raise ValueError("a boolean is not a number")
-    return float(raw)
+    value = float(raw)
+    if not math.isfinite(value):  # NaN would pass every range check
+        raise ValueError("not a finite number")
+    return value
 
 
 def _parse_str(raw: Any) -> str:

@@ -14,32 +14,26 @@ import socketio
 class IndexedRoomsMixin:
     """Keeps ``self._rooms_by_sid[(namespace, sid)] = {room, ...}`` beside ``self.rooms``."""
 
-    def initialize(self):  # noqa: D102 - see socketio.BaseManager
+    def __init__(self, *args, **kwargs):
+        # Built here, not in initialize(): Flask-SocketIO's test client calls initialize()
+        # again for every client it creates, which must not forget connected sockets.
         self._rooms_by_sid = {}
-        super().initialize()
-
-    def _index(self):
-        # initialize() runs lazily on the first connection; be safe before it.
-        try:
-            return self._rooms_by_sid
-        except AttributeError:
-            self._rooms_by_sid = {}
-            return self._rooms_by_sid
+        super().__init__(*args, **kwargs)
 
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):  # noqa: D102
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        self._index().setdefault((namespace, sid), set()).add(room)
+        self._rooms_by_sid.setdefault((namespace, sid), set()).add(room)
 
     def basic_leave_room(self, sid, namespace, room):  # noqa: D102
         super().basic_leave_room(sid, namespace, room)
-        rooms = self._index().get((namespace, sid))
+        rooms = self._rooms_by_sid.get((namespace, sid))
         if rooms is not None:
             rooms.discard(room)
             if not rooms:
                 del self._rooms_by_sid[(namespace, sid)]
 
     def basic_disconnect(self, sid, namespace, **kwargs):  # noqa: D102
-        rooms = self._index().pop((namespace, sid), ())
+        rooms = self._rooms_by_sid.pop((namespace, sid), ())
         for room in list(rooms):
             # skip our own override: the index entry is already gone
             super(IndexedRoomsMixin, self).basic_leave_room(sid, namespace, room)
@@ -54,7 +48,7 @@ class IndexedRoomsMixin:
                     del pending[namespace]
 
     def get_rooms(self, sid, namespace):  # noqa: D102
-        return [room for room in self._index().get((namespace, sid), ()) if room is not None]
+        return [room for room in self._rooms_by_sid.get((namespace, sid), ()) if room is not None]
 
 
 class IndexedManager(IndexedRoomsMixin, socketio.Manager):

@@ -114,11 +114,13 @@ class RoomRegistry:
 
     def start_typing(self, sid: str, pull_request_id: int) -> None:
         """Mark ``sid`` as typing in the room until ``typing_timeout`` from now."""
-        self._typing[(sid, pull_request_id)] = self._clock() + self.typing_timeout
+        with self._lock:  # the sweeper may be iterating on another thread (flask run)
+            self._typing[(sid, pull_request_id)] = self._clock() + self.typing_timeout
 
     def stop_typing(self, sid: str, pull_request_id: int) -> bool:
         """Clear the typing mark; True if there was one (so the others must be told)."""
-        return self._typing.pop((sid, pull_request_id), None) is not None
+        with self._lock:
+            return self._typing.pop((sid, pull_request_id), None) is not None
 
     def is_typing(self, sid: str, pull_request_id: int) -> bool:
         """Whether ``sid`` currently shows as typing in the room."""

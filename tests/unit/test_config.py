@@ -1,0 +1,184 @@
+"""PRROOM_* settings: defaults, parsing, and one-line errors naming the bad key."""
+from __future__ import annotations
+
+import pytest
+
+from prroom.config import DEFAULTS, SETTINGS, SETTINGS_BY_KEY, ConfigError, Settings, \
+    from_environ
+
+
+def config_error(config) -> str:
+    with pytest.raises(ConfigError) as info:
+        Settings.from_mapping(config)
+    return str(info.value)
+
+
+def test_defaults_are_valid():
+    settings = Settings.from_mapping({})
+    assert settings == Settings(url_prefix="", socketio_path="socket.io",
+                                max_message_length=4000, max_username_length=64,
+                                typing_timeout=5.0, max_frame_bytes=65536,
+                                ping_interval=25.0, ping_timeout=20.0,
+                                cors_allowed_origins=None, async_mode="auto")
+    # The DEFAULTS mapping (what init_app puts into app.config) is itself valid.
+    assert Settings.from_mapping(DEFAULTS) == settings
+
+
+def test_every_setting_is_a_prroom_key_with_a_description():
+    assert set(SETTINGS_BY_KEY) == set(DEFAULTS)
+    for setting in SETTINGS:
+        assert setting.key.startswith("PRROOM_")
+        assert setting.description
+
+
+def test_config_error_is_a_value_error():
+    assert issubclass(ConfigError, ValueError)
+
+
+def test_unrelated_keys_are_ignored():
+    assert Settings.from_mapping({"SECRET_KEY": "x", "DEBUG": True}) == Settings.from_mapping({})
+
+
+def test_valid_overrides():
+    settings = Settings.from_mapping({
+        "PRROOM_URL_PREFIX": "/chat/", "PRROOM_MAX_MESSAGE_LENGTH": 10,
+        "PRROOM_MAX_USERNAME_LENGTH": "12", "PRROOM_TYPING_TIMEOUT": 0.05,
+        "PRROOM_PING_INTERVAL": 3, "PRROOM_ASYNC_MODE": "threading",
+        "PRROOM_CORS_ALLOWED_ORIGINS": ["https://a.example", " https://b.example "]})
+    assert settings.url_prefix == "/chat"  # trailing slash dropped
+    assert settings.max_message_length == 10
+    assert settings.max_username_length == 12
+    assert settings.typing_timeout == 0.05
+    assert settings.ping_interval == 3.0 and isinstance(settings.ping_interval, float)
+    assert settings.async_mode == "threading"
+    assert settings.cors_allowed_origins == ("https://a.example", "https://b.example")
+
+
+def test_root_url_prefix_means_no_prefix():
+    assert Settings.from_mapping({"PRROOM_URL_PREFIX": "/"}).url_prefix == ""
+
+
+@pytest.mark.parametrize("key, value", [
+    ("PRROOM_MAX_MESSAGE_LENGTH", "lots"),
+    ("PRROOM_MAX_MESSAGE_LENGTH", "4000.0"),
+    ("PRROOM_MAX_MESSAGE_LENGTH", 0),
+    ("PRROOM_MAX_MESSAGE_LENGTH", -5),
+    ("PRROOM_MAX_MESSAGE_LENGTH", 1_000_001),
+    ("PRROOM_MAX_MESSAGE_LENGTH", True),
+    ("PRROOM_MAX_MESSAGE_LENGTH", None),
+    ("PRROOM_MAX_USERNAME_LENGTH", 1025),
+    ("PRROOM_MAX_USERNAME_LENGTH", False),
+    ("PRROOM_MAX_FRAME_BYTES", 1023),
+    ("PRROOM_TYPING_TIMEOUT", "soon"),
+    ("PRROOM_TYPING_TIMEOUT", 0.01),
+    ("PRROOM_TYPING_TIMEOUT", True),
+    ("PRROOM_PING_INTERVAL", "inf"),
+    ("PRROOM_PING_TIMEOUT", 0),
+    ("PRROOM_ASYNC_MODE", "eventlet"),
+    ("PRROOM_ASYNC_MODE", "Threading"),
+    ("PRROOM_ASYNC_MODE", 1),
+    ("PRROOM_URL_PREFIX", 5),
+    ("PRROOM_SOCKETIO_PATH", None),
+    ("PRROOM_CORS_ALLOWED_ORIGINS", 5),
+], ids=lambda v: v if isinstance(v, str) and v.startswith("PRROOM") else repr(v))
+def test_bad_value_raises_config_error_naming_key(key, value):
+    message = config_error({key: value})
+    assert message.startswith(f"{key}={value!r}: expected ")
+    assert SETTINGS_BY_KEY[key].expected() in message
+    assert "\n" not in message  # one line, no traceback text
+
+
+@pytest.mark.parametrize("prefix", ["chat", "chat/", " /chat"])
+def test_url_prefix_without_leading_slash(prefix):
+    message = config_error({"PRROOM_URL_PREFIX": prefix})
+    assert message.startswith(f"PRROOM_URL_PREFIX={prefix!r}: ")
+    assert "/" in message.split(":", 1)[1]
+
+
+def test_choices_are_listed():
+    assert config_error({"PRROOM_ASYNC_MODE": "eventlet"}).endswith(
+        "expected one of auto, gevent, threading")
+
+
+def test_error_names_the_bad_key_among_good_ones():
+    message = config_error({"PRROOM_MAX_MESSAGE_LENGTH": 10, "PRROOM_PING_TIMEOUT": "x",
+                            "PRROOM_ASYNC_MODE": "threading"})
+    assert message.startswith("PRROOM_PING_TIMEOUT=")
+
+
+def test_range_is_in_message():
+    message = config_error({"PRROOM_MAX_USERNAME_LENGTH": 0})
+    assert "integer" in message and "1024" in message
+
+
+@pytest.mark.parametrize("raw, expected", [
+    ("", None),
+    ("   ", None),
+    (" , ,", None),
+    (None, None),
+    ([], None),
+    ("*", ("*",)),
+    ("https://a.example", ("https://a.example",)),
+    ("a, b", ("a", "b")),
+    ("a,b,,c ,", ("a", "b", "c")),
+    (("x", "y"), ("x", "y")),
+])
+def test_cors_origins_parsing(raw, expected):
+    settings = Settings.from_mapping({"PRROOM_CORS_ALLOWED_ORIGINS": raw})
+    assert settings.cors_allowed_origins == expected
+
+
+def test_from_environ_parses_strings():
+    environ = {"PRROOM_MAX_MESSAGE_LENGTH": " 10 ", "PRROOM_TYPING_TIMEOUT": "0.5",
+               "PRROOM_CORS_ALLOWED_ORIGINS": "a, b", "PRROOM_URL_PREFIX": "/chat",
+               "PRROOM_ASYNC_MODE": "threading", "PATH": "/bin", "PRROOM_UNKNOWN": "x"}
+    assert from_environ(environ) == {
+        "PRROOM_MAX_MESSAGE_LENGTH": 10, "PRROOM_TYPING_TIMEOUT": 0.5,
+        "PRROOM_CORS_ALLOWED_ORIGINS": ("a", "b"), "PRROOM_URL_PREFIX": "/chat",
+        "PRROOM_ASYNC_MODE": "threading"}
+
+
+def test_from_environ_only_returns_present_keys():
+    assert from_environ({}) == {}
+    assert from_environ({"HOME": "/root"}) == {}
+
+
+def test_from_environ_empty_origins_means_same_origin():
+    parsed = from_environ({"PRROOM_CORS_ALLOWED_ORIGINS": ""})
+    assert parsed == {"PRROOM_CORS_ALLOWED_ORIGINS": None}
+    assert Settings.from_mapping(parsed).cors_allowed_origins is None
+
+
+def test_from_environ_result_feeds_from_mapping():
+    parsed = from_environ({"PRROOM_MAX_USERNAME_LENGTH": "32", "PRROOM_PING_INTERVAL": "5"})
+    settings = Settings.from_mapping(parsed)
+    assert (settings.max_username_length, settings.ping_interval) == (32, 5.0)
+
+
+@pytest.mark.parametrize("environ, key", [
+    ({"PRROOM_MAX_FRAME_BYTES": "64k"}, "PRROOM_MAX_FRAME_BYTES"),
+    ({"PRROOM_ASYNC_MODE": "eventlet"}, "PRROOM_ASYNC_MODE"),
+    ({"PRROOM_PING_INTERVAL": ""}, "PRROOM_PING_INTERVAL"),
+])
+def test_from_environ_bad_value(environ, key):
+    with pytest.raises(ConfigError, match=f"^{key}="):
+        from_environ(environ)
+
+
+def test_from_environ_defaults_to_os_environ(monkeypatch):
+    monkeypatch.setenv("PRROOM_MAX_MESSAGE_LENGTH", "123")
+    assert from_environ()["PRROOM_MAX_MESSAGE_LENGTH"] == 123
+
+
+# -- known defects (see report) -------------------------------------------------------
+
+@pytest.mark.parametrize("key", ["PRROOM_TYPING_TIMEOUT", "PRROOM_PING_INTERVAL",
+                                 "PRROOM_PING_TIMEOUT"])
+def test_nan_is_refused(key):
+    with pytest.raises(ConfigError):
+        Settings.from_mapping({key: "nan"})
+
+
+def test_non_integral_float_is_refused_for_integer_setting():
+    with pytest.raises(ConfigError):
+        Settings.from_mapping({"PRROOM_MAX_MESSAGE_LENGTH": 1.9})

@@ -1,0 +1,262 @@
+"""IndexedManager must behave exactly like python-socketio's stock Manager, only faster."""
+from __future__ import annotations
+
+import itertools
+
+import pytest
+import socketio
+
+from prroom.manager import IndexedManager, IndexedRoomsMixin
+
+NS = "/"
+
+
+def make_server(manager):
+    server = socketio.Server(async_mode="threading", client_manager=manager)
+    counter = itertools.count(1)
+    # deterministic sids so two servers can be compared call for call
+    server.eio.generate_id = lambda: f"sid{next(counter)}"
+    manager.initialize()
+    return server
+
+
+@pytest.fixture(params=["indexed", "stock"])
+def manager(request):
+    mgr = IndexedManager() if request.param == "indexed" else socketio.Manager()
+    make_server(mgr)
+    return mgr
+
+
+@pytest.fixture
+def indexed():
+    mgr = IndexedManager()
+    make_server(mgr)
+    return mgr
+
+
+def connect(mgr, eio_sid, namespace=NS):
+    sid = mgr.connect(eio_sid, namespace)
+    assert sid is not None
+    return sid
+
+
+def traces_of(mgr, sid):
+    """Every (namespace, room) in ``mgr.rooms`` that still mentions ``sid``."""
+    return [(ns, room) for ns, rooms in mgr.rooms.items() for room, members in rooms.items()
+            if sid in members or room == sid]
+
+
+def participants(mgr, room, namespace=NS):
+    return sorted(mgr.get_participants(namespace, room))
+
+
+def test_is_a_socketio_manager():
+    assert issubclass(IndexedManager, socketio.Manager)
+    assert issubclass(IndexedManager, IndexedRoomsMixin)
+
+
+def test_server_keeps_our_manager(indexed):
+    assert indexed.server.manager is indexed
+
+
+def test_connect_and_get_rooms(manager):
+    sid = connect(manager, "eio1")
+    assert manager.is_connected(sid, NS)
+    assert manager.sid_from_eio_sid("eio1", NS) == sid
+    assert manager.get_rooms(sid, NS) == [sid]  # the private room only, never None
+    manager.enter_room(sid, NS, "pr:1")
+    manager.enter_room(sid, NS, "pr:2")
+    assert sorted(manager.get_rooms(sid, NS)) == sorted([sid, "pr:1", "pr:2"])
+    # the server API answers the same
+    assert sorted(manager.server.rooms(sid, NS)) == sorted([sid, "pr:1", "pr:2"])
+
+
+def test_enter_room_twice_is_idempotent(manager):
+    sid = connect(manager, "eio1")
+    manager.enter_room(sid, NS, "pr:1")
+    manager.enter_room(sid, NS, "pr:1")
+    assert sorted(manager.get_rooms(sid, NS)) == sorted([sid, "pr:1"])
+    assert participants(manager, "pr:1") == [(sid, "eio1")]
+
+
+def test_leave_room(manager):
+    a, b = connect(manager, "eio1"), connect(manager, "eio2")
+    for sid in (a, b):
+        manager.enter_room(sid, NS, "pr:1")
+    manager.enter_room(a, NS, "pr:2")
+    manager.leave_room(a, NS, "pr:1")
+    assert sorted(manager.get_rooms(a, NS)) == sorted([a, "pr:2"])
+    assert participants(manager, "pr:1") == [(b, "eio2")]
+    manager.leave_room(a, NS, "pr:1")  # not in it any more: harmless
+    manager.leave_room(a, NS, "never-joined")
+    assert sorted(manager.get_rooms(a, NS)) == sorted([a, "pr:2"])
+
+
+def test_last_leaver_removes_room(manager):
+    sid = connect(manager, "eio1")
+    manager.enter_room(sid, NS, "pr:1")
+    manager.leave_room(sid, NS, "pr:1")
+    assert "pr:1" not in manager.rooms[NS]
+    assert participants(manager, "pr:1") == []
+
+
+def test_disconnect_removes_every_trace_of_the_sid_only(manager):
+    a, b, c = (connect(manager, f"eio{i}") for i in (1, 2, 3))
+    for room in ("pr:1", "pr:2", "pr:3"):
+        manager.enter_room(a, NS, room)
+    manager.enter_room(b, NS, "pr:1")
+    manager.enter_room(c, NS, "pr:2")
+    manager.enter_room(c, NS, "pr:3")
+
+    manager.pre_disconnect(a, NS)  # what the server does before the disconnect handler
+    manager.disconnect(a, NS)
+
+    assert traces_of(manager, a) == []
+    assert not manager.is_connected(a, NS)
+    assert manager.get_rooms(a, NS) == []
+    assert manager.sid_from_eio_sid("eio1", NS) is None
+    assert NS not in manager.pending_disconnect or a not in manager.pending_disconnect[NS]
+    assert participants(manager, "pr:1") == [(b, "eio2")]
+    assert participants(manager, "pr:2") == [(c, "eio3")]
+    assert participants(manager, "pr:3") == [(c, "eio3")]
+    assert "pr:4" not in manager.rooms[NS]
+    for sid, eio in ((b, "eio2"), (c, "eio3")):
+        assert manager.is_connected(sid, NS)
+        assert manager.sid_from_eio_sid(eio, NS) == sid
+    assert sorted(manager.get_rooms(b, NS)) == sorted([b, "pr:1"])
+    assert sorted(manager.get_rooms(c, NS)) == sorted([c, "pr:2", "pr:3"])
+
+
+def test_disconnect_last_sid_leaves_no_namespace(manager):
+    sid = connect(manager, "eio1")
+    manager.enter_room(sid, NS, "pr:1")
+    manager.disconnect(sid, NS)
+    assert manager.rooms == {}
+    assert manager.pending_connect == {} and manager.pending_disconnect == {}
+
+
+def test_disconnect_forgets_pending_callbacks(manager):
+    sid = connect(manager, "eio1")
+    manager._generate_ack_id(sid, lambda *args: None)
+    assert sid in manager.callbacks
+    manager.disconnect(sid, NS)
+    assert sid not in manager.callbacks
+
+
+def test_disconnect_unknown_sid_is_harmless(manager):
+    sid = connect(manager, "eio1")
+    manager.disconnect("nope", NS)
+    manager.disconnect(sid, "/other")
+    assert manager.is_connected(sid, NS)
+    assert manager.get_rooms(sid, NS) == [sid]
+
+
+def test_disconnect_during_pending_connect(manager):
+    # A connection refused by the connect handler is disconnected while still pending.
+    sid = manager.pre_connect("eio1", NS)
+    assert manager.is_pre_connected(sid, NS)
+    manager.disconnect(sid, NS)
+    assert traces_of(manager, sid) == []
+    assert manager.pending_connect == {}
+
+
+def test_namespaces_are_independent(manager):
+    root = connect(manager, "eio1", NS)
+    chat = connect(manager, "eio1", "/chat")
+    manager.enter_room(root, NS, "pr:1")
+    manager.enter_room(chat, "/chat", "pr:1")
+    manager.disconnect(chat, "/chat")
+    assert sorted(manager.get_rooms(root, NS)) == sorted([root, "pr:1"])
+    assert participants(manager, "pr:1") == [(root, "eio1")]
+    assert "/chat" not in manager.rooms
+
+
+def test_close_room(manager):
+    a, b = connect(manager, "eio1"), connect(manager, "eio2")
+    for sid in (a, b):
+        manager.enter_room(sid, NS, "pr:1")
+        manager.enter_room(sid, NS, "pr:2")
+    manager.close_room("pr:1", NS)
+    assert sorted(manager.get_rooms(a, NS)) == sorted([a, "pr:2"])
+    assert sorted(manager.get_rooms(b, NS)) == sorted([b, "pr:2"])
+    manager.disconnect(a, NS)
+    assert traces_of(manager, a) == []
+
+
+def test_cannot_enter_another_sids_room(manager):
+    a, b = connect(manager, "eio1"), connect(manager, "eio2")
+    with pytest.raises(ValueError):
+        manager.enter_room(a, NS, b)
+    assert manager.get_rooms(a, NS) == [a]
+
+
+def test_get_rooms_before_any_connection():
+    mgr = IndexedManager()  # initialize() not called yet: must not blow up
+    socketio.Server(async_mode="threading", client_manager=mgr)
+    assert mgr.get_rooms("nobody", NS) == []
+
+
+def test_same_sequence_same_results_as_stock_manager():
+    indexed, stock = IndexedManager(), socketio.Manager()
+    make_server(indexed)
+    make_server(stock)
+    rooms = ["pr:1", "pr:2", "pr:3"]
+    observed = {}
+    for name, mgr in (("indexed", indexed), ("stock", stock)):
+        log = []
+        sids = [connect(mgr, f"eio{i}") for i in range(6)]
+        for i, sid in enumerate(sids):
+            for room in rooms[: i % 4]:
+                mgr.enter_room(sid, NS, room)
+        mgr.leave_room(sids[3], NS, "pr:2")
+        mgr.disconnect(sids[2], NS)
+        mgr.enter_room(sids[0], NS, "pr:3")
+        mgr.close_room("pr:1", NS)
+        mgr.enter_room(sids[5], NS, "pr:1")
+        mgr.pre_disconnect(sids[5], NS)
+        mgr.disconnect(sids[5], NS)
+        sids.append(connect(mgr, "eio-late"))
+        mgr.enter_room(sids[-1], NS, "pr:2")
+        for room in rooms + [[ "pr:2", "pr:3"]] + sids:
+            log.append(sorted(mgr.get_participants(NS, room)))
+        for sid in sids:
+            log.append((sid, sorted(mgr.get_rooms(sid, NS)), mgr.is_connected(sid, NS)))
+        observed[name] = (log, mgr.rooms)
+    assert observed["indexed"][0] == observed["stock"][0]
+    assert observed["indexed"][1] == observed["stock"][1]
+
+
+def test_emit_to_room_reaches_remaining_members():
+    mgr = IndexedManager()
+    server = make_server(mgr)
+    sent = []
+    server._send_eio_packet = lambda eio_sid, pkt: sent.append(eio_sid)
+    a, b = connect(mgr, "eio1"), connect(mgr, "eio2")
+    for sid in (a, b):
+        mgr.enter_room(sid, NS, "pr:1")
+    mgr.disconnect(a, NS)
+    server.emit("pr-room-message", {"x": 1}, to="pr:1")
+    assert sent == ["eio2"]
+
+
+def test_initialize_again_keeps_existing_sockets(indexed):
+    sid = connect(indexed, "eio1")
+    indexed.enter_room(sid, NS, "pr:1")
+    indexed.initialize()
+    assert sorted(indexed.get_rooms(sid, NS)) == sorted([sid, "pr:1"])
+    indexed.disconnect(sid, NS)
+    assert traces_of(indexed, sid) == []
+
+
+def test_server_disconnect_path_leaves_no_trace(manager):
+    # The sequence python-socketio's Server.disconnect() runs: pre_disconnect, disconnect
+    # handler, manager.disconnect(..., ignore_queue=True).
+    server = manager.server
+    server._send_packet = lambda eio_sid, pkt: None
+    a, b = connect(manager, "eio1"), connect(manager, "eio2")
+    for sid in (a, b):
+        manager.enter_room(sid, NS, "pr:1")
+    server.disconnect(a, namespace=NS)
+    assert traces_of(manager, a) == []
+    assert manager.pending_disconnect == {}
+    assert participants(manager, "pr:1") == [(b, "eio2")]
