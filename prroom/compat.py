@@ -7,6 +7,9 @@ present in python-socketio 5.0 through at least 5.18, called on the greenlet/thr
 the handler in both sync and async handler modes) is wrapped to record it in a context
 variable.  If a future release drops that method, prroom falls back to sending both the ack
 and the event, which is safe and only redundant.
+
+It also reads python-engineio's per-socket send queues to find clients too slow to read
+(:func:`overfull_sockets`), which no public API exposes.
 """
 from __future__ import annotations
 
@@ -48,3 +51,21 @@ def ack_requested() -> bool:
     then hears about a refusal twice rather than never.
     """
     return bool(_ack_requested.get())
+
+
+def overfull_sockets(server, limit: int) -> list:
+    """Engine.IO session ids whose outgoing queue holds more than ``limit`` packets."""
+    sockets = getattr(server.eio, "sockets", {})
+    return [eio_sid for eio_sid, sock in list(sockets.items())
+            if getattr(sock, "queue", None) is not None and sock.queue.qsize() > limit]
+
+
+def abort_connection(server, eio_sid: str) -> None:
+    """Close a connection at once, without waiting to flush its queue (it is not reading)."""
+    sock = server.eio.sockets.get(eio_sid)
+    if sock is None:
+        return
+    try:
+        sock.close(wait=False, abort=True)
+    except TypeError:  # an engineio without the abort flag
+        sock.close(wait=False)

@@ -62,6 +62,24 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+def _parse_callable(raw: Any) -> Optional[Callable]:
+    """A callable, or an import path ``"package.module:name"`` naming one."""
+    if raw is None or callable(raw):
+        return raw
+    if not isinstance(raw, str) or ":" not in raw:
+        raise ValueError("expected a callable or 'module:name'")
+    module_name, _, attribute = raw.partition(":")
+    import importlib
+
+    try:
+        value = getattr(importlib.import_module(module_name), attribute)
+    except (ImportError, AttributeError) as exc:
+        raise ValueError(f"cannot import {raw}: {exc}") from None
+    if not callable(value):
+        raise ValueError(f"{raw} is not callable")
+    return value
+
+
 @dataclass(frozen=True)
 class Setting:
     """One configuration key: how to parse it, its default and the range it must fall in."""
@@ -73,6 +91,7 @@ class Setting:
     minimum: Optional[float] = None
     maximum: Optional[float] = None
     choices: Optional[Tuple[str, ...]] = None
+    secret: bool = False  # masked wherever settings are shown
 
     def coerce(self, raw: Any) -> Any:
         """Return ``raw`` parsed and range-checked, or raise :class:`ConfigError`."""
@@ -93,7 +112,8 @@ class Setting:
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
         kind = {_parse_int: "an integer", _parse_float: "a number",
-                _parse_str: "a string", _parse_origins: "a comma-separated list of origins"}
+                _parse_str: "a string", _parse_origins: "a comma-separated list of origins",
+                _parse_callable: "a callable or 'module:name'"}
         text = kind.get(self.parse, "a value")
         if self.minimum is not None and self.maximum is not None:
             text += f" from {_number(self.minimum)} to {_number(self.maximum)}"
@@ -123,6 +143,43 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_CORS_ALLOWED_ORIGINS", None, _parse_origins,
             "Browser origins allowed to connect: empty = same origin only, `*` = any, "
             "or a comma-separated list"),
+    Setting("PRROOM_AUTH_MODE", "none", _parse_str,
+            "How connections are identified: `none` (name given at join; development only), "
+            "`token` (signed token in the Socket.IO auth payload) or `custom` "
+            "(PRROOM_AUTHENTICATE decides)", choices=("none", "token", "custom")),
+    Setting("PRROOM_SECRET_KEY", None, _parse_str,
+            "Key that signs tokens; empty = the app's SECRET_KEY", secret=True),
+    Setting("PRROOM_TOKEN_MAX_AGE", 900.0, _parse_float,
+            "Seconds a token stays valid for connecting", 1, 30 * 86400),
+    Setting("PRROOM_AUTHENTICATE", None, _parse_callable,
+            "`custom` mode: `authenticate(auth, request)` returning a username or refusing "
+            "(None); a callable or 'module:name'"),
+    Setting("PRROOM_CAN_JOIN", None, _parse_callable,
+            "`can_join(identity, pull_request_id)` -> bool, checked at join on top of a "
+            "token's scope; a callable or 'module:name'"),
+    Setting("PRROOM_MESSAGE_RATE", 5.0, _parse_float,
+            "Messages per second a socket may send, sustained", 0.01, 1_000_000),
+    Setting("PRROOM_MESSAGE_BURST", 20, _parse_int,
+            "Messages a socket may send at once before the rate applies", 1, 1_000_000),
+    Setting("PRROOM_TYPING_RATE", 5.0, _parse_float,
+            "typing/stop-typing events per second per socket", 0.01, 1_000_000),
+    Setting("PRROOM_TYPING_BURST", 20, _parse_int,
+            "typing/stop-typing burst per socket", 1, 1_000_000),
+    Setting("PRROOM_ROOM_RATE", 2.0, _parse_float,
+            "join/leave events per second per socket", 0.01, 1_000_000),
+    Setting("PRROOM_ROOM_BURST", 30, _parse_int,
+            "join/leave burst per socket", 1, 1_000_000),
+    Setting("PRROOM_RATE_LIMIT_DISCONNECT_AFTER", 50, _parse_int,
+            "Rate-limited events in a row after which the socket is disconnected", 1,
+            1_000_000),
+    Setting("PRROOM_MAX_ROOMS_PER_SOCKET", 50, _parse_int,
+            "Rooms one connection may be in at once", 1, 1_000_000),
+    Setting("PRROOM_MAX_CONNECTIONS_PER_IDENTITY", 20, _parse_int,
+            "Simultaneous connections of one authenticated identity (per process)", 1,
+            1_000_000),
+    Setting("PRROOM_MAX_QUEUED_PACKETS", 2000, _parse_int,
+            "Packets waiting to be written to one client before it is dropped as too slow",
+            10, 10_000_000),
     Setting("PRROOM_ASYNC_MODE", "auto", _parse_str,
             "Concurrency model when prroom creates the SocketIO: `auto` picks gevent when gevent "
             "has monkey-patched the process and threading otherwise (flask run)",
@@ -146,6 +203,21 @@ class Settings:
     ping_interval: float
     ping_timeout: float
     cors_allowed_origins: Optional[Tuple[str, ...]]
+    auth_mode: str
+    secret_key: Optional[str]
+    token_max_age: float
+    authenticate: Optional[Callable]
+    can_join: Optional[Callable]
+    message_rate: float
+    message_burst: int
+    typing_rate: float
+    typing_burst: int
+    room_rate: float
+    room_burst: int
+    rate_limit_disconnect_after: int
+    max_rooms_per_socket: int
+    max_connections_per_identity: int
+    max_queued_packets: int
     async_mode: str
 
     @classmethod
@@ -161,6 +233,17 @@ class Settings:
             raise ConfigError(f"PRROOM_URL_PREFIX={values['url_prefix']!r}: expected a path "
                               "starting with / (or empty)")
         values["url_prefix"] = values["url_prefix"].rstrip("/")
+        # A message at the length limit must fit in a frame: a JSON client may escape every
+        # character as a surrogate pair (12 bytes), plus the packet's envelope.
+        needed = values["max_message_length"] * 12 + 1024
+        if values["max_frame_bytes"] < needed:
+            raise ConfigError(
+                f"PRROOM_MAX_FRAME_BYTES={values['max_frame_bytes']}: expected at least "
+                f"{needed} so a message of PRROOM_MAX_MESSAGE_LENGTH="
+                f"{values['max_message_length']} characters always fits")
+        if values["auth_mode"] == "custom" and values["authenticate"] is None:
+            raise ConfigError("PRROOM_AUTH_MODE='custom': expected PRROOM_AUTHENTICATE to be "
+                              "set (or the @PRRoom.authenticator decorator)")
         return cls(**values)
 
 

@@ -11,13 +11,14 @@ import itertools
 import logging
 import secrets
 import time
-from typing import Any, Callable, Dict, Optional
+from typing import Any, Callable, Dict, NamedTuple, Optional
 
 from socketio.exceptions import ConnectionRefusedError
 
-from . import protocol
+from . import compat, protocol
 from .compat import ack_requested, track_ack_requests
-from .identity import IdentityPolicy
+from .identity import Identity, IdentityPolicy
+from .limits import SocketLimiter
 from .protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from .rooms import RoomRegistry
 
@@ -25,19 +26,36 @@ logger = logging.getLogger("prroom")
 
 Handler = Callable[[str, Any], dict]
 
+#: Which rate-limit bucket each client event spends.
+RATE_KIND = {protocol.JOIN: "room", protocol.LEAVE: "room", protocol.SEND_MESSAGE: "message",
+             protocol.TYPING: "typing", protocol.STOP_TYPING: "typing"}
+
+
+class Caps(NamedTuple):
+    """Per-connection caps (see the ``PRROOM_MAX_*`` settings)."""
+
+    max_rooms_per_socket: int = 50
+    max_connections_per_identity: int = 20
+    max_queued_packets: int = 2000
+
 
 class RoomEvents:
     """prroom's event handlers for one python-socketio server and namespace."""
 
     def __init__(self, server, registry: RoomRegistry, identity: IdentityPolicy,
-                 limits: Limits, namespace: str = "/") -> None:
+                 limits: Limits, limiter: SocketLimiter, caps: Caps = Caps(),
+                 namespace: str = "/") -> None:
         self.server = server
         self.registry = registry
         self.identity = identity
         self.limits = limits
+        self.limiter = limiter
+        self.caps = caps
         self.namespace = namespace
         # sid -> authenticated identity; anonymous sockets are not stored at all.
-        self._identities: Dict[str, str] = {}
+        self._identities: Dict[str, Identity] = {}
+        self._connections_of: Dict[str, int] = {}  # identity name -> open connections
+        self.connected = 0
         self._message_ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
         self._sweeper_started = False
@@ -60,39 +78,69 @@ class RoomEvents:
     # -- connection lifecycle ---------------------------------------------------------
 
     def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
-        """Identify the connection (refusing it if the identity policy says so)."""
+        """Identify the connection; refuse it (``connect_error``) if it may not connect."""
+        address = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR")
         try:
             identity = self.identity.authenticate(environ, auth)
+            if identity is not None:
+                self._count_connection(identity)
         except ProtocolError as err:
-            logger.info("refused connection sid=%s addr=%s code=%s", sid,
-                        environ.get("REMOTE_ADDR"), err.code)
-            raise ConnectionRefusedError(err.to_dict()) from None
+            logger.info("refused connection sid=%s addr=%s code=%s", sid, address, err.code)
+            # the client sees err.message as the connect_error's message, the dict as .data
+            raise ConnectionRefusedError(err.message, err.to_dict()) from None
         if identity is not None:
             self._identities[sid] = identity
-        self._start_typing_sweeper()
-        logger.info("connect sid=%s addr=%s identity=%s", sid,
-                    environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR"),
-                    identity or "-")
+        self.connected += 1
+        self._start_background_tasks()
+        logger.info("connect sid=%s addr=%s identity=%s", sid, address,
+                    identity.name if identity else "-")
+
+    def _count_connection(self, identity: Identity) -> None:
+        count = self._connections_of.get(identity.name, 0)
+        if count >= self.caps.max_connections_per_identity:
+            raise ProtocolError(ErrorCode.TOO_MANY_CONNECTIONS,
+                                f"{identity.name!r} already has {count} connections; close "
+                                "one first", limit=self.caps.max_connections_per_identity)
+        self._connections_of[identity.name] = count + 1
 
     def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Leave every room; members stop seeing the socket as typing at once."""
-        self._identities.pop(sid, None)
+        identity = self._identities.pop(sid, None)
+        if identity is not None:
+            remaining = self._connections_of[identity.name] - 1
+            if remaining:
+                self._connections_of[identity.name] = remaining
+            else:
+                del self._connections_of[identity.name]
+        self.connected -= 1
+        self.limiter.forget(sid)
         departures = self.registry.disconnect(sid)
         for departure in departures:
             if departure.was_typing:
                 self._emit_typing(protocol.STOP_TYPING, departure.pull_request_id,
                                   departure.username, skip_sid=sid)
-        logger.info("disconnect sid=%s reason=%s rooms=%s", sid, reason or "-",
+        logger.info("disconnect sid=%s identity=%s reason=%s rooms=%s", sid,
+                    identity.name if identity else "-", reason or "-",
                     ",".join(str(d.pull_request_id) for d in departures) or "-")
 
     # -- client events ----------------------------------------------------------------
 
     def join(self, sid: str, payload: Any) -> dict:
         """``join-pr-room``: enter ``pr:{id}`` under the name the identity policy allows."""
-        request = protocol.parse_room_request(payload, self.limits)
+        identity = self._identities.get(sid)
+        request = protocol.parse_room_request(payload, self.limits, identity is None)
         pull_request_id = request.pull_request_id
-        username = self.identity.name_for_join(self._identities.get(sid), request.username,
-                                               pull_request_id)
+        username = self.identity.name_for_join(identity, request.username, pull_request_id)
+        if not self.identity.can_join(identity, pull_request_id):
+            raise ProtocolError(ErrorCode.FORBIDDEN,
+                                f"you may not join pull request {pull_request_id}'s room",
+                                pullRequestId=pull_request_id)
+        if self.registry.room_count_of(sid) >= self.caps.max_rooms_per_socket and \
+                self.registry.name_of(sid, pull_request_id) is None:
+            raise ProtocolError(ErrorCode.TOO_MANY_ROOMS,
+                                f"this connection is already in "
+                                f"{self.caps.max_rooms_per_socket} rooms; leave one first",
+                                limit=self.caps.max_rooms_per_socket)
         if self.registry.join(sid, pull_request_id, username):
             self.server.enter_room(sid, room_name(pull_request_id), self.namespace)
             logger.info("join sid=%s user=%s pr=%s", sid, username, pull_request_id)
@@ -101,7 +149,7 @@ class RoomEvents:
 
     def leave(self, sid: str, payload: Any) -> dict:
         """``leave-pr-room``: leave one room; the socket's other rooms are untouched."""
-        request = protocol.parse_room_request(payload, self.limits)
+        request = protocol.parse_room_request(payload, self.limits, sid not in self._identities)
         pull_request_id = request.pull_request_id
         self.registry.name_in(sid, pull_request_id, claimed=request.username)
         departure = self.registry.leave(sid, pull_request_id)
@@ -113,7 +161,8 @@ class RoomEvents:
 
     def send_message(self, sid: str, payload: Any) -> dict:
         """``send-message-to-pr-room``: everyone in the room, sender included, gets it."""
-        request = protocol.parse_message_request(payload, self.limits)
+        request = protocol.parse_message_request(payload, self.limits,
+                                                 sid not in self._identities)
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         if self.registry.stop_typing(sid, pull_request_id):
@@ -129,7 +178,7 @@ class RoomEvents:
 
     def typing(self, sid: str, payload: Any) -> dict:
         """``typing``: the other members see the user typing until stop or expiry."""
-        request = protocol.parse_room_request(payload, self.limits)
+        request = protocol.parse_room_request(payload, self.limits, sid not in self._identities)
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         self.registry.start_typing(sid, pull_request_id)
@@ -138,7 +187,7 @@ class RoomEvents:
 
     def stop_typing(self, sid: str, payload: Any) -> dict:
         """``stop-typing``: the others are told, if they had been told the user was typing."""
-        request = protocol.parse_room_request(payload, self.limits)
+        request = protocol.parse_room_request(payload, self.limits, sid not in self._identities)
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         if self.registry.stop_typing(sid, pull_request_id):
@@ -147,15 +196,22 @@ class RoomEvents:
 
     def unknown_event(self, event: str, sid: str, *args: Any) -> Optional[dict]:
         """Any event prroom does not handle gets ``unknown-event`` (catch-all handler)."""
-        return self._refuse(sid, str(event), protocol.unknown_event(event),
-                            args[0] if args else None)
+        payload = args[0] if args else None
+        try:
+            self._charge(sid, "message")
+        except ProtocolError as err:
+            return self._refuse(sid, str(event), err, payload)
+        return self._refuse(sid, str(event), protocol.unknown_event(event), payload)
 
     # -- plumbing ---------------------------------------------------------------------
 
     def _guarded(self, event: str, handler: Handler) -> Callable[..., Optional[dict]]:
         """Wrap a handler: refusals and bugs become error replies, never a dropped socket."""
+        kind = RATE_KIND[event]
+
         def guarded(sid: str, payload: Any = None, *_ignored: Any) -> Optional[dict]:
             try:
+                self._charge(sid, kind)  # before parsing: invalid floods cost the same
                 return handler(sid, payload)
             except ProtocolError as err:
                 return self._refuse(sid, event, err, payload)
@@ -167,13 +223,31 @@ class RoomEvents:
         guarded.__name__ = handler.__name__
         return guarded
 
+    def _charge(self, sid: str, kind: str) -> None:
+        try:
+            self.limiter.charge(sid, kind)
+        except ProtocolError:
+            if self.limiter.abusive(sid):
+                logger.warning("disconnecting sid=%s identity=%s: %d rate-limited %s events "
+                               "in a row", sid, self._name(sid), self.limiter.strikes(sid), kind)
+                self.server.start_background_task(self.server.disconnect, sid,
+                                                  namespace=self.namespace)
+            raise
+
+    def _name(self, sid: str) -> str:
+        identity = self._identities.get(sid)
+        return identity.name if identity else "-"
+
     def _refuse(self, sid: str, event: str, err: ProtocolError, payload: Any) -> dict:
         """Answer a refused request by ack if one was asked for, else by ``pr-room-error``."""
-        logger.info("refused %s sid=%s code=%s", event, sid, err.code)
+        pull_request_id = payload.get("pullRequestId") if isinstance(payload, dict) else None
+        if type(pull_request_id) is not int:
+            pull_request_id = None
+        # One line per refusal, except during a rate-limit streak: only its first hit.
+        if err.code != ErrorCode.RATE_LIMITED or self.limiter.strikes(sid) == 1:
+            logger.info("refused %s sid=%s identity=%s pr=%s code=%s", event, sid,
+                        self._name(sid), pull_request_id or "-", err.code)
         if not ack_requested():
-            pull_request_id = payload.get("pullRequestId") if isinstance(payload, dict) else None
-            if type(pull_request_id) is not int:
-                pull_request_id = None
             self.server.emit(protocol.ERROR, protocol.error_event(event, err, pull_request_id),
                              to=sid, namespace=self.namespace)
         return protocol.failure(err)
@@ -184,12 +258,29 @@ class RoomEvents:
                          to=room_name(pull_request_id), skip_sid=skip_sid,
                          namespace=self.namespace)
 
-    def _start_typing_sweeper(self) -> None:
+    def _start_background_tasks(self) -> None:
         # Started lazily: on the first connection we are surely inside the serving process
         # (gunicorn forks after loading the app when preload is on).
         if not self._sweeper_started:
             self._sweeper_started = True
             self.server.start_background_task(self._expire_typing_forever)
+            self.server.start_background_task(self._drop_slow_consumers_forever)
+
+    def _drop_slow_consumers_forever(self) -> None:
+        # Engine.IO queues outgoing packets without bound; a client that stops reading would
+        # make the server hold every message for it.  Checked once a second for all sockets,
+        # not per delivery, so a broadcast's cost stays per recipient.
+        while True:
+            self.server.sleep(1.0)
+            try:
+                for eio_sid in compat.overfull_sockets(self.server,
+                                                       self.caps.max_queued_packets):
+                    logger.warning("dropping a client too slow to read: eio_sid=%s has more "
+                                   "than %d packets queued", eio_sid,
+                                   self.caps.max_queued_packets)
+                    compat.abort_connection(self.server, eio_sid)
+            except Exception:
+                logger.exception("slow-consumer check failed; retrying")
 
     def _expire_typing_forever(self) -> None:
         # One sweeper for all typists instead of a timer per typing event: the cost per

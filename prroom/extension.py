@@ -1,18 +1,23 @@
 """``PRRoom``: the Flask extension that wires config, Socket.IO, handlers and blueprint."""
 from __future__ import annotations
 
-from typing import Optional
+import logging
+from typing import Callable, Iterable, Optional
 
 from flask import Flask
 from flask_socketio import SocketIO
 
-from .config import DEFAULTS, Settings
-from .events import RoomEvents
-from .identity import IdentityPolicy, JoinNameIdentity
+from .config import DEFAULTS, ConfigError, Settings
+from .events import Caps, RoomEvents
+from .identity import (CallableIdentity, IdentityPolicy, JoinNameIdentity, TokenIdentity,
+                       issue_token, with_room_rule)
+from .limits import Rate, SocketLimiter
 from .manager import IndexedManager
 from .protocol import Limits
 from .rooms import RoomRegistry
 from .web import blueprint
+
+logger = logging.getLogger("prroom")
 
 
 def resolve_async_mode(setting: str) -> str:
@@ -33,7 +38,9 @@ class PRRoom:
     Use ``PRRoom(app)`` or the app-factory form ``rooms = PRRoom(); rooms.init_app(app)``.
     Pass ``socketio=`` to share the host app's own :class:`flask_socketio.SocketIO` (its
     other handlers keep working; if it is not initialised yet, prroom initialises it with
-    prroom's settings), and ``identity=`` to replace how sockets are identified.
+    prroom's settings), and ``identity=`` to replace how sockets are identified altogether
+    (otherwise ``PRROOM_AUTH_MODE`` picks a policy).  :meth:`authenticator` and
+    :meth:`room_authorizer` are decorators for ``custom`` authentication and per-room rules.
 
     After ``init_app``: ``socketio`` (the SocketIO), ``settings`` (validated ``PRROOM_*``
     config), ``registry`` (room state) and ``events`` (the handlers) are set, and the
@@ -43,7 +50,9 @@ class PRRoom:
     def __init__(self, app: Optional[Flask] = None, socketio: Optional[SocketIO] = None,
                  identity: Optional[IdentityPolicy] = None) -> None:
         self.socketio = socketio
-        self.identity = identity or JoinNameIdentity()
+        self.identity = identity
+        self._authenticate: Optional[Callable] = None
+        self._can_join: Optional[Callable] = None
         self.app: Optional[Flask] = None
         self.settings: Optional[Settings] = None
         self.registry: Optional[RoomRegistry] = None
@@ -58,9 +67,19 @@ class PRRoom:
         if self.app is not None:
             raise RuntimeError("this PRRoom is already bound to another app; create one "
                                "PRRoom per app")
+        if self._authenticate is not None:
+            app.config.setdefault("PRROOM_AUTHENTICATE", self._authenticate)
+        if self._can_join is not None:
+            app.config.setdefault("PRROOM_CAN_JOIN", self._can_join)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         settings = Settings.from_mapping(app.config)
+        self.identity = self.identity or self._identity_policy(app, settings)
+        if settings.can_join is not None:
+            with_room_rule(self.identity, settings.can_join)
+        if not self.identity.authenticates and not app.debug:
+            logger.warning("PRROOM_AUTH_MODE=none: anyone who can reach this server can join "
+                           "any room under any name; use 'token' or 'custom' in production")
 
         socketio = socketio or self.socketio or SocketIO()
         if socketio.server is None:
@@ -68,13 +87,59 @@ class PRRoom:
             socketio.init_app(app, **{key: value for key, value in options.items()
                                       if key not in socketio.server_options})
         self.registry = RoomRegistry(typing_timeout=settings.typing_timeout)
+        limiter = SocketLimiter(
+            {"message": Rate(settings.message_rate, settings.message_burst),
+             "typing": Rate(settings.typing_rate, settings.typing_burst),
+             "room": Rate(settings.room_rate, settings.room_burst)},
+            disconnect_after=settings.rate_limit_disconnect_after)
         self.events = RoomEvents(socketio.server, self.registry, self.identity,
                                  Limits(settings.max_username_length,
-                                        settings.max_message_length))
+                                        settings.max_message_length),
+                                 limiter,
+                                 Caps(settings.max_rooms_per_socket,
+                                      settings.max_connections_per_identity,
+                                      settings.max_queued_packets))
         self.events.register()
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
         app.extensions["prroom"] = self
         self.app, self.socketio, self.settings = app, socketio, settings
+
+    # -- identity -----------------------------------------------------------------------
+
+    def authenticator(self, function: Callable) -> Callable:
+        """Decorator: ``custom`` mode's ``authenticate(auth, request)``; use before init_app.
+
+        Runs in a request context of the connection's request; returns the username (or an
+        :class:`~prroom.identity.Identity`), or None to refuse the connection.
+        """
+        self._authenticate = function
+        return function
+
+    def room_authorizer(self, function: Callable) -> Callable:
+        """Decorator: ``can_join(identity, pull_request_id) -> bool``; use before init_app."""
+        self._can_join = function
+        return function
+
+    def issue_token(self, username: str, pull_requests: Optional[Iterable[int]] = None) -> str:
+        """A token for ``token`` mode, valid ``PRROOM_TOKEN_MAX_AGE`` seconds from now."""
+        if self.app is None:
+            raise RuntimeError("call init_app() before issuing tokens")
+        return issue_token(self._secret_key(self.app, self.settings), username, pull_requests)
+
+    @staticmethod
+    def _secret_key(app: Flask, settings: Settings) -> str:
+        key = settings.secret_key or app.config.get("SECRET_KEY")
+        if not key:
+            raise ConfigError("PRROOM_AUTH_MODE='token': expected PRROOM_SECRET_KEY or the "
+                              "app's SECRET_KEY to be set")
+        return key
+
+    def _identity_policy(self, app: Flask, settings: Settings) -> IdentityPolicy:
+        if settings.auth_mode == "token":
+            return TokenIdentity(self._secret_key(app, settings), settings.token_max_age)
+        if settings.auth_mode == "custom":
+            return CallableIdentity(settings.authenticate, app.request_context)
+        return JoinNameIdentity()
 
     @staticmethod
     def _socketio_options(settings: Settings) -> dict:

@@ -1,49 +1,161 @@
-"""Where a socket's name comes from.
+"""Who a connection is, and which rooms it may enter.
 
-The event handlers never decide who somebody is; they ask an :class:`IdentityPolicy`.
-Today's policy, :class:`JoinNameIdentity`, trusts the name given at join.  A policy based on
-signed tokens or the host app's Flask session replaces it by implementing the same two
-methods, without touching the handlers.
+The event handlers never decide who somebody is; they ask an :class:`IdentityPolicy`,
+chosen by ``PRROOM_AUTH_MODE``:
+
+- ``none`` (:class:`JoinNameIdentity`): a socket is whoever it says it is at join.  For local
+  development only.
+- ``token`` (:class:`TokenIdentity`): the client sends a short-lived token signed with the
+  app's secret in the Socket.IO ``auth`` payload; see :func:`issue_token`.
+- ``custom`` (:class:`CallableIdentity`): a callable of the host app decides, inside a Flask
+  request context built from the connection's request (cookies, headers, Flask-Login).
+
+Tokens are signed with itsdangerous (Flask's own signing library, already installed with
+Flask, the scheme its session cookie uses): no new dependency, and the issuer is the host
+Flask app or prroom's CLI.  JWT would only pay off for non-Python issuers.
 """
 from __future__ import annotations
 
-from typing import Any, Mapping, Optional
+from typing import Any, Callable, FrozenSet, Iterable, Mapping, NamedTuple, Optional
+
+from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
 from .protocol import ErrorCode, ProtocolError
 
+TOKEN_SALT = "prroom-token"
+
+
+class Identity(NamedTuple):
+    """An authenticated user: the name they speak with, and the rooms they may join."""
+
+    name: str
+    # None: any pull request (subject to the host app's can_join); else only these ids.
+    pull_requests: Optional[FrozenSet[int]] = None
+
+
+def _unauthorized(message: str) -> ProtocolError:
+    return ProtocolError(ErrorCode.UNAUTHORIZED, message)
+
 
 class IdentityPolicy:
-    """Interface: how a connection is identified and which name it may join a room with."""
+    """Interface: identify a connection at connect, then authorize and name it per room."""
 
-    def authenticate(self, environ: Mapping[str, Any], auth: Any) -> Optional[str]:
-        """Called on connect with the WSGI environ and the Socket.IO ``auth`` payload.
+    #: True when connections carry an identity (the join ``username`` may then be omitted).
+    authenticates = True
 
-        Return the authenticated identity (a username), None for an anonymous connection,
-        or raise :class:`~prroom.protocol.ProtocolError` to refuse the connection.
-        """
+    def authenticate(self, environ: Mapping[str, Any], auth: Any) -> Optional[Identity]:
+        """Return the connection's identity (None: anonymous) or raise ProtocolError."""
         raise NotImplementedError
 
-    def name_for_join(self, identity: Optional[str], claimed: str,
+    def can_join(self, identity: Optional[Identity], pull_request_id: int) -> bool:
+        """Whether this identity may enter the room; by default its token scope decides."""
+        if identity is None or identity.pull_requests is None:
+            return True
+        return pull_request_id in identity.pull_requests
+
+    def name_for_join(self, identity: Optional[Identity], claimed: Optional[str],
                       pull_request_id: int) -> str:
-        """Return the name the socket will speak with in the room, or raise ProtocolError."""
-        raise NotImplementedError
+        """The name the socket speaks with in the room: its identity's, or the claimed one."""
+        if identity is None:
+            if claimed is None:
+                raise ProtocolError(ErrorCode.MISSING_FIELD, "'username' is required",
+                                    field="username")
+            return claimed
+        if claimed is not None and claimed != identity.name:
+            raise ProtocolError(ErrorCode.IDENTITY_MISMATCH,
+                                f"this connection is authenticated as {identity.name!r}, "
+                                f"not {claimed!r}", pullRequestId=pull_request_id)
+        return identity.name
 
 
 class JoinNameIdentity(IdentityPolicy):
-    """Development-grade identity: a socket is whoever it says it is when it joins a room.
+    """``none``: every connection is anonymous; the name given at join is the name."""
 
-    The name is then fixed for that room: later sends and typing events must carry it.
-    """
+    authenticates = False
 
-    def authenticate(self, environ: Mapping[str, Any], auth: Any) -> Optional[str]:
-        """Every connection is accepted anonymously."""
+    def authenticate(self, environ: Mapping[str, Any], auth: Any) -> Optional[Identity]:
+        """Accept everybody, anonymously."""
         return None
 
-    def name_for_join(self, identity: Optional[str], claimed: str,
-                      pull_request_id: int) -> str:
-        """The claimed name, unless the connection was authenticated as somebody else."""
-        if identity is not None and identity != claimed:
-            raise ProtocolError(ErrorCode.IDENTITY_MISMATCH,
-                                f"this connection is authenticated as {identity!r}, "
-                                f"not {claimed!r}", pullRequestId=pull_request_id)
-        return claimed
+
+class TokenIdentity(IdentityPolicy):
+    """``token``: ``auth = {token}`` must be a valid, unexpired token from :func:`issue_token`."""
+
+    def __init__(self, secret_key: str, max_age: float) -> None:
+        self._serializer = URLSafeTimedSerializer(secret_key, salt=TOKEN_SALT)
+        self.max_age = max_age
+
+    def authenticate(self, environ: Mapping[str, Any], auth: Any) -> Optional[Identity]:
+        """Verify the token; refuse a missing, forged or expired one (``unauthorized``)."""
+        token = auth.get("token") if isinstance(auth, dict) else None
+        if not isinstance(token, str) or not token:
+            raise _unauthorized("a token is required: connect with auth: {token: '...'}")
+        try:
+            claims = self._serializer.loads(token, max_age=self.max_age)
+        except SignatureExpired:
+            raise _unauthorized("the token has expired; get a new one") from None
+        except BadSignature:
+            raise _unauthorized("the token is not valid") from None
+        return identity_from_claims(claims)
+
+
+class CallableIdentity(IdentityPolicy):
+    """``custom``: the host app's ``authenticate(auth, request)`` decides.
+
+    It runs inside a Flask request context made from the connection's request, so
+    ``flask.session``, cookies and Flask-Login's ``current_user`` work.  It returns a username,
+    an :class:`Identity`, or None / False to refuse the connection.
+    """
+
+    def __init__(self, authenticate: Callable[[Any, Any], Any],
+                 request_context: Callable[[Mapping[str, Any]], Any]) -> None:
+        self._authenticate = authenticate
+        self._request_context = request_context
+
+    def authenticate(self, environ: Mapping[str, Any], auth: Any) -> Optional[Identity]:
+        """Call the host app's function; anything but a name or Identity refuses."""
+        from flask import request
+
+        with self._request_context(environ):
+            result = self._authenticate(auth, request)
+        if isinstance(result, Identity):
+            return result
+        if isinstance(result, str) and result:
+            return Identity(result)
+        raise _unauthorized("authentication failed")
+
+
+def issue_token(secret_key: str, username: str,
+                pull_requests: Optional[Iterable[int]] = None) -> str:
+    """A signed token naming ``username``, optionally limited to some pull request ids.
+
+    Its lifetime is checked on connect against ``PRROOM_TOKEN_MAX_AGE``.
+    """
+    claims: dict = {"u": username}
+    if pull_requests is not None:
+        claims["p"] = sorted(set(int(pr) for pr in pull_requests))
+    return URLSafeTimedSerializer(secret_key, salt=TOKEN_SALT).dumps(claims)
+
+
+def identity_from_claims(claims: Any) -> Identity:
+    """Validate a verified token's claims (a signed token can still be malformed)."""
+    if not isinstance(claims, dict) or not isinstance(claims.get("u"), str) or not claims["u"]:
+        raise _unauthorized("the token is not valid")
+    scope = claims.get("p")
+    if scope is None:
+        return Identity(claims["u"])
+    if not isinstance(scope, list) or not all(type(pr) is int for pr in scope):
+        raise _unauthorized("the token is not valid")
+    return Identity(claims["u"], frozenset(scope))
+
+
+def with_room_rule(policy: IdentityPolicy,
+                   can_join: Callable[[Optional[Identity], int], bool]) -> IdentityPolicy:
+    """Add the host app's ``can_join(identity, pull_request_id)`` on top of a policy's own."""
+    base = policy.can_join
+
+    def combined(identity: Optional[Identity], pull_request_id: int) -> bool:
+        return base(identity, pull_request_id) and bool(can_join(identity, pull_request_id))
+
+    policy.can_join = combined
+    return policy

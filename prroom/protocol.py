@@ -38,6 +38,11 @@ class ErrorCode:
     NOT_A_MEMBER = "not-a-member"            # the socket has not joined that room
     IDENTITY_MISMATCH = "identity-mismatch"  # username differs from the one the socket has there
     UNKNOWN_EVENT = "unknown-event"          # an event name prroom does not handle
+    UNAUTHORIZED = "unauthorized"            # connection refused: no or bad credentials
+    FORBIDDEN = "forbidden"                  # this identity may not join that room
+    RATE_LIMITED = "rate-limited"            # too many events; retry after `retryAfter` s
+    TOO_MANY_ROOMS = "too-many-rooms"        # PRROOM_MAX_ROOMS_PER_SOCKET reached
+    TOO_MANY_CONNECTIONS = "too-many-connections"  # PRROOM_MAX_CONNECTIONS_PER_IDENTITY
     INTERNAL_ERROR = "internal-error"        # a bug on our side; logged with a traceback
 
 
@@ -69,17 +74,21 @@ class Limits(NamedTuple):
 
 
 class RoomRequest(NamedTuple):
-    """A validated join / leave / typing / stop-typing payload."""
+    """A validated join / leave / typing / stop-typing payload.
+
+    ``username`` is None only when the caller allowed it to be omitted (an authenticated
+    connection, whose name comes from its identity).
+    """
 
     pull_request_id: int
-    username: str
+    username: Optional[str]
 
 
 class MessageRequest(NamedTuple):
     """A validated send-message-to-pr-room payload."""
 
     pull_request_id: int
-    username: str
+    username: Optional[str]
     message: str
 
 
@@ -147,18 +156,26 @@ def parse_message_text(value: Any, limits: Limits) -> str:
     return value
 
 
-def parse_room_request(payload: Any, limits: Limits) -> RoomRequest:
+def _username(payload: dict, limits: Limits, required: bool) -> Optional[str]:
+    if not required and payload.get("username") is None:
+        return None
+    return parse_username(_field(payload, "username"), limits)
+
+
+def parse_room_request(payload: Any, limits: Limits,
+                       username_required: bool = True) -> RoomRequest:
     """Validate ``{pullRequestId, username}``; extra fields are ignored."""
     payload = _require_object(payload)
     return RoomRequest(parse_pull_request_id(_field(payload, "pullRequestId")),
-                       parse_username(_field(payload, "username"), limits))
+                       _username(payload, limits, username_required))
 
 
-def parse_message_request(payload: Any, limits: Limits) -> MessageRequest:
+def parse_message_request(payload: Any, limits: Limits,
+                          username_required: bool = True) -> MessageRequest:
     """Validate ``{pullRequestId, username, message}``; extra fields are ignored."""
     payload = _require_object(payload)
     return MessageRequest(parse_pull_request_id(_field(payload, "pullRequestId")),
-                          parse_username(_field(payload, "username"), limits),
+                          _username(payload, limits, username_required),
                           parse_message_text(_field(payload, "message"), limits))
 
 

@@ -98,6 +98,14 @@ class RoomRegistry:
         was_typing = self._typing.pop((sid, pull_request_id), None) is not None
         return Departure(pull_request_id, username, was_typing)
 
+    def name_of(self, sid: str, pull_request_id: int) -> Optional[str]:
+        """The name ``sid`` has in the room, or None if it is not a member."""
+        return self._rooms_of.get(sid, {}).get(pull_request_id)
+
+    def room_count_of(self, sid: str) -> int:
+        """How many rooms ``sid`` is in."""
+        return len(self._rooms_of.get(sid, ()))
+
     def rooms_of(self, sid: str) -> Dict[int, str]:
         """``{pull_request_id: username}`` for every room ``sid`` is in (a copy)."""
         return dict(self._rooms_of.get(sid, {}))

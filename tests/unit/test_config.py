@@ -19,7 +19,13 @@ def test_defaults_are_valid():
                                 max_message_length=4000, max_username_length=64,
                                 typing_timeout=5.0, max_frame_bytes=65536,
                                 ping_interval=25.0, ping_timeout=20.0,
-                                cors_allowed_origins=None, async_mode="auto")
+                                cors_allowed_origins=None, auth_mode="none",
+                                secret_key=None, token_max_age=900.0, authenticate=None,
+                                can_join=None, message_rate=5.0, message_burst=20,
+                                typing_rate=5.0, typing_burst=20, room_rate=2.0,
+                                room_burst=30, rate_limit_disconnect_after=50,
+                                max_rooms_per_socket=50, max_connections_per_identity=20,
+                                max_queued_packets=2000, async_mode="auto")
     # The DEFAULTS mapping (what init_app puts into app.config) is itself valid.
     assert Settings.from_mapping(DEFAULTS) == settings
 

@@ -101,7 +101,7 @@ def test_one_prroom_cannot_serve_two_apps():
 
 
 def test_socketio_created_with_prroom_settings():
-    ext = PRRoom(make_app(PRROOM_MAX_FRAME_BYTES=2048, PRROOM_PING_INTERVAL=7,
+    ext = PRRoom(make_app(PRROOM_MAX_FRAME_BYTES=2048, PRROOM_MAX_MESSAGE_LENGTH=10, PRROOM_PING_INTERVAL=7,
                           PRROOM_PING_TIMEOUT=3, PRROOM_CORS_ALLOWED_ORIGINS="*"))
     server = ext.socketio.server
     assert isinstance(server.manager, IndexedManager)
