@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Optional
 from flask import Flask
 from flask_socketio import SocketIO
 
+from .cli import commands
 from .config import DEFAULTS, ConfigError, Settings
 from .events import Caps, RoomEvents
 from .identity import (CallableIdentity, IdentityPolicy, JoinNameIdentity, TokenIdentity,
@@ -101,6 +102,7 @@ class PRRoom:
                                       settings.max_queued_packets))
         self.events.register()
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
+        app.cli.add_command(commands)
         app.extensions["prroom"] = self
         self.app, self.socketio, self.settings = app, socketio, settings
 

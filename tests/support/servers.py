@@ -73,8 +73,14 @@ class ServerProcess:
 
 
 def gunicorn(env: Optional[Dict[str, str]] = None, app: str = "wsgi:app",
-             extra_args: Optional[List[str]] = None) -> ServerProcess:
-    """prroom exactly as production runs it: ``gunicorn -c gunicorn.conf.py wsgi:app``."""
-    port = free_port()
+             extra_args: Optional[List[str]] = None,
+             port: Optional[int] = None) -> ServerProcess:
+    """prroom exactly as production runs it: ``gunicorn -c gunicorn.conf.py wsgi:app``.
+
+    ``port``: listen there (e.g. to restart a stopped server in place); default a free one.
+    """
+    port = port or free_port()
     argv = [str(BIN / "gunicorn"), "-c", "gunicorn.conf.py", *(extra_args or []), app]
-    return ServerProcess(argv, port, env={"PRROOM_PORT": str(port), **(env or {})})
+    # a short graceful timeout: tests leave idle sessions open, which gunicorn would wait for
+    return ServerProcess(argv, port, env={"PRROOM_PORT": str(port),
+                                          "PRROOM_GRACEFUL_TIMEOUT": "2", **(env or {})})

@@ -1,0 +1,226 @@
+"""Identity, authorization, origins and limits, against real gunicorn servers."""
+from __future__ import annotations
+
+import subprocess
+
+import pytest
+import requests
+import socketio
+
+from tests.support import servers
+from tests.support.clients import RoomClient
+
+pytestmark = pytest.mark.integration
+
+SECRET = "test-secret-not-for-production"
+
+
+def refused(url, **connect_args) -> dict:
+    """Connect and return the connect_error the server answered with."""
+    client = socketio.Client(reconnection=False)
+    errors = []
+    client.on("connect_error", errors.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(url, transports=["websocket"], wait_timeout=5, **connect_args)
+    client.disconnect()
+    assert errors, "the server gave no connect_error"
+    return errors[0]
+
+
+@pytest.fixture(scope="module")
+def token_server():
+    proc = servers.gunicorn(env={
+        "PRROOM_AUTH_MODE": "token", "PRROOM_SECRET_KEY": SECRET,
+        "PRROOM_MAX_ROOMS_PER_SOCKET": "3", "PRROOM_MAX_CONNECTIONS_PER_IDENTITY": "2",
+        "PRROOM_MESSAGE_RATE": "2", "PRROOM_MESSAGE_BURST": "5",
+        "PRROOM_RATE_LIMIT_DISCONNECT_AFTER": "10"}).wait_ready()
+    yield proc
+    proc.stop()
+
+
+def issue_token(username, *pull_requests) -> str:
+    """A token from the documented CLI, as an operator would make one."""
+    argv = [str(servers.BIN / "flask"), "--app", "prroom", "prroom", "issue-token", username]
+    for pull_request in pull_requests:
+        argv += ["--pr", str(pull_request)]
+    env = {"PRROOM_AUTH_MODE": "token", "PRROOM_SECRET_KEY": SECRET, "PATH": str(servers.BIN)}
+    done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30,
+                          cwd=servers.ROOT, check=True)
+    return done.stdout.strip().splitlines()[-1]
+
+
+@pytest.fixture(scope="module")
+def alice_token():
+    return issue_token("alice")
+
+
+def test_token_mode_refuses_connections_without_a_valid_token(token_server, alice_token):
+    assert refused(token_server.url)["data"]["code"] == "unauthorized"
+    assert refused(token_server.url, auth={"token": "forged"})["data"]["code"] == "unauthorized"
+    tampered = alice_token[:-2] + ("AA" if not alice_token.endswith("AA") else "BB")
+    assert refused(token_server.url, auth={"token": tampered})["data"]["code"] == "unauthorized"
+    other_secret = subprocess.run(
+        [str(servers.BIN / "flask"), "--app", "prroom", "prroom", "issue-token", "alice"],
+        capture_output=True, text=True, timeout=30, cwd=servers.ROOT, check=True,
+        env={"PRROOM_AUTH_MODE": "token", "PRROOM_SECRET_KEY": "another-secret",
+             "PATH": str(servers.BIN)}).stdout.strip().splitlines()[-1]
+    assert refused(token_server.url, auth={"token": other_secret})["data"]["code"] == \
+        "unauthorized"
+
+
+def test_authenticated_socket_speaks_with_its_identity(token_server, alice_token):
+    alice = RoomClient(token_server.url, auth={"token": alice_token})
+    bob = RoomClient(token_server.url, auth={"token": issue_token("bob")})
+    try:
+        # the username may be omitted: the token says who this is
+        assert alice.call("join-pr-room", {"pullRequestId": 11})["username"] == "alice"
+        assert bob.join(11, "bob")["username"] == "bob"
+        claim = alice.call("join-pr-room", {"pullRequestId": 12, "username": "bob"})
+        assert claim["error"]["code"] == "identity-mismatch"
+        spoof = alice.call("send-message-to-pr-room",
+                           {"pullRequestId": 11, "username": "bob", "message": "I am bob"})
+        assert spoof["error"]["code"] == "identity-mismatch"
+        assert alice.call("send-message-to-pr-room",
+                          {"pullRequestId": 11, "message": "it's alice"})["ok"]
+        message = bob.expect("pr-room-message")
+        assert (message["username"], message["message"]) == ("alice", "it's alice")
+    finally:
+        alice.close()
+        bob.close()
+    assert alice_token not in token_server.log()  # tokens never reach the logs
+
+
+def test_scoped_token_opens_only_its_pull_requests(token_server):
+    scoped = RoomClient(token_server.url, auth={"token": issue_token("carol", 21, 22)})
+    member = RoomClient(token_server.url, auth={"token": issue_token("dave")})
+    try:
+        member.join(23, "dave")
+        assert scoped.join(21, "carol")["ok"]
+        ack = scoped.call("join-pr-room", {"pullRequestId": 23})
+        assert ack["ok"] is False and ack["error"]["code"] == "forbidden"
+        assert scoped.call("send-message-to-pr-room",
+                           {"pullRequestId": 23, "message": "x"})["error"]["code"] == \
+            "not-a-member"
+        member.say(23, "dave", "private")
+        assert member.expect("pr-room-message")["message"] == "private"  # nothing else came
+    finally:
+        scoped.close()
+        member.close()
+
+
+def test_connections_per_identity_are_capped(token_server):
+    token = issue_token("erin")
+    first = RoomClient(token_server.url, auth={"token": token})
+    second = RoomClient(token_server.url, auth={"token": token})
+    try:
+        error = refused(token_server.url, auth={"token": token})
+        assert error["data"]["code"] == "too-many-connections" and error["data"]["limit"] == 2
+        second.close()
+        third = RoomClient(token_server.url, auth={"token": token})  # a slot freed up
+        third.close()
+    finally:
+        first.close()
+        second.close()
+
+
+def test_rooms_per_socket_are_capped(token_server):
+    client = RoomClient(token_server.url, auth={"token": issue_token("frank")})
+    try:
+        for pull_request in (31, 32, 33):
+            client.join(pull_request, "frank")
+        ack = client.call("join-pr-room", {"pullRequestId": 34})
+        assert ack["error"]["code"] == "too-many-rooms" and ack["error"]["limit"] == 3
+        assert client.join(33, "frank")["ok"]  # re-joining a room it is in is fine
+        client.call("leave-pr-room", {"pullRequestId": 31})
+        assert client.join(34, "frank")["ok"]
+    finally:
+        client.close()
+
+
+def test_message_flood_is_rate_limited_then_disconnected(token_server):
+    flooder = socketio.Client(reconnection=False)
+    flooder.connect(token_server.url, transports=["websocket"],
+                    auth={"token": issue_token("mallory")}, wait_timeout=5)
+    watcher = RoomClient(token_server.url, auth={"token": issue_token("walter")})
+    try:
+        assert flooder.call("join-pr-room", {"pullRequestId": 41}, timeout=5)["ok"]
+        watcher.join(41, "walter")
+        acks = [flooder.call("send-message-to-pr-room",
+                             {"pullRequestId": 41, "message": f"spam {n}"}, timeout=5)
+                for n in range(7)]
+        assert [ack["ok"] for ack in acks[:5]] == [True] * 5  # the burst
+        limited = acks[5]["error"]
+        assert limited["code"] == "rate-limited" and 0 < limited["retryAfter"] <= 0.5
+        for n in range(5):
+            assert watcher.expect("pr-room-message")["message"] == f"spam {n}"
+        with pytest.raises(socketio.exceptions.TimeoutError):
+            for _ in range(20):  # keep hammering after being told: disconnected
+                flooder.call("send-message-to-pr-room",
+                             {"pullRequestId": 41, "message": "more"}, timeout=2)
+        assert not flooder.connected or flooder.eio.state != "connected"
+        watcher.say(41, "walter", "quiet again")
+        assert watcher.expect("pr-room-message")["message"] == "quiet again"
+    finally:
+        flooder.disconnect()
+        watcher.close()
+    assert "disconnecting sid=" in token_server.log()
+
+
+def test_flask_login_session_identifies_sockets_and_rooms_follow_the_host_rules():
+    proc = servers.gunicorn(app="tests.integration.login_app:app").wait_ready()
+    try:
+        assert refused(proc.url)["data"]["code"] == "unauthorized"  # no session: refused
+
+        def logged_in(name):
+            session = requests.Session()
+            assert session.post(proc.url + "/login", data={"name": name}, timeout=5).ok
+            cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
+            client = socketio.SimpleClient()
+            client.connect(proc.url, transports=["websocket"], headers={"Cookie": cookie},
+                           wait_timeout=5)
+            return client
+
+        alice, bob = logged_in("alice"), logged_in("bob")
+        try:
+            assert alice.call("join-pr-room", {"pullRequestId": 1}, timeout=5)["ok"]
+            assert bob.call("join-pr-room", {"pullRequestId": 1},
+                            timeout=5)["error"]["code"] == "forbidden"
+            assert bob.call("join-pr-room", {"pullRequestId": 2}, timeout=5)["ok"]
+            assert alice.call("join-pr-room", {"pullRequestId": 2}, timeout=5)["ok"]
+            alice.call("send-message-to-pr-room", {"pullRequestId": 2, "message": "hi"},
+                       timeout=5)
+            event, message = bob.receive(timeout=5)
+            assert event == "pr-room-message" and message["username"] == "alice"
+        finally:
+            alice.disconnect()
+            bob.disconnect()
+    finally:
+        proc.stop()
+
+
+@pytest.fixture(scope="module")
+def allowlist_server():
+    proc = servers.gunicorn(env={"PRROOM_CORS_ALLOWED_ORIGINS": "http://review.example"})
+    yield proc.wait_ready()
+    proc.stop()
+
+
+@pytest.mark.parametrize("allowlist,origin,accepted", [
+    (False, "http://evil.example", False),       # default: same origin only
+    (False, None, True),                         # non-browser clients send no Origin
+    (True, "http://review.example", True),
+    (True, "http://evil.example", False),
+])
+def test_browser_origins_follow_the_allowlist(server, allowlist_server, allowlist, origin,
+                                              accepted):
+    url = (allowlist_server if allowlist else server).url
+    headers = {"Origin": origin} if origin else {}
+    handshake = requests.get(url + "/socket.io/?EIO=4&transport=polling", headers=headers,
+                             timeout=5)
+    assert (handshake.status_code == 200) is accepted, handshake.text
+    if not accepted:  # what a misconfigured browser's network tab shows
+        assert handshake.status_code == 400 and "Not an accepted origin" in handshake.text
+
+
+def test_none_mode_warns_at_start(server):
+    assert "PRROOM_AUTH_MODE=none" in server.log()

@@ -1,0 +1,60 @@
+"""Token buckets and the per-socket limiter, on a fake clock."""
+import pytest
+
+from prroom.limits import Rate, SocketLimiter, TokenBucket
+from prroom.protocol import ProtocolError
+
+
+class Clock:
+    def __init__(self):
+        self.now = 100.0
+
+    def __call__(self):
+        return self.now
+
+
+def test_bucket_allows_the_burst_then_says_when_to_retry():
+    bucket = TokenBucket(Rate(per_second=2, burst=3), now=0.0)
+    assert [bucket.take(0.0) for _ in range(3)] == [0.0, 0.0, 0.0]
+    assert bucket.take(0.0) == pytest.approx(0.5)
+    assert bucket.take(0.5) == 0.0  # one token refilled after half a second
+    assert bucket.take(0.5) == pytest.approx(0.5)
+
+
+def test_bucket_never_holds_more_than_the_burst():
+    bucket = TokenBucket(Rate(per_second=10, burst=2), now=0.0)
+    assert [bucket.take(1000.0) for _ in range(3)][-1] > 0
+
+
+def test_limiter_refuses_with_retry_after_and_kinds_are_independent():
+    clock = Clock()
+    limiter = SocketLimiter({"message": Rate(1, 2), "typing": Rate(1, 1)}, 3, clock)
+    limiter.charge("a", "message")
+    limiter.charge("a", "message")
+    with pytest.raises(ProtocolError) as info:
+        limiter.charge("a", "message")
+    assert info.value.code == "rate-limited" and info.value.details["retryAfter"] == 1.0
+    limiter.charge("a", "typing")     # another bucket
+    limiter.charge("b", "message")    # another socket
+
+
+def test_strikes_count_refusals_in_a_row_and_reset_on_success():
+    clock = Clock()
+    limiter = SocketLimiter({"message": Rate(1, 1)}, disconnect_after=3, clock=clock)
+    limiter.charge("a", "message")
+    for expected in (1, 2, 3):
+        with pytest.raises(ProtocolError):
+            limiter.charge("a", "message")
+        assert limiter.strikes("a") == expected
+    assert limiter.abusive("a")
+    clock.now += 1
+    limiter.charge("a", "message")
+    assert limiter.strikes("a") == 0 and not limiter.abusive("a")
+
+
+def test_forget_drops_a_sockets_state():
+    clock = Clock()
+    limiter = SocketLimiter({"message": Rate(1, 1)}, 3, clock)
+    limiter.charge("a", "message")
+    limiter.forget("a")
+    limiter.charge("a", "message")  # a fresh bucket
