@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import math
 import os
+import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Tuple
 
@@ -62,6 +63,18 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+_QUEUE_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "valkey://",
+                  "valkeys://")
+
+
+def _parse_queue_url(raw: Any) -> str:
+    """Empty, or a Redis/Valkey URL python-socketio's Redis manager understands."""
+    value = _parse_str(raw).strip()
+    if value and not value.startswith(_QUEUE_SCHEMES):
+        raise ValueError("expected a redis:// URL")
+    return value
+
+
 def _parse_callable(raw: Any) -> Optional[Callable]:
     """A callable, or an import path ``"package.module:name"`` naming one."""
     if raw is None or callable(raw):
@@ -78,6 +91,15 @@ def _parse_callable(raw: Any) -> Optional[Callable]:
     if not callable(value):
         raise ValueError(f"{raw} is not callable")
     return value
+
+
+# The official CDN build of socket.io-client, pinned, with its Subresource Integrity hash
+# (sha384 of dist/socket.io.min.js in the npm package socket.io-client@4.8.1, the same file
+# the CDN serves).  Change both together.
+DEFAULT_SOCKETIO_CLIENT_URL = "https://cdn.socket.io/4.8.1/socket.io.min.js"
+DEFAULT_SOCKETIO_CLIENT_INTEGRITY = (
+    "sha384-mkQ3/7FUtcGyoppY6bz/PORYoGqOl7/aSUMn2ymDOJcapfS6PHqxhRTMh1RR0Q6+")
+_SRI_HASH = re.compile(r"^sha(256|384|512)-[A-Za-z0-9+/]+={0,2}$")
 
 
 @dataclass(frozen=True)
@@ -113,7 +135,8 @@ class Setting:
             return "one of " + ", ".join(self.choices)
         kind = {_parse_int: "an integer", _parse_float: "a number",
                 _parse_str: "a string", _parse_origins: "a comma-separated list of origins",
-                _parse_callable: "a callable or 'module:name'"}
+                _parse_callable: "a callable or 'module:name'",
+                _parse_queue_url: "empty or a redis://host:port/db URL"}
         text = kind.get(self.parse, "a value")
         if self.minimum is not None and self.maximum is not None:
             text += f" from {_number(self.minimum)} to {_number(self.maximum)}"
@@ -180,10 +203,28 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_MAX_QUEUED_PACKETS", 2000, _parse_int,
             "Packets waiting to be written to one client before it is dropped as too slow",
             10, 10_000_000),
+    Setting("PRROOM_MESSAGE_QUEUE", "", _parse_queue_url,
+            "Message queue URL (redis://host:6379/0) joining several prroom processes into "
+            "one service; empty = one process, in memory"),
+    Setting("PRROOM_CHANNEL", "prroom", _parse_str,
+            "Name under which this deployment's traffic and presence live in the queue, so "
+            "two deployments can share one Redis"),
+    Setting("PRROOM_PRESENCE_TTL", 15.0, _parse_float,
+            "Clustered mode: seconds after which a process that stopped heartbeating (killed, "
+            "host lost) is reaped and its users announced as left", 1, 3600),
     Setting("PRROOM_ASYNC_MODE", "auto", _parse_str,
             "Concurrency model when prroom creates the SocketIO: `auto` picks gevent when gevent "
             "has monkey-patched the process and threading otherwise (flask run)",
             choices=("auto", "gevent", "threading")),
+    # The chat page (prroom/web.py) loads the official socket.io-client build from here.
+    Setting("PRROOM_SOCKETIO_CLIENT_URL", DEFAULT_SOCKETIO_CLIENT_URL, _parse_str,
+            "Where the chat page loads socket.io-client from: an http(s) URL or a path "
+            "(ignored when PRROOM_SOCKETIO_CLIENT_FILE is set)"),
+    Setting("PRROOM_SOCKETIO_CLIENT_INTEGRITY", DEFAULT_SOCKETIO_CLIENT_INTEGRITY, _parse_str,
+            "Subresource Integrity hash of the file at PRROOM_SOCKETIO_CLIENT_URL; empty = none"),
+    Setting("PRROOM_SOCKETIO_CLIENT_FILE", "", _parse_str,
+            "A local socket.io-client build (socket.io.min.js) that the blueprint serves and "
+            "the chat page loads instead of PRROOM_SOCKETIO_CLIENT_URL; empty = off"),
 )
 
 SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
@@ -218,7 +259,13 @@ class Settings:
     max_rooms_per_socket: int
     max_connections_per_identity: int
     max_queued_packets: int
+    message_queue: str
+    channel: str
+    presence_ttl: float
     async_mode: str
+    socketio_client_url: str = DEFAULT_SOCKETIO_CLIENT_URL
+    socketio_client_integrity: str = DEFAULT_SOCKETIO_CLIENT_INTEGRITY
+    socketio_client_file: str = ""
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> "Settings":
@@ -244,7 +291,28 @@ class Settings:
         if values["auth_mode"] == "custom" and values["authenticate"] is None:
             raise ConfigError("PRROOM_AUTH_MODE='custom': expected PRROOM_AUTHENTICATE to be "
                               "set (or the @PRRoom.authenticator decorator)")
+        _check_socketio_client(values)
         return cls(**values)
+
+
+def _check_socketio_client(values: dict) -> None:
+    """Validate the chat page's socket.io-client settings; make the local file's path absolute."""
+    url = values["socketio_client_url"].strip()
+    if not url.startswith(("https://", "http://", "//", "/")):
+        raise ConfigError(f"PRROOM_SOCKETIO_CLIENT_URL={url!r}: expected an http(s) URL or a "
+                          "path starting with /")
+    integrity = values["socketio_client_integrity"].strip()
+    if integrity and not all(_SRI_HASH.match(part) for part in integrity.split()):
+        raise ConfigError(f"PRROOM_SOCKETIO_CLIENT_INTEGRITY={integrity!r}: expected an SRI "
+                          "hash such as sha384-<base64> (or empty for none)")
+    path = values["socketio_client_file"].strip()
+    if path:
+        if not os.path.isfile(path):
+            raise ConfigError(f"PRROOM_SOCKETIO_CLIENT_FILE={path!r}: expected an existing "
+                              "file (socket.io-client's dist/socket.io.min.js)")
+        path = os.path.abspath(path)
+    values.update(socketio_client_url=url, socketio_client_integrity=integrity,
+                  socketio_client_file=path)
 
 
 def from_environ(environ: Optional[Mapping[str, str]] = None) -> dict:

@@ -19,6 +19,8 @@ from . import compat, protocol
 from .compat import ack_requested, track_ack_requests
 from .identity import Identity, IdentityPolicy
 from .limits import SocketLimiter
+from .manager import QueueUnavailable
+from .presence import MemoryPresence
 from .protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from .rooms import RoomRegistry
 
@@ -44,13 +46,14 @@ class RoomEvents:
 
     def __init__(self, server, registry: RoomRegistry, identity: IdentityPolicy,
                  limits: Limits, limiter: SocketLimiter, caps: Caps = Caps(),
-                 namespace: str = "/") -> None:
+                 presence=None, namespace: str = "/") -> None:
         self.server = server
         self.registry = registry
         self.identity = identity
         self.limits = limits
         self.limiter = limiter
         self.caps = caps
+        self.presence = presence or MemoryPresence()
         self.namespace = namespace
         # sid -> authenticated identity; anonymous sockets are not stored at all.
         self._identities: Dict[str, Identity] = {}
@@ -119,6 +122,7 @@ class RoomEvents:
             if departure.was_typing:
                 self._emit_typing(protocol.STOP_TYPING, departure.pull_request_id,
                                   departure.username, skip_sid=sid)
+            self._presence_left(departure.pull_request_id, departure.username, skip_sid=sid)
         logger.info("disconnect sid=%s identity=%s reason=%s rooms=%s", sid,
                     identity.name if identity else "-", reason or "-",
                     ",".join(str(d.pull_request_id) for d in departures) or "-")
@@ -141,11 +145,26 @@ class RoomEvents:
                                 f"this connection is already in "
                                 f"{self.caps.max_rooms_per_socket} rooms; leave one first",
                                 limit=self.caps.max_rooms_per_socket)
+        reply = ok(pullRequestId=pull_request_id, room=room_name(pull_request_id),
+                   username=username)
         if self.registry.join(sid, pull_request_id, username):
             self.server.enter_room(sid, room_name(pull_request_id), self.namespace)
             logger.info("join sid=%s user=%s pr=%s", sid, username, pull_request_id)
-        return ok(pullRequestId=pull_request_id, room=room_name(pull_request_id),
-                  username=username)
+            try:
+                first = self.presence.add(pull_request_id, username)
+                members = self.presence.members(pull_request_id)
+            except Exception as exc:  # the queue is away: the join itself still stands
+                logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
+                first, members = False, [username]
+                reply["warning"] = protocol.CLUSTER_UNAVAILABLE
+            self._to_socket(sid, protocol.MEMBERS,
+                            {"pullRequestId": pull_request_id, "members": members})
+            if first and not self._broadcast(protocol.USER_JOINED,
+                                             {"pullRequestId": pull_request_id,
+                                              "username": username},
+                                             pull_request_id, skip_sid=sid):
+                reply["warning"] = protocol.CLUSTER_UNAVAILABLE
+        return reply
 
     def leave(self, sid: str, payload: Any) -> dict:
         """``leave-pr-room``: leave one room; the socket's other rooms are untouched."""
@@ -156,6 +175,7 @@ class RoomEvents:
         self.server.leave_room(sid, room_name(pull_request_id), self.namespace)
         if departure.was_typing:
             self._emit_typing(protocol.STOP_TYPING, pull_request_id, departure.username)
+        self._presence_left(pull_request_id, departure.username)
         logger.info("leave sid=%s user=%s pr=%s", sid, departure.username, pull_request_id)
         return ok(pullRequestId=pull_request_id, room=room_name(pull_request_id))
 
@@ -170,11 +190,13 @@ class RoomEvents:
             self._emit_typing(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
         message_id = f"{self._id_prefix}-{next(self._message_ids)}"
         sent_at = int(time.time() * 1000)
-        self.server.emit(protocol.MESSAGE,
-                         {"pullRequestId": pull_request_id, "username": username,
-                          "message": request.message, "id": message_id, "sentAt": sent_at},
-                         to=room_name(pull_request_id), namespace=self.namespace)
-        return ok(pullRequestId=pull_request_id, id=message_id, sentAt=sent_at)
+        reply = ok(pullRequestId=pull_request_id, id=message_id, sentAt=sent_at)
+        if not self._broadcast(protocol.MESSAGE,
+                               {"pullRequestId": pull_request_id, "username": username,
+                                "message": request.message, "id": message_id,
+                                "sentAt": sent_at}, pull_request_id):
+            reply["warning"] = protocol.CLUSTER_UNAVAILABLE
+        return reply
 
     def typing(self, sid: str, payload: Any) -> dict:
         """``typing``: the other members see the user typing until stop or expiry."""
@@ -248,15 +270,46 @@ class RoomEvents:
             logger.info("refused %s sid=%s identity=%s pr=%s code=%s", event, sid,
                         self._name(sid), pull_request_id or "-", err.code)
         if not ack_requested():
-            self.server.emit(protocol.ERROR, protocol.error_event(event, err, pull_request_id),
-                             to=sid, namespace=self.namespace)
+            self._to_socket(sid, protocol.ERROR,
+                            protocol.error_event(event, err, pull_request_id))
         return protocol.failure(err)
 
     def _emit_typing(self, event: str, pull_request_id: int, username: str,
                      skip_sid: Optional[str] = None) -> None:
-        self.server.emit(event, {"pullRequestId": pull_request_id, "username": username},
-                         to=room_name(pull_request_id), skip_sid=skip_sid,
-                         namespace=self.namespace)
+        self._broadcast(event, {"pullRequestId": pull_request_id, "username": username},
+                        pull_request_id, skip_sid=skip_sid)
+
+    def _broadcast(self, event: str, data: dict, pull_request_id: int,
+                   skip_sid: Optional[str] = None) -> bool:
+        """Emit to a room on every process; False if only this process's members got it."""
+        try:
+            self.server.emit(event, data, to=room_name(pull_request_id), skip_sid=skip_sid,
+                             namespace=self.namespace)
+            return True
+        except QueueUnavailable:
+            return False
+
+    def _to_socket(self, sid: str, event: str, data: dict) -> None:
+        # The socket is on this process: no trip through the message queue.
+        self.server.emit(event, data, to=sid, namespace=self.namespace, ignore_queue=True)
+
+    def _presence_left(self, pull_request_id: int, username: str,
+                       skip_sid: Optional[str] = None) -> None:
+        try:
+            last = self.presence.remove(pull_request_id, username)
+        except Exception as exc:
+            logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
+            return
+        if last:
+            self._broadcast(protocol.USER_LEFT, {"pullRequestId": pull_request_id,
+                                                 "username": username},
+                            pull_request_id, skip_sid=skip_sid)
+
+    def announce_left(self, gone) -> None:
+        """Tell rooms that users of a vanished process are gone (presence reaper)."""
+        for pull_request_id, username in gone:
+            self._broadcast(protocol.USER_LEFT, {"pullRequestId": pull_request_id,
+                                                 "username": username}, pull_request_id)
 
     def _start_background_tasks(self) -> None:
         # Started lazily: on the first connection we are surely inside the serving process
@@ -265,6 +318,8 @@ class RoomEvents:
             self._sweeper_started = True
             self.server.start_background_task(self._expire_typing_forever)
             self.server.start_background_task(self._drop_slow_consumers_forever)
+            self.presence.start(self.server.start_background_task, self.server.sleep,
+                                self.announce_left)
 
     def _drop_slow_consumers_forever(self) -> None:
         # Engine.IO queues outgoing packets without bound; a client that stops reading would

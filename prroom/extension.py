@@ -13,7 +13,8 @@ from .events import Caps, RoomEvents
 from .identity import (CallableIdentity, IdentityPolicy, JoinNameIdentity, TokenIdentity,
                        issue_token, with_room_rule)
 from .limits import Rate, SocketLimiter
-from .manager import IndexedManager
+from .manager import ClusterManager, IndexedManager
+from .presence import create_presence
 from .protocol import Limits
 from .rooms import RoomRegistry
 from .web import blueprint
@@ -93,13 +94,16 @@ class PRRoom:
              "typing": Rate(settings.typing_rate, settings.typing_burst),
              "room": Rate(settings.room_rate, settings.room_burst)},
             disconnect_after=settings.rate_limit_disconnect_after)
+        self.presence = create_presence(settings.message_queue, settings.channel,
+                                        settings.presence_ttl)
         self.events = RoomEvents(socketio.server, self.registry, self.identity,
                                  Limits(settings.max_username_length,
                                         settings.max_message_length),
                                  limiter,
                                  Caps(settings.max_rooms_per_socket,
                                       settings.max_connections_per_identity,
-                                      settings.max_queued_packets))
+                                      settings.max_queued_packets),
+                                 self.presence)
         self.events.register()
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
         app.cli.add_command(commands)
@@ -155,7 +159,9 @@ class PRRoom:
             # Handlers run inline on the connection's reader: no greenlet per event, and a
             # client's events are handled in the order it sent them.
             "async_handlers": False,
-            "client_manager": IndexedManager(),
+            "client_manager": (ClusterManager(settings.message_queue,
+                                              channel=f"prroom:{settings.channel}")
+                               if settings.message_queue else IndexedManager()),
             "max_http_buffer_size": settings.max_frame_bytes,
             "ping_interval": settings.ping_interval,
             "ping_timeout": settings.ping_timeout,

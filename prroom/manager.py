@@ -53,3 +53,58 @@ class IndexedRoomsMixin:
 
 class IndexedManager(IndexedRoomsMixin, socketio.Manager):
     """In-memory manager (single process) with O(rooms of the socket) lookups."""
+
+
+class QueueUnavailable(ConnectionError):
+    """A broadcast reached this process's members but not the message queue."""
+
+
+class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
+    """python-socketio's Redis manager, made to say when the queue is away.
+
+    The stock manager delivers to local members, then publishes for the other processes;
+    when the publish fails it logs and carries on, so the sender never learns that only part
+    of the room got the message.  Here a failed publish raises :class:`QueueUnavailable`
+    after local delivery, and the listener reconnects with a backoff capped at
+    ``retry_max`` seconds (stock: 60) so cross-process delivery resumes soon after Redis does.
+    """
+
+    def __init__(self, url, channel="prroom", retry_max=2.0, **kwargs):
+        kwargs.setdefault("redis_options", {"socket_connect_timeout": 2})
+        super().__init__(url, channel=channel, **kwargs)
+        self.retry_max = retry_max
+        self.queue_healthy = True
+
+    def _publish(self, data):
+        for attempt in (1, 2):
+            try:
+                if not self.connected:
+                    self._redis_connect()
+                result = self.redis.publish(self.channel, self.json.dumps(data))
+                self.queue_healthy = True
+                return result
+            except Exception as exc:
+                self.connected = False
+                if attempt == 2:
+                    self.queue_healthy = False
+                    raise QueueUnavailable(f"message queue unreachable: {exc}") from None
+
+    def _redis_listen_with_retries(self):
+        delay = 0.1
+        subscribed = False
+        while True:
+            try:
+                if not subscribed:
+                    self._redis_connect()
+                    self.pubsub.subscribe(self.channel)
+                    subscribed = True
+                    delay = 0.1
+                    self.queue_healthy = True
+                yield from self.pubsub.listen()
+            except Exception as exc:
+                if self.queue_healthy:
+                    self._get_logger().error("message queue unreachable (%s); retrying", exc)
+                self.queue_healthy = False
+                subscribed = False
+                self.server.sleep(delay)
+                delay = min(delay * 2, self.retry_max)

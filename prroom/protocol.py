@@ -19,6 +19,15 @@ CLIENT_EVENTS = (JOIN, LEAVE, SEND_MESSAGE, TYPING, STOP_TYPING)
 # Events the server sends.
 MESSAGE = "pr-room-message"
 ERROR = "pr-room-error"
+MEMBERS = "pr-room-members"          # to a joiner: who is in the room
+USER_JOINED = "pr-room-user-joined"  # to the others: a user's first socket joined
+USER_LEFT = "pr-room-user-left"      # to the others: a user's last socket left
+
+#: Added to a success ack when the message queue was unreachable: the request took effect,
+#: but only members connected to this server process were told.
+CLUSTER_UNAVAILABLE = {"code": "cluster-unavailable",
+                       "message": "delivered only to members on this server: the message "
+                                  "queue is unreachable"}
 
 # Largest id a JavaScript client can represent exactly (Number.MAX_SAFE_INTEGER).
 MAX_PULL_REQUEST_ID = 2 ** 53 - 1

@@ -24,11 +24,12 @@ def server():
 
 @pytest.fixture
 def connect(server):
-    """Factory: ``connect(name=None, transports=None, url=None)`` opens a real client."""
+    """Factory: ``connect(transports=None, url=None, auth=None, presence=False)``."""
     opened = []
 
-    def open_client(transports=None, url=None, auth=None):
-        client = RoomClient(url or server.url, transports=transports, auth=auth)
+    def open_client(transports=None, url=None, auth=None, presence=False):
+        client = RoomClient(url or server.url, transports=transports, auth=auth,
+                            presence=presence)
         opened.append(client)
         return client
 

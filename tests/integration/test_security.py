@@ -189,8 +189,12 @@ def test_flask_login_session_identifies_sockets_and_rooms_follow_the_host_rules(
             assert alice.call("join-pr-room", {"pullRequestId": 2}, timeout=5)["ok"]
             alice.call("send-message-to-pr-room", {"pullRequestId": 2, "message": "hi"},
                        timeout=5)
-            event, message = bob.receive(timeout=5)
-            assert event == "pr-room-message" and message["username"] == "alice"
+            received = [bob.receive(timeout=5) for _ in range(3)]
+            assert [event for event, _ in received] == [
+                "pr-room-members", "pr-room-user-joined", "pr-room-message"]
+            assert received[0][1] == {"pullRequestId": 2, "members": ["bob"]}
+            assert received[1][1] == {"pullRequestId": 2, "username": "alice"}
+            assert received[2][1]["username"] == "alice"
         finally:
             alice.disconnect()
             bob.disconnect()

@@ -13,6 +13,7 @@
 // a later event that comes back first proves nothing earlier was on its way).
 'use strict';
 
+const PRESENCE_EVENTS = ['pr-room-members', 'pr-room-user-joined', 'pr-room-user-left'];
 const HARD_TIMEOUT_MS = 15000;  // the whole run, whatever happens
 const STEP_TIMEOUT_MS = 5000;   // one awaited event
 
@@ -111,7 +112,14 @@ class User {
     socket.io.engine.once('open', () => { this.handshakeTransport = socket.io.engine.transport.name; });
     socket.io.engine.on('upgrade', (transport) => { this.upgradedTo = transport.name; });
     socket.on('connect_error', (err) => { this.connectError = String(err && err.message || err); });
+    // Presence events (who is in the room) are kept apart: the checks below are about
+    // the doc's message flow and assert on the exact order of what remains.
+    this.presence = [];
     socket.onAny((event, ...args) => {
+      if (PRESENCE_EVENTS.includes(event)) {
+        this.presence.push({ event, data: args[0] });
+        return;
+      }
       this.events.push({ event, data: args[0] });
       this._wake();
     });
@@ -266,6 +274,13 @@ async function main() {
         && jane.displayed.includes(`johndoe: ${approved}`),
         'the doc\'s listener did not print "johndoe: This looks great! Approved." for both',
         { sender: john.displayed, reviewer: jane.displayed });
+  const rosterOf = (user) => user.presence.filter(
+    (e) => e.event === 'pr-room-members' && e.data.pullRequestId === pullRequestId);
+  check('joinersGetTheRoster',
+        rosterOf(john).length === 1 && rosterOf(john)[0].data.members.includes('johndoe')
+        && rosterOf(jane).length === 1 && rosterOf(jane)[0].data.members.includes('janedoe'),
+        'each joiner should get one pr-room-members listing itself',
+        { johndoe: rosterOf(john), janedoe: rosterOf(jane) });
   check('noHistoryReplayed', johnGot.index === 0,
         'johndoe received something before his own message (the server keeps no history)',
         { johnFirstEvent: brief(john.events[0]) });

@@ -7,12 +7,18 @@ import socketio
 
 TIMEOUT = 5.0
 
+PRESENCE_EVENTS = ("pr-room-members", "pr-room-user-joined", "pr-room-user-left")
+
 
 class RoomClient:
     """One real Socket.IO connection; events are read in the order the server sent them."""
 
     def __init__(self, url: str, transports: Optional[List[str]] = None,
-                 auth: Any = None) -> None:
+                 auth: Any = None, presence: bool = False) -> None:
+        # Presence events are set aside (in presence_log) unless the test is about them,
+        # so tests of other behaviour can assert on the exact sequence of what remains.
+        self.presence = presence
+        self.presence_log: List[list] = []
         self.sio = socketio.SimpleClient()
         self.sio.connect(url, transports=transports or ["websocket"], auth=auth,
                          wait_timeout=TIMEOUT)
@@ -35,7 +41,11 @@ class RoomClient:
 
     def next_event(self, timeout: float = TIMEOUT) -> list:
         """The next event the server sent: ``[name, payload]``."""
-        return self.sio.receive(timeout=timeout)
+        while True:
+            received = self.sio.receive(timeout=timeout)
+            if self.presence or received[0] not in PRESENCE_EVENTS:
+                return received
+            self.presence_log.append(received)
 
     def expect(self, event: str, timeout: float = TIMEOUT) -> Any:
         """Assert the very next event is ``event`` and return its payload."""

@@ -25,7 +25,8 @@ def test_defaults_are_valid():
                                 typing_rate=5.0, typing_burst=20, room_rate=2.0,
                                 room_burst=30, rate_limit_disconnect_after=50,
                                 max_rooms_per_socket=50, max_connections_per_identity=20,
-                                max_queued_packets=2000, async_mode="auto")
+                                max_queued_packets=2000, message_queue="",
+                                channel="prroom", presence_ttl=15.0, async_mode="auto")
     # The DEFAULTS mapping (what init_app puts into app.config) is itself valid.
     assert Settings.from_mapping(DEFAULTS) == settings
 

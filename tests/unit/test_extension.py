@@ -38,10 +38,16 @@ def client_of(ext, **kwargs):
     return client
 
 
+PRESENCE_EVENTS = ("pr-room-members", "pr-room-user-joined", "pr-room-user-left")
+
+
 def events(client, name=None):
+    """What the client received: all of one event, or everything but presence events."""
     received = [(item["name"], item["args"][0] if item["args"] else None)
                 for item in client.get_received()]
-    return [payload for event, payload in received if event == name] if name else received
+    if name:
+        return [payload for event, payload in received if event == name]
+    return [(event, payload) for event, payload in received if event not in PRESENCE_EVENTS]
 
 
 def join(client, pr, username):

@@ -1,0 +1,201 @@
+"""Who is in each room across the whole service: one member per user, however many tabs.
+
+Two backends with one interface:
+
+- :class:`MemoryPresence`, for a single process (the default).
+- :class:`RedisPresence`, for a cluster sharing ``PRROOM_MESSAGE_QUEUE``.  Each process counts
+  its own sockets per (room, user) in a hash of its own and adds them into a cluster-wide
+  hash per room, atomically (Lua), so "joined" is announced on a user's first socket anywhere
+  and "left" on their last.  Each process keeps a heartbeat key with a TTL; any survivor
+  reaps a process whose heartbeat expired (SIGKILL, lost host): it subtracts that process's
+  counts and announces who left.  No Socket.IO imports here: announcements go through the
+  ``announce_left`` callback the event layer passes in.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import uuid
+from typing import Callable, Dict, List, Optional, Tuple
+
+logger = logging.getLogger("prroom")
+
+Left = Tuple[int, str]  # (pull_request_id, username) that nobody in the cluster has any more
+
+
+class MemoryPresence:
+    """Presence for one process: ``{pull_request_id: {username: sockets}}``."""
+
+    clustered = False
+
+    def __init__(self) -> None:
+        self._counts: Dict[int, Dict[str, int]] = {}
+        self._lock = threading.Lock()
+
+    def add(self, pull_request_id: int, username: str) -> bool:
+        """Count one more socket of ``username`` in the room; True if it is their first."""
+        with self._lock:
+            users = self._counts.setdefault(pull_request_id, {})
+            users[username] = users.get(username, 0) + 1
+            return users[username] == 1
+
+    def remove(self, pull_request_id: int, username: str) -> bool:
+        """Count one socket fewer; True if that was the user's last in the room."""
+        with self._lock:
+            users = self._counts.get(pull_request_id, {})
+            remaining = users.get(username, 0) - 1
+            if remaining > 0:
+                users[username] = remaining
+                return False
+            users.pop(username, None)
+            if not users:
+                self._counts.pop(pull_request_id, None)
+            return True
+
+    def members(self, pull_request_id: int) -> List[str]:
+        """The room's users, sorted."""
+        return sorted(self._counts.get(pull_request_id, ()))
+
+    def start(self, spawn: Callable, sleep: Callable,
+              announce_left: Callable[[List[Left]], None]) -> None:
+        """Nothing runs in the background for one process."""
+
+    def healthy(self) -> bool:
+        """Always reachable."""
+        return True
+
+
+# KEYS[1] = this server's hash, KEYS[2] = the room's users hash; ARGV = field, user, delta
+_CHANGE = """
+local mine = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
+if mine <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
+local total = redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
+if total <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
+return total
+"""
+
+# KEYS[1] = the dead server's hash; ARGV[1] = users-hash key prefix.  Returns the
+# "pr|user" fields whose user no longer has any socket anywhere.
+_REAP = """
+local gone = {}
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local field, count = fields[i], tonumber(fields[i + 1])
+  local sep = string.find(field, '|', 1, true)
+  local pr, user = string.sub(field, 1, sep - 1), string.sub(field, sep + 1)
+  local key = ARGV[1] .. pr
+  local total = redis.call('HINCRBY', key, user, -count)
+  if total <= 0 then
+    redis.call('HDEL', key, user)
+    table.insert(gone, field)
+  end
+end
+redis.call('DEL', KEYS[1])
+return gone
+"""
+
+
+class RedisPresence:
+    """Cluster-wide presence in Redis, with heartbeats so a crashed process is forgotten."""
+
+    clustered = True
+
+    def __init__(self, url: str, channel: str, ttl: float) -> None:
+        import redis
+
+        # Short socket timeouts: a presence update must fail fast when Redis is away,
+        # not hang the handler.
+        self.redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self.ttl = ttl
+        self.server_id = uuid.uuid4().hex[:12]
+        self._prefix = f"prroom:{channel}:"
+        self._users_prefix = self._prefix + "users:"
+        self._mine = f"{self._prefix}server:{self.server_id}"
+        self._change = self.redis.register_script(_CHANGE)
+        self._reap = self.redis.register_script(_REAP)
+        self._healthy = True
+
+    def _apply(self, pull_request_id: int, username: str, delta: int) -> int:
+        return int(self._change(keys=[self._mine, self._users_prefix + str(pull_request_id)],
+                                args=[f"{pull_request_id}|{username}", username, delta]))
+
+    def add(self, pull_request_id: int, username: str) -> bool:
+        """Count one more socket of the user in the room; True if their first anywhere."""
+        return self._apply(pull_request_id, username, 1) == 1
+
+    def remove(self, pull_request_id: int, username: str) -> bool:
+        """Count one socket fewer; True if the user has no socket left in the room."""
+        return self._apply(pull_request_id, username, -1) <= 0
+
+    def members(self, pull_request_id: int) -> List[str]:
+        """The room's users on every live process, sorted."""
+        names = self.redis.hkeys(self._users_prefix + str(pull_request_id))
+        return sorted(name.decode() for name in names)
+
+    def healthy(self) -> bool:
+        """Whether the last heartbeat reached Redis."""
+        return self._healthy
+
+    def start(self, spawn: Callable, sleep: Callable,
+              announce_left: Callable[[List[Left]], None]) -> None:
+        """Heartbeat and reap dead processes every third of the TTL, forever."""
+        spawn(self._run, sleep, announce_left)
+
+    def _run(self, sleep: Callable, announce_left: Callable[[List[Left]], None]) -> None:
+        while True:
+            try:
+                self.heartbeat()
+                gone = self.reap_dead()
+                if gone:
+                    announce_left(gone)
+                if not self._healthy:
+                    logger.warning("presence: Redis reachable again")
+                self._healthy = True
+            except Exception as exc:  # Redis away: keep serving, retry next beat
+                if self._healthy:
+                    logger.error("presence: Redis unreachable (%s); retrying", exc)
+                self._healthy = False
+            sleep(self.ttl / 3)
+
+    def heartbeat(self) -> None:
+        """Tell the cluster this process is alive for another TTL."""
+        pipe = self.redis.pipeline()
+        pipe.set(f"{self._prefix}alive:{self.server_id}", 1, px=int(self.ttl * 1000))
+        pipe.sadd(self._prefix + "servers", self.server_id)
+        pipe.execute()
+
+    def reap_dead(self) -> List[Left]:
+        """Forget processes whose heartbeat expired; return the users who left with them."""
+        gone: List[Left] = []
+        for raw in self.redis.smembers(self._prefix + "servers"):
+            server_id = raw.decode()
+            if server_id == self.server_id or \
+                    self.redis.exists(f"{self._prefix}alive:{server_id}"):
+                continue
+            # one survivor reaps; the lock outlives the reap so nobody repeats it
+            if not self.redis.set(f"{self._prefix}reaping:{server_id}", self.server_id,
+                                  nx=True, px=int(self.ttl * 1000)):
+                continue
+            fields = self._reap(keys=[f"{self._prefix}server:{server_id}"],
+                                args=[self._users_prefix])
+            self.redis.srem(self._prefix + "servers", server_id)
+            logger.warning("presence: reaped server %s (no heartbeat for %.0f s), %d users "
+                           "left", server_id, self.ttl, len(fields))
+            for field in fields:
+                pr, _, user = field.decode().partition("|")
+                gone.append((int(pr), user))
+        return gone
+
+    def forget_self(self) -> None:
+        """On graceful shutdown, after every local socket has left: drop our keys."""
+        pipe = self.redis.pipeline()
+        pipe.delete(f"{self._prefix}alive:{self.server_id}", self._mine)
+        pipe.srem(self._prefix + "servers", self.server_id)
+        pipe.execute()
+
+
+def create_presence(message_queue: Optional[str], channel: str, ttl: float):
+    """The presence backend for the configured deployment."""
+    if message_queue:
+        return RedisPresence(message_queue, channel, ttl)
+    return MemoryPresence()
