@@ -1,18 +1,19 @@
 """prroom: real-time chat rooms attached to pull requests, served over Socket.IO.
 
-Public API: :class:`PRRoom` (the Flask extension) and :func:`create_app` (the standalone
-server).  Both are imported on first use so that ``import prroom.<module>`` stays light:
+Public API: :class:`PRRoom` (the Flask extension), :func:`create_app` (the standalone
+server) and :func:`post_message` (post to a room from any process).  Both are imported on first use so that ``import prroom.<module>`` stays light:
 ``python -m prroom`` must apply gevent's monkey-patching before Flask and the Socket.IO stack
 are imported.
 """
 from typing import TYPE_CHECKING
 
 __version__ = "0.1.0"
-__all__ = ["PRRoom", "create_app", "__version__"]
+__all__ = ["PRRoom", "create_app", "post_message", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
     from .app import create_app
     from .extension import PRRoom
+    from .posting import post_message
 
 
 def __getattr__(name):
@@ -22,4 +23,7 @@ def __getattr__(name):
     if name == "create_app":
         from .app import create_app
         return create_app
+    if name == "post_message":
+        from .posting import post_message
+        return post_message
     raise AttributeError(f"module 'prroom' has no attribute {name!r}")

@@ -69,3 +69,19 @@ def abort_connection(server, eio_sid: str) -> None:
         sock.close(wait=False, abort=True)
     except TypeError:  # an engineio without the abort flag
         sock.close(wait=False)
+
+
+def connected_eio_sids(server) -> list:
+    """Engine.IO session ids of every connection of this process."""
+    return list(getattr(server.eio, "sockets", {}))
+
+
+def close_transport(server, eio_sid: str) -> None:
+    """Close one connection's transport after its queued packets, as a lost connection.
+
+    Unlike ``server.disconnect`` (a Socket.IO DISCONNECT, after which socket.io-client
+    does not reconnect), the client sees "transport close" and reconnects.
+    """
+    sock = server.eio.sockets.get(eio_sid)
+    if sock is not None:
+        sock.close(wait=False)

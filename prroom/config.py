@@ -212,6 +212,13 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_PRESENCE_TTL", 15.0, _parse_float,
             "Clustered mode: seconds after which a process that stopped heartbeating (killed, "
             "host lost) is reaped and its users announced as left", 1, 3600),
+    Setting("PRROOM_POST_TOKENS", None, _parse_origins,
+            "Bearer tokens allowed to POST messages over HTTP (comma-separated); empty = "
+            "the endpoint is off", secret=True),
+    Setting("PRROOM_POST_RATE", 10.0, _parse_float,
+            "HTTP posts per second per token, sustained", 0.01, 1_000_000),
+    Setting("PRROOM_POST_BURST", 50, _parse_int, "HTTP posts per token at once", 1,
+            1_000_000),
     Setting("PRROOM_ASYNC_MODE", "auto", _parse_str,
             "Concurrency model when prroom creates the SocketIO: `auto` picks gevent when gevent "
             "has monkey-patched the process and threading otherwise (flask run)",
@@ -262,6 +269,9 @@ class Settings:
     message_queue: str
     channel: str
     presence_ttl: float
+    post_tokens: Optional[Tuple[str, ...]]
+    post_rate: float
+    post_burst: int
     async_mode: str
     socketio_client_url: str = DEFAULT_SOCKETIO_CLIENT_URL
     socketio_client_integrity: str = DEFAULT_SOCKETIO_CLIENT_INTEGRITY

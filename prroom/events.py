@@ -20,6 +20,7 @@ from .compat import ack_requested, track_ack_requests
 from .identity import Identity, IdentityPolicy
 from .limits import SocketLimiter
 from .manager import QueueUnavailable
+from .posting import build_message
 from .presence import MemoryPresence
 from .protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from .rooms import RoomRegistry
@@ -127,6 +128,29 @@ class RoomEvents:
                     identity.name if identity else "-", reason or "-",
                     ",".join(str(d.pull_request_id) for d in departures) or "-")
 
+    def shutdown(self) -> int:
+        """Say goodbye to every client of this process; return how many there were.
+
+        Each gets ``pr-room-server-shutdown``, then its transport is closed (not a Socket.IO
+        disconnect), which socket.io-client treats as a lost connection and reconnects —
+        to another instance behind the load balancer.  Their disconnects run the usual
+        cleanup, so the rest of the cluster hears who left at once.
+        """
+        self.server.emit(protocol.SHUTDOWN, {"reconnect": True,
+                                             "message": "this server is shutting down"},
+                         namespace=self.namespace, ignore_queue=True)
+        eio_sids = compat.connected_eio_sids(self.server)
+        for eio_sid in eio_sids:
+            compat.close_transport(self.server, eio_sid)
+        forget = getattr(self.presence, "forget_self", None)
+        if forget is not None:
+            try:
+                forget()
+            except Exception as exc:
+                logger.error("presence: could not deregister on shutdown: %s", exc)
+        logger.info("shutdown: closed %d connections", len(eio_sids))
+        return len(eio_sids)
+
     # -- client events ----------------------------------------------------------------
 
     def join(self, sid: str, payload: Any) -> dict:
@@ -197,6 +221,17 @@ class RoomEvents:
                                 "sentAt": sent_at}, pull_request_id):
             reply["warning"] = protocol.CLUSTER_UNAVAILABLE
         return reply
+
+    def post(self, request: Any) -> dict:
+        """A message from outside any socket (bots, the HTTP API); no membership needed.
+
+        ``request`` is ``{pullRequestId, username, message}``, validated like the event.
+        """
+        payload = build_message(request, self.limits)
+        if not self._broadcast(protocol.MESSAGE, payload, payload["pullRequestId"]):
+            raise QueueUnavailable("delivered only on this server: the queue is unreachable")
+        logger.info("post user=%s pr=%s", payload["username"], payload["pullRequestId"])
+        return payload
 
     def typing(self, sid: str, payload: Any) -> dict:
         """``typing``: the other members see the user typing until stop or expiry."""

@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Optional
 from flask import Flask
 from flask_socketio import SocketIO
 
+from .api import api
 from .cli import commands
 from .config import DEFAULTS, ConfigError, Settings
 from .events import Caps, RoomEvents
@@ -106,9 +107,18 @@ class PRRoom:
                                  self.presence)
         self.events.register()
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
+        app.register_blueprint(api, url_prefix=settings.url_prefix or None)
         app.cli.add_command(commands)
         app.extensions["prroom"] = self
         self.app, self.socketio, self.settings = app, socketio, settings
+
+    def shutdown(self) -> int:
+        """Tell this process's clients it is going away and close their connections.
+
+        Called by prroom's gunicorn worker on SIGTERM; call it yourself from other servers.
+        Returns the number of connections closed.
+        """
+        return self.events.shutdown() if self.events is not None else 0
 
     # -- identity -----------------------------------------------------------------------
 

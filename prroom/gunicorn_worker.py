@@ -1,11 +1,15 @@
-"""gevent-websocket's gunicorn worker, with gunicorn's access log restored.
+"""gevent-websocket's gunicorn worker, with gunicorn's access log and a graceful goodbye.
 
 ``geventwebsocket.gunicorn.workers.GeventWebSocketWorker`` swaps gunicorn's request handler
 for ``WebSocketHandler``, which logs through its own logger and so bypasses gunicorn's access
 log: polling requests and WebSocket sessions became invisible to operators.  This worker is
 the same worker with a handler that is both: WebSocket-capable, logging like gunicorn (a
 WebSocket session is logged as ``101`` when it ends, with its duration).
+
+On SIGTERM it also asks prroom to say goodbye (:meth:`prroom.PRRoom.shutdown`) instead of
+letting open WebSockets hang until gunicorn's graceful timeout kills them.
 """
+import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import PyWSGIHandler
@@ -23,3 +27,11 @@ class WebSocketWorker(GeventWebSocketWorker):
     """``GeventWebSocketWorker`` with :class:`AccessLoggingWebSocketHandler`."""
 
     wsgi_handler = AccessLoggingWebSocketHandler
+
+    def handle_exit(self, sig, frame):
+        """SIGTERM: stop as gunicorn does, and have prroom close its connections now."""
+        extension = getattr(self.wsgi, "extensions", {}).get("prroom")
+        if extension is not None:
+            # out of the signal handler: shutdown does I/O
+            gevent.spawn(extension.shutdown)
+        super().handle_exit(sig, frame)

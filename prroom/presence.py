@@ -95,6 +95,29 @@ return gone
 """
 
 
+# Replace this server's contribution with what it really has (after Redis lost or missed
+# updates).  KEYS[1] = this server's hash; ARGV[1] = users-hash prefix, then field, user,
+# count triples.
+_RESYNC = """
+local old = redis.call('HGETALL', KEYS[1])
+for i = 1, #old, 2 do
+  local field, count = old[i], tonumber(old[i + 1])
+  local sep = string.find(field, '|', 1, true)
+  local key = ARGV[1] .. string.sub(field, 1, sep - 1)
+  local user = string.sub(field, sep + 1)
+  if redis.call('HINCRBY', key, user, -count) <= 0 then redis.call('HDEL', key, user) end
+end
+redis.call('DEL', KEYS[1])
+for i = 2, #ARGV, 3 do
+  local field, user, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
+  local sep = string.find(field, '|', 1, true)
+  redis.call('HINCRBY', KEYS[1], field, count)
+  redis.call('HINCRBY', ARGV[1] .. string.sub(field, 1, sep - 1), user, count)
+end
+return 1
+"""
+
+
 class RedisPresence:
     """Cluster-wide presence in Redis, with heartbeats so a crashed process is forgotten."""
 
@@ -113,11 +136,26 @@ class RedisPresence:
         self._mine = f"{self._prefix}server:{self.server_id}"
         self._change = self.redis.register_script(_CHANGE)
         self._reap = self.redis.register_script(_REAP)
+        self._resync = self.redis.register_script(_RESYNC)
         self._healthy = True
+        # This process's own counts, the truth Redis is repaired from after an outage.
+        self._local: Dict[Tuple[int, str], int] = {}
+        self._dirty = False
 
     def _apply(self, pull_request_id: int, username: str, delta: int) -> int:
-        return int(self._change(keys=[self._mine, self._users_prefix + str(pull_request_id)],
-                                args=[f"{pull_request_id}|{username}", username, delta]))
+        key = (pull_request_id, username)
+        count = self._local.get(key, 0) + delta
+        if count > 0:
+            self._local[key] = count
+        else:
+            self._local.pop(key, None)
+        try:
+            return int(self._change(
+                keys=[self._mine, self._users_prefix + str(pull_request_id)],
+                args=[f"{pull_request_id}|{username}", username, delta]))
+        except Exception:
+            self._dirty = True  # the next heartbeat rewrites our share from _local
+            raise
 
     def add(self, pull_request_id: int, username: str) -> bool:
         """Count one more socket of the user in the room; True if their first anywhere."""
@@ -158,11 +196,21 @@ class RedisPresence:
             sleep(self.ttl / 3)
 
     def heartbeat(self) -> None:
-        """Tell the cluster this process is alive for another TTL."""
+        """Tell the cluster this process is alive for another TTL; repair after outages."""
         pipe = self.redis.pipeline()
         pipe.set(f"{self._prefix}alive:{self.server_id}", 1, px=int(self.ttl * 1000))
         pipe.sadd(self._prefix + "servers", self.server_id)
-        pipe.execute()
+        pipe.exists(self._mine)
+        mine_exists = pipe.execute()[2]
+        if self._dirty or (self._local and not mine_exists):
+            # Redis restarted empty, or missed updates while unreachable
+            args: list = [self._users_prefix]
+            for (pull_request_id, username), count in list(self._local.items()):
+                args += [f"{pull_request_id}|{username}", username, count]
+            self._resync(keys=[self._mine], args=args)
+            self._dirty = False
+            logger.warning("presence: rewrote this server's %d memberships into Redis",
+                           len(self._local))
 
     def reap_dead(self) -> List[Left]:
         """Forget processes whose heartbeat expired; return the users who left with them."""

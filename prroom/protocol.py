@@ -22,6 +22,7 @@ ERROR = "pr-room-error"
 MEMBERS = "pr-room-members"          # to a joiner: who is in the room
 USER_JOINED = "pr-room-user-joined"  # to the others: a user's first socket joined
 USER_LEFT = "pr-room-user-left"      # to the others: a user's last socket left
+SHUTDOWN = "pr-room-server-shutdown"  # to everyone on a process about to stop
 
 #: Added to a success ack when the message queue was unreachable: the request took effect,
 #: but only members connected to this server process were told.

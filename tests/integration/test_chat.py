@@ -306,3 +306,21 @@ def test_health_endpoint_and_server_log_show_activity(server, connect, pr_id):
     assert f"join sid={sid} user=logged pr={pr_id}" in log
     assert f"disconnect sid={sid}" in log
     assert '"GET /healthz HTTP/1.1" 200' in log  # gunicorn's access log is back
+
+
+def test_presence_in_one_process_counts_users_not_tabs(connect, pr_id):
+    ann = connect(presence=True)
+    ann.join(pr_id, "ann")
+    assert ann.expect("pr-room-members") == {"pullRequestId": pr_id, "members": ["ann"]}
+    tab1, tab2 = connect(presence=True), connect(presence=True)
+    tab1.join(pr_id, "ben")
+    assert tab1.expect("pr-room-members") == {"pullRequestId": pr_id,
+                                              "members": ["ann", "ben"]}
+    assert ann.expect("pr-room-user-joined") == {"pullRequestId": pr_id, "username": "ben"}
+    tab2.join(pr_id, "ben")  # a second tab of the same user: nobody is told
+    assert tab2.expect("pr-room-members")["members"] == ["ann", "ben"]
+    tab1.close()
+    ann.say(pr_id, "ann", "ben still here")
+    assert ann.expect("pr-room-message")["message"] == "ben still here"
+    tab2.close()  # the last tab: ben left
+    assert ann.expect("pr-room-user-left") == {"pullRequestId": pr_id, "username": "ben"}
