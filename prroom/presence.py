@@ -141,21 +141,25 @@ class RedisPresence:
         # This process's own counts, the truth Redis is repaired from after an outage.
         self._local: Dict[Tuple[int, str], int] = {}
         self._dirty = False
+        self._beats = 0
+        # A rewrite must not interleave with an update, or the update would count twice.
+        self._lock = threading.Lock()
 
     def _apply(self, pull_request_id: int, username: str, delta: int) -> int:
         key = (pull_request_id, username)
-        count = self._local.get(key, 0) + delta
-        if count > 0:
-            self._local[key] = count
-        else:
-            self._local.pop(key, None)
-        try:
-            return int(self._change(
-                keys=[self._mine, self._users_prefix + str(pull_request_id)],
-                args=[f"{pull_request_id}|{username}", username, delta]))
-        except Exception:
-            self._dirty = True  # the next heartbeat rewrites our share from _local
-            raise
+        with self._lock:
+            count = self._local.get(key, 0) + delta
+            if count > 0:
+                self._local[key] = count
+            else:
+                self._local.pop(key, None)
+            try:
+                return int(self._change(
+                    keys=[self._mine, self._users_prefix + str(pull_request_id)],
+                    args=[f"{pull_request_id}|{username}", username, delta]))
+            except Exception:
+                self._dirty = True  # the next heartbeat rewrites our share from _local
+                raise
 
     def add(self, pull_request_id: int, username: str) -> bool:
         """Count one more socket of the user in the room; True if their first anywhere."""
@@ -197,20 +201,24 @@ class RedisPresence:
 
     def heartbeat(self) -> None:
         """Tell the cluster this process is alive for another TTL; repair after outages."""
-        pipe = self.redis.pipeline()
-        pipe.set(f"{self._prefix}alive:{self.server_id}", 1, px=int(self.ttl * 1000))
-        pipe.sadd(self._prefix + "servers", self.server_id)
-        pipe.exists(self._mine)
-        mine_exists = pipe.execute()[2]
-        if self._dirty or (self._local and not mine_exists):
-            # Redis restarted empty, or missed updates while unreachable
-            args: list = [self._users_prefix]
-            for (pull_request_id, username), count in list(self._local.items()):
-                args += [f"{pull_request_id}|{username}", username, count]
-            self._resync(keys=[self._mine], args=args)
-            self._dirty = False
-            logger.warning("presence: rewrote this server's %d memberships into Redis",
-                           len(self._local))
+        alive = f"{self._prefix}alive:{self.server_id}"
+        with self._lock:
+            pipe = self.redis.pipeline()
+            pipe.exists(alive)
+            pipe.set(alive, 1, px=int(self.ttl * 1000))
+            pipe.sadd(self._prefix + "servers", self.server_id)
+            was_alive = pipe.execute()[0]
+            self._beats += 1
+            # Our alive key vanished between beats: Redis restarted empty, or we stalled
+            # past the TTL and were reaped.  Or updates failed while it was unreachable.
+            if self._dirty or (self._beats > 1 and not was_alive):
+                args: list = [self._users_prefix]
+                for (pull_request_id, username), count in self._local.items():
+                    args += [f"{pull_request_id}|{username}", username, count]
+                self._resync(keys=[self._mine], args=args)
+                self._dirty = False
+                logger.warning("presence: rewrote this server's %d memberships into Redis",
+                               len(self._local))
 
     def reap_dead(self) -> List[Left]:
         """Forget processes whose heartbeat expired; return the users who left with them."""
