@@ -1,9 +1,27 @@
-"""The HTTP side of prroom: a blueprint mounted at ``PRROOM_URL_PREFIX``."""
+"""The HTTP side of prroom: a blueprint mounted at ``PRROOM_URL_PREFIX``.
+
+- ``GET /healthz``: liveness.
+- ``GET /pr/<id>`` (``?embed=1`` for the iframe view) and ``GET /pr/<id>/embed``: the chat
+  page, rendered from ``templates/prroom/chat.html`` with ``static/prroom/chat.{js,css}``.
+  A host app can override the template with its own ``prroom/chat.html``.
+- ``GET /socket.io-client.min.js``: the socket.io-client build from
+  ``PRROOM_SOCKETIO_CLIENT_FILE``, when that is set (404 otherwise).
+"""
 from __future__ import annotations
 
-from flask import Blueprint, current_app, jsonify
+from typing import Any, Optional, Tuple
+from urllib.parse import urlsplit
 
-blueprint = Blueprint("prroom", __name__)
+from flask import Blueprint, abort, current_app, jsonify, render_template, request, \
+    send_file, url_for
+
+from . import __version__
+from .protocol import MAX_PULL_REQUEST_ID
+
+blueprint = Blueprint("prroom", __name__, template_folder="templates",
+                      static_folder="static/prroom", static_url_path="/prroom-static")
+
+_PR_ID = f"<int(min=1, max={MAX_PULL_REQUEST_ID}):pull_request_id>"
 
 
 @blueprint.get("/healthz")
@@ -12,3 +30,105 @@ def healthz():
     extension = current_app.extensions["prroom"]
     return jsonify(status="ok", rooms=extension.registry.room_count(),
                    asyncMode=extension.socketio.async_mode)
+
+
+@blueprint.get(f"/pr/{_PR_ID}")
+def chat_page(pull_request_id: int):
+    """The chat page of one pull request; ``?embed=1`` gives the iframe view."""
+    embed = request.args.get("embed", "").lower() not in ("", "0", "false", "no")
+    return _render_chat(pull_request_id, embed)
+
+
+@blueprint.get(f"/pr/{_PR_ID}/embed")
+def chat_embed(pull_request_id: int):
+    """The chrome-less chat view, for an ``<iframe>`` in the host app's pull request page."""
+    return _render_chat(pull_request_id, embed=True)
+
+
+@blueprint.get("/socket.io-client.min.js")
+def socketio_client():
+    """The locally configured socket.io-client build (``PRROOM_SOCKETIO_CLIENT_FILE``)."""
+    path = current_app.extensions["prroom"].settings.socketio_client_file
+    if not path:
+        abort(404)
+    return send_file(path, mimetype="text/javascript")
+
+
+def page_identity(extension: Any, pull_request_id: int) -> dict:
+    """What the page is told about its user: the hook for token / session identity.
+
+    If the identity policy has a ``page_identity(request, pull_request_id)`` method, its
+    result is used: ``{"username": ..., "auth": {...}}``; ``username`` skips the name form
+    and ``auth`` is sent as the Socket.IO ``auth`` payload (e.g. ``{"token": ...}`` from
+    :meth:`PRRoom.issue_token`).  A policy that authenticates connections by itself (a
+    session cookie sent with the handshake) gets ``{"authenticated": True}``: no name form,
+    the name comes back in the join ack.  Otherwise (``PRROOM_AUTH_MODE=none``) ``{}``: the
+    page asks for a name and remembers it in the browser.
+    """
+    policy = extension.identity
+    hook = getattr(policy, "page_identity", None)
+    if hook is not None:
+        return dict(hook(request, pull_request_id) or {})
+    if getattr(policy, "authenticates", False):
+        return {"authenticated": True}
+    return {}
+
+
+def _render_chat(pull_request_id: int, embed: bool):
+    extension = current_app.extensions["prroom"]
+    settings = extension.settings
+    client_src, client_integrity = _client_script(settings)
+    page_config = {
+        "pullRequestId": pull_request_id,
+        "embed": embed,
+        "socketPath": request.script_root + _engineio_path(extension),
+        "clientUrl": client_src,
+        "typingTimeout": settings.typing_timeout,
+        "limits": {"maxMessageLength": settings.max_message_length,
+                   "maxUsernameLength": settings.max_username_length},
+        "identity": page_identity(extension, pull_request_id),
+    }
+    html = render_template("prroom/chat.html", pull_request_id=pull_request_id, embed=embed,
+                           page_config=page_config, client_src=client_src,
+                           client_integrity=client_integrity,
+                           max_username_length=settings.max_username_length,
+                           asset_url=_asset_url)
+    response = current_app.make_response(html)
+    script_sources = " ".join(["'self'", *_origin(client_src)])
+    # Defence in depth: chat text is inserted as text, and even if it were not, no injected
+    # inline script or plugin could run.
+    response.headers["Content-Security-Policy"] = (
+        f"script-src {script_sources}; object-src 'none'; base-uri 'none'")
+    response.headers["X-Content-Type-Options"] = "nosniff"
+    response.headers["Referrer-Policy"] = "same-origin"
+    response.headers["Cache-Control"] = "no-store"  # the page may carry a token
+    return response
+
+
+def _asset_url(filename: str) -> str:
+    return url_for("prroom.static", filename=filename, v=__version__)
+
+
+def _client_script(settings: Any) -> Tuple[str, Optional[str]]:
+    """``(src, integrity)`` of the socket.io-client script tag."""
+    if settings.socketio_client_file:
+        return url_for("prroom.socketio_client", v=__version__), None
+    return settings.socketio_client_url, settings.socketio_client_integrity or None
+
+
+def _origin(url: str) -> Tuple[str, ...]:
+    """The CSP source allowing ``url``'s host, if it is on another host."""
+    parts = urlsplit(url)
+    if not parts.netloc:
+        return ()
+    return (f"{parts.scheme}://{parts.netloc}" if parts.scheme else parts.netloc,)
+
+
+def _engineio_path(extension: Any) -> str:
+    """The Socket.IO endpoint path as served (a host app's own SocketIO may set another)."""
+    middleware = getattr(extension.socketio, "sockio_mw", None)
+    path = getattr(middleware, "engineio_path", None)
+    if path:
+        return path
+    return "/" + extension.settings.socketio_path.strip("/") + "/"
+
