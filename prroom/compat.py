@@ -60,28 +60,22 @@ def overfull_sockets(server, limit: int) -> list:
             if getattr(sock, "queue", None) is not None and sock.queue.qsize() > limit]
 
 
-def abort_connection(server, eio_sid: str) -> None:
-    """Close a connection at once, without waiting to flush its queue (it is not reading)."""
-    sock = server.eio.sockets.get(eio_sid)
-    if sock is None:
-        return
-    try:
-        sock.close(wait=False, abort=True)
-    except TypeError:  # an engineio without the abort flag
-        sock.close(wait=False)
-
-
 def connected_eio_sids(server) -> list:
     """Engine.IO session ids of every connection of this process."""
     return list(getattr(server.eio, "sockets", {}))
 
 
 def close_transport(server, eio_sid: str) -> None:
-    """Close one connection's transport after its queued packets, as a lost connection.
+    """Close one connection's transport, as a lost connection, without waiting on it.
 
-    Unlike ``server.disconnect`` (a Socket.IO DISCONNECT, after which socket.io-client
-    does not reconnect), the client sees "transport close" and reconnects.
+    Packets already queued still go out first (the writer stops at the end of the queue),
+    but no Engine.IO CLOSE packet is added: after a CLOSE (or a Socket.IO DISCONNECT),
+    socket.io-client and python-socketio do not reconnect; after a dropped transport they do.
     """
     sock = server.eio.sockets.get(eio_sid)
-    if sock is not None:
+    if sock is None:
+        return
+    try:
+        sock.close(wait=False, abort=True)
+    except TypeError:  # python-engineio without the abort flag
         sock.close(wait=False)

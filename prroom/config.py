@@ -219,6 +219,11 @@ SETTINGS: Tuple[Setting, ...] = (
             "HTTP posts per second per token, sustained", 0.01, 1_000_000),
     Setting("PRROOM_POST_BURST", 50, _parse_int, "HTTP posts per token at once", 1,
             1_000_000),
+    Setting("PRROOM_METRICS_PATH", "", _parse_str,
+            "Path of the Prometheus metrics endpoint under the URL prefix (e.g. /metrics); "
+            "empty = off"),
+    Setting("PRROOM_METRICS_TOKEN", None, _parse_str,
+            "Bearer token required to read the metrics; empty = none required", secret=True),
     Setting("PRROOM_ASYNC_MODE", "auto", _parse_str,
             "Concurrency model when prroom creates the SocketIO: `auto` picks gevent when gevent "
             "has monkey-patched the process and threading otherwise (flask run)",
@@ -272,6 +277,8 @@ class Settings:
     post_tokens: Optional[Tuple[str, ...]]
     post_rate: float
     post_burst: int
+    metrics_path: str
+    metrics_token: Optional[str]
     async_mode: str
     socketio_client_url: str = DEFAULT_SOCKETIO_CLIENT_URL
     socketio_client_integrity: str = DEFAULT_SOCKETIO_CLIENT_INTEGRITY
@@ -290,6 +297,9 @@ class Settings:
             raise ConfigError(f"PRROOM_URL_PREFIX={values['url_prefix']!r}: expected a path "
                               "starting with / (or empty)")
         values["url_prefix"] = values["url_prefix"].rstrip("/")
+        if values["metrics_path"] and not values["metrics_path"].startswith("/"):
+            raise ConfigError(f"PRROOM_METRICS_PATH={values['metrics_path']!r}: expected a "
+                              "path starting with / (or empty for off)")
         # A message at the length limit must fit in a frame: a JSON client may escape every
         # character as a surrogate pair (12 bytes), plus the packet's envelope.
         needed = values["max_message_length"] * 12 + 1024

@@ -20,6 +20,7 @@ from .compat import ack_requested, track_ack_requests
 from .identity import Identity, IdentityPolicy
 from .limits import SocketLimiter
 from .manager import QueueUnavailable
+from .metrics import Metrics
 from .posting import build_message
 from .presence import MemoryPresence
 from .protocol import ErrorCode, Limits, ProtocolError, ok, room_name
@@ -47,7 +48,8 @@ class RoomEvents:
 
     def __init__(self, server, registry: RoomRegistry, identity: IdentityPolicy,
                  limits: Limits, limiter: SocketLimiter, caps: Caps = Caps(),
-                 presence=None, namespace: str = "/") -> None:
+                 presence=None, metrics: Optional[Metrics] = None,
+                 namespace: str = "/") -> None:
         self.server = server
         self.registry = registry
         self.identity = identity
@@ -55,11 +57,13 @@ class RoomEvents:
         self.limiter = limiter
         self.caps = caps
         self.presence = presence or MemoryPresence()
+        self.metrics = metrics or Metrics()
         self.namespace = namespace
         # sid -> authenticated identity; anonymous sockets are not stored at all.
         self._identities: Dict[str, Identity] = {}
         self._connections_of: Dict[str, int] = {}  # identity name -> open connections
         self.connected = 0
+        self.closing = False
         self._message_ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
         self._sweeper_started = False
@@ -85,16 +89,20 @@ class RoomEvents:
         """Identify the connection; refuse it (``connect_error``) if it may not connect."""
         address = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR")
         try:
+            if self.closing:  # reconnecting clients must find another instance
+                raise ProtocolError(ErrorCode.SHUTTING_DOWN, "this server is shutting down")
             identity = self.identity.authenticate(environ, auth)
             if identity is not None:
                 self._count_connection(identity)
         except ProtocolError as err:
+            self.metrics.record_connection(err.code)
             logger.info("refused connection sid=%s addr=%s code=%s", sid, address, err.code)
             # the client sees err.message as the connect_error's message, the dict as .data
             raise ConnectionRefusedError(err.message, err.to_dict()) from None
         if identity is not None:
             self._identities[sid] = identity
         self.connected += 1
+        self.metrics.record_connection("accepted")
         self._start_background_tasks()
         logger.info("connect sid=%s addr=%s identity=%s", sid, address,
                     identity.name if identity else "-")
@@ -136,6 +144,7 @@ class RoomEvents:
         to another instance behind the load balancer.  Their disconnects run the usual
         cleanup, so the rest of the cluster hears who left at once.
         """
+        self.closing = True
         self.server.emit(protocol.SHUTDOWN, {"reconnect": True,
                                              "message": "this server is shutting down"},
                          namespace=self.namespace, ignore_queue=True)
@@ -215,6 +224,7 @@ class RoomEvents:
         message_id = f"{self._id_prefix}-{next(self._message_ids)}"
         sent_at = int(time.time() * 1000)
         reply = ok(pullRequestId=pull_request_id, id=message_id, sentAt=sent_at)
+        self.metrics.record_message()
         if not self._broadcast(protocol.MESSAGE,
                                {"pullRequestId": pull_request_id, "username": username,
                                 "message": request.message, "id": message_id,
@@ -228,6 +238,7 @@ class RoomEvents:
         ``request`` is ``{pullRequestId, username, message}``, validated like the event.
         """
         payload = build_message(request, self.limits)
+        self.metrics.record_message()
         if not self._broadcast(protocol.MESSAGE, payload, payload["pullRequestId"]):
             raise QueueUnavailable("delivered only on this server: the queue is unreachable")
         logger.info("post user=%s pr=%s", payload["username"], payload["pullRequestId"])
@@ -256,9 +267,12 @@ class RoomEvents:
         payload = args[0] if args else None
         try:
             self._charge(sid, "message")
-        except ProtocolError as err:
-            return self._refuse(sid, str(event), err, payload)
-        return self._refuse(sid, str(event), protocol.unknown_event(event), payload)
+            err = protocol.unknown_event(event)
+        except ProtocolError as refusal:
+            err = refusal
+        # one label value for every unknown name: clients must not grow the metrics
+        self.metrics.record_event("(unknown)", err.code, 0.0)
+        return self._refuse(sid, str(event), err, payload)
 
     # -- plumbing ---------------------------------------------------------------------
 
@@ -267,16 +281,22 @@ class RoomEvents:
         kind = RATE_KIND[event]
 
         def guarded(sid: str, payload: Any = None, *_ignored: Any) -> Optional[dict]:
+            started = time.perf_counter()
+            outcome = "ok"
             try:
                 self._charge(sid, kind)  # before parsing: invalid floods cost the same
                 return handler(sid, payload)
             except ProtocolError as err:
+                outcome = err.code
                 return self._refuse(sid, event, err, payload)
             except Exception:  # a bug must cost this one request, not the connection
                 logger.exception("error handling %s from sid=%s", event, sid)
+                outcome = ErrorCode.INTERNAL_ERROR
                 return self._refuse(sid, event, ProtocolError(
                     ErrorCode.INTERNAL_ERROR, "the server failed to handle this request"),
                     payload)
+            finally:
+                self.metrics.record_event(event, outcome, time.perf_counter() - started)
         guarded.__name__ = handler.__name__
         return guarded
 
@@ -284,6 +304,7 @@ class RoomEvents:
         try:
             self.limiter.charge(sid, kind)
         except ProtocolError:
+            self.metrics.record_rate_limited(kind)
             if self.limiter.abusive(sid):
                 logger.warning("disconnecting sid=%s identity=%s: %d rate-limited %s events "
                                "in a row", sid, self._name(sid), self.limiter.strikes(sid), kind)
@@ -368,7 +389,7 @@ class RoomEvents:
                     logger.warning("dropping a client too slow to read: eio_sid=%s has more "
                                    "than %d packets queued", eio_sid,
                                    self.caps.max_queued_packets)
-                    compat.abort_connection(self.server, eio_sid)
+                    compat.close_transport(self.server, eio_sid)
             except Exception:
                 logger.exception("slow-consumer check failed; retrying")
 

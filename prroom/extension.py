@@ -15,6 +15,8 @@ from .identity import (CallableIdentity, IdentityPolicy, JoinNameIdentity, Token
                        issue_token, with_room_rule)
 from .limits import Rate, SocketLimiter
 from .manager import ClusterManager, IndexedManager
+from .metrics import Metrics
+from .ops import metrics_view, ops
 from .presence import create_presence
 from .protocol import Limits
 from .rooms import RoomRegistry
@@ -97,6 +99,10 @@ class PRRoom:
             disconnect_after=settings.rate_limit_disconnect_after)
         self.presence = create_presence(settings.message_queue, settings.channel,
                                         settings.presence_ttl)
+        self.metrics = Metrics()
+        manager = socketio.server.manager
+        if hasattr(manager, "on_delivered"):  # prroom's own managers count deliveries
+            manager.on_delivered = self.metrics.record_deliveries
         self.events = RoomEvents(socketio.server, self.registry, self.identity,
                                  Limits(settings.max_username_length,
                                         settings.max_message_length),
@@ -104,13 +110,26 @@ class PRRoom:
                                  Caps(settings.max_rooms_per_socket,
                                       settings.max_connections_per_identity,
                                       settings.max_queued_packets),
-                                 self.presence)
+                                 self.presence, self.metrics)
+        self.metrics.watch_state(lambda: self.events.connected, self.registry.room_sizes,
+                                 self.queue_up)
         self.events.register()
         app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
         app.register_blueprint(api, url_prefix=settings.url_prefix or None)
+        app.register_blueprint(ops, url_prefix=settings.url_prefix or None)
+        if settings.metrics_path:
+            app.add_url_rule(settings.url_prefix + settings.metrics_path, "prroom_metrics",
+                             metrics_view)
         app.cli.add_command(commands)
         app.extensions["prroom"] = self
         self.app, self.socketio, self.settings = app, socketio, settings
+
+    def queue_up(self):
+        """None when not clustered; else whether the message queue and presence are up."""
+        if not self.settings or not self.settings.message_queue:
+            return None
+        manager = self.socketio.server.manager
+        return bool(getattr(manager, "queue_healthy", True) and self.presence.healthy())
 
     def shutdown(self) -> int:
         """Tell this process's clients it is going away and close their connections.

@@ -14,11 +14,21 @@ import socketio
 class IndexedRoomsMixin:
     """Keeps ``self._rooms_by_sid[(namespace, sid)] = {room, ...}`` beside ``self.rooms``."""
 
+    #: Event whose deliveries are counted, and the callable told how many (metrics).
+    counted_event = "pr-room-message"
+    on_delivered = None
+
     def __init__(self, *args, **kwargs):
         # Built here, not in initialize(): Flask-SocketIO's test client calls initialize()
         # again for every client it creates, which must not forget connected sockets.
         self._rooms_by_sid = {}
         super().__init__(*args, **kwargs)
+
+    def _count_deliveries(self, event, namespace, room, skip_sid):
+        if self.on_delivered is None or event != self.counted_event:
+            return
+        members = self.rooms.get(namespace or "/", {}).get(room, ())
+        self.on_delivered(len(members) - (1 if skip_sid in members else 0))
 
     def basic_enter_room(self, sid, namespace, room, eio_sid=None):  # noqa: D102
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
@@ -54,6 +64,12 @@ class IndexedRoomsMixin:
 class IndexedManager(IndexedRoomsMixin, socketio.Manager):
     """In-memory manager (single process) with O(rooms of the socket) lookups."""
 
+    def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None,
+             to=None, **kwargs):  # noqa: D102
+        self._count_deliveries(event, namespace, to or room, skip_sid)
+        return super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
+                            callback=callback, to=to, **kwargs)
+
 
 class QueueUnavailable(ConnectionError):
     """A broadcast reached this process's members but not the message queue."""
@@ -74,6 +90,12 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
         super().__init__(url, channel=channel, **kwargs)
         self.retry_max = retry_max
         self.queue_healthy = True
+
+    def _handle_emit(self, message):
+        # every delivery in this process, of local and remote emits alike, passes here
+        self._count_deliveries(message.get("event"), message.get("namespace"),
+                               message.get("room"), message.get("skip_sid"))
+        return super()._handle_emit(message)
 
     def _publish(self, data):
         for attempt in (1, 2):

@@ -114,6 +114,10 @@ class RoomRegistry:
         """``{sid: username}`` of a room (a copy)."""
         return dict(self._members.get(pull_request_id, {}))
 
+    def room_sizes(self) -> List[int]:
+        """Members (sockets) of every room with members, for metrics."""
+        return [len(members) for members in list(self._members.values())]
+
     def room_count(self) -> int:
         """Number of rooms with at least one member."""
         return len(self._members)

@@ -239,6 +239,9 @@ def test_redis_outage_local_chat_continues_and_cross_process_delivery_resumes(cl
             assert client.expect("pr-room-message")["message"] == "during outage"
         for proc in procs:
             assert requests.get(proc.url + "/healthz", timeout=5).status_code == 200
+        not_ready = requests.get(procs[0].url + "/readyz", timeout=5)
+        assert not_ready.status_code == 503
+        assert not_ready.json()["checks"]["queue"] == "unreachable"
 
         redis.start()
         started = time.monotonic()
@@ -254,6 +257,10 @@ def test_redis_outage_local_chat_continues_and_cross_process_delivery_resumes(cl
                 assert time.monotonic() < deadline, "cross-process delivery did not resume"
         resumed_after = time.monotonic() - started
         assert resumed_after < 10, resumed_after
+        deadline = time.monotonic() + 10
+        while requests.get(procs[0].url + "/readyz", timeout=5).status_code != 200:
+            assert time.monotonic() < deadline, "never ready again after Redis came back"
+            time.sleep(0.2)  # readiness is polled, as a load balancer would
         far.say(room, "far", "loud and clear")
         assert near.expect("pr-room-message")["message"] == "loud and clear"
         assert "message queue unreachable" in procs[0].log()

@@ -27,7 +27,8 @@ def test_defaults_are_valid():
                                 max_rooms_per_socket=50, max_connections_per_identity=20,
                                 max_queued_packets=2000, message_queue="",
                                 channel="prroom", presence_ttl=15.0, post_tokens=None,
-                                post_rate=10.0, post_burst=50, async_mode="auto")
+                                post_rate=10.0, post_burst=50, metrics_path="",
+                                metrics_token=None, async_mode="auto")
     # The DEFAULTS mapping (what init_app puts into app.config) is itself valid.
     assert Settings.from_mapping(DEFAULTS) == settings
 

@@ -1,0 +1,104 @@
+"""Prometheus metrics (official ``prometheus-client``), one registry per prroom instance.
+
+Counters and the handling-time histogram are updated on the event path at a fixed, small
+cost (label children are cached); everything that describes state — sockets, rooms,
+members per room, the message queue — is computed only when Prometheus scrapes.
+"""
+from __future__ import annotations
+
+from typing import Callable, Dict, Tuple
+
+from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
+from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
+from prometheus_client.utils import floatToGoString
+
+MEMBER_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
+                   0.25, 1.0)
+
+
+class Metrics:
+    """The metrics of one prroom: call the ``record_*`` methods; :meth:`render` to scrape."""
+
+    def __init__(self) -> None:
+        self.registry = CollectorRegistry(auto_describe=True)
+        self._events = Counter("prroom_events", "Client events received, by event and "
+                               "outcome (ok or the error code)", ["event", "outcome"],
+                               registry=self.registry)
+        self._errors = Counter("prroom_errors", "Refused requests by error code", ["code"],
+                               registry=self.registry)
+        self._rate_limited = Counter("prroom_rate_limit_hits", "Events refused by a rate "
+                                     "limit, by bucket", ["kind"], registry=self.registry)
+        self._connections = Counter("prroom_connections", "Connection attempts by outcome "
+                                    "(accepted or the refusal code)", ["outcome"],
+                                    registry=self.registry)
+        self._messages = Counter("prroom_messages", "Chat messages accepted (socket and "
+                                 "posted)", registry=self.registry)
+        self._delivered = Counter("prroom_messages_delivered", "pr-room-message deliveries "
+                                  "to sockets of this process", registry=self.registry)
+        self._seconds = Histogram("prroom_event_seconds", "Time to handle a client event",
+                                  ["event"], buckets=SECONDS_BUCKETS, registry=self.registry)
+        self._children: Dict[Tuple[str, str], Tuple] = {}
+
+    def record_event(self, event: str, outcome: str, seconds: float) -> None:
+        """One client event handled with ``outcome`` (``ok`` or an error code)."""
+        children = self._children.get((event, outcome))
+        if children is None:
+            children = self._children[(event, outcome)] = (
+                self._events.labels(event, outcome), self._seconds.labels(event),
+                self._errors.labels(outcome) if outcome != "ok" else None)
+        children[0].inc()
+        children[1].observe(seconds)
+        if children[2] is not None:
+            children[2].inc()
+
+    def record_rate_limited(self, kind: str) -> None:
+        """An event refused by the ``kind`` bucket."""
+        self._rate_limited.labels(kind).inc()
+
+    def record_connection(self, outcome: str) -> None:
+        """A connection accepted (``accepted``) or refused (its error code)."""
+        self._connections.labels(outcome).inc()
+
+    def record_message(self) -> None:
+        """A chat message accepted for broadcast."""
+        self._messages.inc()
+
+    def record_deliveries(self, count: int) -> None:
+        """``count`` sockets of this process were sent a ``pr-room-message``."""
+        self._delivered.inc(count)
+
+    def watch_state(self, sockets: Callable[[], int], room_sizes: Callable[[], list],
+                    queue_up: Callable[[], object]) -> None:
+        """Register the scrape-time gauges; ``queue_up`` returns None when not clustered."""
+        self.registry.register(_StateCollector(sockets, room_sizes, queue_up))
+
+    def render(self) -> bytes:
+        """The Prometheus text exposition of every metric."""
+        return generate_latest(self.registry)
+
+
+class _StateCollector:
+    def __init__(self, sockets, room_sizes, queue_up) -> None:
+        self._sockets, self._room_sizes, self._queue_up = sockets, room_sizes, queue_up
+
+    def describe(self):
+        return []
+
+    def collect(self):
+        yield GaugeMetricFamily("prroom_connected_sockets",
+                                "Sockets connected to this process", value=self._sockets())
+        sizes = self._room_sizes()
+        yield GaugeMetricFamily("prroom_rooms", "Rooms with members on this process",
+                                value=len(sizes))
+        buckets = []
+        for bound in MEMBER_BUCKETS:
+            buckets.append((floatToGoString(bound), sum(1 for size in sizes if size <= bound)))
+        buckets.append(("+Inf", len(sizes)))
+        total = sum(sizes)
+        yield HistogramMetricFamily("prroom_room_members", "Members per room on this "
+                                    "process (sockets)", buckets=buckets, sum_value=total)
+        up = self._queue_up()
+        if up is not None:
+            yield GaugeMetricFamily("prroom_message_queue_up", "1 when the message queue "
+                                    "is reachable (clustered mode)", value=1 if up else 0)

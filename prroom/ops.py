@@ -1,0 +1,41 @@
+"""Endpoints for operators and load balancers: readiness and Prometheus metrics.
+
+- ``GET {prefix}/readyz``: 200 ``{"status": "ready"}`` when this process can serve; 503 with
+  the reason when it cannot (clustered mode: the message queue or presence store is down).
+- ``GET {prefix}{PRROOM_METRICS_PATH}``: Prometheus text format; off unless the path is set,
+  and guarded by ``PRROOM_METRICS_TOKEN`` (bearer) when that is set.
+"""
+from __future__ import annotations
+
+import hmac
+
+from flask import Blueprint, Response, current_app, jsonify, request
+from prometheus_client import CONTENT_TYPE_LATEST
+
+ops = Blueprint("prroom_ops", __name__)
+
+
+@ops.get("/readyz")
+def readyz():
+    """Readiness: can this process take traffic right now?"""
+    extension = current_app.extensions["prroom"]
+    queue_up = extension.queue_up()
+    checks = {"queue": "not clustered" if queue_up is None else
+              ("up" if queue_up else "unreachable")}
+    if queue_up is False:
+        response = jsonify(status="unavailable", checks=checks)
+        response.status_code = 503
+        return response
+    return jsonify(status="ready", checks=checks)
+
+
+def metrics_view():
+    """Prometheus scrape endpoint, registered at PRROOM_METRICS_PATH when that is set."""
+    extension = current_app.extensions["prroom"]
+    token = extension.settings.metrics_token
+    if token:
+        given = request.headers.get("Authorization", "").partition(" ")[2]
+        if not hmac.compare_digest(given.encode(), token.encode()):
+            return Response("metrics need 'Authorization: Bearer <PRROOM_METRICS_TOKEN>'\n",
+                            status=401, headers={"WWW-Authenticate": 'Bearer realm="prroom"'})
+    return Response(extension.metrics.render(), content_type=CONTENT_TYPE_LATEST)

@@ -1,0 +1,149 @@
+"""What operators see and do: metrics, health, readiness, graceful restarts."""
+from __future__ import annotations
+
+import signal
+import threading
+
+import pytest
+import requests
+import socketio
+from prometheus_client.parser import text_string_to_metric_families
+
+from tests.support import servers
+from tests.support.clients import RoomClient
+
+pytestmark = pytest.mark.integration
+
+METRICS_TOKEN = "scrape-me"
+
+
+@pytest.fixture(scope="module")
+def observed():
+    proc = servers.gunicorn(env={"PRROOM_METRICS_PATH": "/metrics",
+                                 "PRROOM_METRICS_TOKEN": METRICS_TOKEN,
+                                 "PRROOM_MESSAGE_BURST": "3"}).wait_ready()
+    yield proc
+    proc.stop()
+
+
+def scrape(server) -> dict:
+    """``{(name, labels...): value}`` of every sample, scraped over HTTP."""
+    reply = requests.get(server.url + "/metrics", timeout=5,
+                         headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
+    assert reply.status_code == 200 and reply.headers["Content-Type"].startswith("text/plain")
+    samples = {}
+    for family in text_string_to_metric_families(reply.text):
+        for sample in family.samples:
+            samples[(sample.name, *sorted(sample.labels.items()))] = sample.value
+    return samples
+
+
+def value(samples, name, **labels) -> float:
+    return samples.get((name, *sorted(labels.items())), 0.0)
+
+
+def test_metrics_are_guarded(observed):
+    assert requests.get(observed.url + "/metrics", timeout=5).status_code == 401
+    wrong = requests.get(observed.url + "/metrics", timeout=5,
+                         headers={"Authorization": "Bearer nope"})
+    assert wrong.status_code == 401
+
+
+def test_metrics_are_off_unless_configured(server):
+    assert requests.get(server.url + "/metrics", timeout=5).status_code == 404
+
+
+def test_metrics_move_as_clients_act(observed):
+    before = scrape(observed)
+    alice, bob = RoomClient(observed.url), RoomClient(observed.url)
+    try:
+        alice.join(1, "alice")
+        bob.join(1, "bob")
+        alice.say(1, "alice", "one")
+        bob.call("send-message-to-pr-room",
+                 {"pullRequestId": 2, "username": "bob", "message": "not a member"})
+        for _ in range(4):  # burst 3: the fourth is rate-limited
+            alice.call("typing", {"pullRequestId": 1, "username": "alice"})
+            alice.call("send-message-to-pr-room",
+                       {"pullRequestId": 1, "username": "alice", "message": "m"})
+        during = scrape(observed)
+    finally:
+        alice.close()
+        bob.close()
+
+    assert value(during, "prroom_connected_sockets") == \
+        value(before, "prroom_connected_sockets") + 2
+    assert value(during, "prroom_rooms") == 1
+    assert value(during, "prroom_room_members_count") == 1  # one room…
+    assert value(during, "prroom_room_members_sum") == 2    # …of two members
+    assert value(during, "prroom_room_members_bucket", le="1.0") == 0
+    assert value(during, "prroom_room_members_bucket", le="2.0") == 1
+
+    def grew(name, **labels):
+        return value(during, name, **labels) - value(before, name, **labels)
+
+    assert grew("prroom_events_total", event="join-pr-room", outcome="ok") == 2
+    assert grew("prroom_events_total", event="send-message-to-pr-room",
+                outcome="not-a-member") == 1
+    assert grew("prroom_errors_total", code="not-a-member") == 1
+    assert grew("prroom_events_total", event="send-message-to-pr-room", outcome="ok") == 3
+    assert grew("prroom_events_total", event="send-message-to-pr-room",
+                outcome="rate-limited") == 2
+    assert grew("prroom_rate_limit_hits_total", kind="message") == 2
+    assert grew("prroom_messages_total") == 3
+    assert grew("prroom_messages_delivered_total") == 6  # 3 messages x 2 members
+    assert grew("prroom_connections_total", outcome="accepted") == 2
+    assert grew("prroom_event_seconds_count", event="join-pr-room") == 2
+    assert "prroom_message_queue_up" not in {key[0] for key in during}  # not clustered
+
+
+def test_health_and_readiness(server):
+    health = requests.get(server.url + "/healthz", timeout=5)
+    assert health.status_code == 200 and health.json()["status"] == "ok"
+    ready = requests.get(server.url + "/readyz", timeout=5)
+    assert ready.status_code == 200
+    assert ready.json() == {"status": "ready", "checks": {"queue": "not clustered"}}
+
+
+def test_sigterm_tells_clients_and_they_reconnect_to_the_next_instance():
+    first = servers.gunicorn().wait_ready()
+    client = socketio.Client(reconnection_delay=0.2, reconnection_delay_max=0.5)
+    told, connected, rejoined = threading.Event(), [], threading.Event()
+    received = []
+
+    @client.on("pr-room-server-shutdown")
+    def on_shutdown(data):
+        told.set()
+
+    @client.on("connect")
+    def on_connect():
+        connected.append(client.sid)
+        if len(connected) > 1:  # what the chat page does: rejoin after a reconnect
+            client.emit("join-pr-room", {"pullRequestId": 3, "username": "rita"},
+                        callback=lambda ack: rejoined.set())
+
+    @client.on("pr-room-message")
+    def on_message(data):
+        received.append(data["message"])
+
+    second = None
+    try:
+        client.connect(first.url, transports=["websocket"], wait_timeout=5)
+        assert client.call("join-pr-room", {"pullRequestId": 3, "username": "rita"},
+                           timeout=5)["ok"]
+        first.proc.send_signal(signal.SIGTERM)
+        assert told.wait(5), "no pr-room-server-shutdown before the connection closed"
+        assert first.proc.wait(15) == 0  # exits cleanly, well within graceful_timeout
+        # the next instance comes up where the load balancer points
+        second = servers.gunicorn(port=first.port).wait_ready()
+        assert rejoined.wait(15), "the client did not reconnect and rejoin"
+        assert len(connected) == 2 and connected[0] != connected[1]
+        assert client.call("send-message-to-pr-room",
+                           {"pullRequestId": 3, "username": "rita", "message": "back"},
+                           timeout=5)["ok"]
+    finally:
+        client.disconnect()
+        first.stop()
+        if second:
+            second.stop()
+    assert "back" in received
