@@ -1,12 +1,6 @@
 """WSGI entry point for production: ``gunicorn -c gunicorn.conf.py wsgi:app``.
 
-gevent's monkey-patching must come before anything else is imported, so the standard library
-(sockets, threads, locks) cooperates with the gevent-websocket worker.
+:mod:`prroom.wsgi` applies gevent's monkey-patching before anything else is imported
+(importing the ``prroom`` package itself loads nothing but the standard library's typing).
 """
-from gevent import monkey
-
-monkey.patch_all()
-
-from prroom import create_app  # noqa: E402
-
-app = create_app()
+from prroom.wsgi import app  # noqa: F401

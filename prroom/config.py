@@ -239,6 +239,30 @@ SETTINGS: Tuple[Setting, ...] = (
             "the chat page loads instead of PRROOM_SOCKETIO_CLIENT_URL; empty = off"),
 )
 
+#: How the server process runs (read by prroom/gunicorn_config.py and `prroom serve`, from
+#: the environment only: they exist before any Flask app does).
+SERVER_SETTINGS: Tuple[Setting, ...] = (
+    Setting("PRROOM_HOST", "127.0.0.1", _parse_str, "Address to listen on"),
+    Setting("PRROOM_PORT", 8000, _parse_int, "Port to listen on (PORT works too)", 0, 65535),
+    Setting("PRROOM_BIND", "", _parse_str,
+            "A full gunicorn bind (0.0.0.0:80, unix:/run/prroom.sock); overrides host/port"),
+    Setting("PRROOM_WORKER_CONNECTIONS", 10000, _parse_int,
+            "Simultaneous connections the worker accepts", 1, 1_000_000),
+    Setting("PRROOM_WORKER_TIMEOUT", 30, _parse_int, "gunicorn's worker timeout, seconds", 1,
+            86400),
+    Setting("PRROOM_GRACEFUL_TIMEOUT", 10, _parse_int,
+            "Seconds to finish after SIGTERM before connections are cut", 1, 3600),
+    Setting("PRROOM_LOG_LEVEL", "info", _parse_str, "Log level",
+            choices=("debug", "info", "warning", "error", "critical")),
+    Setting("PRROOM_LOG_FORMAT", "text", _parse_str, "Log line format",
+            choices=("text", "json")),
+    Setting("PRROOM_ACCESS_LOG", "-", _parse_str,
+            "Access log file, - for stdout, empty for none"),
+    Setting("PRROOM_CONTROL_SOCKET", "", _parse_str,
+            "gunicorn 26+'s control socket path; empty = off (instances on one host would "
+            "collide on the default path)"),
+)
+
 SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
 DEFAULTS = {setting.key: setting.default for setting in SETTINGS}
 
@@ -333,6 +357,19 @@ def _check_socketio_client(values: dict) -> None:
         path = os.path.abspath(path)
     values.update(socketio_client_url=url, socketio_client_integrity=integrity,
                   socketio_client_file=path)
+
+
+def server_settings(environ: Optional[Mapping[str, str]] = None) -> dict:
+    """Every SERVER_SETTINGS key, lower-cased without the prefix: environment or default."""
+    environ = os.environ if environ is None else environ
+    values = {}
+    for setting in SERVER_SETTINGS:
+        raw = environ.get(setting.key)
+        if setting.key == "PRROOM_PORT" and raw is None:
+            raw = environ.get("PORT")
+        values[setting.key[len("PRROOM_"):].lower()] = \
+            setting.default if raw is None else setting.coerce(raw)
+    return values
 
 
 def from_environ(environ: Optional[Mapping[str, str]] = None) -> dict:

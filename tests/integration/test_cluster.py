@@ -268,3 +268,19 @@ def test_redis_outage_local_chat_continues_and_cross_process_delivery_resumes(cl
         for proc in procs:
             proc.stop()
         redis.stop()
+
+
+def test_prroom_post_command_reaches_the_room(cluster, clients, redis_server):
+    room = next(_rooms)
+    member = clients(cluster[1])
+    member.join(room, "member")
+    done = subprocess.run([str(servers.BIN / "prroom"), "post", str(room), "cron",
+                           "nightly build green", "--message-queue", redis_server.url,
+                           "--channel", "main"], capture_output=True, text=True, timeout=30)
+    assert done.returncode == 0, done.stderr
+    message = member.expect("pr-room-message")
+    assert (message["username"], message["id"]) == ("cron", done.stdout.strip())
+    bad = subprocess.run([str(servers.BIN / "prroom"), "post", str(room), "", "x",
+                          "--message-queue", redis_server.url], capture_output=True,
+                         text=True, timeout=30)
+    assert bad.returncode == 2 and "'username'" in bad.stderr

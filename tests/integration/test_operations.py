@@ -1,7 +1,10 @@
 """What operators see and do: metrics, health, readiness, graceful restarts."""
 from __future__ import annotations
 
+import json
+import os
 import signal
+import subprocess
 import threading
 
 import pytest
@@ -147,3 +150,66 @@ def test_sigterm_tells_clients_and_they_reconnect_to_the_next_instance():
         if second:
             second.stop()
     assert "back" in received
+
+
+def run_prroom(*args, env=None):
+    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRROOM_")}
+    full_env.update(env or {})
+    return subprocess.run([str(servers.BIN / "prroom"), *args], capture_output=True,
+                          text=True, timeout=60, env=full_env, cwd=servers.ROOT)
+
+
+def test_check_config_prints_the_effective_settings_with_secrets_masked():
+    done = run_prroom("check-config", env={"PRROOM_POST_TOKENS": "very-secret-token",
+                                           "PRROOM_MESSAGE_RATE": "7"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "PRROOM_MESSAGE_RATE=7.0  (env)" in lines
+    assert "PRROOM_MAX_MESSAGE_LENGTH=4000  (default)" in lines
+    assert "PRROOM_POST_TOKENS=********  (env)" in lines
+    assert "very-secret-token" not in done.stdout
+
+
+@pytest.mark.parametrize("key,raw,expected", [
+    ("PRROOM_TYPING_TIMEOUT", "soon", "expected a number"),
+    ("PRROOM_PORT", "70000", "expected an integer from 0 to 65535"),
+    ("PRROOM_AUTH_MODE", "magic", "expected one of none, token, custom"),
+    ("PRROOM_MESSAGE_QUEUE", "http://redis", "expected empty or a redis://"),
+    ("PRROOM_LOG_FORMAT", "xml", "expected one of text, json"),
+])
+def test_a_bad_setting_is_one_clear_line_and_exit_2(key, raw, expected):
+    done = run_prroom("check-config", env={key: raw})
+    assert done.returncode == 2
+    lines = done.stderr.strip().splitlines()
+    assert len(lines) == 1 and lines[0].startswith(f"Error: {key}={raw!r}: {expected}"), lines
+
+
+def test_prroom_serve_runs_the_production_server_with_flags_over_env():
+    port = servers.free_port()
+    proc = servers.ServerProcess([str(servers.BIN / "prroom"), "serve", "--port", str(port),
+                                  "--log-format", "json"], port,
+                                 env={"PRROOM_PORT": "1", "PRROOM_GRACEFUL_TIMEOUT": "2"})
+    proc.wait_ready()
+    try:
+        client = RoomClient(proc.url)
+        client.join(4, "sam")
+        client.say(4, "sam", "served")
+        assert client.expect("pr-room-message")["message"] == "served"
+        client.close()
+    finally:
+        assert proc.stop() == 0
+    records = [json.loads(line) for line in proc.log().splitlines() if line.strip()]
+    assert any(r["logger"] == "prroom" and r["message"].startswith("join sid=")
+               for r in records)
+    assert any(r["logger"] == "gunicorn.access" for r in records)
+    assert "served" not in proc.log()  # message text is never logged
+
+
+def test_prroom_issue_token_signs_with_the_configured_secret():
+    done = run_prroom("issue-token", "alice", "--pr", "5",
+                      env={"PRROOM_SECRET_KEY": "cli-secret"})
+    assert done.returncode == 0, done.stderr
+    from prroom.identity import Identity, TokenIdentity
+    identity = TokenIdentity("cli-secret", 60).authenticate({}, {"token": done.stdout.strip()})
+    assert identity == Identity("alice", frozenset({5}))
+    assert run_prroom("issue-token", "alice").returncode == 2  # no secret: usage error

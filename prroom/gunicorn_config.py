@@ -1,0 +1,75 @@
+"""gunicorn settings for prroom: ``gunicorn -c gunicorn.conf.py wsgi:app`` (or ``prroom serve``).
+
+Every value can be changed from the environment (names below); gunicorn's own command-line
+flags still override this file, except the worker count, which must stay 1.
+"""
+import copy
+import os
+import resource
+import sys
+
+from gunicorn.glogging import CONFIG_DEFAULTS
+
+from prroom.config import ConfigError, from_environ, server_settings  # light: no Flask
+
+try:
+    _server = server_settings()
+    from_environ()  # the app's PRROOM_* settings too: fail here, before any worker boots
+except ConfigError as _error:
+    sys.exit(f"prroom: {_error}")
+
+bind = [_server["bind"] or f"{_server['host']}:{_server['port']}"]
+
+# Socket.IO keeps each client's session in one process, and a port is served by one
+# process: more workers would scatter a client's requests.  Scale out with more instances
+# and a message queue instead.  WEB_CONCURRENCY (gunicorn's default) is deliberately ignored.
+workers = 1
+worker_class = "prroom.gunicorn_worker.WebSocketWorker"
+# gevent workers default to 1,000 connections and hang connection 1,001; a chat server
+# holds many idle sockets.
+worker_connections = _server["worker_connections"]
+timeout = _server["worker_timeout"]
+graceful_timeout = _server["graceful_timeout"]
+keepalive = 5
+
+# gunicorn 26+ opens a control socket at one fixed path per user; several instances on a
+# host would fight over it.  Off unless a path is given.
+if _server["control_socket"]:
+    control_socket = _server["control_socket"]
+else:
+    control_socket_disable = True
+
+loglevel = _server["log_level"]
+errorlog = "-"
+accesslog = _server["access_log"] or None
+access_log_format = '%(h)s "%(r)s" %(s)s %(b)s %(M)sms "%(a)s"'
+
+# gunicorn replaces its whole "loggers" section with ours, so start from its defaults and
+# add prroom's logger (connects, joins, refusals, disconnects) to the error log.
+logconfig_dict = copy.deepcopy(CONFIG_DEFAULTS)
+for _name in ("gunicorn.error", "gunicorn.access"):
+    # the defaults also propagate to the root logger's console: every line came out twice
+    logconfig_dict["loggers"][_name]["propagate"] = False
+logconfig_dict["loggers"]["prroom"] = {
+    "level": loglevel.upper(), "handlers": ["error_console"], "propagate": False,
+    "qualname": "prroom"}
+if _server["log_format"] == "json":
+    logconfig_dict["formatters"]["generic"] = {"()": "prroom.logformat.JSONFormatter"}
+
+
+def on_starting(server):
+    """Refuse more than one worker; give the worker enough file descriptors."""
+    if server.cfg.workers != 1:
+        raise SystemExit(f"prroom: workers must be 1 (got {server.cfg.workers}); run more "
+                         "instances on other ports with PRROOM_MESSAGE_QUEUE to scale out")
+    if os.environ.get("WEB_CONCURRENCY", "1") != "1":
+        server.log.warning("WEB_CONCURRENCY=%s ignored: prroom runs one worker per port",
+                           os.environ["WEB_CONCURRENCY"])
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = server.cfg.worker_connections + 100
+    if soft < wanted:
+        new_soft = wanted if hard == resource.RLIM_INFINITY else min(wanted, hard)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (new_soft, hard))
+        if new_soft < wanted:
+            server.log.warning("open-file limit %s is below worker_connections=%s",
+                               new_soft, server.cfg.worker_connections)
