@@ -79,3 +79,19 @@ def close_transport(server, eio_sid: str) -> None:
         sock.close(wait=False, abort=True)
     except TypeError:  # python-engineio without the abort flag
         sock.close(wait=False)
+
+
+def refuse_new_connections(server) -> None:
+    """From now on, answer new Engine.IO handshakes 401, at the transport level.
+
+    A refusal there is a failed transport, which every client retries with backoff
+    (another instance, behind a load balancer); a refused Socket.IO CONNECT would instead
+    make socket.io-client give up for good.
+    """
+    original = server.eio.handlers.get("connect")
+
+    def refuse(*args):
+        return False
+
+    if original is not None:
+        server.eio.handlers["connect"] = refuse

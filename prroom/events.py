@@ -63,7 +63,6 @@ class RoomEvents:
         self._identities: Dict[str, Identity] = {}
         self._connections_of: Dict[str, int] = {}  # identity name -> open connections
         self.connected = 0
-        self.closing = False
         self._message_ids = itertools.count(1)
         self._id_prefix = secrets.token_hex(4)
         self._sweeper_started = False
@@ -89,8 +88,6 @@ class RoomEvents:
         """Identify the connection; refuse it (``connect_error``) if it may not connect."""
         address = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR")
         try:
-            if self.closing:  # reconnecting clients must find another instance
-                raise ProtocolError(ErrorCode.SHUTTING_DOWN, "this server is shutting down")
             identity = self.identity.authenticate(environ, auth)
             if identity is not None:
                 self._count_connection(identity)
@@ -144,7 +141,7 @@ class RoomEvents:
         to another instance behind the load balancer.  Their disconnects run the usual
         cleanup, so the rest of the cluster hears who left at once.
         """
-        self.closing = True
+        compat.refuse_new_connections(self.server)  # reconnects must find another instance
         self.server.emit(protocol.SHUTDOWN, {"reconnect": True,
                                              "message": "this server is shutting down"},
                          namespace=self.namespace, ignore_queue=True)

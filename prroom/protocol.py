@@ -53,7 +53,6 @@ class ErrorCode:
     RATE_LIMITED = "rate-limited"            # too many events; retry after `retryAfter` s
     TOO_MANY_ROOMS = "too-many-rooms"        # PRROOM_MAX_ROOMS_PER_SOCKET reached
     TOO_MANY_CONNECTIONS = "too-many-connections"  # PRROOM_MAX_CONNECTIONS_PER_IDENTITY
-    SHUTTING_DOWN = "shutting-down"          # connection refused: this process is stopping
     INTERNAL_ERROR = "internal-error"        # a bug on our side; logged with a traceback
 
 
