@@ -18,6 +18,9 @@ import logging
 
 logger = logging.getLogger("prroom")
 
+#: Event names a client may not send: python-socketio's lifecycle events and catch-all.
+RESERVED_EVENT_NAMES = frozenset({"connect", "disconnect", "connect_error", "*", "message"})
+
 _ack_requested: contextvars.ContextVar = contextvars.ContextVar("prroom_ack_requested",
                                                                default=None)
 
@@ -33,6 +36,13 @@ def track_ack_requests(server) -> bool:
         return True
 
     def handle_event_internal(server_, sid, eio_sid, data, namespace, id):
+        name = data[0] if data else None
+        if not isinstance(name, str) or name in RESERVED_EVENT_NAMES:
+            # python-socketio would dispatch a client event named "connect", "disconnect"
+            # or "*" to those handlers (re-running authentication, dropping the socket's
+            # state while it stays connected, or misrouting the catch-all): rename it so it
+            # lands in the catch-all as the unknown event it is.
+            data = [f"(reserved) {str(name)[:50]}", *data[1:]]
         token = _ack_requested.set(id is not None)
         try:
             return original(server_, sid, eio_sid, data, namespace, id)
@@ -95,3 +105,35 @@ def refuse_new_connections(server) -> None:
 
     if original is not None:
         server.eio.handlers["connect"] = refuse
+
+
+def guard_packets(server, on_violation) -> None:
+    """Close connections that send binary or undecodable Socket.IO packets; keep it fair.
+
+    prroom's protocol is JSON text only.  python-socketio would otherwise keep collecting
+    the attachments a binary packet announces (as many as it claims) and log a traceback
+    for every malformed packet; here the offender is disconnected and logged once.
+    ``on_violation(eio_sid, reason)`` is called instead.
+    """
+    eio = getattr(server, "eio", None)
+    original = eio.handlers.get("message") if eio is not None else None
+    if original is None or getattr(original, "_prroom_wrapped", False):
+        return
+
+    handled = [0]
+
+    def message(eio_sid, data):
+        # A connection whose socket always has data never makes its reader wait, so under
+        # gevent it would never let the others run: yield every 16 incoming packets.
+        handled[0] += 1
+        if not handled[0] & 15:
+            server.sleep(0)
+        if not isinstance(data, str) or data[:1] in ("5", "6"):  # binary event / ack
+            return on_violation(eio_sid, "binary packets are not accepted")
+        try:
+            return original(eio_sid, data)
+        except Exception as exc:  # a malformed packet: its sender is broken or hostile
+            return on_violation(eio_sid, f"malformed packet ({type(exc).__name__})")
+
+    message._prroom_wrapped = True
+    server.eio.handlers["message"] = message

@@ -70,6 +70,7 @@ class RoomEvents:
     def register(self) -> None:
         """Install the handlers, keeping any connect/disconnect handler the host app had."""
         track_ack_requests(self.server)
+        compat.guard_packets(self.server, self._protocol_violation)
         ns = self.namespace
         existing = self.server.handlers.get(ns, {})
         self.server.on("connect", _chain(existing.get("connect"), self.on_connect), ns)
@@ -302,12 +303,18 @@ class RoomEvents:
             self.limiter.charge(sid, kind)
         except ProtocolError:
             self.metrics.record_rate_limited(kind)
-            if self.limiter.abusive(sid):
+            if self.limiter.strikes(sid) == self.limiter.disconnect_after:  # once
                 logger.warning("disconnecting sid=%s identity=%s: %d rate-limited %s events "
                                "in a row", sid, self._name(sid), self.limiter.strikes(sid), kind)
-                self.server.start_background_task(self.server.disconnect, sid,
-                                                  namespace=self.namespace)
+                compat.close_transport(self.server, self.server.manager.eio_sid_from_sid(
+                    sid, self.namespace))
+            # A flooding connection's reader never waits for data: let the others run.
+            self.server.sleep(0)
             raise
+
+    def _protocol_violation(self, eio_sid: str, reason: str) -> None:
+        logger.warning("closing eio_sid=%s: %s", eio_sid, reason)
+        compat.close_transport(self.server, eio_sid)
 
     def _name(self, sid: str) -> str:
         identity = self._identities.get(sid)

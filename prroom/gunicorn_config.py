@@ -53,6 +53,14 @@ for _name in ("gunicorn.error", "gunicorn.access"):
 logconfig_dict["loggers"]["prroom"] = {
     "level": loglevel.upper(), "handlers": ["error_console"], "propagate": False,
     "qualname": "prroom"}
+# With a logconfig_dict, gunicorn writes the access log through its "gunicorn.access" logger
+# whatever `accesslog` says: route that logger to where PRROOM_ACCESS_LOG asks.
+if not accesslog:
+    logconfig_dict["loggers"]["gunicorn.access"]["handlers"] = []
+elif accesslog != "-":
+    logconfig_dict["handlers"]["access_file"] = {
+        "class": "logging.FileHandler", "formatter": "generic", "filename": accesslog}
+    logconfig_dict["loggers"]["gunicorn.access"]["handlers"] = ["access_file"]
 if _server["log_format"] == "json":
     logconfig_dict["formatters"]["generic"] = {"()": "prroom.logformat.JSONFormatter"}
 

@@ -1,0 +1,806 @@
+"""Adversarial traffic over real sockets against gunicorn + gevent-websocket (issue #3).
+
+Malformed frames, floods, connection churn, abandoned handshakes and a client that stops
+reading.  After every attack a normal client still chats and no other room saw anything.
+All traffic goes to 127.0.0.1; every loop is bounded in count and time; figures are printed
+(``pytest -s``) so they can be compared with the bounds written next to each assertion.
+
+Bounds are generous on purpose: the machine has 2 cores and other test runs share it.
+"""
+from __future__ import annotations
+
+import json
+import socket
+import statistics
+import threading
+import time
+from pathlib import Path
+from typing import Any, List, Optional, Tuple
+
+import pytest
+import requests
+import websocket
+from websocket import ABNF
+
+from prroom.identity import issue_token
+from tests.support import servers
+from tests.support.clients import RoomClient
+
+pytestmark = pytest.mark.integration
+
+MAX_FRAME_BYTES = 65536  # PRROOM_MAX_FRAME_BYTES' default, which these servers keep
+TOKEN_SECRET = "adversarial-suite-secret"
+
+
+# -- servers with special settings -----------------------------------------------------
+
+@pytest.fixture(scope="module")
+def short_ping_server():
+    """Engine.IO pings every second and gives up after one more: dead sessions go fast."""
+    proc = servers.gunicorn(env={"PRROOM_PING_INTERVAL": "1", "PRROOM_PING_TIMEOUT": "1"})
+    proc.wait_ready()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def token_server():
+    proc = servers.gunicorn(env={"PRROOM_AUTH_MODE": "token",
+                                 "PRROOM_SECRET_KEY": TOKEN_SECRET})
+    proc.wait_ready()
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture
+def open_clients():
+    """Factory ``open_clients(server, n)``: ``n`` RoomClients, closed after the test."""
+    opened: List[RoomClient] = []
+
+    def factory(server, count=1, **kwargs):
+        clients = [RoomClient(server.url, **kwargs) for _ in range(count)]
+        opened.extend(clients)
+        return clients
+
+    yield factory
+    for client in opened:
+        client.close()
+
+
+def worker_pid(server) -> int:
+    """gunicorn's one worker: the only child of the master process."""
+    master = server.proc.pid
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def rss_mb(pid: int) -> float:
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise AssertionError("no VmRSS")
+
+
+def health(server) -> dict:
+    return requests.get(server.url + "/healthz", timeout=5).json()
+
+
+def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
+    """Poll a condition of the server (a log file, /healthz) until true or ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(interval)
+    return predicate()
+
+
+def percentile(values: List[float], fraction: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
+
+
+# -- a hand-driven Engine.IO v4 / Socket.IO v5 client ----------------------------------
+
+class Closed(Exception):
+    """The server closed the connection."""
+
+
+class RawSocket:
+    """One WebSocket spoken by hand (websocket-client), for frames no real client sends."""
+
+    def __init__(self, server, rcvbuf: Optional[int] = None, timeout: float = 5.0) -> None:
+        options = ((socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf),) if rcvbuf else ()
+        self.ws = websocket.create_connection(
+            f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
+            timeout=timeout, sockopt=options)
+        opening = self.ws.recv()
+        assert opening.startswith("0{"), opening
+        self.eio_sid = json.loads(opening[1:])["sid"]
+        self.sid: Optional[str] = None
+        self._ack_ids = iter(range(1, 1_000_000))
+
+    def connect_namespace(self, auth: Any = None) -> str:
+        self.ws.send("40" + (json.dumps(auth) if auth is not None else ""))
+        reply = self.next_packet()
+        assert reply.startswith("0{"), reply
+        self.sid = json.loads(reply[1:])["sid"]
+        return self.sid
+
+    def send(self, frame) -> None:
+        if isinstance(frame, bytes):
+            self.ws.send_binary(frame)
+        else:
+            self.ws.send(frame)
+
+    def next_packet(self, timeout: float = 5.0):
+        """The next Socket.IO packet (text without the Engine.IO ``4``, or bytes).
+
+        Answers Engine.IO pings on the way; raises :class:`Closed` when the server hangs up
+        and ``websocket.WebSocketTimeoutException`` when nothing came within ``timeout``.
+        """
+        deadline = time.monotonic() + timeout
+        while True:
+            self.ws.settimeout(max(0.01, deadline - time.monotonic()))
+            try:
+                opcode, data = self.ws.recv_data()
+            except (websocket.WebSocketConnectionClosedException, ConnectionError) as exc:
+                raise Closed(str(exc)) from None
+            if opcode == ABNF.OPCODE_CLOSE:
+                raise Closed("close frame")
+            if opcode == ABNF.OPCODE_BINARY:
+                return data
+            text = data.decode()
+            if text == "2":
+                self.ws.send("3")
+            elif text == "1":
+                raise Closed("Engine.IO close packet")
+            elif text.startswith("4"):
+                return text[1:]
+
+    def emit(self, event: str, payload: Any) -> None:
+        self.ws.send("42" + json.dumps([event, payload]))
+
+    def call(self, event: str, payload: Any, timeout: float = 5.0) -> Tuple[Any, List[list]]:
+        """Emit with an ack id; return the ack and the events that arrived before it."""
+        ack_id = next(self._ack_ids)
+        self.ws.send(f"42{ack_id}" + json.dumps([event, payload]))
+        before = []
+        while True:
+            packet = self.next_packet(timeout)
+            if isinstance(packet, str) and packet.startswith(f"3{ack_id}["):
+                return json.loads(packet[len(f"3{ack_id}"):])[0], before
+            before.append(packet)
+
+    def join(self, pull_request_id: int, username: str) -> dict:
+        ack, _ = self.call("join-pr-room", {"pullRequestId": pull_request_id,
+                                            "username": username})
+        assert ack["ok"] is True, ack
+        return ack
+
+    def close(self) -> None:
+        try:
+            self.ws.close(timeout=1)
+        except Exception:  # already closed by the server: nothing to do
+            pass
+
+
+def event_of(packet) -> list:
+    """``2["name",{...}]`` -> ``["name", {...}]``."""
+    assert isinstance(packet, str) and packet.startswith("2["), packet
+    return json.loads(packet[1:])
+
+
+# -- after every attack ------------------------------------------------------------------
+
+def assert_room_saw_nothing(client: RoomClient, pull_request_id: int, username: str,
+                            *others: RoomClient) -> None:
+    """Barrier: the member's next event is its own new message, so nothing came before.
+
+    ``others`` (members of the same room) must also get that message as their next event.
+    """
+    text = f"barrier {time.monotonic()}"
+    client.say(pull_request_id, username, text)
+    for member in (client, *others):
+        received = member.expect("pr-room-message")
+        assert (received["username"], received["message"]) == (username, text), received
+
+
+def assert_still_serving(server, open_clients, pull_request_id: int) -> None:
+    """A newcomer joins, speaks and is heard by a second newcomer."""
+    speaker, listener = open_clients(server, 2)
+    speaker.join(pull_request_id, "newcomer")
+    listener.join(pull_request_id, "listener")
+    speaker.say(pull_request_id, "newcomer", "still serving")
+    assert listener.expect("pr-room-message")["message"] == "still serving"
+    assert speaker.expect("pr-room-message")["message"] == "still serving"
+
+
+# -- a. frames that are not valid Engine.IO / Socket.IO packets ----------------------------
+
+SEND = '"send-message-to-pr-room"'
+# (id, frames sent after the attacker joined its room, what the server does)
+#   closed          the server hangs up on that one connection
+#   error:CODE      the server answers with pr-room-error CODE and keeps the connection
+#   acked:CODE      the same, as an ack to the id the frame carried
+#   ignored         the packet is dropped and the connection keeps working: the next acked
+#                   request is answered first
+#   swallowed       a binary event waits for its attachment: the next frame becomes it
+#   wedged          the connection stays open but is deaf from then on
+# prroom closes a connection that sends binary or undecodable Socket.IO packets (its protocol
+# is JSON text), so the last two no longer happen; the classifier still tells them apart.
+MALFORMED = [
+    ("garbage-text", ["hello, server"], "closed"),
+    ("empty-text", [""], "closed"),
+    ("truncated-json", ['42["join-pr-room",{'], "closed"),
+    ("engineio-type-9", ["9"], "ignored"),
+    ("socketio-type-9", ["49"], "closed"),
+    ("socketio-type-x", ["4x"], "closed"),
+    ("event-name-int", ["42[1,2]"], "error:unknown-event"),
+    ("event-name-null", ["42[null]"], "error:unknown-event"),
+    ("event-name-list", ["42[[1],2]"], "error:unknown-event"),
+    ("event-empty-array", ["42[]"], "closed"),
+    ("event-object", ["42{}"], "closed"),
+    ("event-without-payload", ['42["join-pr-room"]'], "error:invalid-payload"),
+    ("unknown-namespace", ['42/nope,["join-pr-room",{"pullRequestId":1,"username":"x"}]'],
+     "ignored"),
+    ("huge-ack-id", ["42" + "9" * 30 + '["no-such-event"]'], "acked:unknown-event"),
+    ("huge-integer", ['42["join-pr-room",{"pullRequestId":' + "9" * 5000 + "}]"], "closed"),
+    ("deep-nesting", ["42[" + "[" * 20000 + "]" * 20000 + "]"], "closed"),
+    ("attachment-never-sent", ["451-[" + SEND + ',{"_placeholder":true,"num":0}]'],
+     "closed"),
+    ("three-attachments-for-one", ["451-[" + SEND + ',{"_placeholder":true,"num":0}]',
+                                   b"one", b"two", b"three"], "closed"),
+    ("attachment-index-out-of-range", ["451-[" + SEND + ',{"_placeholder":true,"num":5}]',
+                                       b"one"], "closed"),
+    ("binary-junk", [bytes(range(256)) * 4], "closed"),
+    ("text-above-frame-limit", ['42["x","' + "x" * (MAX_FRAME_BYTES + 1000) + '"]'],
+     "closed"),
+    ("binary-above-frame-limit", [b"\x04" + b"x" * (MAX_FRAME_BYTES + 1000)], "closed"),
+]
+
+
+def what_happened(raw: RawSocket) -> str:
+    """Send a valid acked probe after the attack and classify what the server did."""
+    ack_id = next(raw._ack_ids)
+    probe = f"42{ack_id}" + json.dumps(["stop-typing", {"pullRequestId": 1,
+                                                      "username": "probe"}])
+    try:
+        raw.send(probe)
+    except (BrokenPipeError, ConnectionResetError, websocket.WebSocketException):
+        return "closed"
+    before: List[str] = []
+    while True:
+        try:
+            packet = raw.next_packet(timeout=5)
+        except Closed:
+            return "closed"
+        except websocket.WebSocketTimeoutException:
+            return "wedged"  # 5 s without an answer to a valid request
+        assert isinstance(packet, str), packet  # prroom never sends binary
+        if packet.startswith(f"3{ack_id}["):
+            ack = json.loads(packet[len(f"3{ack_id}"):])[0]
+            assert ack["ok"] is False and ack["error"]["code"] == "not-a-member", ack
+            break
+        if packet.startswith("2[") and "got str" in packet:
+            return "swallowed"  # the probe frame was taken as the awaited attachment
+        before.append(packet)
+    if not before:
+        return "ignored"
+    assert len(before) == 1, before
+    if before[0].startswith("3"):  # an ack for the attacker's own (odd) ack id
+        return "acked:" + json.loads(before[0][before[0].index("["):])[0]["error"]["code"]
+    error = event_of(before[0])
+    assert error[0] == "pr-room-error", before
+    return "error:" + error[1]["error"]["code"]
+
+
+@pytest.mark.timeout(60)
+@pytest.mark.parametrize("frames,expected", [pytest.param(frames, expected, id=name)
+                                             for name, frames, expected in MALFORMED])
+def test_malformed_frames_affect_only_their_connection(server, open_clients, pr_id, frames,
+                                                       expected):
+    other_room = pr_id + 500_000
+    member, bystander = open_clients(server, 2)
+    member.join(pr_id, "member")
+    bystander.join(other_room, "bystander")
+    raw = RawSocket(server)
+    try:
+        raw.connect_namespace()
+        raw.join(pr_id, "attacker")
+        for frame in frames:
+            try:
+                raw.send(frame)
+            except (BrokenPipeError, ConnectionResetError,
+                    websocket.WebSocketConnectionClosedException):
+                break  # the server hung up while a large frame was still being written
+        outcome = what_happened(raw)
+        if outcome == "swallowed":
+            # the probe became the attachment; the connection works again after that
+            assert what_happened(raw) == "ignored"
+    finally:
+        raw.close()
+    assert outcome == expected
+    assert_room_saw_nothing(member, pr_id, "member")
+    assert_room_saw_nothing(bystander, other_room, "bystander")
+    assert_still_serving(server, open_clients, pr_id)
+
+
+@pytest.mark.timeout(60)
+def test_a_connection_killed_by_a_malformed_frame_leaves_its_room(short_ping_server,
+                                                                   open_clients, pr_id):
+    """python-engineio drops the socket without closing its session; the ping timeout must."""
+    (watcher,) = open_clients(short_ping_server, presence=True)
+    watcher.join(pr_id, "watcher")
+    assert watcher.expect("pr-room-members")["members"] == ["watcher"]
+    raw = RawSocket(short_ping_server)
+    try:
+        raw.connect_namespace()
+        raw.join(pr_id, "ghost")
+        assert watcher.expect("pr-room-user-joined")["username"] == "ghost"
+        started = time.monotonic()
+        raw.send("garbage")
+        with pytest.raises(Closed):
+            raw.next_packet(timeout=5)
+    finally:
+        raw.close()
+    # PRROOM_PING_INTERVAL=1 + PRROOM_PING_TIMEOUT=1, plus one sweep of Engine.IO's service
+    # task and slack for a busy machine (observed about 2-4 s).  With the defaults (25 + 20)
+    # the ghost stays a member for 45-60 s.
+    left = watcher.expect("pr-room-user-left", timeout=15)
+    elapsed = time.monotonic() - started
+    print(f"\nghost left its room {elapsed:.1f} s after its connection was dropped")
+    assert left == {"pullRequestId": pr_id, "username": "ghost"}
+    assert elapsed < 15
+    assert_room_saw_nothing(watcher, pr_id, "watcher")
+
+
+# -- b. a flood in one room while another room talks -------------------------------------
+
+@pytest.fixture(scope="module")
+def flood_server():
+    """Default settings (5 messages/s, burst 20, dropped after 50 refusals in a row), but a
+    server of its own: the flood's backlog and log lines disturb no other test."""
+    proc = servers.gunicorn()
+    proc.wait_ready()
+    yield proc
+    proc.stop()
+
+
+class Flooder(threading.Thread):
+    """Sends fire-and-forget messages in one room as fast as it can; reconnects when dropped.
+
+    Stops after ``seconds`` or ``max_messages`` messages, whichever comes first.
+    """
+
+    def __init__(self, server, room: int, seconds: float, max_messages: int) -> None:
+        super().__init__(daemon=True)
+        self.server, self.room = server, room
+        self.seconds, self.max_messages = seconds, max_messages
+        self.sent = self.rate_limited = self.other_errors = 0
+        self.connections = self.dropped = 0
+        self.started = threading.Event()
+        self.failure: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            deadline = time.monotonic() + self.seconds
+            while time.monotonic() < deadline and self.sent < self.max_messages:
+                self._one_connection(deadline)
+        except BaseException as exc:  # reported by the test
+            self.failure = exc
+
+    def _one_connection(self, deadline: float) -> None:
+        raw = RawSocket(self.server)
+        raw.connect_namespace()
+        raw.join(self.room, "flooder")
+        self.connections += 1
+        dropped = threading.Event()
+
+        def read() -> None:
+            while True:
+                try:
+                    packet = raw.next_packet(timeout=self.seconds + 30)
+                except websocket.WebSocketTimeoutException:  # silent: give up on it
+                    dropped.set()
+                    return
+                except Exception:  # the server closed the transport: dropped
+                    self.dropped += 1
+                    dropped.set()
+                    return
+                if packet == "1":  # Socket.IO DISCONNECT: the server dropped the flooder
+                    self.dropped += 1
+                    dropped.set()
+                    return
+                if isinstance(packet, str) and packet.startswith('2["pr-room-error"'):
+                    if '"rate-limited"' in packet:
+                        self.rate_limited += 1
+                    else:
+                        self.other_errors += 1
+
+        reader = threading.Thread(target=read, daemon=True)
+        reader.start()
+        frame = "42" + json.dumps(["send-message-to-pr-room",
+                                   {"pullRequestId": self.room, "username": "flooder",
+                                    "message": "spam " * 20}])
+        try:
+            while not dropped.is_set() and time.monotonic() < deadline and \
+                    self.sent < self.max_messages:
+                raw.send(frame)
+                self.sent += 1
+                if self.sent >= 100:
+                    self.started.set()
+        except (OSError, websocket.WebSocketException):
+            pass  # the server closed the connection under us
+        dropped.wait(30)  # the server works through the backlog, then drops the flooder
+        raw.close()
+        reader.join(5)
+
+
+# Observed on the shared 2-core machine (other test runs going), 3000-message flood:
+# room B delivery p50 1.6-2.2 ms, p99 0.43-1.43 s.  The p99 is room B's first message,
+# which waits until the server has worked through the flooder's whole backlog (the other
+# 49 stay under ~50 ms): see the sustained-flood test below.  Bound: ~3x the worst p99 seen.
+B_LATENCY_P99_BOUND = 4.5
+# What room B should see however hard room A is flooded (~3x a quiet server's p99).
+B_LATENCY_GOAL = 0.25
+
+
+@pytest.mark.timeout(90)
+def test_a_flood_is_refused_dropped_and_kept_out_of_other_rooms(flood_server, open_clients,
+                                                                 pr_id):
+    server = flood_server
+    room_a, room_b = pr_id, pr_id + 500_000
+    b1, b2 = open_clients(server, 2)
+    b1.join(room_b, "b1")
+    b2.join(room_b, "b2")
+    flooder = Flooder(server, room_a, seconds=5, max_messages=3000)
+    flooder.start()
+    assert flooder.started.wait(10), "the flood did not start"
+
+    # 50 acked messages, alternating senders, one every 100 ms: within each socket's default
+    # budget (burst 20, then 5/s), so the only thing slowing room B would be room A.
+    latencies = []
+    began = time.monotonic()
+    for number in range(50):
+        (sender, sender_name), receiver = ((b1, "b1"), b2) if number % 2 == 0 else \
+            ((b2, "b2"), b1)
+        text = f"b-message {number}"
+        sent_at = time.perf_counter()
+        # generous timeouts: the bound below is what decides, not a client timeout
+        ack = sender.call("send-message-to-pr-room", {"pullRequestId": room_b,
+                                                      "username": sender_name,
+                                                      "message": text}, timeout=15)
+        delivered = receiver.expect("pr-room-message", timeout=15)
+        latencies.append(time.perf_counter() - sent_at)
+        assert ack["ok"] is True, ack
+        # room B's members see exactly room B's messages, in order
+        assert (delivered["pullRequestId"], delivered["message"]) == (room_b, text)
+        assert sender.expect("pr-room-message", timeout=15)["message"] == text
+        time.sleep(max(0.0, began + 0.1 * (number + 1) - time.monotonic()))  # pacing
+    flooder.join(40)
+    assert not flooder.is_alive()
+    assert flooder.failure is None, flooder.failure
+
+    p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
+    print(f"\nflood: {flooder.sent} messages over {flooder.connections} connection(s), "
+          f"{flooder.rate_limited} rate-limited errors, {flooder.dropped} disconnect(s); "
+          f"room B delivery p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+    assert p99 < B_LATENCY_P99_BOUND, latencies
+    assert flooder.rate_limited > 0 and flooder.other_errors == 0
+    # PRROOM_RATE_LIMIT_DISCONNECT_AFTER=50 refusals in a row: the flooder is dropped, each
+    # time it comes back
+    assert flooder.dropped >= 1 and flooder.dropped >= flooder.connections - 1
+    assert "rate-limited message events in a row" in server.log()
+    assert_room_saw_nothing(b1, room_b, "b1", b2)
+    assert_still_serving(server, open_clients, room_a)
+
+
+@pytest.mark.timeout(120)
+def test_a_sustained_flood_does_not_stall_other_rooms(flood_server, open_clients, pr_id):
+    server = flood_server
+    room_a, room_b = pr_id, pr_id + 500_000
+    b1, b2 = open_clients(server, 2)
+    b1.join(room_b, "b1")
+    b2.join(room_b, "b2")
+    flooder = Flooder(server, room_a, seconds=3, max_messages=100_000)
+    flooder.start()
+    try:
+        assert flooder.started.wait(10), "the flood did not start"
+        sent_at = time.perf_counter()
+        ack = b1.call("send-message-to-pr-room",
+                      {"pullRequestId": room_b, "username": "b1", "message": "anyone?"},
+                      timeout=60)
+        delivered = b2.expect("pr-room-message", timeout=60)
+        latency = time.perf_counter() - sent_at
+        print(f"\nsustained flood: room B waited {latency:.2f} s for one message")
+        assert ack["ok"] and delivered["message"] == "anyone?"
+    finally:
+        flooder.join(90)  # the server is given time to drain the backlog before others go
+    assert latency < B_LATENCY_GOAL
+
+
+# -- c. connect / join / send / disconnect churn -----------------------------------------
+
+WARM_UP_CYCLES = 200
+CYCLES = 2000
+CYCLES_SECONDS = 60  # a cap on the measured loop; 2000 cycles took 6-10 s when measured
+# Observed: RSS ~54.5 MB after the warm-up, +2.1-4.2 MB after 2000 more cycles (flat over
+# 3 x 2000 cycles).  Bound: about 3x that.
+RSS_GROWTH_BOUND_MB = 12
+# python-engineio keeps each connection's ping greenlet asleep for PRROOM_PING_INTERVAL
+# seconds after the connection is gone (~12 KB each: a Thread, a timer, an Event...).  With
+# the default 25 s, 2000 cycles in 8 s hold ~24 MB until those greenlets end (measured: back
+# to a plateau ~25 s later, no growth from one round to the next) - transient, not a leak.
+# A 1 s interval keeps that out of the measurement.
+CHURN_ENV = {"PRROOM_PING_INTERVAL": "1", "PRROOM_PING_TIMEOUT": "2"}
+
+
+def one_cycle(server, pull_request_id: int, number: int) -> None:
+    raw = RawSocket(server)
+    try:
+        raw.connect_namespace()
+        raw.join(pull_request_id, f"cycler-{number % 7}")
+        ack, before = raw.call("send-message-to-pr-room",
+                               {"pullRequestId": pull_request_id,
+                                "username": f"cycler-{number % 7}", "message": "hello"})
+        assert ack["ok"] is True, ack
+        assert [event_of(packet)[0] for packet in before] == ["pr-room-message"]
+    finally:
+        raw.close()
+
+
+def settled_rss(server, pid: int) -> float:
+    """RSS once every room is empty again, i.e. the server has seen every disconnect."""
+    assert wait_until(lambda: health(server)["rooms"] == 0, timeout=30), health(server)
+    return rss_mb(pid)
+
+
+@pytest.mark.timeout(150)
+def test_connection_churn_does_not_grow_memory():
+    server = servers.gunicorn(env=CHURN_ENV).wait_ready()
+    try:
+        pid = worker_pid(server)
+        for number in range(WARM_UP_CYCLES):
+            one_cycle(server, 1 + number % 10, number)
+        before = settled_rss(server, pid)
+        started = time.monotonic()
+        done = 0
+        while done < CYCLES and time.monotonic() - started < CYCLES_SECONDS:
+            one_cycle(server, 1 + done % 10, done)
+            done += 1
+        elapsed = time.monotonic() - started
+        after = settled_rss(server, pid)
+        print(f"\nchurn: {done} cycles in {elapsed:.1f} s; worker RSS {before:.1f} MB after "
+              f"{WARM_UP_CYCLES} warm-up cycles, {after:.1f} MB after; growth "
+              f"{after - before:+.1f} MB (bound {RSS_GROWTH_BOUND_MB} MB)")
+        assert done >= CYCLES // 2, f"only {done} cycles in {CYCLES_SECONDS} s"
+        assert after - before < RSS_GROWTH_BOUND_MB
+        assert "Traceback" not in server.log()
+    finally:
+        server.stop()
+
+
+# -- d. handshakes opened and never finished ---------------------------------------------
+
+def _still_open(conn: socket.socket) -> bool:
+    """True while the server has neither closed nor answered it (nothing to read yet)."""
+    conn.setblocking(False)
+    try:
+        conn.recv(1)  # b"": closed; anything else: an answer to half a request line
+        return False
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+
+
+HALF_OPEN_TCP = 200
+ABANDONED_POLLING = 100
+
+
+@pytest.mark.timeout(90)
+def test_abandoned_handshakes_do_not_block_others_and_are_cleaned_up(short_ping_server,
+                                                                      open_clients, pr_id):
+    server = short_ping_server
+    half_open: List[socket.socket] = []
+    try:
+        # 200 connections that send part of a request line and nothing more
+        for _ in range(HALF_OPEN_TCP):
+            conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            conn.sendall(b"GET /socket.io/?EIO=4&transport=polling HTT")
+            half_open.append(conn)
+        # 100 Engine.IO sessions opened over long-polling and never used again
+        abandoned = []
+        for _ in range(ABANDONED_POLLING):
+            response = requests.get(server.url + "/socket.io/?EIO=4&transport=polling",
+                                    timeout=5)
+            assert response.status_code == 200 and response.text.startswith("0{")
+            abandoned.append(json.loads(response.text[1:])["sid"])
+        opened_at = time.monotonic()
+
+        # meanwhile a normal client connects and chats
+        member, = open_clients(server)
+        member.join(pr_id, "member")
+        assert_room_saw_nothing(member, pr_id, "member")
+        assert_still_serving(server, open_clients, pr_id + 500_000)
+
+        # The abandoned sessions are closed by the ping timeout.  /healthz reports rooms, not
+        # sockets, so each session is asked for directly: a GET on a live session returns
+        # its pending packets (the unanswered ping; a GET is not a pong, so it does not keep
+        # the session alive), on a closed one "400 Invalid session".
+        alive = list(abandoned)
+        deadline = opened_at + 20
+        while alive and time.monotonic() < deadline:
+            still = []
+            for number, sid in enumerate(alive):
+                if time.monotonic() > deadline:
+                    still.extend(alive[number:])
+                    break
+                try:
+                    response = requests.get(server.url + "/socket.io/",
+                                            params={"EIO": 4, "transport": "polling",
+                                                    "sid": sid}, timeout=3)
+                    gone = response.status_code == 400
+                except requests.Timeout:  # a long poll waiting for the next ping
+                    gone = False
+                if not gone:
+                    still.append(sid)
+            alive = still
+        cleaned_after = time.monotonic() - opened_at
+        print(f"\nhandshakes: {HALF_OPEN_TCP} half-open TCP requests sent; "
+              f"{ABANDONED_POLLING} abandoned Engine.IO sessions, "
+              f"{ABANDONED_POLLING - len(alive)} closed within {cleaned_after:.1f} s")
+        # ping interval 1 s + ping timeout 1 s + Engine.IO's sweep (1 s for all sockets)
+        assert alive == [], f"{len(alive)} abandoned sessions still open"
+
+        # The half-open requests did not stop anyone; the server still holds them (there is
+        # no timeout on reading a request's headers: see the report).
+        still_held = sum(1 for conn in half_open if _still_open(conn))
+        print(f"handshakes: {still_held} of {HALF_OPEN_TCP} half-open requests still held "
+              f"{time.monotonic() - opened_at:.1f} s later")
+        assert_room_saw_nothing(member, pr_id, "member")
+    finally:
+        for conn in half_open:
+            conn.close()
+
+
+# -- e. a client that stops reading ------------------------------------------------------
+
+SLOW_ENV = {"PRROOM_MESSAGE_RATE": "1000", "PRROOM_MESSAGE_BURST": "1000",
+            "PRROOM_MAX_QUEUED_PACKETS": "200"}
+SLOW_FLOOD_RATE = 500        # messages per second from the flooding member, paced
+SLOW_FLOOD_MAX = 6000        # and at most this many (12 s)
+SLOW_MESSAGE = "y" * 3000    # large-ish: ~3 KB per packet
+# Observed: the drop came 3.1-4.4 s after the flood began (the kernel buffers of the
+# connection fill first, then 200 packets queue up, then the once-a-second check runs);
+# the worker's RSS peaked 1.5-4.1 MB above its level before the flood.  Bounds: ~3x, and the
+# RSS bound is below what holding the whole flood for the slow member would take (~18 MB).
+SLOW_DROP_BOUND_S = 10
+SLOW_RSS_BOUND_MB = 10
+# The third member's round trip through the same (flooded) room: observed p50 110-140 ms,
+# p99 0.24-0.97 s, mostly the test's own Python client decoding 1.5 MB/s of flood ahead of
+# its message.  Bound: ~3x the worst p99 seen.
+SLOW_THIRD_P99_BOUND = 3.0
+
+
+@pytest.mark.timeout(120)
+def test_a_client_that_stops_reading_is_dropped_and_costs_others_little(open_clients, pr_id):
+    server = servers.gunicorn(env=SLOW_ENV).wait_ready()
+    slow = None
+    try:
+        pid = worker_pid(server)
+        flooder, third, bystander = open_clients(server, 3)
+        flooder.join(pr_id, "flooder")
+        third.join(pr_id, "third")
+        bystander.join(pr_id + 500_000, "bystander")
+        # a member that never reads again, with the smallest receive buffer it can have
+        slow = RawSocket(server, rcvbuf=4096)
+        slow.connect_namespace()
+        slow.join(pr_id, "slow")
+        dropped_line = f"dropping a client too slow to read: eio_sid={slow.eio_sid}"
+        baseline = peak = rss_mb(pid)
+
+        payload = {"pullRequestId": pr_id, "username": "flooder", "message": SLOW_MESSAGE}
+        latencies: List[float] = []
+        sent = 0
+        started = time.monotonic()
+        dropped_after = None
+        while sent < SLOW_FLOOD_MAX and time.monotonic() - started < SLOW_FLOOD_MAX / \
+                SLOW_FLOOD_RATE:
+            for _ in range(SLOW_FLOOD_RATE // 10):  # one tenth of a second's worth
+                flooder.emit("send-message-to-pr-room", payload)
+                sent += 1
+            # the third member's own message, through the flooded room
+            sent_at = time.perf_counter()
+            ack = third.say(pr_id, "third", f"third {sent}")
+            for _ in range(sent + 10):  # skip the flood already delivered to it
+                event = third.expect("pr-room-message", timeout=10)
+                if event["id"] == ack["id"]:
+                    break
+            latencies.append(time.perf_counter() - sent_at)
+            peak = max(peak, rss_mb(pid))
+            if dropped_line in server.log():
+                dropped_after = time.monotonic() - started
+                break
+            time.sleep(max(0.0, started + sent / SLOW_FLOOD_RATE - time.monotonic()))
+        p99 = percentile(latencies, 0.99)
+        print(f"\nslow consumer: dropped "
+              + (f"{dropped_after:.1f} s" if dropped_after else "NOT dropped")
+              + f" after the flood began ({sent} messages of {len(SLOW_MESSAGE)} chars sent); "
+              f"worker RSS {baseline:.1f} MB before, peak {peak:.1f} MB "
+              f"(+{peak - baseline:.1f}); third member's round trip p50 "
+              f"{statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
+        assert dropped_after is not None and dropped_after < SLOW_DROP_BOUND_S
+        # dropped means gone: prroom saw the disconnect (its rooms and presence are updated)
+        assert wait_until(lambda: f"disconnect sid={slow.sid}" in server.log(), timeout=5)
+        assert peak - baseline < SLOW_RSS_BOUND_MB
+        assert p99 < SLOW_THIRD_P99_BOUND, latencies
+        # the others carry on; nobody outside the room saw anything
+        assert_room_saw_nothing(bystander, pr_id + 500_000, "bystander")
+        assert_still_serving(server, open_clients, pr_id + 600_000)
+    finally:
+        if slow is not None:
+            slow.close()
+        server.stop()
+
+
+# -- bugs this suite found in prroom (now fixed): each stays as a regression test ----------
+
+@pytest.mark.timeout(60)
+def test_an_event_named_star_touches_nobody_else(server, open_clients, pr_id):
+    victim, = open_clients(server)
+    victim.join(pr_id, "victim")
+    raw = RawSocket(server)
+    try:
+        raw.connect_namespace()
+        raw.send(f'42["*","pr:{pr_id}",{{"pullRequestId":{pr_id}}}]')  # at a room
+        for _ in range(60):  # more than PRROOM_RATE_LIMIT_DISCONNECT_AFTER at one socket
+            raw.send(f'42["*","{victim.sid}"]')
+        ack, _ = raw.call("stop-typing", {"pullRequestId": pr_id, "username": "x"})
+        assert ack["error"]["code"] == "not-a-member"  # the server has handled them all
+    finally:
+        raw.close()
+    assert_room_saw_nothing(victim, pr_id, "victim")
+
+
+@pytest.mark.timeout(60)
+def test_an_event_named_disconnect_keeps_the_token_identity(token_server, pr_id):
+    token = issue_token(TOKEN_SECRET, "mallory", pull_requests=[pr_id])
+    raw = RawSocket(token_server)
+    try:
+        raw.connect_namespace({"token": token})
+        as_alice = {"pullRequestId": pr_id + 1, "username": "alice"}
+        refused, _ = raw.call("join-pr-room", as_alice)
+        assert refused["error"]["code"] == "identity-mismatch"
+        raw.send('42["disconnect"]')
+        ack, _ = raw.call("join-pr-room", as_alice)
+    finally:
+        raw.close()
+    assert ack["ok"] is False, ack  # today: {"ok": true, ..., "username": "alice"}
+
+
+@pytest.mark.timeout(90)
+def test_lying_attachment_counts_cannot_make_the_server_hoard(server):
+    pid = worker_pid(server)
+    before = rss_mb(pid)
+    raw = RawSocket(server)
+    closed = False
+    try:
+        raw.connect_namespace()
+        raw.send('459999999-["send-message-to-pr-room",{"_placeholder":true,"num":0}]')
+        blob = bytes(60_000)
+        for _ in range(500):  # 30 MB
+            try:
+                raw.send(blob)
+            except (OSError, websocket.WebSocketException):
+                closed = True  # refusing the connection is a fine answer
+                break
+        # The frames are never answered, so growth is polled (bounded): the bug shows as
+        # soon as the worker holds 15 MB more; a fixed server never gets there.
+        hoarding = wait_until(lambda: rss_mb(pid) - before > 15, timeout=10, interval=0.2)
+        print(f"\nlying attachment count: worker RSS {before:.1f} -> {rss_mb(pid):.1f} MB")
+    finally:
+        raw.close()
+    assert closed or not hoarding
