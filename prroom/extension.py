@@ -7,6 +7,7 @@ from typing import Callable, Iterable, Optional
 from flask import Flask
 from flask_socketio import SocketIO
 
+from . import compat
 from .api import api
 from .cli import commands
 from .config import DEFAULTS, ConfigError, Settings
@@ -91,6 +92,8 @@ class PRRoom:
             options = self._socketio_options(settings)
             socketio.init_app(app, **{key: value for key, value in options.items()
                                       if key not in socketio.server_options})
+        if socketio.async_mode == "gevent":
+            compat.accelerate_gevent_websocket()
         self.registry = RoomRegistry(typing_timeout=settings.typing_timeout)
         limiter = SocketLimiter(
             {"message": Rate(settings.message_rate, settings.message_burst),
