@@ -15,8 +15,18 @@ from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import PyWSGIHandler
 
 
+#: Read buffer per connection.  pywsgi's default (8 KB) is sized for HTTP bodies; a chat
+#: connection mostly waits, holding it for hours.  Frames larger than this are still read
+#: whole, in more reads.
+READ_BUFFER_BYTES = 1024
+
+
 class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     """gevent-websocket's handler with gunicorn's ``log_request`` (and WSGI environ)."""
+
+    def __init__(self, sock, address, server, *args, **kwargs):
+        super().__init__(sock, address, server, *args, **kwargs)
+        self.rfile = sock.makefile("rb", READ_BUFFER_BYTES)  # replaces an 8 KB one
 
     def log_request(self):
         """Write the gunicorn access-log line, WebSocket upgrades included."""
