@@ -1,0 +1,328 @@
+'use strict';
+// Load generator for bench/run.py: npm socket.io-client (what browsers run) over WebSocket.
+//
+//   node loadgen.js '<json config>'
+//
+// It speaks JSON lines with its parent: on stdout it prints {"event": "barrier", "name", ...}
+// and waits for one line on stdin before going on (so the parent can sample the server's CPU
+// and memory at the same moments, and keep several load generator processes in step), and
+// finally {"event": "result", ...}. Traffic keeps flowing while it waits at a barrier.
+// Run by hand with "barriers": false in the config to skip the waiting.
+//
+// Scenarios (config.scenario):
+//   rooms   connect `sockets` sockets, each joining a room of `roomSize` (acked), then every
+//           socket sends with one acked message in flight for `duration` seconds (after
+//           `warmup`); counts pr-room-message deliveries received by all sockets.
+//   fanout  `members` sockets in one room; one of them sends `messages` messages
+//           `intervalMs` apart, each carrying its send time; latency = receive − send time,
+//           over every delivery (same process, same monotonic clock).
+//   idle    connect `sockets` sockets into rooms of `roomSize` and hold them until told to
+//           stop; counts disconnects and the Engine.IO pings each socket answered.
+const { io } = require('socket.io-client');
+const { monitorEventLoopDelay, performance } = require('perf_hooks');
+const readline = require('readline');
+
+const config = JSON.parse(process.argv[2] || '{}');
+const LAG_RESOLUTION_MS = 10;
+const MESSAGE_EVENT = 'pr-room-message';
+
+function out(obj) {
+  process.stdout.write(JSON.stringify(obj) + '\n');
+}
+
+// ---- barriers -------------------------------------------------------------------------
+const waiting = [];
+if (config.barriers !== false) {
+  readline.createInterface({ input: process.stdin }).on('line', () => {
+    const next = waiting.shift();
+    if (next) next();
+  });
+}
+function barrier(name, data = {}) {
+  out({ event: 'barrier', name, ...data });
+  if (config.barriers === false) return Promise.resolve();
+  return new Promise((resolve) => waiting.push(resolve));
+}
+
+// ---- our own cost: CPU% and event-loop lag over a phase --------------------------------
+function startPhase() {
+  const lag = monitorEventLoopDelay({ resolution: LAG_RESOLUTION_MS });
+  lag.enable();
+  return { cpu: process.cpuUsage(), t: performance.now(), lag };
+}
+function endPhase(phase) {
+  const seconds = (performance.now() - phase.t) / 1000;
+  const cpu = process.cpuUsage(phase.cpu);
+  phase.lag.disable();
+  // The histogram holds the time between timer ticks; the lag is what exceeds the resolution.
+  const lagMs = (ns) => Math.max(0, ns / 1e6 - LAG_RESOLUTION_MS);
+  const sampled = phase.lag.count > 0;
+  return {
+    seconds,
+    cpuPercent: (100 * (cpu.user + cpu.system)) / 1e6 / seconds,
+    lagP50Ms: sampled ? lagMs(phase.lag.percentile(50)) : 0,
+    lagP99Ms: sampled ? lagMs(phase.lag.percentile(99)) : 0,
+    lagMaxMs: sampled ? lagMs(phase.lag.max) : 0,
+  };
+}
+
+const sleep = (ms) => new Promise((resolve) => setTimeout(resolve, ms));
+
+// ---- connecting -----------------------------------------------------------------------
+const errors = {};
+function countError(kind) {
+  errors[kind] = (errors[kind] || 0) + 1;
+}
+
+let lastEventAt = performance.now();
+let disconnects = 0;
+const disconnectReasons = {};
+
+function connectAndJoin(index, pullRequestId, onMessage) {
+  return new Promise((resolve) => {
+    const username = `bench-${config.tag || 'u'}-${index}`;
+    const socket = io(config.url, {
+      transports: ['websocket'],
+      forceNew: true, // one Engine.IO connection per socket, like separate browser tabs
+      reconnection: false, // a lost socket is counted, not silently replaced
+      timeout: 30000,
+    });
+    socket.benchUser = username;
+    socket.benchRoom = pullRequestId;
+    socket.benchPings = 0;
+    socket.onAny(() => { lastEventAt = performance.now(); }); // presence events included
+    if (onMessage) socket.on(MESSAGE_EVENT, onMessage);
+    socket.on('pr-room-error', () => countError('pr-room-error'));
+    socket.once('connect_error', (err) => {
+      countError(`connect_error: ${err.message}`);
+      socket.close();
+      resolve(null);
+    });
+    socket.once('connect', () => {
+      socket.io.engine.on('ping', () => { socket.benchPings += 1; });
+      socket.timeout(30000).emit('join-pr-room', { pullRequestId, username }, (err, ack) => {
+        if (err || !ack || !ack.ok) {
+          countError(err ? 'join timeout' : `join refused: ${JSON.stringify(ack && ack.error)}`);
+          socket.close();
+          resolve(null);
+          return;
+        }
+        socket.on('disconnect', (reason) => {
+          disconnects += 1;
+          disconnectReasons[reason] = (disconnectReasons[reason] || 0) + 1;
+        });
+        resolve(socket);
+      });
+    });
+  });
+}
+
+// Opens `count` sockets with at most `window` connecting at once; socket i joins room
+// roomOf(i). Returns the sockets that joined.
+async function openAll(count, roomOf, onMessage) {
+  const sockets = [];
+  let next = 0;
+  const worker = async () => {
+    while (next < count) {
+      const index = next++;
+      const socket = await connectAndJoin(index, roomOf(index), onMessage);
+      if (socket) sockets.push(socket);
+    }
+  };
+  await Promise.all(Array.from({ length: Math.min(config.window || 200, count) }, worker));
+  return sockets;
+}
+
+// Waits until no event at all (presence included) arrived for `quietMs`, at most `maxMs`.
+async function settle(quietMs = 300, maxMs = 15000) {
+  const started = performance.now();
+  while (performance.now() - lastEventAt < quietMs && performance.now() - started < maxMs) {
+    await sleep(50);
+  }
+}
+
+function closeAll(sockets) {
+  for (const socket of sockets) socket.disconnect();
+}
+
+const roomId = (index) => config.prBase + Math.floor(index / config.roomSize);
+
+// ---- scenarios ------------------------------------------------------------------------
+async function rooms() {
+  let delivered = 0;
+  const onMessage = () => { delivered += 1; };
+
+  await barrier('connect:start');
+  const connectPhase = startPhase();
+  const sockets = await openAll(config.sockets, roomId, onMessage);
+  const connect = endPhase(connectPhase);
+  await barrier('connect:end', { joined: sockets.length });
+  await settle(); // presence events delivered: the server's memory is at rest
+  await barrier('settled');
+
+  // Every member sends with one acked message in flight: the next goes on the ack.
+  let sending = true;
+  let inFlight = 0;
+  let acked = 0;
+  let refused = 0;
+  const send = (socket) => {
+    if (!sending || !socket.connected) return;
+    inFlight += 1;
+    socket.emit('send-message-to-pr-room',
+      { pullRequestId: socket.benchRoom, username: socket.benchUser, message: 'bench' },
+      (ack) => {
+        inFlight -= 1;
+        acked += 1;
+        if (!ack || !ack.ok) refused += 1;
+        send(socket);
+      });
+  };
+  sockets.forEach(send);
+  await sleep(config.warmup * 1000);
+  const fromDelivered = delivered;
+  const fromAcked = acked;
+  const sendPhase = startPhase();
+  await barrier('throughput:start');
+  await sleep(config.duration * 1000 - (performance.now() - sendPhase.t));
+  const deliveredInWindow = delivered - fromDelivered;
+  const ackedInWindow = acked - fromAcked;
+  const throughput = endPhase(sendPhase);
+  await barrier('throughput:end');
+  sending = false;
+  const drainStarted = performance.now();
+  while (inFlight > 0 && performance.now() - drainStarted < 5000) await sleep(20);
+  closeAll(sockets);
+  return {
+    sockets: config.sockets,
+    joined: sockets.length,
+    connectSeconds: connect.seconds,
+    socketsPerSecond: sockets.length / connect.seconds,
+    connect,
+    deliveriesPerSecond: deliveredInWindow / throughput.seconds,
+    messagesPerSecond: ackedInWindow / throughput.seconds,
+    delivered: deliveredInWindow,
+    acked: ackedInWindow,
+    refused,
+    unackedAtEnd: inFlight,
+    throughput,
+  };
+}
+
+async function fanout() {
+  const expected = config.members * config.messages;
+  const latencies = new Float64Array(expected);
+  let received = 0;
+  let counting = false;
+  let extra = 0;
+  let resolveAll;
+  const allIn = new Promise((resolve) => { resolveAll = resolve; });
+  const onMessage = (message) => {
+    if (!counting) return;
+    const now = performance.now();
+    if (received >= expected) { extra += 1; return; }
+    latencies[received++] = now - Number(message.message.split(' ')[1]);
+    if (received === expected) resolveAll();
+  };
+
+  await barrier('connect:start');
+  const connectPhase = startPhase();
+  const sockets = await openAll(config.members, () => config.prBase, onMessage);
+  const connect = endPhase(connectPhase);
+  await barrier('connect:end', { joined: sockets.length });
+  await settle(); // presence events of 500 joins must be delivered before we time anything
+
+  const sender = sockets[0];
+  const phase = startPhase();
+  await barrier('fanout:start');
+  counting = true;
+  const started = performance.now();
+  let lateSends = 0;
+  for (let i = 0; i < config.messages; i += 1) {
+    const due = started + i * config.intervalMs;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait); else if (wait < -config.intervalMs) lateSends += 1;
+    // "<seq> <send time>": the time is performance.now() of this process, read just before.
+    sender.emit('send-message-to-pr-room', {
+      pullRequestId: config.prBase, username: sender.benchUser,
+      message: `${i} ${performance.now()}`,
+    });
+  }
+  const expectedNow = sockets.length * config.messages;
+  if (received < expectedNow) {
+    await Promise.race([allIn, sleep(config.drainSeconds * 1000)]);
+  }
+  const fan = endPhase(phase);
+  await barrier('fanout:end');
+  counting = false;
+  closeAll(sockets);
+
+  const sorted = latencies.subarray(0, received).sort();
+  const pct = (p) => (received ? sorted[Math.min(received - 1, Math.floor((p / 100) * received))] : null);
+  let sum = 0;
+  for (let i = 0; i < received; i += 1) sum += sorted[i];
+  return {
+    members: config.members,
+    joined: sockets.length,
+    messages: config.messages,
+    expected: expectedNow,
+    received,
+    extra,
+    lateSends,
+    p50Ms: pct(50),
+    p90Ms: pct(90),
+    p99Ms: pct(99),
+    maxMs: received ? sorted[received - 1] : null,
+    meanMs: received ? sum / received : null,
+    connect,
+    fanout: fan,
+  };
+}
+
+async function idle() {
+  await barrier('connect:start');
+  const connectPhase = startPhase();
+  const sockets = await openAll(config.sockets, roomId, null);
+  const connect = endPhase(connectPhase);
+  const engine = sockets.length ? sockets[0].io.engine : null;
+  await settle();
+  const holdPhase = startPhase();
+  await barrier('connect:end', {
+    joined: sockets.length,
+    // from the server's Engine.IO handshake (engine.io-client 6.6 keeps them private)
+    pingIntervalMs: engine ? engine._pingInterval ?? engine.pingInterval : null,
+    pingTimeoutMs: engine ? engine._pingTimeout ?? engine.pingTimeout : null,
+  });
+  // The parent holds us at this barrier for two ping intervals and more.
+  await barrier('hold:end');
+  const hold = endPhase(holdPhase);
+  const stillConnected = sockets.filter((s) => s.connected).length;
+  let minPings = Infinity;
+  for (const s of sockets) minPings = Math.min(minPings, s.benchPings);
+  const lost = { disconnects, disconnectReasons: { ...disconnectReasons } }; // before we close
+  closeAll(sockets);
+  return {
+    sockets: config.sockets,
+    joined: sockets.length,
+    stillConnected,
+    ...lost,
+    minPingsPerSocket: sockets.length ? minPings : null,
+    connect,
+    hold,
+  };
+}
+
+const scenarios = { rooms, fanout, idle };
+
+async function main() {
+  const run = scenarios[config.scenario];
+  if (!run) throw new Error(`unknown scenario ${config.scenario}`);
+  const result = await run();
+  out({ event: 'result', scenario: config.scenario, errors, ...result });
+  await sleep(200); // let the close frames go out
+  process.exit(0);
+}
+
+main().catch((err) => {
+  out({ event: 'error', message: String(err && err.stack ? err.stack : err) });
+  process.exit(1);
+});
