@@ -153,7 +153,9 @@ def test_message_flood_is_rate_limited_then_disconnected(token_server):
         assert limited["code"] == "rate-limited" and 0 < limited["retryAfter"] <= 0.5
         for n in range(5):
             assert watcher.expect("pr-room-message")["message"] == f"spam {n}"
-        with pytest.raises(socketio.exceptions.TimeoutError):
+        # the client may already have seen the disconnect: then it refuses to emit
+        with pytest.raises((socketio.exceptions.TimeoutError,
+                            socketio.exceptions.BadNamespaceError)):
             for _ in range(20):  # keep hammering after being told: disconnected
                 flooder.call("send-message-to-pr-room",
                              {"pullRequestId": 41, "message": "more"}, timeout=2)

@@ -10,6 +10,11 @@ from prroom.manager import IndexedManager, IndexedRoomsMixin
 
 NS = "/"
 
+# Stock behaviour the index must mirror, which older python-socketio releases (still run by
+# the compatibility matrix, noxfile.py) do not have yet.
+HAS_PRE_CONNECT = hasattr(socketio.Manager, "pre_connect")  # python-socketio 5.18+
+REFUSES_SID_ROOMS = hasattr(socketio.Manager, "is_sid_room")  # python-socketio 5.17+
+
 
 def make_server(manager):
     server = socketio.Server(async_mode="threading", client_manager=manager)
@@ -132,7 +137,7 @@ def test_disconnect_last_sid_leaves_no_namespace(manager):
     manager.enter_room(sid, NS, "pr:1")
     manager.disconnect(sid, NS)
     assert manager.rooms == {}
-    assert manager.pending_connect == {} and manager.pending_disconnect == {}
+    assert getattr(manager, "pending_connect", {}) == {} and manager.pending_disconnect == {}
 
 
 def test_disconnect_forgets_pending_callbacks(manager):
@@ -151,6 +156,7 @@ def test_disconnect_unknown_sid_is_harmless(manager):
     assert manager.get_rooms(sid, NS) == [sid]
 
 
+@pytest.mark.skipif(not HAS_PRE_CONNECT, reason="python-socketio < 5.18 has no pre_connect")
 def test_disconnect_during_pending_connect(manager):
     # A connection refused by the connect handler is disconnected while still pending.
     sid = manager.pre_connect("eio1", NS)
@@ -183,6 +189,8 @@ def test_close_room(manager):
     assert traces_of(manager, a) == []
 
 
+@pytest.mark.skipif(not REFUSES_SID_ROOMS,
+                    reason="python-socketio < 5.17 lets a socket enter another's sid room")
 def test_cannot_enter_another_sids_room(manager):
     a, b = connect(manager, "eio1"), connect(manager, "eio2")
     with pytest.raises(ValueError):
