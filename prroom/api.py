@@ -26,7 +26,8 @@ def _error(status: int, code: str, message: str, **details):
     return response
 
 
-def _caller_token(tokens) -> str:
+def matching_bearer_token(tokens) -> str:
+    """The configured token the request's ``Authorization: Bearer`` names, or ""."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
     if scheme.lower() != "bearer" or not given:
@@ -44,7 +45,7 @@ def post_message(pull_request_id: int):
     tokens = extension.settings.post_tokens
     if not tokens:
         return _error(404, "not-found", "posting over HTTP is off (PRROOM_POST_TOKENS is empty)")
-    token = _caller_token(tokens)
+    token = matching_bearer_token(tokens)
     if not token:
         response = _error(401, ErrorCode.UNAUTHORIZED,
                           "send 'Authorization: Bearer <token>' with a configured token")

@@ -119,7 +119,7 @@ class Setting:
         """Return ``raw`` parsed and range-checked, or raise :class:`ConfigError`."""
         try:
             value = self.parse(raw)
-        except (TypeError, ValueError) as exc:
+        except (TypeError, ValueError):
             raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}") from None
         if self.choices is not None and value not in self.choices:
             raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}")

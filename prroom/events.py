@@ -127,7 +127,7 @@ class RoomEvents:
         departures = self.registry.disconnect(sid)
         for departure in departures:
             if departure.was_typing:
-                self._emit_typing(protocol.STOP_TYPING, departure.pull_request_id,
+                self._announce(protocol.STOP_TYPING, departure.pull_request_id,
                                   departure.username, skip_sid=sid)
             self._presence_left(departure.pull_request_id, departure.username, skip_sid=sid)
         logger.info("disconnect sid=%s identity=%s reason=%s rooms=%s", sid,
@@ -190,10 +190,8 @@ class RoomEvents:
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
             self._to_socket(sid, protocol.MEMBERS,
                             {"pullRequestId": pull_request_id, "members": members})
-            if first and not self._broadcast(protocol.USER_JOINED,
-                                             {"pullRequestId": pull_request_id,
-                                              "username": username},
-                                             pull_request_id, skip_sid=sid):
+            if first and not self._announce(protocol.USER_JOINED, pull_request_id, username,
+                                            skip_sid=sid):
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
         return reply
 
@@ -205,7 +203,7 @@ class RoomEvents:
         departure = self.registry.leave(sid, pull_request_id)
         self.server.leave_room(sid, room_name(pull_request_id), self.namespace)
         if departure.was_typing:
-            self._emit_typing(protocol.STOP_TYPING, pull_request_id, departure.username)
+            self._announce(protocol.STOP_TYPING, pull_request_id, departure.username)
         self._presence_left(pull_request_id, departure.username)
         logger.info("leave sid=%s user=%s pr=%s", sid, departure.username, pull_request_id)
         return ok(pullRequestId=pull_request_id, room=room_name(pull_request_id))
@@ -218,7 +216,7 @@ class RoomEvents:
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         if self.registry.stop_typing(sid, pull_request_id):
             # a sent message ends that user's typing indicator for the others
-            self._emit_typing(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
+            self._announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
         message_id = f"{self._id_prefix}-{next(self._message_ids)}"
         sent_at = int(time.time() * 1000)
         reply = ok(pullRequestId=pull_request_id, id=message_id, sentAt=sent_at)
@@ -248,7 +246,7 @@ class RoomEvents:
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         self.registry.start_typing(sid, pull_request_id)
-        self._emit_typing(protocol.TYPING, pull_request_id, username, skip_sid=sid)
+        self._announce(protocol.TYPING, pull_request_id, username, skip_sid=sid)
         return ok(pullRequestId=pull_request_id, expiresIn=self.registry.typing_timeout)
 
     def stop_typing(self, sid: str, payload: Any) -> dict:
@@ -257,7 +255,7 @@ class RoomEvents:
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         if self.registry.stop_typing(sid, pull_request_id):
-            self._emit_typing(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
+            self._announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
         return ok(pullRequestId=pull_request_id)
 
     def unknown_event(self, event: str, sid: str, *args: Any) -> Optional[dict]:
@@ -334,10 +332,12 @@ class RoomEvents:
                             protocol.error_event(event, err, pull_request_id))
         return protocol.failure(err)
 
-    def _emit_typing(self, event: str, pull_request_id: int, username: str,
-                     skip_sid: Optional[str] = None) -> None:
-        self._broadcast(event, {"pullRequestId": pull_request_id, "username": username},
-                        pull_request_id, skip_sid=skip_sid)
+    def _announce(self, event: str, pull_request_id: int, username: str,
+                  skip_sid: Optional[str] = None) -> bool:
+        """Tell a room ``{pullRequestId, username}`` (typing, stop-typing, joined, left)."""
+        return self._broadcast(event, {"pullRequestId": pull_request_id,
+                                       "username": username},
+                               pull_request_id, skip_sid=skip_sid)
 
     def _broadcast(self, event: str, data: dict, pull_request_id: int,
                    skip_sid: Optional[str] = None) -> bool:
@@ -361,15 +361,12 @@ class RoomEvents:
             logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
             return
         if last:
-            self._broadcast(protocol.USER_LEFT, {"pullRequestId": pull_request_id,
-                                                 "username": username},
-                            pull_request_id, skip_sid=skip_sid)
+            self._announce(protocol.USER_LEFT, pull_request_id, username, skip_sid=skip_sid)
 
     def announce_left(self, gone) -> None:
         """Tell rooms that users of a vanished process are gone (presence reaper)."""
         for pull_request_id, username in gone:
-            self._broadcast(protocol.USER_LEFT, {"pullRequestId": pull_request_id,
-                                                 "username": username}, pull_request_id)
+            self._announce(protocol.USER_LEFT, pull_request_id, username)
 
     def _start_background_tasks(self) -> None:
         # Started lazily: on the first connection we are surely inside the serving process
@@ -405,7 +402,7 @@ class RoomEvents:
             self.server.sleep(interval)
             try:
                 for sid, pull_request_id, username in self.registry.expire_typing():
-                    self._emit_typing(protocol.STOP_TYPING, pull_request_id, username,
+                    self._announce(protocol.STOP_TYPING, pull_request_id, username,
                                       skip_sid=sid)
             except Exception:
                 logger.exception("typing sweeper failed; retrying")

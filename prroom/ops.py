@@ -7,10 +7,10 @@
 """
 from __future__ import annotations
 
-import hmac
-
-from flask import Blueprint, Response, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
+
+from .api import matching_bearer_token
 
 ops = Blueprint("prroom_ops", __name__)
 
@@ -33,9 +33,7 @@ def metrics_view():
     """Prometheus scrape endpoint, registered at PRROOM_METRICS_PATH when that is set."""
     extension = current_app.extensions["prroom"]
     token = extension.settings.metrics_token
-    if token:
-        given = request.headers.get("Authorization", "").partition(" ")[2]
-        if not hmac.compare_digest(given.encode(), token.encode()):
-            return Response("metrics need 'Authorization: Bearer <PRROOM_METRICS_TOKEN>'\n",
-                            status=401, headers={"WWW-Authenticate": 'Bearer realm="prroom"'})
+    if token and not matching_bearer_token((token,)):
+        return Response("metrics need 'Authorization: Bearer <PRROOM_METRICS_TOKEN>'\n",
+                        status=401, headers={"WWW-Authenticate": 'Bearer realm="prroom"'})
     return Response(extension.metrics.render(), content_type=CONTENT_TYPE_LATEST)
