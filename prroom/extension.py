@@ -7,7 +7,7 @@ from typing import Callable, Iterable, Optional
 from flask import Flask
 from flask_socketio import SocketIO
 
-from . import compat
+from . import compat, transport
 from .api import api
 from .cli import commands
 from .config import DEFAULTS, ConfigError, Settings
@@ -94,6 +94,7 @@ class PRRoom:
                                       if key not in socketio.server_options})
         if socketio.async_mode == "gevent":
             compat.accelerate_gevent_websocket()
+            transport.install(socketio.server)
         self.registry = RoomRegistry(typing_timeout=settings.typing_timeout)
         limiter = SocketLimiter(
             {"message": Rate(settings.message_rate, settings.message_burst),

@@ -328,6 +328,44 @@ def test_malformed_frames_affect_only_their_connection(server, open_clients, pr_
 
 
 @pytest.mark.timeout(60)
+def test_pings_keep_coming_to_a_quiet_member_and_keep_it_connected(short_ping_server,
+                                                                    open_clients, pr_id):
+    # prroom sends pings from an event-loop timer, not engine.io's sleeping greenlet
+    # (prroom/transport.py): each one must still come, once per interval, with messages
+    # still flowing around them.
+    (talker,) = open_clients(short_ping_server)
+    talker.join(pr_id, "talker")
+    raw = RawSocket(short_ping_server)
+    try:
+        raw.connect_namespace()
+        raw.join(pr_id, "quiet")
+        pings, messages = 0, 0
+        started = next_say = time.monotonic()
+        while time.monotonic() - started < 4.5:
+            if time.monotonic() >= next_say:  # a message every half second, within limits
+                talker.say(pr_id, "talker", "still here?")
+                next_say += 0.5
+            raw.ws.settimeout(0.5)
+            try:
+                opcode, data = raw.ws.recv_data()
+            except websocket.WebSocketTimeoutException:
+                continue
+            if data == b"2":
+                pings += 1
+                raw.ws.send("3")
+            elif data.startswith(b"42"):
+                messages += 1
+        # a 1 s interval over 4.5 s: 4 pings, give or take one at each end
+        assert 3 <= pings <= 5
+        assert messages >= 3
+        ack, _ = raw.call("send-message-to-pr-room",
+                          {"pullRequestId": pr_id, "username": "quiet", "message": "yes"})
+        assert ack["ok"] is True
+    finally:
+        raw.close()
+
+
+@pytest.mark.timeout(60)
 def test_a_connection_killed_by_a_malformed_frame_leaves_its_room(short_ping_server,
                                                                    open_clients, pr_id):
     """python-engineio drops the socket without closing its session; the ping timeout must."""
@@ -529,11 +567,10 @@ CYCLES_SECONDS = 60  # a cap on the measured loop; 2000 cycles took 6-10 s when 
 # Observed: RSS ~54.5 MB after the warm-up, +2.1-4.2 MB after 2000 more cycles (flat over
 # 3 x 2000 cycles).  Bound: about 3x that.
 RSS_GROWTH_BOUND_MB = 12
-# python-engineio keeps each connection's ping greenlet asleep for PRROOM_PING_INTERVAL
-# seconds after the connection is gone (~12 KB each: a Thread, a timer, an Event...).  With
-# the default 25 s, 2000 cycles in 8 s hold ~24 MB until those greenlets end (measured: back
-# to a plateau ~25 s later, no growth from one round to the next) - transient, not a leak.
-# A 1 s interval keeps that out of the measurement.
+# Each connection's Engine.IO socket lives on until its next ping is due (PRROOM_PING_INTERVAL
+# seconds after the connection is gone); with the default 25 s, 2000 cycles in 8 s would
+# still be held at the second measurement - transient, not a leak.  A 1 s interval keeps that
+# out of the measurement.
 CHURN_ENV = {"PRROOM_PING_INTERVAL": "1", "PRROOM_PING_TIMEOUT": "2"}
 
 

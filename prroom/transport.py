@@ -1,0 +1,258 @@
+"""A lighter WebSocket write path for python-engineio under gevent.
+
+python-engineio gives every WebSocket connection two greenlets beside the one reading it: a
+writer that waits on the socket's queue and sends one frame per packet, and a ping greenlet
+that sleeps through each ping interval.  Profiled under broadcast load, the writer's wake-up,
+queue hand-off and per-packet frame building were a third of the server's CPU (two greenlet
+switches per delivered message), and the two greenlets' saved stacks and objects were about
+a fifth of the memory held per idle connection.
+
+With :func:`install`, for WebSocket connections served by gevent-websocket:
+
+* a packet is written to the socket at once, without blocking, by whoever sends it; the
+  frame is built once per packet, so a room broadcast builds one frame for all members.
+  Only when the kernel's buffer is full is the rest queued and a greenlet started to
+  flush it (as the writer did, with the same socket timeout); it ends when the queue does;
+* pings are sent by an event-loop timer instead of a sleeping greenlet.
+
+Order is kept: nothing is written directly while earlier bytes wait in the backlog.
+Long-polling connections, and anything this module does not recognise, keep
+python-engineio's own path.  It relies on python-engineio internals, all of them checked in
+``tests/unit/test_transport.py``, which fails loudly when the library changes: the socket's
+queue comes from ``server.create_queue()``, the writer is the closure
+``Socket._websocket_handler.<locals>.writer`` over ``self`` and ``ws``, started with
+``server.start_background_task``, and pings are ``Socket._send_ping``.  If those change,
+nothing breaks: the default path is used.
+"""
+from __future__ import annotations
+
+import collections
+import logging
+import struct
+import time
+
+import gevent
+import gevent.event
+import gevent.queue
+
+logger = logging.getLogger("prroom")
+
+_WRITER_QUALNAME = "Socket._websocket_handler.<locals>.writer"
+_PING_QUALNAME = "Socket._send_ping"
+_FRAME_ATTRIBUTE = "_prroom_ws_frame"
+
+
+def websocket_frame(data) -> bytes:
+    """One unmasked, final WebSocket frame: text for ``str``, binary for bytes (RFC 6455)."""
+    if isinstance(data, str):
+        data, opcode = data.encode("utf-8"), 0x81
+    else:
+        data, opcode = bytes(data), 0x82
+    length = len(data)
+    if length < 126:
+        header = struct.pack("!BB", opcode, length)
+    elif length < 65536:
+        header = struct.pack("!BBH", opcode, 126, length)
+    else:
+        header = struct.pack("!BBQ", opcode, 127, length)
+    return header + data
+
+
+def frame_of(pkt) -> bytes:
+    """``pkt``'s WebSocket frame, built on first use and kept on the packet.
+
+    python-socketio sends the very same Engine.IO packet object to every member of a room,
+    so a broadcast encodes and frames its message once.
+    """
+    frame = pkt.__dict__.get(_FRAME_ATTRIBUTE)
+    if frame is None:
+        frame = websocket_frame(pkt.encode())
+        setattr(pkt, _FRAME_ATTRIBUTE, frame)
+    return frame
+
+
+class DirectWriter:
+    """Writes one connection's packets straight to its socket; replaces the writer greenlet.
+
+    ``put(None)`` ends it: the backlog is flushed, the WebSocket closed, and :meth:`join`
+    returns, which is what python-engineio expects of its writer.
+    """
+
+    def __init__(self, ws, sock):
+        self._ws = ws
+        self._sock = sock
+        self._backlog = collections.deque()
+        self._flusher = None
+        self._ending = False
+        self._done = gevent.event.Event()
+
+    def put(self, pkt) -> None:
+        """Send ``pkt`` (an Engine.IO packet), or end the connection's writing for ``None``."""
+        if pkt is None:
+            self._end()
+            return
+        if self._ending:
+            return  # python-engineio's writer also sent nothing after the end
+        frame = frame_of(pkt)
+        if self._flusher is None:
+            try:
+                sent = self._sock.send(frame, 0, 0.0)  # gevent: timeout 0 = never wait
+            except BlockingIOError:
+                sent = 0
+            except OSError:  # the peer is gone; the reader will see it too
+                self._end()
+                return
+            if sent == len(frame):
+                return
+            frame = memoryview(frame)[sent:]
+            self._flusher = gevent.spawn(self._flush)
+        self._backlog.append(frame)
+
+    def _end(self) -> None:
+        if self._ending:
+            return
+        self._ending = True
+        if self._flusher is None:
+            self._flusher = gevent.spawn(self._flush)
+
+    def _flush(self) -> None:
+        """Greenlet: send the backlog in order, waiting for the socket; close at the end."""
+        try:
+            while self._backlog:
+                self._sock.sendall(self._backlog[0])
+                self._backlog.popleft()
+        except OSError:  # the peer is gone, or the socket timed out
+            self._backlog.clear()
+            self._ending = True
+        if not self._ending:
+            self._flusher = None  # no yield since the backlog was seen empty
+            return
+        try:
+            self._ws.close()
+        except Exception:  # noqa: BLE001 - closing a dead socket; nothing to tell
+            pass
+        # The Engine.IO socket outlives the connection a while (its ping timer holds it);
+        # it must not hold the connection's WebSocket, handler and buffers with it.
+        self._ws = self._sock = None
+        self._done.set()
+
+    def pending(self) -> int:
+        """Frames waiting for the socket (the slow-consumer watchdog reads this)."""
+        return len(self._backlog)
+
+    def join(self, timeout=None) -> None:
+        """Wait until the writer has ended (as python-engineio joins its writer thread)."""
+        self._done.wait(timeout)
+
+
+class WriterQueue(gevent.queue.JoinableQueue):
+    """An Engine.IO socket's outgoing queue that can hand its packets to a DirectWriter.
+
+    Until the WebSocket writer starts (long-polling, the upgrade handshake) it is an
+    ordinary queue.  Afterwards ``put`` writes through the :class:`DirectWriter`.
+    """
+
+    writer = None
+
+    def put(self, item, block=True, timeout=None):  # noqa: D102
+        writer = self.writer
+        if writer is None:
+            return super().put(item, block, timeout)
+        writer.put(item)
+
+    def qsize(self):  # noqa: D102
+        writer = self.writer
+        return super().qsize() if writer is None else writer.pending()
+
+    def join(self, timeout=None):  # noqa: D102
+        writer = self.writer
+        if writer is None:
+            return super().join(timeout)
+        writer.join(timeout)
+        return True
+
+    def hand_over(self, writer: DirectWriter) -> None:
+        """From now on write through ``writer``, after what is queued already (in order)."""
+        while True:
+            try:
+                item = self.get_nowait()
+            except gevent.queue.Empty:
+                break
+            self.task_done()
+            writer.put(item)
+        self.writer = writer
+
+
+class _Done:
+    """What ``start_background_task`` returns for work that needs no greenlet."""
+
+    @staticmethod
+    def join(timeout=None):  # noqa: D102
+        return None
+
+
+def _start_direct_writer(target):
+    """Start a DirectWriter in place of python-engineio's writer closure; None if unsure."""
+    code = getattr(target, "__code__", None)
+    closure = getattr(target, "__closure__", None)
+    if code is None or not closure:
+        return None
+    captured = dict(zip(code.co_freevars, (cell.cell_contents for cell in closure)))
+    socket, ws = captured.get("self"), captured.get("ws")
+    queue = getattr(socket, "queue", None)
+    # engine.io's gevent WebSocketWSGI wraps gevent-websocket's WebSocket as ``_sock``
+    handler = getattr(getattr(ws, "_sock", None), "handler", None)
+    sock = getattr(handler, "socket", None)
+    if not isinstance(queue, WriterQueue) or sock is None or queue.writer is not None:
+        return None
+    writer = DirectWriter(ws, sock)
+    queue.hand_over(writer)
+    return writer
+
+
+def _schedule_ping(socket) -> None:
+    """Send the next PING after the ping interval from the event loop, not a greenlet."""
+    timer = gevent.get_hub().loop.timer(socket.server.ping_interval)
+
+    def ping_due():
+        timer.close()
+        if socket.closing or socket.closed:
+            return
+        try:
+            from engineio import packet
+            socket.last_ping = time.time()
+            socket.send(packet.Packet(packet.PING))  # never blocks: see WriterQueue
+        except Exception:  # noqa: BLE001 - the event loop must not see it
+            logger.exception("sending a ping failed")
+
+    timer.start(ping_due)
+
+
+def install(server) -> bool:
+    """Use the direct write path for ``server`` (a python-socketio Server); False if not."""
+    eio = getattr(server, "eio", None)
+    if eio is None or getattr(eio, "async_mode", None) != "gevent":
+        return False
+    if getattr(eio.start_background_task, "_prroom_wrapped", False):
+        return True
+    try:
+        import geventwebsocket  # noqa: F401 - engine.io uses simple-websocket without it
+    except ImportError:
+        return False
+    original_start = eio.start_background_task
+
+    def start_background_task(target, *args, **kwargs):
+        name = getattr(target, "__qualname__", "")
+        if name == _WRITER_QUALNAME and not args and not kwargs:
+            writer = _start_direct_writer(target)
+            if writer is not None:
+                return writer
+        elif name == _PING_QUALNAME and not args and not kwargs:
+            _schedule_ping(target.__self__)
+            return _Done()
+        return original_start(target, *args, **kwargs)
+
+    start_background_task._prroom_wrapped = True
+    eio.create_queue = WriterQueue
+    eio.start_background_task = start_background_task
+    return True

@@ -1,0 +1,206 @@
+"""prroom.transport: the direct WebSocket write path, and the engine.io internals it needs.
+
+The first tests fail loudly when python-engineio, gevent or gevent-websocket change what the
+transport relies on (it would then quietly fall back to engine.io's own writer).
+"""
+import inspect
+import socket as stdlib_socket
+import struct
+
+import engineio
+import gevent
+import gevent.socket
+import pytest
+import socketio
+from engineio import packet
+from engineio.async_drivers import gevent as engineio_gevent
+from geventwebsocket.websocket import Header, WebSocket
+
+from prroom import transport
+
+
+# -- what the transport relies on --------------------------------------------------------
+
+def _nested_code(function, name):
+    return next(const for const in function.__code__.co_consts
+                if inspect.iscode(const) and const.co_name == name)
+
+
+def test_engineio_still_starts_a_writer_closure_over_self_and_ws():
+    writer = _nested_code(engineio.socket.Socket._websocket_handler, "writer")
+    assert writer.co_qualname == transport._WRITER_QUALNAME
+    assert {"self", "ws"} <= set(writer.co_freevars)
+    source = inspect.getsource(engineio.socket.Socket._websocket_handler)
+    assert "self.server.start_background_task(writer)" in source
+
+
+def test_engineio_still_pings_from_a_background_task():
+    assert engineio.socket.Socket._send_ping.__qualname__ == transport._PING_QUALNAME
+    source = inspect.getsource(engineio.socket.Socket.schedule_ping)
+    assert "start_background_task(self._send_ping)" in source
+    send_ping = inspect.getsource(engineio.socket.Socket._send_ping)
+    # what the timer does instead: the same checks, the same packet
+    assert "self.last_ping = time.time()" in send_ping
+    assert "self.send(packet.Packet(packet.PING))" in send_ping
+
+
+def test_engineio_sockets_take_their_queue_from_create_queue():
+    server = engineio.Server(async_mode="gevent")
+    assert transport.install(socketio.Server(async_mode="gevent")) is True
+    server.create_queue = transport.WriterQueue
+    sock = engineio.socket.Socket(server, "sid")
+    assert isinstance(sock.queue, transport.WriterQueue)
+
+
+def test_the_gevent_websocket_wrapper_still_exposes_the_connection():
+    # with gevent-websocket installed, engine.io wraps its WebSocket (not simple-websocket)
+    assert engineio_gevent.SimpleWebSocketWSGI is None
+    assert "self._sock = environ['wsgi.websocket']" in inspect.getsource(engineio_gevent)
+    assert "handler" in inspect.signature(WebSocket.__init__).parameters
+    assert "self.handler = handler" in inspect.getsource(WebSocket.__init__)
+
+
+def test_install_wraps_once_and_only_gevent_servers():
+    server = socketio.Server(async_mode="gevent")
+    assert transport.install(server) is True
+    wrapped = server.eio.start_background_task
+    assert transport.install(server) is True
+    assert server.eio.start_background_task is wrapped
+    assert server.eio.create_queue is transport.WriterQueue
+    assert transport.install(socketio.Server(async_mode="threading")) is False
+
+
+def test_other_background_tasks_still_run_as_greenlets():
+    server = socketio.Server(async_mode="gevent")
+    transport.install(server)
+    task = server.eio.start_background_task(lambda value: results.append(value), 7)
+    results = []
+    task.join()
+    assert results == [7]
+
+
+# -- frames ------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("length", [0, 1, 125, 126, 65535, 65536, 70000])
+def test_frames_match_gevent_websocket_for_every_length_class(length):
+    text = "é" * (length // 2) + "x" * (length % 2)  # multi-byte UTF-8 too
+    data = text.encode()
+    expected = bytes(Header.encode_header(True, WebSocket.OPCODE_TEXT, b"", len(data), 0)) + data
+    assert transport.websocket_frame(text) == expected
+    binary = bytes(range(256)) * (length // 256) + bytes(length % 256)
+    expected = bytes(Header.encode_header(True, WebSocket.OPCODE_BINARY, b"", length, 0)) \
+        + binary
+    assert transport.websocket_frame(binary) == expected
+
+
+def test_a_packet_is_framed_once_however_many_recipients():
+    pkt = packet.Packet(packet.MESSAGE, data='2["pr-room-message",{"message":"hi"}]')
+    first = transport.frame_of(pkt)
+    assert first == transport.websocket_frame('42["pr-room-message",{"message":"hi"}]')
+    assert transport.frame_of(pkt) is first
+
+
+# -- the writer over a real socket pair --------------------------------------------------
+
+class FakeWebSocket:
+    """What DirectWriter needs of engine.io's wrapper: close()."""
+
+    def __init__(self):
+        self.closed = 0
+
+    def close(self):
+        self.closed += 1
+
+
+def read_frames(sock, count, timeout=10):
+    """``count`` text frames from ``sock``, decoded (server frames are unmasked)."""
+    buffer = b""
+    frames = []
+    with gevent.Timeout(timeout):
+        while len(frames) < count:
+            while True:
+                if len(buffer) >= 2:
+                    length, offset = buffer[1] & 0x7F, 2
+                    if length == 126 and len(buffer) >= 4:
+                        length, offset = struct.unpack("!H", buffer[2:4])[0], 4
+                    elif length == 127 and len(buffer) >= 10:
+                        length, offset = struct.unpack("!Q", buffer[2:10])[0], 10
+                    if length < 126 and len(buffer) >= offset + length:
+                        frames.append(buffer[offset:offset + length].decode())
+                        buffer = buffer[offset + length:]
+                        break
+                chunk = sock.recv(65536)
+                assert chunk, "connection closed early"
+                buffer += chunk
+    return frames
+
+
+def small_buffered_pair():
+    server_end, client_end = gevent.socket.socketpair()
+    server_end.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
+    client_end.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
+    return server_end, client_end
+
+
+def message(number):
+    return packet.Packet(packet.MESSAGE, data=f"2[\"m\",{number}]" + "." * 100)
+
+
+def test_writes_go_out_in_order_when_the_reader_is_slower_than_the_writer():
+    server_end, client_end = small_buffered_pair()
+    ws = FakeWebSocket()
+    writer = transport.DirectWriter(ws, server_end)
+    for number in range(2000):  # ~230 KB: far beyond the socket buffers
+        writer.put(message(number))
+    assert writer.pending() > 0  # the rest waits in order, nobody blocked
+    frames = read_frames(client_end, 2000)
+    assert frames == [f"42[\"m\",{number}]" + "." * 100 for number in range(2000)]
+    assert writer.pending() == 0
+    writer.put(None)
+    writer.join(timeout=5)
+    assert ws.closed == 1
+
+
+def test_the_end_flushes_first_then_closes_and_later_packets_are_dropped():
+    server_end, client_end = small_buffered_pair()
+    ws = FakeWebSocket()
+    writer = transport.DirectWriter(ws, server_end)
+    for number in range(500):
+        writer.put(message(number))
+    writer.put(None)
+    writer.put(message(999))  # after the end: not sent (as engine.io's writer)
+    frames = read_frames(client_end, 500)
+    writer.join(timeout=5)
+    assert ws.closed == 1 and len(frames) == 500
+    assert writer._ws is None and writer._sock is None  # nothing of the connection kept
+    client_end.settimeout(0.2)
+    with pytest.raises(stdlib_socket.timeout):
+        client_end.recv(10)
+
+
+def test_a_peer_that_went_away_ends_the_writer_without_an_error():
+    server_end, client_end = small_buffered_pair()
+    ws = FakeWebSocket()
+    writer = transport.DirectWriter(ws, server_end)
+    client_end.close()
+    for number in range(200):
+        writer.put(message(number))
+    writer.join(timeout=5)
+    assert ws.closed == 1 and writer.pending() == 0
+
+
+# -- the queue ---------------------------------------------------------------------------
+
+def test_the_queue_is_an_ordinary_queue_until_the_writer_takes_over():
+    server_end, client_end = gevent.socket.socketpair()
+    queue = transport.WriterQueue()
+    queue.put(message(1))
+    queue.put(message(2))
+    assert queue.qsize() == 2
+    writer = transport.DirectWriter(FakeWebSocket(), server_end)
+    queue.hand_over(writer)
+    queue.put(message(3))
+    assert read_frames(client_end, 3) == [f"42[\"m\",{n}]" + "." * 100 for n in (1, 2, 3)]
+    assert queue.qsize() == 0
+    queue.put(None)
+    assert queue.join(timeout=5) is True
