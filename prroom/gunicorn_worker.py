@@ -20,6 +20,11 @@ from gunicorn.workers.ggevent import PyWSGIHandler
 #: whole, in more reads.
 READ_BUFFER_BYTES = 1024
 
+# gevent records, for every greenlet, the stack and greenlet that spawned it (a debugging
+# aid).  With three greenlets per connection that was 4.3 KB of every idle connection's
+# 54 KB (measured with 2,000 sockets); production does not need it.
+gevent.config.track_greenlet_tree = False
+
 
 class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     """gevent-websocket's handler with gunicorn's ``log_request`` (and WSGI environ)."""
