@@ -228,6 +228,11 @@ SETTINGS: Tuple[Setting, ...] = (
             "Concurrency model when prroom creates the SocketIO: `auto` picks gevent when gevent "
             "has monkey-patched the process and threading otherwise (flask run)",
             choices=("auto", "gevent", "threading")),
+    Setting("PRROOM_WEBSOCKET_WRITES", "direct", _parse_str,
+            "How WebSocket packets go out under gevent: `direct` (written by whoever sends "
+            "them, pings from a timer: no writer or ping greenlet per connection; "
+            "prroom/transport.py) or `engineio` (python-engineio's own writer greenlet)",
+            choices=("direct", "engineio")),
     # The chat page (prroom/web.py) loads the official socket.io-client build from here.
     Setting("PRROOM_SOCKETIO_CLIENT_URL", DEFAULT_SOCKETIO_CLIENT_URL, _parse_str,
             "Where the chat page loads socket.io-client from: an http(s) URL or a path "
@@ -304,6 +309,7 @@ class Settings:
     metrics_path: str
     metrics_token: Optional[str]
     async_mode: str
+    websocket_writes: str = "direct"
     socketio_client_url: str = DEFAULT_SOCKETIO_CLIENT_URL
     socketio_client_integrity: str = DEFAULT_SOCKETIO_CLIENT_INTEGRITY
     socketio_client_file: str = ""

@@ -94,7 +94,8 @@ class PRRoom:
                                       if key not in socketio.server_options})
         if socketio.async_mode == "gevent":
             compat.accelerate_gevent_websocket()
-            transport.install(socketio.server)
+            if settings.websocket_writes == "direct":
+                transport.install(socketio.server)
         self.registry = RoomRegistry(typing_timeout=settings.typing_timeout)
         limiter = SocketLimiter(
             {"message": Rate(settings.message_rate, settings.message_burst),

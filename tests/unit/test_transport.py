@@ -204,3 +204,15 @@ def test_the_queue_is_an_ordinary_queue_until_the_writer_takes_over():
     assert queue.qsize() == 0
     queue.put(None)
     assert queue.join(timeout=5) is True
+
+
+# -- the setting -------------------------------------------------------------------------
+
+@pytest.mark.parametrize("writes, direct", [("direct", True), ("engineio", False)])
+def test_prroom_websocket_writes_chooses_the_write_path(writes, direct):
+    from prroom.app import create_app
+
+    app = create_app({"PRROOM_ASYNC_MODE": "gevent", "PRROOM_WEBSOCKET_WRITES": writes})
+    eio = app.extensions["prroom"].socketio.server.eio
+    assert (eio.create_queue is transport.WriterQueue) is direct
+    assert getattr(eio.start_background_task, "_prroom_wrapped", False) is direct
