@@ -9,10 +9,12 @@ a fifth of the memory held per idle connection.
 
 With :func:`install`, for WebSocket connections served by gevent-websocket:
 
-* a packet is written to the socket at once, without blocking, by whoever sends it; the
-  frame is built once per packet, so a room broadcast builds one frame for all members.
-  Only when the kernel's buffer is full is the rest queued and a greenlet started to
-  flush it (as the writer did, with the same socket timeout); it ends when the queue does;
+* a packet is written to the socket without blocking, by the event loop at the end of the
+  iteration in which it was sent, together with every other packet sent to the same
+  connection in that iteration (one system call, not one per packet); the frame is built
+  once per packet, so a room broadcast builds one frame for all members.  Only when the
+  kernel's buffer is full is the rest queued and a greenlet started to flush it (as the
+  writer did, with the same socket timeout); it ends when the backlog does;
 * pings are sent by an event-loop timer instead of a sleeping greenlet.
 
 Order is kept: nothing is written directly while earlier bytes wait in the backlog.
@@ -71,16 +73,56 @@ def frame_of(pkt) -> bytes:
     return frame
 
 
+class _Corks:
+    """Writers with frames held until the end of this event-loop iteration, per hub.
+
+    Frames sent to one connection while the loop runs its ready greenlets (a member's own
+    message and its ack, messages of several members of a busy room) leave in one
+    ``send``: under load the system call per delivery was the largest single cost left.
+    """
+
+    def __init__(self, hub):
+        self._loop = hub.loop
+        self._writers = []
+        self._scheduled = False
+
+    def add(self, writer) -> None:
+        self._writers.append(writer)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.run_callback(self._uncork_all)
+
+    def _uncork_all(self) -> None:
+        # runs in the hub, before it next waits for I/O; every send here is non-blocking
+        self._scheduled = False
+        writers, self._writers = self._writers, []
+        for writer in writers:
+            writer._uncork()
+
+    @staticmethod
+    def of_current_hub() -> "_Corks":
+        hub = gevent.get_hub()
+        corks = hub.__dict__.get("_prroom_corks")
+        if corks is None:
+            corks = hub._prroom_corks = _Corks(hub)
+        return corks
+
+
 class DirectWriter:
     """Writes one connection's packets straight to its socket; replaces the writer greenlet.
 
-    ``put(None)`` ends it: the backlog is flushed, the WebSocket closed, and :meth:`join`
-    returns, which is what python-engineio expects of its writer.
+    A packet's frame is held until the current event-loop iteration ends (see
+    :class:`_Corks`), then written without blocking with the others held for the same
+    connection.  What the kernel does not take waits, in order, in a backlog that a
+    greenlet flushes; it exists only while there is a backlog.  ``put(None)`` ends it: the
+    rest is flushed, the WebSocket closed, and :meth:`join` returns, which is what
+    python-engineio expects of its writer.
     """
 
     def __init__(self, ws, sock):
         self._ws = ws
         self._sock = sock
+        self._corked = []
         self._backlog = collections.deque()
         self._flusher = None
         self._ending = False
@@ -94,19 +136,30 @@ class DirectWriter:
         if self._ending:
             return  # python-engineio's writer also sent nothing after the end
         frame = frame_of(pkt)
-        if self._flusher is None:
-            try:
-                sent = self._sock.send(frame, 0, 0.0)  # gevent: timeout 0 = never wait
-            except BlockingIOError:
-                sent = 0
-            except OSError:  # the peer is gone; the reader will see it too
-                self._end()
-                return
-            if sent == len(frame):
-                return
-            frame = memoryview(frame)[sent:]
-            self._flusher = gevent.spawn(self._flush)
-        self._backlog.append(frame)
+        if self._flusher is not None:
+            self._backlog.append(frame)
+        elif self._corked:
+            self._corked.append(frame)
+        else:
+            self._corked.append(frame)
+            _Corks.of_current_hub().add(self)
+
+    def _uncork(self) -> None:
+        frames, self._corked = self._corked, []
+        if not frames or self._sock is None:
+            return
+        data = frames[0] if len(frames) == 1 else b"".join(frames)
+        try:
+            sent = self._sock.send(data, 0, 0.0)  # gevent: timeout 0 = never wait
+        except BlockingIOError:
+            sent = 0
+        except OSError:  # the peer is gone; the reader will see it too
+            self._end()
+            return
+        if sent < len(data):
+            self._backlog.append(memoryview(data)[sent:])
+            if self._flusher is None:
+                self._flusher = gevent.spawn(self._flush)
 
     def _end(self) -> None:
         if self._ending:
@@ -118,6 +171,9 @@ class DirectWriter:
     def _flush(self) -> None:
         """Greenlet: send the backlog in order, waiting for the socket; close at the end."""
         try:
+            if self._ending and self._corked:  # ending before the loop came round
+                self._backlog.extend(self._corked)
+                self._corked = []
             while self._backlog:
                 self._sock.sendall(self._backlog[0])
                 self._backlog.popleft()
@@ -138,7 +194,7 @@ class DirectWriter:
 
     def pending(self) -> int:
         """Frames waiting for the socket (the slow-consumer watchdog reads this)."""
-        return len(self._backlog)
+        return len(self._backlog) + len(self._corked)
 
     def join(self, timeout=None) -> None:
         """Wait until the writer has ended (as python-engineio joins its writer thread)."""

@@ -189,6 +189,34 @@ def test_a_peer_that_went_away_ends_the_writer_without_an_error():
     assert ws.closed == 1 and writer.pending() == 0
 
 
+class RecordingSocket:
+    """Takes every send whole and remembers each call (one call = one system call)."""
+
+    def __init__(self):
+        self.calls = []
+
+    def send(self, data, flags=0, timeout=None):
+        self.calls.append(bytes(data))
+        return len(data)
+
+
+def test_frames_for_one_connection_in_one_loop_iteration_leave_in_one_send():
+    first, second = RecordingSocket(), RecordingSocket()
+    writers = transport.DirectWriter(FakeWebSocket(), first), \
+        transport.DirectWriter(FakeWebSocket(), second)
+    broadcast = message(1)  # one packet to both, as python-socketio sends a room message
+    for writer in writers:
+        writer.put(broadcast)
+    writers[0].put(message(2))  # e.g. the sender's ack, in the same handler
+    gevent.sleep(0)  # the loop comes round
+    frame = transport.frame_of
+    assert first.calls == [frame(broadcast) + frame(message(2))]
+    assert second.calls == [frame(broadcast)]
+    writers[1].put(message(3))  # the next iteration: a send of its own
+    gevent.sleep(0)
+    assert second.calls == [frame(broadcast), frame(message(3))]
+
+
 # -- the queue ---------------------------------------------------------------------------
 
 def test_the_queue_is_an_ordinary_queue_until_the_writer_takes_over():
