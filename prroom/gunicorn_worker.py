@@ -26,12 +26,47 @@ READ_BUFFER_BYTES = 1024
 gevent.config.track_greenlet_tree = False
 
 
+class RequestHeaders:
+    """A request's headers read back from its WSGI environ, instead of the parsed message.
+
+    pywsgi's parsed ``http.client`` message (about 3 KB of objects, header strings
+    included) would stay with a WebSocket connection for its whole life, beside the environ
+    that holds the same values.  Only gunicorn's access log reads the headers again, as
+    ``items()``.
+    """
+
+    __slots__ = ("_environ",)
+
+    def __init__(self, environ):
+        self._environ = environ
+
+    def items(self):
+        """(Name, value) pairs: ``HTTP_X_REQUEST_ID`` is ``X-Request-Id``, as WSGI folds them."""
+        pairs = [(key[5:].replace("_", "-").title(), value)
+                 for key, value in self._environ.items() if key.startswith("HTTP_")]
+        for key, name in (("CONTENT_TYPE", "Content-Type"), ("CONTENT_LENGTH", "Content-Length")):
+            if self._environ.get(key):
+                pairs.append((name, self._environ[key]))
+        return pairs
+
+    def get(self, name, default=None):
+        """The value of header ``name`` (any case), else ``default``."""
+        name = name.lower()
+        return next((value for key, value in self.items() if key.lower() == name), default)
+
+
 class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     """gevent-websocket's handler with gunicorn's ``log_request`` (and WSGI environ)."""
 
     def __init__(self, sock, address, server, *args, **kwargs):
         super().__init__(sock, address, server, *args, **kwargs)
         self.rfile = sock.makefile("rb", READ_BUFFER_BYTES)  # replaces an 8 KB one
+
+    def get_environ(self):
+        """The WSGI environ; the parsed headers are then kept as plain pairs."""
+        environ = super().get_environ()
+        self.headers = RequestHeaders(environ)
+        return environ
 
     def log_request(self):
         """Write the gunicorn access-log line, WebSocket upgrades included."""

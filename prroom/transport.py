@@ -123,7 +123,7 @@ class DirectWriter:
         self._ws = ws
         self._sock = sock
         self._corked = []
-        self._backlog = collections.deque()
+        self._backlog = None  # a deque while the kernel's buffer is full (rare: made then)
         self._flusher = None
         self._ending = False
         self._done = gevent.event.Event()
@@ -137,7 +137,7 @@ class DirectWriter:
             return  # python-engineio's writer also sent nothing after the end
         frame = frame_of(pkt)
         if self._flusher is not None:
-            self._backlog.append(frame)
+            self._wait_in_backlog(frame)
         elif self._corked:
             self._corked.append(frame)
         else:
@@ -157,9 +157,14 @@ class DirectWriter:
             self._end()
             return
         if sent < len(data):
-            self._backlog.append(memoryview(data)[sent:])
-            if self._flusher is None:
-                self._flusher = gevent.spawn(self._flush)
+            self._wait_in_backlog(memoryview(data)[sent:])
+
+    def _wait_in_backlog(self, data) -> None:
+        if self._backlog is None:
+            self._backlog = collections.deque()
+        self._backlog.append(data)
+        if self._flusher is None:
+            self._flusher = gevent.spawn(self._flush)
 
     def _end(self) -> None:
         if self._ending:
@@ -170,16 +175,17 @@ class DirectWriter:
 
     def _flush(self) -> None:
         """Greenlet: send the backlog in order, waiting for the socket; close at the end."""
+        backlog = self._backlog = self._backlog or collections.deque()
         try:
             if self._ending and self._corked:  # ending before the loop came round
-                self._backlog.extend(self._corked)
+                backlog.extend(self._corked)
                 self._corked = []
-            while self._backlog:
-                self._sock.sendall(self._backlog[0])
-                self._backlog.popleft()
+            while backlog:
+                self._sock.sendall(backlog[0])
+                backlog.popleft()
         except OSError:  # the peer is gone, or the socket timed out
-            self._backlog.clear()
             self._ending = True
+        self._backlog = None
         if not self._ending:
             self._flusher = None  # no yield since the backlog was seen empty
             return
@@ -194,47 +200,68 @@ class DirectWriter:
 
     def pending(self) -> int:
         """Frames waiting for the socket (the slow-consumer watchdog reads this)."""
-        return len(self._backlog) + len(self._corked)
+        return len(self._backlog or ()) + len(self._corked)
 
     def join(self, timeout=None) -> None:
         """Wait until the writer has ended (as python-engineio joins its writer thread)."""
         self._done.wait(timeout)
 
 
-class WriterQueue(gevent.queue.JoinableQueue):
+class WriterQueue:
     """An Engine.IO socket's outgoing queue that can hand its packets to a DirectWriter.
 
-    Until the WebSocket writer starts (long-polling, the upgrade handshake) it is an
-    ordinary queue.  Afterwards ``put`` writes through the :class:`DirectWriter`.
+    Until the WebSocket writer starts (long-polling, the upgrade handshake) it is gevent's
+    ``JoinableQueue``, made on first use (it weighs 2.5 KB, and a socket that connects over
+    WebSocket puts one packet in it).  Afterwards ``put`` writes through the
+    :class:`DirectWriter` and the queue is gone.
     """
 
-    writer = None
+    __slots__ = ("_queue", "writer")
+
+    def __init__(self, *args, **kwargs):
+        self._queue = None
+        self.writer = None
+
+    def _real(self) -> gevent.queue.JoinableQueue:
+        if self._queue is None:
+            self._queue = gevent.queue.JoinableQueue()
+        return self._queue
 
     def put(self, item, block=True, timeout=None):  # noqa: D102
         writer = self.writer
         if writer is None:
-            return super().put(item, block, timeout)
+            return self._real().put(item, block, timeout)
         writer.put(item)
 
+    def get(self, block=True, timeout=None):  # noqa: D102
+        return self._real().get(block, timeout)
+
+    def get_nowait(self):  # noqa: D102
+        return self._real().get_nowait()
+
+    def task_done(self):  # noqa: D102
+        return self._real().task_done()
+
     def qsize(self):  # noqa: D102
-        writer = self.writer
-        return super().qsize() if writer is None else writer.pending()
+        if self.writer is not None:
+            return self.writer.pending()
+        return 0 if self._queue is None else self._queue.qsize()
+
+    def empty(self):  # noqa: D102
+        return self.qsize() == 0
 
     def join(self, timeout=None):  # noqa: D102
-        writer = self.writer
-        if writer is None:
-            return super().join(timeout)
-        writer.join(timeout)
-        return True
+        if self.writer is not None:
+            self.writer.join(timeout)
+            return True
+        return True if self._queue is None else self._queue.join(timeout)
 
     def hand_over(self, writer: DirectWriter) -> None:
         """From now on write through ``writer``, after what is queued already (in order)."""
-        while True:
-            try:
-                item = self.get_nowait()
-            except gevent.queue.Empty:
-                break
-            self.task_done()
+        queue, self._queue = self._queue, None
+        while queue is not None and queue.qsize():
+            item = queue.get_nowait()
+            queue.task_done()
             writer.put(item)
         self.writer = writer
 
