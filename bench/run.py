@@ -1,14 +1,16 @@
 #!/usr/bin/env python3
 """Load benchmark for prroom, optionally side by side with the Node reference peer.
 
-    python bench/run.py [--quick] [--peer] [--url URL [--server-pid PID]] [--runs K]
+    python bench/run.py [--quick] [--peer] [--plain] [--url URL [--server-pid PID]] [--runs K]
                         [--scenarios rooms,fanout,idle] [--wait-quiet SECONDS]
                         [--out bench/results/NAME.json]
 
 It starts prroom exactly as production runs it (``gunicorn -c gunicorn.conf.py wsgi:app``
 from the repository root) with rate limits raised out of the load generator's way and
 logging at ``warning``, and with ``--peer`` also the Node peer server (a copy of
-../shared/peer, ``npm ci``, ``node server.js``).  Given ``--url`` it measures a server
+../shared/peer, ``npm ci``, ``node server.js``), and with ``--plain`` the plain
+Flask-SocketIO stack prroom started from (``bench/plain_app.py``, gunicorn's gevent-websocket
+worker).  Given ``--url`` it measures a server
 that is already running instead.  The load comes from ``bench/loadgen/loadgen.js``: npm
 socket.io-client 4.8 over WebSocket, what browsers run.  With two or more cores the servers
 run on the first allowed core and the load generator on the second (``taskset -c``).
@@ -324,6 +326,38 @@ class PrroomServer(Server):
         if started is not None and start_time(worker) == started:
             os.kill(worker, signal.SIGKILL)
         self.pid = None
+
+
+class PlainServer(PrroomServer):
+    """The plain Flask-SocketIO stack (bench/plain_app.py) under gunicorn's gevent-websocket
+    worker: the starting point prroom is compared with."""
+
+    name = "plain"
+
+    def start(self, idle_ping=None) -> None:
+        port = free_port()
+        self.url = f"http://127.0.0.1:{port}"
+        env = {k: v for k, v in os.environ.items() if not k.startswith("PRROOM_")}
+        if idle_ping:
+            env["BENCH_PING_INTERVAL_MS"] = str(int(idle_ping * 1000))
+            env["BENCH_PING_TIMEOUT_MS"] = str(int(idle_ping * 1000))
+        command = [self.gunicorn, "-k", "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
+                   "-w", "1", "--worker-connections", str(self.max_sockets + 1000),
+                   "-b", f"127.0.0.1:{port}", "--log-level", "warning", "bench.plain_app:app"]
+        self._launch(command, REPO, env, self.core, self.logs, "plain")
+        try:
+            wait_http(self.url + "/healthz", self.proc)
+            deadline = time.monotonic() + 10
+            workers = children_of(self.proc.pid)
+            while not workers and time.monotonic() < deadline:
+                time.sleep(0.1)
+                workers = children_of(self.proc.pid)
+            if len(workers) != 1:
+                raise BenchError(f"expected one gunicorn worker, found {workers}")
+        except BenchError as error:
+            self.stop()
+            raise self.failure(error) from None
+        self.pid = workers[0]
 
 
 class PeerServer(Server):
@@ -781,15 +815,26 @@ def summarize(sizes: dict, runs: dict) -> list:
                 cpu = phase_medians(runs[name], scenario, phase)
                 row[f"{name}_limit"] = limit_side(cpu)
                 row[f"{name}_cpu"] = cpu
-        if len(names) == 2 and row[names[0]] is not None and row[names[1]]:
-            row["ratio"] = round(row[names[0]] / row[names[1]], 3)
+        for first, second in ratio_pairs(names):
+            if row[first] is not None and row[second]:
+                row[f"ratio {first}/{second}"] = round(row[first] / row[second], 3)
+        if "ratio prroom/peer" in row or len(names) == 2:  # the JSON's historic key
+            row["ratio"] = row.get(f"ratio {names[0]}/{names[-1]}")
         rows.append(row)
     return rows
 
 
+def ratio_pairs(names: list) -> list:
+    """Which ratios the table shows: every server against the peer, or first / second."""
+    if "peer" in names:
+        return [(name, "peer") for name in names if name != "peer"]
+    return [(names[0], names[1])] if len(names) == 2 else []
+
+
 def print_table(rows: list, names: list, sizes: dict) -> None:
     fmt_of = {label: fmt for label, _, _, fmt, _, _ in figures(sizes)}
-    header = ["figure"] + names + (["ratio " + "/".join(names)] if len(names) == 2 else [])
+    pairs = ratio_pairs(names)
+    header = ["figure"] + names + [f"ratio {a}/{b}" for a, b in pairs]
     header += [f"limit ({name} run)" for name in names]
     table = []
     for row in rows:
@@ -797,12 +842,13 @@ def print_table(rows: list, names: list, sizes: dict) -> None:
         for name in names:
             value = row.get(name)
             cells.append("n/a" if value is None else fmt_of[row["figure"]].format(value))
-        if len(names) == 2:
-            cells.append(f"{row['ratio']:.2f}" if row.get("ratio") is not None else "-")
+        for a, b in pairs:
+            ratio = row.get(f"ratio {a}/{b}")
+            cells.append(f"{ratio:.2f}" if ratio is not None else "-")
         cells += [row.get(f"{name}_limit", "-") for name in names]
         table.append(cells)
     widths = [max(len(str(r[i])) for r in [header] + table) for i in range(len(header))]
-    numeric = range(1, 1 + len(names) + (len(names) == 2))   # values and the ratio
+    numeric = range(1, 1 + len(names) + len(pairs))   # values and the ratios
 
     def line(cells):
         return " | ".join(str(c).rjust(w) if i in numeric else str(c).ljust(w)
@@ -920,6 +966,8 @@ def parse_args(argv):
                         help="small counts, 1 run, well under a minute (CI's regression guard)")
     parser.add_argument("--peer", action="store_true",
                         help="also measure the Node reference peer, side by side")
+    parser.add_argument("--plain", action="store_true",
+                        help="also measure the plain Flask-SocketIO stack (bench/plain_app.py)")
     parser.add_argument("--peer-dir", type=Path, default=DEFAULT_PEER_DIR,
                         help=f"the peer's sources (default {DEFAULT_PEER_DIR})")
     parser.add_argument("--url", help="measure this already running server instead of "
@@ -1002,6 +1050,8 @@ def main(argv=None) -> int:
                 servers.append(PrroomServer(cores[0], logs,
                                             max(sizes["sockets"], sizes["idle_sockets"],
                                                 sizes["fanout_members"]), extra_env))
+            if args.plain and not args.url:
+                servers.append(PlainServer(cores[0], logs, servers[0].max_sockets, {}))
             if args.peer:
                 servers.append(PeerServer(args.peer_dir, cores[0], logs, workdir))
             bench = Bench(sizes, cores, logs, nofile)
