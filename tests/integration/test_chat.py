@@ -9,6 +9,8 @@ import requests
 import socketio
 
 from tests.conftest import TYPING_TIMEOUT
+from tests.support import servers
+from tests.support.clients import RoomClient
 
 pytestmark = pytest.mark.integration
 
@@ -324,3 +326,29 @@ def test_presence_in_one_process_counts_users_not_tabs(connect, pr_id):
     assert ann.expect("pr-room-message")["message"] == "ben still here"
     tab2.close()  # the last tab: ben left
     assert ann.expect("pr-room-user-left") == {"pullRequestId": pr_id, "username": "ben"}
+
+
+@pytest.fixture(scope="module")
+def engineio_writes_server():
+    proc = servers.gunicorn(env={"PRROOM_WEBSOCKET_WRITES": "engineio"})
+    proc.wait_ready()
+    yield proc
+    proc.stop()
+
+
+@pytest.mark.parametrize("transports", [["websocket"], ["polling"], None])
+def test_the_engineio_write_path_still_serves_every_transport(engineio_writes_server, pr_id,
+                                                              transports):
+    # PRROOM_WEBSOCKET_WRITES=engineio is the escape hatch from prroom/transport.py: it must
+    # be a working server, not a lesser-tested one.
+    url = engineio_writes_server.url
+    clients = [RoomClient(url, transports=transports), RoomClient(url)]
+    try:
+        for number, client in enumerate(clients):
+            client.join(pr_id, f"member-{number}")
+        clients[0].say(pr_id, "member-0", "through engine.io's writer")
+        for client in clients:
+            assert client.expect("pr-room-message")["message"] == "through engine.io's writer"
+    finally:
+        for client in clients:
+            client.close()

@@ -27,8 +27,9 @@ def _nested_code(function, name):
 
 
 def test_engineio_still_starts_a_writer_closure_over_self_and_ws():
-    writer = _nested_code(engineio.socket.Socket._websocket_handler, "writer")
-    assert writer.co_qualname == transport._WRITER_QUALNAME
+    handler = engineio.socket.Socket._websocket_handler
+    writer = _nested_code(handler, "writer")
+    assert handler.__qualname__ + ".<locals>.writer" == transport._WRITER_QUALNAME
     assert {"self", "ws"} <= set(writer.co_freevars)
     source = inspect.getsource(engineio.socket.Socket._websocket_handler)
     assert "self.server.start_background_task(writer)" in source
