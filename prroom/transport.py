@@ -36,6 +36,10 @@ import time
 import gevent
 import gevent.event
 import gevent.queue
+from gevent.monkey import get_original
+
+#: The OS thread's id, even where gevent made threads greenlets.
+_os_thread_id = get_original("_thread", "get_ident")
 
 logger = logging.getLogger("prroom")
 
@@ -82,7 +86,8 @@ class _Corks:
     """
 
     def __init__(self, hub):
-        self._loop = hub.loop
+        self.thread = _os_thread_id()
+        self.loop = self._loop = hub.loop
         self._writers = []
         self._scheduled = False
 
@@ -97,7 +102,11 @@ class _Corks:
         self._scheduled = False
         writers, self._writers = self._writers, []
         for writer in writers:
-            writer._uncork()
+            try:
+                writer._uncork()
+            except Exception:  # noqa: BLE001 - one connection must not stall the others
+                logger.exception("writing to a WebSocket failed")
+                writer._end()
 
     @staticmethod
     def of_current_hub() -> "_Corks":
@@ -122,6 +131,7 @@ class DirectWriter:
     def __init__(self, ws, sock):
         self._ws = ws
         self._sock = sock
+        self._corks = _Corks.of_current_hub()
         self._corked = []
         self._backlog = None  # a deque while the kernel's buffer is full (rare: made then)
         self._flusher = None
@@ -129,7 +139,15 @@ class DirectWriter:
         self._done = gevent.event.Event()
 
     def put(self, pkt) -> None:
-        """Send ``pkt`` (an Engine.IO packet), or end the connection's writing for ``None``."""
+        """Send ``pkt`` (an Engine.IO packet), or end the connection's writing for ``None``.
+
+        Callable from any OS thread: from another than the connection's, the packet is handed
+        to the connection's event loop (gevent's primitives belong to one thread).
+        """
+        corks = self._corks
+        if _os_thread_id() != corks.thread:
+            corks.loop.run_callback_threadsafe(self.put, pkt)
+            return
         if pkt is None:
             self._end()
             return
@@ -142,7 +160,7 @@ class DirectWriter:
             self._corked.append(frame)
         else:
             self._corked.append(frame)
-            _Corks.of_current_hub().add(self)
+            corks.add(self)
 
     def _uncork(self) -> None:
         frames, self._corked = self._corked, []

@@ -218,6 +218,18 @@ def test_frames_for_one_connection_in_one_loop_iteration_leave_in_one_send():
     assert second.calls == [frame(broadcast), frame(message(3))]
 
 
+def test_packets_sent_from_another_os_thread_reach_the_connection_in_order():
+    import threading  # not monkey-patched in unit tests: a real OS thread
+
+    server_end, client_end = gevent.socket.socketpair()
+    writer = transport.DirectWriter(FakeWebSocket(), server_end)
+    writer.put(message(0))
+    thread = threading.Thread(target=lambda: [writer.put(message(n)) for n in range(1, 4)])
+    thread.start()
+    thread.join()
+    assert read_frames(client_end, 4) == [f"42[\"m\",{n}]" + "." * 100 for n in range(4)]
+
+
 # -- the queue ---------------------------------------------------------------------------
 
 def test_the_queue_is_an_ordinary_queue_until_the_writer_takes_over():
