@@ -136,19 +136,30 @@ def read_frames(sock, count, timeout=10):
     return frames
 
 
-def small_buffered_pair():
-    server_end, client_end = gevent.socket.socketpair()
-    server_end.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
-    client_end.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
-    return server_end, client_end
+@pytest.fixture
+def socket_pair():
+    """Factory ``socket_pair(small=False)``: a connected gevent socket pair, closed after."""
+    opened = []
+
+    def make(small=False):
+        server_end, client_end = gevent.socket.socketpair()
+        opened.extend((server_end, client_end))
+        if small:  # fills after a few KB, so a backlog forms
+            server_end.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_SNDBUF, 4096)
+            client_end.setsockopt(stdlib_socket.SOL_SOCKET, stdlib_socket.SO_RCVBUF, 4096)
+        return server_end, client_end
+
+    yield make
+    for sock in opened:
+        sock.close()
 
 
 def message(number):
     return packet.Packet(packet.MESSAGE, data=f"2[\"m\",{number}]" + "." * 100)
 
 
-def test_writes_go_out_in_order_when_the_reader_is_slower_than_the_writer():
-    server_end, client_end = small_buffered_pair()
+def test_writes_go_out_in_order_when_the_reader_is_slower_than_the_writer(socket_pair):
+    server_end, client_end = socket_pair(small=True)
     ws = FakeWebSocket()
     writer = transport.DirectWriter(ws, server_end)
     for number in range(2000):  # ~230 KB: far beyond the socket buffers
@@ -162,8 +173,8 @@ def test_writes_go_out_in_order_when_the_reader_is_slower_than_the_writer():
     assert ws.closed == 1
 
 
-def test_the_end_flushes_first_then_closes_and_later_packets_are_dropped():
-    server_end, client_end = small_buffered_pair()
+def test_the_end_flushes_first_then_closes_and_later_packets_are_dropped(socket_pair):
+    server_end, client_end = socket_pair(small=True)
     ws = FakeWebSocket()
     writer = transport.DirectWriter(ws, server_end)
     for number in range(500):
@@ -179,8 +190,8 @@ def test_the_end_flushes_first_then_closes_and_later_packets_are_dropped():
         client_end.recv(10)
 
 
-def test_a_peer_that_went_away_ends_the_writer_without_an_error():
-    server_end, client_end = small_buffered_pair()
+def test_a_peer_that_went_away_ends_the_writer_without_an_error(socket_pair):
+    server_end, client_end = socket_pair(small=True)
     ws = FakeWebSocket()
     writer = transport.DirectWriter(ws, server_end)
     client_end.close()
@@ -218,10 +229,10 @@ def test_frames_for_one_connection_in_one_loop_iteration_leave_in_one_send():
     assert second.calls == [frame(broadcast), frame(message(3))]
 
 
-def test_packets_sent_from_another_os_thread_reach_the_connection_in_order():
+def test_packets_sent_from_another_os_thread_reach_the_connection_in_order(socket_pair):
     import threading  # not monkey-patched in unit tests: a real OS thread
 
-    server_end, client_end = gevent.socket.socketpair()
+    server_end, client_end = socket_pair()
     writer = transport.DirectWriter(FakeWebSocket(), server_end)
     writer.put(message(0))
     thread = threading.Thread(target=lambda: [writer.put(message(n)) for n in range(1, 4)])
@@ -232,8 +243,8 @@ def test_packets_sent_from_another_os_thread_reach_the_connection_in_order():
 
 # -- the queue ---------------------------------------------------------------------------
 
-def test_the_queue_is_an_ordinary_queue_until_the_writer_takes_over():
-    server_end, client_end = gevent.socket.socketpair()
+def test_the_queue_is_an_ordinary_queue_until_the_writer_takes_over(socket_pair):
+    server_end, client_end = socket_pair()
     queue = transport.WriterQueue()
     queue.put(message(1))
     queue.put(message(2))
