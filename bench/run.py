@@ -303,6 +303,10 @@ class PrroomServer(Server):
         self.url = f"http://127.0.0.1:{port}"
         self._launch([self.gunicorn, "-c", "gunicorn.conf.py", "wsgi:app"], REPO,
                      self.environment(port, idle_ping), self.core, self.logs, "prroom")
+        self._wait_for_worker()
+
+    def _wait_for_worker(self) -> None:
+        """Wait until the server answers; measure its one gunicorn worker from then on."""
         try:
             wait_http(self.url + "/healthz", self.proc)
             deadline = time.monotonic() + 10
@@ -345,19 +349,7 @@ class PlainServer(PrroomServer):
                    "-w", "1", "--worker-connections", str(self.max_sockets + 1000),
                    "-b", f"127.0.0.1:{port}", "--log-level", "warning", "bench.plain_app:app"]
         self._launch(command, REPO, env, self.core, self.logs, "plain")
-        try:
-            wait_http(self.url + "/healthz", self.proc)
-            deadline = time.monotonic() + 10
-            workers = children_of(self.proc.pid)
-            while not workers and time.monotonic() < deadline:
-                time.sleep(0.1)
-                workers = children_of(self.proc.pid)
-            if len(workers) != 1:
-                raise BenchError(f"expected one gunicorn worker, found {workers}")
-        except BenchError as error:
-            self.stop()
-            raise self.failure(error) from None
-        self.pid = workers[0]
+        self._wait_for_worker()
 
 
 class PeerServer(Server):
