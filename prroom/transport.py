@@ -36,6 +36,7 @@ import time
 import gevent
 import gevent.event
 import gevent.queue
+from engineio import packet as eio_packet
 from gevent.monkey import get_original
 
 #: The OS thread's id, even where gevent made threads greenlets.
@@ -320,9 +321,8 @@ def _schedule_ping(socket) -> None:
         if socket.closing or socket.closed:
             return
         try:
-            from engineio import packet
             socket.last_ping = time.time()
-            socket.send(packet.Packet(packet.PING))  # never blocks: see WriterQueue
+            socket.send(eio_packet.Packet(eio_packet.PING))  # never blocks: see WriterQueue
         except Exception:  # noqa: BLE001 - the event loop must not see it
             logger.exception("sending a ping failed")
 
