@@ -88,7 +88,7 @@ class _Corks:
 
     def __init__(self, hub):
         self.thread = _os_thread_id()
-        self.loop = self._loop = hub.loop
+        self.loop = hub.loop
         self._writers = []
         self._scheduled = False
 
@@ -96,7 +96,7 @@ class _Corks:
         self._writers.append(writer)
         if not self._scheduled:
             self._scheduled = True
-            self._loop.run_callback(self._uncork_all)
+            self.loop.run_callback(self._uncork_all)
 
     def _uncork_all(self) -> None:
         # runs in the hub, before it next waits for I/O; every send here is non-blocking
@@ -157,11 +157,10 @@ class DirectWriter:
         frame = frame_of(pkt)
         if self._flusher is not None:
             self._wait_in_backlog(frame)
-        elif self._corked:
-            self._corked.append(frame)
-        else:
-            self._corked.append(frame)
+            return
+        if not self._corked:  # the first this iteration: have the loop come back for it
             corks.add(self)
+        self._corked.append(frame)
 
     def _uncork(self) -> None:
         frames, self._corked = self._corked, []
@@ -182,13 +181,15 @@ class DirectWriter:
         if self._backlog is None:
             self._backlog = collections.deque()
         self._backlog.append(data)
-        if self._flusher is None:
-            self._flusher = gevent.spawn(self._flush)
+        self._start_flusher()
 
     def _end(self) -> None:
         if self._ending:
             return
         self._ending = True
+        self._start_flusher()
+
+    def _start_flusher(self) -> None:
         if self._flusher is None:
             self._flusher = gevent.spawn(self._flush)
 
