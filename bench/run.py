@@ -235,6 +235,14 @@ def tail(path: Path, lines: int = 20) -> str:
         return ""
 
 
+def bench_ping_env(idle_ping) -> dict:
+    """How the peer and the plain stack are told the idle scenario's ping interval/timeout."""
+    if not idle_ping:
+        return {}
+    return {"BENCH_PING_INTERVAL_MS": str(int(idle_ping * 1000)),
+            "BENCH_PING_TIMEOUT_MS": str(int(idle_ping * 1000))}
+
+
 class Server:
     """A server under test: its URL and the pid whose CPU and RSS are measured."""
 
@@ -342,9 +350,7 @@ class PlainServer(PrroomServer):
         port = free_port()
         self.url = f"http://127.0.0.1:{port}"
         env = {k: v for k, v in os.environ.items() if not k.startswith("PRROOM_")}
-        if idle_ping:
-            env["BENCH_PING_INTERVAL_MS"] = str(int(idle_ping * 1000))
-            env["BENCH_PING_TIMEOUT_MS"] = str(int(idle_ping * 1000))
+        env.update(bench_ping_env(idle_ping))
         command = [self.gunicorn, "-k", "geventwebsocket.gunicorn.workers.GeventWebSocketWorker",
                    "-w", "1", "--worker-connections", str(self.max_sockets + 1000),
                    "-b", f"127.0.0.1:{port}", "--log-level", "warning", "bench.plain_app:app"]
@@ -377,8 +383,7 @@ class PeerServer(Server):
         env = dict(os.environ, PORT=str(port), HOST="127.0.0.1")
         command = ["node", "server.js"]
         if idle_ping:
-            env["BENCH_PING_INTERVAL_MS"] = str(int(idle_ping * 1000))
-            env["BENCH_PING_TIMEOUT_MS"] = str(int(idle_ping * 1000))
+            env.update(bench_ping_env(idle_ping))
             command = ["node", "-r", str(PEER_PING_PRELOAD), "server.js"]
         self._launch(command, self.dir, env, self.core, self.logs, "peer")
         try:
