@@ -11,19 +11,19 @@ __version__ = "0.1.0"
 __all__ = ["PRRoom", "create_app", "post_message", "__version__"]
 
 if TYPE_CHECKING:  # pragma: no cover
-    from .app import create_app
-    from .extension import PRRoom
-    from .posting import post_message
+    from prroom.app import create_app
+    from prroom.server.extension import PRRoom
+    from prroom.server.posting import post_message
 
 
 def __getattr__(name):
     if name == "PRRoom":
-        from .extension import PRRoom
+        from prroom.server.extension import PRRoom
         return PRRoom
     if name == "create_app":
-        from .app import create_app
+        from prroom.app import create_app
         return create_app
     if name == "post_message":
-        from .posting import post_message
+        from prroom.server.posting import post_message
         return post_message
     raise AttributeError(f"module 'prroom' has no attribute {name!r}")

@@ -5,8 +5,8 @@ from typing import Any, Mapping, Optional
 
 from flask import Flask
 
-from .config import from_environ
-from .extension import PRRoom
+from prroom.core.config import from_environ
+from prroom.server.extension import PRRoom
 
 
 def create_app(config: Optional[Mapping[str, Any]] = None) -> Flask:

@@ -11,30 +11,16 @@ import os
 import sys
 
 import click
-from flask import current_app
-from flask.cli import AppGroup
 
-from .config import (DEFAULTS, SERVER_SETTINGS, SETTINGS, ConfigError, Settings,
-                     from_environ, server_settings)
-
-# -- flask --app ... prroom ---------------------------------------------------------------
-
-commands = AppGroup("prroom", help="prroom: pull request chat rooms.")
-
-
-@commands.command("issue-token")
-@click.argument("username")
-@click.option("--pr", "pull_requests", type=int, multiple=True,
-              help="Limit the token to this pull request id (repeatable); default: any.")
-def issue_token_command(username, pull_requests):
-    """Print a signed connection token for USERNAME (PRROOM_AUTH_MODE=token).
-
-    It is valid for PRROOM_TOKEN_MAX_AGE seconds. Example:
-    flask --app prroom prroom issue-token alice --pr 123
-    """
-    extension = current_app.extensions["prroom"]
-    click.echo(extension.issue_token(username, pull_requests or None))
-
+from prroom.core.config import (
+    DEFAULTS,
+    SERVER_SETTINGS,
+    SETTINGS,
+    ConfigError,
+    Settings,
+    from_environ,
+    server_settings,
+)
 
 # -- the prroom console script ------------------------------------------------------------
 
@@ -119,7 +105,7 @@ def _show(value) -> str:
               help="Limit the token to this pull request id (repeatable); default: any.")
 def issue_token(username, pull_requests):
     """Print a connection token for USERNAME, signed with PRROOM_SECRET_KEY."""
-    from .identity import issue_token as sign
+    from prroom.core.identity import issue_token as sign
 
     settings = _settings()
     if not settings.secret_key:
@@ -135,9 +121,9 @@ def issue_token(username, pull_requests):
 @click.option("--channel", help="Deployment channel (default: PRROOM_CHANNEL).")
 def post(pull_request_id, username, message, message_queue, channel):
     """Post MESSAGE as USERNAME to a pull request's room, through the message queue."""
-    from .manager import QueueUnavailable
-    from .posting import PostingUnavailable, post_message
-    from .protocol import ProtocolError
+    from prroom.core.protocol import ProtocolError
+    from prroom.internals.managers import QueueUnavailable
+    from prroom.server.posting import PostingUnavailable, post_message
 
     try:
         posted = post_message(pull_request_id, username, message,

@@ -10,7 +10,7 @@ import sys
 
 from gunicorn.glogging import CONFIG_DEFAULTS
 
-from prroom.config import ConfigError, from_environ, server_settings  # light: no Flask
+from prroom.core.config import ConfigError, from_environ, server_settings  # light: no Flask
 
 try:
     _server = server_settings()
@@ -24,7 +24,7 @@ bind = [_server["bind"] or f"{_server['host']}:{_server['port']}"]
 # process: more workers would scatter a client's requests.  Scale out with more instances
 # and a message queue instead.  WEB_CONCURRENCY (gunicorn's default) is deliberately ignored.
 workers = 1
-worker_class = "prroom.gunicorn_worker.WebSocketWorker"
+worker_class = "prroom.internals.gunicorn_worker.WebSocketWorker"
 # gevent workers default to 1,000 connections and hang connection 1,001; a chat server
 # holds many idle sockets.
 worker_connections = _server["worker_connections"]
@@ -62,7 +62,7 @@ elif accesslog != "-":
         "class": "logging.FileHandler", "formatter": "generic", "filename": accesslog}
     logconfig_dict["loggers"]["gunicorn.access"]["handlers"] = ["access_file"]
 if _server["log_format"] == "json":
-    logconfig_dict["formatters"]["generic"] = {"()": "prroom.logformat.JSONFormatter"}
+    logconfig_dict["formatters"]["generic"] = {"()": "prroom.server.logformat.JSONFormatter"}
 
 
 def on_starting(server):

@@ -10,7 +10,7 @@ monkey.patch_all()
 import sys  # noqa: E402
 
 from prroom.app import create_app  # noqa: E402
-from prroom.config import ConfigError  # noqa: E402
+from prroom.core.config import ConfigError  # noqa: E402
 
 try:
     app = create_app()

@@ -12,7 +12,7 @@ monkey.patch_all()
 from flask import Flask, redirect, request, session  # noqa: E402
 
 from prroom import PRRoom  # noqa: E402
-from prroom.config import from_environ  # noqa: E402
+from prroom.core.config import from_environ  # noqa: E402
 
 rooms = PRRoom()
 

@@ -22,7 +22,7 @@ import requests
 import websocket
 from websocket import ABNF
 
-from prroom.identity import issue_token
+from prroom.core.identity import issue_token
 from tests.support import servers
 from tests.support.clients import RoomClient
 
@@ -331,7 +331,7 @@ def test_malformed_frames_affect_only_their_connection(server, open_clients, pr_
 def test_pings_keep_coming_to_a_quiet_member_and_keep_it_connected(short_ping_server,
                                                                     open_clients, pr_id):
     # prroom sends pings from an event-loop timer, not engine.io's sleeping greenlet
-    # (prroom/transport.py): each one must still come, once per interval, with messages
+    # (prroom/internals/websocket_writes.py): each one must still come, once per interval, with messages
     # still flowing around them.
     (talker,) = open_clients(short_ping_server)
     talker.join(pr_id, "talker")
@@ -763,7 +763,7 @@ def test_a_client_that_stops_reading_is_dropped_and_costs_others_little(open_cli
                 break
             time.sleep(max(0.0, started + sent / SLOW_FLOOD_RATE - time.monotonic()))
         p99 = percentile(latencies, 0.99)
-        print(f"\nslow consumer: dropped "
+        print("\nslow consumer: dropped "
               + (f"{dropped_after:.1f} s" if dropped_after else "NOT dropped")
               + f" after the flood began ({sent} messages of {len(SLOW_MESSAGE)} chars sent); "
               f"worker RSS {baseline:.1f} MB before, peak {peak:.1f} MB "

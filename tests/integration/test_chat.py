@@ -339,7 +339,7 @@ def engineio_writes_server():
 @pytest.mark.parametrize("transports", [["websocket"], ["polling"], None])
 def test_the_engineio_write_path_still_serves_every_transport(engineio_writes_server, pr_id,
                                                               transports):
-    # PRROOM_WEBSOCKET_WRITES=engineio is the escape hatch from prroom/transport.py: it must
+    # PRROOM_WEBSOCKET_WRITES=engineio is the escape hatch from prroom/internals/websocket_writes.py: it must
     # be a working server, not a lesser-tested one.
     url = engineio_writes_server.url
     clients = [RoomClient(url, transports=transports), RoomClient(url)]

@@ -209,7 +209,7 @@ def test_prroom_issue_token_signs_with_the_configured_secret():
     done = run_prroom("issue-token", "alice", "--pr", "5",
                       env={"PRROOM_SECRET_KEY": "cli-secret"})
     assert done.returncode == 0, done.stderr
-    from prroom.identity import Identity, TokenIdentity
+    from prroom.core.identity import Identity, TokenIdentity
     identity = TokenIdentity("cli-secret", 60).authenticate({}, {"token": done.stdout.strip()})
     assert identity == Identity("alice", frozenset({5}))
     assert run_prroom("issue-token", "alice").returncode == 2  # no secret: usage error

@@ -3,8 +3,14 @@ from __future__ import annotations
 
 import pytest
 
-from prroom.config import DEFAULTS, SETTINGS, SETTINGS_BY_KEY, ConfigError, Settings, \
-    from_environ
+from prroom.core.config import (
+    DEFAULTS,
+    SETTINGS,
+    SETTINGS_BY_KEY,
+    ConfigError,
+    Settings,
+    from_environ,
+)
 
 
 def config_error(config) -> str:

@@ -6,9 +6,9 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from prroom import PRRoom, create_app
-from prroom.config import SETTINGS_BY_KEY, ConfigError
-from prroom.extension import resolve_async_mode
-from prroom.manager import IndexedManager
+from prroom.core.config import SETTINGS_BY_KEY, ConfigError
+from prroom.internals.managers import IndexedManager
+from prroom.server.extension import resolve_async_mode
 
 THREADING = {"PRROOM_ASYNC_MODE": "threading"}
 

@@ -1,6 +1,6 @@
 """Property-based fuzzing of the handler layer (issue #3): arbitrary payloads and sequences.
 
-:class:`prroom.events.RoomEvents` is built on a fake python-socketio server that records what
+:class:`prroom.server.events.RoomEvents` is built on a fake python-socketio server that records what
 the handlers do (emits, room entries and exits, disconnects, background tasks) and dispatches
 events the way python-socketio 5.x does (``_handle_event_internal`` with an ack id or none,
 exact handler first, then the ``*`` catch-all with the event name prepended).  Everything else
@@ -41,14 +41,14 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule
 from socketio.exceptions import ConnectionRefusedError
 
-from prroom import protocol
-from prroom.compat import RESERVED_EVENT_NAMES
-from prroom.events import Caps, RoomEvents
-from prroom.identity import JoinNameIdentity, TokenIdentity, issue_token
-from prroom.limits import Rate, SocketLimiter
-from prroom.presence import MemoryPresence
-from prroom.protocol import ErrorCode, Limits
-from prroom.rooms import RoomRegistry
+from prroom.core import protocol
+from prroom.core.identity import JoinNameIdentity, TokenIdentity, issue_token
+from prroom.core.limits import Rate, SocketLimiter
+from prroom.core.presence import MemoryPresence
+from prroom.core.protocol import ErrorCode, Limits
+from prroom.core.rooms import RoomRegistry
+from prroom.internals.socketio_hooks import RESERVED_EVENT_NAMES
+from prroom.server.events import Caps, RoomEvents
 
 # The whole file runs in a few seconds; the bound is for a very busy 2-core machine.
 pytestmark = pytest.mark.timeout(60)

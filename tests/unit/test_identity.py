@@ -4,9 +4,15 @@ import time
 import pytest
 from flask import Flask
 
-from prroom.identity import (CallableIdentity, Identity, JoinNameIdentity, TokenIdentity,
-                             issue_token, with_room_rule)
-from prroom.protocol import ProtocolError
+from prroom.core.identity import (
+    CallableIdentity,
+    Identity,
+    JoinNameIdentity,
+    TokenIdentity,
+    issue_token,
+    with_room_rule,
+)
+from prroom.core.protocol import ProtocolError
 
 SECRET = "unit-secret"
 

@@ -1,8 +1,8 @@
 """Token buckets and the per-socket limiter, on a fake clock."""
 import pytest
 
-from prroom.limits import Rate, SocketLimiter, TokenBucket
-from prroom.protocol import ProtocolError
+from prroom.core.limits import Rate, SocketLimiter, TokenBucket
+from prroom.core.protocol import ProtocolError
 
 
 class Clock:

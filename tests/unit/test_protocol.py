@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from prroom import protocol
-from prroom.protocol import (
+from prroom.core import protocol
+from prroom.core.protocol import (
     ALL_ERROR_CODES,
     MAX_PULL_REQUEST_ID,
     ErrorCode,

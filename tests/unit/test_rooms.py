@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from prroom.protocol import ErrorCode, ProtocolError
-from prroom.rooms import Departure, RoomRegistry
+from prroom.core.protocol import ErrorCode, ProtocolError
+from prroom.core.rooms import Departure, RoomRegistry
 
 
 class FakeClock:

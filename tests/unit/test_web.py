@@ -1,4 +1,4 @@
-"""The chat page's HTTP side (prroom/web.py), through Flask's test client."""
+"""The chat page's HTTP side (prroom/server/web.py), through Flask's test client."""
 from __future__ import annotations
 
 import configparser
@@ -13,11 +13,16 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from prroom import PRRoom
-from prroom.config import DEFAULT_SOCKETIO_CLIENT_INTEGRITY, DEFAULT_SOCKETIO_CLIENT_URL, \
-    SETTINGS_BY_KEY, ConfigError, Settings
+from prroom.core.config import (
+    DEFAULT_SOCKETIO_CLIENT_INTEGRITY,
+    DEFAULT_SOCKETIO_CLIENT_URL,
+    SETTINGS_BY_KEY,
+    ConfigError,
+    Settings,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
-PACKAGE = ROOT / "prroom"
+PACKAGE = ROOT / "prroom" / "server"  # where the chat page's files live
 
 
 @pytest.fixture(autouse=True)
@@ -225,7 +230,7 @@ def test_package_data_ships_every_page_file():
     """setup.cfg's package_data must cover each template and static file (the wheel)."""
     parser = configparser.ConfigParser()
     parser.read(ROOT / "setup.cfg")
-    patterns = [line.strip() for line in parser["options.package_data"]["prroom"].splitlines()
+    patterns = [line.strip() for line in parser["options.package_data"]["prroom.server"].splitlines()
                 if line.strip()]
     files = [path.relative_to(PACKAGE).as_posix()
              for folder in ("templates", "static") for path in (PACKAGE / folder).rglob("*")

@@ -11,9 +11,9 @@ import math
 
 from flask import Blueprint, current_app, jsonify, request
 
-from .limits import Rate, SocketLimiter
-from .manager import QueueUnavailable
-from .protocol import ErrorCode, ProtocolError
+from prroom.core.limits import Rate, SocketLimiter
+from prroom.core.protocol import ErrorCode, ProtocolError
+from prroom.internals.managers import QueueUnavailable
 
 api = Blueprint("prroom_api", __name__)
 

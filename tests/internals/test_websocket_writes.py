@@ -1,4 +1,4 @@
-"""prroom.transport: the direct WebSocket write path, and the engine.io internals it needs.
+"""prroom.internals.websocket_writes: the direct WebSocket write path, and the engine.io internals it needs.
 
 The first tests fail loudly when python-engineio, gevent or gevent-websocket change what the
 transport relies on (it would then quietly fall back to engine.io's own writer).
@@ -16,8 +16,7 @@ from engineio import packet
 from engineio.async_drivers import gevent as engineio_gevent
 from geventwebsocket.websocket import Header, WebSocket
 
-from prroom import transport
-
+from prroom.internals import websocket_writes
 
 # -- what the transport relies on --------------------------------------------------------
 
@@ -29,14 +28,14 @@ def _nested_code(function, name):
 def test_engineio_still_starts_a_writer_closure_over_self_and_ws():
     handler = engineio.socket.Socket._websocket_handler
     writer = _nested_code(handler, "writer")
-    assert handler.__qualname__ + ".<locals>.writer" == transport._WRITER_QUALNAME
+    assert handler.__qualname__ + ".<locals>.writer" == websocket_writes._WRITER_QUALNAME
     assert {"self", "ws"} <= set(writer.co_freevars)
     source = inspect.getsource(engineio.socket.Socket._websocket_handler)
     assert "self.server.start_background_task(writer)" in source
 
 
 def test_engineio_still_pings_from_a_background_task():
-    assert engineio.socket.Socket._send_ping.__qualname__ == transport._PING_QUALNAME
+    assert engineio.socket.Socket._send_ping.__qualname__ == websocket_writes._PING_QUALNAME
     source = inspect.getsource(engineio.socket.Socket.schedule_ping)
     assert "start_background_task(self._send_ping)" in source
     send_ping = inspect.getsource(engineio.socket.Socket._send_ping)
@@ -47,10 +46,10 @@ def test_engineio_still_pings_from_a_background_task():
 
 def test_engineio_sockets_take_their_queue_from_create_queue():
     server = engineio.Server(async_mode="gevent")
-    assert transport.install(socketio.Server(async_mode="gevent")) is True
-    server.create_queue = transport.WriterQueue
+    assert websocket_writes.install(socketio.Server(async_mode="gevent")) is True
+    server.create_queue = websocket_writes.WriterQueue
     sock = engineio.socket.Socket(server, "sid")
-    assert isinstance(sock.queue, transport.WriterQueue)
+    assert isinstance(sock.queue, websocket_writes.WriterQueue)
 
 
 def test_the_gevent_websocket_wrapper_still_exposes_the_connection():
@@ -63,17 +62,17 @@ def test_the_gevent_websocket_wrapper_still_exposes_the_connection():
 
 def test_install_wraps_once_and_only_gevent_servers():
     server = socketio.Server(async_mode="gevent")
-    assert transport.install(server) is True
+    assert websocket_writes.install(server) is True
     wrapped = server.eio.start_background_task
-    assert transport.install(server) is True
+    assert websocket_writes.install(server) is True
     assert server.eio.start_background_task is wrapped
-    assert server.eio.create_queue is transport.WriterQueue
-    assert transport.install(socketio.Server(async_mode="threading")) is False
+    assert server.eio.create_queue is websocket_writes.WriterQueue
+    assert websocket_writes.install(socketio.Server(async_mode="threading")) is False
 
 
 def test_other_background_tasks_still_run_as_greenlets():
     server = socketio.Server(async_mode="gevent")
-    transport.install(server)
+    websocket_writes.install(server)
     task = server.eio.start_background_task(lambda value: results.append(value), 7)
     results = []
     task.join()
@@ -87,18 +86,18 @@ def test_frames_match_gevent_websocket_for_every_length_class(length):
     text = "é" * (length // 2) + "x" * (length % 2)  # multi-byte UTF-8 too
     data = text.encode()
     expected = bytes(Header.encode_header(True, WebSocket.OPCODE_TEXT, b"", len(data), 0)) + data
-    assert transport.websocket_frame(text) == expected
+    assert websocket_writes.websocket_frame(text) == expected
     binary = bytes(range(256)) * (length // 256) + bytes(length % 256)
     expected = bytes(Header.encode_header(True, WebSocket.OPCODE_BINARY, b"", length, 0)) \
         + binary
-    assert transport.websocket_frame(binary) == expected
+    assert websocket_writes.websocket_frame(binary) == expected
 
 
 def test_a_packet_is_framed_once_however_many_recipients():
     pkt = packet.Packet(packet.MESSAGE, data='2["pr-room-message",{"message":"hi"}]')
-    first = transport.frame_of(pkt)
-    assert first == transport.websocket_frame('42["pr-room-message",{"message":"hi"}]')
-    assert transport.frame_of(pkt) is first
+    first = websocket_writes.frame_of(pkt)
+    assert first == websocket_writes.websocket_frame('42["pr-room-message",{"message":"hi"}]')
+    assert websocket_writes.frame_of(pkt) is first
 
 
 # -- the writer over a real socket pair --------------------------------------------------
@@ -161,7 +160,7 @@ def message(number):
 def test_writes_go_out_in_order_when_the_reader_is_slower_than_the_writer(socket_pair):
     server_end, client_end = socket_pair(small=True)
     ws = FakeWebSocket()
-    writer = transport.DirectWriter(ws, server_end)
+    writer = websocket_writes.DirectWriter(ws, server_end)
     for number in range(2000):  # ~230 KB: far beyond the socket buffers
         writer.put(message(number))
     assert writer.pending() > 0  # the rest waits in order, nobody blocked
@@ -176,7 +175,7 @@ def test_writes_go_out_in_order_when_the_reader_is_slower_than_the_writer(socket
 def test_the_end_flushes_first_then_closes_and_later_packets_are_dropped(socket_pair):
     server_end, client_end = socket_pair(small=True)
     ws = FakeWebSocket()
-    writer = transport.DirectWriter(ws, server_end)
+    writer = websocket_writes.DirectWriter(ws, server_end)
     for number in range(500):
         writer.put(message(number))
     writer.put(None)
@@ -193,7 +192,7 @@ def test_the_end_flushes_first_then_closes_and_later_packets_are_dropped(socket_
 def test_a_peer_that_went_away_ends_the_writer_without_an_error(socket_pair):
     server_end, client_end = socket_pair(small=True)
     ws = FakeWebSocket()
-    writer = transport.DirectWriter(ws, server_end)
+    writer = websocket_writes.DirectWriter(ws, server_end)
     client_end.close()
     for number in range(200):
         writer.put(message(number))
@@ -214,14 +213,14 @@ class RecordingSocket:
 
 def test_frames_for_one_connection_in_one_loop_iteration_leave_in_one_send():
     first, second = RecordingSocket(), RecordingSocket()
-    writers = transport.DirectWriter(FakeWebSocket(), first), \
-        transport.DirectWriter(FakeWebSocket(), second)
+    writers = websocket_writes.DirectWriter(FakeWebSocket(), first), \
+        websocket_writes.DirectWriter(FakeWebSocket(), second)
     broadcast = message(1)  # one packet to both, as python-socketio sends a room message
     for writer in writers:
         writer.put(broadcast)
     writers[0].put(message(2))  # e.g. the sender's ack, in the same handler
     gevent.sleep(0)  # the loop comes round
-    frame = transport.frame_of
+    frame = websocket_writes.frame_of
     assert first.calls == [frame(broadcast) + frame(message(2))]
     assert second.calls == [frame(broadcast)]
     writers[1].put(message(3))  # the next iteration: a send of its own
@@ -233,7 +232,7 @@ def test_packets_sent_from_another_os_thread_reach_the_connection_in_order(socke
     import threading  # not monkey-patched in unit tests: a real OS thread
 
     server_end, client_end = socket_pair()
-    writer = transport.DirectWriter(FakeWebSocket(), server_end)
+    writer = websocket_writes.DirectWriter(FakeWebSocket(), server_end)
     writer.put(message(0))
     thread = threading.Thread(target=lambda: [writer.put(message(n)) for n in range(1, 4)])
     thread.start()
@@ -245,11 +244,11 @@ def test_packets_sent_from_another_os_thread_reach_the_connection_in_order(socke
 
 def test_the_queue_is_an_ordinary_queue_until_the_writer_takes_over(socket_pair):
     server_end, client_end = socket_pair()
-    queue = transport.WriterQueue()
+    queue = websocket_writes.WriterQueue()
     queue.put(message(1))
     queue.put(message(2))
     assert queue.qsize() == 2
-    writer = transport.DirectWriter(FakeWebSocket(), server_end)
+    writer = websocket_writes.DirectWriter(FakeWebSocket(), server_end)
     queue.hand_over(writer)
     queue.put(message(3))
     assert read_frames(client_end, 3) == [f"42[\"m\",{n}]" + "." * 100 for n in (1, 2, 3)]
@@ -266,5 +265,5 @@ def test_prroom_websocket_writes_chooses_the_write_path(writes, direct):
 
     app = create_app({"PRROOM_ASYNC_MODE": "gevent", "PRROOM_WEBSOCKET_WRITES": writes})
     eio = app.extensions["prroom"].socketio.server.eio
-    assert (eio.create_queue is transport.WriterQueue) is direct
+    assert (eio.create_queue is websocket_writes.WriterQueue) is direct
     assert getattr(eio.start_background_task, "_prroom_wrapped", False) is direct

@@ -7,21 +7,27 @@ from typing import Callable, Iterable, Optional
 from flask import Flask
 from flask_socketio import SocketIO
 
-from . import compat, transport
-from .api import api
-from .cli import commands
-from .config import DEFAULTS, ConfigError, Settings
-from .events import Caps, RoomEvents
-from .identity import (CallableIdentity, IdentityPolicy, JoinNameIdentity, TokenIdentity,
-                       issue_token, with_room_rule)
-from .limits import Rate, SocketLimiter
-from .manager import ClusterManager, IndexedManager
-from .metrics import Metrics
-from .ops import metrics_view, ops
-from .presence import create_presence
-from .protocol import Limits
-from .rooms import RoomRegistry
-from .web import blueprint
+from prroom.core.config import DEFAULTS, ConfigError, Settings
+from prroom.core.identity import (
+    CallableIdentity,
+    IdentityPolicy,
+    JoinNameIdentity,
+    TokenIdentity,
+    issue_token,
+    with_room_rule,
+)
+from prroom.core.limits import Rate, SocketLimiter
+from prroom.core.presence import create_presence
+from prroom.core.protocol import Limits
+from prroom.core.rooms import RoomRegistry
+from prroom.internals import socketio_hooks, websocket_writes
+from prroom.internals.managers import ClusterManager, IndexedManager
+from prroom.server.api import api
+from prroom.server.events import Caps, RoomEvents
+from prroom.server.flask_commands import commands
+from prroom.server.metrics import Metrics
+from prroom.server.ops import metrics_view, ops
+from prroom.server.web import blueprint
 
 logger = logging.getLogger("prroom")
 
@@ -91,11 +97,11 @@ class PRRoom:
         if socketio.server is None:
             options = self._socketio_options(settings)
             socketio.init_app(app, **{key: value for key, value in options.items()
-                                      if key not in socketio.server_options})
+                                      if key not in socketio_hooks.options_set_by_host(socketio)})
         if socketio.async_mode == "gevent":
-            compat.accelerate_gevent_websocket()
+            socketio_hooks.accelerate_gevent_websocket()
             if settings.websocket_writes == "direct":
-                transport.install(socketio.server)
+                websocket_writes.install(socketio.server)
         self.registry = RoomRegistry(typing_timeout=settings.typing_timeout)
         limiter = SocketLimiter(
             {"message": Rate(settings.message_rate, settings.message_burst),
@@ -150,7 +156,7 @@ class PRRoom:
         """Decorator: ``custom`` mode's ``authenticate(auth, request)``; use before init_app.
 
         Runs in a request context of the connection's request; returns the username (or an
-        :class:`~prroom.identity.Identity`), or None to refuse the connection.
+        :class:`~prroom.core.identity.Identity`), or None to refuse the connection.
         """
         self._authenticate = function
         return function

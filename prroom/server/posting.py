@@ -11,8 +11,8 @@ import secrets
 import time
 from typing import Dict, Optional, Tuple
 
-from . import protocol
-from .manager import ClusterManager
+from prroom.core import protocol
+from prroom.internals.managers import ClusterManager
 
 _publishers: Dict[Tuple[str, str], ClusterManager] = {}
 
@@ -25,7 +25,7 @@ def build_message(payload: dict, limits: protocol.Limits = protocol.Limits()) ->
     """Validate ``{pullRequestId, username, message}`` like the socket event does, and build
     the ``pr-room-message`` payload.
 
-    Raises :class:`~prroom.protocol.ProtocolError` with the socket event's error codes.
+    Raises :class:`~prroom.core.protocol.ProtocolError` with the socket event's error codes.
     """
     request = protocol.parse_message_request(payload, limits)
     return {"pullRequestId": request.pull_request_id, "username": request.username,
@@ -42,7 +42,7 @@ def post_message(pull_request_id: int, username: str, message: str, *, app=None,
     one; otherwise publishes to ``message_queue`` / ``PRROOM_MESSAGE_QUEUE`` on ``channel`` /
     ``PRROOM_CHANNEL``.  Returns the delivered payload (with its ``id`` and ``sentAt``).
     Raises ProtocolError for invalid input, :class:`PostingUnavailable` when there is no way
-    to reach the rooms, and :class:`~prroom.manager.QueueUnavailable` if the queue is down.
+    to reach the rooms, and :class:`~prroom.internals.managers.QueueUnavailable` if the queue is down.
     """
     request = {"pullRequestId": pull_request_id, "username": username, "message": message}
     extension = _extension(app)

@@ -6,7 +6,7 @@ import itertools
 import pytest
 import socketio
 
-from prroom.manager import IndexedManager, IndexedRoomsMixin
+from prroom.internals.managers import IndexedManager, IndexedRoomsMixin
 
 NS = "/"
 

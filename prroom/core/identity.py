@@ -20,7 +20,7 @@ from typing import Any, Callable, FrozenSet, Iterable, Mapping, NamedTuple, Opti
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
-from .protocol import ErrorCode, ProtocolError
+from prroom.core.protocol import ErrorCode, ProtocolError
 
 TOKEN_SALT = "prroom-token"
 
@@ -114,10 +114,10 @@ class CallableIdentity(IdentityPolicy):
 
     def authenticate(self, environ: Mapping[str, Any], auth: Any) -> Optional[Identity]:
         """Call the host app's function; anything but a name or Identity refuses."""
-        from flask import request
-
-        with self._request_context(environ):
-            result = self._authenticate(auth, request)
+        # request_context(environ) is the host's ``app.request_context``: entering it pushes
+        # the context (session, current_user) and gives the context, whose .request is it.
+        with self._request_context(environ) as context:
+            result = self._authenticate(auth, context.request)
         if isinstance(result, Identity):
             return result
         if isinstance(result, str) and result:

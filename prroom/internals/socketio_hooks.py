@@ -1,4 +1,4 @@
-"""The one place prroom reaches into python-socketio internals.
+"""prroom's reaches into python-socketio, python-engineio and Flask-SocketIO internals.
 
 prroom answers a refused request through the Socket.IO ack when the client asked for one,
 and with a ``pr-room-error`` event otherwise.  python-socketio does not tell a handler whether
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import logging
+from typing import Any, Callable, Dict, Iterable, Optional
 
 logger = logging.getLogger("prroom")
 
@@ -161,3 +162,33 @@ def accelerate_gevent_websocket() -> bool:
     mask_payload._prroom_wrapped = True
     Header.mask_payload = Header.unmask_payload = mask_payload
     return True
+
+
+def registered_handlers(server: Any, namespace: str) -> Dict[str, Callable]:
+    """The handlers already registered on ``server`` for ``namespace`` (the host app's).
+
+    python-socketio keeps them in ``server.handlers[namespace]`` and offers no accessor;
+    prroom reads them to chain a host's connect/disconnect handlers before its own and to
+    leave a host's catch-all alone.
+    """
+    return dict(server.handlers.get(namespace, {}))
+
+
+def options_set_by_host(socketio: Any) -> Iterable[str]:
+    """Names of the server options a host passed to its ``SocketIO(...)`` itself.
+
+    Flask-SocketIO keeps them in ``server_options`` until ``init_app``; prroom only fills in
+    the options a host left unset.
+    """
+    return tuple(getattr(socketio, "server_options", {}) or {})
+
+
+def served_engineio_path(socketio: Any) -> Optional[str]:
+    """The path Flask-SocketIO's middleware serves Socket.IO at (``/socket.io/``), if known.
+
+    A host's own SocketIO may use another path than ``PRROOM_SOCKETIO_PATH``; the chat page
+    must connect to the one actually served, which only the middleware (``sockio_mw``) knows.
+    """
+    middleware = getattr(socketio, "sockio_mw", None)
+    path = getattr(middleware, "engineio_path", None)
+    return path or None

@@ -10,7 +10,7 @@ from __future__ import annotations
 from flask import Blueprint, Response, current_app, jsonify
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from .api import matching_bearer_token
+from prroom.server.api import matching_bearer_token
 
 ops = Blueprint("prroom_ops", __name__)
 

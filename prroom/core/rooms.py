@@ -10,7 +10,7 @@ import threading
 import time
 from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
-from .protocol import ErrorCode, ProtocolError
+from prroom.core.protocol import ErrorCode, ProtocolError
 
 
 class Departure(NamedTuple):

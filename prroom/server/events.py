@@ -15,16 +15,17 @@ from typing import Any, Callable, Dict, NamedTuple, Optional
 
 from socketio.exceptions import ConnectionRefusedError
 
-from . import compat, protocol
-from .compat import ack_requested, track_ack_requests
-from .identity import Identity, IdentityPolicy
-from .limits import SocketLimiter
-from .manager import QueueUnavailable
-from .metrics import Metrics
-from .posting import build_message
-from .presence import MemoryPresence
-from .protocol import ErrorCode, Limits, ProtocolError, ok, room_name
-from .rooms import RoomRegistry
+from prroom.core import protocol
+from prroom.core.identity import Identity, IdentityPolicy
+from prroom.core.limits import SocketLimiter
+from prroom.core.presence import MemoryPresence
+from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
+from prroom.core.rooms import RoomRegistry
+from prroom.internals import socketio_hooks
+from prroom.internals.managers import QueueUnavailable
+from prroom.internals.socketio_hooks import ack_requested, track_ack_requests
+from prroom.server.metrics import Metrics
+from prroom.server.posting import build_message
 
 logger = logging.getLogger("prroom")
 
@@ -70,9 +71,9 @@ class RoomEvents:
     def register(self) -> None:
         """Install the handlers, keeping any connect/disconnect handler the host app had."""
         track_ack_requests(self.server)
-        compat.guard_packets(self.server, self._protocol_violation)
+        socketio_hooks.guard_packets(self.server, self._protocol_violation)
         ns = self.namespace
-        existing = self.server.handlers.get(ns, {})
+        existing = socketio_hooks.registered_handlers(self.server, ns)
         self.server.on("connect", _chain(existing.get("connect"), self.on_connect), ns)
         self.server.on("disconnect", _chain(existing.get("disconnect"), self.on_disconnect), ns)
         for event, handler in ((protocol.JOIN, self.join), (protocol.LEAVE, self.leave),
@@ -142,13 +143,13 @@ class RoomEvents:
         to another instance behind the load balancer.  Their disconnects run the usual
         cleanup, so the rest of the cluster hears who left at once.
         """
-        compat.refuse_new_connections(self.server)  # reconnects must find another instance
+        socketio_hooks.refuse_new_connections(self.server)  # reconnects must find another instance
         self.server.emit(protocol.SHUTDOWN, {"reconnect": True,
                                              "message": "this server is shutting down"},
                          namespace=self.namespace, ignore_queue=True)
-        eio_sids = compat.connected_eio_sids(self.server)
+        eio_sids = socketio_hooks.connected_eio_sids(self.server)
         for eio_sid in eio_sids:
-            compat.close_transport(self.server, eio_sid)
+            socketio_hooks.close_transport(self.server, eio_sid)
         forget = getattr(self.presence, "forget_self", None)
         if forget is not None:
             try:
@@ -304,7 +305,7 @@ class RoomEvents:
             if self.limiter.strikes(sid) == self.limiter.disconnect_after:  # once
                 logger.warning("disconnecting sid=%s identity=%s: %d rate-limited %s events "
                                "in a row", sid, self._name(sid), self.limiter.strikes(sid), kind)
-                compat.close_transport(self.server, self.server.manager.eio_sid_from_sid(
+                socketio_hooks.close_transport(self.server, self.server.manager.eio_sid_from_sid(
                     sid, self.namespace))
             # A flooding connection's reader never waits for data: let the others run.
             self.server.sleep(0)
@@ -312,7 +313,7 @@ class RoomEvents:
 
     def _protocol_violation(self, eio_sid: str, reason: str) -> None:
         logger.warning("closing eio_sid=%s: %s", eio_sid, reason)
-        compat.close_transport(self.server, eio_sid)
+        socketio_hooks.close_transport(self.server, eio_sid)
 
     def _name(self, sid: str) -> str:
         identity = self._identities.get(sid)
@@ -385,12 +386,12 @@ class RoomEvents:
         while True:
             self.server.sleep(1.0)
             try:
-                for eio_sid in compat.overfull_sockets(self.server,
+                for eio_sid in socketio_hooks.overfull_sockets(self.server,
                                                        self.caps.max_queued_packets):
                     logger.warning("dropping a client too slow to read: eio_sid=%s has more "
                                    "than %d packets queued", eio_sid,
                                    self.caps.max_queued_packets)
-                    compat.close_transport(self.server, eio_sid)
+                    socketio_hooks.close_transport(self.server, eio_sid)
             except Exception:
                 logger.exception("slow-consumer check failed; retrying")
 

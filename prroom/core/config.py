@@ -231,9 +231,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_WEBSOCKET_WRITES", "direct", _parse_str,
             "How WebSocket packets go out under gevent: `direct` (written by whoever sends "
             "them, pings from a timer: no writer or ping greenlet per connection; "
-            "prroom/transport.py) or `engineio` (python-engineio's own writer greenlet)",
+            "prroom/internals/websocket_writes.py) or `engineio` (python-engineio's own writer greenlet)",
             choices=("direct", "engineio")),
-    # The chat page (prroom/web.py) loads the official socket.io-client build from here.
+    # The chat page (prroom/server/web.py) loads the official socket.io-client build from here.
     Setting("PRROOM_SOCKETIO_CLIENT_URL", DEFAULT_SOCKETIO_CLIENT_URL, _parse_str,
             "Where the chat page loads socket.io-client from: an http(s) URL or a path "
             "(ignored when PRROOM_SOCKETIO_CLIENT_FILE is set)"),

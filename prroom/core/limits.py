@@ -11,7 +11,7 @@ import math
 import time
 from typing import Callable, Dict, List, NamedTuple
 
-from .protocol import ErrorCode, ProtocolError
+from prroom.core.protocol import ErrorCode, ProtocolError
 
 
 class Rate(NamedTuple):

@@ -1,5 +1,5 @@
 """The worker's request headers, read back from the WSGI environ for gunicorn's access log."""
-from prroom.gunicorn_worker import RequestHeaders
+from prroom.internals.gunicorn_worker import RequestHeaders
 
 
 def test_request_headers_come_back_from_the_environ_as_gunicorn_reads_them():

@@ -12,11 +12,20 @@ from __future__ import annotations
 from typing import Any, Optional, Tuple
 from urllib.parse import urlsplit
 
-from flask import Blueprint, abort, current_app, jsonify, render_template, request, \
-    send_file, url_for
+from flask import (
+    Blueprint,
+    abort,
+    current_app,
+    jsonify,
+    render_template,
+    request,
+    send_file,
+    url_for,
+)
 
-from . import __version__
-from .protocol import MAX_PULL_REQUEST_ID
+from prroom import __version__
+from prroom.core.protocol import MAX_PULL_REQUEST_ID
+from prroom.internals import socketio_hooks
 
 blueprint = Blueprint("prroom", __name__, template_folder="templates",
                       static_folder="static/prroom", static_url_path="/prroom-static")
@@ -126,8 +135,7 @@ def _origin(url: str) -> Tuple[str, ...]:
 
 def _engineio_path(extension: Any) -> str:
     """The Socket.IO endpoint path as served (a host app's own SocketIO may set another)."""
-    middleware = getattr(extension.socketio, "sockio_mw", None)
-    path = getattr(middleware, "engineio_path", None)
+    path = socketio_hooks.served_engineio_path(extension.socketio)
     if path:
         return path
     return "/" + extension.settings.socketio_path.strip("/") + "/"

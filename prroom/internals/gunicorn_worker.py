@@ -14,7 +14,6 @@ from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import PyWSGIHandler
 
-
 #: Read buffer per connection.  pywsgi's default (8 KB) is sized for HTTP bodies; a chat
 #: connection mostly waits, holding it for hours.  Frames larger than this are still read
 #: whole, in more reads.

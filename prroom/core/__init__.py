@@ -1,0 +1,1 @@
+"""The product's logic: no Flask, no Socket.IO imports."""

@@ -1,0 +1,1 @@
+"""The Socket.IO and Flask side: handlers, the extension, HTTP endpoints."""
