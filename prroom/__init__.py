@@ -1,9 +1,9 @@
 """prroom: real-time chat rooms attached to pull requests, served over Socket.IO.
 
 Public API: :class:`PRRoom` (the Flask extension), :func:`create_app` (the standalone
-server) and :func:`post_message` (post to a room from any process).  Both are imported on first use so that ``import prroom.<module>`` stays light:
-``python -m prroom`` must apply gevent's monkey-patching before Flask and the Socket.IO stack
-are imported.
+server) and :func:`post_message` (post to a room from any process).  They are imported on
+first use so that ``import prroom.<module>`` stays light: ``python -m prroom`` must apply
+gevent's monkey-patching before Flask and the Socket.IO stack are imported.
 """
 from typing import TYPE_CHECKING
 
@@ -16,7 +16,7 @@ if TYPE_CHECKING:  # pragma: no cover
     from prroom.server.posting import post_message
 
 
-def __getattr__(name):
+def __getattr__(name: str) -> object:
     if name == "PRRoom":
         from prroom.server.extension import PRRoom
         return PRRoom

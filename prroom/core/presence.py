@@ -16,11 +16,33 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 logger = logging.getLogger("prroom")
 
 Left = Tuple[int, str]  # (pull_request_id, username) that nobody in the cluster has any more
+
+
+class Presence(Protocol):
+    """What the event layer needs of a presence backend (both classes below provide it)."""
+
+    clustered: bool
+
+    def add(self, pull_request_id: int, username: str) -> bool:
+        """Count one more socket of the user; True if it is their first in the room."""
+
+    def remove(self, pull_request_id: int, username: str) -> bool:
+        """Count one socket fewer; True if it was the user's last in the room."""
+
+    def members(self, pull_request_id: int) -> List[str]:
+        """The room's users, sorted."""
+
+    def start(self, spawn: Callable[..., Any], sleep: Callable[[float], None],
+              announce_left: Callable[[List[Left]], None]) -> None:
+        """Start whatever the backend runs in the background."""
+
+    def healthy(self) -> bool:
+        """Whether the backend is reachable."""
 
 
 class MemoryPresence:
@@ -250,7 +272,7 @@ class RedisPresence:
         pipe.execute()
 
 
-def create_presence(message_queue: Optional[str], channel: str, ttl: float):
+def create_presence(message_queue: Optional[str], channel: str, ttl: float) -> Presence:
     """The presence backend for the configured deployment."""
     if message_queue:
         return RedisPresence(message_queue, channel, ttl)

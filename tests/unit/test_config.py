@@ -4,6 +4,8 @@ from __future__ import annotations
 import pytest
 
 from prroom.core.config import (
+    DEFAULT_SOCKETIO_CLIENT_INTEGRITY,
+    DEFAULT_SOCKETIO_CLIENT_URL,
     DEFAULTS,
     SETTINGS,
     SETTINGS_BY_KEY,
@@ -34,7 +36,11 @@ def test_defaults_are_valid():
                                 max_queued_packets=2000, message_queue="",
                                 channel="prroom", presence_ttl=15.0, post_tokens=None,
                                 post_rate=10.0, post_burst=50, metrics_path="",
-                                metrics_token=None, async_mode="auto")
+                                metrics_token=None, async_mode="auto",
+                                websocket_writes="direct",
+                                socketio_client_url=DEFAULT_SOCKETIO_CLIENT_URL,
+                                socketio_client_integrity=DEFAULT_SOCKETIO_CLIENT_INTEGRITY,
+                                socketio_client_file="")
     # The DEFAULTS mapping (what init_app puts into app.config) is itself valid.
     assert Settings.from_mapping(DEFAULTS) == settings
 
