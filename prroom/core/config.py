@@ -14,7 +14,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 
 class ConfigError(ValueError):
@@ -139,7 +139,7 @@ class Setting:
         """Human description of the valid values, used in error messages and README."""
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
-        kind = {_parse_int: "an integer", _parse_float: "a number",
+        kind: Dict[Callable[[Any], Any], str] = {_parse_int: "an integer", _parse_float: "a number",
                 _parse_str: "a string", _parse_origins: "a comma-separated list of origins",
                 _parse_callable: "a callable or 'module:name'",
                 _parse_queue_url: "empty or a redis://host:port/db URL"}
@@ -330,7 +330,7 @@ class Settings:
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> "Settings":
         """Validate every key of ``config`` (missing keys take their default)."""
-        values = {}
+        values: Dict[str, Any] = {}
         for setting in SETTINGS:
             raw = config.get(setting.key, setting.default)
             value = setting.default if raw is None and setting.default is None \

@@ -8,8 +8,9 @@ from __future__ import annotations
 
 import hmac
 import math
+from typing import Any, Iterable
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
 from prroom.core.protocol import ErrorCode, ProtocolError
 from prroom.internals.managers import QueueUnavailable
@@ -19,13 +20,13 @@ api = Blueprint("prroom_api", __name__)
 _STATUS = {ErrorCode.MESSAGE_TOO_LONG: 413, ErrorCode.RATE_LIMITED: 429}
 
 
-def _error(status: int, code: str, message: str, **details):
+def _error(status: int, code: str, message: str, **details: Any) -> Response:
     response = jsonify(ok=False, error={"code": code, "message": message, **details})
     response.status_code = status
     return response
 
 
-def matching_bearer_token(tokens) -> str:
+def matching_bearer_token(tokens: Iterable[str]) -> str:
     """The configured token the request's ``Authorization: Bearer`` names, or ""."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
@@ -38,7 +39,7 @@ def matching_bearer_token(tokens) -> str:
 
 
 @api.post("/pull-requests/<int:pull_request_id>/messages")
-def post_message(pull_request_id: int):
+def post_message(pull_request_id: int) -> Response:
     """Post ``{username, message}`` to a pull request's room; 201 with the message."""
     state = current_app.extensions["prroom"]
     tokens = state.settings.post_tokens

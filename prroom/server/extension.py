@@ -191,7 +191,7 @@ class PRRoom:
         if app is None and has_app_context():
             app = current_app._get_current_object()  # type: ignore[attr-defined]
         if app is None:
-            apps = [ref() for ref in self._apps if ref() is not None]
+            apps = [bound for bound in (ref() for ref in self._apps) if bound is not None]
             if len(apps) != 1:
                 raise RuntimeError("this PRRoom serves several apps (or none yet): use it "
                                    "inside an app context, or pass the app")

@@ -6,7 +6,7 @@ members per room, the message queue — is computed only when Prometheus scrapes
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
@@ -79,13 +79,14 @@ class Metrics:
 
 
 class _StateCollector:
-    def __init__(self, sockets, room_sizes, queue_up) -> None:
+    def __init__(self, sockets: Callable[[], int], room_sizes: Callable[[], list],
+                 queue_up: Callable[[], object]) -> None:
         self._sockets, self._room_sizes, self._queue_up = sockets, room_sizes, queue_up
 
-    def describe(self):
+    def describe(self) -> list:
         return []
 
-    def collect(self):
+    def collect(self) -> Iterator[Any]:
         yield GaugeMetricFamily("prroom_connected_sockets",
                                 "Sockets connected to this process", value=self._sockets())
         sizes = self._room_sizes()

@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
+from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from prroom.server.api import matching_bearer_token
@@ -16,7 +17,7 @@ ops = Blueprint("prroom_ops", __name__)
 
 
 @ops.get("/readyz")
-def readyz():
+def readyz() -> ResponseReturnValue:
     """Readiness: can this process take traffic right now?"""
     state = current_app.extensions["prroom"]
     queue_up = state.queue_up()
@@ -29,7 +30,7 @@ def readyz():
     return jsonify(status="ready", checks=checks)
 
 
-def metrics_view():
+def metrics_view() -> ResponseReturnValue:
     """Prometheus scrape endpoint, registered at PRROOM_METRICS_PATH when that is set."""
     state = current_app.extensions["prroom"]
     token = state.settings.metrics_token

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     jsonify,
@@ -22,6 +23,7 @@ from flask import (
     send_file,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 
 from prroom import __version__
 from prroom.core.protocol import MAX_PULL_REQUEST_ID
@@ -34,7 +36,7 @@ _PR_ID = f"<int(min=1, max={MAX_PULL_REQUEST_ID}):pull_request_id>"
 
 
 @blueprint.get("/healthz")
-def healthz():
+def healthz() -> ResponseReturnValue:
     """Liveness: the process serves requests. Also reports the rooms it holds."""
     state = current_app.extensions["prroom"]
     return jsonify(status="ok", rooms=state.registry.room_count(),
@@ -42,20 +44,20 @@ def healthz():
 
 
 @blueprint.get(f"/pr/{_PR_ID}")
-def chat_page(pull_request_id: int):
+def chat_page(pull_request_id: int) -> ResponseReturnValue:
     """The chat page of one pull request; ``?embed=1`` gives the iframe view."""
     embed = request.args.get("embed", "").lower() not in ("", "0", "false", "no")
     return _render_chat(pull_request_id, embed)
 
 
 @blueprint.get(f"/pr/{_PR_ID}/embed")
-def chat_embed(pull_request_id: int):
+def chat_embed(pull_request_id: int) -> ResponseReturnValue:
     """The chrome-less chat view, for an ``<iframe>`` in the host app's pull request page."""
     return _render_chat(pull_request_id, embed=True)
 
 
 @blueprint.get("/socket.io-client.min.js")
-def socketio_client():
+def socketio_client() -> ResponseReturnValue:
     """The locally configured socket.io-client build (``PRROOM_SOCKETIO_CLIENT_FILE``)."""
     path = current_app.extensions["prroom"].settings.socketio_client_file
     if not path:
@@ -83,7 +85,7 @@ def page_identity(state: Any, pull_request_id: int) -> dict:
     return {}
 
 
-def _render_chat(pull_request_id: int, embed: bool):
+def _render_chat(pull_request_id: int, embed: bool) -> Response:
     state = current_app.extensions["prroom"]
     settings = state.settings
     client_src, client_integrity = _client_script(settings)
