@@ -106,7 +106,7 @@ class _Corks:
         for writer in writers:
             try:
                 writer._uncork()
-            except Exception:  # noqa: BLE001 - one connection must not stall the others
+            except Exception:  # one connection must not stall the others
                 logger.exception("writing to a WebSocket failed")
                 writer._end()
 
@@ -214,7 +214,7 @@ class DirectWriter:
             return
         try:
             self._ws.close()
-        except Exception:  # noqa: BLE001 - closing a dead socket; nothing to tell
+        except Exception:  # closing a dead socket; nothing to tell
             pass
         # The Engine.IO socket outlives the connection a while (its ping timer holds it);
         # it must not hold the connection's WebSocket, handler and buffers with it.
@@ -327,7 +327,7 @@ def _schedule_ping(socket: Any) -> None:
         try:
             socket.last_ping = time.time()
             socket.send(eio_packet.Packet(eio_packet.PING))  # never blocks: see WriterQueue
-        except Exception:  # noqa: BLE001 - the event loop must not see it
+        except Exception:  # the event loop must not see it
             logger.exception("sending a ping failed")
 
     timer.start(ping_due)
