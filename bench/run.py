@@ -1,11 +1,12 @@
 #!/usr/bin/env python3
 """Load benchmark for prroom, optionally side by side with the Node reference peer and the
-plain Flask-SocketIO stack.
+plain Flask-SocketIO stack; or (``--cluster``) standalone vs clustered prroom processes.
 
     python bench/run.py [--quick] [--peer [--peer-dir DIR]] [--plain]
                         [--url URL [--server-pid PID]] [--runs K] [--loadgens K]
                         [--scenarios rooms,fanout,idle] [--wait-quiet SECONDS]
                         [--out bench/results/NAME.json]
+    python bench/run.py --cluster [--quick] [--processes 2,3,4] [--no-observer] [--runs K]
 
 It starts prroom exactly as production runs it (``gunicorn -c gunicorn.conf.py wsgi:app``
 from the repository root) with rate limits raised out of the load generator's way and
@@ -31,7 +32,7 @@ delivery (scenarios 3 and 4), % of a core per 1,000 idle sockets.  Each run star
 servers; a figure is the median of ``--runs`` runs, servers taking turns; a run whose timed
 phases other processes disturbed is done again, at most ``--retries`` times.  With three or
 more cores, two load generator processes on cores of their own share scenarios 1-5.
-Prints tables and writes JSON to
+``--cluster``: see bench/harness/cluster.py.  Prints tables and writes JSON to
 ``bench/results/``.  Exits 1 only when a server or the load generator cannot run at all,
 never because of a figure.
 """
@@ -56,6 +57,7 @@ from harness.base import (
     allowed_cores,
     log,
 )
+from harness.cluster import run_cluster
 from harness.processes import resolve_peer_dir
 from harness.standard import run_standard
 
@@ -98,6 +100,13 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         "other processes to leave the cores below 25%% busy")
     parser.add_argument("--out", type=Path, help="JSON results file "
                         "(default bench/results/<timestamp>.json)")
+    cluster = parser.add_argument_group("cluster benchmark")
+    cluster.add_argument("--cluster", action="store_true",
+                         help="standalone prroom vs clustered processes on a private Redis")
+    cluster.add_argument("--processes", help="clustered process counts besides 1 (default "
+                         "2,3,4; --quick 2)")
+    cluster.add_argument("--no-observer", action="store_true",
+                         help="leave out the extra clustered process that hosts no room")
     args = parser.parse_args(argv)
     scenarios = {s.strip() for s in args.scenarios.split(",") if s.strip()}
     if not scenarios or scenarios - {"rooms", "fanout", "idle"}:
@@ -110,6 +119,18 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     args.server_env = [tuple(item.split("=", 1)) for item in args.server_env]
     if args.loadgens is not None and args.loadgens < 1:
         parser.error("--loadgens takes 1 or more")
+    if args.cluster:
+        if args.peer or args.plain or args.url:
+            parser.error("--cluster measures prroom only: no --peer, --plain or --url")
+        try:
+            args.processes = sorted({int(n) for n in (args.processes or (
+                "2" if args.quick else "2,3,4")).split(",") if n.strip()})
+        except ValueError:
+            parser.error("--processes takes counts, e.g. 2,3,4")
+        if any(n < 2 for n in args.processes):
+            parser.error("--processes takes counts of 2 or more (1 is always measured)")
+    elif args.processes or args.no_observer:
+        parser.error("--processes and --no-observer go with --cluster")
     return args
 
 
@@ -164,6 +185,8 @@ def main(argv: Optional[List[str]] = None) -> int:
         return 1
     layout = Layout(allowed_cores(), args.loadgens)
     command = " ".join(["python", "bench/run.py"] + given)
+    if args.cluster:
+        return run_cluster(args, sizes, layout, nofile, command)
     return run_standard(args, sizes, layout, nofile, command)
 
 

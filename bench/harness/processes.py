@@ -1,4 +1,4 @@
-"""Starting, pinning and stopping the servers under test."""
+"""Starting, pinning and stopping the servers under test, and a private redis-server."""
 from __future__ import annotations
 
 import os
@@ -299,4 +299,46 @@ class ExternalServer(Server):
     def start(self, idle_ping: Optional[float] = None) -> None:
         """Check that it answers (any Engine.IO v4 server answers the polling handshake)."""
         wait_http(f"{self.url}/socket.io/?EIO=4&transport=polling", None, 10)
+
+
+class RedisServer:
+    """A private ``redis-server`` on a free loopback port, without persistence."""
+
+    def __init__(self, cores: Cores, logs: Path) -> None:
+        binary = shutil.which("redis-server")
+        if not binary:
+            raise BenchError("the cluster benchmark needs redis-server on PATH "
+                             "(apt-get install redis-server)")
+        self.port = free_port()
+        self.url = f"redis://127.0.0.1:{self.port}/0"
+        self.log_path = logs / f"redis-{self.port}.log"
+        command, setup = pinned([binary, "--port", str(self.port), "--bind", "127.0.0.1",
+                                 "--save", "", "--appendonly", "no",
+                                 "--logfile", str(self.log_path)], cores)
+        self.proc: Optional[subprocess.Popen] = subprocess.Popen(
+            command, stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, preexec_fn=setup,
+            start_new_session=True)
+        self.pid = self._wait()
+
+    def _wait(self, seconds: float = 10.0) -> int:
+        """Wait until it answers PING; its pid (taskset execs it in place)."""
+        deadline = time.monotonic() + seconds
+        while time.monotonic() < deadline:
+            assert self.proc is not None
+            if self.proc.poll() is not None:
+                raise BenchError(f"redis-server exited: {tail(self.log_path)}")
+            try:
+                with socket.create_connection(("127.0.0.1", self.port), timeout=1) as conn:
+                    conn.sendall(b"PING\r\n")
+                    if conn.recv(64).startswith(b"+PONG"):
+                        return self.proc.pid
+            except OSError:
+                time.sleep(0.05)   # not listening yet: nothing to await but the port
+        self.stop()
+        raise BenchError(f"redis-server did not answer within {seconds:.0f} s")
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM) and wait."""
+        stop_process(self.proc)
+        self.proc = None
 
