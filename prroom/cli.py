@@ -9,8 +9,9 @@ configuration.
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
-from typing import Any, Callable, Dict, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import click
 
@@ -75,8 +76,13 @@ def serve(**options: Optional[str]) -> None:
 
 
 @main.command("check-config")
-def check_config() -> None:
-    """Print the effective configuration (secrets masked); exit 2 if any value is bad."""
+@click.option("--wsgi", "wsgi_app", metavar="MODULE:APP",
+              help="Also load this WSGI app as the gevent worker would (patch, then import) "
+                   "and report the gevent traps in it; default: prroom's own (prroom.wsgi).")
+@click.option("--no-traps", is_flag=True, help="Only the settings; load no app.")
+def check_config(wsgi_app: Optional[str], no_traps: bool) -> None:
+    """Print the effective configuration (secrets masked) and the gevent traps found;
+    exit 2 if any value is bad."""
     try:
         server = server_settings()
         app_settings = settings_from_environ()
@@ -88,6 +94,29 @@ def check_config() -> None:
         source = "env" if setting.key in os.environ else "default"
         shown = "********" if setting.secret and value else _show(value)
         click.echo(f"{setting.key}={shown}  ({source})")
+    if not no_traps:
+        for trap in _traps_of(wsgi_app or "prroom.wsgi:app"):
+            click.echo(f"gevent trap: {trap}")
+
+
+# A fresh interpreter does what the worker does: patch first, then import the app.
+_TRAP_CHECK = """
+import importlib, sys
+from gevent import monkey
+monkey.patch_all()
+module = importlib.import_module(sys.argv[1].partition(":")[0])
+from prroom.internals.gevent_traps import find_traps
+print("\\n".join(find_traps()))
+"""
+
+
+def _traps_of(wsgi_app: str) -> List[str]:
+    result = subprocess.run([sys.executable, "-c", _TRAP_CHECK, wsgi_app],
+                            capture_output=True, text=True, cwd=os.getcwd())
+    if result.returncode != 0:
+        raise click.ClickException(f"could not load {wsgi_app}: "
+                                   f"{result.stderr.strip().splitlines()[-1:]}")
+    return [line for line in result.stdout.splitlines() if line.strip()]
 
 
 def _show(value: Any) -> str:

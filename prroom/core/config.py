@@ -234,6 +234,10 @@ SETTINGS: Tuple[Setting, ...] = (
             "Concurrency model when prroom creates the SocketIO: `auto` picks gevent when gevent "
             "has monkey-patched the process and threading otherwise (flask run)",
             choices=("auto", "gevent", "threading")),
+    Setting("PRROOM_BLOCKING_THRESHOLD", 100.0, _parse_float,
+            "Under gevent: milliseconds the event loop may be held before prroom logs the "
+            "stack of the code that held it and counts it in the metrics; 0 = off",
+            0, 600_000),
     Setting("PRROOM_WEBSOCKET_WRITES", "direct", _parse_str,
             "How WebSocket packets go out under gevent: `direct` (written by whoever sends "
             "them, pings from a timer: no writer or ping greenlet per connection; "
@@ -322,6 +326,7 @@ class Settings:
     metrics_path: str
     metrics_token: Optional[str]
     async_mode: str
+    blocking_threshold: float
     websocket_writes: str
     socketio_client_url: str
     socketio_client_integrity: str

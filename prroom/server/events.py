@@ -27,7 +27,7 @@ from prroom.core.messages import ChatMessage, MessageIds, chat_message
 from prroom.core.presence import Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import socketio_hooks
+from prroom.internals import loop_monitor, socketio_hooks
 from prroom.internals.managers import QueueUnavailable
 from prroom.server.metrics import Metrics
 
@@ -285,7 +285,10 @@ class RoomEvents:
         """Wrap a handler: refusals and bugs become error replies, never a dropped socket."""
         kind = RATE_KIND[event]
 
+        label = f"event {event}"
+
         def guarded(sid: str, payload: Any = None, *_ignored: Any) -> Optional[dict]:
+            loop_monitor.serving(label)  # named if this event holds the loop
             started = time.perf_counter()
             outcome = "ok"
             try:

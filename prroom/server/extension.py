@@ -29,7 +29,8 @@ from prroom.core.limits import Rate, SocketLimiter
 from prroom.core.presence import Presence, create_presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import socketio_hooks, websocket_writes
+from prroom.internals import gevent_traps, loop_monitor, socketio_hooks, websocket_writes
+from prroom.internals.loop_monitor import LoopMonitor
 from prroom.internals.managers import ClusterManager, IndexedManager
 from prroom.server.api import api
 from prroom.server.events import Caps, RoomEvents
@@ -70,6 +71,8 @@ class PRRoomState:
         #: one bucket per bearer token of the HTTP posting endpoint
         self.post_limiter = SocketLimiter(
             {"post": Rate(settings.post_rate, settings.post_burst)}, disconnect_after=10 ** 9)
+        self.loop_monitor: Optional[LoopMonitor] = None
+        self.traps: List[str] = []
         self.events = RoomEvents(
             socketio.server, registry=self.registry, identity=identity,
             limits=Limits.of(settings), limiter=socket_limiter(settings),
@@ -93,6 +96,30 @@ class PRRoomState:
     def issue_token(self, username: str, pull_requests: Optional[Iterable[int]] = None) -> str:
         """A token for ``token`` mode, valid ``PRROOM_TOKEN_MAX_AGE`` seconds from now."""
         return issue_token(secret_key(self.app, self.settings), username, pull_requests)
+
+
+def watch_the_event_loop(app: Flask, state: PRRoomState) -> None:
+    """Under gevent: name the traps present now, and watch for blocks from now on."""
+    state.traps = gevent_traps.find_traps()
+    for trap in state.traps:
+        logger.warning("gevent trap: %s", trap)
+    app.wsgi_app = label_requests(app.wsgi_app)  # type: ignore[method-assign]
+    threshold = state.settings.blocking_threshold / 1000
+    if threshold > 0:
+        state.loop_monitor = loop_monitor.monitor_of_hub(threshold,
+                                                         state.metrics.record_loop_block)
+        monitor = state.loop_monitor
+        state.metrics.watch_loop(lambda: monitor.last_lag, monitor.worst_recent_lag)
+
+
+def label_requests(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
+    """WSGI middleware: label each request's greenlet (``GET /path``) for the loop monitor."""
+
+    def labelled(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        loop_monitor.serving(f"{environ.get('REQUEST_METHOD', '-')} "
+                             f"{environ.get('PATH_INFO', '-')}")
+        return wsgi_app(environ, start_response)
+    return labelled
 
 
 def socket_limiter(settings: Settings) -> SocketLimiter:
@@ -167,6 +194,8 @@ class PRRoom:
             if settings.websocket_writes == "direct":
                 websocket_writes.install(socketio.server)
         state = PRRoomState(self, app, settings, socketio, identity)
+        if socketio.async_mode == "gevent":
+            watch_the_event_loop(app, state)
         manager = socketio.server.manager
         if hasattr(manager, "on_delivered"):  # prroom's own managers count deliveries
             manager.on_delivered = state.metrics.record_deliveries

@@ -39,8 +39,13 @@ _PR_ID = f"<int(min=1, max={MAX_PULL_REQUEST_ID}):pull_request_id>"
 def healthz() -> ResponseReturnValue:
     """Liveness: the process serves requests. Also reports the rooms it holds."""
     state = current_app.extensions["prroom"]
+    monitor = state.loop_monitor
+    loop = None if monitor is None else {
+        "worstLagMs": round(monitor.worst_recent_lag() * 1000, 1),
+        "lastLagMs": round(monitor.last_lag * 1000, 1), "blocks": monitor.blocks,
+        "thresholdMs": round(monitor.threshold * 1000, 1)}
     return jsonify(status="ok", rooms=state.registry.room_count(),
-                   asyncMode=state.socketio.async_mode)
+                   asyncMode=state.socketio.async_mode, eventLoop=loop)
 
 
 @blueprint.get(f"/pr/{_PR_ID}")

@@ -190,7 +190,9 @@ def test_healthz(ext):
     http = ext.app.test_client()
     response = http.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "rooms": 0, "asyncMode": "threading"}
+    # no event loop to watch under threading: eventLoop is null
+    assert response.get_json() == {"status": "ok", "rooms": 0, "asyncMode": "threading",
+                                   "eventLoop": None}
     join(client_of(ext), 5, "alice")
     assert http.get("/healthz").get_json()["rooms"] == 1
 
