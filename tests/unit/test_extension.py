@@ -505,7 +505,7 @@ def test_create_app_bad_environment_raises(monkeypatch):
         create_app(config=THREADING)
 
 
-# -- known defects (see report) -------------------------------------------------------
+# -- regressions: defects found earlier, now fixed ------------------------------------
 
 def test_refusal_reaches_client_when_ack_tracking_is_unavailable(ext):
     client = client_of(ext)
