@@ -32,7 +32,9 @@ logger = logging.getLogger("prroom")
 
 #: How often the lag timer fires: the resolution of the measured lag.
 TICK_SECONDS = 0.05
-#: At most one warning per this many seconds (a loop stuck in a loop must not flood the log).
+#: Warnings come from a token bucket: this many at once, then one per WARN_EVERY_SECONDS (a
+#: loop stuck in a loop, or an attacker hitting a slow route, must not flood the log).
+WARN_BURST = 3
 WARN_EVERY_SECONDS = 10.0
 #: The window of ``worst_recent_lag``.
 RECENT_SECONDS = 60.0
@@ -63,7 +65,8 @@ class LoopMonitor:
         self._on_block = on_block
         self._reports: Deque[Tuple[float, str, List[str]]] = collections.deque(maxlen=4)
         self._recent: Deque[Tuple[float, float]] = collections.deque(maxlen=64)
-        self._last_warning = 0.0
+        self._warnings_left = float(WARN_BURST)
+        self._last_warning = time.perf_counter()
         self._suppressed = 0
         self._timer: Any = None
         self._last_tick = 0.0
@@ -124,11 +127,14 @@ class LoopMonitor:
 
     def _warn(self, now: float, lag: float) -> None:
         report = self._report_since(now - lag - TICK_SECONDS)
-        if now - self._last_warning < WARN_EVERY_SECONDS:
+        self._warnings_left = min(WARN_BURST, self._warnings_left +
+                                  (now - self._last_warning) / WARN_EVERY_SECONDS)
+        self._last_warning = now
+        if self._warnings_left < 1:
             self._suppressed += 1
             return
+        self._warnings_left -= 1
         suppressed, self._suppressed = self._suppressed, 0
-        self._last_warning = now
         label, stack = report if report else ("-", ["(no stack: the block ended before "
                                                      "gevent's monitor looked)"])
         logger.warning(
