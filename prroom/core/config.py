@@ -242,6 +242,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_SOCKETIO_CLIENT_FILE", "", _parse_str,
             "A local socket.io-client build (socket.io.min.js) that the blueprint serves and "
             "the chat page loads instead of PRROOM_SOCKETIO_CLIENT_URL; empty = off"),
+    Setting("PRROOM_MAX_ATTACHMENTS", 10, _parse_int,
+            "Binary attachments one Socket.IO packet may announce; more closes that "
+            "connection (socket.io's maxAttachments)", 1, 1000),
 )
 
 #: How the server process runs (read by prroom/gunicorn_config.py and `prroom serve`, from
@@ -313,6 +316,7 @@ class Settings:
     socketio_client_url: str = DEFAULT_SOCKETIO_CLIENT_URL
     socketio_client_integrity: str = DEFAULT_SOCKETIO_CLIENT_INTEGRITY
     socketio_client_file: str = ""
+    max_attachments: int = 10
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> "Settings":

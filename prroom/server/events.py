@@ -11,7 +11,7 @@ import itertools
 import logging
 import secrets
 import time
-from typing import Any, Callable, Dict, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from socketio.exceptions import ConnectionRefusedError
 
@@ -42,6 +42,7 @@ class Caps(NamedTuple):
     max_rooms_per_socket: int = 50
     max_connections_per_identity: int = 20
     max_queued_packets: int = 2000
+    max_attachments: int = 10      # binary attachments one packet may announce
 
 
 class RoomEvents:
@@ -69,20 +70,32 @@ class RoomEvents:
         self._sweeper_started = False
 
     def register(self) -> None:
-        """Install the handlers, keeping any connect/disconnect handler the host app had."""
-        track_ack_requests(self.server)
-        socketio_hooks.guard_packets(self.server, self._protocol_violation)
+        """Install the handlers, keeping any connect/disconnect handler the host app had.
+
+        prroom is a guest in the host's server: it takes only its own event names on its own
+        namespace, and refuses binary payloads only for the events it handles; the bound on
+        binary attachments applies to every namespace, as in Node's socket.io.
+        """
         ns = self.namespace
+        track_ack_requests(self.server, ns)
         existing = socketio_hooks.registered_handlers(self.server, ns)
-        self.server.on("connect", _chain(existing.get("connect"), self.on_connect), ns)
-        self.server.on("disconnect", _chain(existing.get("disconnect"), self.on_disconnect), ns)
+        mine: List[Callable] = []
+
+        def on(event: str, handler: Callable) -> None:
+            self.server.on(event, handler, ns)
+            mine.append(handler)
+
+        on("connect", _chain(existing.get("connect"), self.on_connect))
+        on("disconnect", _chain(existing.get("disconnect"), self.on_disconnect))
         for event, handler in ((protocol.JOIN, self.join), (protocol.LEAVE, self.leave),
                                (protocol.SEND_MESSAGE, self.send_message),
                                (protocol.TYPING, self.typing),
                                (protocol.STOP_TYPING, self.stop_typing)):
-            self.server.on(event, self._guarded(event, handler), ns)
+            on(event, self._guarded(event, _json_only(handler)))
         if "*" not in existing:  # a host app's own catch-all wins
-            self.server.on("*", self.unknown_event, ns)
+            on("*", self.unknown_event)
+        socketio_hooks.guard_packets(self.server, self._protocol_violation, ns, mine,
+                                     self.caps.max_attachments)
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -407,6 +420,18 @@ class RoomEvents:
                                       skip_sid=sid)
             except Exception:
                 logger.exception("typing sweeper failed; retrying")
+
+
+def _json_only(handler: Handler) -> Handler:
+    """Refuse a payload that came with binary attachments (prroom's events are JSON)."""
+    def handle(sid: str, payload: Any) -> dict:
+        if payload is socketio_hooks.BINARY_PAYLOAD:
+            raise ProtocolError(ErrorCode.BINARY_PAYLOAD,
+                                "prroom's events take JSON only; send no binary data "
+                                "(Buffer, ArrayBuffer, Blob, bytes)")
+        return handler(sid, payload)
+    handle.__name__ = handler.__name__
+    return handle
 
 
 def _chain(first: Optional[Callable], then: Callable) -> Callable:

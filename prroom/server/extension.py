@@ -120,7 +120,8 @@ class PRRoom:
                                  limiter,
                                  Caps(settings.max_rooms_per_socket,
                                       settings.max_connections_per_identity,
-                                      settings.max_queued_packets),
+                                      settings.max_queued_packets,
+                                      max_attachments=settings.max_attachments),
                                  self.presence, self.metrics)
         self.metrics.watch_state(lambda: self.events.connected, self.registry.room_sizes,
                                  self.queue_up)

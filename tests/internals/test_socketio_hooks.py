@@ -1,9 +1,15 @@
 """prroom's reaches into library internals: each fails loudly when a library changes."""
-import os
+from __future__ import annotations
 
+import inspect
+import os
+from typing import Any, List, Tuple
+
+import pytest
 import socketio
 
 from prroom.internals import socketio_hooks
+from tests.support.wsgi import WsgiPolling
 
 
 def test_websocket_unmasking_is_accelerated_and_still_correct():
@@ -51,3 +57,112 @@ def test_options_set_by_host_and_served_path_come_from_flask_socketio():
     host.init_app(Flask(__name__), async_mode="threading")
     assert socketio_hooks.served_engineio_path(host) == "/chat-io/"
     assert socketio_hooks.served_engineio_path(SocketIO()) is None
+
+
+# -- a guest on the host's server: reserved names, binary packets, CONNECT ---------------------
+
+def polling_server(**options: Any) -> Tuple[socketio.Server, WsgiPolling]:
+    # handlers inline, so that a handler has run when the request that carried it returns
+    server = socketio.Server(async_mode="threading", async_handlers=False, **options)
+    return server, WsgiPolling(server)
+
+
+def connected(client: WsgiPolling, *namespaces: str) -> str:
+    """An Engine.IO session connected to ``namespaces`` ("/" by default), replies read."""
+    sid, _ = client.handshake()
+    for namespace in namespaces or ("/",):
+        prefix = "" if namespace == "/" else namespace + ","
+        client.post(sid, "40" + prefix)
+        assert client.packets(sid)[0].startswith("40" + prefix), namespace
+    return sid
+
+
+def test_reserved_names_are_renamed_on_prroom_namespace_only() -> None:
+    server, client = polling_server()
+    seen: List[tuple] = []
+    server.on("*", lambda event, sid, *args: seen.append(("/", event)), namespace="/")
+    server.on("message", lambda sid, *args: seen.append(("/", "host message")), namespace="/")
+    server.on("connect", lambda sid, *args: seen.append(("/other", "connect")),
+              namespace="/other")
+    assert socketio_hooks.track_ack_requests(server, "/") is True
+    sid = connected(client)
+    client.post(sid, '42["connect"]', '42["*"]', '42[7]', '42["message","hi"]',
+                '42["connect_error"]')
+    assert seen == [("/", "(reserved) connect"), ("/", "(reserved) *"), ("/", "(reserved) 7"),
+                    ("/", "host message"), ("/", "connect_error")]
+    seen.clear()
+    client.post(sid, "40/other,")
+    client.post(sid, '42/other,["connect"]')  # the host's namespace: python-socketio's way
+    assert seen == [("/other", "connect"), ("/other", "connect")]
+
+
+def guarded(max_attachments: int = 3) -> Tuple[socketio.Server, WsgiPolling, List[tuple],
+                                                List[tuple]]:
+    """A server guarded for namespace "/": prroom's handler ``mine``, the host's ``theirs``."""
+    server, client = polling_server()
+    calls: List[tuple] = []
+    violations: List[tuple] = []
+
+    def mine(sid: str, payload: Any = None) -> None:
+        calls.append(("mine", payload))
+
+    def theirs(sid: str, *args: Any) -> None:
+        calls.append(("theirs", *args))
+
+    server.on("mine", mine, namespace="/")
+    server.on("theirs", theirs, namespace="/")
+    server.on("mine", theirs, namespace="/custom")
+
+    def on_violation(eio_sid: str, reason: str) -> None:
+        violations.append((eio_sid, reason))
+
+    socketio_hooks.guard_packets(server, on_violation, "/", [mine], max_attachments)
+    return server, client, calls, violations
+
+
+PLACEHOLDER = '{"_placeholder":true,"num":%d}'
+
+
+def test_binary_events_stay_the_hosts_and_are_refused_to_prroom() -> None:
+    server, client, calls, violations = guarded()
+    sid = connected(client, "/", "/custom")
+    client.post(sid, '451-["theirs",' + PLACEHOLDER % 0 + "]", "bAQID")
+    client.post(sid, '451-["mine",' + PLACEHOLDER % 0 + "]", "bAQID")
+    client.post(sid, '451-/custom,["mine",' + PLACEHOLDER % 0 + "]", "bAQID")
+    client.post(sid, '450-["mine",{"a":1}]')  # announces no attachment: dispatched at once
+    assert calls == [("theirs", b"\x01\x02\x03"), ("mine", socketio_hooks.BINARY_PAYLOAD),
+                     ("theirs", b"\x01\x02\x03"), ("mine", {"a": 1})]
+    assert violations == []
+
+
+@pytest.mark.parametrize("packets,reason", [
+    (['454-["theirs"]'], "binary packet announcing 4 attachments (at most 3)"),
+    (['451-["theirs",' + PLACEHOLDER % 0 + "]", '42["theirs"]'],
+     "text frame where a binary attachment was due"),
+    (['451-["theirs",' + PLACEHOLDER % 5 + "]", "bAQID"], "malformed packet (IndexError)"),
+    (['451-["mine",' + PLACEHOLDER % 5 + "]", "bAQID"], "malformed packet (IndexError)"),
+    (['451-{"a":1}'], "malformed packet (binary payload is not an array)"),
+    (["bAQID"], "malformed packet (ValueError)"),
+])
+def test_binary_abuse_closes_the_connection(packets: List[str], reason: str) -> None:
+    server, client, calls, violations = guarded()
+    sid = connected(client)
+    client.post(sid, *packets)
+    assert violations == [(sid, reason)] and calls == []
+    assert sid not in server._binary_packet  # nothing held for it
+
+
+def test_python_socketio_would_hoard_what_the_guard_bounds() -> None:
+    # a count of up to ten digits is accepted, and text is taken as an attachment
+    pkt = socketio.packet.Packet(encoded_packet='59999999999-["x",' + PLACEHOLDER % 0 + "]")
+    assert pkt.attachment_count == 9999999999
+    pkt = socketio.packet.Packet(encoded_packet='51-["x",' + PLACEHOLDER % 0 + "]")
+    assert pkt.add_attachment("text") is True and pkt.data == ["x", "text"]
+    # completing a packet reconstructs through the instance (the guard's per-packet hook)
+    source = inspect.getsource(socketio.packet.Packet.add_attachment)
+    assert "self.reconstruct_binary(self.data, self.attachments)" in source
+    server = socketio.Server(async_mode="threading")
+    assert server._binary_packet == {}
+    handle = inspect.getsource(socketio.Server._handle_eio_message)
+    assert "self._binary_packet[eio_sid] = pkt" in handle
+    assert "self._handle_event(eio_sid, pkt.namespace, pkt.id," in handle
