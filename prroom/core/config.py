@@ -245,6 +245,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_MAX_ATTACHMENTS", 10, _parse_int,
             "Binary attachments one Socket.IO packet may announce; more closes that "
             "connection (socket.io's maxAttachments)", 1, 1000),
+    Setting("PRROOM_CONNECT_TIMEOUT", 45.0, _parse_float,
+            "Seconds an Engine.IO session may stay without connecting to a Socket.IO "
+            "namespace (where authentication happens) before it is closed", 1, 3600),
 )
 
 #: How the server process runs (read by prroom/gunicorn_config.py and `prroom serve`, from
@@ -317,6 +320,7 @@ class Settings:
     socketio_client_integrity: str = DEFAULT_SOCKETIO_CLIENT_INTEGRITY
     socketio_client_file: str = ""
     max_attachments: int = 10
+    connect_timeout: float = 45.0
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> "Settings":

@@ -43,6 +43,7 @@ class Caps(NamedTuple):
     max_connections_per_identity: int = 20
     max_queued_packets: int = 2000
     max_attachments: int = 10      # binary attachments one packet may announce
+    connect_timeout: float = 45.0  # seconds until a session without a namespace is closed
 
 
 class RoomEvents:
@@ -73,8 +74,9 @@ class RoomEvents:
         """Install the handlers, keeping any connect/disconnect handler the host app had.
 
         prroom is a guest in the host's server: it takes only its own event names on its own
-        namespace, and refuses binary payloads only for the events it handles; the bound on
-        binary attachments applies to every namespace, as in Node's socket.io.
+        namespace, and refuses binary payloads only for the events it handles; the server-
+        wide protocol fixes (CONNECT order, namespaces, connect timeout, attachment bound)
+        change nothing a conforming client relies on.
         """
         ns = self.namespace
         track_ack_requests(self.server, ns)
@@ -96,6 +98,7 @@ class RoomEvents:
             on("*", self.unknown_event)
         socketio_hooks.guard_packets(self.server, self._protocol_violation, ns, mine,
                                      self.caps.max_attachments)
+        socketio_hooks.fix_connects(self.server, self.caps.connect_timeout)
 
     # -- connection lifecycle ---------------------------------------------------------
 

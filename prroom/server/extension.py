@@ -121,7 +121,8 @@ class PRRoom:
                                  Caps(settings.max_rooms_per_socket,
                                       settings.max_connections_per_identity,
                                       settings.max_queued_packets,
-                                      max_attachments=settings.max_attachments),
+                                      max_attachments=settings.max_attachments,
+                                      connect_timeout=settings.connect_timeout),
                                  self.presence, self.metrics)
         self.metrics.watch_state(lambda: self.events.connected, self.registry.room_sizes,
                                  self.queue_up)

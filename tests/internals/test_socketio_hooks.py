@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import inspect
 import os
+import time
 from typing import Any, List, Tuple
 
 import pytest
@@ -166,3 +167,65 @@ def test_python_socketio_would_hoard_what_the_guard_bounds() -> None:
     handle = inspect.getsource(socketio.Server._handle_eio_message)
     assert "self._binary_packet[eio_sid] = pkt" in handle
     assert "self._handle_event(eio_sid, pkt.namespace, pkt.id," in handle
+
+
+def host_with_greeting(**options: Any) -> Tuple[socketio.Server, WsgiPolling]:
+    server, client = polling_server(**options)
+
+    def connect(sid: str, environ: dict, auth: Any = None) -> None:
+        server.emit("greeting", {"hello": sid}, to=sid, namespace="/")
+
+    server.on("connect", connect, namespace="/")
+    return server, client
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_the_connect_reply_goes_out_before_what_the_handler_emits(fixed: bool) -> None:
+    server, client = host_with_greeting()
+    if fixed:
+        assert socketio_hooks.fix_connects(server) is True
+    sid, _ = client.handshake()
+    client.post(sid, "40")
+    first, second = client.packets(sid)
+    if fixed:
+        assert first.startswith("40{") and second.startswith('42["greeting"')
+    else:  # python-socketio's order, which the fix exists for
+        assert first.startswith('42["greeting"') and second.startswith("40{")
+
+
+@pytest.mark.parametrize("fixed,reply", [(False, '44/random,"Unable to connect"'),
+                                         (True, '44/random,{"message":"Invalid namespace"}')])
+def test_unknown_namespaces_are_refused_as_node_does(fixed: bool, reply: str) -> None:
+    server, client = host_with_greeting()
+    if fixed:
+        socketio_hooks.fix_connects(server)
+    sid, _ = client.handshake()
+    client.post(sid, "40/random,")
+    assert client.packets(sid) == [reply]
+    client.post(sid, "40")  # the known one still connects
+    assert any(packet.startswith("40{") for packet in client.packets(sid))
+
+
+def test_sessions_that_never_connect_are_closed_after_the_timeout() -> None:
+    server, client = host_with_greeting()
+    assert socketio_hooks.fix_connects(server, connect_timeout=0.2) is True
+    idle, _ = client.handshake()
+    connected_sid = connected(client)
+    deadline = time.monotonic() + 5
+    while idle in server.eio.sockets and not server.eio.sockets[idle].closed \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)  # the sweep runs in its own thread: poll its effect
+    assert client.get(idle)[0].startswith("400")
+    assert not server.eio.sockets[connected_sid].closed
+
+
+def test_python_socketio_still_has_what_fix_connects_wraps() -> None:
+    server = socketio.Server(async_mode="threading")
+    assert callable(server._handle_connect)
+    assert server.namespaces == ["/"] and server.namespace_handlers == {}
+    handle = inspect.getsource(socketio.Server._handle_eio_message)
+    assert "self._handle_connect(eio_sid, pkt.namespace, pkt.data)" in handle
+    connect = inspect.getsource(socketio.Server._handle_connect)
+    assert "if namespace in self.handlers or namespace in self.namespace_handlers \\" in connect
+    assert "or self.namespaces == '*' or namespace in self.namespaces:" in connect
+    assert {"connect", "disconnect", "message"} <= set(server.eio.handlers)
