@@ -21,7 +21,7 @@ from prroom.core.limits import SocketLimiter
 from prroom.core.presence import MemoryPresence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import socketio_hooks
+from prroom.internals import engineio_hooks, socketio_hooks
 from prroom.internals.managers import QueueUnavailable
 from prroom.internals.socketio_hooks import ack_requested, track_ack_requests
 from prroom.server.metrics import Metrics
@@ -75,8 +75,8 @@ class RoomEvents:
 
         prroom is a guest in the host's server: it takes only its own event names on its own
         namespace, and refuses binary payloads only for the events it handles; the server-
-        wide protocol fixes (CONNECT order, namespaces, connect timeout, attachment bound)
-        change nothing a conforming client relies on.
+        wide protocol fixes (CONNECT order, namespaces, connect timeout, attachment bound,
+        Engine.IO handshake and long-polling) change nothing a conforming client relies on.
         """
         ns = self.namespace
         track_ack_requests(self.server, ns)
@@ -99,6 +99,7 @@ class RoomEvents:
         socketio_hooks.guard_packets(self.server, self._protocol_violation, ns, mine,
                                      self.caps.max_attachments)
         socketio_hooks.fix_connects(self.server, self.caps.connect_timeout)
+        engineio_hooks.install(self.server)
 
     # -- connection lifecycle ---------------------------------------------------------
 
