@@ -272,6 +272,9 @@ SERVER_SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_CONTROL_SOCKET", "", _parse_str,
             "gunicorn 26+'s control socket path; empty = off (instances on one host would "
             "collide on the default path)"),
+    Setting("PRROOM_HEADER_TIMEOUT", 10.0, _parse_float,
+            "Seconds a client has to send a request line and headers, from when it connects "
+            "(or, on a kept-alive connection, from its first byte); then it is cut", 1, 3600),
 )
 
 SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
