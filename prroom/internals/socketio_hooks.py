@@ -150,8 +150,49 @@ def _handled_by(server: Any, namespace: str, event: Any, handlers: Collection) -
     table = server.handlers.get(namespace, {})
     handler = table.get(event)
     if handler is None:
+        if _class_method(server, namespace, event) is not None:
+            return False  # the catch-all hands it on to the host's class
         handler = table.get("*")
     return handler is not None and handler in handlers
+
+
+def _class_method(server: Any, namespace: str, event: str) -> Optional[Callable]:
+    """The host's class-based namespace handler's ``on_<event>``, if it has one."""
+    handler = getattr(server, "namespace_handlers", {}).get(namespace)
+    if handler is None or not isinstance(event, str):
+        return None
+    return getattr(handler, "on_" + event, None)
+
+
+def host_class_handler(server: Any, namespace: str, event: str) -> Callable[..., Any]:
+    """A handler that runs the host's class-based namespace's ``on_<event>``, if any.
+
+    python-socketio looks in ``server.handlers`` before ``server.namespace_handlers``, so
+    prroom's handlers on a namespace would hide a ``Namespace`` class the host registered
+    there (``socketio.on_namespace``): its connect, disconnect and events never ran.  prroom
+    calls this before its own lifecycle handlers.  The class is looked up at every call, as
+    python-socketio does: a host may register it after prroom.  The handler returns None
+    when the class has no such method.
+    """
+    def dispatch(*args: Any) -> Any:
+        if _class_method(server, namespace, event) is None:
+            return None
+        return server.namespace_handlers[namespace].trigger_event(event, *args)
+    return dispatch
+
+
+def host_class_first(server: Any, namespace: str, catch_all: Callable[..., Any]
+                     ) -> Callable[..., Any]:
+    """``catch_all`` (``(event, sid, *args)``), after the host's class-based namespace.
+
+    An event the host's ``Namespace`` class on ``namespace`` has an ``on_<event>`` for goes
+    to it, as it would without prroom; any other event to ``catch_all``.
+    """
+    def dispatch(event: Any, *args: Any) -> Any:
+        if _class_method(server, namespace, event) is not None:
+            return server.namespace_handlers[namespace].trigger_event(event, *args)
+        return catch_all(event, *args)
+    return dispatch
 
 
 def _refuse_binary(pkt: Any) -> None:

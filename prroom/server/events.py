@@ -87,15 +87,16 @@ class RoomEvents:
             self.server.on(event, handler, ns)
             mine.append(handler)
 
-        on("connect", _chain(existing.get("connect"), self.on_connect))
-        on("disconnect", _chain(existing.get("disconnect"), self.on_disconnect))
+        for name, handler in (("connect", self.on_connect), ("disconnect", self.on_disconnect)):
+            host = existing.get(name) or socketio_hooks.host_class_handler(self.server, ns, name)
+            on(name, _chain(host, handler))
         for event, handler in ((protocol.JOIN, self.join), (protocol.LEAVE, self.leave),
                                (protocol.SEND_MESSAGE, self.send_message),
                                (protocol.TYPING, self.typing),
                                (protocol.STOP_TYPING, self.stop_typing)):
             on(event, self._guarded(event, _json_only(handler)))
         if "*" not in existing:  # a host app's own catch-all wins
-            on("*", self.unknown_event)
+            on("*", socketio_hooks.host_class_first(self.server, ns, self.unknown_event))
         socketio_hooks.guard_packets(self.server, self._protocol_violation, ns, mine,
                                      self.caps.max_attachments)
         socketio_hooks.fix_connects(self.server, self.caps.connect_timeout)

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import inspect
+import json
 import os
 import time
 from typing import Any, List, Tuple
@@ -229,3 +230,55 @@ def test_python_socketio_still_has_what_fix_connects_wraps() -> None:
     assert "if namespace in self.handlers or namespace in self.namespace_handlers \\" in connect
     assert "or self.namespaces == '*' or namespace in self.namespaces:" in connect
     assert {"connect", "disconnect", "message"} <= set(server.eio.handlers)
+
+
+# -- a host's class-based namespace on prroom's namespace ---------------------------------------
+
+def test_python_socketio_looks_at_handlers_before_namespace_classes() -> None:
+    # why prroom's handlers on "/" would hide a host's Namespace class there
+    trigger = inspect.getsource(socketio.Server._trigger_event)
+    assert trigger.index("_get_event_handler") < trigger.index("_get_namespace_handler")
+    assert "handler.trigger_event(event, *args)" in trigger
+    assert "handler_name = 'on_' + (event or '')" in inspect.getsource(
+        socketio.Namespace.trigger_event)
+
+
+def test_a_hosts_namespace_class_keeps_its_connect_events_and_acks() -> None:
+    from flask import Flask
+    from flask_socketio import Namespace, SocketIO, emit
+
+    from prroom import PRRoom
+
+    calls: List[tuple] = []
+
+    class Host(Namespace):
+        def on_connect(self, auth: Any = None) -> None:
+            calls.append(("connect", auth))
+            emit("welcome", {})
+
+        def on_disconnect(self, reason: Any = None) -> None:
+            calls.append(("disconnect",))
+
+        def on_hello(self, *args: Any) -> Any:
+            calls.append(("hello", *args))
+            return "hi back"
+
+    app = Flask(__name__)
+    host = SocketIO()
+    host.on_namespace(Host("/"))
+    PRRoom(app, socketio=host)  # prroom initialises the SocketIO (threading, inline handlers)
+    client = WsgiPolling(app.wsgi_app)  # through Flask-SocketIO's middleware
+    sid, _ = client.handshake()
+    client.post(sid, '40{"token":"t"}')
+    reply, welcome = client.packets(sid)
+    assert reply.startswith("40{") and welcome == '42["welcome",{}]'
+    client.post(sid, '421["hello",1]', '452-2["hello",' + PLACEHOLDER % 0 + "," +
+                PLACEHOLDER % 1 + "]", "bAQ==", "bAg==", '423["no-such-event"]',
+                '424["join-pr-room",{"pullRequestId":1,"username":"guest"}]')
+    packets = client.packets(sid)
+    assert packets[:2] == ['431["hi back"]', '432["hi back"]']
+    assert json.loads(packets[2][3:])[0]["error"]["code"] == "unknown-event"
+    assert packets[3].startswith('42["pr-room-members"') and packets[4].startswith('434[{"ok":true')
+    assert calls == [("connect", {"token": "t"}), ("hello", 1), ("hello", b"\x01", b"\x02")]
+    client.post(sid, "41")
+    assert calls[-1] == ("disconnect",)

@@ -14,10 +14,13 @@ Response = Tuple[str, str]
 
 
 class WsgiPolling:
-    """Talks Engine.IO long-polling to ``server`` (anything with ``handle_request``)."""
+    """Talks Engine.IO long-polling to ``server``: anything with ``handle_request`` (a
+    python-socketio or python-engineio server), or a WSGI app (a Flask-SocketIO app's
+    ``wsgi_app``, whose handlers need the middleware's environ)."""
 
     def __init__(self, server: Any) -> None:
         self.server = server
+        self.app = getattr(server, "handle_request", server)
 
     def request(self, method: str = "GET", query: str = "EIO=4&transport=polling",
                 body: bytes = b"") -> Response:
@@ -25,10 +28,10 @@ class WsgiPolling:
         status: List[str] = []
         environ: Dict[str, Any] = {
             "REQUEST_METHOD": method, "QUERY_STRING": query, "PATH_INFO": "/socket.io/",
+            "SERVER_NAME": "127.0.0.1", "SERVER_PORT": "80", "SERVER_PROTOCOL": "HTTP/1.1",
             "CONTENT_LENGTH": str(len(body)), "wsgi.input": io.BytesIO(body),
             "wsgi.url_scheme": "http", "HTTP_HOST": "127.0.0.1"}
-        chunks = self.server.handle_request(
-            environ, lambda line, headers, exc_info=None: status.append(line))
+        chunks = self.app(environ, lambda line, headers, exc_info=None: status.append(line))
         return status[0], b"".join(chunks).decode()
 
     def handshake(self) -> Tuple[str, dict]:
