@@ -67,6 +67,14 @@ class RequestHeaders:
         return next((value for key, value in self.items() if key.lower() == name), default)
 
 
+class HeaderTimeout(BaseException):
+    """A request line and headers not read in time.
+
+    A BaseException, like gevent.Timeout itself, so that pywsgi's own ``except socket.error``
+    and ``except Exception`` around the reads let it through to the handler.
+    """
+
+
 class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     """gevent-websocket's handler with gunicorn's ``log_request`` (and WSGI environ).
 
@@ -91,18 +99,21 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
         if self._served and not self._next_request_arrives():
             return None  # silent past the keep-alive timeout, or gone: close
         self._served = True
-        # One timer for the request line and every header; cancelled in get_environ, when
-        # the application takes over.  A BaseException, so pywsgi's handlers let it by.
-        timer = self._header_timer = gevent.Timeout(self.header_timeout)
-        timer.start()
+        # One timer for the request line and every header; closed in get_environ, when the
+        # application takes over (and not kept: a WebSocket's request lasts for hours).
+        self._header_timer = gevent.Timeout(self.header_timeout, HeaderTimeout)
+        self._header_timer.start()
         try:
             return super().handle_one_request()
-        except gevent.Timeout as expired:
-            if expired is not timer:
-                raise
+        except HeaderTimeout:
             return None
         finally:
-            timer.close()
+            self._stop_header_timer()
+
+    def _stop_header_timer(self) -> None:
+        if self._header_timer is not None:
+            self._header_timer.close()
+            self._header_timer = None
 
     def _next_request_arrives(self) -> bool:
         if self.rfile.closed:
@@ -130,8 +141,7 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
 
     def get_environ(self):
         """The WSGI environ; the parsed headers are then kept as plain pairs."""
-        if self._header_timer is not None:
-            self._header_timer.close()  # the request is read: no deadline for the app
+        self._stop_header_timer()  # the request is read: no deadline for the application
         environ = super().get_environ()
         self.headers = RequestHeaders(environ)
         return environ
