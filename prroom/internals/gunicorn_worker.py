@@ -18,7 +18,7 @@ connection is closed, without a response and without a log line.  Neither applie
 request is being served: long polls and WebSocket sessions keep their own (ping) timeouts.
 """
 import time
-from typing import Any
+from typing import Any, Dict
 
 import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
@@ -67,6 +67,10 @@ class RequestHeaders:
         return next((value for key, value in self.items() if key.lower() == name), default)
 
 
+#: handler id -> the timer of the request whose line and headers it is reading.
+_header_timers: Dict[int, gevent.Timeout] = {}
+
+
 class HeaderTimeout(BaseException):
     """A request line and headers not read in time.
 
@@ -87,22 +91,20 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     #: Seconds a kept-alive connection may stay silent before its next request.
     keepalive_timeout = 5.0
 
-    _header_timer = None
-    _served = False
-
     def __init__(self, sock, address, server, *args, **kwargs):
         super().__init__(sock, address, server, *args, **kwargs)
         self.rfile = sock.makefile("rb", READ_BUFFER_BYTES)  # replaces an 8 KB one
 
     def handle_one_request(self) -> Any:
         """pywsgi's request cycle, with a deadline on everything before the application."""
-        if self._served and not self._next_request_arrives():
+        # pywsgi's requestline is None until a first request was read: a kept-alive one now
+        if self.requestline is not None and not self._next_request_arrives():
             return None  # silent past the keep-alive timeout, or gone: close
-        self._served = True
-        # One timer for the request line and every header; closed in get_environ, when the
-        # application takes over (and not kept: a WebSocket's request lasts for hours).
-        self._header_timer = gevent.Timeout(self.header_timeout, HeaderTimeout)
-        self._header_timer.start()
+        # One timer for the request line and every header, closed in get_environ when the
+        # application takes over.  Kept outside the handler and this frame, which live as
+        # long as a WebSocket session: nothing of it stays with an idle connection.
+        _header_timers[id(self)] = gevent.Timeout(self.header_timeout, HeaderTimeout)
+        _header_timers[id(self)].start()
         try:
             return super().handle_one_request()
         except HeaderTimeout:
@@ -111,9 +113,9 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
             self._stop_header_timer()
 
     def _stop_header_timer(self) -> None:
-        if self._header_timer is not None:
-            self._header_timer.close()
-            self._header_timer = None
+        timer = _header_timers.pop(id(self), None)
+        if timer is not None:
+            timer.close()
 
     def _next_request_arrives(self) -> bool:
         if self.rfile.closed:
