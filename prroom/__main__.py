@@ -8,18 +8,17 @@ from gevent import monkey
 monkey.patch_all()
 
 import logging  # noqa: E402
-import os  # noqa: E402
 
 from prroom.app import create_app  # noqa: E402
+from prroom.core.config import server_settings  # noqa: E402
 
 
 def main() -> None:
     """Run the server until interrupted."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s")
     app = create_app()
-    host = os.environ.get("PRROOM_HOST", "127.0.0.1")
-    port = int(os.environ.get("PRROOM_PORT", "8000"))
-    app.extensions["prroom"].socketio.run(app, host=host, port=port)
+    server = server_settings()
+    app.extensions["prroom"].socketio.run(app, host=server["host"], port=server["port"])
 
 
 if __name__ == "__main__":

@@ -1,43 +1,55 @@
-"""Command line: the ``prroom`` console script and the ``flask prroom`` command group.
+"""Command line: the ``prroom`` console script.
 
 ``prroom serve | check-config | issue-token | post`` work from the environment alone (the
-way the server itself is configured); ``flask --app yourapp prroom issue-token`` uses a host
-app's own configuration.  Exit codes: 0 success, 1 the operation failed (e.g. the message
-queue is unreachable), 2 bad usage or configuration.
+way the server itself is configured); ``flask --app yourapp prroom issue-token``
+(:mod:`prroom.server.flask_commands`) uses a host app's own configuration.  Exit codes:
+0 success, 1 the operation failed (e.g. the message queue is unreachable), 2 bad usage or
+configuration.
 """
 from __future__ import annotations
 
 import os
+import subprocess
 import sys
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import click
 
 from prroom.core.config import (
-    DEFAULTS,
     SERVER_SETTINGS,
     SETTINGS,
     ConfigError,
+    Setting,
     Settings,
-    from_environ,
     server_settings,
+    settings_from_environ,
 )
-
-# -- the prroom console script ------------------------------------------------------------
-
-def _settings() -> Settings:
-    try:
-        return Settings.from_mapping({**DEFAULTS, **from_environ()})
-    except ConfigError as error:
-        raise click.ClickException(str(error)) from None
 
 
 class _Exit2(click.ClickException):
     exit_code = 2
 
 
+def _settings() -> Settings:
+    try:
+        return settings_from_environ()
+    except ConfigError as error:
+        raise _Exit2(str(error)) from None
+
+
+def _setting_options(function: Callable[..., Any]) -> Callable[..., Any]:
+    """One ``--<name>`` option per setting declared with ``flag=True`` (config.py)."""
+    for setting in reversed([s for s in SERVER_SETTINGS + SETTINGS if s.flag]):
+        kind: Any = click.Choice(list(setting.choices)) if setting.choices else None
+        function = click.option(f"--{setting.name.replace('_', '-')}", setting.name,
+                                type=kind, help=f"{setting.description} ({setting.key}).",
+                                )(function)
+    return function
+
+
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="prroom")
-def main():
+def main() -> None:
     """prroom: real-time chat rooms for pull requests, over Socket.IO.
 
     Configured by PRROOM_* environment variables (see README); the options of each
@@ -46,26 +58,16 @@ def main():
 
 
 @main.command()
-@click.option("--host", help="Address to listen on (PRROOM_HOST).")
-@click.option("--port", type=int, help="Port to listen on (PRROOM_PORT).")
-@click.option("--bind", help="Full gunicorn bind, e.g. unix:/run/prroom.sock (PRROOM_BIND).")
-@click.option("--worker-connections", type=int,
-              help="Simultaneous connections (PRROOM_WORKER_CONNECTIONS).")
-@click.option("--log-level", help="debug, info, warning, error (PRROOM_LOG_LEVEL).")
-@click.option("--log-format", type=click.Choice(["text", "json"]),
-              help="Log line format (PRROOM_LOG_FORMAT).")
-@click.option("--message-queue", help="Redis URL for clustered mode (PRROOM_MESSAGE_QUEUE).")
-def serve(host, port, bind, worker_connections, log_level, log_format, message_queue):
+@_setting_options
+def serve(**options: Optional[str]) -> None:
     """Run the production server: gunicorn, one gevent-websocket worker, prroom's settings."""
-    overrides = {"PRROOM_HOST": host, "PRROOM_PORT": port, "PRROOM_BIND": bind,
-                 "PRROOM_WORKER_CONNECTIONS": worker_connections,
-                 "PRROOM_LOG_LEVEL": log_level, "PRROOM_LOG_FORMAT": log_format,
-                 "PRROOM_MESSAGE_QUEUE": message_queue}
+    by_name: Dict[str, Setting] = {s.name: s for s in SERVER_SETTINGS + SETTINGS}
     env = dict(os.environ)
-    env.update({key: str(value) for key, value in overrides.items() if value is not None})
+    env.update({by_name[name].key: str(value) for name, value in options.items()
+                if value is not None})
     try:
         server_settings(env)
-        Settings.from_mapping({**DEFAULTS, **from_environ(env)})
+        settings_from_environ(env)
     except ConfigError as error:
         raise _Exit2(str(error)) from None
     argv = [sys.executable, "-m", "gunicorn", "-c", "python:prroom.gunicorn_config",
@@ -74,22 +76,50 @@ def serve(host, port, bind, worker_connections, log_level, log_format, message_q
 
 
 @main.command("check-config")
-def check_config():
-    """Print the effective configuration (secrets masked); exit 2 if any value is bad."""
+@click.option("--wsgi", "wsgi_app", metavar="MODULE:APP",
+              help="Also load this WSGI app as the gevent worker would (patch, then import) "
+                   "and report the gevent traps in it; default: prroom's own (prroom.wsgi).")
+@click.option("--no-traps", is_flag=True, help="Only the settings; load no app.")
+def check_config(wsgi_app: Optional[str], no_traps: bool) -> None:
+    """Print the effective configuration (secrets masked) and the gevent traps found;
+    exit 2 if any value is bad."""
     try:
         server = server_settings()
-        app_settings = Settings.from_mapping({**DEFAULTS, **from_environ()})
+        app_settings = settings_from_environ()
     except ConfigError as error:
         raise _Exit2(str(error)) from None
     for setting in SERVER_SETTINGS + SETTINGS:
-        name = setting.key[len("PRROOM_"):].lower()
-        value = server[name] if name in server else getattr(app_settings, name)
+        value = server[setting.name] if setting.name in server \
+            else getattr(app_settings, setting.name)
         source = "env" if setting.key in os.environ else "default"
         shown = "********" if setting.secret and value else _show(value)
         click.echo(f"{setting.key}={shown}  ({source})")
+    if not no_traps:
+        for trap in _traps_of(wsgi_app or "prroom.wsgi:app"):
+            click.echo(f"gevent trap: {trap}")
 
 
-def _show(value) -> str:
+# A fresh interpreter does what the worker does: patch first, then import the app.
+_TRAP_CHECK = """
+import importlib, sys
+from gevent import monkey
+monkey.patch_all()
+module = importlib.import_module(sys.argv[1].partition(":")[0])
+from prroom.internals.gevent_traps import find_traps
+print("\\n".join(find_traps()))
+"""
+
+
+def _traps_of(wsgi_app: str) -> List[str]:
+    result = subprocess.run([sys.executable, "-c", _TRAP_CHECK, wsgi_app],
+                            capture_output=True, text=True, cwd=os.getcwd())
+    if result.returncode != 0:
+        raise click.ClickException(f"could not load {wsgi_app}: "
+                                   f"{result.stderr.strip().splitlines()[-1:]}")
+    return [line for line in result.stdout.splitlines() if line.strip()]
+
+
+def _show(value: Any) -> str:
     if value is None:
         return ""
     if isinstance(value, tuple):
@@ -103,7 +133,7 @@ def _show(value) -> str:
 @click.argument("username")
 @click.option("--pr", "pull_requests", type=int, multiple=True,
               help="Limit the token to this pull request id (repeatable); default: any.")
-def issue_token(username, pull_requests):
+def issue_token(username: str, pull_requests: Tuple[int, ...]) -> None:
     """Print a connection token for USERNAME, signed with PRROOM_SECRET_KEY."""
     from prroom.core.identity import issue_token as sign
 
@@ -119,12 +149,14 @@ def issue_token(username, pull_requests):
 @click.argument("message")
 @click.option("--message-queue", help="Redis URL (default: PRROOM_MESSAGE_QUEUE).")
 @click.option("--channel", help="Deployment channel (default: PRROOM_CHANNEL).")
-def post(pull_request_id, username, message, message_queue, channel):
+def post(pull_request_id: int, username: str, message: str, message_queue: Optional[str],
+         channel: Optional[str]) -> None:
     """Post MESSAGE as USERNAME to a pull request's room, through the message queue."""
     from prroom.core.protocol import ProtocolError
     from prroom.internals.managers import QueueUnavailable
     from prroom.server.posting import PostingUnavailable, post_message
 
+    _settings()  # a bad PRROOM_* value is a usage error (2), as for the other commands
     try:
         posted = post_message(pull_request_id, username, message,
                               message_queue=message_queue, channel=channel)

@@ -8,6 +8,7 @@ import logging
 import os
 import resource
 import sys
+from typing import Any
 
 from gunicorn.glogging import CONFIG_DEFAULTS
 
@@ -74,7 +75,7 @@ if _server["log_format"] == "json":
     logconfig_dict["formatters"]["generic"] = {"()": "prroom.server.logformat.JSONFormatter"}
 
 
-def on_starting(server):
+def on_starting(server: Any) -> None:
     """Refuse more than one worker; give the worker enough file descriptors."""
     if server.cfg.workers != 1:
         raise SystemExit(f"prroom: workers must be 1 (got {server.cfg.workers}); run more "

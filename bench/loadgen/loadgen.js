@@ -18,6 +18,12 @@
 //           over every delivery (same process, same monotonic clock).
 //   idle    connect `sockets` sockets into rooms of `roomSize` and hold them until told to
 //           stop; counts disconnects and the Engine.IO pings each socket answered.
+//
+// Several servers (a cluster): `urls` instead of `url`. Room r (counted from `roomOffset`,
+// so that several load generator processes spread one set of rooms) lives on server
+// r % urls.length; with `spread: "span"` the second half of each room's members talk to the
+// next server, so every room spans two. The rooms scenario then also reports, per server,
+// the deliveries its sockets received and the messages acked through it (`byServer`).
 const { io } = require('socket.io-client');
 const { monitorEventLoopDelay, performance } = require('perf_hooks');
 const readline = require('readline');
@@ -25,6 +31,7 @@ const readline = require('readline');
 const config = JSON.parse(process.argv[2] || '{}');
 const LAG_RESOLUTION_MS = 10;
 const MESSAGE_EVENT = 'pr-room-message';
+const urls = config.urls || [config.url];
 
 function out(obj) {
   process.stdout.write(JSON.stringify(obj) + '\n');
@@ -78,10 +85,17 @@ let lastEventAt = performance.now();
 let disconnects = 0;
 const disconnectReasons = {};
 
-function connectAndJoin(index, pullRequestId, onMessage) {
+// The server socket `index` of a room scenario talks to (see the top of the file).
+function serverOf(index) {
+  const room = (config.roomOffset || 0) + Math.floor(index / config.roomSize);
+  const second = config.spread === 'span' && index % config.roomSize >= config.roomSize / 2;
+  return (room + (second ? 1 : 0)) % urls.length;
+}
+
+function connectAndJoin(index, pullRequestId, onMessage, server) {
   return new Promise((resolve) => {
     const username = `bench-${config.tag || 'u'}-${index}`;
-    const socket = io(config.url, {
+    const socket = io(urls[server], {
       transports: ['websocket'],
       forceNew: true, // one Engine.IO connection per socket, like separate browser tabs
       reconnection: false, // a lost socket is counted, not silently replaced
@@ -90,8 +104,9 @@ function connectAndJoin(index, pullRequestId, onMessage) {
     socket.benchUser = username;
     socket.benchRoom = pullRequestId;
     socket.benchPings = 0;
+    socket.benchServer = server;
     socket.onAny(() => { lastEventAt = performance.now(); }); // presence events included
-    if (onMessage) socket.on(MESSAGE_EVENT, onMessage);
+    if (onMessage) socket.on(MESSAGE_EVENT, (message) => onMessage(message, socket));
     socket.on('pr-room-error', () => countError('pr-room-error'));
     socket.once('connect_error', (err) => {
       countError(`connect_error: ${err.message}`);
@@ -118,14 +133,15 @@ function connectAndJoin(index, pullRequestId, onMessage) {
 }
 
 // Opens `count` sockets with at most `window` connecting at once; socket i joins room
-// roomOf(i). Returns the sockets that joined.
-async function openAll(count, roomOf, onMessage) {
+// roomOf(i) on server serverOf(i). Returns the sockets that joined.
+async function openAll(count, roomOf, onMessage, serverOfIndex = serverOf) {
   const sockets = [];
   let next = 0;
   const worker = async () => {
     while (next < count) {
       const index = next++;
-      const socket = await connectAndJoin(index, roomOf(index), onMessage);
+      const socket = await connectAndJoin(index, roomOf(index), onMessage,
+        serverOfIndex(index));
       if (socket) sockets.push(socket);
     }
   };
@@ -150,7 +166,12 @@ const roomId = (index) => config.prBase + Math.floor(index / config.roomSize);
 // ---- scenarios ------------------------------------------------------------------------
 async function rooms() {
   let delivered = 0;
-  const onMessage = () => { delivered += 1; };
+  const deliveredBy = urls.map(() => 0);
+  const ackedBy = urls.map(() => 0);
+  const onMessage = (message, socket) => {
+    delivered += 1;
+    deliveredBy[socket.benchServer] += 1;
+  };
 
   await barrier('connect:start');
   const connectPhase = startPhase();
@@ -173,6 +194,7 @@ async function rooms() {
       (ack) => {
         inFlight -= 1;
         acked += 1;
+        ackedBy[socket.benchServer] += 1;
         if (!ack || !ack.ok) refused += 1;
         send(socket);
       });
@@ -181,11 +203,18 @@ async function rooms() {
   await sleep(config.warmup * 1000);
   const fromDelivered = delivered;
   const fromAcked = acked;
+  const fromBy = [deliveredBy.slice(), ackedBy.slice()];
   const sendPhase = startPhase();
   await barrier('throughput:start');
   await sleep(config.duration * 1000 - (performance.now() - sendPhase.t));
   const deliveredInWindow = delivered - fromDelivered;
   const ackedInWindow = acked - fromAcked;
+  const byServer = urls.map((url, k) => ({
+    url,
+    sockets: sockets.filter((s) => s.benchServer === k).length,
+    delivered: deliveredBy[k] - fromBy[0][k],
+    acked: ackedBy[k] - fromBy[1][k],
+  }));
   const throughput = endPhase(sendPhase);
   await barrier('throughput:end');
   sending = false;
@@ -205,6 +234,7 @@ async function rooms() {
     refused,
     unackedAtEnd: inFlight,
     throughput,
+    byServer,
   };
 }
 
@@ -226,7 +256,7 @@ async function fanout() {
 
   await barrier('connect:start');
   const connectPhase = startPhase();
-  const sockets = await openAll(config.members, () => config.prBase, onMessage);
+  const sockets = await openAll(config.members, () => config.prBase, onMessage, () => 0);
   const connect = endPhase(connectPhase);
   await barrier('connect:end', { joined: sockets.length });
   await settle(); // presence events of 500 joins must be delivered before we time anything

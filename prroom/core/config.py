@@ -14,7 +14,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, Mapping, Optional, Tuple
 
 
 class ConfigError(ValueError):
@@ -114,6 +114,12 @@ class Setting:
     maximum: Optional[float] = None
     choices: Optional[Tuple[str, ...]] = None
     secret: bool = False  # masked wherever settings are shown
+    flag: bool = False  # also a ``prroom serve --<name>`` option
+
+    @property
+    def name(self) -> str:
+        """The key without its prefix, lower-cased: the :class:`Settings` field and CLI flag."""
+        return self.key[len("PRROOM_"):].lower()
 
     def coerce(self, raw: Any) -> Any:
         """Return ``raw`` parsed and range-checked, or raise :class:`ConfigError`."""
@@ -133,7 +139,7 @@ class Setting:
         """Human description of the valid values, used in error messages and README."""
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
-        kind = {_parse_int: "an integer", _parse_float: "a number",
+        kind: Dict[Callable[[Any], Any], str] = {_parse_int: "an integer", _parse_float: "a number",
                 _parse_str: "a string", _parse_origins: "a comma-separated list of origins",
                 _parse_callable: "a callable or 'module:name'",
                 _parse_queue_url: "empty or a redis://host:port/db URL"}
@@ -205,7 +211,7 @@ SETTINGS: Tuple[Setting, ...] = (
             10, 10_000_000),
     Setting("PRROOM_MESSAGE_QUEUE", "", _parse_queue_url,
             "Message queue URL (redis://host:6379/0) joining several prroom processes into "
-            "one service; empty = one process, in memory"),
+            "one service; empty = one process, in memory", flag=True),
     Setting("PRROOM_CHANNEL", "prroom", _parse_str,
             "Name under which this deployment's traffic and presence live in the queue, so "
             "two deployments can share one Redis"),
@@ -228,10 +234,15 @@ SETTINGS: Tuple[Setting, ...] = (
             "Concurrency model when prroom creates the SocketIO: `auto` picks gevent when gevent "
             "has monkey-patched the process and threading otherwise (flask run)",
             choices=("auto", "gevent", "threading")),
+    Setting("PRROOM_BLOCKING_THRESHOLD", 100.0, _parse_float,
+            "Under gevent: milliseconds the event loop may be held before prroom logs the "
+            "stack of the code that held it and counts it in the metrics; 0 = off",
+            0, 600_000),
     Setting("PRROOM_WEBSOCKET_WRITES", "direct", _parse_str,
             "How WebSocket packets go out under gevent: `direct` (written by whoever sends "
             "them, pings from a timer: no writer or ping greenlet per connection; "
-            "prroom/internals/websocket_writes.py) or `engineio` (python-engineio's own writer greenlet)",
+            "prroom/internals/websocket_writes.py) or `engineio` (python-engineio's own "
+            "writer greenlet)",
             choices=("direct", "engineio")),
     # The chat page (prroom/server/web.py) loads the official socket.io-client build from here.
     Setting("PRROOM_SOCKETIO_CLIENT_URL", DEFAULT_SOCKETIO_CLIENT_URL, _parse_str,
@@ -253,20 +264,22 @@ SETTINGS: Tuple[Setting, ...] = (
 #: How the server process runs (read by prroom/gunicorn_config.py and `prroom serve`, from
 #: the environment only: they exist before any Flask app does).
 SERVER_SETTINGS: Tuple[Setting, ...] = (
-    Setting("PRROOM_HOST", "127.0.0.1", _parse_str, "Address to listen on"),
-    Setting("PRROOM_PORT", 8000, _parse_int, "Port to listen on (PORT works too)", 0, 65535),
+    Setting("PRROOM_HOST", "127.0.0.1", _parse_str, "Address to listen on", flag=True),
+    Setting("PRROOM_PORT", 8000, _parse_int, "Port to listen on (PORT works too)", 0, 65535,
+            flag=True),
     Setting("PRROOM_BIND", "", _parse_str,
-            "A full gunicorn bind (0.0.0.0:80, unix:/run/prroom.sock); overrides host/port"),
+            "A full gunicorn bind (0.0.0.0:80, unix:/run/prroom.sock); overrides host/port",
+            flag=True),
     Setting("PRROOM_WORKER_CONNECTIONS", 10000, _parse_int,
-            "Simultaneous connections the worker accepts", 1, 1_000_000),
+            "Simultaneous connections the worker accepts", 1, 1_000_000, flag=True),
     Setting("PRROOM_WORKER_TIMEOUT", 30, _parse_int, "gunicorn's worker timeout, seconds", 1,
             86400),
     Setting("PRROOM_GRACEFUL_TIMEOUT", 10, _parse_int,
             "Seconds to finish after SIGTERM before connections are cut", 1, 3600),
     Setting("PRROOM_LOG_LEVEL", "info", _parse_str, "Log level",
-            choices=("debug", "info", "warning", "error", "critical")),
+            choices=("debug", "info", "warning", "error", "critical"), flag=True),
     Setting("PRROOM_LOG_FORMAT", "text", _parse_str, "Log line format",
-            choices=("text", "json")),
+            choices=("text", "json"), flag=True),
     Setting("PRROOM_ACCESS_LOG", "-", _parse_str,
             "Access log file, - for stdout, empty for none"),
     Setting("PRROOM_CONTROL_SOCKET", "", _parse_str,
@@ -283,7 +296,11 @@ DEFAULTS = {setting.key: setting.default for setting in SETTINGS}
 
 @dataclass(frozen=True)
 class Settings:
-    """The validated, typed view of the ``PRROOM_*`` keys that the rest of prroom reads."""
+    """The validated, typed view of the ``PRROOM_*`` keys that the rest of prroom reads.
+
+    One field per entry of :data:`SETTINGS`, named :attr:`Setting.name`, and nothing else:
+    defaults, ranges and descriptions live in the declaration only (checked at import).
+    """
 
     url_prefix: str
     socketio_path: str
@@ -318,22 +335,23 @@ class Settings:
     metrics_path: str
     metrics_token: Optional[str]
     async_mode: str
-    websocket_writes: str = "direct"
-    socketio_client_url: str = DEFAULT_SOCKETIO_CLIENT_URL
-    socketio_client_integrity: str = DEFAULT_SOCKETIO_CLIENT_INTEGRITY
-    socketio_client_file: str = ""
-    max_attachments: int = 10
-    connect_timeout: float = 45.0
+    blocking_threshold: float
+    websocket_writes: str
+    socketio_client_url: str
+    socketio_client_integrity: str
+    socketio_client_file: str
+    max_attachments: int
+    connect_timeout: float
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> "Settings":
         """Validate every key of ``config`` (missing keys take their default)."""
-        values = {}
+        values: Dict[str, Any] = {}
         for setting in SETTINGS:
             raw = config.get(setting.key, setting.default)
             value = setting.default if raw is None and setting.default is None \
                 else setting.coerce(raw)
-            values[setting.key[len("PRROOM_"):].lower()] = value
+            values[setting.name] = value
         if values["url_prefix"] and not values["url_prefix"].startswith("/"):
             raise ConfigError(f"PRROOM_URL_PREFIX={values['url_prefix']!r}: expected a path "
                               "starting with / (or empty)")
@@ -384,8 +402,7 @@ def server_settings(environ: Optional[Mapping[str, str]] = None) -> dict:
         raw = environ.get(setting.key)
         if setting.key == "PRROOM_PORT" and raw is None:
             raw = environ.get("PORT")
-        values[setting.key[len("PRROOM_"):].lower()] = \
-            setting.default if raw is None else setting.coerce(raw)
+        values[setting.name] = setting.default if raw is None else setting.coerce(raw)
     return values
 
 
@@ -394,3 +411,25 @@ def from_environ(environ: Optional[Mapping[str, str]] = None) -> dict:
     environ = os.environ if environ is None else environ
     return {key: SETTINGS_BY_KEY[key].coerce(environ[key])
             for key in SETTINGS_BY_KEY if key in environ}
+
+
+def settings_from_environ(environ: Optional[Mapping[str, str]] = None) -> Settings:
+    """The app settings a process outside any Flask app runs with: environment, then defaults.
+
+    What the ``prroom`` command and :func:`prroom.post_message` without an app use, so they
+    apply the same limits (``PRROOM_MAX_MESSAGE_LENGTH``...) as the server they talk to.
+    """
+    return Settings.from_mapping({**DEFAULTS, **from_environ(environ)})
+
+
+def _check_declarations() -> None:
+    # Settings must mirror SETTINGS exactly: a key declared without a field (or the reverse)
+    # would otherwise be silently ignored.
+    fields = tuple(Settings.__dataclass_fields__)
+    declared = tuple(setting.name for setting in SETTINGS)
+    if fields != declared:
+        raise RuntimeError(f"prroom.core.config: Settings fields {fields} do not match "
+                           f"SETTINGS {declared}")
+
+
+_check_declarations()

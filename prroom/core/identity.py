@@ -16,7 +16,7 @@ Flask app or prroom's CLI.  JWT would only pay off for non-Python issuers.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, FrozenSet, Iterable, Mapping, NamedTuple, Optional
+from typing import Any, Callable, ContextManager, FrozenSet, Iterable, Mapping, NamedTuple, Optional
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -91,7 +91,8 @@ class TokenIdentity(IdentityPolicy):
         if not isinstance(token, str) or not token:
             raise _unauthorized("a token is required: connect with auth: {token: '...'}")
         try:
-            claims = self._serializer.loads(token, max_age=self.max_age)
+            # itsdangerous compares the age with max_age; a float works though typed int
+            claims = self._serializer.loads(token, max_age=self.max_age)  # type: ignore[arg-type]
         except SignatureExpired:
             raise _unauthorized("the token has expired; get a new one") from None
         except BadSignature:
@@ -108,7 +109,7 @@ class CallableIdentity(IdentityPolicy):
     """
 
     def __init__(self, authenticate: Callable[[Any, Any], Any],
-                 request_context: Callable[[Mapping[str, Any]], Any]) -> None:
+                 request_context: Callable[[Any], ContextManager[Any]]) -> None:
         self._authenticate = authenticate
         self._request_context = request_context
 
@@ -157,5 +158,5 @@ def with_room_rule(policy: IdentityPolicy,
     def combined(identity: Optional[Identity], pull_request_id: int) -> bool:
         return base(identity, pull_request_id) and bool(can_join(identity, pull_request_id))
 
-    policy.can_join = combined
+    policy.can_join = combined  # type: ignore[method-assign]
     return policy

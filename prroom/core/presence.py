@@ -16,11 +16,38 @@ from __future__ import annotations
 import logging
 import threading
 import uuid
-from typing import Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
 logger = logging.getLogger("prroom")
 
 Left = Tuple[int, str]  # (pull_request_id, username) that nobody in the cluster has any more
+
+
+def _text(value: "bytes | str") -> str:
+    # redis-py returns bytes unless the client was made with decode_responses
+    return value.decode() if isinstance(value, bytes) else value
+
+
+class Presence(Protocol):
+    """What the event layer needs of a presence backend (both classes below provide it)."""
+
+    clustered: bool
+
+    def add(self, pull_request_id: int, username: str) -> bool:
+        """Count one more socket of the user; True if it is their first in the room."""
+
+    def remove(self, pull_request_id: int, username: str) -> bool:
+        """Count one socket fewer; True if it was the user's last in the room."""
+
+    def members(self, pull_request_id: int) -> List[str]:
+        """The room's users, sorted."""
+
+    def start(self, spawn: Callable[..., Any], sleep: Callable[[float], None],
+              announce_left: Callable[[List[Left]], None]) -> None:
+        """Start whatever the backend runs in the background."""
+
+    def healthy(self) -> bool:
+        """Whether the backend is reachable."""
 
 
 class MemoryPresence:
@@ -172,7 +199,7 @@ class RedisPresence:
     def members(self, pull_request_id: int) -> List[str]:
         """The room's users on every live process, sorted."""
         names = self.redis.hkeys(self._users_prefix + str(pull_request_id))
-        return sorted(name.decode() for name in names)
+        return sorted(_text(name) for name in names)
 
     def healthy(self) -> bool:
         """Whether the last heartbeat reached Redis."""
@@ -224,7 +251,7 @@ class RedisPresence:
         """Forget processes whose heartbeat expired; return the users who left with them."""
         gone: List[Left] = []
         for raw in self.redis.smembers(self._prefix + "servers"):
-            server_id = raw.decode()
+            server_id = _text(raw)
             if server_id == self.server_id or \
                     self.redis.exists(f"{self._prefix}alive:{server_id}"):
                 continue
@@ -238,7 +265,7 @@ class RedisPresence:
             logger.warning("presence: reaped server %s (no heartbeat for %.0f s), %d users "
                            "left", server_id, self.ttl, len(fields))
             for field in fields:
-                pr, _, user = field.decode().partition("|")
+                pr, _, user = _text(field).partition("|")
                 gone.append((int(pr), user))
         return gone
 
@@ -250,7 +277,7 @@ class RedisPresence:
         pipe.execute()
 
 
-def create_presence(message_queue: Optional[str], channel: str, ttl: float):
+def create_presence(message_queue: Optional[str], channel: str, ttl: float) -> Presence:
     """The presence backend for the configured deployment."""
     if message_queue:
         return RedisPresence(message_queue, channel, ttl)

@@ -6,7 +6,12 @@ in microseconds and the hot path stays cheap.
 from __future__ import annotations
 
 import re
-from typing import Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, NamedTuple, Optional
+
+from prroom.core.config import DEFAULTS
+
+if TYPE_CHECKING:  # pragma: no cover
+    from prroom.core.config import Settings
 
 # Events a client sends.
 JOIN = "join-pr-room"
@@ -78,10 +83,15 @@ class ProtocolError(Exception):
 
 
 class Limits(NamedTuple):
-    """Size limits applied while parsing payloads."""
+    """Size limits applied while parsing payloads (defaults: the settings' defaults)."""
 
-    max_username_length: int = 64
-    max_message_length: int = 4000
+    max_username_length: int = DEFAULTS["PRROOM_MAX_USERNAME_LENGTH"]
+    max_message_length: int = DEFAULTS["PRROOM_MAX_MESSAGE_LENGTH"]
+
+    @classmethod
+    def of(cls, settings: "Settings") -> "Limits":
+        """The limits a server with ``settings`` applies."""
+        return cls(settings.max_username_length, settings.max_message_length)
 
 
 class RoomRequest(NamedTuple):

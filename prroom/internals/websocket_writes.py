@@ -32,6 +32,7 @@ import collections
 import logging
 import struct
 import time
+from typing import Any, Callable, Deque, List, Optional, Union
 
 import gevent
 import gevent.event
@@ -49,7 +50,7 @@ _PING_QUALNAME = "Socket._send_ping"
 _FRAME_ATTRIBUTE = "_prroom_ws_frame"
 
 
-def websocket_frame(data) -> bytes:
+def websocket_frame(data: Union[str, bytes]) -> bytes:
     """One unmasked, final WebSocket frame: text for ``str``, binary for bytes (RFC 6455)."""
     if isinstance(data, str):
         data, opcode = data.encode("utf-8"), 0x81
@@ -65,7 +66,7 @@ def websocket_frame(data) -> bytes:
     return header + data
 
 
-def frame_of(pkt) -> bytes:
+def frame_of(pkt: Any) -> bytes:
     """``pkt``'s WebSocket frame, built on first use and kept on the packet.
 
     python-socketio sends the very same Engine.IO packet object to every member of a room,
@@ -86,13 +87,13 @@ class _Corks:
     ``send``: under load the system call per delivery was the largest single cost left.
     """
 
-    def __init__(self, hub):
+    def __init__(self, hub: Any) -> None:
         self.thread = _os_thread_id()
         self.loop = hub.loop
-        self._writers = []
+        self._writers: List[DirectWriter] = []
         self._scheduled = False
 
-    def add(self, writer) -> None:
+    def add(self, writer: "DirectWriter") -> None:
         self._writers.append(writer)
         if not self._scheduled:
             self._scheduled = True
@@ -105,7 +106,7 @@ class _Corks:
         for writer in writers:
             try:
                 writer._uncork()
-            except Exception:  # noqa: BLE001 - one connection must not stall the others
+            except Exception:  # one connection must not stall the others
                 logger.exception("writing to a WebSocket failed")
                 writer._end()
 
@@ -129,17 +130,18 @@ class DirectWriter:
     python-engineio expects of its writer.
     """
 
-    def __init__(self, ws, sock):
+    def __init__(self, ws: Any, sock: Any) -> None:
         self._ws = ws
         self._sock = sock
         self._corks = _Corks.of_current_hub()
-        self._corked = []
-        self._backlog = None  # a deque while the kernel's buffer is full (rare: made then)
-        self._flusher = None
+        self._corked: List[bytes] = []
+        # a deque while the kernel's buffer is full (rare: made then)
+        self._backlog: Optional[Deque[Union[bytes, memoryview]]] = None
+        self._flusher: Optional[gevent.Greenlet] = None
         self._ending = False
         self._done = gevent.event.Event()
 
-    def put(self, pkt) -> None:
+    def put(self, pkt: Any) -> None:
         """Send ``pkt`` (an Engine.IO packet), or end the connection's writing for ``None``.
 
         Callable from any OS thread: from another than the connection's, the packet is handed
@@ -177,7 +179,7 @@ class DirectWriter:
         if sent < len(data):
             self._wait_in_backlog(memoryview(data)[sent:])
 
-    def _wait_in_backlog(self, data) -> None:
+    def _wait_in_backlog(self, data: Union[bytes, memoryview]) -> None:
         if self._backlog is None:
             self._backlog = collections.deque()
         self._backlog.append(data)
@@ -195,7 +197,8 @@ class DirectWriter:
 
     def _flush(self) -> None:
         """Greenlet: send the backlog in order, waiting for the socket; close at the end."""
-        backlog = self._backlog = self._backlog or collections.deque()
+        backlog: Deque[Union[bytes, memoryview]] = self._backlog or collections.deque()
+        self._backlog = backlog
         try:
             if self._ending and self._corked:  # ending before the loop came round
                 backlog.extend(self._corked)
@@ -211,7 +214,7 @@ class DirectWriter:
             return
         try:
             self._ws.close()
-        except Exception:  # noqa: BLE001 - closing a dead socket; nothing to tell
+        except Exception:  # closing a dead socket; nothing to tell
             pass
         # The Engine.IO socket outlives the connection a while (its ping timer holds it);
         # it must not hold the connection's WebSocket, handler and buffers with it.
@@ -222,7 +225,7 @@ class DirectWriter:
         """Frames waiting for the socket (the slow-consumer watchdog reads this)."""
         return len(self._backlog or ()) + len(self._corked)
 
-    def join(self, timeout=None) -> None:
+    def join(self, timeout: Optional[float] = None) -> None:
         """Wait until the writer has ended (as python-engineio joins its writer thread)."""
         self._done.wait(timeout)
 
@@ -238,39 +241,39 @@ class WriterQueue:
 
     __slots__ = ("_queue", "writer")
 
-    def __init__(self, *args, **kwargs):
-        self._queue = None
-        self.writer = None
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        self._queue: Optional[gevent.queue.JoinableQueue] = None
+        self.writer: Optional[DirectWriter] = None
 
     def _real(self) -> gevent.queue.JoinableQueue:
         if self._queue is None:
             self._queue = gevent.queue.JoinableQueue()
         return self._queue
 
-    def put(self, item, block=True, timeout=None):  # noqa: D102
+    def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         writer = self.writer
         if writer is None:
             return self._real().put(item, block, timeout)
         writer.put(item)
 
-    def get(self, block=True, timeout=None):  # noqa: D102
+    def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         return self._real().get(block, timeout)
 
-    def get_nowait(self):  # noqa: D102
+    def get_nowait(self) -> Any:
         return self._real().get_nowait()
 
-    def task_done(self):  # noqa: D102
+    def task_done(self) -> None:
         return self._real().task_done()
 
-    def qsize(self):  # noqa: D102
+    def qsize(self) -> int:
         if self.writer is not None:
             return self.writer.pending()
         return 0 if self._queue is None else self._queue.qsize()
 
-    def empty(self):  # noqa: D102
+    def empty(self) -> bool:
         return self.qsize() == 0
 
-    def join(self, timeout=None):  # noqa: D102
+    def join(self, timeout: Optional[float] = None) -> bool:
         if self.writer is not None:
             self.writer.join(timeout)
             return True
@@ -290,11 +293,11 @@ class _Done:
     """What ``start_background_task`` returns for work that needs no greenlet."""
 
     @staticmethod
-    def join(timeout=None):  # noqa: D102
+    def join(timeout: Optional[float] = None) -> None:
         return None
 
 
-def _start_direct_writer(target):
+def _start_direct_writer(target: Callable[[], Any]) -> Optional["DirectWriter"]:
     """Start a DirectWriter in place of python-engineio's writer closure; None if unsure."""
     code = getattr(target, "__code__", None)
     closure = getattr(target, "__closure__", None)
@@ -313,24 +316,24 @@ def _start_direct_writer(target):
     return writer
 
 
-def _schedule_ping(socket) -> None:
+def _schedule_ping(socket: Any) -> None:
     """Send the next PING after the ping interval from the event loop, not a greenlet."""
     timer = gevent.get_hub().loop.timer(socket.server.ping_interval)
 
-    def ping_due():
+    def ping_due() -> None:
         timer.close()
         if socket.closing or socket.closed:
             return
         try:
             socket.last_ping = time.time()
             socket.send(eio_packet.Packet(eio_packet.PING))  # never blocks: see WriterQueue
-        except Exception:  # noqa: BLE001 - the event loop must not see it
+        except Exception:  # the event loop must not see it
             logger.exception("sending a ping failed")
 
     timer.start(ping_due)
 
 
-def install(server) -> bool:
+def install(server: Any) -> bool:
     """Use the direct write path for ``server`` (a python-socketio Server); False if not."""
     eio = getattr(server, "eio", None)
     if eio is None or getattr(eio, "async_mode", None) != "gevent":
@@ -343,7 +346,7 @@ def install(server) -> bool:
         return False
     original_start = eio.start_background_task
 
-    def start_background_task(target, *args, **kwargs):
+    def start_background_task(target: Any, *args: Any, **kwargs: Any) -> Any:
         name = getattr(target, "__qualname__", "")
         if name == _WRITER_QUALNAME and not args and not kwargs:
             writer = _start_direct_writer(target)
@@ -354,7 +357,7 @@ def install(server) -> bool:
             return _Done()
         return original_start(target, *args, **kwargs)
 
-    start_background_task._prroom_wrapped = True
+    start_background_task._prroom_wrapped = True  # type: ignore[attr-defined]
     eio.create_queue = WriterQueue
     eio.start_background_task = start_background_task
     return True

@@ -8,10 +8,10 @@ from __future__ import annotations
 
 import hmac
 import math
+from typing import Any, Iterable
 
-from flask import Blueprint, current_app, jsonify, request
+from flask import Blueprint, Response, current_app, jsonify, request
 
-from prroom.core.limits import Rate, SocketLimiter
 from prroom.core.protocol import ErrorCode, ProtocolError
 from prroom.internals.managers import QueueUnavailable
 
@@ -20,13 +20,13 @@ api = Blueprint("prroom_api", __name__)
 _STATUS = {ErrorCode.MESSAGE_TOO_LONG: 413, ErrorCode.RATE_LIMITED: 429}
 
 
-def _error(status: int, code: str, message: str, **details):
+def _error(status: int, code: str, message: str, **details: Any) -> Response:
     response = jsonify(ok=False, error={"code": code, "message": message, **details})
     response.status_code = status
     return response
 
 
-def matching_bearer_token(tokens) -> str:
+def matching_bearer_token(tokens: Iterable[str]) -> str:
     """The configured token the request's ``Authorization: Bearer`` names, or ""."""
     header = request.headers.get("Authorization", "")
     scheme, _, given = header.partition(" ")
@@ -39,10 +39,10 @@ def matching_bearer_token(tokens) -> str:
 
 
 @api.post("/pull-requests/<int:pull_request_id>/messages")
-def post_message(pull_request_id: int):
+def post_message(pull_request_id: int) -> Response:
     """Post ``{username, message}`` to a pull request's room; 201 with the message."""
-    extension = current_app.extensions["prroom"]
-    tokens = extension.settings.post_tokens
+    state = current_app.extensions["prroom"]
+    tokens = state.settings.post_tokens
     if not tokens:
         return _error(404, "not-found", "posting over HTTP is off (PRROOM_POST_TOKENS is empty)")
     token = matching_bearer_token(tokens)
@@ -51,9 +51,9 @@ def post_message(pull_request_id: int):
                           "send 'Authorization: Bearer <token>' with a configured token")
         response.headers["WWW-Authenticate"] = 'Bearer realm="prroom"'
         return response
-    if request.content_length and request.content_length > extension.settings.max_frame_bytes:
+    if request.content_length and request.content_length > state.settings.max_frame_bytes:
         return _error(413, ErrorCode.MESSAGE_TOO_LONG, "the request body is too large",
-                      limit=extension.settings.max_frame_bytes)
+                      limit=state.settings.max_frame_bytes)
     if not request.is_json:
         return _error(415, ErrorCode.INVALID_PAYLOAD, "send a JSON body "
                       "(Content-Type: application/json)")
@@ -61,8 +61,8 @@ def post_message(pull_request_id: int):
     if not isinstance(body, dict):
         return _error(400, ErrorCode.INVALID_PAYLOAD, "the body must be a JSON object")
     try:
-        _limiter(extension).charge(token, "post")
-        payload = extension.events.post({**body, "pullRequestId": pull_request_id})
+        state.post_limiter.charge(token, "post")
+        payload = state.events.post({**body, "pullRequestId": pull_request_id})
     except ProtocolError as err:
         response = _error(_STATUS.get(err.code, 400), err.code, err.message, **err.details)
         if err.code == ErrorCode.RATE_LIMITED:
@@ -73,13 +73,3 @@ def post_message(pull_request_id: int):
     response = jsonify(ok=True, **payload)
     response.status_code = 201
     return response
-
-
-def _limiter(extension) -> SocketLimiter:
-    # one bucket per bearer token; created on first use
-    limiter = getattr(extension, "_post_limiter", None)
-    if limiter is None:
-        settings = extension.settings
-        limiter = extension._post_limiter = SocketLimiter(
-            {"post": Rate(settings.post_rate, settings.post_burst)}, disconnect_after=10 ** 9)
-    return limiter

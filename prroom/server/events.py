@@ -1,31 +1,35 @@
 """The Socket.IO handlers: parse with :mod:`protocol`, act on :mod:`rooms`, emit.
 
-Read top to bottom, this module is the whole product.  Handlers are registered directly on
-the python-socketio server (not through Flask-SocketIO's per-event Flask request context,
-which none of them needs), and each returns its ack body; refusals are turned into an ack or
-a ``pr-room-error`` event by :meth:`RoomEvents._refuse`.
+Read top to bottom, this module is the whole product.  The path of one message:
+``guarded`` (rate-limit charge, outcome metrics, refusals turned into replies) →
+``send_message`` (parse, the membership check ``registry.name_in``, the payload from
+:mod:`prroom.core.messages`) → ``_broadcast`` (python-socketio's ``emit`` to the room, on
+every process of a cluster).  Each handler returns its ack body.
+
+One seam a library leaves no way around: python-socketio does not tell a handler whether
+the client asked for an ack, which decides how a refusal is answered (in the ack, or as a
+``pr-room-error`` event).  :mod:`prroom.internals.socketio_hooks` records it around each
+event; ``_refuse`` reads it with ``socketio_hooks.ack_requested()``.
 """
 from __future__ import annotations
 
-import itertools
 import logging
-import secrets
 import time
-from typing import Any, Callable, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
 
 from socketio.exceptions import ConnectionRefusedError
 
 from prroom.core import protocol
+from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
 from prroom.core.limits import SocketLimiter
-from prroom.core.presence import MemoryPresence
+from prroom.core.messages import ChatMessage, MessageIds, chat_message
+from prroom.core.presence import Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import engineio_hooks, socketio_hooks
+from prroom.internals import engineio_hooks, loop_monitor, socketio_hooks
 from prroom.internals.managers import QueueUnavailable
-from prroom.internals.socketio_hooks import ack_requested, track_ack_requests
 from prroom.server.metrics import Metrics
-from prroom.server.posting import build_message
 
 logger = logging.getLogger("prroom")
 
@@ -37,28 +41,35 @@ RATE_KIND = {protocol.JOIN: "room", protocol.LEAVE: "room", protocol.SEND_MESSAG
 
 
 class Caps(NamedTuple):
-    """Per-connection caps (see the ``PRROOM_MAX_*`` settings)."""
+    """Per-connection caps (see the ``PRROOM_MAX_*`` settings; defaults are theirs)."""
 
-    max_rooms_per_socket: int = 50
-    max_connections_per_identity: int = 20
-    max_queued_packets: int = 2000
-    max_attachments: int = 10      # binary attachments one packet may announce
-    connect_timeout: float = 45.0  # seconds until a session without a namespace is closed
+    max_rooms_per_socket: int = DEFAULTS["PRROOM_MAX_ROOMS_PER_SOCKET"]
+    max_connections_per_identity: int = DEFAULTS["PRROOM_MAX_CONNECTIONS_PER_IDENTITY"]
+    max_queued_packets: int = DEFAULTS["PRROOM_MAX_QUEUED_PACKETS"]
+    max_attachments: int = DEFAULTS["PRROOM_MAX_ATTACHMENTS"]
+    connect_timeout: float = DEFAULTS["PRROOM_CONNECT_TIMEOUT"]
+
+    @classmethod
+    def of(cls, settings: Settings) -> "Caps":
+        """The caps a server with ``settings`` applies."""
+        return cls(settings.max_rooms_per_socket, settings.max_connections_per_identity,
+                   settings.max_queued_packets, settings.max_attachments,
+                   settings.connect_timeout)
 
 
 class RoomEvents:
     """prroom's event handlers for one python-socketio server and namespace."""
 
-    def __init__(self, server, registry: RoomRegistry, identity: IdentityPolicy,
-                 limits: Limits, limiter: SocketLimiter, caps: Caps = Caps(),
-                 presence=None, metrics: Optional[Metrics] = None,
-                 namespace: str = "/") -> None:
+    def __init__(self, server: Any, *, registry: RoomRegistry, identity: IdentityPolicy,
+                 limiter: SocketLimiter, limits: Optional[Limits] = None,
+                 caps: Optional[Caps] = None, presence: Optional[Presence] = None,
+                 metrics: Optional[Metrics] = None, namespace: str = "/") -> None:
         self.server = server
         self.registry = registry
         self.identity = identity
-        self.limits = limits
+        self.limits = limits or Limits()
         self.limiter = limiter
-        self.caps = caps
+        self.caps = caps or Caps()
         self.presence = presence or MemoryPresence()
         self.metrics = metrics or Metrics()
         self.namespace = namespace
@@ -66,8 +77,7 @@ class RoomEvents:
         self._identities: Dict[str, Identity] = {}
         self._connections_of: Dict[str, int] = {}  # identity name -> open connections
         self.connected = 0
-        self._message_ids = itertools.count(1)
-        self._id_prefix = secrets.token_hex(4)
+        self.message_ids = MessageIds()
         self._sweeper_started = False
 
     def register(self) -> None:
@@ -79,7 +89,7 @@ class RoomEvents:
         Engine.IO handshake and long-polling) change nothing a conforming client relies on.
         """
         ns = self.namespace
-        track_ack_requests(self.server, ns)
+        socketio_hooks.track_ack_requests(self.server, ns)
         existing = socketio_hooks.registered_handlers(self.server, ns)
         mine: List[Callable] = []
 
@@ -236,25 +246,24 @@ class RoomEvents:
         if self.registry.stop_typing(sid, pull_request_id):
             # a sent message ends that user's typing indicator for the others
             self._announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
-        message_id = f"{self._id_prefix}-{next(self._message_ids)}"
-        sent_at = int(time.time() * 1000)
-        reply = ok(pullRequestId=pull_request_id, id=message_id, sentAt=sent_at)
+        message = chat_message(self.message_ids, pull_request_id, username, request.message)
+        reply = ok(pullRequestId=pull_request_id, id=message["id"], sentAt=message["sentAt"])
         self.metrics.record_message()
-        if not self._broadcast(protocol.MESSAGE,
-                               {"pullRequestId": pull_request_id, "username": username,
-                                "message": request.message, "id": message_id,
-                                "sentAt": sent_at}, pull_request_id):
+        if not self._broadcast(protocol.MESSAGE, dict(message), pull_request_id):
             reply["warning"] = protocol.CLUSTER_UNAVAILABLE
         return reply
 
-    def post(self, request: Any) -> dict:
+    def post(self, request: Any) -> ChatMessage:
         """A message from outside any socket (bots, the HTTP API); no membership needed.
 
         ``request`` is ``{pullRequestId, username, message}``, validated like the event.
         """
-        payload = build_message(request, self.limits)
+        parsed = protocol.parse_message_request(request, self.limits)
+        assert parsed.username is not None  # required: no identity to take it from
+        payload = chat_message(self.message_ids, parsed.pull_request_id, parsed.username,
+                               parsed.message)
         self.metrics.record_message()
-        if not self._broadcast(protocol.MESSAGE, payload, payload["pullRequestId"]):
+        if not self._broadcast(protocol.MESSAGE, dict(payload), payload["pullRequestId"]):
             raise QueueUnavailable("delivered only on this server: the queue is unreachable")
         logger.info("post user=%s pr=%s", payload["username"], payload["pullRequestId"])
         return payload
@@ -295,7 +304,10 @@ class RoomEvents:
         """Wrap a handler: refusals and bugs become error replies, never a dropped socket."""
         kind = RATE_KIND[event]
 
+        label = f"event {event}"
+
         def guarded(sid: str, payload: Any = None, *_ignored: Any) -> Optional[dict]:
+            loop_monitor.serving(label)  # named if this event holds the loop
             started = time.perf_counter()
             outcome = "ok"
             try:
@@ -346,7 +358,7 @@ class RoomEvents:
         if err.code != ErrorCode.RATE_LIMITED or self.limiter.strikes(sid) == 1:
             logger.info("refused %s sid=%s identity=%s pr=%s code=%s", event, sid,
                         self._name(sid), pull_request_id or "-", err.code)
-        if not ack_requested():
+        if not socketio_hooks.ack_requested():
             self._to_socket(sid, protocol.ERROR,
                             protocol.error_event(event, err, pull_request_id))
         return protocol.failure(err)
@@ -382,7 +394,7 @@ class RoomEvents:
         if last:
             self._announce(protocol.USER_LEFT, pull_request_id, username, skip_sid=skip_sid)
 
-    def announce_left(self, gone) -> None:
+    def announce_left(self, gone: Iterable[Left]) -> None:
         """Tell rooms that users of a vanished process are gone (presence reaper)."""
         for pull_request_id, username in gone:
             self._announce(protocol.USER_LEFT, pull_request_id, username)

@@ -1,15 +1,24 @@
-"""``PRRoom``: the Flask extension that wires config, Socket.IO, handlers and blueprint."""
+"""``PRRoom``: the Flask extension that wires config, Socket.IO, handlers and blueprints.
+
+As Flask's own extensions do it: one :class:`PRRoom` may serve several apps (an app factory,
+tests), everything it builds for one app is that app's :class:`PRRoomState` in
+``app.extensions["prroom"]``, and the decorators (:meth:`PRRoom.authenticator`,
+:meth:`PRRoom.room_authorizer`) are read when they are used, so they work whenever they
+are applied.
+"""
 from __future__ import annotations
 
 import logging
-from typing import Callable, Iterable, Optional
+import weakref
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
-from flask import Flask
+from flask import Flask, current_app, has_app_context
 from flask_socketio import SocketIO
 
 from prroom.core.config import DEFAULTS, ConfigError, Settings
 from prroom.core.identity import (
     CallableIdentity,
+    Identity,
     IdentityPolicy,
     JoinNameIdentity,
     TokenIdentity,
@@ -17,10 +26,11 @@ from prroom.core.identity import (
     with_room_rule,
 )
 from prroom.core.limits import Rate, SocketLimiter
-from prroom.core.presence import create_presence
-from prroom.core.protocol import Limits
+from prroom.core.presence import Presence, create_presence
+from prroom.core.protocol import ErrorCode, Limits, ProtocolError
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import socketio_hooks, websocket_writes
+from prroom.internals import gevent_traps, loop_monitor, socketio_hooks, websocket_writes
+from prroom.internals.loop_monitor import LoopMonitor
 from prroom.internals.managers import ClusterManager, IndexedManager
 from prroom.server.api import api
 from prroom.server.events import Caps, RoomEvents
@@ -44,31 +54,115 @@ def resolve_async_mode(setting: str) -> str:
     return "gevent" if monkey.is_module_patched("socket") else "threading"
 
 
+class PRRoomState:
+    """Everything prroom holds for one Flask app: ``app.extensions["prroom"]``."""
+
+    def __init__(self, extension: "PRRoom", app: Flask, settings: Settings,
+                 socketio: SocketIO, identity: IdentityPolicy) -> None:
+        self.extension = extension
+        self.app = app
+        self.settings = settings
+        self.socketio = socketio
+        self.identity = identity
+        self.registry = RoomRegistry(typing_timeout=settings.typing_timeout)
+        self.presence: Presence = create_presence(settings.message_queue, settings.channel,
+                                                  settings.presence_ttl)
+        self.metrics = Metrics()
+        #: one bucket per bearer token of the HTTP posting endpoint
+        self.post_limiter = SocketLimiter(
+            {"post": Rate(settings.post_rate, settings.post_burst)}, disconnect_after=10 ** 9)
+        self.loop_monitor: Optional[LoopMonitor] = None
+        self.traps: List[str] = []
+        self.events = RoomEvents(
+            socketio.server, registry=self.registry, identity=identity,
+            limits=Limits.of(settings), limiter=socket_limiter(settings),
+            caps=Caps.of(settings), presence=self.presence, metrics=self.metrics)
+
+    def queue_up(self) -> Optional[bool]:
+        """None when not clustered; else whether the message queue and presence are up."""
+        if not self.settings.message_queue:
+            return None
+        manager = self.socketio.server.manager
+        return bool(getattr(manager, "queue_healthy", True) and self.presence.healthy())
+
+    def shutdown(self) -> int:
+        """Tell this app's clients it is going away and close their connections.
+
+        Called by prroom's gunicorn worker on SIGTERM; call it yourself from other servers.
+        Returns the number of connections closed.
+        """
+        return self.events.shutdown()
+
+    def issue_token(self, username: str, pull_requests: Optional[Iterable[int]] = None) -> str:
+        """A token for ``token`` mode, valid ``PRROOM_TOKEN_MAX_AGE`` seconds from now."""
+        return issue_token(secret_key(self.app, self.settings), username, pull_requests)
+
+
+def watch_the_event_loop(app: Flask, state: PRRoomState) -> None:
+    """Under gevent: name the traps present now, and watch for blocks from now on."""
+    state.traps = gevent_traps.find_traps()
+    for trap in state.traps:
+        logger.warning("gevent trap: %s", trap)
+    app.wsgi_app = label_requests(app.wsgi_app)  # type: ignore[method-assign]
+    threshold = state.settings.blocking_threshold / 1000
+    if threshold > 0:
+        state.loop_monitor = loop_monitor.monitor_of_hub(threshold,
+                                                         state.metrics.record_loop_block)
+        monitor = state.loop_monitor
+        state.metrics.watch_loop(lambda: monitor.last_lag, monitor.worst_recent_lag)
+
+
+def label_requests(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
+    """WSGI middleware: label each request's greenlet (``GET /path``) for the loop monitor."""
+
+    def labelled(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Any:
+        loop_monitor.serving(f"{environ.get('REQUEST_METHOD', '-')} "
+                             f"{environ.get('PATH_INFO', '-')}")
+        return wsgi_app(environ, start_response)
+    return labelled
+
+
+def socket_limiter(settings: Settings) -> SocketLimiter:
+    """The per-socket rate limits of ``settings``."""
+    return SocketLimiter(
+        {"message": Rate(settings.message_rate, settings.message_burst),
+         "typing": Rate(settings.typing_rate, settings.typing_burst),
+         "room": Rate(settings.room_rate, settings.room_burst)},
+        disconnect_after=settings.rate_limit_disconnect_after)
+
+
+def secret_key(app: Flask, settings: Settings) -> str:
+    """The key that signs tokens: ``PRROOM_SECRET_KEY``, else the app's ``SECRET_KEY``."""
+    key = settings.secret_key or app.config.get("SECRET_KEY")
+    if not key:
+        raise ConfigError("PRROOM_AUTH_MODE='token': expected PRROOM_SECRET_KEY or the "
+                          "app's SECRET_KEY to be set")
+    return str(key)
+
+
 class PRRoom:
     """Pull request chat rooms for a Flask app.
 
-    Use ``PRRoom(app)`` or the app-factory form ``rooms = PRRoom(); rooms.init_app(app)``.
-    Pass ``socketio=`` to share the host app's own :class:`flask_socketio.SocketIO` (its
-    other handlers keep working; if it is not initialised yet, prroom initialises it with
-    prroom's settings), and ``identity=`` to replace how sockets are identified altogether
-    (otherwise ``PRROOM_AUTH_MODE`` picks a policy).  :meth:`authenticator` and
-    :meth:`room_authorizer` are decorators for ``custom`` authentication and per-room rules.
+    Use ``PRRoom(app)`` or the app-factory form ``rooms = PRRoom(); rooms.init_app(app)``
+    (one ``PRRoom`` may be initialised on several apps).  Pass ``socketio=`` to share the
+    host app's own :class:`flask_socketio.SocketIO` (its other handlers keep working; if it
+    is not initialised yet, prroom initialises it with prroom's settings), and ``identity=``
+    to replace how sockets are identified altogether (otherwise ``PRROOM_AUTH_MODE`` picks a
+    policy).  :meth:`authenticator` and :meth:`room_authorizer` are decorators for ``custom``
+    authentication and per-room rules; they may be applied before or after ``init_app``.
 
-    After ``init_app``: ``socketio`` (the SocketIO), ``settings`` (validated ``PRROOM_*``
-    config), ``registry`` (room state) and ``events`` (the handlers) are set, and the
-    extension is ``app.extensions["prroom"]``.
+    The app's :class:`PRRoomState` is ``app.extensions["prroom"]``; ``settings``,
+    ``socketio``, ``registry``, ``events``, ``presence`` and ``metrics`` here are the current
+    app's (or the only app's, outside an app context).
     """
 
     def __init__(self, app: Optional[Flask] = None, socketio: Optional[SocketIO] = None,
                  identity: Optional[IdentityPolicy] = None) -> None:
-        self.socketio = socketio
-        self.identity = identity
-        self._authenticate: Optional[Callable] = None
-        self._can_join: Optional[Callable] = None
-        self.app: Optional[Flask] = None
-        self.settings: Optional[Settings] = None
-        self.registry: Optional[RoomRegistry] = None
-        self.events: Optional[RoomEvents] = None
+        self._socketio = socketio
+        self._identity = identity
+        self._authenticate: Optional[Callable[[Any, Any], Any]] = None
+        self._can_join: Optional[Callable[[Optional[Identity], int], bool]] = None
+        self._apps: List["weakref.ReferenceType[Flask]"] = []
         if app is not None:
             self.init_app(app)
 
@@ -76,122 +170,171 @@ class PRRoom:
         """Register prroom on ``app``; refuses an app that already has it."""
         if "prroom" in app.extensions:
             raise RuntimeError("prroom is already registered on this Flask app")
-        if self.app is not None:
-            raise RuntimeError("this PRRoom is already bound to another app; create one "
-                               "PRRoom per app")
-        if self._authenticate is not None:
-            app.config.setdefault("PRROOM_AUTHENTICATE", self._authenticate)
-        if self._can_join is not None:
-            app.config.setdefault("PRROOM_CAN_JOIN", self._can_join)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
-        settings = Settings.from_mapping(app.config)
-        self.identity = self.identity or self._identity_policy(app, settings)
-        if settings.can_join is not None:
-            with_room_rule(self.identity, settings.can_join)
-        if not self.identity.authenticates and not app.debug:
+        config = dict(app.config)
+        if config.get("PRROOM_AUTHENTICATE") is None:
+            # the decorator, read when a connection arrives (it may come after init_app)
+            config["PRROOM_AUTHENTICATE"] = self._authenticate_by_decorator
+        settings = Settings.from_mapping(config)
+        identity = self._identity or self._identity_policy(app, settings)
+        with_room_rule(identity, self._room_rule(settings))
+        if not identity.authenticates and not app.debug:
             logger.warning("PRROOM_AUTH_MODE=none: anyone who can reach this server can join "
                            "any room under any name; use 'token' or 'custom' in production")
 
-        socketio = socketio or self.socketio or SocketIO()
+        socketio = socketio or self._socketio or SocketIO()
         if socketio.server is None:
             options = self._socketio_options(settings)
+            host_set = socketio_hooks.options_set_by_host(socketio)
             socketio.init_app(app, **{key: value for key, value in options.items()
-                                      if key not in socketio_hooks.options_set_by_host(socketio)})
+                                      if key not in host_set})
         if socketio.async_mode == "gevent":
             socketio_hooks.accelerate_gevent_websocket()
             if settings.websocket_writes == "direct":
                 websocket_writes.install(socketio.server)
-        self.registry = RoomRegistry(typing_timeout=settings.typing_timeout)
-        limiter = SocketLimiter(
-            {"message": Rate(settings.message_rate, settings.message_burst),
-             "typing": Rate(settings.typing_rate, settings.typing_burst),
-             "room": Rate(settings.room_rate, settings.room_burst)},
-            disconnect_after=settings.rate_limit_disconnect_after)
-        self.presence = create_presence(settings.message_queue, settings.channel,
-                                        settings.presence_ttl)
-        self.metrics = Metrics()
+        state = PRRoomState(self, app, settings, socketio, identity)
+        if socketio.async_mode == "gevent":
+            watch_the_event_loop(app, state)
         manager = socketio.server.manager
         if hasattr(manager, "on_delivered"):  # prroom's own managers count deliveries
-            manager.on_delivered = self.metrics.record_deliveries
-        self.events = RoomEvents(socketio.server, self.registry, self.identity,
-                                 Limits(settings.max_username_length,
-                                        settings.max_message_length),
-                                 limiter,
-                                 Caps(settings.max_rooms_per_socket,
-                                      settings.max_connections_per_identity,
-                                      settings.max_queued_packets,
-                                      max_attachments=settings.max_attachments,
-                                      connect_timeout=settings.connect_timeout),
-                                 self.presence, self.metrics)
-        self.metrics.watch_state(lambda: self.events.connected, self.registry.room_sizes,
-                                 self.queue_up)
-        self.events.register()
-        app.register_blueprint(blueprint, url_prefix=settings.url_prefix or None)
-        app.register_blueprint(api, url_prefix=settings.url_prefix or None)
-        app.register_blueprint(ops, url_prefix=settings.url_prefix or None)
+            manager.on_delivered = state.metrics.record_deliveries
+        state.metrics.watch_state(lambda: state.events.connected, state.registry.room_sizes,
+                                  state.queue_up)
+        state.events.register()
+        prefix = settings.url_prefix or None
+        app.register_blueprint(blueprint, url_prefix=prefix)
+        app.register_blueprint(api, url_prefix=prefix)
+        app.register_blueprint(ops, url_prefix=prefix)
         if settings.metrics_path:
             app.add_url_rule(settings.url_prefix + settings.metrics_path, "prroom_metrics",
                              metrics_view)
         app.cli.add_command(commands)
-        app.extensions["prroom"] = self
-        self.app, self.socketio, self.settings = app, socketio, settings
+        app.extensions["prroom"] = state
+        self._apps.append(weakref.ref(app))
 
-    def queue_up(self):
+    # -- the current app's state ------------------------------------------------------
+
+    def state(self, app: Optional[Flask] = None) -> PRRoomState:
+        """``app``'s state; by default the current app's, or the only app's."""
+        if app is None and has_app_context():
+            app = current_app._get_current_object()  # type: ignore[attr-defined]
+        if app is None:
+            apps = [bound for bound in (ref() for ref in self._apps) if bound is not None]
+            if len(apps) != 1:
+                raise RuntimeError("this PRRoom serves several apps (or none yet): use it "
+                                   "inside an app context, or pass the app")
+            app = apps[0]
+        state = app.extensions.get("prroom")
+        if not isinstance(state, PRRoomState) or state.extension is not self:
+            raise RuntimeError("this PRRoom is not initialised on that app: call init_app()")
+        return state
+
+    @property
+    def settings(self) -> Settings:
+        """The app's validated ``PRROOM_*`` settings."""
+        return self.state().settings
+
+    @property
+    def socketio(self) -> Optional[SocketIO]:
+        """The app's SocketIO (before ``init_app``: the one passed in, if any)."""
+        if not self._apps:
+            return self._socketio
+        return self.state().socketio
+
+    @property
+    def app(self) -> Optional[Flask]:
+        """The app this PRRoom serves, when it serves exactly one (else None)."""
+        apps = [ref() for ref in self._apps if ref() is not None]
+        return apps[0] if len(apps) == 1 else None
+
+    @property
+    def registry(self) -> RoomRegistry:
+        """The app's room state."""
+        return self.state().registry
+
+    @property
+    def events(self) -> RoomEvents:
+        """The app's Socket.IO handlers."""
+        return self.state().events
+
+    @property
+    def presence(self) -> Presence:
+        """The app's presence backend."""
+        return self.state().presence
+
+    @property
+    def metrics(self) -> Metrics:
+        """The app's metrics."""
+        return self.state().metrics
+
+    @property
+    def identity(self) -> IdentityPolicy:
+        """How the app's connections are identified."""
+        return self.state().identity
+
+    def queue_up(self) -> Optional[bool]:
         """None when not clustered; else whether the message queue and presence are up."""
-        if not self.settings or not self.settings.message_queue:
-            return None
-        manager = self.socketio.server.manager
-        return bool(getattr(manager, "queue_healthy", True) and self.presence.healthy())
+        return self.state().queue_up()
 
     def shutdown(self) -> int:
-        """Tell this process's clients it is going away and close their connections.
+        """Close the app's connections with a goodbye (see :meth:`PRRoomState.shutdown`)."""
+        return self.state().shutdown()
 
-        Called by prroom's gunicorn worker on SIGTERM; call it yourself from other servers.
-        Returns the number of connections closed.
-        """
-        return self.events.shutdown() if self.events is not None else 0
+    def issue_token(self, username: str, pull_requests: Optional[Iterable[int]] = None) -> str:
+        """A token for ``token`` mode, valid ``PRROOM_TOKEN_MAX_AGE`` seconds from now."""
+        if not self._apps:
+            raise RuntimeError("call init_app() before issuing tokens")
+        return self.state().issue_token(username, pull_requests)
 
     # -- identity -----------------------------------------------------------------------
 
-    def authenticator(self, function: Callable) -> Callable:
-        """Decorator: ``custom`` mode's ``authenticate(auth, request)``; use before init_app.
+    def authenticator(self, function: Callable[[Any, Any], Any]) -> Callable[[Any, Any], Any]:
+        """Decorator: ``custom`` mode's ``authenticate(auth, request)``.
 
         Runs in a request context of the connection's request; returns the username (or an
         :class:`~prroom.core.identity.Identity`), or None to refuse the connection.
+        ``PRROOM_AUTHENTICATE``, when set, takes precedence.
         """
         self._authenticate = function
         return function
 
-    def room_authorizer(self, function: Callable) -> Callable:
-        """Decorator: ``can_join(identity, pull_request_id) -> bool``; use before init_app."""
+    def room_authorizer(self, function: Callable[[Optional[Identity], int], bool]
+                        ) -> Callable[[Optional[Identity], int], bool]:
+        """Decorator: ``can_join(identity, pull_request_id) -> bool``, checked at every join
+        on top of ``PRROOM_CAN_JOIN`` and a token's scope."""
         self._can_join = function
         return function
 
-    def issue_token(self, username: str, pull_requests: Optional[Iterable[int]] = None) -> str:
-        """A token for ``token`` mode, valid ``PRROOM_TOKEN_MAX_AGE`` seconds from now."""
-        if self.app is None:
-            raise RuntimeError("call init_app() before issuing tokens")
-        return issue_token(self._secret_key(self.app, self.settings), username, pull_requests)
+    def _authenticate_by_decorator(self, auth: Any, request: Any) -> Any:
+        if self._authenticate is None:
+            logger.error("PRROOM_AUTH_MODE=custom but no authenticator: set "
+                         "PRROOM_AUTHENTICATE or decorate a function with "
+                         "@rooms.authenticator; refusing connections")
+            raise ProtocolError(ErrorCode.UNAUTHORIZED, "authentication is not configured")
+        return self._authenticate(auth, request)
 
-    @staticmethod
-    def _secret_key(app: Flask, settings: Settings) -> str:
-        key = settings.secret_key or app.config.get("SECRET_KEY")
-        if not key:
-            raise ConfigError("PRROOM_AUTH_MODE='token': expected PRROOM_SECRET_KEY or the "
-                              "app's SECRET_KEY to be set")
-        return key
+    def _room_rule(self, settings: Settings) -> Callable[[Optional[Identity], int], bool]:
+        configured = settings.can_join
+
+        def can_join(identity: Optional[Identity], pull_request_id: int) -> bool:
+            if configured is not None and not configured(identity, pull_request_id):
+                return False
+            decorated = self._can_join
+            return decorated is None or bool(decorated(identity, pull_request_id))
+        return can_join
 
     def _identity_policy(self, app: Flask, settings: Settings) -> IdentityPolicy:
         if settings.auth_mode == "token":
-            return TokenIdentity(self._secret_key(app, settings), settings.token_max_age)
+            return TokenIdentity(secret_key(app, settings), settings.token_max_age)
         if settings.auth_mode == "custom":
+            assert settings.authenticate is not None
             return CallableIdentity(settings.authenticate, app.request_context)
         return JoinNameIdentity()
 
     @staticmethod
-    def _socketio_options(settings: Settings) -> dict:
-        origins = settings.cors_allowed_origins
+    def _socketio_options(settings: Settings) -> Dict[str, Any]:
+        origins: Any = settings.cors_allowed_origins
         if origins == ("*",):
             origins = "*"
         elif origins is not None:

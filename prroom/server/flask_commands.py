@@ -24,5 +24,5 @@ def issue_token_command(username: str, pull_requests: Tuple[int, ...]) -> None:
     It is valid for PRROOM_TOKEN_MAX_AGE seconds. Example:
     flask --app prroom prroom issue-token alice --pr 123
     """
-    extension = current_app.extensions["prroom"]
-    click.echo(extension.issue_token(username, pull_requests or None))
+    state = current_app.extensions["prroom"]
+    click.echo(state.issue_token(username, pull_requests or None))

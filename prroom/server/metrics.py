@@ -6,13 +6,14 @@ members per room, the message queue — is computed only when Prometheus scrapes
 """
 from __future__ import annotations
 
-from typing import Callable, Dict, Tuple
+from typing import Any, Callable, Dict, Iterator, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 MEMBER_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
+BLOCKED_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
                    0.25, 1.0)
 
@@ -38,6 +39,10 @@ class Metrics:
                                   "to sockets of this process", registry=self.registry)
         self._seconds = Histogram("prroom_event_seconds", "Time to handle a client event",
                                   ["event"], buckets=SECONDS_BUCKETS, registry=self.registry)
+        self._blocked = Histogram("prroom_event_loop_blocked_seconds", "Times the event "
+                                  "loop was held past PRROOM_BLOCKING_THRESHOLD, by how long "
+                                  "(every connection of the process waited)",
+                                  buckets=BLOCKED_BUCKETS, registry=self.registry)
         self._children: Dict[Tuple[str, str], Tuple] = {}
 
     def record_event(self, event: str, outcome: str, seconds: float) -> None:
@@ -68,6 +73,14 @@ class Metrics:
         """``count`` sockets of this process were sent a ``pr-room-message``."""
         self._delivered.inc(count)
 
+    def record_loop_block(self, seconds: float) -> None:
+        """The event loop was held for ``seconds`` (past the threshold)."""
+        self._blocked.observe(seconds)
+
+    def watch_loop(self, lag: Callable[[], float], worst: Callable[[], float]) -> None:
+        """Register the scrape-time event-loop gauges (last lag, worst of the last minute)."""
+        self.registry.register(_LoopCollector(lag, worst))
+
     def watch_state(self, sockets: Callable[[], int], room_sizes: Callable[[], list],
                     queue_up: Callable[[], object]) -> None:
         """Register the scrape-time gauges; ``queue_up`` returns None when not clustered."""
@@ -79,13 +92,14 @@ class Metrics:
 
 
 class _StateCollector:
-    def __init__(self, sockets, room_sizes, queue_up) -> None:
+    def __init__(self, sockets: Callable[[], int], room_sizes: Callable[[], list],
+                 queue_up: Callable[[], object]) -> None:
         self._sockets, self._room_sizes, self._queue_up = sockets, room_sizes, queue_up
 
-    def describe(self):
+    def describe(self) -> list:
         return []
 
-    def collect(self):
+    def collect(self) -> Iterator[Any]:
         yield GaugeMetricFamily("prroom_connected_sockets",
                                 "Sockets connected to this process", value=self._sockets())
         sizes = self._room_sizes()
@@ -102,3 +116,18 @@ class _StateCollector:
         if up is not None:
             yield GaugeMetricFamily("prroom_message_queue_up", "1 when the message queue "
                                     "is reachable (clustered mode)", value=1 if up else 0)
+
+
+class _LoopCollector:
+    def __init__(self, lag: Callable[[], float], worst: Callable[[], float]) -> None:
+        self._lag, self._worst = lag, worst
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("prroom_event_loop_lag_seconds", "How late the event loop "
+                                "ran a timer last time (a block shows as lag)",
+                                value=self._lag())
+        yield GaugeMetricFamily("prroom_event_loop_worst_lag_seconds", "The longest event "
+                                "loop block of the last minute", value=self._worst())

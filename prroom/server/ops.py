@@ -8,6 +8,7 @@
 from __future__ import annotations
 
 from flask import Blueprint, Response, current_app, jsonify
+from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from prroom.server.api import matching_bearer_token
@@ -16,10 +17,10 @@ ops = Blueprint("prroom_ops", __name__)
 
 
 @ops.get("/readyz")
-def readyz():
+def readyz() -> ResponseReturnValue:
     """Readiness: can this process take traffic right now?"""
-    extension = current_app.extensions["prroom"]
-    queue_up = extension.queue_up()
+    state = current_app.extensions["prroom"]
+    queue_up = state.queue_up()
     checks = {"queue": "not clustered" if queue_up is None else
               ("up" if queue_up else "unreachable")}
     if queue_up is False:
@@ -29,11 +30,11 @@ def readyz():
     return jsonify(status="ready", checks=checks)
 
 
-def metrics_view():
+def metrics_view() -> ResponseReturnValue:
     """Prometheus scrape endpoint, registered at PRROOM_METRICS_PATH when that is set."""
-    extension = current_app.extensions["prroom"]
-    token = extension.settings.metrics_token
+    state = current_app.extensions["prroom"]
+    token = state.settings.metrics_token
     if token and not matching_bearer_token((token,)):
         return Response("metrics need 'Authorization: Bearer <PRROOM_METRICS_TOKEN>'\n",
                         status=401, headers={"WWW-Authenticate": 'Bearer realm="prroom"'})
-    return Response(extension.metrics.render(), content_type=CONTENT_TYPE_LATEST)
+    return Response(state.metrics.render(), content_type=CONTENT_TYPE_LATEST)

@@ -14,6 +14,7 @@ from urllib.parse import urlsplit
 
 from flask import (
     Blueprint,
+    Response,
     abort,
     current_app,
     jsonify,
@@ -22,6 +23,7 @@ from flask import (
     send_file,
     url_for,
 )
+from flask.typing import ResponseReturnValue
 
 from prroom import __version__
 from prroom.core.protocol import MAX_PULL_REQUEST_ID
@@ -34,28 +36,33 @@ _PR_ID = f"<int(min=1, max={MAX_PULL_REQUEST_ID}):pull_request_id>"
 
 
 @blueprint.get("/healthz")
-def healthz():
+def healthz() -> ResponseReturnValue:
     """Liveness: the process serves requests. Also reports the rooms it holds."""
-    extension = current_app.extensions["prroom"]
-    return jsonify(status="ok", rooms=extension.registry.room_count(),
-                   asyncMode=extension.socketio.async_mode)
+    state = current_app.extensions["prroom"]
+    monitor = state.loop_monitor
+    loop = None if monitor is None else {
+        "worstLagMs": round(monitor.worst_recent_lag() * 1000, 1),
+        "lastLagMs": round(monitor.last_lag * 1000, 1), "blocks": monitor.blocks,
+        "thresholdMs": round(monitor.threshold * 1000, 1)}
+    return jsonify(status="ok", rooms=state.registry.room_count(),
+                   asyncMode=state.socketio.async_mode, eventLoop=loop)
 
 
 @blueprint.get(f"/pr/{_PR_ID}")
-def chat_page(pull_request_id: int):
+def chat_page(pull_request_id: int) -> ResponseReturnValue:
     """The chat page of one pull request; ``?embed=1`` gives the iframe view."""
     embed = request.args.get("embed", "").lower() not in ("", "0", "false", "no")
     return _render_chat(pull_request_id, embed)
 
 
 @blueprint.get(f"/pr/{_PR_ID}/embed")
-def chat_embed(pull_request_id: int):
+def chat_embed(pull_request_id: int) -> ResponseReturnValue:
     """The chrome-less chat view, for an ``<iframe>`` in the host app's pull request page."""
     return _render_chat(pull_request_id, embed=True)
 
 
 @blueprint.get("/socket.io-client.min.js")
-def socketio_client():
+def socketio_client() -> ResponseReturnValue:
     """The locally configured socket.io-client build (``PRROOM_SOCKETIO_CLIENT_FILE``)."""
     path = current_app.extensions["prroom"].settings.socketio_client_file
     if not path:
@@ -63,7 +70,7 @@ def socketio_client():
     return send_file(path, mimetype="text/javascript")
 
 
-def page_identity(extension: Any, pull_request_id: int) -> dict:
+def page_identity(state: Any, pull_request_id: int) -> dict:
     """What the page is told about its user: the hook for token / session identity.
 
     If the identity policy has a ``page_identity(request, pull_request_id)`` method, its
@@ -74,7 +81,7 @@ def page_identity(extension: Any, pull_request_id: int) -> dict:
     the name comes back in the join ack.  Otherwise (``PRROOM_AUTH_MODE=none``) ``{}``: the
     page asks for a name and remembers it in the browser.
     """
-    policy = extension.identity
+    policy = state.identity
     hook = getattr(policy, "page_identity", None)
     if hook is not None:
         return dict(hook(request, pull_request_id) or {})
@@ -83,19 +90,19 @@ def page_identity(extension: Any, pull_request_id: int) -> dict:
     return {}
 
 
-def _render_chat(pull_request_id: int, embed: bool):
-    extension = current_app.extensions["prroom"]
-    settings = extension.settings
+def _render_chat(pull_request_id: int, embed: bool) -> Response:
+    state = current_app.extensions["prroom"]
+    settings = state.settings
     client_src, client_integrity = _client_script(settings)
     page_config = {
         "pullRequestId": pull_request_id,
         "embed": embed,
-        "socketPath": request.script_root + _engineio_path(extension),
+        "socketPath": request.script_root + _engineio_path(state),
         "clientUrl": client_src,
         "typingTimeout": settings.typing_timeout,
         "limits": {"maxMessageLength": settings.max_message_length,
                    "maxUsernameLength": settings.max_username_length},
-        "identity": page_identity(extension, pull_request_id),
+        "identity": page_identity(state, pull_request_id),
     }
     html = render_template("prroom/chat.html", pull_request_id=pull_request_id, embed=embed,
                            page_config=page_config, client_src=client_src,
@@ -133,10 +140,10 @@ def _origin(url: str) -> Tuple[str, ...]:
     return (f"{parts.scheme}://{parts.netloc}" if parts.scheme else parts.netloc,)
 
 
-def _engineio_path(extension: Any) -> str:
+def _engineio_path(state: Any) -> str:
     """The Socket.IO endpoint path as served (a host app's own SocketIO may set another)."""
-    path = socketio_hooks.served_engineio_path(extension.socketio)
+    path = socketio_hooks.served_engineio_path(state.socketio)
     if path:
         return path
-    return "/" + extension.settings.socketio_path.strip("/") + "/"
+    return "/" + state.settings.socketio_path.strip("/") + "/"
 

@@ -1,4 +1,5 @@
-"""prroom.internals.websocket_writes: the direct WebSocket write path, and the engine.io internals it needs.
+"""prroom.internals.websocket_writes: the direct WebSocket write path, and the engine.io
+internals it needs.
 
 The first tests fail loudly when python-engineio, gevent or gevent-websocket change what the
 transport relies on (it would then quietly fall back to engine.io's own writer).

@@ -62,7 +62,7 @@ def join(client, pr, username):
 def test_direct_form_registers_extension():
     app = make_app()
     ext = PRRoom(app)
-    assert app.extensions["prroom"] is ext
+    assert app.extensions["prroom"].extension is ext
     assert ext.app is app
     assert ext.socketio is not None and ext.socketio.server is not None
     assert ext.registry is not None and ext.events is not None
@@ -75,7 +75,7 @@ def test_app_factory_form():
     assert ext.app is None and ext.socketio is None
     app = make_app()
     ext.init_app(app)
-    assert app.extensions["prroom"] is ext
+    assert app.extensions["prroom"].extension is ext
     assert ext.app is app
     client = client_of(ext)
     assert join(client, 1, "alice")["room"] == "pr:1"
@@ -95,20 +95,56 @@ def test_init_app_twice_on_same_app_raises():
         ext.init_app(app)
     with pytest.raises(RuntimeError):
         PRRoom(app)
-    assert app.extensions["prroom"] is ext
+    assert app.extensions["prroom"].extension is ext
 
 
-def test_one_prroom_cannot_serve_two_apps():
-    ext = PRRoom(make_app())
-    other = make_app()
-    with pytest.raises(RuntimeError):
-        ext.init_app(other)
-    assert "prroom" not in other.extensions
+def test_one_prroom_serves_two_apps_each_with_its_own_state():
+    ext = PRRoom()
+    first, second = make_app(PRROOM_MAX_MESSAGE_LENGTH=10), make_app()
+    ext.init_app(first)
+    ext.init_app(second)
+    one, two = first.extensions["prroom"], second.extensions["prroom"]
+    assert one.extension is ext and two.extension is ext
+    assert one.socketio is not two.socketio and one.registry is not two.registry
+    with first.app_context():
+        assert ext.settings.max_message_length == 10
+    with second.app_context():
+        assert ext.settings.max_message_length == 4000
+    with pytest.raises(RuntimeError, match="several apps"):
+        ext.settings  # noqa: B018 - outside an app context it is ambiguous
+    alice = one.socketio.test_client(first)
+    bob = two.socketio.test_client(second)
+    assert join(alice, 1, "alice")["ok"] and join(bob, 1, "bob")["ok"]
+    assert one.registry.members(1) != {} and list(two.registry.members(1).values()) == ["bob"]
+
+
+def test_decorators_applied_after_init_app_are_used():
+    app = make_app(PRROOM_AUTH_MODE="custom")
+    ext = PRRoom(app)
+    state = app.extensions["prroom"]
+    refused = state.socketio.test_client(app, auth={"name": "alice"})
+    assert not refused.is_connected()  # no authenticator yet: refused, not crashed
+
+    @ext.authenticator
+    def authenticate(auth, request):
+        return auth.get("name")
+
+    @ext.room_authorizer
+    def can_join(identity, pull_request_id):
+        return pull_request_id != 2
+
+    client = state.socketio.test_client(app, auth={"name": "alice"})
+    assert client.is_connected()
+    assert client.emit("join-pr-room", {"pullRequestId": 1}, callback=True)["username"] == \
+        "alice"
+    reply = client.emit("join-pr-room", {"pullRequestId": 2}, callback=True)
+    assert reply["error"]["code"] == "forbidden"
 
 
 def test_socketio_created_with_prroom_settings():
-    ext = PRRoom(make_app(PRROOM_MAX_FRAME_BYTES=2048, PRROOM_MAX_MESSAGE_LENGTH=10, PRROOM_PING_INTERVAL=7,
-                          PRROOM_PING_TIMEOUT=3, PRROOM_CORS_ALLOWED_ORIGINS="*"))
+    ext = PRRoom(make_app(PRROOM_MAX_FRAME_BYTES=2048, PRROOM_MAX_MESSAGE_LENGTH=10,
+                          PRROOM_PING_INTERVAL=7, PRROOM_PING_TIMEOUT=3,
+                          PRROOM_CORS_ALLOWED_ORIGINS="*"))
     server = ext.socketio.server
     assert isinstance(server.manager, IndexedManager)
     assert server.eio.max_http_buffer_size == 2048
@@ -154,7 +190,9 @@ def test_healthz(ext):
     http = ext.app.test_client()
     response = http.get("/healthz")
     assert response.status_code == 200
-    assert response.get_json() == {"status": "ok", "rooms": 0, "asyncMode": "threading"}
+    # no event loop to watch under threading: eventLoop is null
+    assert response.get_json() == {"status": "ok", "rooms": 0, "asyncMode": "threading",
+                                   "eventLoop": None}
     join(client_of(ext), 5, "alice")
     assert http.get("/healthz").get_json()["rooms"] == 1
 
@@ -202,7 +240,7 @@ def test_host_socketio_and_routes_keep_working():
     app, socketio, calls = make_host_app()
     ext = PRRoom(app, socketio=socketio)
     assert ext.socketio is socketio
-    assert app.extensions["prroom"] is ext
+    assert app.extensions["prroom"].extension is ext
 
     http = app.test_client()
     assert http.get("/host").get_data(as_text=True) == "host page"

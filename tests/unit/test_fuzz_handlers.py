@@ -256,8 +256,10 @@ class HandlerMachine(RuleBasedStateMachine):
         self.limiter = SocketLimiter(self.RATES, disconnect_after=self.DISCONNECT_AFTER,
                                      clock=self.clock)
         self.presence = MemoryPresence()
-        self.events = RoomEvents(self.server, self.registry, MixedIdentity(), Limits(),
-                                 self.limiter, Caps(MAX_ROOMS, MAX_CONNECTIONS, 2000),
+        self.events = RoomEvents(self.server, registry=self.registry,
+                                 identity=MixedIdentity(), limits=Limits(),
+                                 limiter=self.limiter,
+                                 caps=Caps(MAX_ROOMS, MAX_CONNECTIONS, 2000),
                                  presence=self.presence)
         self.events.register()
         self.sids: Dict[int, Optional[str]] = {slot: None for slot in range(SLOTS)}

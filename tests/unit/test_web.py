@@ -230,8 +230,8 @@ def test_package_data_ships_every_page_file():
     """setup.cfg's package_data must cover each template and static file (the wheel)."""
     parser = configparser.ConfigParser()
     parser.read(ROOT / "setup.cfg")
-    patterns = [line.strip() for line in parser["options.package_data"]["prroom.server"].splitlines()
-                if line.strip()]
+    section = parser["options.package_data"]["prroom.server"]
+    patterns = [line.strip() for line in section.splitlines() if line.strip()]
     files = [path.relative_to(PACKAGE).as_posix()
              for folder in ("templates", "static") for path in (PACKAGE / folder).rglob("*")
              if path.is_file()]

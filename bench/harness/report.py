@@ -1,0 +1,95 @@
+"""What a run prints and writes: the tables on stdout, the versions, the JSON file."""
+from __future__ import annotations
+
+import json
+import platform
+import subprocess
+from pathlib import Path
+from typing import Any, Dict, List, Optional, Sequence
+
+from .base import LOADGEN_DIR, Sizes, prroom_code
+from .stats import Row, Runs, figures, phase_medians, ratio_pairs
+
+
+def grid(header: Sequence[str], table: Sequence[Sequence[Any]], right: range) -> None:
+    """Print an aligned table, the columns in ``right`` (numbers) aligned to the right."""
+    cells = [[str(c) for c in row] for row in [list(header)] + [list(r) for r in table]]
+    widths = [max(len(row[i]) for row in cells) for i in range(len(header))]
+    for number, row in enumerate(cells):
+        print(" | ".join(c.rjust(w) if i in right else c.ljust(w)
+                         for i, (c, w) in enumerate(zip(row, widths))))
+        if number == 0:
+            print("-|-".join("-" * w for w in widths))
+
+
+def print_table(rows: List[Row], names: List[str], sizes: Sizes) -> None:
+    """The figures: each server's value, the ratios, the limit of each server's run."""
+    fmt_of = {figure.label: figure.fmt for figure in figures(sizes)}
+    pairs = ratio_pairs(names)
+    header = ["figure"] + names + [f"ratio {a}/{b}" for a, b in pairs]
+    header += [f"limit ({name} run)" for name in names]
+    table = []
+    for row in rows:
+        cells = [row["figure"]]
+        for name in names:
+            value = row.get(name)
+            cells.append("n/a" if value is None else fmt_of[row["figure"]].format(value))
+        for a, b in pairs:
+            ratio = row.get(f"ratio {a}/{b}")
+            cells.append(f"{ratio:.2f}" if ratio is not None else "-")
+        cells += [row.get(f"{name}_limit", "-") for name in names]
+        table.append(cells)
+    grid(header, table, right=range(1, 1 + len(names) + len(pairs)))   # values, ratios
+
+
+def print_detail(runs: Runs) -> None:
+    """Both sides' CPU, core use and the load generator's lag in every timed phase."""
+    print("\nCPU per measured phase (median of runs; % of one core; lag = load generator "
+          "event-loop delay beyond its 10 ms timer):")
+    header = ["phase", "server", "server cpu%", "server core busy%", "loadgen cpu%",
+              "loadgen core busy%", "lag p50 ms", "lag p99 ms", "lag max ms"]
+    table = []
+    for scenario, phase in (("rooms", "connect"), ("fanout", "fanout"),
+                            ("rooms", "throughput"), ("idle", "hold")):  # in table order
+        for name, name_runs in runs.items():
+            if not any(scenario in run for run in name_runs):
+                continue
+            m = phase_medians(name_runs, scenario, phase)
+            table.append([f"{scenario}/{phase}", name] + [
+                "n/a" if m[k] is None else f"{m[k]:,.1f}" for k in (
+                    "server_cpu", "server_core_busy", "loadgen_cpu", "loadgen_core_busy",
+                    "loadgen_lag_p50_ms", "loadgen_lag_p99_ms", "loadgen_lag_max_ms")])
+    grid(header, table, right=range(2, len(header)))
+
+
+def versions(peer_dir: Optional[Path]) -> Dict[str, str]:
+    """Python, the stack's packages, Node, socket.io on both sides, the code measured."""
+    from importlib import metadata
+
+    found = {"python": platform.python_version()}
+    for package in ("prroom", "gunicorn", "gevent", "gevent-websocket", "python-socketio",
+                    "python-engineio", "Flask-SocketIO", "Flask", "wsaccel", "redis"):
+        try:
+            found[package] = metadata.version(package)
+        except metadata.PackageNotFoundError:
+            pass
+    node = subprocess.run(["node", "--version"], capture_output=True, text=True)
+    found["node"] = node.stdout.strip()
+    peer_modules = peer_dir / "node_modules/socket.io" if peer_dir else None
+    for label, path in (("socket.io-client", LOADGEN_DIR / "node_modules/socket.io-client"),
+                        ("peer socket.io", peer_modules)):
+        if path is None:
+            continue
+        try:
+            found[label] = json.loads((path / "package.json").read_text())["version"]
+        except (OSError, ValueError, KeyError):
+            pass
+    found["prroom code at the end"] = prroom_code()
+    return found
+
+
+def write_json(path: Path, document: Dict[str, Any]) -> None:
+    """The results file (bench/results/ is git-ignored)."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(document, indent=1))
+    print(f"\nJSON: {path}")

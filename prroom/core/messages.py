@@ -1,0 +1,40 @@
+"""The ``pr-room-message`` payload: built here only, whoever sends it (a socket, a post).
+
+Ids are ``{process}-{n}``: a random prefix per process and a counter, so they are unique
+across a cluster without coordination and increase in the order one process accepted them.
+"""
+from __future__ import annotations
+
+import itertools
+import secrets
+import time
+from typing import Iterator, TypedDict
+
+
+class ChatMessage(TypedDict):
+    """What every member receives as ``pr-room-message``."""
+
+    pullRequestId: int
+    username: str
+    message: str
+    id: str
+    sentAt: int
+
+
+class MessageIds:
+    """A source of message ids unique to this process (``a1b2c3d4-1``, ``a1b2c3d4-2``...)."""
+
+    def __init__(self, prefix: str = "") -> None:
+        self.prefix = prefix or secrets.token_hex(4)
+        self._counter: Iterator[int] = itertools.count(1)
+
+    def next(self) -> str:
+        """The next id."""
+        return f"{self.prefix}-{next(self._counter)}"
+
+
+def chat_message(ids: MessageIds, pull_request_id: int, username: str,
+                 text: str) -> ChatMessage:
+    """A new message from ``username`` in the room of ``pull_request_id``, stamped now."""
+    return {"pullRequestId": pull_request_id, "username": username, "message": text,
+            "id": ids.next(), "sentAt": int(time.time() * 1000)}
