@@ -1,47 +1,33 @@
-"""Fixtures: a real prroom under gunicorn + gevent-websocket, and real client factories."""
+"""Fixtures every test may use; each wires a factory of tests/support/."""
 from __future__ import annotations
 
-import itertools
-import os
+from typing import Iterator
 
 import pytest
 
 from tests.support import servers
-from tests.support.clients import RoomClient
+from tests.support.clients import Clients, new_pull_request_id
+from tests.support.environ import clear_settings
 
-# Short enough that the expiry test waits about a second, long enough not to fire mid-test.
-TYPING_TIMEOUT = 1.0
-
-
-@pytest.fixture(scope="session")
-def server():
-    """One production-shaped server shared by the integration tests (unique rooms per test)."""
-    proc = servers.gunicorn(env={"PRROOM_TYPING_TIMEOUT": str(TYPING_TIMEOUT)})
-    proc.wait_ready()
-    yield proc
-    proc.stop()
+server = servers.server_fixture(
+    servers.SHARED_SERVER_ENV, scope="session",
+    doc="One production-shaped server shared by the integration tests (unique rooms per test).")
 
 
 @pytest.fixture
-def connect(server):
-    """Factory: ``connect(transports=None, url=None, auth=None, presence=False)``."""
-    opened = []
-
-    def open_client(transports=None, url=None, auth=None, presence=False):
-        client = RoomClient(url or server.url, transports=transports, auth=auth,
-                            presence=presence)
-        opened.append(client)
-        return client
-
-    yield open_client
-    for client in opened:
-        client.close()
-
-
-_ids = itertools.count(1000 + (os.getpid() % 1000) * 1000)
+def connect(request: pytest.FixtureRequest) -> Iterator[Clients]:
+    """The client factory (tests.support.clients.Clients), to ``server`` unless told where."""
+    with Clients(lambda: request.getfixturevalue("server")) as clients:
+        yield clients
 
 
 @pytest.fixture
-def pr_id():
+def pr_id() -> int:
     """A pull request id no other test uses, so tests sharing a server never interfere."""
-    return next(_ids)
+    return new_pull_request_id()
+
+
+@pytest.fixture(autouse=True)
+def no_prroom_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
+    """create_app() reads PRROOM_* from the environment: every test starts from none."""
+    clear_settings(monkeypatch)

@@ -20,8 +20,8 @@ With :func:`install`, for WebSocket connections served by gevent-websocket:
 Order is kept: nothing is written directly while earlier bytes wait in the backlog.
 Long-polling connections, and anything this module does not recognise, keep
 python-engineio's own path.  It relies on python-engineio internals, all of them checked in
-``tests/unit/test_transport.py``, which fails loudly when the library changes: the socket's
-queue comes from ``server.create_queue()``, the writer is the closure
+``tests/internals/test_websocket_writes.py``, which fails loudly when the library changes:
+the socket's queue comes from ``server.create_queue()``, the writer is the closure
 ``Socket._websocket_handler.<locals>.writer`` over ``self`` and ``ws``, started with
 ``server.start_background_task``, and pings are ``Socket._send_ping``.  If those change,
 nothing breaks: the default path is used.

@@ -9,9 +9,13 @@ import pytest
 import requests
 from playwright.sync_api import expect
 
-from tests.browser.conftest import SERVER_ENV
-from tests.browser.pages import CONNECTION_NOISE, ChatPage
+from tests.support import browser as chat_browser
 from tests.support import servers
+from tests.support.browser import CONNECTION_NOISE, SERVER_ENV, ChatPage
+from tests.support.waiting import wait_until
+
+if chat_browser.SKIP_REASON:  # set by tools/run-tests only, when it could not get chromium
+    pytest.skip(chat_browser.SKIP_REASON, allow_module_level=True)
 
 pytestmark = pytest.mark.integration
 
@@ -141,9 +145,7 @@ def test_a_message_posted_over_http_shows_without_making_the_bot_a_member(
 
 
 def test_page_reconnects_and_rejoins_after_a_server_restart(open_page, pr_id, artifacts):
-    first = servers.gunicorn(env=SERVER_ENV).wait_ready()
-    second = None
-    try:
+    with servers.running(env=SERVER_ENV) as first:
         alice = open_page(pr_id, server=first)
         bob = open_page(pr_id, server=first)
         alice.join_as("alice")
@@ -151,18 +153,17 @@ def test_page_reconnects_and_rejoins_after_a_server_restart(open_page, pr_id, ar
         alice.say("before the restart")
         bob.expect_message("alice", "before the restart")
 
-        first.stop()
-        for page in (alice, bob):
-            page.expect_state("reconnecting")
-            expect(page.status).to_contain_text("Reconnecting")
-        # while away, a message is kept and the person is told why it was not sent
-        alice.input.fill("sent while away")
-        alice.input.press("Enter")
-        expect(alice.send_error).to_contain_text("kept")
-        expect(alice.input).to_have_value("sent while away")
-        alice.screenshot(artifacts / "browser-reconnecting.png")
+    for page in (alice, bob):
+        page.expect_state("reconnecting")
+        expect(page.status).to_contain_text("Reconnecting")
+    # while away, a message is kept and the person is told why it was not sent
+    alice.input.fill("sent while away")
+    alice.input.press("Enter")
+    expect(alice.send_error).to_contain_text("kept")
+    expect(alice.input).to_have_value("sent while away")
+    alice.screenshot(artifacts / "browser-reconnecting.png")
 
-        second = servers.gunicorn(env=SERVER_ENV, port=first.port).wait_ready()
+    with servers.running(env=SERVER_ENV, port=first.port):
         for page in (alice, bob):
             page.expect_state("connected", timeout=30_000)
         # the new server knows nothing of the old rooms: both pages joined again by themselves
@@ -173,10 +174,6 @@ def test_page_reconnects_and_rejoins_after_a_server_restart(open_page, pr_id, ar
         alice.expect_message("bob", "welcome back")
         for page in (alice, bob):
             assert page.unexpected_errors(allow=CONNECTION_NOISE) == []
-    finally:
-        first.stop()
-        if second is not None:
-            second.stop()
 
 
 def test_embedded_in_a_host_page(browser, chat_server, open_page, pr_id, artifacts):
@@ -312,14 +309,10 @@ def _save_side_by_side(left, right, path) -> None:
         canvas.close()
 
 
-@pytest.fixture(params=["custom", "token"])
-def identity_server(request, browser):
-    """The identity app under gunicorn, in ``custom`` (session) or ``token`` mode."""
-    proc = servers.gunicorn(env={**SERVER_ENV, "PRROOM_AUTH_MODE": request.param},
-                            app="tests.browser.identity_app:app")
-    proc.wait_ready()
-    yield proc
-    proc.stop()
+identity_server = servers.server_fixture(
+    SERVER_ENV, app="tests.browser.identity_app:app", after=("browser",),
+    variants={"custom": {"PRROOM_AUTH_MODE": "custom"}, "token": {"PRROOM_AUTH_MODE": "token"}},
+    doc="The identity app under gunicorn, in ``custom`` (session) or ``token`` mode.")
 
 
 def test_signed_in_people_are_not_asked_for_a_name(identity_server, open_page, pr_id):
@@ -369,11 +362,10 @@ class SocketTap:
 
     def emit(self, page, event: str, payload: dict) -> None:
         """Deliver ``event`` to the page as if the server had sent it."""
-        for _ in range(200):
-            if self.upgraded:
-                break
-            page.wait_for_timeout(25)
-        assert self.upgraded, "the page never upgraded to a WebSocket"
+        # Playwright's own wait, so that the page's WebSocket messages reach _on_socket
+        upgraded = wait_until(lambda: self.upgraded, timeout=5, interval=0.025,
+                              sleep=lambda seconds: page.wait_for_timeout(seconds * 1000))
+        assert upgraded, "the page never upgraded to a WebSocket"
         self.route.send("42" + json.dumps([event, payload]))
 
 

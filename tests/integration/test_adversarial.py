@@ -5,7 +5,9 @@ reading.  After every attack a normal client still chats and no other room saw a
 All traffic goes to 127.0.0.1; every loop is bounded in count and time; figures are printed
 (``pytest -s``) so they can be compared with the bounds written next to each assertion.
 
-Bounds are generous on purpose: the machine has 2 cores and other test runs share it.
+The functional tests only wait, generously, for what must happen.  How soon, how fast and
+how much memory are ``stress`` tests (``pytest -m stress``), whose bounds a busy machine can
+miss; where both look at one attack, a module-scoped fixture runs it once for both.
 """
 from __future__ import annotations
 
@@ -15,7 +17,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Any, List, Optional, Tuple
+from typing import Any, Iterator, List, NamedTuple, Optional, Tuple
 
 import pytest
 import requests
@@ -24,47 +26,20 @@ from websocket import ABNF
 
 from prroom.core.identity import issue_token
 from tests.support import servers
-from tests.support.clients import RoomClient
+from tests.support.clients import Clients, RoomClient, new_pull_request_id
+from tests.support.servers import TOKEN_SECRET
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
 MAX_FRAME_BYTES = 65536  # PRROOM_MAX_FRAME_BYTES' default, which these servers keep
-TOKEN_SECRET = "adversarial-suite-secret"
 
 
 # -- servers with special settings -----------------------------------------------------
 
-@pytest.fixture(scope="module")
-def short_ping_server():
-    """Engine.IO pings every second and gives up after one more: dead sessions go fast."""
-    proc = servers.gunicorn(env={"PRROOM_PING_INTERVAL": "1", "PRROOM_PING_TIMEOUT": "1"})
-    proc.wait_ready()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
-def token_server():
-    proc = servers.gunicorn(env={"PRROOM_AUTH_MODE": "token",
-                                 "PRROOM_SECRET_KEY": TOKEN_SECRET})
-    proc.wait_ready()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture
-def open_clients():
-    """Factory ``open_clients(server, n)``: ``n`` RoomClients, closed after the test."""
-    opened: List[RoomClient] = []
-
-    def factory(server, count=1, **kwargs):
-        clients = [RoomClient(server.url, **kwargs) for _ in range(count)]
-        opened.extend(clients)
-        return clients
-
-    yield factory
-    for client in opened:
-        client.close()
+short_ping_server = servers.server_fixture(
+    {"PRROOM_PING_INTERVAL": "1", "PRROOM_PING_TIMEOUT": "1"},
+    doc="Engine.IO pings every second and gives up after one more: dead sessions go fast.")
 
 
 def worker_pid(server) -> int:
@@ -76,6 +51,7 @@ def worker_pid(server) -> int:
 
 
 def rss_mb(pid: int) -> float:
+    """The resident memory of a process, in MB."""
     for line in Path(f"/proc/{pid}/status").read_text().splitlines():
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
@@ -83,20 +59,12 @@ def rss_mb(pid: int) -> float:
 
 
 def health(server) -> dict:
+    """What /healthz says."""
     return requests.get(server.url + "/healthz", timeout=5).json()
 
 
-def wait_until(predicate, timeout: float, interval: float = 0.05) -> bool:
-    """Poll a condition of the server (a log file, /healthz) until true or ``timeout``."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
-
-
 def percentile(values: List[float], fraction: float) -> float:
+    """The ``fraction`` (0.99: p99) percentile of ``values``, nearest rank."""
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
@@ -207,9 +175,11 @@ def assert_room_saw_nothing(client: RoomClient, pull_request_id: int, username: 
         assert (received["username"], received["message"]) == (username, text), received
 
 
-def assert_still_serving(server, open_clients, pull_request_id: int) -> None:
+
+def assert_still_serving(connect: Clients, server: servers.ServerProcess,
+                         pull_request_id: int) -> None:
     """A newcomer joins, speaks and is heard by a second newcomer."""
-    speaker, listener = open_clients(server, 2)
+    speaker, listener = connect.many(2, server)
     speaker.join(pull_request_id, "newcomer")
     listener.join(pull_request_id, "listener")
     speaker.say(pull_request_id, "newcomer", "still serving")
@@ -299,10 +269,10 @@ def what_happened(raw: RawSocket) -> str:
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("frames,expected", [pytest.param(frames, expected, id=name)
                                              for name, frames, expected in MALFORMED])
-def test_malformed_frames_affect_only_their_connection(server, open_clients, pr_id, frames,
+def test_malformed_frames_affect_only_their_connection(server, connect, pr_id, frames,
                                                        expected):
     other_room = pr_id + 500_000
-    member, bystander = open_clients(server, 2)
+    member, bystander = connect.many(2, server)
     member.join(pr_id, "member")
     bystander.join(other_room, "bystander")
     raw = RawSocket(server)
@@ -324,86 +294,124 @@ def test_malformed_frames_affect_only_their_connection(server, open_clients, pr_
     assert outcome == expected
     assert_room_saw_nothing(member, pr_id, "member")
     assert_room_saw_nothing(bystander, other_room, "bystander")
-    assert_still_serving(server, open_clients, pr_id)
+    assert_still_serving(connect, server, pr_id)
 
 
-@pytest.mark.timeout(60)
-def test_pings_keep_coming_to_a_quiet_member_and_keep_it_connected(short_ping_server,
-                                                                    open_clients, pr_id):
+class QuietMember(NamedTuple):
+    """What a member that only listens saw over 4.5 s on the 1 s ping server."""
+
+    pings: int
+    messages: int
+    answer: dict  # the ack of its own message at the end
+
+
+@pytest.fixture(scope="module")
+def quiet_member(short_ping_server: servers.ServerProcess) -> QuietMember:
     # prroom sends pings from an event-loop timer, not engine.io's sleeping greenlet
-    # (prroom/internals/websocket_writes.py): each one must still come, once per interval, with messages
-    # still flowing around them.
-    (talker,) = open_clients(short_ping_server)
-    talker.join(pr_id, "talker")
-    raw = RawSocket(short_ping_server)
-    try:
-        raw.connect_namespace()
-        raw.join(pr_id, "quiet")
-        pings, messages = 0, 0
-        started = next_say = time.monotonic()
-        while time.monotonic() - started < 4.5:
-            if time.monotonic() >= next_say:  # a message every half second, within limits
-                talker.say(pr_id, "talker", "still here?")
-                next_say += 0.5
-            raw.ws.settimeout(0.5)
-            try:
-                opcode, data = raw.ws.recv_data()
-            except websocket.WebSocketTimeoutException:
-                continue
-            if data == b"2":
-                pings += 1
-                raw.ws.send("3")
-            elif data.startswith(b"42"):
-                messages += 1
-        # a 1 s interval over 4.5 s: 4 pings, give or take one at each end
-        assert 3 <= pings <= 5
-        assert messages >= 3
-        ack, _ = raw.call("send-message-to-pr-room",
-                          {"pullRequestId": pr_id, "username": "quiet", "message": "yes"})
-        assert ack["ok"] is True
-    finally:
-        raw.close()
+    # (prroom/internals/websocket_writes.py): each one must still come, once per interval,
+    # with messages still flowing around them.
+    pull_request_id = new_pull_request_id()
+    with Clients(short_ping_server) as connect:
+        talker = connect()
+        talker.join(pull_request_id, "talker")
+        raw = RawSocket(short_ping_server)
+        try:
+            raw.connect_namespace()
+            raw.join(pull_request_id, "quiet")
+            pings, messages = 0, 0
+            started = next_say = time.monotonic()
+            while time.monotonic() - started < 4.5:
+                if time.monotonic() >= next_say:  # a message every half second, within limits
+                    talker.say(pull_request_id, "talker", "still here?")
+                    next_say += 0.5
+                raw.ws.settimeout(0.5)
+                try:
+                    opcode, data = raw.ws.recv_data()
+                except websocket.WebSocketTimeoutException:
+                    continue
+                if data == b"2":
+                    pings += 1
+                    raw.ws.send("3")
+                elif data.startswith(b"42"):
+                    messages += 1
+            answer, _ = raw.call("send-message-to-pr-room",
+                                 {"pullRequestId": pull_request_id, "username": "quiet",
+                                  "message": "yes"})
+        finally:
+            raw.close()
+    print(f"\nquiet member: {pings} pings, {messages} messages in 4.5 s")
+    return QuietMember(pings, messages, answer)
 
 
 @pytest.mark.timeout(60)
-def test_a_connection_killed_by_a_malformed_frame_leaves_its_room(short_ping_server,
-                                                                   open_clients, pr_id):
+def test_pings_keep_coming_to_a_quiet_member_and_keep_it_connected(quiet_member):
+    assert quiet_member.pings >= 2  # not just the first one
+    assert quiet_member.messages >= 3
+    assert quiet_member.answer["ok"] is True  # still connected after 4 ping intervals
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(60)
+def test_pings_come_once_per_interval(quiet_member):
+    # a 1 s interval over 4.5 s: 4 pings, give or take one at each end
+    assert 3 <= quiet_member.pings <= 5
+
+
+class Ghost(NamedTuple):
+    """A member whose connection a malformed frame killed, as a watcher in its room saw it."""
+
+    pull_request_id: int
+    left: dict     # the pr-room-user-left the watcher got
+    after: float   # seconds from the frame to it
+    watcher: RoomClient
+
+
+@pytest.fixture(scope="module")
+def ghost(short_ping_server: servers.ServerProcess) -> Iterator[Ghost]:
     """python-engineio drops the socket without closing its session; the ping timeout must."""
-    (watcher,) = open_clients(short_ping_server, presence=True)
-    watcher.join(pr_id, "watcher")
-    assert watcher.expect("pr-room-members")["members"] == ["watcher"]
-    raw = RawSocket(short_ping_server)
-    try:
-        raw.connect_namespace()
-        raw.join(pr_id, "ghost")
-        assert watcher.expect("pr-room-user-joined")["username"] == "ghost"
-        started = time.monotonic()
-        raw.send("garbage")
-        with pytest.raises(Closed):
-            raw.next_packet(timeout=5)
-    finally:
-        raw.close()
+    pull_request_id = new_pull_request_id()
+    with Clients(short_ping_server) as connect:
+        watcher = connect(presence=True)
+        watcher.join(pull_request_id, "watcher")
+        assert watcher.expect("pr-room-members")["members"] == ["watcher"]
+        raw = RawSocket(short_ping_server)
+        try:
+            raw.connect_namespace()
+            raw.join(pull_request_id, "ghost")
+            assert watcher.expect("pr-room-user-joined")["username"] == "ghost"
+            started = time.monotonic()
+            raw.send("garbage")
+            with pytest.raises(Closed):
+                raw.next_packet(timeout=5)
+        finally:
+            raw.close()
+        # With the defaults (ping interval 25 s + timeout 20 s) the ghost would stay a member
+        # for 45-60 s: a wait of 30 s tells the two apart.
+        left = watcher.expect("pr-room-user-left", timeout=30)
+        after = time.monotonic() - started
+        print(f"\nghost left its room {after:.1f} s after its connection was dropped")
+        yield Ghost(pull_request_id, left, after, watcher)
+
+
+@pytest.mark.timeout(60)
+def test_a_connection_killed_by_a_malformed_frame_leaves_its_room(ghost):
+    assert ghost.left == {"pullRequestId": ghost.pull_request_id, "username": "ghost"}
+    assert_room_saw_nothing(ghost.watcher, ghost.pull_request_id, "watcher")
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(60)
+def test_a_killed_connection_leaves_its_room_within_the_ping_timeout(ghost):
     # PRROOM_PING_INTERVAL=1 + PRROOM_PING_TIMEOUT=1, plus one sweep of Engine.IO's service
-    # task and slack for a busy machine (observed about 2-4 s).  With the defaults (25 + 20)
-    # the ghost stays a member for 45-60 s.
-    left = watcher.expect("pr-room-user-left", timeout=15)
-    elapsed = time.monotonic() - started
-    print(f"\nghost left its room {elapsed:.1f} s after its connection was dropped")
-    assert left == {"pullRequestId": pr_id, "username": "ghost"}
-    assert elapsed < 15
-    assert_room_saw_nothing(watcher, pr_id, "watcher")
+    # task and slack for a busy machine (observed about 2-4 s)
+    assert ghost.after < 15
 
 
 # -- b. a flood in one room while another room talks -------------------------------------
 
-@pytest.fixture(scope="module")
-def flood_server():
-    """Default settings (5 messages/s, burst 20, dropped after 50 refusals in a row), but a
-    server of its own: the flood's backlog and log lines disturb no other test."""
-    proc = servers.gunicorn()
-    proc.wait_ready()
-    yield proc
-    proc.stop()
+flood_server = servers.server_fixture(
+    doc="Default settings (5 messages/s, burst 20, dropped after 50 refusals in a row), but a "
+        "server of its own: the flood's backlog and log lines disturb no other test.")
 
 
 class Flooder(threading.Thread):
@@ -476,6 +484,78 @@ class Flooder(threading.Thread):
         reader.join(5)
 
 
+class Flood(NamedTuple):
+    """Room A flooded while room B's two members talk, one message every 100 ms."""
+
+    server: servers.ServerProcess
+    room_a: int
+    room_b: int
+    b1: RoomClient
+    b2: RoomClient
+    flooder: Flooder
+    acks: List[dict]          # room B's 50 acks, in order
+    delivered: List[dict]     # what the other member of room B got for each
+    echoed: List[dict]        # what the sender got back for each
+    latencies: List[float]    # send to delivery, seconds
+
+
+@pytest.fixture(scope="module")
+def flood(flood_server: servers.ServerProcess) -> Iterator[Flood]:
+    server = flood_server
+    room_a = new_pull_request_id()
+    room_b = room_a + 500_000
+    with Clients(server) as connect:
+        b1, b2 = connect.many(2)
+        b1.join(room_b, "b1")
+        b2.join(room_b, "b2")
+        flooder = Flooder(server, room_a, seconds=5, max_messages=3000)
+        flooder.start()
+        assert flooder.started.wait(10), "the flood did not start"
+
+        # 50 acked messages, alternating senders, one every 100 ms: within each socket's
+        # default budget (burst 20, then 5/s), so the only thing slowing room B would be A.
+        acks, delivered, echoed, latencies = [], [], [], []
+        began = time.monotonic()
+        for number in range(50):
+            (sender, sender_name), receiver = ((b1, "b1"), b2) if number % 2 == 0 else \
+                ((b2, "b2"), b1)
+            sent_at = time.perf_counter()
+            # generous timeouts: how long it took is the stress test's business
+            acks.append(sender.call("send-message-to-pr-room",
+                                    {"pullRequestId": room_b, "username": sender_name,
+                                     "message": f"b-message {number}"}, timeout=15))
+            delivered.append(receiver.expect("pr-room-message", timeout=15))
+            latencies.append(time.perf_counter() - sent_at)
+            echoed.append(sender.expect("pr-room-message", timeout=15))
+            time.sleep(max(0.0, began + 0.1 * (number + 1) - time.monotonic()))  # pacing
+        flooder.join(40)
+        print(f"\nflood: {flooder.sent} messages over {flooder.connections} connection(s), "
+              f"{flooder.rate_limited} rate-limited errors, {flooder.dropped} disconnect(s); "
+              f"room B delivery p50 {statistics.median(latencies) * 1000:.1f} ms, "
+              f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms")
+        yield Flood(server, room_a, room_b, b1, b2, flooder, acks, delivered, echoed,
+                    latencies)
+
+
+@pytest.mark.timeout(120)
+def test_a_flood_is_refused_dropped_and_kept_out_of_other_rooms(flood, connect):
+    flooder = flood.flooder
+    assert not flooder.is_alive()
+    assert flooder.failure is None, flooder.failure
+    assert [ack["ok"] for ack in flood.acks] == [True] * 50
+    # room B's members see exactly room B's messages, in order
+    sent = [(flood.room_b, f"b-message {number}") for number in range(50)]
+    assert [(got["pullRequestId"], got["message"]) for got in flood.delivered] == sent
+    assert [(got["pullRequestId"], got["message"]) for got in flood.echoed] == sent
+    assert flooder.rate_limited > 0 and flooder.other_errors == 0
+    # PRROOM_RATE_LIMIT_DISCONNECT_AFTER=50 refusals in a row: the flooder is dropped, each
+    # time it comes back
+    assert flooder.dropped >= 1 and flooder.dropped >= flooder.connections - 1
+    assert "rate-limited message events in a row" in flood.server.log()
+    assert_room_saw_nothing(flood.b1, flood.room_b, "b1", flood.b2)
+    assert_still_serving(connect, flood.server, flood.room_a)
+
+
 # Observed on the shared 2-core machine (other test runs going), 3000-message flood:
 # room B delivery p50 1.6-2.2 ms, p99 0.43-1.43 s.  The p99 is room B's first message,
 # which waits until the server has worked through the flooder's whole backlog (the other
@@ -485,61 +565,18 @@ B_LATENCY_P99_BOUND = 4.5
 B_LATENCY_GOAL = 0.25
 
 
-@pytest.mark.timeout(90)
-def test_a_flood_is_refused_dropped_and_kept_out_of_other_rooms(flood_server, open_clients,
-                                                                 pr_id):
-    server = flood_server
-    room_a, room_b = pr_id, pr_id + 500_000
-    b1, b2 = open_clients(server, 2)
-    b1.join(room_b, "b1")
-    b2.join(room_b, "b2")
-    flooder = Flooder(server, room_a, seconds=5, max_messages=3000)
-    flooder.start()
-    assert flooder.started.wait(10), "the flood did not start"
-
-    # 50 acked messages, alternating senders, one every 100 ms: within each socket's default
-    # budget (burst 20, then 5/s), so the only thing slowing room B would be room A.
-    latencies = []
-    began = time.monotonic()
-    for number in range(50):
-        (sender, sender_name), receiver = ((b1, "b1"), b2) if number % 2 == 0 else \
-            ((b2, "b2"), b1)
-        text = f"b-message {number}"
-        sent_at = time.perf_counter()
-        # generous timeouts: the bound below is what decides, not a client timeout
-        ack = sender.call("send-message-to-pr-room", {"pullRequestId": room_b,
-                                                      "username": sender_name,
-                                                      "message": text}, timeout=15)
-        delivered = receiver.expect("pr-room-message", timeout=15)
-        latencies.append(time.perf_counter() - sent_at)
-        assert ack["ok"] is True, ack
-        # room B's members see exactly room B's messages, in order
-        assert (delivered["pullRequestId"], delivered["message"]) == (room_b, text)
-        assert sender.expect("pr-room-message", timeout=15)["message"] == text
-        time.sleep(max(0.0, began + 0.1 * (number + 1) - time.monotonic()))  # pacing
-    flooder.join(40)
-    assert not flooder.is_alive()
-    assert flooder.failure is None, flooder.failure
-
-    p50, p99 = statistics.median(latencies), percentile(latencies, 0.99)
-    print(f"\nflood: {flooder.sent} messages over {flooder.connections} connection(s), "
-          f"{flooder.rate_limited} rate-limited errors, {flooder.dropped} disconnect(s); "
-          f"room B delivery p50 {p50 * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
-    assert p99 < B_LATENCY_P99_BOUND, latencies
-    assert flooder.rate_limited > 0 and flooder.other_errors == 0
-    # PRROOM_RATE_LIMIT_DISCONNECT_AFTER=50 refusals in a row: the flooder is dropped, each
-    # time it comes back
-    assert flooder.dropped >= 1 and flooder.dropped >= flooder.connections - 1
-    assert "rate-limited message events in a row" in server.log()
-    assert_room_saw_nothing(b1, room_b, "b1", b2)
-    assert_still_serving(server, open_clients, room_a)
-
-
+@pytest.mark.stress
 @pytest.mark.timeout(120)
-def test_a_sustained_flood_does_not_stall_other_rooms(flood_server, open_clients, pr_id):
+def test_a_flood_in_one_room_barely_slows_another(flood):
+    assert percentile(flood.latencies, 0.99) < B_LATENCY_P99_BOUND, flood.latencies
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(120)
+def test_a_sustained_flood_does_not_stall_other_rooms(flood_server, connect, pr_id):
     server = flood_server
     room_a, room_b = pr_id, pr_id + 500_000
-    b1, b2 = open_clients(server, 2)
+    b1, b2 = connect.many(2, server)
     b1.join(room_b, "b1")
     b2.join(room_b, "b2")
     flooder = Flooder(server, room_a, seconds=3, max_messages=100_000)
@@ -594,10 +631,10 @@ def settled_rss(server, pid: int) -> float:
     return rss_mb(pid)
 
 
+@pytest.mark.stress
 @pytest.mark.timeout(150)
 def test_connection_churn_does_not_grow_memory():
-    server = servers.gunicorn(env=CHURN_ENV).wait_ready()
-    try:
+    with servers.running(env=CHURN_ENV) as server:
         pid = worker_pid(server)
         for number in range(WARM_UP_CYCLES):
             one_cycle(server, 1 + number % 10, number)
@@ -615,8 +652,6 @@ def test_connection_churn_does_not_grow_memory():
         assert done >= CYCLES // 2, f"only {done} cycles in {CYCLES_SECONDS} s"
         assert after - before < RSS_GROWTH_BOUND_MB
         assert "Traceback" not in server.log()
-    finally:
-        server.stop()
 
 
 # -- d. handshakes opened and never finished ---------------------------------------------
@@ -639,7 +674,7 @@ ABANDONED_POLLING = 100
 
 @pytest.mark.timeout(90)
 def test_abandoned_handshakes_do_not_block_others_and_are_cleaned_up(short_ping_server,
-                                                                      open_clients, pr_id):
+                                                                      connect, pr_id):
     server = short_ping_server
     half_open: List[socket.socket] = []
     try:
@@ -658,17 +693,19 @@ def test_abandoned_handshakes_do_not_block_others_and_are_cleaned_up(short_ping_
         opened_at = time.monotonic()
 
         # meanwhile a normal client connects and chats
-        member, = open_clients(server)
+        member = connect(server)
         member.join(pr_id, "member")
         assert_room_saw_nothing(member, pr_id, "member")
-        assert_still_serving(server, open_clients, pr_id + 500_000)
+        assert_still_serving(connect, server, pr_id + 500_000)
 
         # The abandoned sessions are closed by the ping timeout.  /healthz reports rooms, not
         # sockets, so each session is asked for directly: a GET on a live session returns
         # its pending packets (the unanswered ping; a GET is not a pong, so it does not keep
-        # the session alive), on a closed one "400 Invalid session".
+        # the session alive), on a closed one "400 Invalid session".  Expected within ~3 s
+        # (ping interval 1 s + ping timeout 1 s + Engine.IO's sweep, 1 s for all sockets):
+        # a generous wait.
         alive = list(abandoned)
-        deadline = opened_at + 20
+        deadline = opened_at + 30
         while alive and time.monotonic() < deadline:
             still = []
             for number, sid in enumerate(alive):
@@ -689,11 +726,11 @@ def test_abandoned_handshakes_do_not_block_others_and_are_cleaned_up(short_ping_
         print(f"\nhandshakes: {HALF_OPEN_TCP} half-open TCP requests sent; "
               f"{ABANDONED_POLLING} abandoned Engine.IO sessions, "
               f"{ABANDONED_POLLING - len(alive)} closed within {cleaned_after:.1f} s")
-        # ping interval 1 s + ping timeout 1 s + Engine.IO's sweep (1 s for all sockets)
         assert alive == [], f"{len(alive)} abandoned sessions still open"
 
-        # The half-open requests did not stop anyone; the server still holds them (there is
-        # no timeout on reading a request's headers: see the report).
+        # The half-open requests did not stop anyone.  How many the server still holds is
+        # printed, not asserted: nothing in prroom's stack times out reading a request's
+        # headers, so they stay until the client goes.
         still_held = sum(1 for conn in half_open if _still_open(conn))
         print(f"handshakes: {still_held} of {HALF_OPEN_TCP} half-open requests still held "
               f"{time.monotonic() - opened_at:.1f} s later")
@@ -722,72 +759,103 @@ SLOW_RSS_BOUND_MB = 10
 SLOW_THIRD_P99_BOUND = 3.0
 
 
-@pytest.mark.timeout(120)
-def test_a_client_that_stops_reading_is_dropped_and_costs_others_little(open_clients, pr_id):
-    server = servers.gunicorn(env=SLOW_ENV).wait_ready()
-    slow = None
-    try:
+slow_server = servers.server_fixture(
+    SLOW_ENV, doc="Rate limits out of the way; a member may have 200 packets queued.")
+
+
+class SlowConsumer(NamedTuple):
+    """A room member that stopped reading while another floods the room."""
+
+    server: servers.ServerProcess
+    connect: Clients
+    pull_request_id: int
+    slow_sid: str
+    dropped_after: Optional[float]  # seconds into the flood, None if never dropped
+    rss_growth_mb: float            # the worker's peak RSS above its level before the flood
+    latencies: List[float]          # the third member's round trips through the room
+    bystander: RoomClient           # a member of another room
+
+
+@pytest.fixture(scope="module")
+def slow_consumer(slow_server: servers.ServerProcess) -> Iterator[SlowConsumer]:
+    server = slow_server
+    pull_request_id = new_pull_request_id()
+    with Clients(server) as connect:
         pid = worker_pid(server)
-        flooder, third, bystander = open_clients(server, 3)
-        flooder.join(pr_id, "flooder")
-        third.join(pr_id, "third")
-        bystander.join(pr_id + 500_000, "bystander")
+        flooder, third, bystander = connect.many(3)
+        flooder.join(pull_request_id, "flooder")
+        third.join(pull_request_id, "third")
+        bystander.join(pull_request_id + 500_000, "bystander")
         # a member that never reads again, with the smallest receive buffer it can have
         slow = RawSocket(server, rcvbuf=4096)
-        slow.connect_namespace()
-        slow.join(pr_id, "slow")
-        dropped_line = f"dropping a client too slow to read: eio_sid={slow.eio_sid}"
-        baseline = peak = rss_mb(pid)
+        try:
+            slow.connect_namespace()
+            slow.join(pull_request_id, "slow")
+            dropped_line = f"dropping a client too slow to read: eio_sid={slow.eio_sid}"
+            baseline = peak = rss_mb(pid)
 
-        payload = {"pullRequestId": pr_id, "username": "flooder", "message": SLOW_MESSAGE}
-        latencies: List[float] = []
-        sent = 0
-        started = time.monotonic()
-        dropped_after = None
-        while sent < SLOW_FLOOD_MAX and time.monotonic() - started < SLOW_FLOOD_MAX / \
-                SLOW_FLOOD_RATE:
-            for _ in range(SLOW_FLOOD_RATE // 10):  # one tenth of a second's worth
-                flooder.emit("send-message-to-pr-room", payload)
-                sent += 1
-            # the third member's own message, through the flooded room
-            sent_at = time.perf_counter()
-            ack = third.say(pr_id, "third", f"third {sent}")
-            for _ in range(sent + 10):  # skip the flood already delivered to it
-                event = third.expect("pr-room-message", timeout=10)
-                if event["id"] == ack["id"]:
+            payload = {"pullRequestId": pull_request_id, "username": "flooder",
+                       "message": SLOW_MESSAGE}
+            latencies: List[float] = []
+            sent = 0
+            started = time.monotonic()
+            dropped_after = None
+            while sent < SLOW_FLOOD_MAX and time.monotonic() - started < SLOW_FLOOD_MAX / \
+                    SLOW_FLOOD_RATE:
+                for _ in range(SLOW_FLOOD_RATE // 10):  # one tenth of a second's worth
+                    flooder.emit("send-message-to-pr-room", payload)
+                    sent += 1
+                # the third member's own message, through the flooded room
+                sent_at = time.perf_counter()
+                ack = third.say(pull_request_id, "third", f"third {sent}")
+                for _ in range(sent + 10):  # skip the flood already delivered to it
+                    event = third.expect("pr-room-message", timeout=10)
+                    if event["id"] == ack["id"]:
+                        break
+                latencies.append(time.perf_counter() - sent_at)
+                peak = max(peak, rss_mb(pid))
+                if dropped_line in server.log():
+                    dropped_after = time.monotonic() - started
                     break
-            latencies.append(time.perf_counter() - sent_at)
-            peak = max(peak, rss_mb(pid))
-            if dropped_line in server.log():
-                dropped_after = time.monotonic() - started
-                break
-            time.sleep(max(0.0, started + sent / SLOW_FLOOD_RATE - time.monotonic()))
-        p99 = percentile(latencies, 0.99)
-        print("\nslow consumer: dropped "
-              + (f"{dropped_after:.1f} s" if dropped_after else "NOT dropped")
-              + f" after the flood began ({sent} messages of {len(SLOW_MESSAGE)} chars sent); "
-              f"worker RSS {baseline:.1f} MB before, peak {peak:.1f} MB "
-              f"(+{peak - baseline:.1f}); third member's round trip p50 "
-              f"{statistics.median(latencies) * 1000:.1f} ms, p99 {p99 * 1000:.1f} ms")
-        assert dropped_after is not None and dropped_after < SLOW_DROP_BOUND_S
-        # dropped means gone: prroom saw the disconnect (its rooms and presence are updated)
-        assert wait_until(lambda: f"disconnect sid={slow.sid}" in server.log(), timeout=5)
-        assert peak - baseline < SLOW_RSS_BOUND_MB
-        assert p99 < SLOW_THIRD_P99_BOUND, latencies
-        # the others carry on; nobody outside the room saw anything
-        assert_room_saw_nothing(bystander, pr_id + 500_000, "bystander")
-        assert_still_serving(server, open_clients, pr_id + 600_000)
-    finally:
-        if slow is not None:
+                time.sleep(max(0.0, started + sent / SLOW_FLOOD_RATE - time.monotonic()))
+            print("\nslow consumer: dropped "
+                  + (f"{dropped_after:.1f} s" if dropped_after else "NOT dropped")
+                  + f" after the flood began ({sent} messages of {len(SLOW_MESSAGE)} chars "
+                  f"sent); worker RSS {baseline:.1f} MB before, peak {peak:.1f} MB "
+                  f"(+{peak - baseline:.1f}); third member's round trip p50 "
+                  f"{statistics.median(latencies) * 1000:.1f} ms, "
+                  f"p99 {percentile(latencies, 0.99) * 1000:.1f} ms")
+            yield SlowConsumer(server, connect, pull_request_id, slow.sid, dropped_after,
+                               peak - baseline, latencies, bystander)
+        finally:
             slow.close()
-        server.stop()
+
+
+@pytest.mark.timeout(120)
+def test_a_client_that_stops_reading_is_dropped_and_others_carry_on(slow_consumer):
+    run = slow_consumer
+    assert run.dropped_after is not None, "never dropped while the flood lasted"
+    # dropped means gone: prroom saw the disconnect (its rooms and presence are updated)
+    assert wait_until(lambda: f"disconnect sid={run.slow_sid}" in run.server.log(), timeout=10)
+    # the others carry on; nobody outside the room saw anything
+    assert_room_saw_nothing(run.bystander, run.pull_request_id + 500_000, "bystander")
+    assert_still_serving(run.connect, run.server, run.pull_request_id + 600_000)
+
+
+@pytest.mark.stress
+@pytest.mark.timeout(120)
+def test_a_client_that_stops_reading_costs_others_little(slow_consumer):
+    run = slow_consumer
+    assert run.dropped_after is not None and run.dropped_after < SLOW_DROP_BOUND_S
+    assert run.rss_growth_mb < SLOW_RSS_BOUND_MB
+    assert percentile(run.latencies, 0.99) < SLOW_THIRD_P99_BOUND, run.latencies
 
 
 # -- bugs this suite found in prroom (now fixed): each stays as a regression test ----------
 
 @pytest.mark.timeout(60)
-def test_an_event_named_star_touches_nobody_else(server, open_clients, pr_id):
-    victim, = open_clients(server)
+def test_an_event_named_star_touches_nobody_else(server, connect, pr_id):
+    victim = connect(server)
     victim.join(pr_id, "victim")
     raw = RawSocket(server)
     try:
@@ -815,9 +883,10 @@ def test_an_event_named_disconnect_keeps_the_token_identity(token_server, pr_id)
         ack, _ = raw.call("join-pr-room", as_alice)
     finally:
         raw.close()
-    assert ack["ok"] is False, ack  # today: {"ok": true, ..., "username": "alice"}
+    assert ack["ok"] is False, ack  # the bug: {"ok": true, ..., "username": "alice"}
 
 
+@pytest.mark.stress
 @pytest.mark.timeout(90)
 def test_lying_attachment_counts_cannot_make_the_server_hoard(server):
     pid = worker_pid(server)

@@ -1,16 +1,18 @@
-"""The product's contract over real sockets: gunicorn + gevent-websocket, python-socketio clients."""
+"""The product's contract over real sockets: gunicorn + gevent-websocket, python clients."""
 from __future__ import annotations
 
 import threading
 import time
+from typing import NamedTuple
 
 import pytest
 import requests
 import socketio
 
-from tests.conftest import TYPING_TIMEOUT
 from tests.support import servers
-from tests.support.clients import RoomClient
+from tests.support.clients import Clients, new_pull_request_id
+from tests.support.servers import SHARED_TYPING_TIMEOUT
+from tests.support.waiting import wait_until
 
 pytestmark = pytest.mark.integration
 
@@ -112,10 +114,10 @@ def test_disconnect_leaves_every_room_and_ends_typing_at_once(connect, pr_id):
         watcher.join(room, "watcher")
     assert quitter.call("typing", {"pullRequestId": first, "username": "quitter"})["ok"]
     assert watcher.expect("typing") == {"pullRequestId": first, "username": "quitter"}
-    started = time.monotonic()
     quitter.close()
+    # within the client's wait, far shorter than the server's typing timeout: at once, not
+    # by expiry
     assert watcher.expect("stop-typing") == {"pullRequestId": first, "username": "quitter"}
-    assert time.monotonic() - started < TYPING_TIMEOUT  # at once, not by expiry
     watcher.say(second, "watcher", "anyone?")
     assert watcher.expect("pr-room-message")["message"] == "anyone?"
 
@@ -125,7 +127,7 @@ def test_typing_reaches_the_others_not_the_sender_and_stops(connect, pr_id):
     typist.join(pr_id, "typist")
     reader.join(pr_id, "reader")
     ack = typist.call("typing", {"pullRequestId": pr_id, "username": "typist"})
-    assert ack["ok"] is True and ack["expiresIn"] == TYPING_TIMEOUT
+    assert ack["ok"] is True and ack["expiresIn"] == SHARED_TYPING_TIMEOUT
     assert reader.expect("typing") == {"pullRequestId": pr_id, "username": "typist"}
     assert typist.call("stop-typing", {"pullRequestId": pr_id, "username": "typist"})["ok"]
     assert reader.expect("stop-typing") == {"pullRequestId": pr_id, "username": "typist"}
@@ -145,18 +147,46 @@ def test_sending_a_message_ends_the_typing_indicator(connect, pr_id):
     assert reader.expect("pr-room-message")["message"] == "here it is"
 
 
-def test_typing_expires_without_stop_typing(connect, pr_id):
-    typist, reader = connect(), connect()
-    typist.join(pr_id, "typist")
-    reader.join(pr_id, "reader")
-    typist.call("typing", {"pullRequestId": pr_id, "username": "typist"})
-    assert reader.expect("typing")["username"] == "typist"
-    started = time.monotonic()
-    assert reader.expect("stop-typing", timeout=TYPING_TIMEOUT + 3) == {
-        "pullRequestId": pr_id, "username": "typist"}
-    elapsed = time.monotonic() - started
-    # bounded: the timeout plus at most one sweep interval (timeout / 5) and some slack
-    assert TYPING_TIMEOUT * 0.8 <= elapsed <= TYPING_TIMEOUT * 1.2 + 0.5, elapsed
+# Short enough that the expiry tests wait about a second.
+EXPIRY_TYPING_TIMEOUT = 1.0
+short_typing_server = servers.server_fixture(
+    {"PRROOM_TYPING_TIMEOUT": str(EXPIRY_TYPING_TIMEOUT)},
+    doc="Typing indicators expire after a second.")
+
+
+class Expiry(NamedTuple):
+    """A typist who never said stop-typing, as its reader saw it."""
+
+    pull_request_id: int
+    stopped: dict   # the stop-typing the reader got
+    after: float    # seconds from the reader's typing event to it
+
+
+@pytest.fixture(scope="module")
+def typing_expiry(short_typing_server: servers.ServerProcess) -> Expiry:
+    """Run once, checked by a functional and a stress test."""
+    pull_request_id = new_pull_request_id()
+    with Clients(short_typing_server) as connect:
+        typist, reader = connect.many(2)
+        typist.join(pull_request_id, "typist")
+        reader.join(pull_request_id, "reader")
+        typist.call("typing", {"pullRequestId": pull_request_id, "username": "typist"})
+        assert reader.expect("typing")["username"] == "typist"
+        started = time.monotonic()
+        stopped = reader.expect("stop-typing", timeout=EXPIRY_TYPING_TIMEOUT + 10)
+        return Expiry(pull_request_id, stopped, time.monotonic() - started)
+
+
+def test_typing_expires_without_stop_typing(typing_expiry):
+    assert typing_expiry.stopped == {"pullRequestId": typing_expiry.pull_request_id,
+                                     "username": "typist"}
+
+
+@pytest.mark.stress
+def test_typing_expires_on_time(typing_expiry):
+    # the timeout plus at most one sweep interval (timeout / 5) and some slack
+    assert EXPIRY_TYPING_TIMEOUT * 0.8 <= typing_expiry.after <= \
+        EXPIRY_TYPING_TIMEOUT * 1.2 + 0.5, typing_expiry.after
 
 
 def test_leave_ends_typing_at_once(connect, pr_id):
@@ -166,7 +196,8 @@ def test_leave_ends_typing_at_once(connect, pr_id):
     typist.call("typing", {"pullRequestId": pr_id, "username": "typist"})
     assert reader.expect("typing")["username"] == "typist"
     typist.call("leave-pr-room", {"pullRequestId": pr_id, "username": "typist"})
-    assert reader.expect("stop-typing", timeout=TYPING_TIMEOUT / 2)["username"] == "typist"
+    # within the client's wait, far shorter than the typing timeout: not by expiry
+    assert reader.expect("stop-typing")["username"] == "typist"
 
 
 @pytest.mark.parametrize("event,extra", [
@@ -300,13 +331,11 @@ def test_health_endpoint_and_server_log_show_activity(server, connect, pr_id):
     client.join(pr_id, "logged")
     sid = client.sid
     client.close()
-    deadline = time.monotonic() + 5
-    while f"disconnect sid={sid}" not in server.log() and time.monotonic() < deadline:
-        time.sleep(0.05)  # the log is a file: poll it
+    # the log is a file: poll it
+    assert wait_until(lambda: f"disconnect sid={sid}" in server.log(), timeout=5)
     log = server.log()
     assert f"connect sid={sid}" in log
     assert f"join sid={sid} user=logged pr={pr_id}" in log
-    assert f"disconnect sid={sid}" in log
     assert '"GET /healthz HTTP/1.1" 200' in log  # gunicorn's access log is back
 
 
@@ -328,27 +357,19 @@ def test_presence_in_one_process_counts_users_not_tabs(connect, pr_id):
     assert ann.expect("pr-room-user-left") == {"pullRequestId": pr_id, "username": "ben"}
 
 
-@pytest.fixture(scope="module")
-def engineio_writes_server():
-    proc = servers.gunicorn(env={"PRROOM_WEBSOCKET_WRITES": "engineio"})
-    proc.wait_ready()
-    yield proc
-    proc.stop()
+engineio_writes_server = servers.server_fixture(
+    {"PRROOM_WEBSOCKET_WRITES": "engineio"}, doc="python-engineio's own WebSocket writer.")
 
 
 @pytest.mark.parametrize("transports", [["websocket"], ["polling"], None])
-def test_the_engineio_write_path_still_serves_every_transport(engineio_writes_server, pr_id,
-                                                              transports):
-    # PRROOM_WEBSOCKET_WRITES=engineio is the escape hatch from prroom/internals/websocket_writes.py: it must
-    # be a working server, not a lesser-tested one.
-    url = engineio_writes_server.url
-    clients = [RoomClient(url, transports=transports), RoomClient(url)]
-    try:
-        for number, client in enumerate(clients):
-            client.join(pr_id, f"member-{number}")
-        clients[0].say(pr_id, "member-0", "through engine.io's writer")
-        for client in clients:
-            assert client.expect("pr-room-message")["message"] == "through engine.io's writer"
-    finally:
-        for client in clients:
-            client.close()
+def test_the_engineio_write_path_still_serves_every_transport(engineio_writes_server, connect,
+                                                              pr_id, transports):
+    # PRROOM_WEBSOCKET_WRITES=engineio is the escape hatch from
+    # prroom/internals/websocket_writes.py: it must be a working server, not a lesser-tested one.
+    clients = [connect(engineio_writes_server, transports=transports),
+               connect(engineio_writes_server)]
+    for number, client in enumerate(clients):
+        client.join(pr_id, f"member-{number}")
+    clients[0].say(pr_id, "member-0", "through engine.io's writer")
+    for client in clients:
+        assert client.expect("pr-room-message")["message"] == "through engine.io's writer"

@@ -39,14 +39,10 @@ PLACEHOLDERS = '{"_placeholder":true,"num":0},{"_placeholder":true,"num":1}'
 NAMESPACES = ["/", "/custom"]
 
 
-@pytest.fixture(scope="module")
-def host() -> Iterator[servers.ServerProcess]:
-    proc = servers.gunicorn(app="tests.integration.guest_app:app",
-                            env={"HOST_PING_INTERVAL": str(PING_INTERVAL),
-                                 "HOST_PING_TIMEOUT": str(PING_TIMEOUT)})
-    proc.wait_ready()
-    yield proc
-    proc.stop()
+host = servers.server_fixture(
+    {"HOST_PING_INTERVAL": str(PING_INTERVAL), "HOST_PING_TIMEOUT": str(PING_TIMEOUT)},
+    app="tests.integration.guest_app:app",
+    doc="The protocol suites' host app, with prroom added, under gunicorn.")
 
 
 @pytest.fixture

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import socket
 import time
-from typing import Callable, Iterator, List
+from typing import Iterator, List
 
 import pytest
 import requests
@@ -20,6 +20,7 @@ import requests
 from tests.support import servers
 from tests.support.clients import RoomClient
 from tests.support.raw import PollingSession, RawWebSocket, still_open
+from tests.support.waiting import wait_until
 
 pytestmark = [pytest.mark.integration, pytest.mark.timeout(90)]
 
@@ -36,12 +37,11 @@ NEVER_CONNECTED = 100
 
 @pytest.fixture(scope="module")
 def server() -> Iterator[servers.ServerProcess]:
-    proc = servers.gunicorn(env={"PRROOM_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
-                                 "PRROOM_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT)},
-                            extra_args=["--keep-alive", str(KEEPALIVE)])
-    proc.wait_ready()
-    yield proc
-    proc.stop()
+    """prroom with short header, keep-alive and connect timeouts."""
+    with servers.running(env={"PRROOM_HEADER_TIMEOUT": str(HEADER_TIMEOUT),
+                              "PRROOM_CONNECT_TIMEOUT": str(CONNECT_TIMEOUT)},
+                         extra_args=["--keep-alive", str(KEEPALIVE)]) as proc:
+        yield proc
 
 
 @pytest.fixture
@@ -51,17 +51,6 @@ def sockets() -> Iterator[List[socket.socket]]:
     yield opened
     for conn in opened:
         conn.close()
-
-
-def wait_until(predicate: Callable[[], bool], timeout: float, interval: float = 0.1) -> bool:
-    """Poll a condition of the server until true or ``timeout`` (there is no event for
-    "the server has closed every one of these")."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(interval)
-    return predicate()
 
 
 def chat_works(server: servers.ServerProcess, pull_request_id: int) -> float:
@@ -93,6 +82,7 @@ def test_stalled_requests_are_cut_and_real_clients_still_connect(server, sockets
         sockets.append(conn)
     opened_at = time.monotonic()
     took = chat_works(server, pr_id)  # during the attack
+    # nothing announces "the server closed every one of these": polled
     cut = wait_until(lambda: not any(still_open(conn) for conn in sockets), HEADER_TIMEOUT + SLACK)
     elapsed = time.monotonic() - opened_at
 

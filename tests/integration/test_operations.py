@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import threading
+from typing import Dict, Optional
 
 import pytest
 import requests
@@ -13,20 +14,17 @@ import socketio
 from prometheus_client.parser import text_string_to_metric_families
 
 from tests.support import servers
-from tests.support.clients import RoomClient
+from tests.support.environ import without_settings
 
 pytestmark = pytest.mark.integration
 
 METRICS_TOKEN = "scrape-me"
 
 
-@pytest.fixture(scope="module")
-def observed():
-    proc = servers.gunicorn(env={"PRROOM_METRICS_PATH": "/metrics",
-                                 "PRROOM_METRICS_TOKEN": METRICS_TOKEN,
-                                 "PRROOM_MESSAGE_BURST": "3"}).wait_ready()
-    yield proc
-    proc.stop()
+observed = servers.server_fixture(
+    {"PRROOM_METRICS_PATH": "/metrics", "PRROOM_METRICS_TOKEN": METRICS_TOKEN,
+     "PRROOM_MESSAGE_BURST": "3"},
+    doc="Metrics at /metrics behind a token; a burst of 3 messages.")
 
 
 def scrape(server) -> dict:
@@ -42,6 +40,7 @@ def scrape(server) -> dict:
 
 
 def value(samples, name, **labels) -> float:
+    """One sample of a scrape (0 when absent)."""
     return samples.get((name, *sorted(labels.items())), 0.0)
 
 
@@ -56,23 +55,19 @@ def test_metrics_are_off_unless_configured(server):
     assert requests.get(server.url + "/metrics", timeout=5).status_code == 404
 
 
-def test_metrics_move_as_clients_act(observed):
+def test_metrics_move_as_clients_act(observed, connect):
     before = scrape(observed)
-    alice, bob = RoomClient(observed.url), RoomClient(observed.url)
-    try:
-        alice.join(1, "alice")
-        bob.join(1, "bob")
-        alice.say(1, "alice", "one")
-        bob.call("send-message-to-pr-room",
-                 {"pullRequestId": 2, "username": "bob", "message": "not a member"})
-        for _ in range(4):  # burst 3: the fourth is rate-limited
-            alice.call("typing", {"pullRequestId": 1, "username": "alice"})
-            alice.call("send-message-to-pr-room",
-                       {"pullRequestId": 1, "username": "alice", "message": "m"})
-        during = scrape(observed)
-    finally:
-        alice.close()
-        bob.close()
+    alice, bob = connect.many(2, observed)
+    alice.join(1, "alice")
+    bob.join(1, "bob")
+    alice.say(1, "alice", "one")
+    bob.call("send-message-to-pr-room",
+             {"pullRequestId": 2, "username": "bob", "message": "not a member"})
+    for _ in range(4):  # burst 3: the fourth is rate-limited
+        alice.call("typing", {"pullRequestId": 1, "username": "alice"})
+        alice.call("send-message-to-pr-room",
+                   {"pullRequestId": 1, "username": "alice", "message": "m"})
+    during = scrape(observed)
 
     assert value(during, "prroom_connected_sockets") == \
         value(before, "prroom_connected_sockets") + 2
@@ -109,7 +104,7 @@ def test_health_and_readiness(server):
 
 
 def test_sigterm_tells_clients_and_they_reconnect_to_the_next_instance():
-    first = servers.gunicorn().wait_ready()
+    # a socketio.Client, not the factory's: this one reconnects, as the chat page does
     client = socketio.Client(reconnection_delay=0.2, reconnection_delay_max=0.5)
     told, connected, rejoined = threading.Event(), [], threading.Event()
     received = []
@@ -129,31 +124,29 @@ def test_sigterm_tells_clients_and_they_reconnect_to_the_next_instance():
     def on_message(data):
         received.append(data["message"])
 
-    second = None
     try:
-        client.connect(first.url, transports=["websocket"], wait_timeout=5)
-        assert client.call("join-pr-room", {"pullRequestId": 3, "username": "rita"},
-                           timeout=5)["ok"]
-        first.proc.send_signal(signal.SIGTERM)
-        assert told.wait(5), "no pr-room-server-shutdown before the connection closed"
-        assert first.proc.wait(15) == 0  # exits cleanly, well within graceful_timeout
+        with servers.running() as first:
+            client.connect(first.url, transports=["websocket"], wait_timeout=5)
+            assert client.call("join-pr-room", {"pullRequestId": 3, "username": "rita"},
+                               timeout=5)["ok"]
+            first.proc.send_signal(signal.SIGTERM)
+            assert told.wait(5), "no pr-room-server-shutdown before the connection closed"
+            assert first.proc.wait(15) == 0  # exits cleanly, well within graceful_timeout
         # the next instance comes up where the load balancer points
-        second = servers.gunicorn(port=first.port).wait_ready()
-        assert rejoined.wait(15), "the client did not reconnect and rejoin"
-        assert len(connected) == 2 and connected[0] != connected[1]
-        assert client.call("send-message-to-pr-room",
-                           {"pullRequestId": 3, "username": "rita", "message": "back"},
-                           timeout=5)["ok"]
+        with servers.running(port=first.port):
+            assert rejoined.wait(15), "the client did not reconnect and rejoin"
+            assert len(connected) == 2 and connected[0] != connected[1]
+            assert client.call("send-message-to-pr-room",
+                               {"pullRequestId": 3, "username": "rita", "message": "back"},
+                               timeout=5)["ok"]
     finally:
         client.disconnect()
-        first.stop()
-        if second:
-            second.stop()
     assert "back" in received
 
 
-def run_prroom(*args, env=None):
-    full_env = {k: v for k, v in os.environ.items() if not k.startswith("PRROOM_")}
+def run_prroom(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.CompletedProcess:
+    """The ``prroom`` console script with ``env`` as its only settings."""
+    full_env = without_settings(os.environ)
     full_env.update(env or {})
     return subprocess.run([str(servers.BIN / "prroom"), *args], capture_output=True,
                           text=True, timeout=60, env=full_env, cwd=servers.ROOT)
@@ -184,18 +177,18 @@ def test_a_bad_setting_is_one_clear_line_and_exit_2(key, raw, expected):
     assert len(lines) == 1 and lines[0].startswith(f"Error: {key}={raw!r}: {expected}"), lines
 
 
-def test_prroom_serve_runs_the_production_server_with_flags_over_env():
+def test_prroom_serve_runs_the_production_server_with_flags_over_env(connect):
     port = servers.free_port()
     proc = servers.ServerProcess([str(servers.BIN / "prroom"), "serve", "--port", str(port),
                                   "--log-format", "json"], port,
                                  env={"PRROOM_PORT": "1", "PRROOM_GRACEFUL_TIMEOUT": "2"})
     proc.wait_ready()
     try:
-        client = RoomClient(proc.url)
+        client = connect(proc)
         client.join(4, "sam")
         client.say(4, "sam", "served")
         assert client.expect("pr-room-message")["message"] == "served"
-        client.close()
+        client.close()  # before the stop: its exit code is the assertion
     finally:
         assert proc.stop() == 0
     records = [json.loads(line) for line in proc.log().splitlines() if line.strip()]

@@ -8,11 +8,10 @@ import requests
 import socketio
 
 from tests.support import servers
-from tests.support.clients import RoomClient
+from tests.support.clients import Clients
+from tests.support.servers import TOKEN_SECRET
 
 pytestmark = pytest.mark.integration
-
-SECRET = "test-secret-not-for-production"
 
 
 def refused(url, **connect_args) -> dict:
@@ -27,23 +26,12 @@ def refused(url, **connect_args) -> dict:
     return errors[0]
 
 
-@pytest.fixture(scope="module")
-def token_server():
-    proc = servers.gunicorn(env={
-        "PRROOM_AUTH_MODE": "token", "PRROOM_SECRET_KEY": SECRET,
-        "PRROOM_MAX_ROOMS_PER_SOCKET": "3", "PRROOM_MAX_CONNECTIONS_PER_IDENTITY": "2",
-        "PRROOM_MESSAGE_RATE": "2", "PRROOM_MESSAGE_BURST": "5",
-        "PRROOM_RATE_LIMIT_DISCONNECT_AFTER": "10"}).wait_ready()
-    yield proc
-    proc.stop()
-
-
-def issue_token(username, *pull_requests) -> str:
-    """A token from the documented CLI, as an operator would make one."""
+def issue_token(username: str, *pull_requests: int, secret: str = TOKEN_SECRET) -> str:
+    """A token from the documented CLI, as an operator would make one (for token_server)."""
     argv = [str(servers.BIN / "flask"), "--app", "prroom", "prroom", "issue-token", username]
     for pull_request in pull_requests:
         argv += ["--pr", str(pull_request)]
-    env = {"PRROOM_AUTH_MODE": "token", "PRROOM_SECRET_KEY": SECRET, "PATH": str(servers.BIN)}
+    env = {"PRROOM_AUTH_MODE": "token", "PRROOM_SECRET_KEY": secret, "PATH": str(servers.BIN)}
     done = subprocess.run(argv, capture_output=True, text=True, env=env, timeout=30,
                           cwd=servers.ROOT, check=True)
     return done.stdout.strip().splitlines()[-1]
@@ -59,89 +47,70 @@ def test_token_mode_refuses_connections_without_a_valid_token(token_server, alic
     assert refused(token_server.url, auth={"token": "forged"})["data"]["code"] == "unauthorized"
     tampered = alice_token[:-2] + ("AA" if not alice_token.endswith("AA") else "BB")
     assert refused(token_server.url, auth={"token": tampered})["data"]["code"] == "unauthorized"
-    other_secret = subprocess.run(
-        [str(servers.BIN / "flask"), "--app", "prroom", "prroom", "issue-token", "alice"],
-        capture_output=True, text=True, timeout=30, cwd=servers.ROOT, check=True,
-        env={"PRROOM_AUTH_MODE": "token", "PRROOM_SECRET_KEY": "another-secret",
-             "PATH": str(servers.BIN)}).stdout.strip().splitlines()[-1]
+    other_secret = issue_token("alice", secret="another-secret")
     assert refused(token_server.url, auth={"token": other_secret})["data"]["code"] == \
         "unauthorized"
 
 
-def test_authenticated_socket_speaks_with_its_identity(token_server, alice_token):
-    alice = RoomClient(token_server.url, auth={"token": alice_token})
-    bob = RoomClient(token_server.url, auth={"token": issue_token("bob")})
-    try:
-        # the username may be omitted: the token says who this is
-        assert alice.call("join-pr-room", {"pullRequestId": 11})["username"] == "alice"
-        assert bob.join(11, "bob")["username"] == "bob"
-        claim = alice.call("join-pr-room", {"pullRequestId": 12, "username": "bob"})
-        assert claim["error"]["code"] == "identity-mismatch"
-        spoof = alice.call("send-message-to-pr-room",
-                           {"pullRequestId": 11, "username": "bob", "message": "I am bob"})
-        assert spoof["error"]["code"] == "identity-mismatch"
-        assert alice.call("send-message-to-pr-room",
-                          {"pullRequestId": 11, "message": "it's alice"})["ok"]
-        message = bob.expect("pr-room-message")
-        assert (message["username"], message["message"]) == ("alice", "it's alice")
-    finally:
-        alice.close()
-        bob.close()
+def test_authenticated_socket_speaks_with_its_identity(token_server, connect, alice_token):
+    alice = connect(token_server, auth={"token": alice_token})
+    bob = connect(token_server, auth={"token": issue_token("bob")})
+    # the username may be omitted: the token says who this is
+    assert alice.call("join-pr-room", {"pullRequestId": 11})["username"] == "alice"
+    assert bob.join(11, "bob")["username"] == "bob"
+    claim = alice.call("join-pr-room", {"pullRequestId": 12, "username": "bob"})
+    assert claim["error"]["code"] == "identity-mismatch"
+    spoof = alice.call("send-message-to-pr-room",
+                       {"pullRequestId": 11, "username": "bob", "message": "I am bob"})
+    assert spoof["error"]["code"] == "identity-mismatch"
+    assert alice.call("send-message-to-pr-room",
+                      {"pullRequestId": 11, "message": "it's alice"})["ok"]
+    message = bob.expect("pr-room-message")
+    assert (message["username"], message["message"]) == ("alice", "it's alice")
     assert alice_token not in token_server.log()  # tokens never reach the logs
 
 
-def test_scoped_token_opens_only_its_pull_requests(token_server):
-    scoped = RoomClient(token_server.url, auth={"token": issue_token("carol", 21, 22)})
-    member = RoomClient(token_server.url, auth={"token": issue_token("dave")})
-    try:
-        member.join(23, "dave")
-        assert scoped.join(21, "carol")["ok"]
-        ack = scoped.call("join-pr-room", {"pullRequestId": 23})
-        assert ack["ok"] is False and ack["error"]["code"] == "forbidden"
-        assert scoped.call("send-message-to-pr-room",
-                           {"pullRequestId": 23, "message": "x"})["error"]["code"] == \
-            "not-a-member"
-        member.say(23, "dave", "private")
-        assert member.expect("pr-room-message")["message"] == "private"  # nothing else came
-    finally:
-        scoped.close()
-        member.close()
+def test_scoped_token_opens_only_its_pull_requests(token_server, connect):
+    scoped = connect(token_server, auth={"token": issue_token("carol", 21, 22)})
+    member = connect(token_server, auth={"token": issue_token("dave")})
+    member.join(23, "dave")
+    assert scoped.join(21, "carol")["ok"]
+    ack = scoped.call("join-pr-room", {"pullRequestId": 23})
+    assert ack["ok"] is False and ack["error"]["code"] == "forbidden"
+    assert scoped.call("send-message-to-pr-room",
+                       {"pullRequestId": 23, "message": "x"})["error"]["code"] == \
+        "not-a-member"
+    member.say(23, "dave", "private")
+    assert member.expect("pr-room-message")["message"] == "private"  # nothing else came
 
 
 def test_connections_per_identity_are_capped(token_server):
     token = issue_token("erin")
-    first = RoomClient(token_server.url, auth={"token": token})
-    second = RoomClient(token_server.url, auth={"token": token})
-    try:
+    with Clients(token_server) as connect:
+        connect(auth={"token": token})
+        second = connect(auth={"token": token})
         error = refused(token_server.url, auth={"token": token})
         assert error["data"]["code"] == "too-many-connections" and error["data"]["limit"] == 2
         second.close()
-        third = RoomClient(token_server.url, auth={"token": token})  # a slot freed up
-        third.close()
-    finally:
-        first.close()
-        second.close()
+        assert connect(auth={"token": token}).connected  # a slot freed up
 
 
-def test_rooms_per_socket_are_capped(token_server):
-    client = RoomClient(token_server.url, auth={"token": issue_token("frank")})
-    try:
-        for pull_request in (31, 32, 33):
-            client.join(pull_request, "frank")
-        ack = client.call("join-pr-room", {"pullRequestId": 34})
-        assert ack["error"]["code"] == "too-many-rooms" and ack["error"]["limit"] == 3
-        assert client.join(33, "frank")["ok"]  # re-joining a room it is in is fine
-        client.call("leave-pr-room", {"pullRequestId": 31})
-        assert client.join(34, "frank")["ok"]
-    finally:
-        client.close()
+def test_rooms_per_socket_are_capped(token_server, connect):
+    client = connect(token_server, auth={"token": issue_token("frank")})
+    for pull_request in (31, 32, 33):
+        client.join(pull_request, "frank")
+    ack = client.call("join-pr-room", {"pullRequestId": 34})
+    assert ack["error"]["code"] == "too-many-rooms" and ack["error"]["limit"] == 3
+    assert client.join(33, "frank")["ok"]  # re-joining a room it is in is fine
+    client.call("leave-pr-room", {"pullRequestId": 31})
+    assert client.join(34, "frank")["ok"]
 
 
-def test_message_flood_is_rate_limited_then_disconnected(token_server):
+def test_message_flood_is_rate_limited_then_disconnected(token_server, connect):
     flooder = socketio.Client(reconnection=False)
     flooder.connect(token_server.url, transports=["websocket"],
                     auth={"token": issue_token("mallory")}, wait_timeout=5)
-    watcher = RoomClient(token_server.url, auth={"token": issue_token("walter")})
+    watcher = connect(token_server, auth={"token": issue_token("walter")})
     try:
         assert flooder.call("join-pr-room", {"pullRequestId": 41}, timeout=5)["ok"]
         watcher.join(41, "walter")
@@ -164,51 +133,34 @@ def test_message_flood_is_rate_limited_then_disconnected(token_server):
         assert watcher.expect("pr-room-message")["message"] == "quiet again"
     finally:
         flooder.disconnect()
-        watcher.close()
     assert "disconnecting sid=" in token_server.log()
 
 
 def test_flask_login_session_identifies_sockets_and_rooms_follow_the_host_rules():
-    proc = servers.gunicorn(app="tests.integration.login_app:app").wait_ready()
-    try:
+    with servers.running(app="tests.integration.login_app:app") as proc, \
+            Clients(proc) as connect:
         assert refused(proc.url)["data"]["code"] == "unauthorized"  # no session: refused
 
         def logged_in(name):
             session = requests.Session()
             assert session.post(proc.url + "/login", data={"name": name}, timeout=5).ok
             cookie = "; ".join(f"{k}={v}" for k, v in session.cookies.items())
-            client = socketio.SimpleClient()
-            client.connect(proc.url, transports=["websocket"], headers={"Cookie": cookie},
-                           wait_timeout=5)
-            return client
+            return connect(headers={"Cookie": cookie}, presence=True)
 
         alice, bob = logged_in("alice"), logged_in("bob")
-        try:
-            assert alice.call("join-pr-room", {"pullRequestId": 1}, timeout=5)["ok"]
-            assert bob.call("join-pr-room", {"pullRequestId": 1},
-                            timeout=5)["error"]["code"] == "forbidden"
-            assert bob.call("join-pr-room", {"pullRequestId": 2}, timeout=5)["ok"]
-            assert alice.call("join-pr-room", {"pullRequestId": 2}, timeout=5)["ok"]
-            alice.call("send-message-to-pr-room", {"pullRequestId": 2, "message": "hi"},
-                       timeout=5)
-            received = [bob.receive(timeout=5) for _ in range(3)]
-            assert [event for event, _ in received] == [
-                "pr-room-members", "pr-room-user-joined", "pr-room-message"]
-            assert received[0][1] == {"pullRequestId": 2, "members": ["bob"]}
-            assert received[1][1] == {"pullRequestId": 2, "username": "alice"}
-            assert received[2][1]["username"] == "alice"
-        finally:
-            alice.disconnect()
-            bob.disconnect()
-    finally:
-        proc.stop()
+        assert alice.call("join-pr-room", {"pullRequestId": 1})["ok"]
+        assert bob.call("join-pr-room", {"pullRequestId": 1})["error"]["code"] == "forbidden"
+        assert bob.call("join-pr-room", {"pullRequestId": 2})["ok"]
+        assert alice.call("join-pr-room", {"pullRequestId": 2})["ok"]
+        alice.call("send-message-to-pr-room", {"pullRequestId": 2, "message": "hi"})
+        assert bob.expect("pr-room-members") == {"pullRequestId": 2, "members": ["bob"]}
+        assert bob.expect("pr-room-user-joined") == {"pullRequestId": 2, "username": "alice"}
+        assert bob.expect("pr-room-message")["username"] == "alice"
 
 
-@pytest.fixture(scope="module")
-def allowlist_server():
-    proc = servers.gunicorn(env={"PRROOM_CORS_ALLOWED_ORIGINS": "http://review.example"})
-    yield proc.wait_ready()
-    proc.stop()
+allowlist_server = servers.server_fixture(
+    {"PRROOM_CORS_ALLOWED_ORIGINS": "http://review.example"},
+    doc="Browsers from http://review.example only.")
 
 
 @pytest.mark.parametrize("allowlist,origin,accepted", [

@@ -181,7 +181,7 @@ def test_from_environ_defaults_to_os_environ(monkeypatch):
     assert from_environ()["PRROOM_MAX_MESSAGE_LENGTH"] == 123
 
 
-# -- known defects (see report) -------------------------------------------------------
+# -- regressions: defects found earlier, now fixed ------------------------------------
 
 @pytest.mark.parametrize("key", ["PRROOM_TYPING_TIMEOUT", "PRROOM_PING_INTERVAL",
                                  "PRROOM_PING_TIMEOUT"])

@@ -6,18 +6,14 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from prroom import PRRoom, create_app
-from prroom.core.config import SETTINGS_BY_KEY, ConfigError
+from prroom.core.config import ConfigError
 from prroom.internals.managers import IndexedManager
 from prroom.server.extension import resolve_async_mode
+from tests.support.clients import PRESENCE_EVENTS
 
+# create_app() also reads PRROOM_* from the environment: tests/conftest.py clears them for
+# every test.
 THREADING = {"PRROOM_ASYNC_MODE": "threading"}
-
-
-@pytest.fixture(autouse=True)
-def clean_environ(monkeypatch):
-    """create_app() reads PRROOM_* from the environment: start from none."""
-    for key in SETTINGS_BY_KEY:
-        monkeypatch.delenv(key, raising=False)
 
 
 def make_app(**config) -> Flask:
@@ -36,9 +32,6 @@ def client_of(ext, **kwargs):
     client = ext.socketio.test_client(ext.app, **kwargs)
     assert client.is_connected()
     return client
-
-
-PRESENCE_EVENTS = ("pr-room-members", "pr-room-user-joined", "pr-room-user-left")
 
 
 def events(client, name=None):
@@ -512,7 +505,7 @@ def test_create_app_bad_environment_raises(monkeypatch):
         create_app(config=THREADING)
 
 
-# -- known defects (see report) -------------------------------------------------------
+# -- regressions: defects found earlier, now fixed ------------------------------------
 
 def test_refusal_reaches_client_when_ack_tracking_is_unavailable(ext):
     client = client_of(ext)

@@ -25,10 +25,13 @@ JSON-like payloads, and disconnects; after every step it checks:
   socket in a room announces ``pr-room-user-joined``, the last one ``pr-room-user-left``, and
   a new member gets ``pr-room-members`` (only it).
 
-Event names ``connect``, ``disconnect`` and ``*`` are left out of the random event names on
-purpose: python-socketio dispatches a client *event* with one of those names straight to
-prroom's lifecycle / catch-all handlers, which is a bug of its own, demonstrated over real
-sockets by the strict-xfail tests in ``tests/integration/test_adversarial.py``.
+The random event names include ``connect``, ``disconnect``, ``*`` and python-socketio's other
+reserved names (``RESERVED_EVENT_NAMES``): python-socketio would dispatch a client *event*
+with one of those names straight to prroom's lifecycle / catch-all handlers, so prroom's
+wrapper renames it to ``(reserved) <name>`` first, and a refusal reports that name.  Over
+real sockets, ``test_an_event_named_star_touches_nobody_else`` and
+``test_an_event_named_disconnect_keeps_the_token_identity`` in
+``tests/integration/test_adversarial.py`` check the same.
 """
 from __future__ import annotations
 

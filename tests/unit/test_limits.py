@@ -34,8 +34,9 @@ def test_limiter_refuses_with_retry_after_and_kinds_are_independent():
     with pytest.raises(ProtocolError) as info:
         limiter.charge("a", "message")
     assert info.value.code == "rate-limited" and info.value.details["retryAfter"] == 1.0
-    limiter.charge("a", "typing")     # another bucket
-    limiter.charge("b", "message")    # another socket
+    limiter.charge("a", "typing")     # another bucket: accepted, and ends the strikes
+    limiter.charge("b", "message")    # another socket: accepted
+    assert limiter.strikes("a") == 0 and limiter.strikes("b") == 0
 
 
 def test_strikes_count_refusals_in_a_row_and_reset_on_success():
@@ -53,8 +54,19 @@ def test_strikes_count_refusals_in_a_row_and_reset_on_success():
 
 
 def test_forget_drops_a_sockets_state():
+    """A socket forgotten (disconnected) has no past: a full burst again and no strikes."""
     clock = Clock()
-    limiter = SocketLimiter({"message": Rate(1, 1)}, 3, clock)
+    limiter = SocketLimiter({"message": Rate(1, 2)}, 3, clock)
     limiter.charge("a", "message")
+    limiter.charge("a", "message")
+    with pytest.raises(ProtocolError):
+        limiter.charge("a", "message")
+    assert limiter.strikes("a") == 1
     limiter.forget("a")
-    limiter.charge("a", "message")  # a fresh bucket
+    assert limiter.strikes("a") == 0
+    limiter.charge("a", "message")  # the whole burst, at the same instant: a fresh bucket
+    limiter.charge("a", "message")
+    with pytest.raises(ProtocolError) as info:
+        limiter.charge("a", "message")
+    assert info.value.details["retryAfter"] == 1.0
+    assert limiter.strikes("a") == 1  # counted from zero again

@@ -16,19 +16,12 @@ from prroom import PRRoom
 from prroom.core.config import (
     DEFAULT_SOCKETIO_CLIENT_INTEGRITY,
     DEFAULT_SOCKETIO_CLIENT_URL,
-    SETTINGS_BY_KEY,
     ConfigError,
     Settings,
 )
 
 ROOT = Path(__file__).resolve().parents[2]
 PACKAGE = ROOT / "prroom" / "server"  # where the chat page's files live
-
-
-@pytest.fixture(autouse=True)
-def clean_environ(monkeypatch):
-    for key in SETTINGS_BY_KEY:
-        monkeypatch.delenv(key, raising=False)
 
 
 def make_client(**config):
