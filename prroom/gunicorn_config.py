@@ -4,6 +4,7 @@ Every value can be changed from the environment (names below); gunicorn's own co
 flags still override this file, except the worker count, which must stay 1.
 """
 import copy
+import logging
 import os
 import resource
 import sys
@@ -54,6 +55,14 @@ for _name in ("gunicorn.error", "gunicorn.access"):
 logconfig_dict["loggers"]["prroom"] = {
     "level": loglevel.upper(), "handlers": ["error_console"], "propagate": False,
     "qualname": "prroom"}
+# python-engineio and python-socketio give their loggers a bare stderr handler of their own
+# when no level is set, and the lines also propagated to the root logger's console: each of
+# their errors came out twice.  With a level set here (theirs, ERROR, unless prroom's is
+# higher) they add nothing, and their lines come out once, formatted like the others.
+for _name in ("engineio.server", "socketio.server"):
+    logconfig_dict["loggers"][_name] = {
+        "level": max(loglevel.upper(), "ERROR", key=logging.getLevelName),
+        "handlers": ["error_console"], "propagate": False, "qualname": _name}
 # With a logconfig_dict, gunicorn writes the access log through its "gunicorn.access" logger
 # whatever `accesslog` says: route that logger to where PRROOM_ACCESS_LOG asks.
 if not accesslog:

@@ -253,6 +253,12 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_SOCKETIO_CLIENT_FILE", "", _parse_str,
             "A local socket.io-client build (socket.io.min.js) that the blueprint serves and "
             "the chat page loads instead of PRROOM_SOCKETIO_CLIENT_URL; empty = off"),
+    Setting("PRROOM_MAX_ATTACHMENTS", 10, _parse_int,
+            "Binary attachments one Socket.IO packet may announce; more closes that "
+            "connection (socket.io's maxAttachments)", 1, 1000),
+    Setting("PRROOM_CONNECT_TIMEOUT", 45.0, _parse_float,
+            "Seconds an Engine.IO session may stay without connecting to a Socket.IO "
+            "namespace (where authentication happens) before it is closed", 1, 3600),
 )
 
 #: How the server process runs (read by prroom/gunicorn_config.py and `prroom serve`, from
@@ -279,6 +285,9 @@ SERVER_SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_CONTROL_SOCKET", "", _parse_str,
             "gunicorn 26+'s control socket path; empty = off (instances on one host would "
             "collide on the default path)"),
+    Setting("PRROOM_HEADER_TIMEOUT", 10.0, _parse_float,
+            "Seconds a client has to send a request line and headers, from when it connects "
+            "(or, on a kept-alive connection, from its first byte); then it is cut", 1, 3600),
 )
 
 SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
@@ -331,6 +340,8 @@ class Settings:
     socketio_client_url: str
     socketio_client_integrity: str
     socketio_client_file: str
+    max_attachments: int
+    connect_timeout: float
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> "Settings":

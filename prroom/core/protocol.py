@@ -59,6 +59,7 @@ class ErrorCode:
     TOO_MANY_ROOMS = "too-many-rooms"        # PRROOM_MAX_ROOMS_PER_SOCKET reached
     TOO_MANY_CONNECTIONS = "too-many-connections"  # PRROOM_MAX_CONNECTIONS_PER_IDENTITY
     INTERNAL_ERROR = "internal-error"        # a bug on our side; logged with a traceback
+    BINARY_PAYLOAD = "binary-payload"        # binary data (Buffer, ArrayBuffer, bytes) sent
 
 
 ALL_ERROR_CODES = tuple(value for name, value in vars(ErrorCode).items()

@@ -8,11 +8,24 @@ WebSocket session is logged as ``101`` when it ends, with its duration).
 
 On SIGTERM it also asks prroom to say goodbye (:meth:`prroom.PRRoom.shutdown`) instead of
 letting open WebSockets hang until gunicorn's graceful timeout kills them.
+
+pywsgi waits for a request line and headers as long as a client cares to take (a
+"slowloris" holds a connection slot with a few bytes every now and then), and waits for the
+next request on a kept-alive connection forever.  The handler gives a client
+``PRROOM_HEADER_TIMEOUT`` seconds for the request line and headers, and a kept-alive
+connection gunicorn's ``keepalive`` seconds of silence before its next request; then the
+connection is closed, without a response and without a log line.  Neither applies once a
+request is being served: long polls and WebSocket sessions keep their own (ping) timeouts.
 """
+import time
+from typing import Any, Dict
+
 import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import PyWSGIHandler
+
+from prroom.core.config import server_settings
 
 #: Read buffer per connection.  pywsgi's default (8 KB) is sized for HTTP bodies; a chat
 #: connection mostly waits, holding it for hours.  Frames larger than this are still read
@@ -54,15 +67,83 @@ class RequestHeaders:
         return next((value for key, value in self.items() if key.lower() == name), default)
 
 
+#: handler id -> the timer of the request whose line and headers it is reading.
+_header_timers: Dict[int, gevent.Timeout] = {}
+
+
+class HeaderTimeout(BaseException):
+    """A request line and headers not read in time.
+
+    A BaseException, like gevent.Timeout itself, so that pywsgi's own ``except socket.error``
+    and ``except Exception`` around the reads let it through to the handler.
+    """
+
+
 class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
-    """gevent-websocket's handler with gunicorn's ``log_request`` (and WSGI environ)."""
+    """gevent-websocket's handler with gunicorn's ``log_request`` (and WSGI environ).
+
+    Also the header-read and keep-alive timeouts (the module's docstring); the worker sets
+    both class attributes from its settings.
+    """
+
+    #: Seconds for a request line and its headers (PRROOM_HEADER_TIMEOUT).
+    header_timeout = 10.0
+    #: Seconds a kept-alive connection may stay silent before its next request.
+    keepalive_timeout = 5.0
 
     def __init__(self, sock, address, server, *args, **kwargs):
         super().__init__(sock, address, server, *args, **kwargs)
         self.rfile = sock.makefile("rb", READ_BUFFER_BYTES)  # replaces an 8 KB one
 
+    def handle_one_request(self) -> Any:
+        """pywsgi's request cycle, with a deadline on everything before the application."""
+        # pywsgi's requestline is None until a first request was read: a kept-alive one now
+        if self.requestline is not None and not self._next_request_arrives():
+            return None  # silent past the keep-alive timeout, or gone: close
+        # One timer for the request line and every header, closed in get_environ when the
+        # application takes over.  Kept outside the handler and this frame, which live as
+        # long as a WebSocket session: nothing of it stays with an idle connection.
+        _header_timers[id(self)] = gevent.Timeout(self.header_timeout, HeaderTimeout)
+        _header_timers[id(self)].start()
+        try:
+            return super().handle_one_request()
+        except HeaderTimeout:
+            return None
+        finally:
+            self._stop_header_timer()
+
+    def _stop_header_timer(self) -> None:
+        timer = _header_timers.pop(id(self), None)
+        if timer is not None:
+            timer.close()
+
+    def _next_request_arrives(self) -> bool:
+        if self.rfile.closed:
+            return False
+        arrived = False
+        with gevent.Timeout(self.keepalive_timeout, False):
+            try:
+                arrived = bool(self.rfile.peek(1))  # b"" when the client has gone
+            except OSError:
+                return False
+        self.time_start = time.time()  # the access log times the request, not the idle wait
+        return arrived
+
+    def finalize_headers(self) -> None:
+        """pywsgi's response headers, plus ``Connection: close`` when it will close.
+
+        pywsgi honours a request's ``Connection: close`` without saying so in the response
+        (HTTP/1.1 asks that it does); a client that keeps its connections alive by default
+        (Node 19+'s HTTP agent) then sends its next request on a socket about to close.
+        """
+        super().finalize_headers()
+        if self.close_connection and self.request_version == "HTTP/1.1" and self.code != 101 \
+                and not any(name.lower() == b"connection" for name, _ in self.response_headers):
+            self.response_headers.append((b"Connection", b"close"))
+
     def get_environ(self):
         """The WSGI environ; the parsed headers are then kept as plain pairs."""
+        self._stop_header_timer()  # the request is read: no deadline for the application
         environ = super().get_environ()
         self.headers = RequestHeaders(environ)
         return environ
@@ -76,6 +157,13 @@ class WebSocketWorker(GeventWebSocketWorker):
     """``GeventWebSocketWorker`` with :class:`AccessLoggingWebSocketHandler`."""
 
     wsgi_handler = AccessLoggingWebSocketHandler
+
+    def init_process(self) -> None:
+        """Give this worker's handler its timeouts, then start as gunicorn does."""
+        self.wsgi_handler = type("AccessLoggingWebSocketHandler", (self.wsgi_handler,), {
+            "header_timeout": server_settings()["header_timeout"],
+            "keepalive_timeout": float(self.cfg.keepalive)})
+        super().init_process()
 
     def handle_exit(self, sig, frame):
         """SIGTERM: stop as gunicorn does, and have prroom close its connections now."""

@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
 
 from socketio.exceptions import ConnectionRefusedError
 
@@ -27,7 +27,7 @@ from prroom.core.messages import ChatMessage, MessageIds, chat_message
 from prroom.core.presence import Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import loop_monitor, socketio_hooks
+from prroom.internals import engineio_hooks, loop_monitor, socketio_hooks
 from prroom.internals.managers import QueueUnavailable
 from prroom.server.metrics import Metrics
 
@@ -46,12 +46,15 @@ class Caps(NamedTuple):
     max_rooms_per_socket: int = DEFAULTS["PRROOM_MAX_ROOMS_PER_SOCKET"]
     max_connections_per_identity: int = DEFAULTS["PRROOM_MAX_CONNECTIONS_PER_IDENTITY"]
     max_queued_packets: int = DEFAULTS["PRROOM_MAX_QUEUED_PACKETS"]
+    max_attachments: int = DEFAULTS["PRROOM_MAX_ATTACHMENTS"]
+    connect_timeout: float = DEFAULTS["PRROOM_CONNECT_TIMEOUT"]
 
     @classmethod
     def of(cls, settings: Settings) -> "Caps":
         """The caps a server with ``settings`` applies."""
         return cls(settings.max_rooms_per_socket, settings.max_connections_per_identity,
-                   settings.max_queued_packets)
+                   settings.max_queued_packets, settings.max_attachments,
+                   settings.connect_timeout)
 
 
 class RoomEvents:
@@ -78,20 +81,36 @@ class RoomEvents:
         self._sweeper_started = False
 
     def register(self) -> None:
-        """Install the handlers, keeping any connect/disconnect handler the host app had."""
-        socketio_hooks.track_ack_requests(self.server)
-        socketio_hooks.guard_packets(self.server, self._protocol_violation)
+        """Install the handlers, keeping any connect/disconnect handler the host app had.
+
+        prroom is a guest in the host's server: it takes only its own event names on its own
+        namespace, and refuses binary payloads only for the events it handles; the server-
+        wide protocol fixes (CONNECT order, namespaces, connect timeout, attachment bound,
+        Engine.IO handshake and long-polling) change nothing a conforming client relies on.
+        """
         ns = self.namespace
+        socketio_hooks.track_ack_requests(self.server, ns)
         existing = socketio_hooks.registered_handlers(self.server, ns)
-        self.server.on("connect", _chain(existing.get("connect"), self.on_connect), ns)
-        self.server.on("disconnect", _chain(existing.get("disconnect"), self.on_disconnect), ns)
+        mine: List[Callable] = []
+
+        def on(event: str, handler: Callable) -> None:
+            self.server.on(event, handler, ns)
+            mine.append(handler)
+
+        for name, handler in (("connect", self.on_connect), ("disconnect", self.on_disconnect)):
+            host = existing.get(name) or socketio_hooks.host_class_handler(self.server, ns, name)
+            on(name, _chain(host, handler))
         for event, handler in ((protocol.JOIN, self.join), (protocol.LEAVE, self.leave),
                                (protocol.SEND_MESSAGE, self.send_message),
                                (protocol.TYPING, self.typing),
                                (protocol.STOP_TYPING, self.stop_typing)):
-            self.server.on(event, self._guarded(event, handler), ns)
+            on(event, self._guarded(event, _json_only(handler)))
         if "*" not in existing:  # a host app's own catch-all wins
-            self.server.on("*", self.unknown_event, ns)
+            on("*", socketio_hooks.host_class_first(self.server, ns, self.unknown_event))
+        socketio_hooks.guard_packets(self.server, self._protocol_violation, ns, mine,
+                                     self.caps.max_attachments)
+        socketio_hooks.fix_connects(self.server, self.caps.connect_timeout)
+        engineio_hooks.install(self.server)
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -418,6 +437,18 @@ class RoomEvents:
                                       skip_sid=sid)
             except Exception:
                 logger.exception("typing sweeper failed; retrying")
+
+
+def _json_only(handler: Handler) -> Handler:
+    """Refuse a payload that came with binary attachments (prroom's events are JSON)."""
+    def handle(sid: str, payload: Any) -> dict:
+        if payload is socketio_hooks.BINARY_PAYLOAD:
+            raise ProtocolError(ErrorCode.BINARY_PAYLOAD,
+                                "prroom's events take JSON only; send no binary data "
+                                "(Buffer, ArrayBuffer, Blob, bytes)")
+        return handler(sid, payload)
+    handle.__name__ = handler.__name__
+    return handle
 
 
 def _chain(first: Optional[Callable], then: Callable) -> Callable:

@@ -1,9 +1,17 @@
 """prroom's reaches into library internals: each fails loudly when a library changes."""
-import os
+from __future__ import annotations
 
+import inspect
+import json
+import os
+import time
+from typing import Any, List, Tuple
+
+import pytest
 import socketio
 
 from prroom.internals import socketio_hooks
+from tests.support.wsgi import WsgiPolling
 
 
 def test_websocket_unmasking_is_accelerated_and_still_correct():
@@ -51,3 +59,226 @@ def test_options_set_by_host_and_served_path_come_from_flask_socketio():
     host.init_app(Flask(__name__), async_mode="threading")
     assert socketio_hooks.served_engineio_path(host) == "/chat-io/"
     assert socketio_hooks.served_engineio_path(SocketIO()) is None
+
+
+# -- a guest on the host's server: reserved names, binary packets, CONNECT ---------------------
+
+def polling_server(**options: Any) -> Tuple[socketio.Server, WsgiPolling]:
+    # handlers inline, so that a handler has run when the request that carried it returns
+    server = socketio.Server(async_mode="threading", async_handlers=False, **options)
+    return server, WsgiPolling(server)
+
+
+def connected(client: WsgiPolling, *namespaces: str) -> str:
+    """An Engine.IO session connected to ``namespaces`` ("/" by default), replies read."""
+    sid, _ = client.handshake()
+    for namespace in namespaces or ("/",):
+        prefix = "" if namespace == "/" else namespace + ","
+        client.post(sid, "40" + prefix)
+        assert client.packets(sid)[0].startswith("40" + prefix), namespace
+    return sid
+
+
+def test_reserved_names_are_renamed_on_prroom_namespace_only() -> None:
+    server, client = polling_server()
+    seen: List[tuple] = []
+    server.on("*", lambda event, sid, *args: seen.append(("/", event)), namespace="/")
+    server.on("message", lambda sid, *args: seen.append(("/", "host message")), namespace="/")
+    server.on("connect", lambda sid, *args: seen.append(("/other", "connect")),
+              namespace="/other")
+    assert socketio_hooks.track_ack_requests(server, "/") is True
+    sid = connected(client)
+    client.post(sid, '42["connect"]', '42["*"]', '42[7]', '42["message","hi"]',
+                '42["connect_error"]')
+    assert seen == [("/", "(reserved) connect"), ("/", "(reserved) *"), ("/", "(reserved) 7"),
+                    ("/", "host message"), ("/", "connect_error")]
+    seen.clear()
+    client.post(sid, "40/other,")
+    client.post(sid, '42/other,["connect"]')  # the host's namespace: python-socketio's way
+    assert seen == [("/other", "connect"), ("/other", "connect")]
+
+
+def guarded(max_attachments: int = 3) -> Tuple[socketio.Server, WsgiPolling, List[tuple],
+                                                List[tuple]]:
+    """A server guarded for namespace "/": prroom's handler ``mine``, the host's ``theirs``."""
+    server, client = polling_server()
+    calls: List[tuple] = []
+    violations: List[tuple] = []
+
+    def mine(sid: str, payload: Any = None) -> None:
+        calls.append(("mine", payload))
+
+    def theirs(sid: str, *args: Any) -> None:
+        calls.append(("theirs", *args))
+
+    server.on("mine", mine, namespace="/")
+    server.on("theirs", theirs, namespace="/")
+    server.on("mine", theirs, namespace="/custom")
+
+    def on_violation(eio_sid: str, reason: str) -> None:
+        violations.append((eio_sid, reason))
+
+    socketio_hooks.guard_packets(server, on_violation, "/", [mine], max_attachments)
+    return server, client, calls, violations
+
+
+PLACEHOLDER = '{"_placeholder":true,"num":%d}'
+
+
+def test_binary_events_stay_the_hosts_and_are_refused_to_prroom() -> None:
+    server, client, calls, violations = guarded()
+    sid = connected(client, "/", "/custom")
+    client.post(sid, '451-["theirs",' + PLACEHOLDER % 0 + "]", "bAQID")
+    client.post(sid, '451-["mine",' + PLACEHOLDER % 0 + "]", "bAQID")
+    client.post(sid, '451-/custom,["mine",' + PLACEHOLDER % 0 + "]", "bAQID")
+    client.post(sid, '450-["mine",{"a":1}]')  # announces no attachment: dispatched at once
+    assert calls == [("theirs", b"\x01\x02\x03"), ("mine", socketio_hooks.BINARY_PAYLOAD),
+                     ("theirs", b"\x01\x02\x03"), ("mine", {"a": 1})]
+    assert violations == []
+
+
+@pytest.mark.parametrize("packets,reason", [
+    (['454-["theirs"]'], "binary packet announcing 4 attachments (at most 3)"),
+    (['451-["theirs",' + PLACEHOLDER % 0 + "]", '42["theirs"]'],
+     "text frame where a binary attachment was due"),
+    (['451-["theirs",' + PLACEHOLDER % 5 + "]", "bAQID"], "malformed packet (IndexError)"),
+    (['451-["mine",' + PLACEHOLDER % 5 + "]", "bAQID"], "malformed packet (IndexError)"),
+    (['451-{"a":1}'], "malformed packet (binary payload is not an array)"),
+    (["bAQID"], "malformed packet (ValueError)"),
+])
+def test_binary_abuse_closes_the_connection(packets: List[str], reason: str) -> None:
+    server, client, calls, violations = guarded()
+    sid = connected(client)
+    client.post(sid, *packets)
+    assert violations == [(sid, reason)] and calls == []
+    assert sid not in server._binary_packet  # nothing held for it
+
+
+def test_python_socketio_would_hoard_what_the_guard_bounds() -> None:
+    # a count of up to ten digits is accepted, and text is taken as an attachment
+    pkt = socketio.packet.Packet(encoded_packet='59999999999-["x",' + PLACEHOLDER % 0 + "]")
+    assert pkt.attachment_count == 9999999999
+    pkt = socketio.packet.Packet(encoded_packet='51-["x",' + PLACEHOLDER % 0 + "]")
+    assert pkt.add_attachment("text") is True and pkt.data == ["x", "text"]
+    # completing a packet reconstructs through the instance (the guard's per-packet hook)
+    source = inspect.getsource(socketio.packet.Packet.add_attachment)
+    assert "self.reconstruct_binary(self.data, self.attachments)" in source
+    server = socketio.Server(async_mode="threading")
+    assert server._binary_packet == {}
+    handle = inspect.getsource(socketio.Server._handle_eio_message)
+    assert "self._binary_packet[eio_sid] = pkt" in handle
+    assert "self._handle_event(eio_sid, pkt.namespace, pkt.id," in handle
+
+
+def host_with_greeting(**options: Any) -> Tuple[socketio.Server, WsgiPolling]:
+    server, client = polling_server(**options)
+
+    def connect(sid: str, environ: dict, auth: Any = None) -> None:
+        server.emit("greeting", {"hello": sid}, to=sid, namespace="/")
+
+    server.on("connect", connect, namespace="/")
+    return server, client
+
+
+@pytest.mark.parametrize("fixed", [False, True])
+def test_the_connect_reply_goes_out_before_what_the_handler_emits(fixed: bool) -> None:
+    server, client = host_with_greeting()
+    if fixed:
+        assert socketio_hooks.fix_connects(server) is True
+    sid, _ = client.handshake()
+    client.post(sid, "40")
+    first, second = client.packets(sid)
+    if fixed:
+        assert first.startswith("40{") and second.startswith('42["greeting"')
+    else:  # python-socketio's order, which the fix exists for
+        assert first.startswith('42["greeting"') and second.startswith("40{")
+
+
+@pytest.mark.parametrize("fixed,reply", [(False, '44/random,"Unable to connect"'),
+                                         (True, '44/random,{"message":"Invalid namespace"}')])
+def test_unknown_namespaces_are_refused_as_node_does(fixed: bool, reply: str) -> None:
+    server, client = host_with_greeting()
+    if fixed:
+        socketio_hooks.fix_connects(server)
+    sid, _ = client.handshake()
+    client.post(sid, "40/random,")
+    assert client.packets(sid) == [reply]
+    client.post(sid, "40")  # the known one still connects
+    assert any(packet.startswith("40{") for packet in client.packets(sid))
+
+
+def test_sessions_that_never_connect_are_closed_after_the_timeout() -> None:
+    server, client = host_with_greeting()
+    assert socketio_hooks.fix_connects(server, connect_timeout=0.2) is True
+    idle, _ = client.handshake()
+    connected_sid = connected(client)
+    deadline = time.monotonic() + 5
+    while idle in server.eio.sockets and not server.eio.sockets[idle].closed \
+            and time.monotonic() < deadline:
+        time.sleep(0.02)  # the sweep runs in its own thread: poll its effect
+    assert client.get(idle)[0].startswith("400")
+    assert not server.eio.sockets[connected_sid].closed
+
+
+def test_python_socketio_still_has_what_fix_connects_wraps() -> None:
+    server = socketio.Server(async_mode="threading")
+    assert callable(server._handle_connect)
+    assert server.namespaces == ["/"] and server.namespace_handlers == {}
+    handle = inspect.getsource(socketio.Server._handle_eio_message)
+    assert "self._handle_connect(eio_sid, pkt.namespace, pkt.data)" in handle
+    connect = inspect.getsource(socketio.Server._handle_connect)
+    assert "if namespace in self.handlers or namespace in self.namespace_handlers \\" in connect
+    assert "or self.namespaces == '*' or namespace in self.namespaces:" in connect
+    assert {"connect", "disconnect", "message"} <= set(server.eio.handlers)
+
+
+# -- a host's class-based namespace on prroom's namespace ---------------------------------------
+
+def test_python_socketio_looks_at_handlers_before_namespace_classes() -> None:
+    # why prroom's handlers on "/" would hide a host's Namespace class there
+    trigger = inspect.getsource(socketio.Server._trigger_event)
+    assert trigger.index("_get_event_handler") < trigger.index("_get_namespace_handler")
+    assert "handler.trigger_event(event, *args)" in trigger
+    assert "handler_name = 'on_' + (event or '')" in inspect.getsource(
+        socketio.Namespace.trigger_event)
+
+
+def test_a_hosts_namespace_class_keeps_its_connect_events_and_acks() -> None:
+    from flask import Flask
+    from flask_socketio import Namespace, SocketIO, emit
+
+    from prroom import PRRoom
+
+    calls: List[tuple] = []
+
+    class Host(Namespace):
+        def on_connect(self, auth: Any = None) -> None:
+            calls.append(("connect", auth))
+            emit("welcome", {})
+
+        def on_disconnect(self, reason: Any = None) -> None:
+            calls.append(("disconnect",))
+
+        def on_hello(self, *args: Any) -> Any:
+            calls.append(("hello", *args))
+            return "hi back"
+
+    app = Flask(__name__)
+    host = SocketIO()
+    host.on_namespace(Host("/"))
+    PRRoom(app, socketio=host)  # prroom initialises the SocketIO (threading, inline handlers)
+    client = WsgiPolling(app.wsgi_app)  # through Flask-SocketIO's middleware
+    sid, _ = client.handshake()
+    client.post(sid, '40{"token":"t"}')
+    reply, welcome = client.packets(sid)
+    assert reply.startswith("40{") and welcome == '42["welcome",{}]'
+    client.post(sid, '421["hello",1]', '452-2["hello",' + PLACEHOLDER % 0 + "," +
+                PLACEHOLDER % 1 + "]", "bAQ==", "bAg==", '423["no-such-event"]',
+                '424["join-pr-room",{"pullRequestId":1,"username":"guest"}]')
+    packets = client.packets(sid)
+    assert packets[:2] == ['431["hi back"]', '432["hi back"]']
+    assert json.loads(packets[2][3:])[0]["error"]["code"] == "unknown-event"
+    assert packets[3].startswith('42["pr-room-members"') and packets[4].startswith('434[{"ok":true')
+    assert calls == [("connect", {"token": "t"}), ("hello", 1), ("hello", b"\x01", b"\x02")]
+    client.post(sid, "41")
+    assert calls[-1] == ("disconnect",)
