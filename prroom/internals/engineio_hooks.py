@@ -169,6 +169,6 @@ def _patch_socket_class() -> None:
 
     for name, function in (("handle_get_request", handle_get_request),
                            ("handle_post_request", handle_post_request), ("close", close_)):
-        function._prroom_wrapped = True
+        vars(function)["_prroom_wrapped"] = True
         function.__name__ = name
         setattr(cls, name, function)

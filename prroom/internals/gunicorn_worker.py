@@ -18,7 +18,7 @@ connection is closed, without a response and without a log line.  Neither applie
 request is being served: long polls and WebSocket sessions keep their own (ping) timeouts.
 """
 import time
-from typing import Any, Dict
+from typing import Any, Dict, List, Optional, Tuple
 
 import gevent
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
@@ -49,10 +49,10 @@ class RequestHeaders:
 
     __slots__ = ("_environ",)
 
-    def __init__(self, environ):
+    def __init__(self, environ: Dict[str, Any]) -> None:
         self._environ = environ
 
-    def items(self):
+    def items(self) -> List[Tuple[str, str]]:
         """(Name, value) pairs: ``HTTP_X_REQUEST_ID`` is ``X-Request-Id``, as WSGI folds them."""
         pairs = [(key[5:].replace("_", "-").title(), value)
                  for key, value in self._environ.items() if key.startswith("HTTP_")]
@@ -61,7 +61,7 @@ class RequestHeaders:
                 pairs.append((name, self._environ[key]))
         return pairs
 
-    def get(self, name, default=None):
+    def get(self, name: str, default: Optional[str] = None) -> Optional[str]:
         """The value of header ``name`` (any case), else ``default``."""
         name = name.lower()
         return next((value for key, value in self.items() if key.lower() == name), default)
@@ -91,7 +91,7 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     #: Seconds a kept-alive connection may stay silent before its next request.
     keepalive_timeout = 5.0
 
-    def __init__(self, sock, address, server, *args, **kwargs):
+    def __init__(self, sock: Any, address: Any, server: Any, *args: Any, **kwargs: Any) -> None:
         super().__init__(sock, address, server, *args, **kwargs)
         self.rfile = sock.makefile("rb", READ_BUFFER_BYTES)  # replaces an 8 KB one
 
@@ -141,14 +141,14 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
                 and not any(name.lower() == b"connection" for name, _ in self.response_headers):
             self.response_headers.append((b"Connection", b"close"))
 
-    def get_environ(self):
+    def get_environ(self) -> Dict[str, Any]:
         """The WSGI environ; the parsed headers are then kept as plain pairs."""
         self._stop_header_timer()  # the request is read: no deadline for the application
         environ = super().get_environ()
         self.headers = RequestHeaders(environ)
         return environ
 
-    def log_request(self):
+    def log_request(self) -> None:
         """Write the gunicorn access-log line, WebSocket upgrades included."""
         PyWSGIHandler.log_request(self)
 
@@ -156,7 +156,7 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
 class WebSocketWorker(GeventWebSocketWorker):
     """``GeventWebSocketWorker`` with :class:`AccessLoggingWebSocketHandler`."""
 
-    wsgi_handler = AccessLoggingWebSocketHandler
+    wsgi_handler: type = AccessLoggingWebSocketHandler
 
     def init_process(self) -> None:
         """Give this worker's handler its timeouts, then start as gunicorn does."""
@@ -165,7 +165,7 @@ class WebSocketWorker(GeventWebSocketWorker):
             "keepalive_timeout": float(self.cfg.keepalive)})
         super().init_process()
 
-    def handle_exit(self, sig, frame):
+    def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM: stop as gunicorn does, and have prroom close its connections now."""
         extension = getattr(self.wsgi, "extensions", {}).get("prroom")
         if extension is not None:

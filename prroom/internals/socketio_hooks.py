@@ -25,6 +25,8 @@ import logging
 import time
 from typing import Any, Callable, Collection, Dict, Iterable, List, Optional
 
+from prroom.internals import loop_monitor
+
 logger = logging.getLogger("prroom")
 
 #: Event names a client may not send on prroom's namespace: python-socketio dispatches an
@@ -59,17 +61,19 @@ def track_ack_requests(server: Any, namespace: str = "/") -> bool:
 
     def handle_event_internal(server_: Any, sid: str, eio_sid: str, data: list,
                               namespace_: str, id: Optional[int]) -> Any:
+        name = data[0] if data else None
         if namespace_ == namespace:
-            name = data[0] if data else None
             if not isinstance(name, str) or name in RESERVED_EVENT_NAMES:
                 data = [f"(reserved) {str(name)[:50]}", *data[1:]]
+        # named in the blocked-loop warning if this event holds the loop (host events too)
+        loop_monitor.serving(f"event {str(name)[:50]}")
         token = _ack_requested.set(id is not None)
         try:
             return original(server_, sid, eio_sid, data, namespace_, id)
         finally:
             _ack_requested.reset(token)
 
-    handle_event_internal._prroom_wrapped = True
+    vars(handle_event_internal)["_prroom_wrapped"] = True
     server._handle_event_internal = handle_event_internal
     return True
 
@@ -83,19 +87,19 @@ def ack_requested() -> bool:
     return bool(_ack_requested.get())
 
 
-def overfull_sockets(server, limit: int) -> list:
+def overfull_sockets(server: Any, limit: int) -> List[str]:
     """Engine.IO session ids whose outgoing queue holds more than ``limit`` packets."""
     sockets = getattr(server.eio, "sockets", {})
     return [eio_sid for eio_sid, sock in list(sockets.items())
             if getattr(sock, "queue", None) is not None and sock.queue.qsize() > limit]
 
 
-def connected_eio_sids(server) -> list:
+def connected_eio_sids(server: Any) -> List[str]:
     """Engine.IO session ids of every connection of this process."""
     return list(getattr(server.eio, "sockets", {}))
 
 
-def close_transport(server, eio_sid: str) -> None:
+def close_transport(server: Any, eio_sid: str) -> None:
     """Close one connection's transport, as a lost connection, without waiting on it.
 
     Packets already queued still go out first (the writer stops at the end of the queue),
@@ -111,7 +115,7 @@ def close_transport(server, eio_sid: str) -> None:
         sock.close(wait=False)
 
 
-def refuse_new_connections(server) -> None:
+def refuse_new_connections(server: Any) -> None:
     """From now on, answer new Engine.IO handshakes 401, at the transport level.
 
     A refusal there is a failed transport, which every client retries with backoff
@@ -120,7 +124,7 @@ def refuse_new_connections(server) -> None:
     """
     original = server.eio.handlers.get("connect")
 
-    def refuse(*args):
+    def refuse(*args: Any) -> bool:
         return False
 
     if original is not None:
@@ -277,7 +281,7 @@ def guard_packets(server: Any, on_violation: Callable[[str, str], None], namespa
             _refuse_binary(pkt)
         return None
 
-    message._prroom_wrapped = True
+    vars(message)["_prroom_wrapped"] = True
     server.eio.handlers["message"] = message
 
 
@@ -322,7 +326,7 @@ def fix_connects(server: Any, connect_timeout: Optional[float] = None) -> bool:
             if waiting and server.manager.sid_from_eio_sid(eio_sid, namespace) is not None:
                 waiting.pop(eio_sid, None)
 
-    handle_connect._prroom_wrapped = True
+    vars(handle_connect)["_prroom_wrapped"] = True
     server._handle_connect = handle_connect
     if connect_timeout:
         _start_connect_timeout(server, waiting, connect_timeout)
@@ -416,10 +420,10 @@ def accelerate_gevent_websocket() -> bool:
     if getattr(Header.mask_payload, "_prroom_wrapped", False):
         return True
 
-    def mask_payload(self, payload):
+    def mask_payload(self: Any, payload: Any) -> bytes:
         return XorMaskerSimple(self.mask).process(bytes(payload))
 
-    mask_payload._prroom_wrapped = True
+    vars(mask_payload)["_prroom_wrapped"] = True
     Header.mask_payload = Header.unmask_payload = mask_payload
     return True
 

@@ -357,7 +357,7 @@ def install(server: Any) -> bool:
             return _Done()
         return original_start(target, *args, **kwargs)
 
-    start_background_task._prroom_wrapped = True  # type: ignore[attr-defined]
+    vars(start_background_task)["_prroom_wrapped"] = True
     eio.create_queue = WriterQueue
     eio.start_background_task = start_background_task
     return True

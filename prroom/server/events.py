@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from socketio.exceptions import ConnectionRefusedError
 
@@ -27,7 +27,7 @@ from prroom.core.messages import ChatMessage, MessageIds, chat_message
 from prroom.core.presence import Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import engineio_hooks, loop_monitor, socketio_hooks
+from prroom.internals import engineio_hooks, socketio_hooks
 from prroom.internals.managers import QueueUnavailable
 from prroom.server.metrics import Metrics
 
@@ -97,7 +97,9 @@ class RoomEvents:
             self.server.on(event, handler, ns)
             mine.append(handler)
 
-        for name, handler in (("connect", self.on_connect), ("disconnect", self.on_disconnect)):
+        lifecycle: Tuple[Tuple[str, Callable[..., Any]], ...] = (
+            ("connect", self.on_connect), ("disconnect", self.on_disconnect))
+        for name, handler in lifecycle:
             host = existing.get(name) or socketio_hooks.host_class_handler(self.server, ns, name)
             on(name, _chain(host, handler))
         for event, handler in ((protocol.JOIN, self.join), (protocol.LEAVE, self.leave),
@@ -304,10 +306,7 @@ class RoomEvents:
         """Wrap a handler: refusals and bugs become error replies, never a dropped socket."""
         kind = RATE_KIND[event]
 
-        label = f"event {event}"
-
         def guarded(sid: str, payload: Any = None, *_ignored: Any) -> Optional[dict]:
-            loop_monitor.serving(label)  # named if this event holds the loop
             started = time.perf_counter()
             outcome = "ok"
             try:

@@ -33,9 +33,9 @@ def get_in_background(url: str) -> threading.Thread:
     return thread
 
 
-def warnings_about(server: servers.ServerProcess, path: str) -> list:
+def warnings_about(server: servers.ServerProcess, path: str, serving: str = "GET") -> list:
     return [block for block in server.log().split("WARNING")
-            if "event loop blocked" in block and f"serving GET {path}" in block]
+            if "event loop blocked" in block and f"serving {serving} {path}" in block]
 
 
 def blocked_count(server: servers.ServerProcess) -> float:
@@ -84,6 +84,13 @@ def test_a_call_on_an_unpatched_socket_is_named(blocking_server):
     warning = warnings_about(blocking_server, "/reports/db")[-1]
     assert "query_with_a_c_driver" in warning and "client.recv(1)" in warning
     assert blocked_count(blocking_server) >= before + 1
+
+
+def test_a_host_socketio_event_that_blocks_is_named(blocking_server, connect):
+    client = connect(blocking_server)
+    assert client.call("render-diff", 600, timeout=30)["lines"] > 0
+    assert wait_until(lambda: warnings_about(blocking_server, "render-diff", "event"), 10)
+    assert "render_diff_event" in warnings_about(blocking_server, "render-diff", "event")[-1]
 
 
 def test_a_module_holding_an_unpatched_function_is_reported_at_start(blocking_server):
