@@ -729,8 +729,8 @@ def test_abandoned_handshakes_do_not_block_others_and_are_cleaned_up(short_ping_
         assert alive == [], f"{len(alive)} abandoned sessions still open"
 
         # The half-open requests did not stop anyone.  How many the server still holds is
-        # printed, not asserted: nothing in prroom's stack times out reading a request's
-        # headers, so they stay until the client goes.
+        # printed, not asserted: the worker cuts them after PRROOM_HEADER_TIMEOUT (10 s by
+        # default), which tests/integration/test_dos.py checks.
         still_held = sum(1 for conn in half_open if _still_open(conn))
         print(f"handshakes: {still_held} of {HALF_OPEN_TCP} half-open requests still held "
               f"{time.monotonic() - opened_at:.1f} s later")
