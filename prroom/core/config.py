@@ -209,6 +209,11 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_CHANNEL", "prroom", _parse_str,
             "Name under which this deployment's traffic and presence live in the queue, so "
             "two deployments can share one Redis"),
+    Setting("PRROOM_QUEUE_PUBSUB", "auto", _parse_str,
+            "Clustered mode: how room channels are carried: `sharded` (Redis 7's SSUBSCRIBE/"
+            "SPUBLISH, as Redis Cluster needs), `plain` (SUBSCRIBE/PUBLISH), or `auto` "
+            "(sharded when the server has it); every process of a deployment must agree",
+            choices=("auto", "sharded", "plain")),
     Setting("PRROOM_PRESENCE_TTL", 15.0, _parse_float,
             "Clustered mode: seconds after which a process that stopped heartbeating (killed, "
             "host lost) is reaped and its users announced as left", 1, 3600),
@@ -310,6 +315,7 @@ class Settings:
     metrics_token: Optional[str]
     async_mode: str
     websocket_writes: str = "direct"
+    queue_pubsub: str = "auto"
     socketio_client_url: str = DEFAULT_SOCKETIO_CLIENT_URL
     socketio_client_integrity: str = DEFAULT_SOCKETIO_CLIENT_INTEGRITY
     socketio_client_file: str = ""

@@ -22,7 +22,7 @@ from prroom.core.presence import MemoryPresence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import socketio_hooks
-from prroom.internals.managers import QueueUnavailable
+from prroom.internals.managers import QueueUnavailable, confirm_published
 from prroom.internals.socketio_hooks import ack_requested, track_ack_requests
 from prroom.server.metrics import Metrics
 from prroom.server.posting import build_message
@@ -346,6 +346,7 @@ class RoomEvents:
         try:
             self.server.emit(event, data, to=room_name(pull_request_id), skip_sid=skip_sid,
                              namespace=self.namespace)
+            confirm_published(self.server)  # clustered: waits for the publish to reach Redis
             return True
         except QueueUnavailable:
             return False

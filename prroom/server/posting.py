@@ -12,6 +12,7 @@ import time
 from typing import Dict, Optional, Tuple
 
 from prroom.core import protocol
+from prroom.core.config import SETTINGS_BY_KEY
 from prroom.internals.managers import ClusterManager
 
 _publishers: Dict[Tuple[str, str], ClusterManager] = {}
@@ -56,10 +57,13 @@ def post_message(pull_request_id: int, username: str, message: str, *, app=None,
     payload = build_message(request)
     publisher = _publishers.get((url, name))
     if publisher is None:
+        pubsub = SETTINGS_BY_KEY["PRROOM_QUEUE_PUBSUB"].coerce(
+            os.environ.get("PRROOM_QUEUE_PUBSUB", "auto"))
         publisher = _publishers[(url, name)] = ClusterManager(
-            url, channel=f"prroom:{name}", write_only=True)
+            url, channel=f"prroom:{name}", room_prefix=protocol.room_name(""), pubsub=pubsub,
+            write_only=True)
     publisher.emit(protocol.MESSAGE, payload, namespace="/",
-                   room=protocol.room_name(payload["pullRequestId"]))
+                   room=protocol.room_name(payload["pullRequestId"])).wait()
     return payload
 
 
