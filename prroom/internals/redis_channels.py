@@ -166,8 +166,10 @@ class Publisher:
         return Ticket(batch, index)
 
     def reset(self) -> None:
-        """Redis is back (the subscriber reconnected): try the next batch at once."""
+        """Redis is back (the subscriber reconnected): try the next batch at once, and
+        count as healthy until one fails (readiness must not wait for someone to talk)."""
         self._failed_at = None
+        self.healthy = True
 
     def _write_forever(self) -> None:
         while True:
