@@ -346,7 +346,10 @@ class RoomEvents:
         try:
             self.server.emit(event, data, to=room_name(pull_request_id), skip_sid=skip_sid,
                              namespace=self.namespace)
-            confirm_published(self.server)  # clustered: waits for the publish to reach Redis
+            if not socketio_hooks.answer_unread():
+                # clustered: the answer waits for the publish to reach Redis (not when the
+                # client asked for no ack: nobody would read it)
+                confirm_published(self.server)
             return True
         except QueueUnavailable:
             return False
