@@ -72,6 +72,9 @@ def _parse_queue_url(raw: Any) -> str:
     value = _parse_str(raw).strip()
     if value and not value.startswith(_QUEUE_SCHEMES):
         raise ValueError("expected a redis:// URL")
+    if value.startswith("redis+sentinel://") and \
+            len([part for part in value.split("://", 1)[1].split("/")[1:] if part]) < 2:
+        raise ValueError("expected redis+sentinel://host:port[,host:port...]/db/service_name")
     return value
 
 

@@ -16,7 +16,7 @@ import socketio
 from tests.support import servers
 from tests.support.clients import RoomClient
 from tests.support.cluster import cluster_env, eventually, ready, room_channel, subscribers
-from tests.support.redis_server import RedisProcess
+from tests.support.redis_server import RedisProcess, SentinelProcess
 
 pytestmark = pytest.mark.integration
 
@@ -185,3 +185,31 @@ def test_plain_pubsub_carries_rooms_where_sharded_is_not_wanted(clients):
         for proc in procs:
             proc.stop()
         redis_server.stop()
+
+
+def test_a_sentinel_url_finds_the_master_for_messages_and_presence(redis_server, clients):
+    sentinel = SentinelProcess(redis_server)
+    env = cluster_env(redis_server, "sentinel", PRROOM_MESSAGE_QUEUE=sentinel.url)
+    procs = [servers.gunicorn(env=env) for _ in range(2)]
+    try:
+        for proc in procs:
+            proc.wait_ready()
+        room = next(_rooms)
+        a, b = RoomClient(procs[0].url, presence=True), RoomClient(procs[1].url, presence=True)
+        try:
+            a.join(room, "a")
+            assert a.expect("pr-room-members")["members"] == ["a"]
+            b.join(room, "b")
+            assert b.expect("pr-room-members")["members"] == ["a", "b"]  # presence in Redis
+            assert a.expect("pr-room-user-joined")["username"] == "b"
+            b.say(room, "b", "through the master Sentinel named")
+            assert a.expect("pr-room-message")["message"] == "through the master Sentinel named"
+            assert subscribers(redis_server, room_channel("sentinel", room)) == 2
+            assert all(ready(proc) for proc in procs)
+        finally:
+            a.close()
+            b.close()
+    finally:
+        for proc in procs:
+            proc.stop()
+        sentinel.stop()
