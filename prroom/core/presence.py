@@ -150,7 +150,6 @@ class RedisPresence:
     clustered = True
 
     def __init__(self, url: str, channel: str, ttl: float) -> None:
-        import redis
 
         # Short socket timeouts: a presence update must fail fast when Redis is away,
         # not hang the handler.
