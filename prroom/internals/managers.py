@@ -15,6 +15,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
+from typing import Any, Callable, Iterator, Optional
 
 import socketio
 
@@ -22,6 +23,7 @@ from prroom.internals.redis_channels import (  # noqa: F401 - QueueUnavailable: 
     Publisher,
     QueueUnavailable,
     Subscriber,
+    Ticket,
     pubsub_mode,
 )
 
@@ -107,7 +109,7 @@ class IndexedManager(IndexedRoomsMixin, socketio.Manager):
                             callback=callback, to=to, **kwargs)
 
 
-def confirm_published(server) -> None:
+def confirm_published(server: Any) -> None:
     """Wait until the last emit of this greenlet on ``server`` reached the message queue.
 
     Raises :class:`QueueUnavailable` if it did not; returns at once when nothing was
@@ -143,8 +145,8 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
     subscribed to every room it hosts (after a Redis restart, until it resubscribed).
     """
 
-    def __init__(self, url, channel="prroom", retry_max=2.0, room_prefix="pr:",
-                 pubsub="auto", **kwargs):
+    def __init__(self, url: str, channel: str = "prroom", retry_max: float = 2.0,
+                 room_prefix: str = "pr:", pubsub: str = "auto", **kwargs: Any) -> None:
         kwargs.setdefault("redis_options", {"socket_connect_timeout": 2})
         if _SPEAKS_RESP3:
             # RESP2: pub/sub messages are plain replies; redis-py's RESP3 push handling
@@ -165,7 +167,7 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
 
     # -- connections and tasks ------------------------------------------------------------
 
-    def _new_connection(self):
+    def _new_connection(self) -> Any:
         # One client (and pool) per manager, only ever used to make connections, so that a
         # Sentinel URL resolves the current master whenever we (re)connect.
         if self._client is None:
@@ -173,14 +175,14 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
             self._client = self.redis
         return self._client.connection_pool.make_connection()
 
-    def _start_task(self, target):
+    def _start_task(self, target: Callable[[], None]) -> Any:
         if self.server is not None:
             return self.server.start_background_task(target)
         thread = threading.Thread(target=target, name="prroom-publisher", daemon=True)
         thread.start()
         return thread
 
-    def _sleep(self, seconds):
+    def _sleep(self, seconds: float) -> None:
         if self.server is not None:
             return self.server.sleep(seconds)
         return time.sleep(seconds)
@@ -190,7 +192,7 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
         """Whether publishes reach Redis and every hosted room is subscribed."""
         return self.publisher.healthy and (self.subscriber is None or self.subscriber.healthy)
 
-    def initialize(self):  # noqa: D102
+    def initialize(self) -> None:  # noqa: D102
         # Flask-SocketIO's test client calls this again per client: one listener only.
         if self._listening:
             return
@@ -204,30 +206,32 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
 
     # -- channels -------------------------------------------------------------------------
 
-    def room_channel(self, room):
+    def room_channel(self, room: Any) -> Optional[str]:
         """The pub/sub channel of ``room``, or None if it travels on the deployment one."""
         if isinstance(room, str) and room.startswith(self.room_prefix):
             return f"{self.channel}:{room}"
         return None
 
-    def _subscribe_rooms(self, namespace, room):
+    def _subscribe_rooms(self, namespace: str, room: Any) -> Optional[threading.Event]:
         channel = self.room_channel(room)
         if channel is not None and self.subscriber is not None:
             return self.subscriber.want(channel)
         return None
 
-    def _unsubscribe_if_empty(self, namespace, room):
+    def _unsubscribe_if_empty(self, namespace: str, room: Any) -> None:
         channel = self.room_channel(room)
         if channel is None or self.subscriber is None:
             return
         if room not in self.rooms.get(namespace, {}):
             self.subscriber.drop(channel)
 
-    def basic_enter_room(self, sid, namespace, room, eio_sid=None):  # noqa: D102
+    def basic_enter_room(self, sid: str, namespace: str, room: Any,
+                         eio_sid: Optional[str] = None) -> None:  # noqa: D102
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         self._subscribe_rooms(namespace, room)
 
-    def enter_room(self, sid, namespace, room, eio_sid=None):
+    def enter_room(self, sid: str, namespace: str, room: Any,
+                   eio_sid: Optional[str] = None) -> None:
         """Add a local socket to ``room``; return once its channel is subscribed."""
         result = super().enter_room(sid, namespace, room, eio_sid=eio_sid)
         pending = self._subscribe_rooms(namespace, room)
@@ -239,11 +243,12 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
     #: How long a first join waits for Redis to confirm the room's subscription.
     subscribe_timeout = 2.0
 
-    def basic_leave_room(self, sid, namespace, room):  # noqa: D102
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:  # noqa: D102
         super().basic_leave_room(sid, namespace, room)
         self._unsubscribe_if_empty(namespace, room)
 
-    def basic_disconnect(self, sid, namespace, **kwargs):  # noqa: D102
+    def basic_disconnect(self, sid: str, namespace: str,
+                         **kwargs: Any) -> None:  # noqa: D102
         rooms = list(self._rooms_by_sid.get((namespace, sid), ()))
         super().basic_disconnect(sid, namespace, **kwargs)
         for room in rooms:
@@ -251,8 +256,9 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
 
     # -- publishing -----------------------------------------------------------------------
 
-    def emit(self, event, data, namespace=None, room=None, skip_sid=None, callback=None,
-             to=None, **kwargs):
+    def emit(self, event: str, data: Any, namespace: Optional[str] = None, room: Any = None,
+             skip_sid: Any = None, callback: Optional[Callable] = None, to: Any = None,
+             **kwargs: Any) -> Optional[Ticket]:
         """Deliver to local members now and queue the publish for the other processes.
 
         Returns the publish's :class:`~prroom.internals.redis_channels.Ticket` (None when
@@ -274,14 +280,14 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
         self._handle_emit(message)
         return self._publish(message)  # also kept for take_ticket()
 
-    def take_ticket(self):
+    def take_ticket(self) -> Optional[Ticket]:
         """The ticket of the last publish made on this greenlet (thread), once."""
         tickets = self._tickets
         ticket = getattr(tickets, "last", None)
         tickets.last = None
         return ticket
 
-    def _publish(self, data):
+    def _publish(self, data: dict) -> Ticket:
         encoded = self._own_prefix + self.json.dumps(data)
         channel = self.room_channel(data.get("room")) if data.get("method") == "emit" else None
         ticket = self.publisher.publish("room" if channel else "deployment",
@@ -289,7 +295,7 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
         self._tickets.last = ticket
         return ticket
 
-    def _handle_emit(self, message):
+    def _handle_emit(self, message: dict) -> None:
         # every delivery in this process, of local and remote emits alike, passes here
         self._count_deliveries(message.get("event"), message.get("namespace"),
                                message.get("room"), message.get("skip_sid"))
@@ -297,7 +303,7 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
 
     # -- listening ------------------------------------------------------------------------
 
-    def _listen(self):
+    def _listen(self) -> Iterator[dict]:
         own = self._own_prefix_bytes
         skip = len(own)
         loads = self.json.loads

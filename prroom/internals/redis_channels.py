@@ -99,7 +99,7 @@ class Ticket:
     def __init__(self, batch: _Batch, index: int) -> None:
         self._batch, self._index = batch, index
 
-    def wait(self):
+    def wait(self) -> object:
         """Block until Redis answered the command; return the reply, or raise
         :class:`QueueUnavailable` if the command did not reach Redis.
 
@@ -202,7 +202,7 @@ class Publisher:
                 self._unreachable(exc)
             batch.fail(exc)  # no-op if _lost failed it already
 
-    def _connected(self):
+    def _connected(self) -> object:
         connection = self._connection
         if connection is None:
             connection = self._connect()
