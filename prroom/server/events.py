@@ -28,7 +28,7 @@ from prroom.core.presence import Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import engineio_hooks, socketio_hooks
-from prroom.internals.managers import QueueUnavailable
+from prroom.internals.managers import QueueUnavailable, confirm_published
 from prroom.server.metrics import Metrics
 
 logger = logging.getLogger("prroom")
@@ -375,6 +375,10 @@ class RoomEvents:
         try:
             self.server.emit(event, data, to=room_name(pull_request_id), skip_sid=skip_sid,
                              namespace=self.namespace)
+            if not socketio_hooks.answer_unread():
+                # clustered: the answer waits for the publish to reach Redis (not when the
+                # client asked for no ack: nobody would read it)
+                confirm_published(self.server)
             return True
         except QueueUnavailable:
             return False

@@ -53,9 +53,10 @@ def post_message(pull_request_id: int, username: str, message: str, *,
     publisher = _publishers.get((url, name))
     if publisher is None:
         publisher = _publishers[(url, name)] = ClusterManager(
-            url, channel=f"prroom:{name}", write_only=True)
+            url, channel=f"prroom:{name}", room_prefix=protocol.room_name(""),
+            pubsub=settings.queue_pubsub, write_only=True)
     publisher.emit(protocol.MESSAGE, dict(payload), namespace="/",
-                   room=protocol.room_name(payload["pullRequestId"]))
+                   room=protocol.room_name(payload["pullRequestId"])).wait()
     return payload
 
 
