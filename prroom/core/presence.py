@@ -145,7 +145,7 @@ return 1
 """
 
 
-def redis_client(url: str, **options):
+def redis_client(url: str, **options: Any) -> Any:
     """A redis-py client for ``url``; ``redis+sentinel://[user:password@]host:port,.../db/
     service`` asks the Sentinels for the service's current master on every connect."""
     import redis

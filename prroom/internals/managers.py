@@ -15,7 +15,7 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from typing import Any, Callable, Iterator, Optional
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import socketio
 
@@ -35,7 +35,7 @@ except (ImportError, AttributeError):  # the redis extra is not installed, or re
     _SPEAKS_RESP3 = False
 
 
-def _has_binary(data) -> bool:
+def _has_binary(data: Any) -> bool:
     """Whether ``data`` holds bytes anywhere (what Socket.IO sends as attachments)."""
     if isinstance(data, (bytes, bytearray)):
         return True
@@ -49,30 +49,40 @@ def _has_binary(data) -> bool:
     return False
 
 
-class IndexedRoomsMixin:
+if TYPE_CHECKING:  # pragma: no cover - what the mixin is mixed into
+    from socketio import Manager as _ManagerBase
+else:
+    _ManagerBase = object
+
+
+class IndexedRoomsMixin(_ManagerBase):
     """Keeps ``self._rooms_by_sid[(namespace, sid)] = {room, ...}`` beside ``self.rooms``."""
 
     #: Event whose deliveries are counted, and the callable told how many (metrics).
     counted_event = "pr-room-message"
-    on_delivered = None
+    on_delivered: Optional[Callable[[int], None]] = None
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Built here, not in initialize(): Flask-SocketIO's test client calls initialize()
         # again for every client it creates, which must not forget connected sockets.
-        self._rooms_by_sid = {}
+        self._rooms_by_sid: Dict[Tuple[str, str], Set[Optional[str]]] = {}
         super().__init__(*args, **kwargs)
 
-    def _count_deliveries(self, event, namespace, room, skip_sid):
+    def _count_deliveries(self, event: Any, namespace: Optional[str], room: Any,
+                          skip_sid: Any) -> None:
         if self.on_delivered is None or event != self.counted_event:
             return
         members = self.rooms.get(namespace or "/", {}).get(room, ())
         self.on_delivered(len(members) - (1 if skip_sid in members else 0))
 
-    def basic_enter_room(self, sid, namespace, room, eio_sid=None):  # noqa: D102
+    def basic_enter_room(self, sid: str, namespace: str, room: Optional[str],
+                         eio_sid: Optional[str] = None) -> None:
+        """python-socketio's, plus the index."""
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         self._rooms_by_sid.setdefault((namespace, sid), set()).add(room)
 
-    def basic_leave_room(self, sid, namespace, room):  # noqa: D102
+    def basic_leave_room(self, sid: str, namespace: str, room: Optional[str]) -> None:
+        """python-socketio's, plus the index."""
         super().basic_leave_room(sid, namespace, room)
         rooms = self._rooms_by_sid.get((namespace, sid))
         if rooms is not None:
@@ -80,7 +90,8 @@ class IndexedRoomsMixin:
             if not rooms:
                 del self._rooms_by_sid[(namespace, sid)]
 
-    def basic_disconnect(self, sid, namespace, **kwargs):  # noqa: D102
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        """Leave the socket's rooms from the index: no scan of every room."""
         rooms = self._rooms_by_sid.pop((namespace, sid), ())
         for room in list(rooms):
             # skip our own override: the index entry is already gone
@@ -95,15 +106,18 @@ class IndexedRoomsMixin:
                 if not pending[namespace]:
                     del pending[namespace]
 
-    def get_rooms(self, sid, namespace):  # noqa: D102
+    def get_rooms(self, sid: str, namespace: str) -> List[str]:
+        """The socket's rooms, from the index."""
         return [room for room in self._rooms_by_sid.get((namespace, sid), ()) if room is not None]
 
 
 class IndexedManager(IndexedRoomsMixin, socketio.Manager):
     """In-memory manager (single process) with O(rooms of the socket) lookups."""
 
-    def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None,
-             to=None, **kwargs):  # noqa: D102
+    def emit(self, event: str, data: Any, namespace: str, room: Any = None,
+             skip_sid: Any = None, callback: Any = None, to: Any = None,
+             **kwargs: Any) -> Any:
+        """python-socketio's, counting deliveries for the metrics."""
         self._count_deliveries(event, namespace, to or room, skip_sid)
         return super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                             callback=callback, to=to, **kwargs)
@@ -156,7 +170,7 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
         self.room_prefix = room_prefix
         self._own_prefix = f"{self.host_id}:"
         self._own_prefix_bytes = self._own_prefix.encode()
-        self._client = None
+        self._client: Any = None  # a redis-py client, made on first connect
         self._listening = False
         self._tickets = threading.local()
         mode = pubsub_mode(pubsub)
@@ -307,6 +321,7 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
         own = self._own_prefix_bytes
         skip = len(own)
         loads = self.json.loads
+        assert self.subscriber is not None, "a write-only manager does not listen"
         for payload in self.subscriber.messages():
             if payload.startswith(own):
                 continue  # our own publish coming back: delivered locally already

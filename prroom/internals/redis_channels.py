@@ -32,7 +32,7 @@ import logging
 import threading
 import time
 from collections import Counter, deque
-from typing import Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 try:
     from redis.exceptions import ResponseError
@@ -49,7 +49,7 @@ class QueueUnavailable(ConnectionError):
     """A broadcast reached this process's members but not the message queue."""
 
 
-def redis_has_sharded_pubsub(connection) -> bool:
+def redis_has_sharded_pubsub(connection: Any) -> bool:
     """Ask the server (once per connection) whether it knows ``SPUBLISH`` (Redis 7+)."""
     try:
         connection.send_command("COMMAND", "INFO", "SPUBLISH")
@@ -68,7 +68,7 @@ def pubsub_mode(setting: str) -> ModeProbe:
     return redis_has_sharded_pubsub
 
 
-def _reader_of(connection) -> Callable[[], object]:
+def _reader_of(connection: Any) -> Callable[[], object]:
     """``read_response`` that also returns RESP3 push frames (redis-py 5+ speaks RESP3 when
     asked to, and redis-py 8 by default), where subscribed connections get their messages."""
     if str(getattr(connection, "protocol", 2)) == "3":
@@ -131,12 +131,13 @@ class Publisher:
     #: Written commands that got no reply for this long fail, and the connection is dropped.
     reply_timeout = 5.0
 
-    def __init__(self, connect: Callable[[], object], start: Callable[[Callable], object],
+    def __init__(self, connect: Callable[[], Any], start: Callable[[Callable], object],
                  sharded: ModeProbe) -> None:
         self._connect = connect
         self._start = start
         self._probe = sharded
-        self._connection = None
+        # a redis-py Connection (untyped: its parser and socket calls are what is used)
+        self._connection: Any = None
         self._sharded = False
         self._batch = _Batch()
         self._inflight: Deque[_Batch] = deque()
@@ -181,7 +182,7 @@ class Publisher:
                 self._write(batch)
 
     def _write(self, batch: _Batch) -> None:
-        connection = None
+        connection: Any = None
         try:
             if self._failed_at is not None and \
                     time.monotonic() - self._failed_at < self.retry_after:
@@ -212,7 +213,7 @@ class Publisher:
             self._start(lambda: self._read_forever(connection))
         return connection
 
-    def _read_forever(self, connection) -> None:
+    def _read_forever(self, connection: Any) -> None:
         read = _reader_of(connection)
         inflight = self._inflight
         try:
@@ -240,7 +241,7 @@ class Publisher:
         except Exception as exc:  # noqa: BLE001 - EOF (a restart), reset, timeout
             self._lost(connection, exc)
 
-    def _lost(self, connection, error: Exception) -> None:
+    def _lost(self, connection: Any, error: Exception) -> None:
         if self._connection is not connection:
             return  # that connection was given up already
         self._connection = None
@@ -268,7 +269,7 @@ class Subscriber:
     #: period means the connection is dead (a vanished host never closes it).
     ping_interval = 5.0
 
-    def __init__(self, connect: Callable[[], object], deployment: str,
+    def __init__(self, connect: Callable[[], Any], deployment: str,
                  sleep: Callable[[float], None], sharded: ModeProbe, retry_max: float = 2.0,
                  on_reconnect: Optional[Callable[[], None]] = None) -> None:
         self._connect = connect
@@ -277,7 +278,8 @@ class Subscriber:
         self._probe = sharded
         self.retry_max = retry_max
         self._on_reconnect = on_reconnect
-        self._connection = None
+        # a redis-py Connection (untyped: its parser and socket calls are what is used)
+        self._connection: Any = None
         self._sharded = False
         self._send_lock = threading.Lock()
         # wanted room channel -> the event its joiners wait on (set once confirmed)

@@ -27,7 +27,7 @@ from prroom.core.identity import (
 )
 from prroom.core.limits import Rate, SocketLimiter
 from prroom.core.presence import Presence, create_presence
-from prroom.core.protocol import ErrorCode, Limits, ProtocolError, room_name
+from prroom.core.protocol import ROOM_PREFIX, ErrorCode, Limits, ProtocolError
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import gevent_traps, loop_monitor, socketio_hooks, websocket_writes
 from prroom.internals.loop_monitor import LoopMonitor
@@ -349,7 +349,7 @@ class PRRoom:
             "async_handlers": False,
             "client_manager": (ClusterManager(settings.message_queue,
                                               channel=f"prroom:{settings.channel}",
-                                              room_prefix=room_name(""),
+                                              room_prefix=ROOM_PREFIX,
                                               pubsub=settings.queue_pubsub)
                                if settings.message_queue else IndexedManager()),
             "max_http_buffer_size": settings.max_frame_bytes,
