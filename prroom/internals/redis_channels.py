@@ -196,7 +196,7 @@ class Publisher:
             connection.send_packed_command(packed, check_health=False)
             self.batches += 1
             self.published += len(batch.commands)
-        except Exception as exc:  # noqa: BLE001 - whatever broke, the callers are told
+        except Exception as exc:  # whatever broke, the callers are told
             if connection is not None:
                 self._lost(connection, exc)
             else:
@@ -238,7 +238,7 @@ class Publisher:
                         logger.warning("message queue reachable again for publishing")
                     self.healthy = True
                     self._failed_at = None
-        except Exception as exc:  # noqa: BLE001 - EOF (a restart), reset, timeout
+        except Exception as exc:  # EOF (a restart), reset, timeout
             self._lost(connection, exc)
 
     def _lost(self, connection: Any, error: Exception) -> None:
@@ -246,9 +246,10 @@ class Publisher:
             return  # that connection was given up already
         self._connection = None
         connection.disconnect()
+        # unhealthy before the waiters wake: one told of a failure must see it in readiness
+        self._unreachable(error)
         while self._inflight:
             self._inflight.popleft().fail(error)
-        self._unreachable(error)
 
     def _unreachable(self, error: Exception) -> None:
         if self.healthy:
@@ -345,7 +346,7 @@ class Subscriber:
                 self._open()
                 delay = 0.1
                 yield from self._read()
-            except Exception as exc:  # noqa: BLE001 - any failure: start over
+            except Exception as exc:  # any failure: start over
                 if not self._lost:  # once per outage
                     self._lost = True
                     logger.error("message queue unreachable (%s); retrying", exc)
