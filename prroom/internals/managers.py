@@ -206,7 +206,8 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
         """Whether publishes reach Redis and every hosted room is subscribed."""
         return self.publisher.healthy and (self.subscriber is None or self.subscriber.healthy)
 
-    def initialize(self) -> None:  # noqa: D102
+    def initialize(self) -> None:
+        """python-socketio's, once per manager (see below)."""
         # Flask-SocketIO's test client calls this again per client: one listener only.
         if self._listening:
             return
@@ -240,7 +241,8 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
             self.subscriber.drop(channel)
 
     def basic_enter_room(self, sid: str, namespace: str, room: Any,
-                         eio_sid: Optional[str] = None) -> None:  # noqa: D102
+                         eio_sid: Optional[str] = None) -> None:
+        """python-socketio's, with the room channel kept in step."""
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         self._subscribe_rooms(namespace, room)
 
@@ -257,12 +259,14 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
     #: How long a first join waits for Redis to confirm the room's subscription.
     subscribe_timeout = 2.0
 
-    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:  # noqa: D102
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:
+        """python-socketio's, with the room channel kept in step."""
         super().basic_leave_room(sid, namespace, room)
         self._unsubscribe_if_empty(namespace, room)
 
     def basic_disconnect(self, sid: str, namespace: str,
-                         **kwargs: Any) -> None:  # noqa: D102
+                         **kwargs: Any) -> None:
+        """python-socketio's, with the room channel kept in step."""
         rooms = list(self._rooms_by_sid.get((namespace, sid), ()))
         super().basic_disconnect(sid, namespace, **kwargs)
         for room in rooms:

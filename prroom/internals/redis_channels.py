@@ -331,7 +331,7 @@ class Subscriber:
         try:
             connection.send_packed_command(connection.pack_commands(commands),
                                            check_health=False)
-        except Exception as exc:  # noqa: BLE001
+        except Exception as exc:
             logger.debug("subscription command not sent: %s", exc)
         for command in commands:
             if command[0] in ("SUBSCRIBE", "SSUBSCRIBE"):
