@@ -6,13 +6,16 @@ prroom runs under gunicorn as in production; one client (alice) reaches it throu
 from __future__ import annotations
 
 import itertools
-from typing import Iterator
+from typing import Iterator, List, Optional
 
 import pytest
 
+from prroom.core.identity import issue_token
 from tests.support import servers
+from tests.support.clients import Clients
 from tests.support.node import NodeDriver
 from tests.support.proxy import TcpProxy
+from tests.support.redis_server import running_redis
 
 SEND = "send-message-to-pr-room"
 MESSAGE = "pr-room-message"
@@ -22,6 +25,10 @@ recovery_server = servers.server_fixture(
     {"PRROOM_RECOVERY_WINDOW": "30", "PRROOM_RECOVERY_BUFFER": str(BUFFER),
      "PRROOM_PRESENCE_GRACE": "3"},
     doc="Recovery on: a 30 s window, 5 packets per room, a 3 s presence grace.")
+token_recovery_server = servers.server_fixture(
+    {"PRROOM_RECOVERY_WINDOW": "30", "PRROOM_PRESENCE_GRACE": "3", "PRROOM_AUTH_MODE": "token",
+     "PRROOM_SECRET_KEY": servers.TOKEN_SECRET},
+    doc="Recovery on, token mode.")
 short_window_server = servers.server_fixture(
     {"PRROOM_RECOVERY_WINDOW": "1", "PRROOM_PRESENCE_GRACE": "0.5"},
     doc="Recovery on with a 1 s window.")
@@ -205,6 +212,49 @@ def test_client_message_id_duplicates_are_delivered_once(
     assert bad["error"]["code"] == "invalid-field"
 
 
+def _token(username: str, rooms: Optional[List[int]] = None) -> dict:
+    return {"token": issue_token(servers.TOKEN_SECRET, username, rooms)}
+
+
+def test_a_restore_is_bound_to_the_identity_and_rechecks_each_room(
+        token_recovery_server: servers.ServerProcess, driver: NodeDriver) -> None:
+    server = token_recovery_server
+    proxy = TcpProxy(server.port)
+    kept, lost = next(_rooms), next(_rooms)
+    try:
+        driver.send("connect", name="alice", url=proxy.url, auth=_token("alice", [kept, lost]))
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect")
+        driver.send("connect", name="bob", url=server.url, auth=_token("bob"))
+        driver.expect(lambda r: r["name"] == "bob" and r["ev"] == "connect")
+        for room in (kept, lost):
+            _join(driver, "alice", room, "alice")
+            _join(driver, "bob", room, "bob")
+        _cut(driver, proxy)
+        _say(driver, "bob", kept, "bob", "in kept")
+        _say(driver, "bob", lost, "bob", "in lost")
+        # alice's new token no longer covers `lost`
+        driver.send("set_auth", name="alice", auth=_token("alice", [kept]))
+        proxy.reopen()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
+                      and r["recovered"] is True)
+        left = driver.expect(lambda r: r["name"] == "bob"
+                             and r.get("event") == "pr-room-user-left")
+        assert left["args"][0]["pullRequestId"] == lost
+        assert _texts(driver, "alice") == ["in kept"]
+        reply = driver.call("alice", SEND, {"pullRequestId": lost, "message": "hi"})
+        assert reply["error"]["code"] == "not-a-member"
+        # another identity presenting alice's session gets a fresh one
+        _cut(driver, proxy)
+        _say(driver, "bob", kept, "bob", "not for carol")
+        driver.send("set_auth", name="alice", auth=_token("carol", [kept]))
+        proxy.reopen()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
+                      and r["recovered"] is False)
+        assert _texts(driver, "alice") == ["in kept"]
+    finally:
+        proxy.close()
+
+
 def test_window_zero_sends_no_pid_and_no_offset(driver: NodeDriver) -> None:
     with servers.running() as server:
         room = next(_rooms)
@@ -213,3 +263,32 @@ def test_window_zero_sends_no_pid_and_no_offset(driver: NodeDriver) -> None:
         _say(driver, "alice", room, "alice", "plain")
         args = driver.expect(lambda r: r.get("event") == MESSAGE)["args"]
         assert len(args) == 1 and args[0]["message"] == "plain"
+
+
+def test_clustered_mode_warns_once_and_behaves_as_window_zero(driver: NodeDriver) -> None:
+    with running_redis() as redis, servers.running(env={
+            "PRROOM_MESSAGE_QUEUE": redis.url, "PRROOM_CHANNEL": "recovery",
+            "PRROOM_RECOVERY_WINDOW": "30"}) as server:
+        room = next(_rooms)
+        assert not _connect(driver, "alice", server.url)["has_pid"]
+        _join(driver, "alice", room, "alice")
+        _say(driver, "alice", room, "alice", "clustered")
+        args = driver.expect(lambda r: r.get("event") == MESSAGE)["args"]
+        assert len(args) == 1
+        assert server.log().count("connection state recovery is single-process only") == 1
+
+
+def test_python_clients_work_unchanged_but_see_the_offset(
+        recovery_server: servers.ServerProcess, connect: Clients) -> None:
+    # python-socketio's Client has no recovery: it reconnects as a new session, as before;
+    # it receives the offset as one more argument and pr-room-session, which it may ignore
+    client = connect(recovery_server)
+    session = client.sio.receive(timeout=5)
+    assert session[0] == "pr-room-session" and session[1] == {"recovered": False}
+    room = next(_rooms)
+    client.join(room, "py")
+    client.say(room, "py", "from python")
+    received = client.sio.receive(timeout=5)
+    while received[0] != MESSAGE:
+        received = client.sio.receive(timeout=5)
+    assert received[1]["message"] == "from python" and isinstance(received[2], str)

@@ -6,6 +6,7 @@ const { io } = require('socket.io-client');
 
 const sockets = {};
 const snapshots = {};
+const auths = {}; // name -> the auth its next CONNECT sends (set_auth changes it)
 const out = (record) => process.stdout.write(JSON.stringify(record) + '\n');
 
 function open(name, url, options) {
@@ -24,7 +25,11 @@ function open(name, url, options) {
 }
 
 const commands = {
-  connect({ name, url, options }) { open(name, url, options || {}); },
+  connect({ name, url, options, auth }) {
+    if (auth) auths[name] = auth;
+    open(name, url, auth ? { ...options, auth: (cb) => cb(auths[name]) } : options || {});
+  },
+  set_auth({ name, auth }) { auths[name] = auth; },
   // what a socket would present in its next CONNECT, kept for a thief to replay later
   snapshot({ name }) {
     snapshots[name] = { pid: sockets[name]._pid, offset: sockets[name]._lastOffset };
