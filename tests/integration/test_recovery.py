@@ -210,6 +210,13 @@ def test_client_message_id_duplicates_are_delivered_once(
     bad = driver.call("alice", SEND, {"pullRequestId": room, "username": "alice",
                                       "message": "x", "clientMessageId": "x" * 65})
     assert bad["error"]["code"] == "invalid-field"
+    # a new joiner gets nothing of what was said before (the buffer is for returning sessions)
+    _connect(driver, "carol", recovery_server.url)
+    _join(driver, "carol", room, "carol")
+    _say(driver, "carol", room, "carol", "hi all")
+    driver.expect(lambda r: r["name"] == "carol" and r.get("event") == MESSAGE
+                  and r["args"][0]["message"] == "hi all")
+    assert _texts(driver, "carol") == []
 
 
 def _token(username: str, rooms: Optional[List[int]] = None) -> dict:
