@@ -72,6 +72,9 @@ def _parse_queue_url(raw: Any) -> str:
     value = _parse_str(raw).strip()
     if value and not value.startswith(_QUEUE_SCHEMES):
         raise ValueError("expected a redis:// URL")
+    if value.startswith("redis+sentinel://") and \
+            len([part for part in value.split("://", 1)[1].split("/")[1:] if part]) < 2:
+        raise ValueError("expected redis+sentinel://host:port[,host:port...]/db/service_name")
     return value
 
 
@@ -215,6 +218,11 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_CHANNEL", "prroom", _parse_str,
             "Name under which this deployment's traffic and presence live in the queue, so "
             "two deployments can share one Redis"),
+    Setting("PRROOM_QUEUE_PUBSUB", "auto", _parse_str,
+            "Clustered mode: how room channels are carried: `sharded` (Redis 7's SSUBSCRIBE/"
+            "SPUBLISH, as Redis Cluster needs), `plain` (SUBSCRIBE/PUBLISH), or `auto` "
+            "(sharded when the server has it); every process of a deployment must agree",
+            choices=("auto", "sharded", "plain")),
     Setting("PRROOM_PRESENCE_TTL", 15.0, _parse_float,
             "Clustered mode: seconds after which a process that stopped heartbeating (killed, "
             "host lost) is reaped and its users announced as left", 1, 3600),
@@ -338,6 +346,7 @@ class Settings:
     max_queued_packets: int
     message_queue: str
     channel: str
+    queue_pubsub: str
     presence_ttl: float
     post_tokens: Optional[Tuple[str, ...]]
     post_rate: float

@@ -145,17 +145,42 @@ return 1
 """
 
 
+def redis_client(url: str, **options: Any) -> Any:
+    """A redis-py client for ``url``; ``redis+sentinel://[user:password@]host:port,.../db/
+    service`` asks the Sentinels for the service's current master on every connect."""
+    import redis
+
+    if not url.startswith("redis+sentinel://"):
+        return redis.Redis.from_url(url, **options)
+    from urllib.parse import urlparse
+
+    from redis.sentinel import Sentinel
+
+    parsed = urlparse(url)
+    hosts = [host.rsplit(":", 1) for host in parsed.netloc.rpartition("@")[2].split(",")]
+    parts = [part for part in parsed.path.split("/") if part]
+    if parts:
+        options["db"] = int(parts[0])
+    if parsed.username:
+        options["username"] = parsed.username
+    if parsed.password:
+        options["password"] = parsed.password
+    if len(parts) < 2:
+        raise ValueError("a redis+sentinel:// URL must end with /db/service_name")
+    sentinel = Sentinel([(host, int(port)) for host, port in hosts], **options)
+    return sentinel.master_for(parts[1])
+
+
 class RedisPresence:
     """Cluster-wide presence in Redis, with heartbeats so a crashed process is forgotten."""
 
     clustered = True
 
     def __init__(self, url: str, channel: str, ttl: float) -> None:
-        import redis
 
         # Short socket timeouts: a presence update must fail fast when Redis is away,
         # not hang the handler.
-        self.redis = redis.Redis.from_url(url, socket_connect_timeout=2, socket_timeout=2)
+        self.redis = redis_client(url, socket_connect_timeout=2, socket_timeout=2)
         self.ttl = ttl
         self.server_id = uuid.uuid4().hex[:12]
         self._prefix = f"prroom:{channel}:"

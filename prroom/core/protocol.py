@@ -113,9 +113,13 @@ class MessageRequest(NamedTuple):
     message: str
 
 
+#: Every pull request room's name starts so (the cluster gives these rooms channels of their own).
+ROOM_PREFIX = "pr:"
+
+
 def room_name(pull_request_id: int) -> str:
     """The Socket.IO room of a pull request: ``pr:{id}``."""
-    return f"pr:{pull_request_id}"
+    return f"{ROOM_PREFIX}{pull_request_id}"
 
 
 def _require_object(payload: Any) -> dict:

@@ -1,40 +1,88 @@
-"""python-socketio's client manager with a per-socket room index.
+"""python-socketio's client managers: a per-socket room index, and the clustered manager.
 
 The stock manager finds a socket's rooms (``rooms(sid)``, and every disconnect) by scanning
 every room of the namespace, including one private room per connected socket, so each
 disconnect costs O(sockets on the server).  The mixin below keeps the reverse index
 ``(namespace, sid) -> rooms`` so both cost O(rooms of that socket).  It is a mixin so the same
 index serves the in-memory manager and the message-queue managers of a clustered deployment.
+
+:class:`ClusterManager` is python-socketio's Redis manager with a channel per room, a
+pipelined publisher and self-echo skipped undecoded; the Redis side is in
+:mod:`prroom.internals.redis_channels`.
 """
 from __future__ import annotations
 
+import inspect
+import threading
+import time
+from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+
 import socketio
 
+from prroom.internals.redis_channels import (  # noqa: F401 - QueueUnavailable: re-exported
+    Publisher,
+    QueueUnavailable,
+    Subscriber,
+    Ticket,
+    pubsub_mode,
+)
 
-class IndexedRoomsMixin:
+try:  # redis-py 5+ can speak RESP3, and 8 does by default
+    import redis as _redis
+
+    _SPEAKS_RESP3 = "protocol" in inspect.signature(_redis.connection.AbstractConnection).parameters
+except (ImportError, AttributeError):  # the redis extra is not installed, or redis-py 4
+    _SPEAKS_RESP3 = False
+
+
+def _has_binary(data: Any) -> bool:
+    """Whether ``data`` holds bytes anywhere (what Socket.IO sends as attachments)."""
+    if isinstance(data, (bytes, bytearray)):
+        return True
+    if isinstance(data, dict):
+        data = data.values()
+    elif not isinstance(data, (list, tuple)):
+        return False
+    for item in data:
+        if isinstance(item, (bytes, bytearray, list, tuple, dict)) and _has_binary(item):
+            return True
+    return False
+
+
+if TYPE_CHECKING:  # pragma: no cover - what the mixin is mixed into
+    from socketio import Manager as _ManagerBase
+else:
+    _ManagerBase = object
+
+
+class IndexedRoomsMixin(_ManagerBase):
     """Keeps ``self._rooms_by_sid[(namespace, sid)] = {room, ...}`` beside ``self.rooms``."""
 
     #: Event whose deliveries are counted, and the callable told how many (metrics).
     counted_event = "pr-room-message"
-    on_delivered = None
+    on_delivered: Optional[Callable[[int], None]] = None
 
-    def __init__(self, *args, **kwargs):
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Built here, not in initialize(): Flask-SocketIO's test client calls initialize()
         # again for every client it creates, which must not forget connected sockets.
-        self._rooms_by_sid = {}
+        self._rooms_by_sid: Dict[Tuple[str, str], Set[Optional[str]]] = {}
         super().__init__(*args, **kwargs)
 
-    def _count_deliveries(self, event, namespace, room, skip_sid):
+    def _count_deliveries(self, event: Any, namespace: Optional[str], room: Any,
+                          skip_sid: Any) -> None:
         if self.on_delivered is None or event != self.counted_event:
             return
         members = self.rooms.get(namespace or "/", {}).get(room, ())
         self.on_delivered(len(members) - (1 if skip_sid in members else 0))
 
-    def basic_enter_room(self, sid, namespace, room, eio_sid=None):  # noqa: D102
+    def basic_enter_room(self, sid: str, namespace: str, room: Optional[str],
+                         eio_sid: Optional[str] = None) -> None:
+        """python-socketio's, plus the index."""
         super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
         self._rooms_by_sid.setdefault((namespace, sid), set()).add(room)
 
-    def basic_leave_room(self, sid, namespace, room):  # noqa: D102
+    def basic_leave_room(self, sid: str, namespace: str, room: Optional[str]) -> None:
+        """python-socketio's, plus the index."""
         super().basic_leave_room(sid, namespace, room)
         rooms = self._rooms_by_sid.get((namespace, sid))
         if rooms is not None:
@@ -42,7 +90,8 @@ class IndexedRoomsMixin:
             if not rooms:
                 del self._rooms_by_sid[(namespace, sid)]
 
-    def basic_disconnect(self, sid, namespace, **kwargs):  # noqa: D102
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        """Leave the socket's rooms from the index: no scan of every room."""
         rooms = self._rooms_by_sid.pop((namespace, sid), ())
         for room in list(rooms):
             # skip our own override: the index entry is already gone
@@ -57,84 +106,228 @@ class IndexedRoomsMixin:
                 if not pending[namespace]:
                     del pending[namespace]
 
-    def get_rooms(self, sid, namespace):  # noqa: D102
+    def get_rooms(self, sid: str, namespace: str) -> List[str]:
+        """The socket's rooms, from the index."""
         return [room for room in self._rooms_by_sid.get((namespace, sid), ()) if room is not None]
 
 
 class IndexedManager(IndexedRoomsMixin, socketio.Manager):
     """In-memory manager (single process) with O(rooms of the socket) lookups."""
 
-    def emit(self, event, data, namespace, room=None, skip_sid=None, callback=None,
-             to=None, **kwargs):  # noqa: D102
+    def emit(self, event: str, data: Any, namespace: str, room: Any = None,
+             skip_sid: Any = None, callback: Any = None, to: Any = None,
+             **kwargs: Any) -> Any:
+        """python-socketio's, counting deliveries for the metrics."""
         self._count_deliveries(event, namespace, to or room, skip_sid)
         return super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                             callback=callback, to=to, **kwargs)
 
 
-class QueueUnavailable(ConnectionError):
-    """A broadcast reached this process's members but not the message queue."""
+def confirm_published(server: Any) -> None:
+    """Wait until the last emit of this greenlet on ``server`` reached the message queue.
+
+    Raises :class:`QueueUnavailable` if it did not; returns at once when nothing was
+    published (one process, or an emit that stayed local).
+    """
+    take = getattr(getattr(server, "manager", None), "take_ticket", None)
+    ticket = take() if take is not None else None
+    if ticket is not None:
+        ticket.wait()
 
 
 class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
-    """python-socketio's Redis manager, made to say when the queue is away.
+    """python-socketio's Redis manager with a channel per room and a pipelined publisher.
 
-    The stock manager delivers to local members, then publishes for the other processes;
-    when the publish fails it logs and carries on, so the sender never learns that only part
-    of the room got the message.  Here a failed publish raises :class:`QueueUnavailable`
-    after local delivery, and the listener reconnects with a backoff capped at
-    ``retry_max`` seconds (stock: 60) so cross-process delivery resumes soon after Redis does.
+    The stock manager publishes every emit synchronously on one deployment-wide channel,
+    which every process receives and decodes.  Here (see :mod:`redis_channels`):
+
+    * an emit to a room named ``room_prefix...`` is published on that room's own channel
+      (``{channel}:{room}``, sharded pub/sub where Redis has it), and a process is
+      subscribed to a room's channel exactly while it has members there: subscribed on the
+      first local :meth:`enter_room`, which returns only once Redis confirmed it, and
+      unsubscribed when the last local member leaves.  Everything else (emits to everyone or
+      to other rooms, remote disconnects, stock python-socketio emitters) stays on the
+      deployment channel ``channel``;
+    * local members get an emit at once; the publish is queued and pipelined with every
+      other one of the same event-loop turn on one long-lived connection, and :meth:`emit`
+      returns a :class:`~prroom.internals.redis_channels.Ticket` whose ``wait()`` says
+      whether it reached Redis (raising :class:`QueueUnavailable` if not);
+    * a published message starts with the publishing process's id, so a process skips its
+      own copies coming back without decoding them.
+
+    :attr:`queue_healthy` is False while the publisher fails or the subscriber is not
+    subscribed to every room it hosts (after a Redis restart, until it resubscribed).
     """
 
-    def __init__(self, url, channel="prroom", retry_max=2.0, **kwargs):
+    def __init__(self, url: str, channel: str = "prroom", retry_max: float = 2.0,
+                 room_prefix: str = "pr:", pubsub: str = "auto", **kwargs: Any) -> None:
         kwargs.setdefault("redis_options", {"socket_connect_timeout": 2})
+        if _SPEAKS_RESP3:
+            # RESP2: pub/sub messages are plain replies; redis-py's RESP3 push handling
+            # formats each one into a debug string (a URL's ?protocol=3 still wins)
+            kwargs["redis_options"] = {"protocol": 2, **kwargs["redis_options"]}
         super().__init__(url, channel=channel, **kwargs)
-        self.retry_max = retry_max
-        self.queue_healthy = True
+        self.room_prefix = room_prefix
+        self._own_prefix = f"{self.host_id}:"
+        self._own_prefix_bytes = self._own_prefix.encode()
+        self._client: Any = None  # a redis-py client, made on first connect
+        self._listening = False
+        self._tickets = threading.local()
+        mode = pubsub_mode(pubsub)
+        self.publisher = Publisher(self._new_connection, self._start_task, mode)
+        self.subscriber = None if self.write_only else Subscriber(
+            self._new_connection, channel, self._sleep, mode, retry_max=retry_max,
+            on_reconnect=self.publisher.reset)
 
-    def _handle_emit(self, message):
+    # -- connections and tasks ------------------------------------------------------------
+
+    def _new_connection(self) -> Any:
+        # One client (and pool) per manager, only ever used to make connections, so that a
+        # Sentinel URL resolves the current master whenever we (re)connect.
+        if self._client is None:
+            self._redis_connect()
+            self._client = self.redis
+        return self._client.connection_pool.make_connection()
+
+    def _start_task(self, target: Callable[[], None]) -> Any:
+        if self.server is not None:
+            return self.server.start_background_task(target)
+        thread = threading.Thread(target=target, name="prroom-publisher", daemon=True)
+        thread.start()
+        return thread
+
+    def _sleep(self, seconds: float) -> None:
+        if self.server is not None:
+            return self.server.sleep(seconds)
+        return time.sleep(seconds)
+
+    @property
+    def queue_healthy(self) -> bool:
+        """Whether publishes reach Redis and every hosted room is subscribed."""
+        return self.publisher.healthy and (self.subscriber is None or self.subscriber.healthy)
+
+    def initialize(self) -> None:  # noqa: D102
+        # Flask-SocketIO's test client calls this again per client: one listener only.
+        if self._listening:
+            return
+        self._listening = True
+        super().initialize()
+
+    def start_listening(self) -> None:
+        """Start the listener now instead of at the first connection (readiness asks)."""
+        if self.server is not None and not self.write_only:
+            self.initialize()
+
+    # -- channels -------------------------------------------------------------------------
+
+    def room_channel(self, room: Any) -> Optional[str]:
+        """The pub/sub channel of ``room``, or None if it travels on the deployment one."""
+        if isinstance(room, str) and room.startswith(self.room_prefix):
+            return f"{self.channel}:{room}"
+        return None
+
+    def _subscribe_rooms(self, namespace: str, room: Any) -> Optional[threading.Event]:
+        channel = self.room_channel(room)
+        if channel is not None and self.subscriber is not None:
+            return self.subscriber.want(channel)
+        return None
+
+    def _unsubscribe_if_empty(self, namespace: str, room: Any) -> None:
+        channel = self.room_channel(room)
+        if channel is None or self.subscriber is None:
+            return
+        if room not in self.rooms.get(namespace, {}):
+            self.subscriber.drop(channel)
+
+    def basic_enter_room(self, sid: str, namespace: str, room: Any,
+                         eio_sid: Optional[str] = None) -> None:  # noqa: D102
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        self._subscribe_rooms(namespace, room)
+
+    def enter_room(self, sid: str, namespace: str, room: Any,
+                   eio_sid: Optional[str] = None) -> None:
+        """Add a local socket to ``room``; return once its channel is subscribed."""
+        result = super().enter_room(sid, namespace, room, eio_sid=eio_sid)
+        pending = self._subscribe_rooms(namespace, room)
+        if pending is not None and not pending.wait(self.subscribe_timeout):
+            self._get_logger().error("message queue: no confirmation of the subscription to "
+                                     "%s within %s s", room, self.subscribe_timeout)
+        return result
+
+    #: How long a first join waits for Redis to confirm the room's subscription.
+    subscribe_timeout = 2.0
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Any) -> None:  # noqa: D102
+        super().basic_leave_room(sid, namespace, room)
+        self._unsubscribe_if_empty(namespace, room)
+
+    def basic_disconnect(self, sid: str, namespace: str,
+                         **kwargs: Any) -> None:  # noqa: D102
+        rooms = list(self._rooms_by_sid.get((namespace, sid), ()))
+        super().basic_disconnect(sid, namespace, **kwargs)
+        for room in rooms:
+            self._unsubscribe_if_empty(namespace, room)
+
+    # -- publishing -----------------------------------------------------------------------
+
+    def emit(self, event: str, data: Any, namespace: Optional[str] = None, room: Any = None,
+             skip_sid: Any = None, callback: Optional[Callable] = None, to: Any = None,
+             **kwargs: Any) -> Optional[Ticket]:
+        """Deliver to local members now and queue the publish for the other processes.
+
+        Returns the publish's :class:`~prroom.internals.redis_channels.Ticket` (None when
+        nothing was published, ``ignore_queue=True``).
+        """
+        room = to or room
+        if kwargs.get("ignore_queue") or callback is not None or _has_binary(data):
+            # the stock path: callbacks across processes, binary attachments, local only
+            self._tickets.last = None
+            super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                         callback=callback, **kwargs)
+            return getattr(self._tickets, "last", None)
+        # The stock message, built without its binary scan (python-socketio walks the data
+        # with a list per level: measured a tenth of a clustered emit).
+        message = {"method": "emit", "event": event,
+                   "data": list(data) if isinstance(data, tuple) else [data],
+                   "binary": False, "namespace": namespace or "/", "room": room,
+                   "skip_sid": skip_sid, "callback": None, "host_id": self.host_id}
+        self._handle_emit(message)
+        return self._publish(message)  # also kept for take_ticket()
+
+    def take_ticket(self) -> Optional[Ticket]:
+        """The ticket of the last publish made on this greenlet (thread), once."""
+        tickets = self._tickets
+        ticket = getattr(tickets, "last", None)
+        tickets.last = None
+        return ticket
+
+    def _publish(self, data: dict) -> Ticket:
+        encoded = self._own_prefix + self.json.dumps(data)
+        channel = self.room_channel(data.get("room")) if data.get("method") == "emit" else None
+        ticket = self.publisher.publish("room" if channel else "deployment",
+                                        channel or self.channel, encoded)
+        self._tickets.last = ticket
+        return ticket
+
+    def _handle_emit(self, message: dict) -> None:
         # every delivery in this process, of local and remote emits alike, passes here
         self._count_deliveries(message.get("event"), message.get("namespace"),
                                message.get("room"), message.get("skip_sid"))
         return super()._handle_emit(message)
 
-    def _publish(self, data):
-        for attempt in (1, 2):
-            try:
-                if not self.connected:
-                    self._redis_connect()
-                result = self.redis.publish(self.channel, self.json.dumps(data))
-                self.queue_healthy = True
-                return result
-            except Exception as exc:
-                self.connected = False
-                if attempt == 2:
-                    self.queue_healthy = False
-                    raise QueueUnavailable(f"message queue unreachable: {exc}") from None
+    # -- listening ------------------------------------------------------------------------
 
-    def _redis_listen_with_retries(self):
-        # The listener gets a client of its own.  The stock manager shares one with the
-        # publisher and replaces it on every (re)connect, which closed the other side's
-        # connection under it: measured, the listener then spun and clustered delivery fell
-        # from ~18,000 to ~2,500 messages/s.
-        delay = 0.1
-        pubsub = None
-        while True:
+    def _listen(self) -> Iterator[dict]:
+        own = self._own_prefix_bytes
+        skip = len(own)
+        loads = self.json.loads
+        assert self.subscriber is not None, "a write-only manager does not listen"
+        for payload in self.subscriber.messages():
+            if payload.startswith(own):
+                continue  # our own publish coming back: delivered locally already
             try:
-                if pubsub is None:
-                    client = self._get_redis_module().Redis.from_url(self.redis_url,
-                                                                     **self.redis_options)
-                    pubsub = client.pubsub(ignore_subscribe_messages=True)
-                    pubsub.subscribe(self.channel)
-                    delay = 0.1
-                    if not self.queue_healthy:
-                        self._get_logger().warning("message queue reachable again")
-                    self.queue_healthy = True
-                yield from pubsub.listen()
-                pubsub = None  # listen() ended: the subscription is gone, make a new one
-            except Exception as exc:
-                if self.queue_healthy:
-                    self._get_logger().error("message queue unreachable (%s); retrying", exc)
-                self.queue_healthy = False
-                pubsub = None
-                self.server.sleep(delay)
-                delay = min(delay * 2, self.retry_max)
+                # a stock python-socketio emitter publishes bare JSON on the deployment channel
+                yield loads(payload if payload[:1] == b"{" else payload[skip:])
+            except ValueError:
+                self._get_logger().warning("message queue: ignored a message that is not "
+                                           "JSON")

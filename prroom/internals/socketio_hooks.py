@@ -87,6 +87,14 @@ def ack_requested() -> bool:
     return bool(_ack_requested.get())
 
 
+def answer_unread() -> bool:
+    """Whether the event being handled asked for no ack (so nobody reads its answer).
+
+    False outside a client event (HTTP posts, background tasks) and when unknown.
+    """
+    return _ack_requested.get() is False
+
+
 def overfull_sockets(server: Any, limit: int) -> List[str]:
     """Engine.IO session ids whose outgoing queue holds more than ``limit`` packets."""
     sockets = getattr(server.eio, "sockets", {})

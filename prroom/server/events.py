@@ -29,7 +29,7 @@ from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.recovery import RoomBuffers, SentMessages, SessionStore, new_pid
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import engineio_hooks, socketio_hooks
-from prroom.internals.managers import QueueUnavailable
+from prroom.internals.managers import QueueUnavailable, confirm_published
 from prroom.server.metrics import Metrics
 
 logger = logging.getLogger("prroom")
@@ -552,6 +552,10 @@ class RoomEvents:
         try:
             self.server.emit(event, sent, to=room_name(pull_request_id), skip_sid=skip_sid,
                              namespace=self.namespace)
+            if not socketio_hooks.answer_unread():
+                # clustered: the answer waits for the publish to reach Redis (not when the
+                # client asked for no ack: nobody would read it)
+                confirm_published(self.server)
             return True
         except QueueUnavailable:
             return False

@@ -27,7 +27,7 @@ from prroom.core.identity import (
 )
 from prroom.core.limits import Rate, SocketLimiter
 from prroom.core.presence import Presence, create_presence
-from prroom.core.protocol import ErrorCode, Limits, ProtocolError
+from prroom.core.protocol import ROOM_PREFIX, ErrorCode, Limits, ProtocolError
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import gevent_traps, loop_monitor, socketio_hooks, websocket_writes
 from prroom.internals.loop_monitor import LoopMonitor
@@ -103,6 +103,9 @@ class PRRoomState:
         if not self.settings.message_queue:
             return None
         manager = self.socketio.server.manager
+        start_listening = getattr(manager, "start_listening", None)
+        if start_listening is not None:  # subscribed before the first client, not after
+            start_listening()
         return bool(getattr(manager, "queue_healthy", True) and self.presence.healthy())
 
     def shutdown(self) -> int:
@@ -365,7 +368,9 @@ class PRRoom:
             # client's events are handled in the order it sent them.
             "async_handlers": False,
             "client_manager": (ClusterManager(settings.message_queue,
-                                              channel=f"prroom:{settings.channel}")
+                                              channel=f"prroom:{settings.channel}",
+                                              room_prefix=ROOM_PREFIX,
+                                              pubsub=settings.queue_pubsub)
                                if settings.message_queue else IndexedManager()),
             "max_http_buffer_size": settings.max_frame_bytes,
             "ping_interval": settings.ping_interval,

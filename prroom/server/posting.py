@@ -53,9 +53,12 @@ def post_message(pull_request_id: int, username: str, message: str, *,
     publisher = _publishers.get((url, name))
     if publisher is None:
         publisher = _publishers[(url, name)] = ClusterManager(
-            url, channel=f"prroom:{name}", write_only=True)
-    publisher.emit(protocol.MESSAGE, dict(payload), namespace="/",
-                   room=protocol.room_name(payload["pullRequestId"]))
+            url, channel=f"prroom:{name}", room_prefix=protocol.ROOM_PREFIX,
+            pubsub=settings.queue_pubsub, write_only=True)
+    ticket = publisher.emit(protocol.MESSAGE, dict(payload), namespace="/",
+                            room=protocol.room_name(payload["pullRequestId"]))
+    if ticket is not None:
+        ticket.wait()  # raises QueueUnavailable if the publish did not reach Redis
     return payload
 
 

@@ -22,11 +22,11 @@ from typing import Any, Iterator, List, NamedTuple, Optional, Tuple
 import pytest
 import requests
 import websocket
-from websocket import ABNF
 
 from prroom.core.identity import issue_token
 from tests.support import servers
 from tests.support.clients import Clients, RoomClient, new_pull_request_id
+from tests.support.raw import Closed, Packet, RawWebSocket
 from tests.support.servers import TOKEN_SECRET
 from tests.support.waiting import wait_until
 
@@ -71,61 +71,30 @@ def percentile(values: List[float], fraction: float) -> float:
 
 # -- a hand-driven Engine.IO v4 / Socket.IO v5 client ----------------------------------
 
-class Closed(Exception):
-    """The server closed the connection."""
-
-
-class RawSocket:
-    """One WebSocket spoken by hand (websocket-client), for frames no real client sends."""
+class RawSocket(RawWebSocket):
+    """A raw WebSocket (tests/support/raw.py) that also speaks prroom's events, for frames no
+    real client sends."""
 
     def __init__(self, server, rcvbuf: Optional[int] = None, timeout: float = 5.0) -> None:
-        options = ((socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf),) if rcvbuf else ()
-        self.ws = websocket.create_connection(
-            f"ws://127.0.0.1:{server.port}/socket.io/?EIO=4&transport=websocket",
-            timeout=timeout, sockopt=options)
-        opening = self.ws.recv()
-        assert opening.startswith("0{"), opening
-        self.eio_sid = json.loads(opening[1:])["sid"]
-        self.sid: Optional[str] = None
+        super().__init__(server.url, timeout=timeout, rcvbuf=rcvbuf)
+        self.eio_sid = super().sid
+        self.socketio_sid: Optional[str] = None
         self._ack_ids = iter(range(1, 1_000_000))
 
+    @property
+    def sid(self) -> str:  # the Socket.IO session id, once connected
+        assert self.socketio_sid is not None, "connect_namespace() first"
+        return self.socketio_sid
+
     def connect_namespace(self, auth: Any = None) -> str:
-        self.ws.send("40" + (json.dumps(auth) if auth is not None else ""))
-        reply = self.next_packet()
+        reply = self.connect(auth=auth)
         assert reply.startswith("0{"), reply
-        self.sid = json.loads(reply[1:])["sid"]
-        return self.sid
+        self.socketio_sid = json.loads(reply[1:])["sid"]
+        return self.socketio_sid
 
-    def send(self, frame) -> None:
-        if isinstance(frame, bytes):
-            self.ws.send_binary(frame)
-        else:
-            self.ws.send(frame)
-
-    def next_packet(self, timeout: float = 5.0):
-        """The next Socket.IO packet (text without the Engine.IO ``4``, or bytes).
-
-        Answers Engine.IO pings on the way; raises :class:`Closed` when the server hangs up
-        and ``websocket.WebSocketTimeoutException`` when nothing came within ``timeout``.
-        """
-        deadline = time.monotonic() + timeout
-        while True:
-            self.ws.settimeout(max(0.01, deadline - time.monotonic()))
-            try:
-                opcode, data = self.ws.recv_data()
-            except (websocket.WebSocketConnectionClosedException, ConnectionError) as exc:
-                raise Closed(str(exc)) from None
-            if opcode == ABNF.OPCODE_CLOSE:
-                raise Closed("close frame")
-            if opcode == ABNF.OPCODE_BINARY:
-                return data
-            text = data.decode()
-            if text == "2":
-                self.ws.send("3")
-            elif text == "1":
-                raise Closed("Engine.IO close packet")
-            elif text.startswith("4"):
-                return text[1:]
+    def next_packet(self, timeout: float = 5.0) -> Packet:
+        """The next Socket.IO packet (text without the Engine.IO ``4``, or bytes)."""
+        return self.recv_socketio(timeout)
 
     def emit(self, event: str, payload: Any) -> None:
         self.ws.send("42" + json.dumps([event, payload]))
@@ -146,12 +115,6 @@ class RawSocket:
                                             "username": username})
         assert ack["ok"] is True, ack
         return ack
-
-    def close(self) -> None:
-        try:
-            self.ws.close(timeout=1)
-        except Exception:  # already closed by the server: nothing to do
-            pass
 
 
 def event_of(packet) -> list:

@@ -41,10 +41,13 @@ class RawWebSocket:
     """
 
     def __init__(self, base: str, timeout: float = TIMEOUT, answer_pings: bool = True,
-                 sid: Optional[str] = None, handshake: bool = True) -> None:
+                 sid: Optional[str] = None, handshake: bool = True,
+                 rcvbuf: Optional[int] = None) -> None:
         self.answer_pings = answer_pings
+        # rcvbuf: a small kernel receive buffer, to play a client too slow to read
+        options = ((socket.SOL_SOCKET, socket.SO_RCVBUF, rcvbuf),) if rcvbuf else ()
         self.ws = websocket.create_connection(engineio_url(base, "websocket", sid),
-                                              timeout=timeout)
+                                              timeout=timeout, sockopt=options)
         self.handshake: Optional[dict] = None
         if handshake:
             opening = self.recv()

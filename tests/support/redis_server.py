@@ -63,3 +63,37 @@ def running_redis() -> Iterator[RedisProcess]:
         yield proc
     finally:
         proc.stop()
+
+
+class SentinelProcess:
+    """A Redis Sentinel on a free loopback port watching ``master`` as ``service``."""
+
+    def __init__(self, master: RedisProcess, service: str = "prroom-test") -> None:
+        self.port = free_port()
+        self.service = service
+        directory = ARTIFACTS
+        directory.mkdir(parents=True, exist_ok=True)
+        config = directory / f"sentinel-{self.port}.conf"  # Sentinel rewrites its config
+        config.write_text(f"port {self.port}\nbind 127.0.0.1\n"
+                          f"sentinel monitor {service} 127.0.0.1 {master.port} 1\n")
+        self.url = f"redis+sentinel://127.0.0.1:{self.port}/0/{service}"
+        self.proc = subprocess.Popen(
+            [master.binary, str(config), "--sentinel", "--logfile",
+             str(directory / f"sentinel-{self.port}.log")], stdout=subprocess.DEVNULL)
+        client = redis.Redis(port=self.port, socket_connect_timeout=0.5)
+
+        def watching() -> bool:
+            try:
+                return bool(client.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME",
+                                                   service))
+            except redis.RedisError:
+                return False  # not listening yet
+
+        if not wait_until(watching, 10):
+            raise RuntimeError("redis sentinel did not start")
+
+    def stop(self) -> None:
+        """Stop it (SIGTERM) and wait."""
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            self.proc.wait(10)

@@ -1,0 +1,418 @@
+"""Redis pub/sub for a prroom cluster: one publisher connection, one subscriber connection.
+
+python-socketio's Redis manager publishes each message with a blocking ``PUBLISH`` from the
+emitting greenlet, through a connection pool that grows to one connection per concurrent
+publisher (redis-py 8 reads package metadata from disk for every new connection), and has
+every process subscribe to one channel for the whole deployment.  Profiled under load, the
+pool and connection set-up were two thirds of a clustered process's CPU.  This module holds
+the two connections that replace that, with no Socket.IO knowledge:
+
+* :class:`Publisher` - one long-lived connection.  Commands published while the event loop
+  runs its ready greenlets are queued and written together, pipelined, when the loop comes
+  round (a flusher greenlet; a thread outside gevent); the replies come back in order, so
+  each caller can learn whether *its* command reached Redis (:meth:`Ticket.wait`).  A batch
+  that fails is not sent again (a message is never delivered twice); its callers are told.
+* :class:`Subscriber` - one long-lived connection subscribed to the deployment channel and
+  to each room channel this process wants.  ``want(channel)`` subscribes and returns an
+  event set once Redis confirmed the subscription (so a join can be acked only when no later
+  message can miss it); ``drop(channel)`` unsubscribes.  After the connection is lost it
+  reconnects with a capped backoff and subscribes again to every channel still wanted, and
+  :attr:`Subscriber.healthy` stays False until Redis confirmed all of them.
+
+Room channels use Redis 7's sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``: a channel lives
+on the shard owning its hash slot, as Redis Cluster requires) when the server has it, and
+plain ``SUBSCRIBE``/``PUBLISH`` otherwise; the deployment channel is always plain (it
+carries little, and stock python-socketio emitters publish there).  Both connections come
+from a caller-supplied factory, so standalone Redis and Sentinel (``redis+sentinel://``,
+which resolves the current master on every connect) work alike.
+"""
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from collections import Counter, deque
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
+
+try:
+    from redis.exceptions import ResponseError
+except ImportError:  # the redis extra is not installed: nothing here will be used
+    class ResponseError(Exception):  # type: ignore[no-redef]
+        """Stand-in so the module imports without redis-py."""
+
+logger = logging.getLogger("prroom")
+Command = Tuple  # ("PUBLISH", channel, payload), as redis-py packs it
+ModeProbe = Callable[[object], bool]
+
+
+class QueueUnavailable(ConnectionError):
+    """A broadcast reached this process's members but not the message queue."""
+
+
+def redis_has_sharded_pubsub(connection: Any) -> bool:
+    """Ask the server (once per connection) whether it knows ``SPUBLISH`` (Redis 7+)."""
+    try:
+        connection.send_command("COMMAND", "INFO", "SPUBLISH")
+        reply = connection.read_response()
+    except ResponseError:  # COMMAND renamed or refused: use what every Redis has
+        return False
+    return bool(reply) and reply[0] is not None
+
+
+def pubsub_mode(setting: str) -> ModeProbe:
+    """``sharded``/``plain`` forced, or ``auto``: whatever the connected server supports."""
+    if setting == "sharded":
+        return lambda connection: True
+    if setting == "plain":
+        return lambda connection: False
+    return redis_has_sharded_pubsub
+
+
+def _reader_of(connection: Any) -> Callable[[], object]:
+    """``read_response`` that also returns RESP3 push frames (redis-py 5+ speaks RESP3 when
+    asked to, and redis-py 8 by default), where subscribed connections get their messages."""
+    if str(getattr(connection, "protocol", 2)) == "3":
+        return lambda: connection.read_response(push_request=True)
+    return connection.read_response
+
+
+class _Batch:
+    """Commands written together, and their replies (an exception where one failed)."""
+
+    __slots__ = ("commands", "results", "done")
+
+    def __init__(self) -> None:
+        self.commands: List[Tuple[str, str, str]] = []  # (kind, channel, payload)
+        self.results: list = []
+        self.done = threading.Event()
+
+    def fail(self, error: Exception) -> None:
+        self.results.extend([error] * (len(self.commands) - len(self.results)))
+        self.done.set()
+
+
+class Ticket:
+    """One published command's place in its batch; :meth:`wait` for the outcome."""
+
+    __slots__ = ("_batch", "_index")
+
+    def __init__(self, batch: _Batch, index: int) -> None:
+        self._batch, self._index = batch, index
+
+    def wait(self) -> object:
+        """Block until Redis answered the command; return the reply, or raise
+        :class:`QueueUnavailable` if the command did not reach Redis.
+
+        No timeout of its own (a timer per waiter was measurable): every batch ends, in a
+        reply or, within :attr:`Publisher.reply_timeout`, in a failure.
+        """
+        batch = self._batch
+        batch.done.wait()
+        result = batch.results[self._index]
+        if isinstance(result, Exception):
+            raise QueueUnavailable(f"message queue unreachable: {result}")
+        return result
+
+
+class Publisher:
+    """Publishes through one connection: a writer task sends what one event-loop turn
+    queued as one pipelined write, and a reader task matches the replies to their batches,
+    so several batches can be on the wire at once and no caller waits for another's reply.
+
+    ``connect()`` returns a new, unconnected redis-py ``Connection``; ``start(target)`` runs
+    ``target`` as a background task (a greenlet under gevent, else a thread).  Room messages
+    are published as ``kind="room"``, with ``SPUBLISH`` or ``PUBLISH`` as
+    ``sharded(connection)`` says for the server connected to.
+    """
+
+    #: After a failed connect, batches fail at once for this long instead of each waiting
+    #: for a connect timeout of its own while Redis is away.
+    retry_after = 0.5
+    #: Written commands that got no reply for this long fail, and the connection is dropped.
+    reply_timeout = 5.0
+
+    def __init__(self, connect: Callable[[], Any], start: Callable[[Callable], object],
+                 sharded: ModeProbe) -> None:
+        self._connect = connect
+        self._start = start
+        self._probe = sharded
+        # a redis-py Connection (untyped: its parser and socket calls are what is used)
+        self._connection: Any = None
+        self._sharded = False
+        self._batch = _Batch()
+        self._inflight: Deque[_Batch] = deque()
+        self._wake = threading.Event()
+        self._lock = threading.Lock()
+        self._started = False
+        self._failed_at: Optional[float] = None
+        #: False from a failed batch until one gets through.
+        self.healthy = True
+        self.batches = 0
+        self.published = 0
+
+    def publish(self, kind: str, channel: str, payload: str) -> Ticket:
+        """Queue ``payload`` for ``channel`` (``kind`` ``"room"`` or ``"deployment"``)."""
+        with self._lock:
+            batch = self._batch
+            commands = batch.commands
+            commands.append((kind, channel, payload))
+            index = len(commands) - 1
+            if not self._started:
+                self._started = True
+                self._start(self._write_forever)
+        if index == 0:
+            # Wakes the writer once the event loop has run every greenlet that is ready
+            # now: what they publish meanwhile joins this batch.
+            self._wake.set()
+        return Ticket(batch, index)
+
+    def reset(self) -> None:
+        """Redis is back (the subscriber reconnected): try the next batch at once, and
+        count as healthy until one fails (readiness must not wait for someone to talk)."""
+        self._failed_at = None
+        self.healthy = True
+
+    def _write_forever(self) -> None:
+        while True:
+            self._wake.wait()
+            self._wake.clear()
+            with self._lock:
+                batch, self._batch = self._batch, _Batch()
+            if batch.commands:
+                self._write(batch)
+
+    def _write(self, batch: _Batch) -> None:
+        connection: Any = None
+        try:
+            if self._failed_at is not None and \
+                    time.monotonic() - self._failed_at < self.retry_after:
+                raise ConnectionError("unreachable a moment ago")
+            connection = self._connected()
+            name = "SPUBLISH" if self._sharded else "PUBLISH"
+            packed = connection.pack_commands(
+                [(name if kind == "room" else "PUBLISH", channel, payload)
+                 for kind, channel, payload in batch.commands])
+            self._inflight.append(batch)  # before writing: the reader may answer at once
+            connection.send_packed_command(packed, check_health=False)
+            self.batches += 1
+            self.published += len(batch.commands)
+        except Exception as exc:  # noqa: BLE001 - whatever broke, the callers are told
+            if connection is not None:
+                self._lost(connection, exc)
+            else:
+                self._unreachable(exc)
+            batch.fail(exc)  # no-op if _lost failed it already
+
+    def _connected(self) -> object:
+        connection = self._connection
+        if connection is None:
+            connection = self._connect()
+            connection.connect()
+            self._sharded = self._probe(connection)
+            self._connection = connection
+            self._start(lambda: self._read_forever(connection))
+        return connection
+
+    def _read_forever(self, connection: Any) -> None:
+        read = _reader_of(connection)
+        inflight = self._inflight
+        try:
+            while self._connection is connection:
+                if not connection.can_read(self.reply_timeout):
+                    if inflight:
+                        raise TimeoutError(f"no reply in {self.reply_timeout} s")
+                    continue
+                try:
+                    reply = read()
+                except ResponseError as err:  # that command's answer; the others follow
+                    reply = err
+                if not inflight:
+                    raise ConnectionError(f"unexpected data from Redis: {reply!r:.80}")
+                batch = inflight[0]
+                results = batch.results
+                results.append(reply)
+                if len(results) == len(batch.commands):
+                    inflight.popleft()
+                    batch.done.set()
+                    if not self.healthy:
+                        logger.warning("message queue reachable again for publishing")
+                    self.healthy = True
+                    self._failed_at = None
+        except Exception as exc:  # noqa: BLE001 - EOF (a restart), reset, timeout
+            self._lost(connection, exc)
+
+    def _lost(self, connection: Any, error: Exception) -> None:
+        if self._connection is not connection:
+            return  # that connection was given up already
+        self._connection = None
+        connection.disconnect()
+        while self._inflight:
+            self._inflight.popleft().fail(error)
+        self._unreachable(error)
+
+    def _unreachable(self, error: Exception) -> None:
+        if self.healthy:
+            logger.error("message queue unreachable for publishing (%s)", error)
+        self.healthy = False
+        self._failed_at = time.monotonic()
+
+
+class Subscriber:
+    """The process's one subscription connection, and the channels it should be on.
+
+    Channels are ``str``; ``deployment`` is subscribed to always, room channels while
+    wanted.  :meth:`messages` is the listener's loop: it yields the payload (bytes) of
+    every message published on a subscribed channel, forever, reconnecting as needed.
+    """
+
+    #: With no traffic for this long the listener sends PING; no answer to it by the next
+    #: period means the connection is dead (a vanished host never closes it).
+    ping_interval = 5.0
+
+    def __init__(self, connect: Callable[[], Any], deployment: str,
+                 sleep: Callable[[float], None], sharded: ModeProbe, retry_max: float = 2.0,
+                 on_reconnect: Optional[Callable[[], None]] = None) -> None:
+        self._connect = connect
+        self._deployment = deployment
+        self._sleep = sleep
+        self._probe = sharded
+        self.retry_max = retry_max
+        self._on_reconnect = on_reconnect
+        # a redis-py Connection (untyped: its parser and socket calls are what is used)
+        self._connection: Any = None
+        self._sharded = False
+        self._send_lock = threading.Lock()
+        # wanted room channel -> the event its joiners wait on (set once confirmed)
+        self._wanted: Dict[str, threading.Event] = {}
+        # SUBSCRIBE/SSUBSCRIBE commands sent on this connection and not yet confirmed.  Kept
+        # apart from _wanted: a subscribe, unsubscribe, subscribe sequence gets two
+        # confirmations, and only the second may release the new joiner.
+        self._outstanding: Counter = Counter()
+        self._resubscribing: Set[str] = set()
+        self._started = False
+        self._lost = False
+        self.connected = False
+
+    @property
+    def healthy(self) -> bool:
+        """Subscribed to the deployment channel and every wanted room (or not started)."""
+        return not self._started or (self.connected and not self._resubscribing)
+
+    @property
+    def rooms(self) -> int:
+        """How many room channels this process is subscribed to (or wants to be)."""
+        return len(self._wanted)
+
+    def want(self, channel: str) -> Optional[threading.Event]:
+        """Subscribe to ``channel`` if not yet; the event to wait on, or None if no wait
+        would help (already confirmed, or Redis is away: it is subscribed on reconnect)."""
+        with self._send_lock:
+            event = self._wanted.get(channel)
+            if event is None:
+                event = self._wanted[channel] = threading.Event()
+                if self.connected:
+                    self._send(("SSUBSCRIBE" if self._sharded else "SUBSCRIBE", channel))
+            return None if event.is_set() or not self.connected else event
+
+    def drop(self, channel: str) -> None:
+        """Unsubscribe from ``channel`` (its last local member left)."""
+        with self._send_lock:
+            event = self._wanted.pop(channel, None)
+            if event is None:
+                return
+            event.set()  # nobody may wait for a subscription that is going away
+            if self.connected:
+                self._send(("SUNSUBSCRIBE" if self._sharded else "UNSUBSCRIBE", channel))
+
+    def _send(self, *commands: Command) -> None:
+        # under _send_lock; a failure shows up in the listener's next read
+        connection = self._connection
+        try:
+            connection.send_packed_command(connection.pack_commands(commands),
+                                           check_health=False)
+        except Exception as exc:  # noqa: BLE001
+            logger.debug("subscription command not sent: %s", exc)
+        for command in commands:
+            if command[0] in ("SUBSCRIBE", "SSUBSCRIBE"):
+                self._outstanding[command[1]] += 1
+
+    def messages(self) -> Iterator[bytes]:
+        """Yield every message's payload; reconnect and resubscribe forever."""
+        self._started = True
+        delay = 0.1
+        while True:
+            try:
+                self._open()
+                delay = 0.1
+                yield from self._read()
+            except Exception as exc:  # noqa: BLE001 - any failure: start over
+                if not self._lost:  # once per outage
+                    self._lost = True
+                    logger.error("message queue unreachable (%s); retrying", exc)
+            self._close()
+            self._sleep(delay)
+            delay = min(delay * 2, self.retry_max)
+
+    def _open(self) -> None:
+        connection = self._connect()
+        connection.connect()
+        sharded = self._probe(connection)
+        with self._send_lock:
+            self._connection, self._sharded = connection, sharded
+            self._outstanding.clear()
+            rooms = list(self._wanted)
+            self._resubscribing = {self._deployment, *rooms}
+            kind = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
+            self._send(("SUBSCRIBE", self._deployment), *((kind, room) for room in rooms))
+            self.connected = True
+        if self._on_reconnect is not None:
+            self._on_reconnect()
+
+    def _close(self) -> None:
+        with self._send_lock:
+            self.connected = False
+            if self._connection is not None:
+                self._connection.disconnect()
+            self._connection = None
+            self._resubscribing = {self._deployment}
+            for event in self._wanted.values():
+                # joiners stop waiting: the room is resubscribed when Redis is back
+                event.set()
+            self._wanted = {channel: threading.Event() for channel in self._wanted}
+
+    def _read(self) -> Iterator[bytes]:
+        connection = self._connection
+        read = _reader_of(connection)
+        pinged = False
+        while True:
+            if not connection.can_read(self.ping_interval):
+                if pinged:
+                    raise ConnectionError(f"no answer to PING in {self.ping_interval} s")
+                with self._send_lock:
+                    connection.send_command("PING", check_health=False)
+                pinged = True
+                continue
+            reply = read()
+            pinged = False
+            if not isinstance(reply, list):
+                continue  # PONG
+            kind = reply[0]
+            if kind == b"smessage" or kind == b"message":
+                yield reply[2]
+            elif kind == b"subscribe" or kind == b"ssubscribe":
+                self._confirmed(reply[1].decode())
+                if self._lost and not self._resubscribing:
+                    self._lost = False
+                    logger.warning("message queue reachable again: subscribed to %d rooms",
+                                   len(self._wanted))
+
+    def _confirmed(self, channel: str) -> None:
+        self._resubscribing.discard(channel)
+        left = self._outstanding[channel] - 1
+        if left > 0:
+            self._outstanding[channel] = left
+            return
+        del self._outstanding[channel]
+        event = self._wanted.get(channel)
+        if event is not None:
+            event.set()

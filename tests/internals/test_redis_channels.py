@@ -1,0 +1,334 @@
+"""The cluster's Redis connections: batching, failures, subscriptions (redis_channels.py).
+
+The batching logic runs against a scripted connection, so what goes out in which write is
+exact; the redis-py calls it relies on (``pack_commands``, ``send_packed_command``,
+``read_response``, ``can_read``, RESP2 and RESP3 replies, the pure-Python and hiredis
+parsers) are checked against a real private redis-server.
+"""
+from __future__ import annotations
+
+import queue
+import threading
+from typing import Callable, List
+
+import pytest
+import redis
+from redis.exceptions import ResponseError
+
+from prroom.internals.redis_channels import (
+    Publisher,
+    QueueUnavailable,
+    Subscriber,
+    pubsub_mode,
+    redis_has_sharded_pubsub,
+)
+from tests.support.redis_server import RedisProcess
+
+WAIT = 5.0
+
+
+class ScriptedConnection:
+    """Stands in for a redis-py Connection: records writes, answers from a script."""
+
+    def __init__(self, answer: Callable = lambda command: 1) -> None:
+        self.answer = answer
+        self.writes: List[list] = []
+        self.replies: "queue.Queue" = queue.Queue()
+        self.connects = 0
+        self.closed = False
+        self.fail_send = False
+
+    def connect(self) -> None:
+        self.connects += 1
+
+    def pack_commands(self, commands):
+        return list(commands)
+
+    def send_packed_command(self, commands, check_health=True) -> None:
+        if self.fail_send:
+            raise redis.ConnectionError("connection reset")
+        self.writes.append(commands)
+        for command in commands:
+            self.replies.put(self.answer(command))
+
+    def send_command(self, *args, **kwargs) -> None:
+        self.send_packed_command([args])
+
+    def can_read(self, timeout: float = 0) -> bool:
+        try:
+            self._next = self.replies.get(timeout=timeout)
+        except queue.Empty:
+            return False
+        return True
+
+    def read_response(self):
+        reply = self._next
+        if isinstance(reply, BaseException):
+            raise reply
+        return reply
+
+    def disconnect(self) -> None:
+        self.closed = True
+
+
+class Tasks:
+    """``start`` for the publisher: tasks wait until the test lets them run, then run."""
+
+    def __init__(self) -> None:
+        self.held: List[Callable] = []
+        self.released = False
+
+    def start(self, target: Callable) -> None:
+        if self.released:
+            threading.Thread(target=target, daemon=True).start()
+        else:
+            self.held.append(target)
+
+    def run_all(self) -> None:
+        self.released = True
+        held, self.held = self.held, []
+        for target in held:
+            threading.Thread(target=target, daemon=True).start()
+
+
+def publisher_with(connection, sharded: bool = True):
+    tasks = Tasks()
+    made = []
+
+    def connect():
+        made.append(connection)
+        return connection
+    publisher = Publisher(connect, tasks.start, lambda c: sharded)
+    return publisher, tasks, made
+
+
+def test_what_one_turn_published_leaves_in_one_write_in_order():
+    connection = ScriptedConnection(answer=lambda command: len(command[2]))
+    publisher, tasks, _ = publisher_with(connection)
+    tickets = [publisher.publish("room", f"ch:{n}", "x" * n) for n in range(1, 6)]
+    tickets.append(publisher.publish("deployment", "deploy", "bye"))
+    tasks.run_all()  # the writer runs once the publishers are done: one batch
+    assert [ticket.wait() for ticket in tickets] == [1, 2, 3, 4, 5, 3]
+    assert connection.writes == [[("SPUBLISH", f"ch:{n}", "x" * n) for n in range(1, 6)]
+                                 + [("PUBLISH", "deploy", "bye")]]
+    assert publisher.healthy and publisher.batches == 1
+
+
+def test_rooms_use_plain_publish_when_the_server_has_no_sharded_pubsub():
+    connection = ScriptedConnection()
+    publisher, tasks, _ = publisher_with(connection, sharded=False)
+    ticket = publisher.publish("room", "ch", "m")
+    tasks.run_all()
+    ticket.wait()
+    assert connection.writes == [[("PUBLISH", "ch", "m")]]
+
+
+def test_an_error_reply_fails_only_its_own_command():
+    def answer(command):
+        return ResponseError("no such thing") if command[2] == "bad" else 1
+    connection = ScriptedConnection(answer)
+    publisher, tasks, _ = publisher_with(connection)
+    good, bad, after = (publisher.publish("room", "ch", text) for text in ("ok", "bad", "ok"))
+    tasks.run_all()
+    assert good.wait() == 1 and after.wait() == 1
+    with pytest.raises(QueueUnavailable):
+        bad.wait()
+
+
+def test_a_lost_connection_fails_the_unanswered_commands_and_never_resends_them():
+    replies = iter([1, 1, redis.ConnectionError("Connection closed by server."), 1])
+    connection = ScriptedConnection(answer=lambda command: next(replies))
+    publisher, tasks, _ = publisher_with(connection)
+    tickets = [publisher.publish("room", "ch", str(n)) for n in range(4)]
+    tasks.run_all()
+    assert [tickets[0].wait(), tickets[1].wait()] == [1, 1]  # those reached Redis
+    for ticket in tickets[2:]:
+        with pytest.raises(QueueUnavailable):
+            ticket.wait()
+    assert len(connection.writes) == 1  # a message is never delivered twice
+    assert connection.closed and not publisher.healthy
+
+
+def test_while_redis_is_away_batches_fail_at_once_until_it_is_back():
+    connection = ScriptedConnection()
+    connection.fail_send = True
+    publisher, tasks, made = publisher_with(connection)
+    first = publisher.publish("room", "ch", "1")
+    tasks.run_all()
+    with pytest.raises(QueueUnavailable):
+        first.wait()
+    attempts = len(made)
+    second = publisher.publish("room", "ch", "2")
+    with pytest.raises(QueueUnavailable):
+        second.wait()
+    assert len(made) == attempts  # no connect attempt per message while Redis is away
+    connection.fail_send = False
+    publisher.reset()  # the subscriber reached Redis again
+    assert publisher.healthy
+    third = publisher.publish("room", "ch", "3")
+    assert third.wait() == 1
+
+
+# -- subscriptions -----------------------------------------------------------------------
+
+class ScriptedSubscription(ScriptedConnection):
+    """Confirms subscriptions only when the test says so (Redis is slow to answer)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.sent: List[tuple] = []
+
+    def send_packed_command(self, commands, check_health=True) -> None:
+        for command in commands:
+            if command[0] == "PING":
+                self.replies.put([b"pong", b""])
+            else:
+                self.sent.append(command)
+
+    def confirm(self, kind: bytes, channel: str) -> None:
+        self.replies.put([kind, channel.encode(), 1])
+
+
+def start_subscriber(connection) -> Subscriber:
+    subscriber = Subscriber(lambda: connection, "deploy", lambda seconds: None,
+                            lambda c: True)
+    subscriber.ping_interval = 0.05
+    threading.Thread(target=lambda: list(subscriber.messages()), daemon=True).start()
+    return subscriber
+
+
+def until(check: Callable[[], bool]) -> None:
+    done = threading.Event()
+    for _ in range(int(WAIT / 0.01)):
+        if check():
+            return
+        done.wait(0.01)
+    raise AssertionError("condition not reached")
+
+
+def test_a_first_join_waits_for_redis_to_confirm_the_subscription():
+    connection = ScriptedSubscription()
+    subscriber = start_subscriber(connection)
+    until(lambda: subscriber.connected)
+    assert connection.sent == [("SUBSCRIBE", "deploy")]
+    assert not subscriber.healthy  # the deployment channel is not confirmed yet
+    connection.confirm(b"subscribe", "deploy")
+    until(lambda: subscriber.healthy)
+
+    pending = subscriber.want("deploy:pr:1")
+    assert ("SSUBSCRIBE", "deploy:pr:1") in connection.sent
+    assert pending is not None and not pending.is_set()
+    assert subscriber.want("deploy:pr:1") is pending  # a second joiner waits for the same
+    connection.confirm(b"ssubscribe", "deploy:pr:1")
+    assert pending.wait(WAIT)
+    assert subscriber.want("deploy:pr:1") is None  # confirmed: nothing to wait for
+
+
+def test_an_old_confirmation_does_not_release_a_newer_subscription():
+    connection = ScriptedSubscription()
+    subscriber = start_subscriber(connection)
+    until(lambda: subscriber.connected)
+    connection.confirm(b"subscribe", "deploy")
+    first = subscriber.want("deploy:pr:2")
+    subscriber.drop("deploy:pr:2")  # the only member left before Redis answered
+    assert first.is_set()  # nobody waits on a subscription that is going away
+    again = subscriber.want("deploy:pr:2")
+    assert connection.sent[-3:] == [("SSUBSCRIBE", "deploy:pr:2"),
+                                    ("SUNSUBSCRIBE", "deploy:pr:2"),
+                                    ("SSUBSCRIBE", "deploy:pr:2")]
+    connection.confirm(b"ssubscribe", "deploy:pr:2")  # answers the first SSUBSCRIBE
+    connection.confirm(b"sunsubscribe", "deploy:pr:2")
+    assert not again.wait(0.2)
+    connection.confirm(b"ssubscribe", "deploy:pr:2")  # now the second one
+    assert again.wait(WAIT)
+
+
+def test_after_a_reconnect_every_wanted_room_is_subscribed_again_before_healthy():
+    connection = ScriptedSubscription()
+    subscriber = start_subscriber(connection)
+    until(lambda: subscriber.connected)
+    connection.confirm(b"subscribe", "deploy")
+    for room in ("deploy:pr:1", "deploy:pr:2"):
+        subscriber.want(room)
+        connection.confirm(b"ssubscribe", room)
+    until(lambda: subscriber.healthy)
+    connection.sent.clear()
+    connection.replies.put(redis.ConnectionError("Connection closed by server."))
+    until(lambda: connection.sent)  # reconnected
+    assert sorted(connection.sent) == [("SSUBSCRIBE", "deploy:pr:1"),
+                                       ("SSUBSCRIBE", "deploy:pr:2"), ("SUBSCRIBE", "deploy")]
+    connection.confirm(b"subscribe", "deploy")
+    connection.confirm(b"ssubscribe", "deploy:pr:1")
+    until(lambda: not connection.replies.qsize())
+    assert not subscriber.healthy  # one room is not back yet
+    connection.confirm(b"ssubscribe", "deploy:pr:2")
+    until(lambda: subscriber.healthy)
+
+
+# -- against a real Redis: the redis-py calls relied on ----------------------------------
+
+@pytest.fixture(scope="module")
+def redis_server():
+    proc = RedisProcess()
+    yield proc
+    proc.stop()
+
+
+def _parsers():
+    # redis-py 4 names them in redis.connection; 5+ in redis._parsers (RESP2's Python parser
+    # becomes the RESP3 one when the connection speaks RESP3)
+    try:
+        from redis._parsers import _HiredisParser as hiredis_parser
+        from redis._parsers import _RESP2Parser as python_parser
+    except ImportError:
+        python_parser = redis.connection.PythonParser
+        hiredis_parser = redis.connection.HiredisParser
+    parsers = [("python", python_parser)]
+    try:
+        import hiredis  # noqa: F401
+        parsers.append(("hiredis", hiredis_parser))
+    except ImportError:
+        pass
+    return parsers
+
+
+def _protocols():
+    import inspect
+    base = getattr(redis.connection, "AbstractConnection", redis.connection.Connection)
+    params = inspect.signature(base.__init__).parameters
+    return [2, 3] if "protocol" in params else [None]  # redis-py 4 speaks RESP2 only
+
+
+@pytest.mark.parametrize("protocol", _protocols())
+@pytest.mark.parametrize("parser", [p for _, p in _parsers()], ids=[n for n, _ in _parsers()])
+def test_publisher_and_subscriber_on_a_real_redis(redis_server, parser, protocol):
+    options = {"parser_class": parser}
+    if protocol is not None:
+        options["protocol"] = protocol
+    client = redis.Redis.from_url(redis_server.url, **options)
+    connect = client.connection_pool.make_connection
+
+    def start(target):
+        threading.Thread(target=target, daemon=True).start()
+    mode = pubsub_mode("auto")
+    subscriber = Subscriber(connect, "real", lambda seconds: None, mode)
+    received: "queue.Queue" = queue.Queue()
+    start(lambda: [received.put(message) for message in subscriber.messages()])
+    until(lambda: subscriber.healthy and subscriber.connected)
+    pending = subscriber.want("real:pr:1")
+    assert pending is None or pending.wait(WAIT)
+
+    publisher = Publisher(connect, start, mode)
+    tickets = [publisher.publish("room", "real:pr:1", f"m{n}") for n in range(3)]
+    tickets.append(publisher.publish("room", "real:pr:elsewhere", "nobody hears this"))
+    assert [ticket.wait() for ticket in tickets] == [1, 1, 1, 0]  # receivers per message
+    assert [received.get(timeout=WAIT) for _ in range(3)] == [b"m0", b"m1", b"m2"]
+    subscriber.drop("real:pr:1")
+    until(lambda: publisher.publish("room", "real:pr:1", "late").wait() == 0)
+
+
+def test_redis_7_has_sharded_pubsub(redis_server):
+    connection = redis.Redis.from_url(redis_server.url).connection_pool.make_connection()
+    connection.connect()
+    assert redis_has_sharded_pubsub(connection) is True
+    assert pubsub_mode("plain")(connection) is False
