@@ -267,6 +267,16 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_CONNECT_TIMEOUT", 45.0, _parse_float,
             "Seconds an Engine.IO session may stay without connecting to a Socket.IO "
             "namespace (where authentication happens) before it is closed", 1, 3600),
+    Setting("PRROOM_RECOVERY_WINDOW", 0.0, _parse_float,
+            "Seconds a lost connection's session (rooms, identity, missed room messages) is "
+            "kept for socket.io-client's connection state recovery; 0 = off (single process "
+            "only for now)", 0, 3600),
+    Setting("PRROOM_RECOVERY_BUFFER", 1000, _parse_int,
+            "Room broadcasts kept per room for recovery; a session that missed more gets a "
+            "fresh session", 1, 1_000_000),
+    Setting("PRROOM_PRESENCE_GRACE", 5.0, _parse_float,
+            "With recovery on: seconds after a lost connection before its user is announced "
+            "as left (at most PRROOM_RECOVERY_WINDOW)", 0, 3600),
 )
 
 #: How the server process runs (read by prroom/gunicorn_config.py and `prroom serve`, from
@@ -351,6 +361,9 @@ class Settings:
     socketio_client_file: str
     max_attachments: int
     connect_timeout: float
+    recovery_window: float
+    recovery_buffer: int
+    presence_grace: float
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> "Settings":

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Dict, List, NamedTuple
+from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from prroom.core.protocol import ErrorCode, ProtocolError
 
@@ -88,3 +88,15 @@ class SocketLimiter:
         """Drop a disconnected socket's state."""
         self._buckets.pop(sid, None)
         self._strikes.pop(sid, None)
+
+    def take_state(self, sid: str) -> Tuple[Optional[List[TokenBucket]], int]:
+        """Remove ``sid``'s buckets and strikes and return them (for a recoverable session)."""
+        return self._buckets.pop(sid, None), self._strikes.pop(sid, 0)
+
+    def put_state(self, sid: str, state: Tuple[Optional[List[TokenBucket]], int]) -> None:
+        """Give ``sid`` the state :meth:`take_state` returned: a restore is not a refill."""
+        buckets, strikes = state
+        if buckets is not None:
+            self._buckets[sid] = buckets
+        if strikes:
+            self._strikes[sid] = strikes

@@ -152,7 +152,7 @@ class BinaryPayload:
 BINARY_PAYLOAD = BinaryPayload()
 
 # python-socketio's packet types (socketio.packet), as the wire spells them.
-_CONNECT_ERROR, _BINARY_EVENT = 4, 5
+_CONNECT, _CONNECT_ERROR, _BINARY_EVENT = 0, 4, 5
 
 
 def _handled_by(server: Any, namespace: str, event: Any, handlers: Collection) -> bool:
@@ -293,7 +293,8 @@ def guard_packets(server: Any, on_violation: Callable[[str, str], None], namespa
     server.eio.handlers["message"] = message
 
 
-def fix_connects(server: Any, connect_timeout: Optional[float] = None) -> bool:
+def fix_connects(server: Any, connect_timeout: Optional[float] = None,
+                 reply_extra: Optional[Callable[[str, str], Optional[dict]]] = None) -> bool:
     """Socket.IO CONNECT handling as the protocol has it; False if python-socketio differs.
 
     * The CONNECT (or CONNECT_ERROR) reply goes out before anything the connect handlers
@@ -306,6 +307,9 @@ def fix_connects(server: Any, connect_timeout: Optional[float] = None) -> bool:
       namespace within that many seconds is closed (Node's ``connectTimeout``):
       authentication happens at CONNECT, so unauthenticated sessions must not be held.  One
       background sweep for all sessions, oldest first, instead of a timer per session.
+    * With ``reply_extra(namespace, sid)``, the fields it returns are added to a successful
+      CONNECT reply's ``{"sid": ...}`` (connection state recovery's ``pid``): python-socketio
+      builds that reply itself, with the sid only.
     """
     original = getattr(server, "_handle_connect", None)
     eio = getattr(server, "eio", None)
@@ -330,6 +334,8 @@ def fix_connects(server: Any, connect_timeout: Optional[float] = None) -> bool:
             return original(eio_sid, namespace, data)
         finally:
             del sock.send
+            if reply_extra is not None:
+                _extend_reply(server, held, namespace, eio_sid, reply_extra)
             _send_reply_first(sock, held)
             if waiting and server.manager.sid_from_eio_sid(eio_sid, namespace) is not None:
                 waiting.pop(eio_sid, None)
@@ -345,6 +351,23 @@ def _namespace_exists(server: Any, namespace: str) -> bool:
     # python-socketio's own rule (Server._handle_connect), before it calls pre_connect
     return (namespace in server.handlers or namespace in server.namespace_handlers
             or server.namespaces == "*" or namespace in server.namespaces)
+
+
+def _extend_reply(server: Any, held: List[Any], namespace: str, eio_sid: str,
+                  reply_extra: Callable[[str, str], Optional[dict]]) -> None:
+    """Rebuild the held CONNECT reply with ``reply_extra``'s fields next to its sid."""
+    sid = server.manager.sid_from_eio_sid(eio_sid, namespace)
+    if sid is None:
+        return
+    extra = reply_extra(namespace, sid)
+    if not extra:
+        return
+    for pkt in held:
+        data = getattr(pkt, "data", None)
+        if isinstance(data, str) and data[:1] == "0":
+            pkt.data = server.packet_class(_CONNECT, {"sid": sid, **extra},
+                                           namespace=namespace).encode()
+            return
 
 
 def _send_reply_first(sock: Any, held: List[Any]) -> None:

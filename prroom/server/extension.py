@@ -33,7 +33,7 @@ from prroom.internals import gevent_traps, loop_monitor, socketio_hooks, websock
 from prroom.internals.loop_monitor import LoopMonitor
 from prroom.internals.managers import ClusterManager, IndexedManager
 from prroom.server.api import api
-from prroom.server.events import Caps, RoomEvents
+from prroom.server.events import Caps, Recovery, RoomEvents
 from prroom.server.flask_commands import commands
 from prroom.server.metrics import Metrics
 from prroom.server.ops import metrics_view, ops
@@ -52,6 +52,25 @@ def resolve_async_mode(setting: str) -> str:
     except ImportError:  # pragma: no cover - gevent is a dependency
         return "threading"
     return "gevent" if monkey.is_module_patched("socket") else "threading"
+
+
+def recovery_of(settings: Settings) -> Recovery:
+    """The recovery a server with ``settings`` runs: off in clustered mode, for now.
+
+    Sessions and recent packets live in this process's memory; another process of a
+    cluster could not restore them, so a cluster behaves as ``PRROOM_RECOVERY_WINDOW=0``.
+    """
+    window = settings.recovery_window
+    if window and settings.message_queue:
+        logger.warning("PRROOM_RECOVERY_WINDOW=%s is ignored: connection state recovery is "
+                       "single-process only for now (PRROOM_MESSAGE_QUEUE is set)",
+                       _number(window))
+        window = 0.0
+    return Recovery(window, settings.recovery_buffer, settings.presence_grace)
+
+
+def _number(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 class PRRoomState:
@@ -76,7 +95,8 @@ class PRRoomState:
         self.events = RoomEvents(
             socketio.server, registry=self.registry, identity=identity,
             limits=Limits.of(settings), limiter=socket_limiter(settings),
-            caps=Caps.of(settings), presence=self.presence, metrics=self.metrics)
+            caps=Caps.of(settings), presence=self.presence, metrics=self.metrics,
+            recovery=recovery_of(settings))
 
     def queue_up(self) -> Optional[bool]:
         """None when not clustered; else whether the message queue and presence are up."""

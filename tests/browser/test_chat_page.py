@@ -402,3 +402,32 @@ def test_presence_events_drive_the_member_list(browser, chat_server, pr_id):
         assert chat.unexpected_errors() == []
     finally:
         context.close()
+
+
+def test_after_a_blip_missed_messages_appear_and_a_lost_session_is_said(open_page, pr_id):
+    from tests.support.proxy import TcpProxy
+    env = {**SERVER_ENV, "PRROOM_RECOVERY_WINDOW": "30", "PRROOM_PRESENCE_GRACE": "3"}
+    with servers.running(env=env) as server:
+        proxy = TcpProxy(server.port)
+        try:
+            alice = open_page(pr_id, server=proxy)
+            bob = open_page(pr_id, server=server)
+            alice.join_as("alice")
+            bob.join_as("bob")
+            bob.say("before the blip")
+            alice.expect_message("bob", "before the blip")
+            proxy.cut()
+            alice.expect_state("reconnecting")
+            bob.say("during the blip")
+            proxy.reopen()
+            alice.expect_state("connected", timeout=30_000)
+            alice.expect_message("bob", "during the blip")
+            expect(alice.page.locator(".notice")).to_have_count(0)
+            expect(bob.page.locator(".message")).to_have_count(2)
+            server.stop()
+            with servers.running(env=env, port=server.port):
+                # a restarted server has no sessions: the page says what may have been lost
+                alice.expect_state("connected", timeout=30_000)
+                expect(alice.page.locator(".notice")).to_contain_text("may have been missed")
+        finally:
+            proxy.close()

@@ -220,6 +220,36 @@ def test_sessions_that_never_connect_are_closed_after_the_timeout() -> None:
     assert not server.eio.sockets[connected_sid].closed
 
 
+def test_the_connect_reply_carries_what_reply_extra_adds() -> None:
+    # connection state recovery's pid, next to the sid python-socketio put there
+    server, client = host_with_greeting()
+    seen: List[Tuple[str, str]] = []
+
+    def extra(namespace: str, sid: str) -> dict:
+        seen.append((namespace, sid))
+        return {"pid": "p-" + sid}
+
+    assert socketio_hooks.fix_connects(server, reply_extra=extra) is True
+    sid, _ = client.handshake()
+    client.post(sid, "40")
+    first, second = client.packets(sid)
+    [(namespace, socket_sid)] = seen
+    assert namespace == "/" and json.loads(first[2:]) == {"sid": socket_sid,
+                                                          "pid": "p-" + socket_sid}
+    assert second.startswith('42["greeting"')
+
+
+def test_python_socketio_sends_disconnect_reasons_recovery_tells_apart() -> None:
+    # events.RECOVERABLE_REASONS names python-engineio's reasons for a lost connection
+    from prroom.server.events import RECOVERABLE_REASONS
+    reasons = {value for name, value in vars(socketio.Server.reason).items()
+               if name.isupper()}
+    assert RECOVERABLE_REASONS <= reasons
+    assert {"client disconnect", "server disconnect"} <= reasons
+    connect = inspect.getsource(socketio.Server._handle_connect)
+    assert "packet.CONNECT, {'sid': sid}, namespace=namespace))" in connect
+
+
 def test_python_socketio_still_has_what_fix_connects_wraps() -> None:
     server = socketio.Server(async_mode="threading")
     assert callable(server._handle_connect)

@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
+from typing import Callable
 
 import pytest
 
@@ -38,3 +39,82 @@ def run_script(name: str, *args: str) -> dict:
         pytest.fail(f"{name} exited {proc.returncode}: {results.get('error')}\n"
                     f"stderr: {proc.stderr}", pytrace=False)
     return results
+
+
+class NodeDriver:
+    """npm socket.io-client sockets in one Node process (``tests/node/recovery_driver.js``).
+
+    Each socket has a name; :meth:`expect` waits for the next record matching a predicate
+    (records before it are kept for :meth:`seen`).
+    """
+
+    def __init__(self) -> None:
+        import queue
+        import threading
+        node = shutil.which("node")
+        if node is None:
+            pytest.fail("node is not on PATH: install Node.js 20+", pytrace=False)
+        self.proc = subprocess.Popen([node, str(NODE_DIR / "recovery_driver.js")], cwd=ROOT,
+                                     stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        self.records: list = []
+        self._queue: "queue.Queue[dict]" = queue.Queue()
+        self._seq = 0
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            if line.strip():
+                self._queue.put(json.loads(line))
+
+    def send(self, cmd: str, **fields: object) -> None:
+        """One command (see recovery_driver.js)."""
+        assert self.proc.stdin is not None
+        self.proc.stdin.write(json.dumps({"cmd": cmd, **fields}) + "\n")
+        self.proc.stdin.flush()
+
+    def call(self, name: str, event: str, payload: object, timeout: float = 10.0) -> dict:
+        """Emit with an ack and return the ack's body."""
+        self._seq += 1
+        seq = self._seq
+        self.send("emit", name=name, event=event, payload=payload, ack=True, seq=seq)
+        return self.expect(lambda r: r["ev"] == "ack" and r.get("seq") == seq, timeout)["reply"]
+
+    def expect(self, predicate: "Callable[[dict], bool]", timeout: float = 10.0) -> dict:
+        """The first record (seen or coming) matching ``predicate``; consumed."""
+        import queue
+        import time
+        for index, record in enumerate(self.records):
+            if predicate(record):
+                return self.records.pop(index)
+        deadline = time.monotonic() + timeout
+        while True:
+            left = deadline - time.monotonic()
+            try:
+                record = self._queue.get(timeout=max(0.0, left))
+            except queue.Empty:
+                pytest.fail(f"no matching record within {timeout} s; seen: {self.records}",
+                            pytrace=False)
+            if predicate(record):
+                return record
+            self.records.append(record)
+
+    def events(self, name: str, event: str) -> list:
+        """Arguments of every ``event`` ``name`` received so far (drained from the stream)."""
+        import queue
+        while True:
+            try:
+                self.records.append(self._queue.get_nowait())
+            except queue.Empty:
+                break
+        return [r["args"] for r in self.records
+                if r["ev"] == "event" and r["name"] == name and r["event"] == event]
+
+    def close(self) -> None:
+        """End the Node process."""
+        try:
+            self.send("exit")
+            self.proc.wait(timeout=5)
+        except Exception:
+            self.proc.kill()
+            self.proc.wait()

@@ -53,7 +53,8 @@
     seenIds: new Set(),
     typingActive: false, lastTypingAt: 0, idleTimer: null,
     sending: 0,                     // messages waiting for their ack
-    unread: 0, baseTitle: document.title
+    unread: 0, baseTitle: document.title,
+    recoveryOffered: false          // the server keeps sessions (pr-room-session) across blips
   };
 
   function clamp(value, low, high) { return Math.min(high, Math.max(low, value)); }
@@ -92,6 +93,11 @@
     var socket = state.socket = window.io(options);
 
     socket.on('connect', function () {
+      // Back after a blip: the server replays what we missed when it recovered the session;
+      // when it could not, say so rather than let a gap pass for silence.
+      if (state.everConnected && state.recoveryOffered && !socket.recovered) {
+        addNotice('Messages may have been missed while you were away.');
+      }
       state.everConnected = true;
       state.joined = false;
       if (state.me || serverIdentity) {
@@ -133,6 +139,7 @@
     socket.io.on('reconnect_failed', function () { setStatus('offline', 'gave up'); });
 
     socket.on('pr-room-message', function (m) { if (ours(m)) addMessage(m); });
+    socket.on('pr-room-session', function () { state.recoveryOffered = true; });
     socket.on('typing', function (e) { if (ours(e)) someoneTyping(e.username); });
     socket.on('stop-typing', function (e) { if (ours(e)) someoneStopped(e.username); });
     socket.on('pr-room-error', function (e) {
@@ -454,6 +461,14 @@
   function nearBottom() {
     var list = ui.messages;
     return list.scrollHeight - list.scrollTop - list.clientHeight < 48;
+  }
+
+  function addNotice(text) {
+    if (ui.empty.parentNode) ui.empty.remove();
+    var item = el('li', 'notice', text);
+    item.setAttribute('role', 'status');
+    ui.messages.appendChild(item);
+    ui.messages.scrollTop = ui.messages.scrollHeight;
   }
 
   function addMessage(m) {

@@ -1,0 +1,301 @@
+"""Connection state recovery with npm socket.io-client through a proxy that is cut (a blip).
+
+prroom runs under gunicorn as in production; one client (alice) reaches it through a
+:class:`TcpProxy`, the others directly.  Each test uses its own room.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterator, List, Optional
+
+import pytest
+
+from prroom.core.identity import issue_token
+from tests.support import servers
+from tests.support.clients import Clients
+from tests.support.node import NodeDriver
+from tests.support.proxy import TcpProxy
+from tests.support.redis_server import running_redis
+
+SEND = "send-message-to-pr-room"
+MESSAGE = "pr-room-message"
+BUFFER = 5
+
+recovery_server = servers.server_fixture(
+    {"PRROOM_RECOVERY_WINDOW": "30", "PRROOM_RECOVERY_BUFFER": str(BUFFER),
+     "PRROOM_PRESENCE_GRACE": "3"},
+    doc="Recovery on: a 30 s window, 5 packets per room, a 3 s presence grace.")
+token_recovery_server = servers.server_fixture(
+    {"PRROOM_RECOVERY_WINDOW": "30", "PRROOM_PRESENCE_GRACE": "3", "PRROOM_AUTH_MODE": "token",
+     "PRROOM_SECRET_KEY": servers.TOKEN_SECRET},
+    doc="Recovery on, token mode.")
+short_window_server = servers.server_fixture(
+    {"PRROOM_RECOVERY_WINDOW": "1", "PRROOM_PRESENCE_GRACE": "0.5"},
+    doc="Recovery on with a 1 s window.")
+
+_rooms = itertools.count(9100)
+
+
+@pytest.fixture
+def driver() -> Iterator[NodeDriver]:
+    """socket.io-client sockets in one Node process."""
+    node = NodeDriver()
+    yield node
+    node.close()
+
+
+def _connect(driver: NodeDriver, name: str, url: str) -> dict:
+    driver.send("connect", name=name, url=url)
+    record = driver.expect(lambda r: r["name"] == name and r["ev"] == "connect")
+    assert not record.get("recovered")
+    return record
+
+
+def _join(driver: NodeDriver, name: str, room: int, username: str) -> None:
+    reply = driver.call(name, "join-pr-room", {"pullRequestId": room, "username": username})
+    assert reply["ok"], reply
+
+
+def _say(driver: NodeDriver, name: str, room: int, username: str, text: str,
+         **extra: object) -> dict:
+    reply = driver.call(name, SEND, {"pullRequestId": room, "username": username,
+                                     "message": text, **extra})
+    assert reply["ok"], reply
+    return reply
+
+
+def _texts(driver: NodeDriver, name: str) -> list:
+    return [args[0]["message"] for args in driver.events(name, MESSAGE)]
+
+
+def _blip_setup(driver: NodeDriver, server: servers.ServerProcess, proxy: TcpProxy) -> int:
+    room = next(_rooms)
+    _connect(driver, "alice", proxy.url)
+    _join(driver, "alice", room, "alice")
+    _connect(driver, "bob", server.url)
+    _join(driver, "bob", room, "bob")
+    driver.expect(lambda r: r["name"] == "alice" and r.get("event") == "pr-room-user-joined")
+    return room
+
+
+def _cut(driver: NodeDriver, proxy: TcpProxy) -> None:
+    proxy.cut()
+    driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "disconnect")
+
+
+def test_missed_messages_arrive_once_in_order_and_buffered_sends_land(
+        recovery_server: servers.ServerProcess, driver: NodeDriver) -> None:
+    proxy = TcpProxy(recovery_server.port)
+    try:
+        room = _blip_setup(driver, recovery_server, proxy)
+        _say(driver, "bob", room, "bob", "before")
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE)
+        _cut(driver, proxy)
+        for n in range(3):
+            _say(driver, "bob", room, "bob", f"missed {n}")
+        # socket.io-client buffers this while offline and sends it once reconnected
+        driver.send("emit", name="alice", event=SEND,
+                    payload={"pullRequestId": room, "username": "alice",
+                             "message": "written offline"})
+        proxy.reopen()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
+                      and r["recovered"] is True)
+        driver.expect(lambda r: r["name"] == "bob" and r.get("event") == MESSAGE
+                      and r["args"][0]["message"] == "written offline")
+        _say(driver, "bob", room, "bob", "after")
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
+                      and r["args"][0]["message"] == "after")
+        assert _texts(driver, "alice") == ["missed 0", "missed 1", "missed 2",
+                                           "written offline"]
+        # the offset is the last argument, as socket.io-client expects
+        assert all(isinstance(args[-1], str) for args in driver.events("bob", MESSAGE))
+        # no presence flicker: bob never heard alice leave or join again
+        assert not driver.events("bob", "pr-room-user-left")
+        assert not driver.events("bob", "pr-room-user-joined")
+    finally:
+        proxy.close()
+
+
+def test_a_replayed_pid_gets_a_fresh_session_and_nothing(
+        recovery_server: servers.ServerProcess, driver: NodeDriver) -> None:
+    proxy = TcpProxy(recovery_server.port)
+    try:
+        room = _blip_setup(driver, recovery_server, proxy)
+        _say(driver, "bob", room, "bob", "secret plan")
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE)
+        _cut(driver, proxy)
+        # what alice is about to present, as someone watching her reconnect would see it
+        driver.send("snapshot", name="alice")
+        assert driver.expect(lambda r: r["ev"] == "snapshot")["has_pid"]
+        _say(driver, "bob", room, "bob", "while alice was away")
+        proxy.reopen()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
+                      and r["recovered"] is True)
+        driver.send("steal", name="mallory", victim="alice", url=recovery_server.url)
+        assert driver.expect(lambda r: r["name"] == "mallory"
+                             and r["ev"] == "connect")["recovered"] is False
+        _say(driver, "bob", room, "bob", "after the replay")
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
+                      and r["args"][0]["message"] == "after the replay")
+        assert _texts(driver, "mallory") == []
+        # (awaited records are consumed: "after the replay" was, just above)
+        assert _texts(driver, "alice") == ["while alice was away"]
+        # the replay cost alice nothing: her next blip is recovered too
+        _cut(driver, proxy)
+        _say(driver, "bob", room, "bob", "second blip")
+        proxy.reopen()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
+                      and r["recovered"] is True)
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
+                      and r["args"][0]["message"] == "second blip")
+        assert _texts(driver, "mallory") == []
+    finally:
+        proxy.close()
+
+
+def test_an_overflowed_buffer_gives_a_fresh_session(
+        recovery_server: servers.ServerProcess, driver: NodeDriver) -> None:
+    proxy = TcpProxy(recovery_server.port)
+    try:
+        room = _blip_setup(driver, recovery_server, proxy)
+        _cut(driver, proxy)
+        for n in range(BUFFER + 1):
+            _say(driver, "bob", room, "bob", f"flood {n}")
+        proxy.reopen()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
+                      and r["recovered"] is False)
+        # not partially restored: no replay, no membership (a send is refused)
+        reply = driver.call("alice", SEND, {"pullRequestId": room, "username": "alice",
+                                            "message": "hello?"})
+        assert reply["error"]["code"] == "not-a-member"
+        assert _texts(driver, "alice") == []
+        # her session is gone for good: bob hears she left
+        driver.expect(lambda r: r["name"] == "bob" and r.get("event") == "pr-room-user-left")
+    finally:
+        proxy.close()
+
+
+def test_an_expired_window_gives_a_fresh_session(
+        short_window_server: servers.ServerProcess, driver: NodeDriver) -> None:
+    proxy = TcpProxy(short_window_server.port)
+    try:
+        room = _blip_setup(driver, short_window_server, proxy)
+        _cut(driver, proxy)
+        _say(driver, "bob", room, "bob", "too late")
+        # the grace (0.5 s) passes: bob hears alice left; then the window (1 s) passes
+        driver.expect(lambda r: r["name"] == "bob" and r.get("event") == "pr-room-user-left")
+        driver.call("bob", "typing", {"pullRequestId": room, "username": "bob"})
+        import time
+        time.sleep(1.2)  # nothing announces that a window passed: wait it out
+        proxy.reopen()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
+                      and r["recovered"] is False)
+        assert _texts(driver, "alice") == []
+    finally:
+        proxy.close()
+
+
+def test_client_message_id_duplicates_are_delivered_once(
+        recovery_server: servers.ServerProcess, driver: NodeDriver) -> None:
+    room = next(_rooms)
+    _connect(driver, "alice", recovery_server.url)
+    _join(driver, "alice", room, "alice")
+    first = _say(driver, "alice", room, "alice", "once", clientMessageId="c-1")
+    again = _say(driver, "alice", room, "alice", "once", clientMessageId="c-1")
+    other = _say(driver, "alice", room, "alice", "twice", clientMessageId="c-2")
+    assert (again["id"], again["sentAt"]) == (first["id"], first["sentAt"])
+    assert other["id"] != first["id"]
+    driver.expect(lambda r: r.get("event") == MESSAGE and r["args"][0]["message"] == "twice")
+    assert _texts(driver, "alice") == ["once"]  # "twice" was consumed just above
+    bad = driver.call("alice", SEND, {"pullRequestId": room, "username": "alice",
+                                      "message": "x", "clientMessageId": "x" * 65})
+    assert bad["error"]["code"] == "invalid-field"
+    # a new joiner gets nothing of what was said before (the buffer is for returning sessions)
+    _connect(driver, "carol", recovery_server.url)
+    _join(driver, "carol", room, "carol")
+    _say(driver, "carol", room, "carol", "hi all")
+    driver.expect(lambda r: r["name"] == "carol" and r.get("event") == MESSAGE
+                  and r["args"][0]["message"] == "hi all")
+    assert _texts(driver, "carol") == []
+
+
+def _token(username: str, rooms: Optional[List[int]] = None) -> dict:
+    return {"token": issue_token(servers.TOKEN_SECRET, username, rooms)}
+
+
+def test_a_restore_is_bound_to_the_identity_and_rechecks_each_room(
+        token_recovery_server: servers.ServerProcess, driver: NodeDriver) -> None:
+    server = token_recovery_server
+    proxy = TcpProxy(server.port)
+    kept, lost = next(_rooms), next(_rooms)
+    try:
+        driver.send("connect", name="alice", url=proxy.url, auth=_token("alice", [kept, lost]))
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect")
+        driver.send("connect", name="bob", url=server.url, auth=_token("bob"))
+        driver.expect(lambda r: r["name"] == "bob" and r["ev"] == "connect")
+        for room in (kept, lost):
+            _join(driver, "alice", room, "alice")
+            _join(driver, "bob", room, "bob")
+        _cut(driver, proxy)
+        _say(driver, "bob", kept, "bob", "in kept")
+        _say(driver, "bob", lost, "bob", "in lost")
+        # alice's new token no longer covers `lost`
+        driver.send("set_auth", name="alice", auth=_token("alice", [kept]))
+        proxy.reopen()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
+                      and r["recovered"] is True)
+        left = driver.expect(lambda r: r["name"] == "bob"
+                             and r.get("event") == "pr-room-user-left")
+        assert left["args"][0]["pullRequestId"] == lost
+        assert _texts(driver, "alice") == ["in kept"]
+        reply = driver.call("alice", SEND, {"pullRequestId": lost, "message": "hi"})
+        assert reply["error"]["code"] == "not-a-member"
+        # another identity presenting alice's session gets a fresh one
+        _cut(driver, proxy)
+        _say(driver, "bob", kept, "bob", "not for carol")
+        driver.send("set_auth", name="alice", auth=_token("carol", [kept]))
+        proxy.reopen()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
+                      and r["recovered"] is False)
+        assert _texts(driver, "alice") == ["in kept"]
+    finally:
+        proxy.close()
+
+
+def test_window_zero_sends_no_pid_and_no_offset(driver: NodeDriver) -> None:
+    with servers.running() as server:
+        room = next(_rooms)
+        assert not _connect(driver, "alice", server.url)["has_pid"]
+        _join(driver, "alice", room, "alice")
+        _say(driver, "alice", room, "alice", "plain")
+        args = driver.expect(lambda r: r.get("event") == MESSAGE)["args"]
+        assert len(args) == 1 and args[0]["message"] == "plain"
+
+
+def test_clustered_mode_warns_once_and_behaves_as_window_zero(driver: NodeDriver) -> None:
+    with running_redis() as redis, servers.running(env={
+            "PRROOM_MESSAGE_QUEUE": redis.url, "PRROOM_CHANNEL": "recovery",
+            "PRROOM_RECOVERY_WINDOW": "30"}) as server:
+        room = next(_rooms)
+        assert not _connect(driver, "alice", server.url)["has_pid"]
+        _join(driver, "alice", room, "alice")
+        _say(driver, "alice", room, "alice", "clustered")
+        args = driver.expect(lambda r: r.get("event") == MESSAGE)["args"]
+        assert len(args) == 1
+        assert server.log().count("connection state recovery is single-process only") == 1
+
+
+def test_python_clients_work_unchanged_but_see_the_offset(
+        recovery_server: servers.ServerProcess, connect: Clients) -> None:
+    # python-socketio's Client has no recovery: it reconnects as a new session, as before;
+    # it receives the offset as one more argument and pr-room-session, which it may ignore
+    client = connect(recovery_server)
+    session = client.sio.receive(timeout=5)
+    assert session[0] == "pr-room-session" and session[1] == {"recovered": False}
+    room = next(_rooms)
+    client.join(room, "py")
+    client.say(room, "py", "from python")
+    received = client.sio.receive(timeout=5)
+    while received[0] != MESSAGE:
+        received = client.sio.receive(timeout=5)
+    assert received[1]["message"] == "from python" and isinstance(received[2], str)
