@@ -206,3 +206,21 @@ def test_prroom_issue_token_signs_with_the_configured_secret():
     identity = TokenIdentity("cli-secret", 60).authenticate({}, {"token": done.stdout.strip()})
     assert identity == Identity("alice", frozenset({5}))
     assert run_prroom("issue-token", "alice").returncode == 2  # no secret: usage error
+
+
+def test_a_bad_setting_is_a_usage_error_for_every_command():
+    # README: exit 2 for bad usage or configuration, for issue-token and post as for the others
+    bad = {"PRROOM_SECRET_KEY": "cli-secret", "PRROOM_TOKEN_MAX_AGE": "-5"}
+    done = run_prroom("issue-token", "alice", env=bad)
+    assert done.returncode == 2 and "PRROOM_TOKEN_MAX_AGE" in done.stderr
+    done = run_prroom("post", "5", "bot", "hi", env={"PRROOM_MESSAGE_QUEUE": "redis://x:1/0",
+                                                     "PRROOM_MAX_MESSAGE_LENGTH": "zero"})
+    assert done.returncode == 2 and "PRROOM_MAX_MESSAGE_LENGTH" in done.stderr
+
+
+def test_a_post_from_outside_a_server_applies_the_configured_message_limit():
+    # no server in this process: validated with the environment's limits, before any publish
+    done = run_prroom("post", "5", "bot", "x" * 11, env={
+        "PRROOM_MESSAGE_QUEUE": "redis://127.0.0.1:1/0", "PRROOM_MAX_MESSAGE_LENGTH": "10"})
+    assert done.returncode == 2
+    assert "the limit is 10" in done.stderr
