@@ -247,6 +247,11 @@ def test_a_restore_is_bound_to_the_identity_and_rechecks_each_room(
         left = driver.expect(lambda r: r["name"] == "bob"
                              and r.get("event") == "pr-room-user-left")
         assert left["args"][0]["pullRequestId"] == lost
+        # bob hears of the lost room while alice's replay may still be on its way: a barrier
+        # message after it, and alice's messages up to it are exactly the kept room's
+        _say(driver, "bob", kept, "bob", "barrier")
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
+                      and r["args"][0]["message"] == "barrier")
         assert _texts(driver, "alice") == ["in kept"]
         reply = driver.call("alice", SEND, {"pullRequestId": lost, "message": "hi"})
         assert reply["error"]["code"] == "not-a-member"
