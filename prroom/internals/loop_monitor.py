@@ -36,6 +36,8 @@ TICK_SECONDS = 0.05
 #: loop stuck in a loop, or an attacker hitting a slow route, must not flood the log).
 WARN_BURST = 3
 WARN_EVERY_SECONDS = 10.0
+#: How long a block's warning waits for the monitoring thread's report of it.
+REPORT_WAIT_SECONDS = 0.25
 #: The window of ``worst_recent_lag``.
 RECENT_SECONDS = 60.0
 
@@ -69,6 +71,7 @@ class LoopMonitor:
         self._last_warning = time.perf_counter()
         self._suppressed = 0
         self._timer: Any = None
+        self._pending: Optional[Tuple[float, float]] = None  # a block not yet warned about
         self._last_tick = 0.0
         self.last_lag = 0.0
         self.blocks = 0
@@ -123,7 +126,15 @@ class LoopMonitor:
             self.blocks += 1
             self._recent.append((now, lag))
             self._on_block(lag)
-            self._warn(now, lag)
+            if self._pending is not None:
+                self._warn(*self._pending)
+            self._pending = (now, lag)
+        # The monitoring thread may still be writing its report when the loop comes back
+        # (older gevent prints the whole greenlet tree first): wait a few ticks for it.
+        if self._pending is not None and (self._reports or
+                                          now - self._pending[0] >= REPORT_WAIT_SECONDS):
+            pending, self._pending = self._pending, None
+            self._warn(*pending)
 
     def _warn(self, now: float, lag: float) -> None:
         report = self._report_since(now - lag - TICK_SECONDS)
