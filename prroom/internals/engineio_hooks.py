@@ -127,6 +127,10 @@ def _patch_socket_class() -> None:
     handle_get, handle_post, close = cls.handle_get_request, cls.handle_post_request, cls.close
 
     def handle_get_request(self: Any, environ: dict, start_response: Callable) -> Any:
+        if getattr(self.server, _MARK, False) and _is_upgrade(environ) and self.upgraded:
+            # A second upgrade of the same session: python-engineio raises OSError, which
+            # older releases (4.13) let out as a traceback per request; a 400 says it all.
+            raise exceptions.EngineIOError()
         if not getattr(self.server, _MARK, False) or _is_upgrade(environ):
             return handle_get(self, environ, start_response)
         if not self.check_ping_timeout():  # closed it, with a CLOSE packet for a poller
