@@ -186,6 +186,9 @@ class PRRoom:
         self._authenticate: Optional[Callable[[Any, Any], Any]] = None
         self._can_join: Optional[Callable[[Optional[Identity], int], bool]] = None
         self._apps: List["weakref.ReferenceType[Flask]"] = []
+        # The direct form ``PRRoom(Flask(...))`` may be the only reference to its app; keep it
+        # alive, as Flask-SQLAlchemy's direct form does. init_app() holds apps weakly.
+        self._direct_app = app
         if app is not None:
             self.init_app(app)
 

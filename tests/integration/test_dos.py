@@ -150,11 +150,17 @@ def test_a_slow_long_poll_or_websocket_is_not_a_stalled_request(server):
 # -- sessions that never connect ------------------------------------------------------------
 
 def gone(session: PollingSession) -> bool:
-    """Whether a long-polling session is closed (400) rather than waiting for packets."""
+    """Whether a long-polling session is closed rather than waiting for packets.
+
+    Closed already: the poll is a 400. Closed while this poll waits: it carries the CLOSE
+    packet ("1") -- how Engine.IO ends a polling session that is being polled.
+    """
     try:
-        return session.get(timeout=2).status_code == 400
+        response = session.get(timeout=CONNECT_TIMEOUT + SLACK)
     except requests.Timeout:
         return False
+    return response.status_code == 400 or (
+        response.status_code == 200 and "1" in response.text.split("\x1e"))
 
 
 def test_sessions_that_never_send_a_connect_are_closed(server, pr_id):

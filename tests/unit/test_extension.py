@@ -1,6 +1,8 @@
 """PRRoom as a Flask extension, driven through Flask's and Flask-SocketIO's test clients."""
 from __future__ import annotations
 
+import gc
+
 import pytest
 from flask import Flask
 from flask_socketio import SocketIO
@@ -51,6 +53,14 @@ def join(client, pr, username):
 
 
 # -- registration ---------------------------------------------------------------------
+
+def test_direct_form_keeps_its_app_alive():
+    # PRRoom(Flask(...)) may hold the only reference to the app
+    ext = PRRoom(make_app())
+    gc.collect()
+    assert ext.app is not None
+    assert ext.socketio.server is not None
+
 
 def test_direct_form_registers_extension():
     app = make_app()
