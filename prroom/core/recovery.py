@@ -21,7 +21,18 @@ from __future__ import annotations
 import collections
 import secrets
 import time
-from typing import Any, Callable, Collection, Deque, Dict, List, NamedTuple, Optional, Tuple
+from typing import (
+    Any,
+    Callable,
+    Collection,
+    Deque,
+    Dict,
+    List,
+    Mapping,
+    NamedTuple,
+    Optional,
+    Tuple,
+)
 
 #: Longest pid or offset prroom reads from a CONNECT auth payload.
 MAX_TOKEN_LENGTH = 64
@@ -95,21 +106,29 @@ class RoomBuffers:
             return None
         return value if 0 < value <= self._seq and seq == f"{value:x}" else None
 
-    def missed(self, rooms: Collection[int], after: int, old_sid: Optional[str]
-               ) -> Optional[List[BufferedPacket]]:
+    def current(self) -> int:
+        """The newest sequence issued: a member joining now has seen everything up to it."""
+        return self._seq
+
+    def missed(self, rooms: Collection[int], after: int, old_sid: Optional[str],
+               joined: Optional[Mapping[int, int]] = None) -> Optional[List[BufferedPacket]]:
         """Packets of ``rooms`` after sequence ``after``, in order; None if some were dropped.
 
-        Packets that skipped ``old_sid`` (the session's own announcements) are left out.
+        ``joined`` gives, per room, the sequence current when the session joined it: what
+        came before was never the session's to see (a connection that joins a room long
+        after connecting must not get the room's earlier packets).  Packets that skipped
+        ``old_sid`` (the session's own announcements) are left out.
         """
         found: List[BufferedPacket] = []
         for room in rooms:
             buffer = self._rooms.get(room)
             if buffer is None:
                 continue
+            since = max(after, (joined or {}).get(room, 0))
             self._drop_old(buffer)
-            if buffer.dropped_through > after:
+            if buffer.dropped_through > since:
                 return None
-            found.extend(p for p in buffer.packets if p.seq > after and p.skip_sid != old_sid)
+            found.extend(p for p in buffer.packets if p.seq > since and p.skip_sid != old_sid)
         found.sort(key=lambda packet: packet.seq)
         return found
 
@@ -143,10 +162,11 @@ class Session:
     """What a recoverable disconnect leaves behind, for ``window`` seconds."""
 
     __slots__ = ("pid", "identity", "rooms", "limiter_state", "old_sid", "min_seq",
-                 "expires_at")
+                 "expires_at", "joined", "left_announced")
 
     def __init__(self, pid: str, identity: Optional[str], rooms: Dict[int, str],
-                 limiter_state: Any, old_sid: str, min_seq: int, expires_at: float) -> None:
+                 limiter_state: Any, old_sid: str, min_seq: int, expires_at: float,
+                 joined: Optional[Dict[int, int]] = None, left_announced: bool = True) -> None:
         self.pid = pid
         self.identity = identity
         self.rooms = rooms
@@ -154,6 +174,11 @@ class Session:
         self.old_sid = old_sid
         self.min_seq = min_seq
         self.expires_at = expires_at
+        #: per room, the sequence current when the session joined it
+        self.joined: Dict[int, int] = joined or {}
+        #: whether the others were told the user left (False while a presence grace hides
+        #: the disconnect): a restore announces the user joined again only if they were
+        self.left_announced = left_announced
 
 
 class SessionStore:
@@ -167,10 +192,12 @@ class SessionStore:
         self._sessions: "collections.OrderedDict[str, Session]" = collections.OrderedDict()
 
     def persist(self, pid: str, identity: Optional[str], rooms: Dict[int, str],
-                limiter_state: Any, old_sid: str, min_seq: int) -> Session:
+                limiter_state: Any, old_sid: str, min_seq: int,
+                joined: Optional[Dict[int, int]] = None, left_announced: bool = True
+                ) -> Session:
         """Keep a disconnected session until the window passes."""
         session = Session(pid, identity, dict(rooms), limiter_state, old_sid, min_seq,
-                          self._clock() + self.window)
+                          self._clock() + self.window, dict(joined or {}), left_announced)
         self._sessions.pop(pid, None)
         self._sessions[pid] = session
         while len(self._sessions) > self.cap:
@@ -196,6 +223,14 @@ class SessionStore:
                 break
             gone.append(self._sessions.popitem(last=False)[1])
         return gone
+
+    def mark_left_announced(self, pid: str) -> bool:
+        """Record that the session's departure was announced; False if it is gone."""
+        session = self._sessions.get(pid)
+        if session is None:
+            return False
+        session.left_announced = True
+        return True
 
     def rooms(self) -> set:
         """Every room some stored session was in."""

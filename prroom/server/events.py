@@ -26,11 +26,17 @@ from prroom.core.limits import SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message
 from prroom.core.presence import Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
-from prroom.core.recovery import RoomBuffers, SentMessages, SessionStore, new_pid
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import engineio_hooks, socketio_hooks
 from prroom.internals.managers import QueueUnavailable, confirm_published
 from prroom.server.metrics import Metrics
+from prroom.server.recovery import (  # noqa: F401 - re-exported
+    RECOVERABLE_EVENTS,
+    RECOVERABLE_REASONS,
+    SESSION_EVENT,
+    Recovery,
+    SessionRecovery,
+)
 
 logger = logging.getLogger("prroom")
 
@@ -39,33 +45,6 @@ Handler = Callable[[str, Any], dict]
 #: Which rate-limit bucket each client event spends.
 RATE_KIND = {protocol.JOIN: "room", protocol.LEAVE: "room", protocol.SEND_MESSAGE: "message",
              protocol.TYPING: "typing", protocol.STOP_TYPING: "typing"}
-
-
-#: Room broadcasts a returning client must not miss: they carry an offset and are buffered.
-#: Typing indicators are not: replayed seconds later they would be stale.
-RECOVERABLE_EVENTS = frozenset({protocol.MESSAGE, protocol.USER_JOINED, protocol.USER_LEFT})
-
-#: Disconnect reasons after which a client reconnects on its own (python-engineio's names);
-#: a client that disconnected on purpose, or was disconnected by the server, does not.
-RECOVERABLE_REASONS = frozenset({"transport close", "transport error", "ping timeout"})
-
-#: Sent to a connection, with recovery on, right after its CONNECT (and any replay):
-#: ``{recovered}`` and a fresh offset as last argument.  Only offsets at or after that one
-#: restore the session later, so an older ``{pid, offset}`` someone saw is worthless.
-SESSION_EVENT = "pr-room-session"
-
-#: Stored sessions and remembered clientMessageIds at most (memory bound under a flood).
-MAX_SESSIONS = 100_000
-MAX_CLIENT_MESSAGE_IDS = 100_000
-MAX_CLIENT_MESSAGE_ID_LENGTH = 64
-
-
-class Recovery(NamedTuple):
-    """Connection state recovery settings; ``window`` 0 is off."""
-
-    window: float = 0.0
-    buffer: int = DEFAULTS["PRROOM_RECOVERY_BUFFER"]
-    presence_grace: float = DEFAULTS["PRROOM_PRESENCE_GRACE"]
 
 
 class Caps(NamedTuple):
@@ -109,14 +88,9 @@ class RoomEvents:
         self.message_ids = MessageIds()
         self._sweeper_started = False
         self.recovery = recovery or Recovery()
-        window = self.recovery.window
-        self.grace = min(self.recovery.presence_grace, window)
-        self.buffers = RoomBuffers(window, self.recovery.buffer)
-        self.sessions = SessionStore(window, MAX_SESSIONS)
-        self.sent = SentMessages(window, MAX_CLIENT_MESSAGE_IDS)
-        self._pids: Dict[str, Tuple[str, int]] = {}  # sid -> (pid, its marker's sequence)
-        # pid -> (when to announce, [(pull_request_id, username)]) during the presence grace
-        self._pending_left: Dict[str, Tuple[float, List[Tuple[int, str]]]] = {}
+        #: connection state recovery, or None when it is off (PRROOM_RECOVERY_WINDOW=0)
+        self.resume: Optional[SessionRecovery] = (
+            SessionRecovery(self, self.recovery) if self.recovery.window else None)
 
     def register(self) -> None:
         """Install the handlers, keeping any connect/disconnect handler the host app had.
@@ -150,7 +124,7 @@ class RoomEvents:
         socketio_hooks.guard_packets(self.server, self._protocol_violation, ns, mine,
                                      self.caps.max_attachments)
         socketio_hooks.fix_connects(self.server, self.caps.connect_timeout,
-                                    self._connect_reply if self.recovery.window else None)
+                                    self.resume.connect_reply if self.resume else None)
         engineio_hooks.install(self.server)
 
     # -- connection lifecycle ---------------------------------------------------------
@@ -172,108 +146,10 @@ class RoomEvents:
         self.connected += 1
         self.metrics.record_connection("accepted")
         self._start_background_tasks()
-        recovered = self._recover(sid, identity, auth) if self.recovery.window else None
+        recovered = self.resume.restore(sid, identity, auth) if self.resume else None
         logger.info("connect sid=%s addr=%s identity=%s%s", sid, address,
                     identity.name if identity else "-",
                     "" if recovered is None else f" recovered={str(recovered).lower()}")
-
-    # -- connection state recovery ----------------------------------------------------
-
-    def _connect_reply(self, namespace: str, sid: str) -> Optional[dict]:
-        """The ``pid`` next to ``sid`` in the CONNECT reply (socketio_hooks.fix_connects)."""
-        if namespace != self.namespace or sid not in self._pids:
-            return None
-        return {"pid": self._pids[sid][0]}
-
-    def _recover(self, sid: str, identity: Optional[Identity], auth: Any) -> bool:
-        """Restore the session ``auth`` names if it may be; give ``sid`` its pid either way.
-
-        Anything wrong (unknown, expired, used, malformed, another identity, missed packets
-        dropped) is a fresh session, never an error.  The replay is sent to this socket while
-        its CONNECT reply is held (fix_connects), so it follows the reply and precedes
-        anything newer: nothing else runs on this process meanwhile.
-        """
-        session = after = None
-        if isinstance(auth, dict):
-            session = self.sessions.take(auth.get("pid"))
-            after = self.buffers.parse(auth.get("offset"))
-        name = identity.name if identity else None
-        missed = None
-        rooms: Dict[int, str] = {}
-        if session is not None and after is not None and after >= session.min_seq \
-                and session.identity == name:
-            rooms = {pr: username for pr, username in session.rooms.items()
-                     if self.identity.can_join(identity, pr)}
-            missed = self.buffers.missed(rooms, after, session.old_sid)
-        if session is None or missed is None:
-            if session is not None:  # the session is gone for good: announce it now
-                self._flush_left(session.pid)
-            self._pids[sid] = (new_pid(), self._send_marker(sid, False))
-            return False
-        for pull_request_id, username in rooms.items():
-            self.registry.join(sid, pull_request_id, username)
-            self.server.enter_room(sid, room_name(pull_request_id), self.namespace)
-        self.limiter.put_state(sid, session.limiter_state)
-        for packet in missed:
-            self.server.emit(packet.event, (packet.data, packet.offset), to=sid,
-                             namespace=self.namespace, ignore_queue=True)
-        self._restore_presence(sid, session.pid, session.rooms, rooms)
-        self._pids[sid] = (session.pid, self._send_marker(sid, True))
-        self.metrics.record_connection("recovered")
-        return True
-
-    def _send_marker(self, sid: str, recovered: bool) -> int:
-        seq, offset = self.buffers.marker()
-        self.server.emit(SESSION_EVENT, ({"recovered": recovered}, offset), to=sid,
-                         namespace=self.namespace, ignore_queue=True)
-        return seq
-
-    def _restore_presence(self, sid: str, pid: str, had: Dict[int, str],
-                          kept: Dict[int, str]) -> None:
-        """Within the grace nobody heard the user leave: say nothing (or left, for lost rooms).
-
-        After it, the user was announced as left: announce them joined again.
-        """
-        pending = self._pending_left.pop(pid, None)
-        if pending is not None:
-            for pull_request_id, username in pending[1]:
-                if pull_request_id not in kept:  # can_join now refuses: left after all
-                    self._presence_left(pull_request_id, username)
-            return
-        for pull_request_id, username in kept.items():
-            try:
-                first = self.presence.add(pull_request_id, username)
-            except Exception as exc:
-                logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
-                continue
-            if first:
-                self._announce(protocol.USER_JOINED, pull_request_id, username, skip_sid=sid)
-
-    def _flush_left(self, pid: str) -> None:
-        """Announce the users a session's grace was hiding as left, now."""
-        pending = self._pending_left.pop(pid, None)
-        if pending is not None:
-            for pull_request_id, username in pending[1]:
-                self._presence_left(pull_request_id, username)
-
-    def _sweep_recovery(self) -> None:
-        """Announce the users whose grace passed; drop what the window no longer covers."""
-        now = time.monotonic()
-        for pid in [pid for pid, (due, _) in self._pending_left.items() if due <= now]:
-            self._flush_left(pid)
-        for session in self.sessions.expire():
-            self._flush_left(session.pid)
-        stored = self.sessions.rooms()
-        self.buffers.expire(lambda room: room in stored or bool(self.registry.members(room)))
-
-    def _recovery_forever(self) -> None:
-        interval = max(0.05, min(0.5, (self.grace or self.recovery.window) / 4))
-        while True:
-            self.server.sleep(interval)
-            try:
-                self._sweep_recovery()
-            except Exception:
-                logger.exception("recovery sweeper failed; retrying")
 
     def _count_connection(self, identity: Identity) -> None:
         count = self._connections_of.get(identity.name, 0)
@@ -293,26 +169,21 @@ class RoomEvents:
             else:
                 del self._connections_of[identity.name]
         self.connected -= 1
-        pid = self._pids.pop(sid, None)
-        keep = pid is not None and str(reason) in RECOVERABLE_REASONS
-        if keep:
-            assert pid is not None
-            self.sessions.persist(pid[0], identity.name if identity else None,
-                                  self.registry.rooms_of(sid), self.limiter.take_state(sid),
-                                  sid, pid[1])
-        else:
+        kept = self.resume.keep(sid, identity, reason, self.registry.rooms_of(sid)) \
+            if self.resume else None
+        if kept is None:
             self.limiter.forget(sid)
         departures = self.registry.disconnect(sid)
         for departure in departures:
             if departure.was_typing:
-                self._announce(protocol.STOP_TYPING, departure.pull_request_id,
-                                  departure.username, skip_sid=sid)
-            if not (keep and self.grace):
-                self._presence_left(departure.pull_request_id, departure.username,
-                                    skip_sid=sid)
-        if keep and self.grace and departures and pid is not None:
-            self._pending_left[pid[0]] = (time.monotonic() + self.grace,
-                                          [(d.pull_request_id, d.username) for d in departures])
+                self.announce(protocol.STOP_TYPING, departure.pull_request_id,
+                              departure.username, skip_sid=sid)
+        held = kept is not None and self.resume is not None and \
+            self.resume.hold_departures(kept, departures)
+        if not held:
+            for departure in departures:
+                self.presence_left(departure.pull_request_id, departure.username,
+                                   skip_sid=sid)
         logger.info("disconnect sid=%s identity=%s reason=%s rooms=%s", sid,
                     identity.name if identity else "-", reason or "-",
                     ",".join(str(d.pull_request_id) for d in departures) or "-")
@@ -363,6 +234,8 @@ class RoomEvents:
                    username=username)
         if self.registry.join(sid, pull_request_id, username):
             self.server.enter_room(sid, room_name(pull_request_id), self.namespace)
+            if self.resume:
+                self.resume.joined(sid, pull_request_id)
             logger.info("join sid=%s user=%s pr=%s", sid, username, pull_request_id)
             try:
                 first = self.presence.add(pull_request_id, username)
@@ -373,7 +246,7 @@ class RoomEvents:
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
             self._to_socket(sid, protocol.MEMBERS,
                             {"pullRequestId": pull_request_id, "members": members})
-            if first and not self._announce(protocol.USER_JOINED, pull_request_id, username,
+            if first and not self.announce(protocol.USER_JOINED, pull_request_id, username,
                                             skip_sid=sid):
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
         return reply
@@ -385,9 +258,11 @@ class RoomEvents:
         self.registry.name_in(sid, pull_request_id, claimed=request.username)
         departure = self.registry.leave(sid, pull_request_id)
         self.server.leave_room(sid, room_name(pull_request_id), self.namespace)
+        if self.resume:
+            self.resume.left(sid, pull_request_id)
         if departure.was_typing:
-            self._announce(protocol.STOP_TYPING, pull_request_id, departure.username)
-        self._presence_left(pull_request_id, departure.username)
+            self.announce(protocol.STOP_TYPING, pull_request_id, departure.username)
+        self.presence_left(pull_request_id, departure.username)
         logger.info("leave sid=%s user=%s pr=%s", sid, departure.username, pull_request_id)
         return ok(pullRequestId=pull_request_id, room=room_name(pull_request_id))
 
@@ -397,35 +272,25 @@ class RoomEvents:
                                                  sid not in self._identities)
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
-        client_id = self._client_message_id(payload)
+        resume = self.resume
+        client_id = resume.client_message_id(payload) if resume else None
         sender = "id:" + self._name(sid) if sid in self._identities else "user:" + username
         if client_id is not None:
-            original = self.sent.get(sender, pull_request_id, client_id)
+            assert resume is not None
+            original = resume.sent.get(sender, pull_request_id, client_id)
             if original is not None:  # a retried send: delivered once, same ack
                 return original
         if self.registry.stop_typing(sid, pull_request_id):
             # a sent message ends that user's typing indicator for the others
-            self._announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
+            self.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
         message = chat_message(self.message_ids, pull_request_id, username, request.message)
         reply = ok(pullRequestId=pull_request_id, id=message["id"], sentAt=message["sentAt"])
         self.metrics.record_message()
         if not self._broadcast(protocol.MESSAGE, dict(message), pull_request_id):
             reply["warning"] = protocol.CLUSTER_UNAVAILABLE
-        if client_id is not None:
-            self.sent.put(sender, pull_request_id, client_id, reply)
+        if client_id is not None and resume is not None:
+            resume.sent.put(sender, pull_request_id, client_id, reply)
         return reply
-
-    def _client_message_id(self, payload: dict) -> Optional[str]:
-        """``clientMessageId`` when recovery is on (else ignored, as any extra field)."""
-        if not self.recovery.window or "clientMessageId" not in payload:
-            return None
-        value = payload["clientMessageId"]
-        if not isinstance(value, str) or not 0 < len(value) <= MAX_CLIENT_MESSAGE_ID_LENGTH:
-            raise ProtocolError(ErrorCode.INVALID_FIELD,
-                                "clientMessageId must be a string of 1 to "
-                                f"{MAX_CLIENT_MESSAGE_ID_LENGTH} characters",
-                                field="clientMessageId")
-        return value
 
     def post(self, request: Any) -> ChatMessage:
         """A message from outside any socket (bots, the HTTP API); no membership needed.
@@ -448,7 +313,7 @@ class RoomEvents:
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         self.registry.start_typing(sid, pull_request_id)
-        self._announce(protocol.TYPING, pull_request_id, username, skip_sid=sid)
+        self.announce(protocol.TYPING, pull_request_id, username, skip_sid=sid)
         return ok(pullRequestId=pull_request_id, expiresIn=self.registry.typing_timeout)
 
     def stop_typing(self, sid: str, payload: Any) -> dict:
@@ -457,7 +322,7 @@ class RoomEvents:
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         if self.registry.stop_typing(sid, pull_request_id):
-            self._announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
+            self.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
         return ok(pullRequestId=pull_request_id)
 
     def unknown_event(self, event: str, sid: str, *args: Any) -> Optional[dict]:
@@ -534,7 +399,7 @@ class RoomEvents:
                             protocol.error_event(event, err, pull_request_id))
         return protocol.failure(err)
 
-    def _announce(self, event: str, pull_request_id: int, username: str,
+    def announce(self, event: str, pull_request_id: int, username: str,
                   skip_sid: Optional[str] = None) -> bool:
         """Tell a room ``{pullRequestId, username}`` (typing, stop-typing, joined, left)."""
         return self._broadcast(event, {"pullRequestId": pull_request_id,
@@ -545,10 +410,12 @@ class RoomEvents:
                    skip_sid: Optional[str] = None) -> bool:
         """Emit to a room on every process; False if only this process's members got it."""
         sent: Any = data
-        if self.recovery.window and event in RECOVERABLE_EVENTS:
+        offset = self.resume.offset_for(event, pull_request_id, data, skip_sid) \
+            if self.resume else None
+        if offset is not None:
             # the offset as last argument, as socket.io-client expects; one tuple for the
             # whole room, so the packet is still encoded and framed once per broadcast
-            sent = (data, self.buffers.record(pull_request_id, event, data, skip_sid))
+            sent = (data, offset)
         try:
             self.server.emit(event, sent, to=room_name(pull_request_id), skip_sid=skip_sid,
                              namespace=self.namespace)
@@ -564,7 +431,7 @@ class RoomEvents:
         # The socket is on this process: no trip through the message queue.
         self.server.emit(event, data, to=sid, namespace=self.namespace, ignore_queue=True)
 
-    def _presence_left(self, pull_request_id: int, username: str,
+    def presence_left(self, pull_request_id: int, username: str,
                        skip_sid: Optional[str] = None) -> None:
         try:
             last = self.presence.remove(pull_request_id, username)
@@ -572,12 +439,22 @@ class RoomEvents:
             logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
             return
         if last:
-            self._announce(protocol.USER_LEFT, pull_request_id, username, skip_sid=skip_sid)
+            self.announce(protocol.USER_LEFT, pull_request_id, username, skip_sid=skip_sid)
+
+    def presence_joined(self, sid: str, pull_request_id: int, username: str) -> None:
+        """Count ``sid``'s user in the room; tell the others if it is the user's first."""
+        try:
+            first = self.presence.add(pull_request_id, username)
+        except Exception as exc:
+            logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
+            return
+        if first:
+            self.announce(protocol.USER_JOINED, pull_request_id, username, skip_sid=sid)
 
     def announce_left(self, gone: Iterable[Left]) -> None:
         """Tell rooms that users of a vanished process are gone (presence reaper)."""
         for pull_request_id, username in gone:
-            self._announce(protocol.USER_LEFT, pull_request_id, username)
+            self.announce(protocol.USER_LEFT, pull_request_id, username)
 
     def _start_background_tasks(self) -> None:
         # Started lazily: on the first connection we are surely inside the serving process
@@ -588,8 +465,8 @@ class RoomEvents:
             self.server.start_background_task(self._drop_slow_consumers_forever)
             self.presence.start(self.server.start_background_task, self.server.sleep,
                                 self.announce_left)
-            if self.recovery.window:
-                self.server.start_background_task(self._recovery_forever)
+            if self.resume:
+                self.server.start_background_task(self.resume.sweep_forever)
 
     def _drop_slow_consumers_forever(self) -> None:
         # Engine.IO queues outgoing packets without bound; a client that stops reading would
@@ -615,7 +492,7 @@ class RoomEvents:
             self.server.sleep(interval)
             try:
                 for sid, pull_request_id, username in self.registry.expire_typing():
-                    self._announce(protocol.STOP_TYPING, pull_request_id, username,
+                    self.announce(protocol.STOP_TYPING, pull_request_id, username,
                                       skip_sid=sid)
             except Exception:
                 logger.exception("typing sweeper failed; retrying")

@@ -33,10 +33,11 @@ from prroom.internals import gevent_traps, loop_monitor, socketio_hooks, websock
 from prroom.internals.loop_monitor import LoopMonitor
 from prroom.internals.managers import ClusterManager, IndexedManager
 from prroom.server.api import api
-from prroom.server.events import Caps, Recovery, RoomEvents
+from prroom.server.events import Caps, RoomEvents
 from prroom.server.flask_commands import commands
 from prroom.server.metrics import Metrics
 from prroom.server.ops import metrics_view, ops
+from prroom.server.recovery import Recovery
 from prroom.server.web import blueprint
 
 logger = logging.getLogger("prroom")

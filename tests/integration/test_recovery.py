@@ -153,6 +153,31 @@ def test_a_replayed_pid_gets_a_fresh_session_and_nothing(
         proxy.close()
 
 
+def test_what_a_room_said_before_the_join_is_never_replayed(
+        recovery_server: servers.ServerProcess, driver: NodeDriver) -> None:
+    # alice connects, the room talks, and only then does she join: a blip right after must
+    # not hand her what was said before she was there
+    proxy = TcpProxy(recovery_server.port)
+    try:
+        room = next(_rooms)
+        _connect(driver, "bob", recovery_server.url)
+        _join(driver, "bob", room, "bob")
+        _connect(driver, "alice", proxy.url)
+        _say(driver, "bob", room, "bob", "before alice joined")
+        _join(driver, "alice", room, "alice")
+        _cut(driver, proxy)
+        _say(driver, "bob", room, "bob", "while alice was away")
+        proxy.reopen()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
+                      and r["recovered"] is True)
+        _say(driver, "bob", room, "bob", "after")
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
+                      and r["args"][0]["message"] == "after")
+        assert _texts(driver, "alice") == ["while alice was away"]
+    finally:
+        proxy.close()
+
+
 def test_an_overflowed_buffer_gives_a_fresh_session(
         recovery_server: servers.ServerProcess, driver: NodeDriver) -> None:
     proxy = TcpProxy(recovery_server.port)
