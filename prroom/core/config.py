@@ -269,8 +269,8 @@ SETTINGS: Tuple[Setting, ...] = (
             "namespace (where authentication happens) before it is closed", 1, 3600),
     Setting("PRROOM_RECOVERY_WINDOW", 0.0, _parse_float,
             "Seconds a lost connection's session (rooms, identity, missed room messages) is "
-            "kept for socket.io-client's connection state recovery; 0 = off (single process "
-            "only for now)", 0, 3600),
+            "kept for socket.io-client's connection state recovery (in Redis when "
+            "PRROOM_MESSAGE_QUEUE is set, for every process); 0 = off", 0, 3600),
     Setting("PRROOM_RECOVERY_BUFFER", 1000, _parse_int,
             "Room broadcasts kept per room for recovery; a session that missed more gets a "
             "fresh session", 1, 1_000_000),

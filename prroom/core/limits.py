@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import math
 import time
-from typing import Callable, Dict, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from prroom.core.protocol import ErrorCode, ProtocolError
 
@@ -100,3 +100,30 @@ class SocketLimiter:
             self._buckets[sid] = buckets
         if strikes:
             self._strikes[sid] = strikes
+
+
+def export_state(state: Tuple[Optional[List[TokenBucket]], int], now: float) -> list:
+    """:meth:`SocketLimiter.take_state`'s result as JSON for another process: each bucket's
+    rate, burst, tokens and age (seconds since it was last charged), then the strikes."""
+    buckets, strikes = state
+    exported = None if buckets is None else [
+        [bucket.rate, bucket.burst, bucket.tokens, max(0.0, now - bucket.updated)]
+        for bucket in buckets]
+    return [exported, strikes]
+
+
+def import_state(data: Any, now: float) -> Tuple[Optional[List[TokenBucket]], int]:
+    """The state :func:`export_state` wrote, for :meth:`SocketLimiter.put_state`; anything
+    malformed is a fresh state (full buckets), never an error."""
+    try:
+        exported, strikes = data
+        buckets: Optional[List[TokenBucket]] = None
+        if exported is not None:
+            buckets = []
+            for rate, burst, tokens, age in exported:
+                bucket = TokenBucket(Rate(float(rate), int(burst)), now - float(age))
+                bucket.tokens = min(float(tokens), bucket.burst)
+                buckets.append(bucket)
+        return buckets, int(strikes)
+    except (TypeError, ValueError):
+        return None, 0

@@ -28,6 +28,7 @@ which resolves the current master on every connect) work alike.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
 import threading
 import time
@@ -43,6 +44,10 @@ except ImportError:  # the redis extra is not installed: nothing here will be us
 logger = logging.getLogger("prroom")
 Command = Tuple  # ("PUBLISH", channel, payload), as redis-py packs it
 ModeProbe = Callable[[object], bool]
+
+
+#: Stands for the room publish command in :meth:`Publisher.run_script` arguments.
+ROOM_PUBLISH = "\x00room-publish"
 
 
 class QueueUnavailable(ConnectionError):
@@ -82,7 +87,7 @@ class _Batch:
     __slots__ = ("commands", "results", "done")
 
     def __init__(self) -> None:
-        self.commands: List[Tuple[str, str, str]] = []  # (kind, channel, payload)
+        self.commands: List[Tuple[str, str, Any]] = []  # (kind, channel, payload)
         self.results: list = []
         self.done = threading.Event()
 
@@ -145,6 +150,7 @@ class Publisher:
         self._lock = threading.Lock()
         self._started = False
         self._failed_at: Optional[float] = None
+        self._scripts: Dict[str, str] = {}  # sha1 -> source, loaded on every connect
         #: False from a failed batch until one gets through.
         self.healthy = True
         self.batches = 0
@@ -152,10 +158,25 @@ class Publisher:
 
     def publish(self, kind: str, channel: str, payload: str) -> Ticket:
         """Queue ``payload`` for ``channel`` (``kind`` ``"room"`` or ``"deployment"``)."""
+        return self._queue((kind, channel, payload))
+
+    def load_script(self, source: str) -> str:
+        """Have every connection of this publisher know the Lua ``source``; its SHA1."""
+        sha = hashlib.sha1(source.encode()).hexdigest()
+        self._scripts[sha] = source
+        return sha
+
+    def run_script(self, sha: str, keys: List[str], args: List[Any]) -> Ticket:
+        """Queue ``EVALSHA`` of a script loaded with :meth:`load_script`.  An argument that
+        is :data:`ROOM_PUBLISH` is sent as the command room messages are published with
+        (``SPUBLISH`` or ``PUBLISH``, known once connected)."""
+        return self._queue(("script", sha, (keys, args)))
+
+    def _queue(self, command: Tuple[str, str, Any]) -> Ticket:
         with self._lock:
             batch = self._batch
             commands = batch.commands
-            commands.append((kind, channel, payload))
+            commands.append(command)
             index = len(commands) - 1
             if not self._started:
                 self._started = True
@@ -190,7 +211,9 @@ class Publisher:
             connection = self._connected()
             name = "SPUBLISH" if self._sharded else "PUBLISH"
             packed = connection.pack_commands(
-                [(name if kind == "room" else "PUBLISH", channel, payload)
+                [self._script_command(channel, payload, name)
+                 if kind == "script" else (name if kind == "room" else "PUBLISH", channel,
+                                            payload)
                  for kind, channel, payload in batch.commands])
             self._inflight.append(batch)  # before writing: the reader may answer at once
             connection.send_packed_command(packed, check_health=False)
@@ -203,12 +226,21 @@ class Publisher:
                 self._unreachable(exc)
             batch.fail(exc)  # no-op if _lost failed it already
 
+    @staticmethod
+    def _script_command(sha: str, keys_args: Tuple[List[str], List[Any]], name: str) -> tuple:
+        keys, args = keys_args
+        return ("EVALSHA", sha, len(keys), *keys,
+                *(name if arg is ROOM_PUBLISH else arg for arg in args))
+
     def _connected(self) -> object:
         connection = self._connection
         if connection is None:
             connection = self._connect()
             connection.connect()
             self._sharded = self._probe(connection)
+            for source in self._scripts.values():  # a restarted Redis forgot them
+                connection.send_command("SCRIPT", "LOAD", source)
+                connection.read_response()
             self._connection = connection
             self._start(lambda: self._read_forever(connection))
         return connection

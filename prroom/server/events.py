@@ -26,6 +26,7 @@ from prroom.core.limits import SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message
 from prroom.core.presence import Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
+from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import engineio_hooks, socketio_hooks
 from prroom.internals.managers import QueueUnavailable, confirm_published
@@ -34,6 +35,7 @@ from prroom.server.recovery import (  # noqa: F401 - re-exported
     RECOVERABLE_EVENTS,
     RECOVERABLE_REASONS,
     SESSION_EVENT,
+    SHUTDOWN_REASON,
     Recovery,
     SessionRecovery,
 )
@@ -71,7 +73,8 @@ class RoomEvents:
                  limiter: SocketLimiter, limits: Optional[Limits] = None,
                  caps: Optional[Caps] = None, presence: Optional[Presence] = None,
                  metrics: Optional[Metrics] = None, namespace: str = "/",
-                 recovery: Optional[Recovery] = None) -> None:
+                 recovery: Optional[Recovery] = None,
+                 recovery_store: Optional[RedisRecoveryStore] = None) -> None:
         self.server = server
         self.registry = registry
         self.identity = identity
@@ -87,10 +90,14 @@ class RoomEvents:
         self.connected = 0
         self.message_ids = MessageIds()
         self._sweeper_started = False
+        #: set by :meth:`shutdown`: the disconnects that follow are this server's, and
+        #: recoverable (the clients reconnect to another instance)
+        self.stopping = False
         self.recovery = recovery or Recovery()
         #: connection state recovery, or None when it is off (PRROOM_RECOVERY_WINDOW=0)
         self.resume: Optional[SessionRecovery] = (
-            SessionRecovery(self, self.recovery) if self.recovery.window else None)
+            SessionRecovery(self, self.recovery, recovery_store) if self.recovery.window
+            else None)
 
     def register(self) -> None:
         """Install the handlers, keeping any connect/disconnect handler the host app had.
@@ -169,6 +176,8 @@ class RoomEvents:
             else:
                 del self._connections_of[identity.name]
         self.connected -= 1
+        if self.stopping:  # closed by shutdown(): its client reconnects elsewhere
+            reason = SHUTDOWN_REASON
         kept = self.resume.keep(sid, identity, reason, self.registry.rooms_of(sid)) \
             if self.resume else None
         if kept is None:
@@ -196,13 +205,16 @@ class RoomEvents:
         to another instance behind the load balancer.  Their disconnects run the usual
         cleanup, so the rest of the cluster hears who left at once.
         """
+        self.stopping = True
         socketio_hooks.refuse_new_connections(self.server)  # reconnects must find another instance
         self.server.emit(protocol.SHUTDOWN, {"reconnect": True,
                                              "message": "this server is shutting down"},
                          namespace=self.namespace, ignore_queue=True)
         eio_sids = socketio_hooks.connected_eio_sids(self.server)
         for eio_sid in eio_sids:
-            socketio_hooks.close_transport(self.server, eio_sid)
+            socketio_hooks.close_transport(self.server, eio_sid)  # runs on_disconnect
+        if self.resume:
+            self.resume.hand_off()
         forget = getattr(self.presence, "forget_self", None)
         if forget is not None:
             try:
@@ -233,9 +245,10 @@ class RoomEvents:
         reply = ok(pullRequestId=pull_request_id, room=room_name(pull_request_id),
                    username=username)
         if self.registry.join(sid, pull_request_id, username):
+            since = self.resume.before_join(pull_request_id) if self.resume else 0
             self.server.enter_room(sid, room_name(pull_request_id), self.namespace)
             if self.resume:
-                self.resume.joined(sid, pull_request_id)
+                self.resume.joined(sid, pull_request_id, since)
             logger.info("join sid=%s user=%s pr=%s", sid, username, pull_request_id)
             try:
                 first = self.presence.add(pull_request_id, username)
@@ -409,22 +422,25 @@ class RoomEvents:
     def _broadcast(self, event: str, data: dict, pull_request_id: int,
                    skip_sid: Optional[str] = None) -> bool:
         """Emit to a room on every process; False if only this process's members got it."""
-        sent: Any = data
-        offset = self.resume.offset_for(event, pull_request_id, data, skip_sid) \
-            if self.resume else None
-        if offset is not None:
-            # the offset as last argument, as socket.io-client expects; one tuple for the
-            # whole room, so the packet is still encoded and framed once per broadcast
-            sent = (data, offset)
+        room = room_name(pull_request_id)
+        resume = self.resume
+        recoverable = resume is not None and resume.broadcast(event, data, pull_request_id,
+                                                              skip_sid)
+        if not recoverable:
+            self.server.emit(event, data, to=room, skip_sid=skip_sid, namespace=self.namespace)
         try:
-            self.server.emit(event, sent, to=room_name(pull_request_id), skip_sid=skip_sid,
-                             namespace=self.namespace)
-            if not socketio_hooks.answer_unread():
+            if recoverable and resume is not None and resume.shared is not None:
+                # local members get it back from Redis: learn whether it got there
+                confirm_published(self.server)
+            elif not socketio_hooks.answer_unread():
                 # clustered: the answer waits for the publish to reach Redis (not when the
                 # client asked for no ack: nobody would read it)
                 confirm_published(self.server)
             return True
         except QueueUnavailable:
+            if recoverable:  # it reached nobody: this process's members at least
+                self.server.emit(event, data, to=room, skip_sid=skip_sid,
+                                 namespace=self.namespace, ignore_queue=True)
             return False
 
     def _to_socket(self, sid: str, event: str, data: dict) -> None:
@@ -432,23 +448,27 @@ class RoomEvents:
         self.server.emit(event, data, to=sid, namespace=self.namespace, ignore_queue=True)
 
     def presence_left(self, pull_request_id: int, username: str,
-                       skip_sid: Optional[str] = None) -> None:
+                      skip_sid: Optional[str] = None, quietly: bool = False) -> None:
+        """Count one socket of the user fewer in the room; tell the others if it was the
+        user's last (unless ``quietly``: the session came back on another process)."""
         try:
             last = self.presence.remove(pull_request_id, username)
         except Exception as exc:
             logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
             return
-        if last:
+        if last and not quietly:
             self.announce(protocol.USER_LEFT, pull_request_id, username, skip_sid=skip_sid)
 
-    def presence_joined(self, sid: str, pull_request_id: int, username: str) -> None:
-        """Count ``sid``'s user in the room; tell the others if it is the user's first."""
+    def presence_joined(self, sid: str, pull_request_id: int, username: str,
+                        quietly: bool = False) -> None:
+        """Count ``sid``'s user in the room; tell the others if it is the user's first
+        (unless ``quietly``: a restored session the others never heard leave)."""
         try:
             first = self.presence.add(pull_request_id, username)
         except Exception as exc:
             logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
             return
-        if first:
+        if first and not quietly:
             self.announce(protocol.USER_JOINED, pull_request_id, username, skip_sid=sid)
 
     def announce_left(self, gone: Iterable[Left]) -> None:

@@ -28,6 +28,7 @@ from prroom.core.identity import (
 from prroom.core.limits import Rate, SocketLimiter
 from prroom.core.presence import Presence, create_presence
 from prroom.core.protocol import ROOM_PREFIX, ErrorCode, Limits, ProtocolError
+from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import gevent_traps, loop_monitor, socketio_hooks, websocket_writes
 from prroom.internals.loop_monitor import LoopMonitor
@@ -37,7 +38,7 @@ from prroom.server.events import Caps, RoomEvents
 from prroom.server.flask_commands import commands
 from prroom.server.metrics import Metrics
 from prroom.server.ops import metrics_view, ops
-from prroom.server.recovery import Recovery
+from prroom.server.recovery import MAX_SESSIONS, Recovery
 from prroom.server.web import blueprint
 
 logger = logging.getLogger("prroom")
@@ -56,22 +57,17 @@ def resolve_async_mode(setting: str) -> str:
 
 
 def recovery_of(settings: Settings) -> Recovery:
-    """The recovery a server with ``settings`` runs: off in clustered mode, for now.
-
-    Sessions and recent packets live in this process's memory; another process of a
-    cluster could not restore them, so a cluster behaves as ``PRROOM_RECOVERY_WINDOW=0``.
-    """
-    window = settings.recovery_window
-    if window and settings.message_queue:
-        logger.warning("PRROOM_RECOVERY_WINDOW=%s is ignored: connection state recovery is "
-                       "single-process only for now (PRROOM_MESSAGE_QUEUE is set)",
-                       _number(window))
-        window = 0.0
-    return Recovery(window, settings.recovery_buffer, settings.presence_grace)
+    """The recovery a server with ``settings`` runs (``window`` 0: none)."""
+    return Recovery(settings.recovery_window, settings.recovery_buffer,
+                    settings.presence_grace)
 
 
-def _number(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
+def recovery_store_of(settings: Settings) -> Optional[RedisRecoveryStore]:
+    """Clustered mode with recovery on: the deployment's sessions and packets in Redis."""
+    if not (settings.recovery_window and settings.message_queue):
+        return None
+    return RedisRecoveryStore(settings.message_queue, settings.channel,
+                              settings.recovery_window, settings.recovery_buffer, MAX_SESSIONS)
 
 
 class PRRoomState:
@@ -97,7 +93,7 @@ class PRRoomState:
             socketio.server, registry=self.registry, identity=identity,
             limits=Limits.of(settings), limiter=socket_limiter(settings),
             caps=Caps.of(settings), presence=self.presence, metrics=self.metrics,
-            recovery=recovery_of(settings))
+            recovery=recovery_of(settings), recovery_store=recovery_store_of(settings))
 
     def queue_up(self) -> Optional[bool]:
         """None when not clustered; else whether the message queue and presence are up."""

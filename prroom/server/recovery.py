@@ -3,9 +3,12 @@
 :class:`SessionRecovery` is what :class:`~prroom.server.events.RoomEvents` asks when recovery
 is on (``PRROOM_RECOVERY_WINDOW`` > 0): the offset a room broadcast carries, the ``pid`` of
 a CONNECT reply, whether a CONNECT restores a session, what a recoverable disconnect leaves
-behind, and when a user hidden by the presence grace is announced as left.  Where sessions
-and recent packets are kept is the store's business (:mod:`prroom.core.recovery`: this
-process's memory).
+behind, and when a user hidden by the presence grace is announced as left.
+
+Sessions and recent packets live in this process's memory (:mod:`prroom.core.recovery`),
+or, in clustered mode, in Redis (:mod:`prroom.core.recovery_redis`), where every process
+of the deployment can restore them; recoverable broadcasts are then numbered and kept by
+the clustered manager's publish script.
 """
 from __future__ import annotations
 
@@ -16,8 +19,17 @@ from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
 from prroom.core import protocol
 from prroom.core.config import DEFAULTS
 from prroom.core.identity import Identity
-from prroom.core.protocol import ErrorCode, ProtocolError, room_name
-from prroom.core.recovery import RoomBuffers, SentMessages, Session, SessionStore, new_pid
+from prroom.core.limits import export_state, import_state
+from prroom.core.protocol import ROOM_PREFIX, ErrorCode, ProtocolError, room_name
+from prroom.core.recovery import (
+    BufferedPacket,
+    RoomBuffers,
+    SentMessages,
+    Session,
+    SessionStore,
+    new_pid,
+)
+from prroom.core.recovery_redis import PUBLISH_SCRIPT, RedisRecoveryStore, seq_of_offset
 from prroom.core.rooms import Departure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -32,6 +44,9 @@ RECOVERABLE_EVENTS = frozenset({protocol.MESSAGE, protocol.USER_JOINED, protocol
 #: Disconnect reasons after which a client reconnects on its own (python-engineio's names);
 #: a client that disconnected on purpose, or was disconnected by the server, does not.
 RECOVERABLE_REASONS = frozenset({"transport close", "transport error", "ping timeout"})
+
+#: The disconnect reason prroom gives the connections its shutdown closes: recoverable too.
+SHUTDOWN_REASON = "server shutdown"
 
 #: Sent to a connection, with recovery on, right after its CONNECT (and any replay):
 #: ``{recovered}`` and a fresh offset as last argument.  Only offsets at or after that one
@@ -55,28 +70,52 @@ class Recovery(NamedTuple):
 class SessionRecovery:
     """One server's recovery state: the live connections' pids and the stored sessions."""
 
-    def __init__(self, events: "RoomEvents", settings: Recovery) -> None:
+    def __init__(self, events: "RoomEvents", settings: Recovery,
+                 shared: Optional[RedisRecoveryStore] = None) -> None:
         self.events = events
         self.settings = settings
         window = settings.window
         self.grace = min(settings.presence_grace, window)
         self.buffers = RoomBuffers(window, settings.buffer)
         self.sessions = SessionStore(window, MAX_SESSIONS)
+        #: clustered: the deployment's store; the clustered manager publishes through it
+        self.shared = shared
+        self._manager: Any = None
+        if shared is not None:
+            self._manager = events.server.manager
+            self._manager.enable_recovery(PUBLISH_SCRIPT, self._publish_args)
         self.sent = SentMessages(window, MAX_CLIENT_MESSAGE_IDS)
         self._pids: Dict[str, Tuple[str, int]] = {}  # sid -> (pid, its marker's sequence)
         self._joined: Dict[str, Dict[int, int]] = {}  # sid -> {room: sequence at join}
         # pid -> (when to announce, [(pull_request_id, username)]) during the presence grace
         self._pending_left: Dict[str, Tuple[float, List[Tuple[int, str]]]] = {}
+        self._handed_off = False  # shutdown began: graces go to the cluster as they start
 
     # -- what the event handlers ask --------------------------------------------------
 
-    def offset_for(self, event: str, pull_request_id: int, data: Any,
-                   skip_sid: Optional[str]) -> Optional[str]:
-        """The offset a room broadcast is sent with (kept for returning sessions), or None
-        for an event that is not recoverable."""
+    def broadcast(self, event: str, data: dict, pull_request_id: int,
+                  skip_sid: Optional[str]) -> bool:
+        """Emit a room broadcast with its offset if ``event`` is recoverable; False if it
+        is not (the caller emits it as usual)."""
         if event not in RECOVERABLE_EVENTS:
-            return None
-        return self.buffers.record(pull_request_id, event, data, skip_sid)
+            return False
+        events = self.events
+        if self.shared is not None:
+            self._manager.emit_recoverable(event, data, events.namespace,
+                                           room_name(pull_request_id), skip_sid)
+            return True
+        # the offset as last argument, as socket.io-client expects; one tuple for the
+        # whole room, so the packet is still encoded and framed once per broadcast
+        offset = self.buffers.record(pull_request_id, event, data, skip_sid)
+        events.server.emit(event, (data, offset), to=room_name(pull_request_id),
+                           skip_sid=skip_sid, namespace=events.namespace)
+        return True
+
+    def _publish_args(self, room: str, head: str, tail: str, command: str,
+                      channel: str) -> Tuple[List[str], List[Any]]:
+        assert self.shared is not None
+        return self.shared.publish_args(int(room[len(ROOM_PREFIX):]), head, tail, command,
+                                        channel)
 
     def connect_reply(self, namespace: str, sid: str) -> Optional[dict]:
         """The ``pid`` next to ``sid`` in the CONNECT reply (socketio_hooks.fix_connects)."""
@@ -84,9 +123,21 @@ class SessionRecovery:
             return None
         return {"pid": self._pids[sid][0]}
 
-    def joined(self, sid: str, pull_request_id: int) -> None:
-        """``sid`` joined a room: what the room said before now is not its to recover."""
-        self._joined.setdefault(sid, {})[pull_request_id] = self.buffers.current()
+    def before_join(self, pull_request_id: int) -> int:
+        """Before a socket enters a room: the sequence up to which the room's packets are
+        not its to recover.  Clustered, a process that hosts the room knows what it has
+        delivered there; a first local member asks Redis before subscribing, so a packet
+        published meanwhile may be replayed to it but never lost."""
+        if self.shared is None:
+            return self.buffers.current()
+        delivered = self._manager.delivered_seq(room_name(pull_request_id))
+        return delivered if delivered is not None else self.shared.current()
+
+    def joined(self, sid: str, pull_request_id: int, since: int) -> None:
+        """``sid`` joined a room; ``since`` is what :meth:`before_join` said."""
+        self._joined.setdefault(sid, {})[pull_request_id] = since
+        if self.shared is not None:
+            self._manager.note_seq(room_name(pull_request_id), since)
 
     def left(self, sid: str, pull_request_id: int) -> None:
         """``sid`` left a room on purpose."""
@@ -119,24 +170,35 @@ class SessionRecovery:
         events = self.events
         session = after = None
         if isinstance(auth, dict):
-            session = self.sessions.take(auth.get("pid"))
-            after = self.buffers.parse(auth.get("offset"))
+            session = self._take(auth.get("pid"))
+            after = self._parse(auth.get("offset"))
         name = identity.name if identity else None
         missed = None
         rooms: Dict[int, str] = {}
+        taps: Any = None
         if session is not None and after is not None and after >= session.min_seq \
                 and session.identity == name:
             rooms = {pr: username for pr, username in session.rooms.items()
                      if events.identity.can_join(identity, pr)}
-            missed = self.buffers.missed(rooms, after, session.old_sid, session.joined)
-        if session is None or missed is None:
-            if session is not None:  # the session is gone for good: announce it now
-                self._flush_left(session.pid)
-            self._pids[sid] = (new_pid(), self._send_marker(sid, False))
-            return False
-        for pull_request_id, username in rooms.items():
-            events.registry.join(sid, pull_request_id, username)
-            events.server.enter_room(sid, room_name(pull_request_id), events.namespace)
+            if self.shared is None:
+                missed = self.buffers.missed(rooms, after, session.old_sid, session.joined)
+            else:
+                taps = self._manager.prepare_rooms([room_name(pr) for pr in rooms])
+                missed = self._missed_in_cluster(session, rooms, after, taps)
+        try:
+            if session is None or missed is None:
+                if session is not None:  # the session is gone for good: announce it now
+                    self._gone_for_good(session)
+                self._pids[sid] = (new_pid(), self._send_marker(sid, False))
+                return False
+            # no yield from here to the entered rooms: what the taps caught is all there is
+            for pull_request_id, username in rooms.items():
+                events.registry.join(sid, pull_request_id, username)
+                events.server.enter_room(sid, room_name(pull_request_id), events.namespace)
+        finally:
+            if taps is not None:
+                self._manager.release_rooms([room_name(pr) for pr in rooms], taps,
+                                            events.namespace)
         self._joined[sid] = {pr: session.joined.get(pr, 0) for pr in rooms}
         events.limiter.put_state(sid, session.limiter_state)
         for packet in missed:
@@ -147,8 +209,69 @@ class SessionRecovery:
         events.metrics.record_connection("recovered")
         return True
 
+    def _take(self, pid: Any) -> Optional[Session]:
+        if self.shared is None:
+            return self.sessions.take(pid)
+        try:
+            taken = self.shared.take(pid)
+        except Exception as exc:  # Redis away: a fresh session, as for an unknown pid
+            logger.error("recovery: could not read the session from Redis: %s", exc)
+            return None
+        if taken is None:
+            return None
+        session, limits, age = taken
+        session.limiter_state = import_state(limits, time.monotonic() - age)
+        return session
+
+    def _parse(self, offset: Any) -> Optional[int]:
+        if self.shared is None:
+            return self.buffers.parse(offset)
+        try:
+            return self.shared.parse(offset)
+        except Exception:
+            return None
+
+    def _missed_in_cluster(self, session: Session, rooms: Dict[int, str], after: int,
+                           taps: List[List[dict]]) -> Optional[List[BufferedPacket]]:
+        """What Redis kept for the session, plus what arrived while it was read."""
+        assert self.shared is not None
+        try:
+            stored = self.shared.missed(rooms, after, session.old_sid, session.joined)
+        except Exception as exc:
+            logger.error("recovery: could not read the rooms' packets from Redis: %s", exc)
+            return None
+        if stored is None:
+            return None
+        by_seq = {packet.seq: packet for packet in stored}
+        for pull_request_id, tap in zip(rooms, taps):
+            since = max(after, session.joined.get(pull_request_id, 0))
+            for message in tap:
+                data = message.get("data") or []
+                seq = seq_of_offset(data[-1]) if len(data) == 2 else None
+                if seq is not None and seq > since and \
+                        message.get("skip_sid") != session.old_sid:
+                    by_seq.setdefault(seq, BufferedPacket(
+                        seq, data[-1], str(message.get("event")), data[0],
+                        message.get("skip_sid"), 0.0))
+        return [by_seq[seq] for seq in sorted(by_seq)]
+
+    def _gone_for_good(self, session: Session) -> None:
+        """A stored session that will not be restored: its users left, if nobody said so."""
+        if session.pid in self._pending_left:
+            self._flush_left(session.pid, announce=True)
+        elif not session.left_announced:  # its grace was running on another process
+            for pull_request_id, username in session.rooms.items():
+                self.events.announce(protocol.USER_LEFT, pull_request_id, username)
+
     def _send_marker(self, sid: str, recovered: bool) -> int:
-        seq, offset = self.buffers.marker()
+        if self.shared is not None:
+            try:
+                seq, offset = self.shared.marker()
+            except Exception as exc:  # Redis away: no offset that could restore anything
+                logger.error("recovery: no offset from Redis for sid=%s: %s", sid, exc)
+                seq, offset = 2 ** 62, "-"
+        else:
+            seq, offset = self.buffers.marker()
         self.events.server.emit(SESSION_EVENT, ({"recovered": recovered}, offset), to=sid,
                                 namespace=self.events.namespace, ignore_queue=True)
         return seq
@@ -166,7 +289,14 @@ class SessionRecovery:
                     events.presence_left(pull_request_id, username)
             return
         for pull_request_id, username in kept.items():
-            events.presence_joined(sid, pull_request_id, username)
+            if session.left_announced:
+                events.presence_joined(sid, pull_request_id, username)
+            else:  # another process holds the grace: the others never heard a leave
+                events.presence_joined(sid, pull_request_id, username, quietly=True)
+        if not session.left_announced:
+            for pull_request_id, username in session.rooms.items():
+                if pull_request_id not in kept:
+                    events.announce(protocol.USER_LEFT, pull_request_id, username)
 
     # -- disconnect ---------------------------------------------------------------------
 
@@ -176,11 +306,22 @@ class SessionRecovery:
         session cannot come back (not recoverable, or recovery was not set up for it)."""
         pid = self._pids.pop(sid, None)
         joined = self._joined.pop(sid, {})
-        if pid is None or str(reason) not in RECOVERABLE_REASONS:
+        if pid is None or str(reason) not in RECOVERABLE_REASONS | {SHUTDOWN_REASON}:
             return None
-        self.sessions.persist(pid[0], identity.name if identity else None, rooms,
-                              self.events.limiter.take_state(sid), sid, pid[1], joined,
-                              left_announced=not (self.grace and rooms))
+        state = self.events.limiter.take_state(sid)
+        name = identity.name if identity else None
+        announced = not (self.grace and rooms)
+        if self.shared is None:
+            self.sessions.persist(pid[0], name, rooms, state, sid, pid[1], joined,
+                                  left_announced=announced)
+            return pid[0]
+        session = Session(pid[0], name, dict(rooms), None, sid, pid[1], 0.0, joined,
+                          announced)
+        try:
+            self.shared.persist(session, export_state(state, time.monotonic()))
+        except Exception as exc:  # Redis away: this session cannot come back
+            logger.error("recovery: could not store the session in Redis: %s", exc)
+            return None
         return pid[0]
 
     def hold_departures(self, pid: str, departures: List[Departure]) -> bool:
@@ -193,20 +334,53 @@ class SessionRecovery:
             return False
         self._pending_left[pid] = (time.monotonic() + self.grace,
                                    [(d.pull_request_id, d.username) for d in departures])
+        if self._handed_off:  # a disconnect that was under way when shutdown began
+            self.hand_off()
         return True
 
-    def flush_all_left(self) -> None:
-        """Announce every user the grace is hiding as left, now (this server is stopping)."""
-        for pid in list(self._pending_left):
-            self._flush_left(pid)
+    def hand_off(self) -> None:
+        """This server is stopping: the graces it holds end elsewhere.
 
-    def _flush_left(self, pid: str) -> None:
-        """Announce the users a session's grace was hiding as left, now."""
+        Clustered, each held user is counted out of the room now, without a word, and the
+        session is handed to the rest of the cluster: the first process to sweep after the
+        grace announces the user as left, unless the session was restored meanwhile (then
+        nobody hears anything).  One process alone takes its graces with it.
+        """
+        self._handed_off = True
+        pending, self._pending_left = self._pending_left, {}
+        if self.shared is None or not pending:
+            return
+        logger.info("recovery: handing %d presence grace(s) over to the cluster", len(pending))
+        wall = time.time() - time.monotonic()
+        for _, users in pending.values():
+            for pull_request_id, username in users:
+                self.events.presence_left(pull_request_id, username, quietly=True)
+        try:
+            self.shared.hand_off({pid: due + wall for pid, (due, _) in pending.items()})
+        except Exception as exc:
+            logger.error("recovery: could not hand %d graces over to the cluster: %s",
+                         len(pending), exc)
+
+    def _flush_left(self, pid: str, announce: Optional[bool] = None) -> None:
+        """The grace hiding a session's users passed: they left.  The others are told,
+        unless (clustered) the session was restored on another process meanwhile."""
         pending = self._pending_left.pop(pid, None)
-        if pending is not None:
+        if pending is None:
+            return
+        if announce is None:
+            announce = self._mark_left_announced(pid)
+        for pull_request_id, username in pending[1]:
+            self.events.presence_left(pull_request_id, username, quietly=not announce)
+
+    def _mark_left_announced(self, pid: str) -> bool:
+        if self.shared is None:
             self.sessions.mark_left_announced(pid)
-            for pull_request_id, username in pending[1]:
-                self.events.presence_left(pull_request_id, username)
+            return True  # only this process could have restored it
+        try:
+            return self.shared.mark_left_announced(pid)
+        except Exception as exc:
+            logger.error("recovery: could not reach Redis about pid's grace: %s", exc)
+            return True
 
     # -- sweeping -------------------------------------------------------------------------
 
@@ -216,10 +390,27 @@ class SessionRecovery:
         for pid in [pid for pid, (due, _) in self._pending_left.items() if due <= now]:
             self._flush_left(pid)
         for session in self.sessions.expire():
-            self._flush_left(session.pid)
+            self._flush_left(session.pid, announce=True)
+        if self.shared is not None:
+            self._announce_handed_off()
         stored = self.sessions.rooms()
         registry = self.events.registry
         self.buffers.expire(lambda room: room in stored or bool(registry.members(room)))
+
+    def _announce_handed_off(self) -> None:
+        assert self.shared is not None
+        events = self.events
+        gone = self.shared.claim_due()
+        if gone:
+            logger.info("recovery: %d user(s) of a stopped server did not come back within "
+                        "the presence grace: announcing them as left", len(gone))
+        for pull_request_id, username in gone:
+            try:  # still there on some process (another tab): nobody left
+                present = username in events.presence.members(pull_request_id)
+            except Exception:
+                present = False
+            if not present:
+                events.announce(protocol.USER_LEFT, pull_request_id, username)
 
     def sweep_forever(self) -> None:
         """:meth:`sweep`, a few times per grace (or window), forever."""

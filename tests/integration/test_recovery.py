@@ -15,7 +15,6 @@ from tests.support import servers
 from tests.support.clients import Clients
 from tests.support.node import NodeDriver
 from tests.support.proxy import TcpProxy
-from tests.support.redis_server import running_redis
 
 SEND = "send-message-to-pr-room"
 MESSAGE = "pr-room-message"
@@ -300,19 +299,6 @@ def test_window_zero_sends_no_pid_and_no_offset(driver: NodeDriver) -> None:
         _say(driver, "alice", room, "alice", "plain")
         args = driver.expect(lambda r: r.get("event") == MESSAGE)["args"]
         assert len(args) == 1 and args[0]["message"] == "plain"
-
-
-def test_clustered_mode_warns_once_and_behaves_as_window_zero(driver: NodeDriver) -> None:
-    with running_redis() as redis, servers.running(env={
-            "PRROOM_MESSAGE_QUEUE": redis.url, "PRROOM_CHANNEL": "recovery",
-            "PRROOM_RECOVERY_WINDOW": "30"}) as server:
-        room = next(_rooms)
-        assert not _connect(driver, "alice", server.url)["has_pid"]
-        _join(driver, "alice", room, "alice")
-        _say(driver, "alice", room, "alice", "clustered")
-        args = driver.expect(lambda r: r.get("event") == MESSAGE)["args"]
-        assert len(args) == 1
-        assert server.log().count("connection state recovery is single-process only") == 1
 
 
 def test_python_clients_work_unchanged_but_see_the_offset(

@@ -268,3 +268,28 @@ def test_server_disconnect_path_leaves_no_trace(manager):
     assert traces_of(manager, a) == []
     assert manager.pending_disconnect == {}
     assert participants(manager, "pr:1") == [(b, "eio2")]
+
+
+def test_the_pubsub_listener_delivers_an_emit_that_names_no_host():
+    # ClusterManager.emit_recoverable publishes with host_id None so that its own process,
+    # whose members get the broadcast only when it comes back from Redis, delivers it
+    message = {"method": "emit", "event": "e", "data": ["x", "epoch-1"], "namespace": "/",
+               "room": "pr:1", "skip_sid": None, "callback": None, "host_id": None}
+
+    class Listener(socketio.PubSubManager):
+        handled: list = []
+
+        def _publish(self, data):
+            pass
+
+        def _listen(self):
+            yield message
+            yield dict(message, host_id=self.host_id)
+
+        def _handle_emit(self, data):
+            self.handled.append(data)
+
+    listener = Listener()
+    listener.set_server(socketio.Server(async_mode="threading"))
+    listener._thread()  # returns when _listen is exhausted
+    assert listener.handled[0] is message

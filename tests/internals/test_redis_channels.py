@@ -332,3 +332,42 @@ def test_redis_7_has_sharded_pubsub(redis_server):
     connection.connect()
     assert redis_has_sharded_pubsub(connection) is True
     assert pubsub_mode("plain")(connection) is False
+
+
+def test_the_recovery_script_numbers_keeps_and_publishes_in_one_step(redis_server):
+    # the script the clustered manager pipelines for a recoverable broadcast (recovery_redis)
+    from prroom.core.recovery_redis import PUBLISH_SCRIPT, RedisRecoveryStore
+    from prroom.internals.redis_channels import ROOM_PUBLISH
+
+    client = redis.Redis.from_url(redis_server.url)
+    connect = client.connection_pool.make_connection
+
+    def start(target):
+        threading.Thread(target=target, daemon=True).start()
+    mode = pubsub_mode("auto")
+    subscriber = Subscriber(connect, "script", lambda seconds: None, mode)
+    received: "queue.Queue" = queue.Queue()
+    start(lambda: [received.put(message) for message in subscriber.messages()])
+    until(lambda: subscriber.healthy and subscriber.connected)
+    pending = subscriber.want("script:pr:7")
+    assert pending is None or pending.wait(WAIT)
+
+    store = RedisRecoveryStore(redis_server.url, "script", window=30, cap=2, max_sessions=10)
+    publisher = Publisher(connect, start, mode)
+    sha = publisher.load_script(PUBLISH_SCRIPT)
+    client.script_flush()  # a Redis that forgot it: loaded again on (re)connect
+
+    def publish(text):
+        keys, args = store.publish_args(7, '{"event": "e", "data": ["' + text + '", ', "]}",
+                                        ROOM_PUBLISH,
+                                        "script:pr:7")
+        return publisher.run_script(sha, keys, args)
+    assert [publish(f"m{n}").wait() for n in range(3)] == [1, 2, 3]  # the sequence
+    epoch = store.epoch()
+    assert [received.get(timeout=WAIT) for _ in range(3)] == [
+        f'{{"event": "e", "data": ["m{n}", "{epoch}-{n + 1:x}"]}}'.encode() for n in range(3)]
+    # the cap keeps the last two, and remembers that the first was dropped
+    assert [entry_id for entry_id, _ in client.xrange(store.room_key(7))] == [b"0-2", b"0-3"]
+    assert store.missed([7], 0, None) is None
+    assert [packet.data for packet in store.missed([7], 1, None) or []] == ["m1", "m2"]
+    assert store.parse(f"{epoch}-3") == 3 and store.parse("other-3") is None

@@ -1,0 +1,231 @@
+"""Connection state recovery across a Redis cluster: a client comes back to another process.
+
+Two gunicorn processes share one real Redis (``PRROOM_MESSAGE_QUEUE``).  alice reaches the
+cluster through a :class:`TcpProxy` standing in for the load balancer: cutting it is a
+blip, and pointing it at the other process is the load balancer moving her (or her process
+going away in a rolling deploy).  The npm socket.io-client recovers on its own.
+"""
+from __future__ import annotations
+
+import itertools
+from typing import Iterator, Tuple
+
+import pytest
+import redis
+
+from tests.support import servers
+from tests.support.cluster import cluster_env
+from tests.support.node import NodeDriver
+from tests.support.proxy import TcpProxy
+from tests.support.redis_server import RedisProcess, running_redis
+
+SEND = "send-message-to-pr-room"
+MESSAGE = "pr-room-message"
+RECOVERY = {"PRROOM_RECOVERY_WINDOW": "30", "PRROOM_PRESENCE_GRACE": "3",
+            "PRROOM_RECOVERY_BUFFER": "50"}
+
+_rooms = itertools.count(9600)
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisProcess]:
+    with running_redis() as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def cluster(redis_server: RedisProcess
+            ) -> Iterator[Tuple[servers.ServerProcess, servers.ServerProcess]]:
+    env = cluster_env(redis_server, "recovery", **RECOVERY)
+    with servers.running(env=env) as first, servers.running(env=env) as second:
+        yield first, second
+
+
+@pytest.fixture
+def driver() -> Iterator[NodeDriver]:
+    node = NodeDriver()
+    yield node
+    node.close()
+
+
+def _connect(driver: NodeDriver, name: str, url: str) -> None:
+    driver.send("connect", name=name, url=url)
+    record = driver.expect(lambda r: r["name"] == name and r["ev"] == "connect")
+    assert record["has_pid"] and not record["recovered"]
+
+
+def _join(driver: NodeDriver, name: str, room: int) -> None:
+    reply = driver.call(name, "join-pr-room", {"pullRequestId": room, "username": name})
+    assert reply["ok"], reply
+
+
+def _say(driver: NodeDriver, name: str, room: int, text: str) -> None:
+    reply = driver.call(name, SEND, {"pullRequestId": room, "username": name, "message": text})
+    assert reply["ok"] and "warning" not in reply, reply
+
+
+def _texts(driver: NodeDriver, name: str) -> list:
+    return [args[0]["message"] for args in driver.events(name, MESSAGE)]
+
+
+def _recovered(driver: NodeDriver, name: str) -> bool:
+    return driver.expect(lambda r: r["name"] == name and r["ev"] == "connect")["recovered"]
+
+
+def test_a_client_moved_to_the_other_process_gets_what_it_missed(cluster, driver) -> None:
+    first, second = cluster
+    room = next(_rooms)
+    proxy = TcpProxy(first.port)
+    try:
+        _connect(driver, "alice", proxy.url)
+        _join(driver, "alice", room)
+        _connect(driver, "bob", second.url)
+        _join(driver, "bob", room)
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == "pr-room-user-joined")
+        _say(driver, "bob", room, "before")
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE)
+        proxy.cut()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "disconnect")
+        for n in range(3):
+            _say(driver, "bob", room, f"missed {n}")
+        driver.send("emit", name="alice", event=SEND,
+                    payload={"pullRequestId": room, "username": "alice",
+                             "message": "written offline"})
+        proxy.target_port = second.port  # the load balancer sends her to the other process
+        proxy.reopen()
+        assert _recovered(driver, "alice") is True
+        driver.expect(lambda r: r["name"] == "bob" and r.get("event") == MESSAGE
+                      and r["args"][0]["message"] == "written offline")
+        _say(driver, "bob", room, "after")
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
+                      and r["args"][0]["message"] == "after")
+        assert _texts(driver, "alice") == ["missed 0", "missed 1", "missed 2",
+                                           "written offline"]
+        # no flicker: within the grace nobody heard alice leave or come back
+        assert not driver.events("bob", "pr-room-user-left")
+        assert not driver.events("bob", "pr-room-user-joined")
+        # her first process's grace passes without a word either (she is back)
+        driver.call("bob", "typing", {"pullRequestId": room, "username": "bob"})
+    finally:
+        proxy.close()
+
+
+def test_a_stolen_pid_gets_nothing_on_any_process(cluster, driver) -> None:
+    first, second = cluster
+    room = next(_rooms)
+    proxy = TcpProxy(first.port)
+    try:
+        _connect(driver, "alice", proxy.url)
+        _join(driver, "alice", room)
+        _connect(driver, "bob", first.url)
+        _join(driver, "bob", room)
+        _say(driver, "bob", room, "secret")
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE)
+        proxy.cut()
+        driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "disconnect")
+        driver.send("snapshot", name="alice")
+        assert driver.expect(lambda r: r["ev"] == "snapshot")["has_pid"]
+        _say(driver, "bob", room, "while away")
+        proxy.reopen()
+        assert _recovered(driver, "alice") is True
+        # mallory presents what alice presented, to the other process: a fresh session
+        driver.send("steal", name="mallory", victim="alice", url=second.url)
+        assert _recovered(driver, "mallory") is False
+        _say(driver, "bob", room, "after")
+        driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
+                      and r["args"][0]["message"] == "after")
+        assert _texts(driver, "mallory") == []
+        assert _texts(driver, "alice") == ["while away"]
+    finally:
+        proxy.close()
+
+
+def test_sessions_and_packets_in_redis_are_bounded_and_expire(
+        cluster, driver, redis_server: RedisProcess) -> None:
+    first, _ = cluster
+    room = next(_rooms)
+    _connect(driver, "bob", first.url)
+    _join(driver, "bob", room)
+    for n in range(60):  # more than PRROOM_RECOVERY_BUFFER (50)
+        driver.send("emit", name="bob", event=SEND,
+                    payload={"pullRequestId": room, "username": "bob", "message": str(n)})
+    _say(driver, "bob", room, "last")
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        stream = f"prroom:recovery:recovery:room:{room}"
+        assert client.xlen(stream) == 50
+        assert 0 < client.pttl(stream) <= (30 + 60) * 1000  # the window and a margin
+        # the pid never reaches Redis: sessions are stored under its hash
+        assert not [key for key in client.scan_iter("prroom:recovery:recovery:session:*")
+                    if len(key.rsplit(b":", 1)[1]) != 64]
+    finally:
+        client.close()
+
+
+def test_a_rolling_restart_loses_nothing(redis_server: RedisProcess, driver) -> None:
+    # alice's process is SIGTERMed while carol, on the other one, keeps talking; the load
+    # balancer sends alice to the survivor, where she gets every message once, in order
+    env = cluster_env(redis_server, "rolling", **RECOVERY)
+    room = next(_rooms)
+    with servers.running(env=env) as survivor:
+        leaving = servers.gunicorn(env=env).wait_ready()
+        proxy = TcpProxy(leaving.port)
+        try:
+            _connect(driver, "alice", proxy.url)
+            _join(driver, "alice", room)
+            _connect(driver, "carol", survivor.url)
+            _join(driver, "carol", room)
+            for n in range(5):
+                _say(driver, "carol", room, f"m{n}")
+            proxy.target_port = survivor.port
+            for n in range(5, 10):  # in flight while alice's process stops
+                driver.send("emit", name="carol", event=SEND,
+                            payload={"pullRequestId": room, "username": "carol",
+                                     "message": f"m{n}"})
+            leaving.stop()  # SIGTERM: goodbye, transports closed
+            for n in range(10, 15):
+                _say(driver, "carol", room, f"m{n}")
+            assert _recovered(driver, "alice") is True
+            _say(driver, "carol", room, "after")
+            driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
+                          and r["args"][0]["message"] == "after")
+            assert _texts(driver, "alice") == [f"m{n}" for n in range(15)]
+            assert not driver.events("carol", "pr-room-user-left")
+        finally:
+            proxy.close()
+            leaving.stop()
+
+
+def test_after_a_restart_a_client_that_never_returns_is_announced_left_once(
+        redis_server: RedisProcess, driver) -> None:
+    # the stopped process cannot finish alice's presence grace: a survivor does, once
+    env = cluster_env(redis_server, "handoff", **RECOVERY)
+    room = next(_rooms)
+    with servers.running(env=env) as survivor, servers.running(env=env) as other:
+        leaving = servers.gunicorn(env=env).wait_ready()
+        proxy = TcpProxy(leaving.port)
+        try:
+            _connect(driver, "alice", proxy.url)
+            _join(driver, "alice", room)
+            _connect(driver, "carol", survivor.url)
+            _join(driver, "carol", room)
+            _connect(driver, "dave", other.url)
+            _join(driver, "dave", room)
+            proxy.cut()  # alice's network is gone for good
+            leaving.stop()
+            left = driver.expect(lambda r: r["name"] == "carol"
+                                 and r.get("event") == "pr-room-user-left", timeout=15)
+            assert left["args"][0]["username"] == "alice"
+            driver.expect(lambda r: r["name"] == "dave" and r.get("event") == "pr-room-user-left")
+            # the roster agrees: a newcomer is not told alice is there
+            _connect(driver, "erin", other.url)
+            _join(driver, "erin", room)
+            members = driver.expect(lambda r: r["name"] == "erin"
+                                    and r.get("event") == "pr-room-members")
+            assert sorted(members["args"][0]["members"]) == ["carol", "dave", "erin"]
+            _say(driver, "carol", room, "is alice gone?")
+            driver.expect(lambda r: r["name"] == "dave" and r.get("event") == MESSAGE)
+            assert len(driver.events("carol", "pr-room-user-left")) == 0  # said once only
+        finally:
+            proxy.close()
+            leaving.stop()
