@@ -93,6 +93,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         help="comma-separated subset of rooms (1, 2, 4), fanout (3), idle (5)")
     parser.add_argument("--loadgens", type=int, help="load generator processes of the rooms "
                         "scenario (default 2 with 3+ cores, each on a core of its own; else 1)")
+    parser.add_argument("--recovery", type=float, metavar="SECONDS",
+                        help="also measure prroom with PRROOM_RECOVERY_WINDOW=SECONDS, side by "
+                        "side (with --cluster: one clustered process, and Redis memory per "
+                        "buffered packet)")
     parser.add_argument("--server-env", action="append", default=[], metavar="KEY=VALUE",
                         help="extra environment for the prroom server (repeatable)")
     parser.add_argument("--wait-quiet", type=float, default=0, metavar="SECONDS",
@@ -117,6 +121,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     if any("=" not in item for item in args.server_env):
         parser.error("--server-env takes KEY=VALUE")
     args.server_env = [tuple(item.split("=", 1)) for item in args.server_env]
+    if args.recovery is not None and not 0 < args.recovery <= 3600:
+        parser.error("--recovery takes seconds from 0 to 3600 (not 0: that is off)")
+    if args.recovery and args.url:
+        parser.error("--recovery starts prroom itself: not with --url")
     if args.loadgens is not None and args.loadgens < 1:
         parser.error("--loadgens takes 1 or more")
     if args.cluster:

@@ -62,11 +62,16 @@ class Config:
     clustered: bool
     spread: str = "room"    # "room": each room on one process; "span": on two
     observer: bool = False  # one more clustered process, hosting no room of the scenario
+    recovery: float = 0.0   # PRROOM_RECOVERY_WINDOW
 
 
-def configs_of(processes: Sequence[int], observer: bool) -> List[Config]:
-    """standalone, cluster x1, then local and spanning rooms at each N."""
+def configs_of(processes: Sequence[int], observer: bool,
+               recovery: Optional[float] = None) -> List[Config]:
+    """standalone, cluster x1 (and with recovery), then local and spanning rooms at each N."""
     found = [Config("standalone", 1, False), Config("cluster x1", 1, True, observer=observer)]
+    if recovery:
+        found.append(Config("cluster x1 recovery", 1, True, observer=observer,
+                            recovery=recovery))
     for n in processes:
         found.append(Config(f"cluster x{n} local", n, True, "room", observer))
         found.append(Config(f"cluster x{n} span", n, True, "span", observer))
@@ -102,6 +107,8 @@ class ClusterBench:
         env = dict(self.server_env)
         if config.clustered:
             env.update(PRROOM_MESSAGE_QUEUE=self.redis.url, PRROOM_CHANNEL=channel)
+        if config.recovery:
+            env["PRROOM_RECOVERY_WINDOW"] = f"{config.recovery:g}"
         per_process = math.ceil(self.sizes["sockets"] / config.processes) + 100
         names = [f"p{n + 1}" for n in range(config.processes)]
         if config.observer:
@@ -127,13 +134,30 @@ class ClusterBench:
             for proc in procs:
                 proc.wait_ready()
             self.warm_up(procs)
-            return self.measure(config, procs)
+            result = self.measure(config, procs)
+            if config.recovery:
+                result["redis_bytes_per_buffered_packet"] = self.redis_bytes_per_packet(channel)
+            return result
         except TimeoutError as error:
             log(f"  {config.label}: {error}")
             return {"error": str(error)}
         finally:
             for proc in procs:
                 proc.stop()
+
+    def redis_bytes_per_packet(self, channel: str) -> Optional[float]:
+        """Redis memory of the rooms' recovery streams per packet they hold."""
+        import redis
+
+        client = redis.Redis.from_url(self.redis.url)
+        try:
+            total = count = 0
+            for key in client.scan_iter(f"prroom:{channel}:recovery:room:*", count=1000):
+                count += client.xlen(key)
+                total += int(client.memory_usage(key, samples=0) or 0)
+            return round(total / count, 1) if count else None
+        finally:
+            client.close()
 
     def warm_up(self, procs: List[PrroomServer]) -> None:
         """One room on every process (the observer too) connects, chats and leaves."""
@@ -262,7 +286,7 @@ def run_cluster(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile: 
     started_at = datetime.datetime.now()
     out_path = args.out or (BENCH / "results" / (f"{started_at:%Y%m%d-%H%M%S}-cluster"
                                                  f"{'-quick' if args.quick else ''}.json"))
-    configs = configs_of(args.processes, not args.no_observer)
+    configs = configs_of(args.processes, not args.no_observer, args.recovery)
     runs: Dict[str, List[Dict[str, Any]]] = {c.label: [] for c in configs}
     discarded: Dict[str, List[Dict[str, Any]]] = {c.label: [] for c in configs}
     busy_before = background_busy(1.0)

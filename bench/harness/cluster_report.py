@@ -12,7 +12,7 @@ Result = Dict[str, Any]
 SCALARS = ("sockets_per_s", "deliveries_per_s", "messages_per_s", "serving_cpu",
            "serving_cpu_us_per_delivery", "redis_cpu", "redis_cpu_us_per_message",
            "observer_cpu", "observer_cpu_us_per_message", "deployment_cpu_us_per_delivery",
-           "connect_cpu_ms_per_join")
+           "connect_cpu_ms_per_join", "redis_bytes_per_buffered_packet")
 PROCESS_SCALARS = ("sockets", "deliveries_per_s", "cpu", "cpu_us_per_delivery",
                    "cpu_us_per_message")
 
@@ -90,6 +90,10 @@ def print_cluster(rows: List[Result], sizes: Sizes, layout: Layout) -> None:
         if cost:
             print(f"  {row['config']}: {1e6 * cores / cost:,.0f} deliveries/s "
                   f"({cost:,.2f} us each)")
+    for row in rows:
+        if row.get("redis_bytes_per_buffered_packet"):
+            print(f"{row['config']}: Redis holds {row['redis_bytes_per_buffered_packet']:,.0f} "
+                  "bytes per buffered packet (the rooms' recovery streams, payload included)")
     discard = [row["observer_cpu_us_per_message"] for row in rows
                if row["observer_cpu_us_per_message"]]
     if discard:

@@ -30,6 +30,10 @@ def servers_of(args: argparse.Namespace, sizes: Sizes, layout: Layout, logs: Pat
         servers.append(ExternalServer(args.url, args.server_pid))
     else:
         servers.append(PrroomServer(core, logs, max_sockets, dict(args.server_env)))
+        if args.recovery:
+            servers.append(PrroomServer(core, logs, max_sockets, {
+                **dict(args.server_env), "PRROOM_RECOVERY_WINDOW": f"{args.recovery:g}"},
+                name="prroom+recovery"))
     if args.plain and not args.url:
         servers.append(PlainServer(core, logs, max_sockets, {}))
     if args.peer:

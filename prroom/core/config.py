@@ -274,6 +274,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_RECOVERY_BUFFER", 1000, _parse_int,
             "Room broadcasts kept per room for recovery; a session that missed more gets a "
             "fresh session", 1, 1_000_000),
+    Setting("PRROOM_RECOVERY_SESSIONS", 100_000, _parse_int,
+            "With recovery on: lost sessions one process keeps at most (the oldest goes "
+            "first), the bound under a flood of disconnects", 1, 10_000_000),
     Setting("PRROOM_PRESENCE_GRACE", 5.0, _parse_float,
             "With recovery on: seconds after a lost connection before its user is announced "
             "as left (at most PRROOM_RECOVERY_WINDOW)", 0, 3600),
@@ -363,6 +366,7 @@ class Settings:
     connect_timeout: float
     recovery_window: float
     recovery_buffer: int
+    recovery_sessions: int
     presence_grace: float
 
     @classmethod

@@ -193,6 +193,11 @@ class RedisRecoveryStore:
             pipe.delete(self._mine.popleft())
         pipe.execute()
 
+    def stored_here(self) -> int:
+        """Sessions this process stored that are not yet displaced by newer ones (some may
+        have expired or been restored since)."""
+        return len(self._mine)
+
     def take(self, pid: Any) -> Optional[Tuple[Session, Any, float]]:
         """Remove and return the session ``pid`` (once, cluster-wide) with its exported
         limiter state and its age in seconds, or None."""

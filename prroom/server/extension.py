@@ -38,7 +38,7 @@ from prroom.server.events import Caps, RoomEvents
 from prroom.server.flask_commands import commands
 from prroom.server.metrics import Metrics
 from prroom.server.ops import metrics_view, ops
-from prroom.server.recovery import MAX_SESSIONS, Recovery
+from prroom.server.recovery import Recovery
 from prroom.server.web import blueprint
 
 logger = logging.getLogger("prroom")
@@ -59,7 +59,7 @@ def resolve_async_mode(setting: str) -> str:
 def recovery_of(settings: Settings) -> Recovery:
     """The recovery a server with ``settings`` runs (``window`` 0: none)."""
     return Recovery(settings.recovery_window, settings.recovery_buffer,
-                    settings.presence_grace)
+                    settings.recovery_sessions, settings.presence_grace)
 
 
 def recovery_store_of(settings: Settings) -> Optional[RedisRecoveryStore]:
@@ -67,7 +67,8 @@ def recovery_store_of(settings: Settings) -> Optional[RedisRecoveryStore]:
     if not (settings.recovery_window and settings.message_queue):
         return None
     return RedisRecoveryStore(settings.message_queue, settings.channel,
-                              settings.recovery_window, settings.recovery_buffer, MAX_SESSIONS)
+                              settings.recovery_window, settings.recovery_buffer,
+                              settings.recovery_sessions)
 
 
 class PRRoomState:
@@ -224,6 +225,9 @@ class PRRoom:
             manager.on_delivered = state.metrics.record_deliveries
         state.metrics.watch_state(lambda: state.events.connected, state.registry.room_sizes,
                                   state.queue_up)
+        if state.events.resume is not None:
+            state.metrics.watch_recovery(state.events.resume.stored_sessions,
+                                         state.events.resume.buffered_packets)
         state.events.register()
         prefix = settings.url_prefix or None
         app.register_blueprint(blueprint, url_prefix=prefix)

@@ -86,6 +86,10 @@ class Metrics:
         """Register the scrape-time gauges; ``queue_up`` returns None when not clustered."""
         self.registry.register(_StateCollector(sockets, room_sizes, queue_up))
 
+    def watch_recovery(self, sessions: Callable[[], int], packets: Callable[[], int]) -> None:
+        """Register the scrape-time recovery gauges (stored sessions, buffered packets)."""
+        self.registry.register(_RecoveryCollector(sessions, packets))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
@@ -131,3 +135,20 @@ class _LoopCollector:
                                 value=self._lag())
         yield GaugeMetricFamily("prroom_event_loop_worst_lag_seconds", "The longest event "
                                 "loop block of the last minute", value=self._worst())
+
+
+class _RecoveryCollector:
+    def __init__(self, sessions: Callable[[], int], packets: Callable[[], int]) -> None:
+        self._sessions, self._packets = sessions, packets
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        yield GaugeMetricFamily("prroom_recovery_sessions", "Lost sessions this process "
+                                "keeps for connection state recovery (clustered: stored in "
+                                "Redis by it, until they expire or are displaced)",
+                                value=self._sessions())
+        yield GaugeMetricFamily("prroom_recovery_buffered_packets", "Room packets kept for "
+                                "returning sessions in this process's memory (clustered: 0, "
+                                "they are in Redis)", value=self._packets())

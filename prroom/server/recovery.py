@@ -53,8 +53,7 @@ SHUTDOWN_REASON = "server shutdown"
 #: restore the session later, so an older ``{pid, offset}`` someone saw is worthless.
 SESSION_EVENT = "pr-room-session"
 
-#: Stored sessions and remembered clientMessageIds at most (memory bound under a flood).
-MAX_SESSIONS = 100_000
+#: Remembered clientMessageIds at most (memory bound under a flood).
 MAX_CLIENT_MESSAGE_IDS = 100_000
 MAX_CLIENT_MESSAGE_ID_LENGTH = 64
 
@@ -64,6 +63,7 @@ class Recovery(NamedTuple):
 
     window: float = 0.0
     buffer: int = DEFAULTS["PRROOM_RECOVERY_BUFFER"]
+    sessions: int = DEFAULTS["PRROOM_RECOVERY_SESSIONS"]
     presence_grace: float = DEFAULTS["PRROOM_PRESENCE_GRACE"]
 
 
@@ -77,7 +77,7 @@ class SessionRecovery:
         window = settings.window
         self.grace = min(settings.presence_grace, window)
         self.buffers = RoomBuffers(window, settings.buffer)
-        self.sessions = SessionStore(window, MAX_SESSIONS)
+        self.sessions = SessionStore(window, settings.sessions)
         #: clustered: the deployment's store; the clustered manager publishes through it
         self.shared = shared
         self._manager: Any = None
@@ -90,6 +90,16 @@ class SessionRecovery:
         # pid -> (when to announce, [(pull_request_id, username)]) during the presence grace
         self._pending_left: Dict[str, Tuple[float, List[Tuple[int, str]]]] = {}
         self._handed_off = False  # shutdown began: graces go to the cluster as they start
+
+    def stored_sessions(self) -> int:
+        """Lost sessions kept by this process (clustered: its live keys in Redis, at most)."""
+        if self.shared is None:
+            return len(self.sessions)
+        return self.shared.stored_here()
+
+    def buffered_packets(self) -> int:
+        """Room packets in this process's memory."""
+        return self.buffers.packet_count()
 
     # -- what the event handlers ask --------------------------------------------------
 

@@ -9,12 +9,15 @@ import itertools
 from typing import Iterator, List, Optional
 
 import pytest
+import requests
 
 from prroom.core.identity import issue_token
 from tests.support import servers
 from tests.support.clients import Clients
 from tests.support.node import NodeDriver
 from tests.support.proxy import TcpProxy
+from tests.support.raw import RawWebSocket
+from tests.support.waiting import wait_until
 
 SEND = "send-message-to-pr-room"
 MESSAGE = "pr-room-message"
@@ -28,6 +31,10 @@ token_recovery_server = servers.server_fixture(
     {"PRROOM_RECOVERY_WINDOW": "30", "PRROOM_PRESENCE_GRACE": "3", "PRROOM_AUTH_MODE": "token",
      "PRROOM_SECRET_KEY": servers.TOKEN_SECRET},
     doc="Recovery on, token mode.")
+flood_server = servers.server_fixture(
+    {"PRROOM_RECOVERY_WINDOW": "30", "PRROOM_RECOVERY_SESSIONS": "20",
+     "PRROOM_METRICS_PATH": "/metrics"},
+    doc="Recovery on, at most 20 lost sessions kept.")
 short_window_server = servers.server_fixture(
     {"PRROOM_RECOVERY_WINDOW": "1", "PRROOM_PRESENCE_GRACE": "0.5"},
     doc="Recovery on with a 1 s window.")
@@ -315,3 +322,26 @@ def test_python_clients_work_unchanged_but_see_the_offset(
     while received[0] != MESSAGE:
         received = client.sio.receive(timeout=5)
     assert received[1]["message"] == "from python" and isinstance(received[2], str)
+
+
+def _gauge(server: servers.ServerProcess, name: str) -> float:
+    text = requests.get(server.url + "/metrics", timeout=5).text
+    return float(next(line.split()[1] for line in text.splitlines()
+                      if line.startswith(name + " ")))
+
+
+def test_a_flood_of_lost_connections_keeps_a_bounded_number_of_sessions(
+        flood_server: servers.ServerProcess, connect: Clients) -> None:
+    lost = 0
+    for _ in range(60):
+        raw = RawWebSocket(flood_server.url)
+        assert '"pid"' in raw.connect()
+        raw.close()  # the transport goes away: a recoverable loss, kept for the window
+        lost += 1
+    wait_until(lambda: _gauge(flood_server, "prroom_recovery_sessions") == 20, 10)
+    assert _gauge(flood_server, "prroom_recovery_sessions") == 20
+    # and the server still serves
+    client = connect(flood_server)
+    room = next(_rooms)
+    client.join(room, "after-flood")
+    assert client.say(room, "after-flood", "still here")["ok"]

@@ -14,9 +14,10 @@ import pytest
 import redis
 
 from tests.support import servers
-from tests.support.cluster import cluster_env
+from tests.support.cluster import cluster_env, eventually
 from tests.support.node import NodeDriver
 from tests.support.proxy import TcpProxy
+from tests.support.raw import RawWebSocket
 from tests.support.redis_server import RedisProcess, running_redis
 
 SEND = "send-message-to-pr-room"
@@ -229,3 +230,21 @@ def test_after_a_restart_a_client_that_never_returns_is_announced_left_once(
         finally:
             proxy.close()
             leaving.stop()
+
+
+def test_a_flood_of_lost_connections_keeps_redis_bounded(redis_server: RedisProcess) -> None:
+    env = cluster_env(redis_server, "flood", **RECOVERY, PRROOM_RECOVERY_SESSIONS="20")
+    client = redis.Redis.from_url(redis_server.url)
+    try:
+        with servers.running(env=env) as server:
+            for _ in range(60):
+                raw = RawWebSocket(server.url)
+                assert '"pid"' in raw.connect()
+                raw.close()
+
+            def stored() -> int:
+                return len(list(client.scan_iter("prroom:flood:recovery:session:*")))
+            eventually(lambda: stored() == 20, what="only the newest 20 sessions are kept")
+            assert stored() == 20
+    finally:
+        client.close()
