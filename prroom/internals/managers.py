@@ -13,6 +13,7 @@ pipelined publisher and self-echo skipped undecoded; the Redis side is in
 from __future__ import annotations
 
 import inspect
+import logging
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
@@ -33,6 +34,8 @@ _OFFSET_SLOT = "\x00offset"
 #: Builds the publish script's KEYS and ARGV: (room, message head, message tail, publish
 #: command, channel) -> (keys, args).
 RecoverableArgs = Callable[[str, str, str, str, str], Tuple[List[str], List[Any]]]
+
+logger = logging.getLogger("prroom")
 
 try:  # redis-py 5+ can speak RESP3, and 8 does by default
     import redis as _redis
@@ -130,12 +133,13 @@ class IndexedManager(IndexedRoomsMixin, socketio.Manager):
                             callback=callback, to=to, **kwargs)
 
 
-def _seq_of(data: Any) -> Optional[int]:
-    """The sequence in a recoverable message's offset (its last argument)."""
+def _offset_of(data: Any) -> Tuple[Optional[str], Optional[int]]:
+    """The epoch and sequence in a recoverable message's offset (its last argument)."""
     try:
-        return int(data[-1].rpartition("-")[2], 16)
+        epoch, _, seq = data[-1].rpartition("-")
+        return epoch, int(seq, 16)
     except (TypeError, ValueError, IndexError, AttributeError):
-        return None
+        return None, None
 
 
 def confirm_published(server: Any) -> None:
@@ -192,10 +196,12 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
         self.publisher = Publisher(self._new_connection, self._start_task, mode)
         self.subscriber = None if self.write_only else Subscriber(
             self._new_connection, channel, self._sleep, mode, retry_max=retry_max,
-            on_reconnect=self.publisher.reset)
+            on_reconnect=self.publisher.reset, on_resubscribed=self._backfill)
         # connection state recovery (enable_recovery): the publish script, the newest
         # recoverable sequence delivered per hosted room, and restores listening in
         self._recovery: Optional[Tuple[str, RecoverableArgs]] = None
+        self._stream_of: Optional[Callable[[str], str]] = None
+        self._epoch: Optional[str] = None  # of the offsets delivered (a new Redis, a new one)
         self._delivered_seq: Dict[str, int] = {}
         self._taps: Dict[str, List[List[dict]]] = {}
         self._preparing: Dict[str, int] = {}
@@ -322,11 +328,15 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
 
     # -- connection state recovery --------------------------------------------------------
 
-    def enable_recovery(self, script: str, arguments: RecoverableArgs) -> None:
+    def enable_recovery(self, script: str, arguments: RecoverableArgs,
+                        stream_of: Callable[[str], str]) -> None:
         """Publish recoverable broadcasts (:meth:`emit_recoverable`) with the Lua ``script``,
         which numbers each, keeps it for returning sessions and publishes it with the
-        offset filled in; ``arguments`` builds the script's KEYS and ARGV."""
+        offset filled in; ``arguments`` builds the script's KEYS and ARGV; ``stream_of``
+        names the Redis stream where a room's recent packets are, to catch up from after
+        an outage (:meth:`_backfill`)."""
         self._recovery = (self.publisher.load_script(script), arguments)
+        self._stream_of = stream_of
 
     def emit_recoverable(self, event: str, data: Any, namespace: str, room: str,
                          skip_sid: Optional[str] = None) -> Ticket:
@@ -351,6 +361,40 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
         ticket = self.publisher.run_script(sha, keys, args)
         self._tickets.last = ticket
         return ticket
+
+    def _backfill(self) -> None:
+        """After an outage, deliver what each hosted room's stream got meanwhile, in order.
+
+        Runs in the listener, once Redis confirmed every subscription again and before any
+        later message is read: what it delivers comes first, and what arrives afterwards
+        that it already delivered is skipped (:meth:`_handle_emit`).  Without recovery
+        (no streams), or for a room with nothing delivered yet, there is nothing to do.
+        """
+        if self._stream_of is None or not self._delivered_seq:
+            return
+        backlog = 0
+        try:
+            client = self._client
+            pipe = client.pipeline(transaction=False)
+            rooms = list(self._delivered_seq.items())
+            for room, seq in rooms:
+                pipe.xrange(self._stream_of(room), f"0-{seq + 1}", "+")
+            for (room, _), entries in zip(rooms, pipe.execute()):
+                for _, fields in entries:
+                    raw = fields.get(b"m") or fields.get("m")
+                    try:
+                        message = self.json.loads(raw)
+                    except (TypeError, ValueError):
+                        continue
+                    if message.get("room") == room:
+                        self._handle_emit(message)
+                        backlog += 1
+        except Exception as exc:  # Redis went away again: the next outage's catch-up
+            logger.error("message queue: could not catch up after an outage: %s", exc)
+            return
+        if backlog:
+            logger.warning("message queue: delivered %d room packet(s) published while this "
+                           "process was not subscribed", backlog)
 
     def delivered_seq(self, room: str) -> Optional[int]:
         """The sequence of the newest recoverable packet delivered to ``room`` here (None
@@ -421,8 +465,14 @@ class ClusterManager(IndexedRoomsMixin, socketio.RedisManager):
         # every delivery in this process, of local and remote emits alike, passes here
         room: Any = message.get("room")
         if message.get("recoverable"):
-            seq = _seq_of(message.get("data"))
-            if seq is not None and seq > self._delivered_seq.get(room, -1):
+            epoch, seq = _offset_of(message.get("data"))
+            if epoch != self._epoch:
+                if self._epoch is not None:  # Redis restarted empty: numbers start again
+                    self._delivered_seq.clear()
+                self._epoch = epoch
+            if seq is not None:
+                if seq <= self._delivered_seq.get(room, -1):
+                    return None  # delivered already (a catch-up after an outage had it)
                 self._delivered_seq[room] = seq
             for tap in self._taps.get(room, ()):
                 tap.append(message)

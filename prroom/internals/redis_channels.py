@@ -304,9 +304,11 @@ class Subscriber:
 
     def __init__(self, connect: Callable[[], Any], deployment: str,
                  sleep: Callable[[float], None], sharded: ModeProbe, retry_max: float = 2.0,
-                 on_reconnect: Optional[Callable[[], None]] = None) -> None:
+                 on_reconnect: Optional[Callable[[], None]] = None,
+                 on_resubscribed: Optional[Callable[[], None]] = None) -> None:
         self._connect = connect
         self._deployment = deployment
+        self._on_resubscribed = on_resubscribed
         self._sleep = sleep
         self._probe = sharded
         self.retry_max = retry_max
@@ -438,6 +440,9 @@ class Subscriber:
                     self._lost = False
                     logger.warning("message queue reachable again: subscribed to %d rooms",
                                    len(self._wanted))
+                    if self._on_resubscribed is not None:
+                        # before any later message is yielded: what it delivers comes first
+                        self._on_resubscribed()
 
     def _confirmed(self, channel: str) -> None:
         self._resubscribing.discard(channel)

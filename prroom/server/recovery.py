@@ -83,7 +83,8 @@ class SessionRecovery:
         self._manager: Any = None
         if shared is not None:
             self._manager = events.server.manager
-            self._manager.enable_recovery(PUBLISH_SCRIPT, self._publish_args)
+            self._manager.enable_recovery(PUBLISH_SCRIPT, self._publish_args,
+                                          self._stream_of)
         self.sent = SentMessages(window, MAX_CLIENT_MESSAGE_IDS)
         self._pids: Dict[str, Tuple[str, int]] = {}  # sid -> (pid, its marker's sequence)
         self._joined: Dict[str, Dict[int, int]] = {}  # sid -> {room: sequence at join}
@@ -120,6 +121,10 @@ class SessionRecovery:
         events.server.emit(event, (data, offset), to=room_name(pull_request_id),
                            skip_sid=skip_sid, namespace=events.namespace)
         return True
+
+    def _stream_of(self, room: str) -> str:
+        assert self.shared is not None
+        return self.shared.room_key(int(room[len(ROOM_PREFIX):]))
 
     def _publish_args(self, room: str, head: str, tail: str, command: str,
                       channel: str) -> Tuple[List[str], List[Any]]:
