@@ -145,13 +145,23 @@ return 1
 """
 
 
-def redis_client(url: str, **options: Any) -> Any:
+def redis_client(url: str, pool_size: Optional[int] = None, **options: Any) -> Any:
     """A redis-py client for ``url``; ``redis+sentinel://[user:password@]host:port,.../db/
-    service`` asks the Sentinels for the service's current master on every connect."""
+    service`` asks the Sentinels for the service's current master on every connect.
+
+    ``pool_size``: at most that many connections, and a caller finding them all busy waits
+    for one (up to the socket timeout) instead of failing: under gevent, every greenlet
+    making a call at the same moment would otherwise open a connection of its own.
+    """
     import redis
 
     if not url.startswith("redis+sentinel://"):
-        return redis.Redis.from_url(url, **options)
+        if pool_size is None:
+            return redis.Redis.from_url(url, **options)
+        pool = redis.BlockingConnectionPool.from_url(
+            url, max_connections=pool_size, timeout=options.get("socket_timeout") or 2,
+            **options)
+        return redis.Redis(connection_pool=pool)
     from urllib.parse import urlparse
 
     from redis.sentinel import Sentinel

@@ -36,6 +36,9 @@ from prroom.core.recovery import MAX_TOKEN_LENGTH, BufferedPacket, Session
 #: just before a connection was noticed as lost (ping timeout) must still be there.
 STREAM_MARGIN = 60.0
 
+#: Connections to Redis for sessions and offsets, at most (callers beyond wait their turn).
+POOL_SIZE = 16
+
 # KEYS: epoch, sequence, room stream, room dropped-marker.  ARGV: a candidate epoch,
 # message head, message tail (the offset goes between, quoted), command (SPUBLISH or
 # PUBLISH), channel, cap, stream lifetime in ms.  Returns the sequence.
@@ -102,7 +105,8 @@ class RedisRecoveryStore:
 
     def __init__(self, url: str, channel: str, window: float, cap: int,
                  max_sessions: int) -> None:
-        self.redis = redis_client(url, socket_connect_timeout=2, socket_timeout=2)
+        self.redis = redis_client(url, pool_size=POOL_SIZE, socket_connect_timeout=2,
+                                  socket_timeout=2)
         self.window = window
         self.cap = cap
         self.max_sessions = max_sessions
@@ -150,6 +154,14 @@ class RedisRecoveryStore:
     def current(self) -> int:
         """The newest sequence issued in the deployment."""
         return int(self.redis.get(self._seq_key) or 0)
+
+    def fresh_marker(self) -> Tuple[int, str]:
+        """The offset of a new session: sequence 0 of the current epoch.  A new pid has no
+        earlier offsets to refuse, and what a room said before the session joined it is
+        excluded by the join's own position; so no round trip once the epoch is known."""
+        if self._epoch is None:
+            self.marker()  # learns the epoch (or sets it, on a Redis that has none yet)
+        return 0, f"{self._epoch}-0"
 
     def marker(self) -> Tuple[int, str]:
         """An offset that belongs to no packet: everything up to now counts as delivered."""

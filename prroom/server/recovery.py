@@ -281,7 +281,9 @@ class SessionRecovery:
     def _send_marker(self, sid: str, recovered: bool) -> int:
         if self.shared is not None:
             try:
-                seq, offset = self.shared.marker()
+                # only a restored session needs the current position: offsets it gave out
+                # before must not restore it again
+                seq, offset = self.shared.marker() if recovered else self.shared.fresh_marker()
             except Exception as exc:  # Redis away: no offset that could restore anything
                 logger.error("recovery: no offset from Redis for sid=%s: %s", sid, exc)
                 seq, offset = 2 ** 62, "-"
