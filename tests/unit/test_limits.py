@@ -70,3 +70,20 @@ def test_forget_drops_a_sockets_state():
         limiter.charge("a", "message")
     assert info.value.details["retryAfter"] == 1.0
     assert limiter.strikes("a") == 1  # counted from zero again
+
+
+def test_state_exported_to_another_process_is_not_a_refill():
+    # a session restored on another process keeps its spent tokens; time away refills them
+    from prroom.core.limits import export_state, import_state
+
+    limiter = SocketLimiter({"message": Rate(1.0, 3)}, disconnect_after=5, clock=lambda: 100.0)
+    for _ in range(3):
+        limiter.charge("a", "message")
+    exported = export_state(limiter.take_state("a"), now=100.0)
+    elsewhere = SocketLimiter({"message": Rate(1.0, 3)}, disconnect_after=5,
+                              clock=lambda: 5000.0)
+    elsewhere.put_state("b", import_state(exported, now=5000.0))
+    with pytest.raises(ProtocolError):
+        elsewhere.charge("b", "message")   # still empty: no refill by moving
+    assert import_state("garbage", 1.0) == (None, 0)
+    assert import_state([[["x", 1, 1, 1]], 0], 1.0) == (None, 0)
