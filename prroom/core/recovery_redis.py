@@ -258,6 +258,24 @@ class RedisRecoveryStore:
                 continue
         return gone
 
+    # -- retried sends ------------------------------------------------------------------
+
+    def _sent_key(self, sender: str, room: int, client_id: str) -> str:
+        return f"{self.prefix}sent:{room}:" + _digest(f"{sender}\x00{client_id}")
+
+    def sent_before(self, sender: str, room: int, client_id: str) -> Optional[dict]:
+        """The ack the first send with this ``clientMessageId`` got, within the window."""
+        raw = self.redis.get(self._sent_key(sender, room, client_id))
+        try:
+            return dict(json.loads(raw)) if raw else None
+        except (TypeError, ValueError):
+            return None
+
+    def remember_sent(self, sender: str, room: int, client_id: str, ack: dict) -> None:
+        """Keep a send's ack for the window, for a retry reaching any process."""
+        self.redis.set(self._sent_key(sender, room, client_id), json.dumps(ack),
+                       px=max(1, int(self.window * 1000)), nx=True)
+
     # -- room streams -----------------------------------------------------------------------
 
     def missed(self, rooms: Collection[int], after: int, old_sid: Optional[str],

@@ -290,7 +290,7 @@ class RoomEvents:
         sender = "id:" + self._name(sid) if sid in self._identities else "user:" + username
         if client_id is not None:
             assert resume is not None
-            original = resume.sent.get(sender, pull_request_id, client_id)
+            original = resume.sent_before(sender, pull_request_id, client_id)
             if original is not None:  # a retried send: delivered once, same ack
                 return original
         if self.registry.stop_typing(sid, pull_request_id):
@@ -302,7 +302,7 @@ class RoomEvents:
         if not self._broadcast(protocol.MESSAGE, dict(message), pull_request_id):
             reply["warning"] = protocol.CLUSTER_UNAVAILABLE
         if client_id is not None and resume is not None:
-            resume.sent.put(sender, pull_request_id, client_id, reply)
+            resume.remember_sent(sender, pull_request_id, client_id, reply)
         return reply
 
     def post(self, request: Any) -> ChatMessage:

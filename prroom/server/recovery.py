@@ -172,6 +172,28 @@ class SessionRecovery:
                                 field="clientMessageId")
         return value
 
+    def sent_before(self, sender: str, pull_request_id: int, client_id: str
+                    ) -> Optional[dict]:
+        """The ack of an earlier send with this ``clientMessageId`` within the window (on
+        any process, clustered), or None."""
+        if self.shared is None:
+            return self.sent.get(sender, pull_request_id, client_id)
+        try:
+            return self.shared.sent_before(sender, pull_request_id, client_id)
+        except Exception as exc:  # Redis away: this process's memory is all there is
+            logger.error("recovery: could not look up a clientMessageId: %s", exc)
+            return self.sent.get(sender, pull_request_id, client_id)
+
+    def remember_sent(self, sender: str, pull_request_id: int, client_id: str,
+                      ack: dict) -> None:
+        """Remember a send's ack under its ``clientMessageId`` for the window."""
+        self.sent.put(sender, pull_request_id, client_id, ack)
+        if self.shared is not None:
+            try:
+                self.shared.remember_sent(sender, pull_request_id, client_id, ack)
+            except Exception as exc:
+                logger.error("recovery: could not store a clientMessageId: %s", exc)
+
     # -- connect ------------------------------------------------------------------------
 
     def restore(self, sid: str, identity: Optional[Identity], auth: Any) -> bool:

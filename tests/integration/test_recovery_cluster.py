@@ -282,3 +282,24 @@ def test_a_process_cut_off_from_redis_catches_up_from_the_streams(
             assert "published while this process was not subscribed" in first.log()
     finally:
         redis_link.close()
+
+
+def test_a_retried_send_reaching_the_other_process_is_delivered_once(cluster, driver) -> None:
+    # socket.io-client retries a send whose ack it lost; after a reconnect the retry may
+    # reach the other process: same clientMessageId, same ack, one broadcast
+    first, second = cluster
+    room = next(_rooms)
+    for name, server in (("bob", first), ("alice", first), ("alice-again", second)):
+        _connect(driver, name, server.url)
+        reply = driver.call(name, "join-pr-room", {"pullRequestId": room, "username": "alice"
+                                                   if name.startswith("alice") else name})
+        assert reply["ok"], reply
+    payload = {"pullRequestId": room, "username": "alice", "message": "merge it",
+               "clientMessageId": "c-1"}
+    sent = driver.call("alice", SEND, payload)
+    again = driver.call("alice-again", SEND, payload)
+    assert sent["ok"] and again == sent  # the original ack: same id and sentAt
+    _say(driver, "bob", room, "done")
+    driver.expect(lambda r: r["name"] == "bob" and r.get("event") == MESSAGE
+                  and r["args"][0]["message"] == "done")
+    assert _texts(driver, "bob") == ["merge it"]
