@@ -82,7 +82,8 @@ class _Batch:
     __slots__ = ("commands", "results", "done")
 
     def __init__(self) -> None:
-        self.commands: List[Tuple[str, str, str]] = []  # (kind, channel, payload)
+        # (kind, channel, payload); ("call", the whole command, "") for any other command
+        self.commands: List[Tuple[str, Any, Any]] = []
         self.results: list = []
         self.done = threading.Event()
 
@@ -152,10 +153,18 @@ class Publisher:
 
     def publish(self, kind: str, channel: str, payload: str) -> Ticket:
         """Queue ``payload`` for ``channel`` (``kind`` ``"room"`` or ``"deployment"``)."""
+        return self._queue((kind, channel, payload))
+
+    def call(self, *command: object) -> Ticket:
+        """Queue any other command (``"EVAL", script, ...``) in the same order and batches
+        as the publishes; the ticket's ``wait()`` returns its reply."""
+        return self._queue(("call", command, ""))
+
+    def _queue(self, entry: Tuple[str, Any, Any]) -> Ticket:
         with self._lock:
             batch = self._batch
             commands = batch.commands
-            commands.append((kind, channel, payload))
+            commands.append(entry)
             index = len(commands) - 1
             if not self._started:
                 self._started = True
@@ -190,7 +199,8 @@ class Publisher:
             connection = self._connected()
             name = "SPUBLISH" if self._sharded else "PUBLISH"
             packed = connection.pack_commands(
-                [(name if kind == "room" else "PUBLISH", channel, payload)
+                [channel if kind == "call" else
+                 (name if kind == "room" else "PUBLISH", channel, payload)
                  for kind, channel, payload in batch.commands])
             self._inflight.append(batch)  # before writing: the reader may answer at once
             connection.send_packed_command(packed, check_health=False)

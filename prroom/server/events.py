@@ -365,8 +365,7 @@ class RoomEvents:
             self.server.enter_room(sid, room_name(pull_request_id), self.namespace)
             logger.info("join sid=%s user=%s pr=%s", sid, username, pull_request_id)
             try:
-                first = self.presence.add(pull_request_id, username)
-                members = self.presence.members(pull_request_id)
+                first, members = self.presence.join(pull_request_id, username)
             except Exception as exc:  # the queue is away: the join itself still stands
                 logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
                 first, members = False, [username]
