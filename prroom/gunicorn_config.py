@@ -4,6 +4,7 @@ Every value can be changed from the environment (names below); gunicorn's own co
 flags still override this file, except the worker count, which must stay 1.
 """
 import copy
+import gc
 import logging
 import os
 import resource
@@ -91,3 +92,22 @@ def on_starting(server: Any) -> None:
         if new_soft < wanted:
             server.log.warning("open-file limit %s is below worker_connections=%s",
                                new_soft, server.cfg.worker_connections)
+
+
+#: Young objects that trigger a collection (Python's default is 700).
+GC_YOUNG_THRESHOLD = 10_000
+
+
+def post_worker_init(worker: Any) -> None:
+    """Tune the worker's garbage collector once the app is loaded.
+
+    ``gc.freeze()`` moves what loading created (modules, the app, its libraries: nearly
+    everything alive) out of the collector's view, so a full collection no longer walks it.
+    A larger young generation lets the objects of a request that waits for Redis (a
+    clustered ack waits for its publish batch) die before a collection promotes them;
+    profiled, collections were several times more frequent in a clustered process than in
+    a standalone one.  Cyclic garbage is still collected, a little later.
+    """
+    gc.freeze()
+    _young, middle, old = gc.get_threshold()
+    gc.set_threshold(GC_YOUNG_THRESHOLD, middle, old)

@@ -36,6 +36,9 @@ class Presence(Protocol):
     def add(self, pull_request_id: int, username: str) -> bool:
         """Count one more socket of the user; True if it is their first in the room."""
 
+    def join(self, pull_request_id: int, username: str) -> Tuple[bool, List[str]]:
+        """:meth:`add`, and the room's users sorted (the joiner included), at once."""
+
     def remove(self, pull_request_id: int, username: str) -> bool:
         """Count one socket fewer; True if it was the user's last in the room."""
 
@@ -66,6 +69,10 @@ class MemoryPresence:
             users[username] = users.get(username, 0) + 1
             return users[username] == 1
 
+    def join(self, pull_request_id: int, username: str) -> Tuple[bool, List[str]]:
+        """:meth:`add`, and the room's users sorted."""
+        return self.add(pull_request_id, username), self.members(pull_request_id)
+
     def remove(self, pull_request_id: int, username: str) -> bool:
         """Count one socket fewer; True if that was the user's last in the room."""
         with self._lock:
@@ -92,13 +99,18 @@ class MemoryPresence:
         return True
 
 
-# KEYS[1] = this server's hash, KEYS[2] = the room's users hash; ARGV = field, user, delta
+# KEYS[1] = this server's hash, KEYS[2] = the room's users hash; ARGV = field, user, delta,
+# and "1" to get the room's users too: {total, user, ...} instead of total (a join's roster
+# in the same round trip as its count).
 _CHANGE = """
 local mine = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
 if mine <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
 local total = redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
 if total <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-return total
+if ARGV[4] ~= '1' then return total end
+local reply = redis.call('HKEYS', KEYS[2])
+table.insert(reply, 1, total)
+return reply
 """
 
 # KEYS[1] = the dead server's hash; ARGV[1] = users-hash key prefix.  Returns the
@@ -145,6 +157,17 @@ return 1
 """
 
 
+class Reply(Protocol):
+    """A queued command's outcome (the message queue's ticket)."""
+
+    def wait(self) -> object:
+        """The command's reply; raises if it did not reach Redis."""
+
+
+#: Queues one Redis command (``"EVAL", script, ...``) on a shared, pipelined connection.
+Pipeline = Callable[..., Reply]
+
+
 def redis_client(url: str, pool_size: Optional[int] = None, **options: Any) -> Any:
     """A redis-py client for ``url``; ``redis+sentinel://[user:password@]host:port,.../db/
     service`` asks the Sentinels for the service's current master on every connect.
@@ -182,7 +205,11 @@ def redis_client(url: str, pool_size: Optional[int] = None, **options: Any) -> A
 
 
 class RedisPresence:
-    """Cluster-wide presence in Redis, with heartbeats so a crashed process is forgotten."""
+    """Cluster-wide presence in Redis, with heartbeats so a crashed process is forgotten.
+
+    Updates and roster reads go through a redis-py client (a pool connection and a round
+    trip each) until :meth:`send_via` hands in the message queue's pipelined connection.
+    """
 
     clustered = True
 
@@ -204,36 +231,60 @@ class RedisPresence:
         self._local: Dict[Tuple[int, str], int] = {}
         self._dirty = False
         self._beats = 0
-        # A rewrite must not interleave with an update, or the update would count twice.
+        # A rewrite must not interleave with an update, or the update would count twice:
+        # held across the round trip on the client, only while queueing on the pipeline
+        # (one connection answers in order, so queued in order is applied in order).
         self._lock = threading.Lock()
+        self._pipeline: Optional[Pipeline] = None
 
-    def _apply(self, pull_request_id: int, username: str, delta: int) -> int:
+    def send_via(self, pipeline: Pipeline) -> None:
+        """Send updates, roster reads and rewrites through ``pipeline`` from now on: the
+        commands of one event-loop turn share one write and one round trip."""
+        self._pipeline = pipeline
+
+    def _apply(self, pull_request_id: int, username: str, delta: int,
+               listing: bool = False) -> Any:
         key = (pull_request_id, username)
+        keys = [self._mine, self._users_prefix + str(pull_request_id)]
+        args = [f"{pull_request_id}|{username}", username, delta, 1 if listing else 0]
         with self._lock:
             count = self._local.get(key, 0) + delta
             if count > 0:
                 self._local[key] = count
             else:
                 self._local.pop(key, None)
+            pipeline = self._pipeline
             try:
-                return int(self._change(
-                    keys=[self._mine, self._users_prefix + str(pull_request_id)],
-                    args=[f"{pull_request_id}|{username}", username, delta]))
+                if pipeline is None:
+                    return self._change(keys=keys, args=args)
+                reply = pipeline("EVAL", _CHANGE, 2, *keys, *args)
             except Exception:
                 self._dirty = True  # the next heartbeat rewrites our share from _local
                 raise
+        try:
+            return reply.wait()
+        except Exception:
+            self._dirty = True
+            raise
 
     def add(self, pull_request_id: int, username: str) -> bool:
         """Count one more socket of the user in the room; True if their first anywhere."""
-        return self._apply(pull_request_id, username, 1) == 1
+        return int(self._apply(pull_request_id, username, 1)) == 1
+
+    def join(self, pull_request_id: int, username: str) -> Tuple[bool, List[str]]:
+        """:meth:`add` and :meth:`members` in one round trip."""
+        total, *names = self._apply(pull_request_id, username, 1, listing=True)
+        return int(total) == 1, sorted(_text(name) for name in names)
 
     def remove(self, pull_request_id: int, username: str) -> bool:
         """Count one socket fewer; True if the user has no socket left in the room."""
-        return self._apply(pull_request_id, username, -1) <= 0
+        return int(self._apply(pull_request_id, username, -1)) <= 0
 
     def members(self, pull_request_id: int) -> List[str]:
         """The room's users on every live process, sorted."""
-        names = self.redis.hkeys(self._users_prefix + str(pull_request_id))
+        key = self._users_prefix + str(pull_request_id)
+        names: Any = (self.redis.hkeys(key) if self._pipeline is None
+                      else self._pipeline("HKEYS", key).wait())
         return sorted(_text(name) for name in names)
 
     def healthy(self) -> bool:
@@ -264,23 +315,37 @@ class RedisPresence:
     def heartbeat(self) -> None:
         """Tell the cluster this process is alive for another TTL; repair after outages."""
         alive = f"{self._prefix}alive:{self.server_id}"
+        pipe = self.redis.pipeline()
+        pipe.exists(alive)
+        pipe.set(alive, 1, px=int(self.ttl * 1000))
+        pipe.sadd(self._prefix + "servers", self.server_id)
+        was_alive = pipe.execute()[0]
+        self._beats += 1
+        # Our alive key vanished between beats: Redis restarted empty, or we stalled past
+        # the TTL and were reaped.  Or updates failed while it was unreachable.
+        if self._dirty or (self._beats > 1 and not was_alive):
+            self._rewrite()
+
+    def _rewrite(self) -> None:
+        """Replace this server's share in Redis with what it really has (``_local``)."""
+        reply: Optional[Reply] = None
         with self._lock:
-            pipe = self.redis.pipeline()
-            pipe.exists(alive)
-            pipe.set(alive, 1, px=int(self.ttl * 1000))
-            pipe.sadd(self._prefix + "servers", self.server_id)
-            was_alive = pipe.execute()[0]
-            self._beats += 1
-            # Our alive key vanished between beats: Redis restarted empty, or we stalled
-            # past the TTL and were reaped.  Or updates failed while it was unreachable.
-            if self._dirty or (self._beats > 1 and not was_alive):
-                args: list = [self._users_prefix]
-                for (pull_request_id, username), count in self._local.items():
-                    args += [f"{pull_request_id}|{username}", username, count]
+            args: list = [self._users_prefix]
+            for (pull_request_id, username), count in self._local.items():
+                args += [f"{pull_request_id}|{username}", username, count]
+            if self._pipeline is None:
                 self._resync(keys=[self._mine], args=args)
-                self._dirty = False
-                logger.warning("presence: rewrote this server's %d memberships into Redis",
-                               len(self._local))
+            else:  # behind every update queued before it, ahead of every later one
+                reply = self._pipeline("EVAL", _RESYNC, 1, self._mine, *args)
+            self._dirty = False
+            rewritten = len(self._local)
+        if reply is not None:
+            try:
+                reply.wait()
+            except Exception:
+                self._dirty = True
+                raise
+        logger.warning("presence: rewrote this server's %d memberships into Redis", rewritten)
 
     def reap_dead(self) -> List[Left]:
         """Forget processes whose heartbeat expired; return the users who left with them."""

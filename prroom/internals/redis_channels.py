@@ -87,7 +87,9 @@ class _Batch:
     __slots__ = ("commands", "results", "done")
 
     def __init__(self) -> None:
-        self.commands: List[Tuple[str, str, Any]] = []  # (kind, channel, payload)
+        # (kind, channel, payload); ("call", the whole command, "") for any other command,
+        # ("script", sha1, (keys, args)) for a loaded script
+        self.commands: List[Tuple[str, Any, Any]] = []
         self.results: list = []
         self.done = threading.Event()
 
@@ -172,11 +174,16 @@ class Publisher:
         (``SPUBLISH`` or ``PUBLISH``, known once connected)."""
         return self._queue(("script", sha, (keys, args)))
 
-    def _queue(self, command: Tuple[str, str, Any]) -> Ticket:
+    def call(self, *command: object) -> Ticket:
+        """Queue any other command (``"EVAL", script, ...``) in the same order and batches
+        as the publishes; the ticket's ``wait()`` returns its reply."""
+        return self._queue(("call", command, ""))
+
+    def _queue(self, entry: Tuple[str, Any, Any]) -> Ticket:
         with self._lock:
             batch = self._batch
             commands = batch.commands
-            commands.append(command)
+            commands.append(entry)
             index = len(commands) - 1
             if not self._started:
                 self._started = True
@@ -211,9 +218,9 @@ class Publisher:
             connection = self._connected()
             name = "SPUBLISH" if self._sharded else "PUBLISH"
             packed = connection.pack_commands(
-                [self._script_command(channel, payload, name)
-                 if kind == "script" else (name if kind == "room" else "PUBLISH", channel,
-                                            payload)
+                [channel if kind == "call" else
+                 self._script_command(channel, payload, name) if kind == "script" else
+                 (name if kind == "room" else "PUBLISH", channel, payload)
                  for kind, channel, payload in batch.commands])
             self._inflight.append(batch)  # before writing: the reader may answer at once
             connection.send_packed_command(packed, check_health=False)

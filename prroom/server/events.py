@@ -251,8 +251,7 @@ class RoomEvents:
                 self.resume.joined(sid, pull_request_id, since)
             logger.info("join sid=%s user=%s pr=%s", sid, username, pull_request_id)
             try:
-                first = self.presence.add(pull_request_id, username)
-                members = self.presence.members(pull_request_id)
+                first, members = self.presence.join(pull_request_id, username)
             except Exception as exc:  # the queue is away: the join itself still stands
                 logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
                 first, members = False, [username]

@@ -223,6 +223,12 @@ class PRRoom:
         manager = socketio.server.manager
         if hasattr(manager, "on_delivered"):  # prroom's own managers count deliveries
             manager.on_delivered = state.metrics.record_deliveries
+        send_via = getattr(state.presence, "send_via", None)
+        if send_via is not None and isinstance(manager, ClusterManager) and \
+                manager.redis_url == settings.message_queue:
+            # presence shares the publisher's pipelined connection: a join's count and
+            # roster ride in the same write as whatever else that loop turn sends
+            send_via(manager.publisher.call)
         state.metrics.watch_state(lambda: state.events.connected, state.registry.room_sizes,
                                   state.queue_up)
         if state.events.resume is not None:

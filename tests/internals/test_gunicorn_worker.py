@@ -143,3 +143,18 @@ def test_pywsgi_still_reads_the_request_as_the_timeouts_assume() -> None:
     assert not issubclass(HeaderTimeout, Exception)
     assert "while self.socket is not None:" in inspect.getsource(pywsgi.WSGIHandler.handle)
     assert "handle_one_request" not in vars(WebSocketHandler)
+
+
+def test_the_worker_freezes_what_loading_made_and_collects_the_young_less_often():
+    import gc
+
+    from prroom import gunicorn_config
+
+    before = gc.get_threshold()
+    try:
+        gunicorn_config.post_worker_init(None)
+        assert gc.get_freeze_count() > 0
+        assert gc.get_threshold() == (gunicorn_config.GC_YOUNG_THRESHOLD, *before[1:])
+    finally:
+        gc.unfreeze()
+        gc.set_threshold(*before)

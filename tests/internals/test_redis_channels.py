@@ -114,6 +114,17 @@ def test_what_one_turn_published_leaves_in_one_write_in_order():
     assert publisher.healthy and publisher.batches == 1
 
 
+def test_other_commands_share_the_publishes_batch_in_order():
+    connection = ScriptedConnection(answer=lambda command: command[0])
+    publisher, tasks, _ = publisher_with(connection)
+    tickets = [publisher.publish("room", "ch", "a"), publisher.call("EVAL", "return 1", 0),
+               publisher.publish("room", "ch", "b")]
+    tasks.run_all()
+    assert [ticket.wait() for ticket in tickets] == ["SPUBLISH", "EVAL", "SPUBLISH"]
+    assert connection.writes == [[("SPUBLISH", "ch", "a"), ("EVAL", "return 1", 0),
+                                  ("SPUBLISH", "ch", "b")]]
+
+
 def test_rooms_use_plain_publish_when_the_server_has_no_sharded_pubsub():
     connection = ScriptedConnection()
     publisher, tasks, _ = publisher_with(connection, sharded=False)
