@@ -29,7 +29,7 @@ import time
 from collections import deque
 from typing import Any, Collection, Deque, List, Mapping, Optional, Tuple
 
-from prroom.core.presence import redis_client
+from prroom.core.presence import Pipeline, redis_client
 from prroom.core.recovery import MAX_TOKEN_LENGTH, BufferedPacket, Session
 
 #: Seconds a room stream outlives its last packet beyond the window: a packet published
@@ -115,12 +115,33 @@ class RedisRecoveryStore:
         self._seq_key = self.prefix + "seq"
         self._candidate_epoch = secrets.token_hex(4)
         self._epoch: Optional[str] = None
-        self._take = self.redis.register_script(_TAKE)
-        self._mark = self.redis.register_script(_MARK)
         self._claim = self.redis.register_script(_CLAIM)
         self._handoff_key = self.prefix + "handoff"
         # this process's stored sessions, oldest first: the count bound under a flood
         self._mine: Deque[str] = deque()
+        self._pipeline: Optional[Pipeline] = None
+
+    def send_via(self, pipeline: Pipeline) -> None:
+        """Make the calls of a connect, join, disconnect and restore through ``pipeline``
+        (the message queue's pipelined connection) from now on: they share its writes
+        instead of each taking a pooled connection for a round trip of its own."""
+        self._pipeline = pipeline
+
+    def _call(self, *command: Any) -> Any:
+        pipeline = self._pipeline
+        if pipeline is None:
+            return self.redis.execute_command(*command)
+        return pipeline(*command).wait()
+
+    def _calls(self, *commands: Tuple[Any, ...]) -> List[Any]:
+        pipeline = self._pipeline
+        if pipeline is None:
+            pipe = self.redis.pipeline(transaction=False)
+            for command in commands:
+                pipe.execute_command(*command)
+            return list(pipe.execute())
+        tickets = [pipeline(*command) for command in commands]  # one batch, in order
+        return [ticket.wait() for ticket in tickets]
 
     # -- keys -------------------------------------------------------------------------------
 
@@ -153,7 +174,7 @@ class RedisRecoveryStore:
 
     def current(self) -> int:
         """The newest sequence issued in the deployment."""
-        return int(self.redis.get(self._seq_key) or 0)
+        return int(self._call("GET", self._seq_key) or 0)
 
     def fresh_marker(self) -> Tuple[int, str]:
         """The offset of a new session: sequence 0 of the current epoch.  A new pid has no
@@ -165,11 +186,9 @@ class RedisRecoveryStore:
 
     def marker(self) -> Tuple[int, str]:
         """An offset that belongs to no packet: everything up to now counts as delivered."""
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.get(self._seq_key)
-        pipe.set(self._epoch_key, self._candidate_epoch, nx=True)
-        pipe.get(self._epoch_key)
-        seq_raw, _, epoch = pipe.execute()
+        seq_raw, _, epoch = self._calls(("GET", self._seq_key),
+                                        ("SET", self._epoch_key, self._candidate_epoch, "NX"),
+                                        ("GET", self._epoch_key))
         seq = int(seq_raw or 0)
         self._epoch = epoch.decode() if isinstance(epoch, bytes) else epoch
         return seq, f"{self._epoch}-{seq:x}"
@@ -198,12 +217,12 @@ class RedisRecoveryStore:
                   "min_seq": session.min_seq, "joined": session.joined,
                   "left_announced": session.left_announced, "at": time.time()}
         key = self._session_key(session.pid)
-        pipe = self.redis.pipeline(transaction=False)
-        pipe.set(key, json.dumps(record), px=max(1, int(self.window * 1000)))
+        commands: List[Tuple[Any, ...]] = [
+            ("SET", key, json.dumps(record), "PX", max(1, int(self.window * 1000)))]
         self._mine.append(key)
         while len(self._mine) > self.max_sessions:
-            pipe.delete(self._mine.popleft())
-        pipe.execute()
+            commands.append(("DEL", self._mine.popleft()))
+        self._calls(*commands)
 
     def stored_here(self) -> int:
         """Sessions this process stored that are not yet displaced by newer ones (some may
@@ -216,7 +235,7 @@ class RedisRecoveryStore:
         if not isinstance(pid, str) or not pid or len(pid) > MAX_TOKEN_LENGTH:
             return None
         key = self._session_key(pid)
-        raw, announced = self._take(keys=[key, key + ":left"])
+        raw, announced = self._call("EVAL", _TAKE, 2, key, key + ":left")
         if not raw:
             return None
         try:
@@ -234,7 +253,7 @@ class RedisRecoveryStore:
         """Record that the session's departure was announced; False if it is gone (restored
         on some process, or expired)."""
         key = self._session_key(pid)
-        return bool(self._mark(keys=[key, key + ":left"]))
+        return bool(self._call("EVAL", _MARK, 2, key, key + ":left"))
 
     def hand_off(self, pids: Mapping[str, float]) -> None:
         """This process is stopping with these sessions' graces running (pid -> when it
@@ -265,7 +284,7 @@ class RedisRecoveryStore:
 
     def sent_before(self, sender: str, room: int, client_id: str) -> Optional[dict]:
         """The ack the first send with this ``clientMessageId`` got, within the window."""
-        raw = self.redis.get(self._sent_key(sender, room, client_id))
+        raw = self._call("GET", self._sent_key(sender, room, client_id))
         try:
             return dict(json.loads(raw)) if raw else None
         except (TypeError, ValueError):
@@ -273,8 +292,8 @@ class RedisRecoveryStore:
 
     def remember_sent(self, sender: str, room: int, client_id: str, ack: dict) -> None:
         """Keep a send's ack for the window, for a retry reaching any process."""
-        self.redis.set(self._sent_key(sender, room, client_id), json.dumps(ack),
-                       px=max(1, int(self.window * 1000)), nx=True)
+        self._call("SET", self._sent_key(sender, room, client_id), json.dumps(ack),
+                   "PX", max(1, int(self.window * 1000)), "NX")
 
     # -- room streams -----------------------------------------------------------------------
 

@@ -229,6 +229,9 @@ class PRRoom:
             # presence shares the publisher's pipelined connection: a join's count and
             # roster ride in the same write as whatever else that loop turn sends
             send_via(manager.publisher.call)
+            store = state.events.resume.shared if state.events.resume else None
+            if store is not None:  # recovery's calls too
+                store.send_via(manager.publisher.call)
         state.metrics.watch_state(lambda: state.events.connected, state.registry.room_sizes,
                                   state.queue_up)
         if state.events.resume is not None:

@@ -382,3 +382,33 @@ def test_the_recovery_script_numbers_keeps_and_publishes_in_one_step(redis_serve
     assert store.missed([7], 0, None) is None
     assert [packet.data for packet in store.missed([7], 1, None) or []] == ["m1", "m2"]
     assert store.parse(f"{epoch}-3") == 3 and store.parse("other-3") is None
+
+
+def test_recovery_sessions_are_one_shot_with_or_without_the_pipeline(redis_server):
+    from prroom.core.recovery import Session
+    from prroom.core.recovery_redis import RedisRecoveryStore
+
+    client = redis.Redis.from_url(redis_server.url)
+    connect = client.connection_pool.make_connection
+
+    def start(target):
+        threading.Thread(target=target, daemon=True).start()
+    piped = Publisher(connect, start, pubsub_mode("auto"))
+    for via in (None, piped.call):
+        store = RedisRecoveryStore(redis_server.url, "oneshot", window=30, cap=5,
+                                   max_sessions=2)
+        if via is not None:
+            store.send_via(via)
+        seq, offset = store.marker()
+        assert store.parse(offset) == seq and store.fresh_marker()[1].endswith("-0")
+        for pid in ("p1", "p2", "p3"):  # at most two kept: p1 is displaced
+            store.persist(Session(pid, "alice", {7: "alice"}, None, "sid", seq, 0.0,
+                                  {7: seq}, False), [None, 0])
+        assert store.take("p1") is None
+        assert store.mark_left_announced("p2") is True
+        taken = store.take("p2")
+        assert taken is not None and taken[0].rooms == {7: "alice"} and taken[0].left_announced
+        assert store.take("p2") is None and store.mark_left_announced("p2") is False
+        store.remember_sent("user:alice", 7, "c1", {"ok": True, "id": "m1"})
+        assert store.sent_before("user:alice", 7, "c1") == {"ok": True, "id": "m1"}
+        assert store.take("p3") is not None
