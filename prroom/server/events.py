@@ -30,6 +30,7 @@ from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import engineio_hooks, socketio_hooks
 from prroom.internals.managers import QueueUnavailable, confirm_published
+from prroom.server import sweepers
 from prroom.server.metrics import Metrics
 from prroom.server.recovery import (  # noqa: F401 - re-exported
     RECOVERABLE_EVENTS,
@@ -480,41 +481,7 @@ class RoomEvents:
         # (gunicorn forks after loading the app when preload is on).
         if not self._sweeper_started:
             self._sweeper_started = True
-            self.server.start_background_task(self._expire_typing_forever)
-            self.server.start_background_task(self._drop_slow_consumers_forever)
-            self.presence.start(self.server.start_background_task, self.server.sleep,
-                                self.announce_left)
-            if self.resume:
-                self.server.start_background_task(self.resume.sweep_forever)
-
-    def _drop_slow_consumers_forever(self) -> None:
-        # Engine.IO queues outgoing packets without bound; a client that stops reading would
-        # make the server hold every message for it.  Checked once a second for all sockets,
-        # not per delivery, so a broadcast's cost stays per recipient.
-        while True:
-            self.server.sleep(1.0)
-            try:
-                for eio_sid in socketio_hooks.overfull_sockets(self.server,
-                                                       self.caps.max_queued_packets):
-                    logger.warning("dropping a client too slow to read: eio_sid=%s has more "
-                                   "than %d packets queued", eio_sid,
-                                   self.caps.max_queued_packets)
-                    socketio_hooks.close_transport(self.server, eio_sid)
-            except Exception:
-                logger.exception("slow-consumer check failed; retrying")
-
-    def _expire_typing_forever(self) -> None:
-        # One sweeper for all typists instead of a timer per typing event: the cost per
-        # event stays O(1), and expiry is late by at most one sweep interval.
-        interval = max(0.02, min(1.0, self.registry.typing_timeout / 5))
-        while True:
-            self.server.sleep(interval)
-            try:
-                for sid, pull_request_id, username in self.registry.expire_typing():
-                    self.announce(protocol.STOP_TYPING, pull_request_id, username,
-                                      skip_sid=sid)
-            except Exception:
-                logger.exception("typing sweeper failed; retrying")
+            sweepers.start(self)
 
 
 def _json_only(handler: Handler) -> Handler:

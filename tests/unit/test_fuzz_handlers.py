@@ -569,7 +569,7 @@ class HandlerMachine(RuleBasedStateMachine):
     def only_the_sweepers_were_started(self) -> None:
         if self.events._sweeper_started:
             assert [task[0].__name__ for task in self.server.tasks[:2]] == [
-                "_expire_typing_forever", "_drop_slow_consumers_forever"]
+                "expire_typing_forever", "drop_slow_consumers_forever"]
         self.check_extra_tasks(self.server.tasks[2:])
 
     def check_extra_tasks(self, tasks: List[tuple]) -> None:
