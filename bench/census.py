@@ -64,6 +64,10 @@ def print_census(result: Dict[str, Any], top: int) -> None:
     print("-" * 64 + "-|-" + "-" * 10 + "-|-" + "-" * 12)
     for row in result["types"][:top]:
         print(f"{row['type'][:64]:<64} | {row['per_socket']:>10} | {row['bytes_per_socket']:>12}")
+    print(f"\n{'anonymous mappings of':>22} | {'per socket':>10} | {'resident KB/socket':>18}")
+    for row in result.get("mappings", []):
+        print(f"{str(row['size_kb']) + ' KB':>22} | {row['per_socket']:>10} | "
+              f"{row['rss_kb_per_socket']:>18}")
     if result["sites"]:
         print(f"\n{'allocation site':<90} | {'blocks':>7} | {'bytes/socket':>12}")
         print("-" * 90 + "-|-" + "-" * 7 + "-|-" + "-" * 12)

@@ -29,9 +29,14 @@ def _type_name(obj: Any) -> str:
 
 
 def type_census() -> TypeCounts:
-    """Objects the collector tracks, by type: (count, shallow bytes)."""
+    """Objects the collector tracks, by type: (count, shallow bytes).
+
+    Strings and bytes the collector does not track, held as values of dicts (an environ's),
+    count once each, as ``str (in dicts)`` / ``bytes (in dicts)``.
+    """
     gc.collect()
     counts: Dict[str, List[int]] = collections.defaultdict(lambda: [0, 0])
+    seen_values: set = set()
     for obj in gc.get_objects():
         entry = counts[_type_name(obj)]
         entry[0] += 1
@@ -39,14 +44,33 @@ def type_census() -> TypeCounts:
             entry[1] += sys.getsizeof(obj)
         except TypeError:
             pass
-        # untracked values kept by tracked containers: bytes and str of environs, headers
         if isinstance(obj, dict):
             for value in obj.values():
-                if isinstance(value, (str, bytes)) and not gc.is_tracked(value):
+                if isinstance(value, (str, bytes)) and not gc.is_tracked(value) \
+                        and id(value) not in seen_values:
+                    seen_values.add(id(value))
                     kept = counts[_type_name(value) + " (in dicts)"]
                     kept[0] += 1
                     kept[1] += sys.getsizeof(value)
     return {name: (entry[0], entry[1]) for name, entry in counts.items()}
+
+
+def mappings() -> Dict[int, List[int]]:
+    """Anonymous memory mappings by size in KB: [count, resident KB]."""
+    found: Dict[int, List[int]] = collections.defaultdict(lambda: [0, 0])
+    size = None
+    anonymous = False
+    with open("/proc/self/smaps") as smaps:
+        for line in smaps:
+            fields = line.split()
+            if "-" in fields[0] and len(fields) >= 5:
+                anonymous = len(fields) == 5  # no path
+            elif fields[0] == "Size:":
+                size = int(fields[1])
+            elif fields[0] == "Rss:" and anonymous and size is not None:
+                found[size][0] += 1
+                found[size][1] += int(fields[1])
+    return found
 
 
 class Census:
@@ -56,11 +80,13 @@ class Census:
         self.types: Optional[TypeCounts] = None
         self.snapshot: Optional[tracemalloc.Snapshot] = None
         self.rss_kb = 0
+        self.maps: Dict[int, List[int]] = {}
 
     def mark(self) -> Dict[str, Any]:
         self.types = type_census()
         self.snapshot = tracemalloc.take_snapshot() if tracemalloc.is_tracing() else None
         self.rss_kb = _rss_kb()
+        self.maps = mappings()
         return {"ok": True}
 
     def diff(self, sockets: int, top: int = 40) -> Dict[str, Any]:
@@ -86,11 +112,18 @@ class Census:
                 sites.append({"site": " < ".join(frames),
                               "bytes_per_socket": round(stat.size_diff / sockets, 1),
                               "blocks_per_socket": round(stat.count_diff / sockets, 2)})
+        maps = []
+        for size, (count, resident) in mappings().items():
+            was = self.maps.get(size, [0, 0])
+            if count - was[0] or resident - was[1]:
+                maps.append({"size_kb": size, "per_socket": round((count - was[0]) / sockets, 3),
+                             "rss_kb_per_socket": round((resident - was[1]) / sockets, 2)})
+        maps.sort(key=lambda row: -abs(row["rss_kb_per_socket"]))
         rss_kb = (_rss_kb() - self.rss_kb) / sockets
         return {"sockets": sockets, "rss_kb_per_socket": round(rss_kb, 2),
                 "traced_kb_per_socket": traced_kb and round(traced_kb, 2),
                 "gc_bytes_per_socket": round(sum(r["bytes_per_socket"] for r in rows), 1),
-                "types": rows[:top], "sites": sites}
+                "types": rows[:top], "sites": sites, "mappings": maps[:10]}
 
 
 def _rss_kb() -> int:
