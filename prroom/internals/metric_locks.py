@@ -16,6 +16,8 @@ from __future__ import annotations
 from gevent import monkey
 from prometheus_client import values
 
+from prroom.internals import gevent_traps
+
 
 def use_native_locks() -> bool:
     """Have values created from now on use the OS's lock; False if nothing was changed."""
@@ -24,4 +26,5 @@ def use_native_locks() -> bool:
     native = monkey.get_original("threading", "Lock")
     if values.Lock is not native:
         values.Lock = native
+    gevent_traps.deliberate_original("prometheus_client.values", "Lock")  # not a trap
     return True
