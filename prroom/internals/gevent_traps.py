@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import sys
 import sysconfig
-from typing import Any, Dict, List, Tuple
+from typing import Any, Dict, List, Set, Tuple
 
 #: Modules gevent's ``patch_all()`` patches and a chat server relies on.
 PATCHED_MODULES = ("socket", "ssl", "select", "threading", "time", "os", "subprocess",
@@ -32,6 +32,14 @@ ORIGINALS = (("socket", "socket"), ("socket", "create_connection"),
 #: (which gevent patches in place, keeping the originals).
 _EXEMPT_PREFIXES = ("gevent", "greenlet", "prroom.internals")
 _STDLIB = sysconfig.get_paths()["stdlib"]
+
+#: (module, attribute) that prroom itself set to an original, knowing it cannot block.
+_DELIBERATE: Set[Tuple[str, str]] = set()
+
+
+def deliberate_original(module: str, attribute: str) -> None:
+    """``module.attribute`` holds an original on purpose (prroom put it there): no trap."""
+    _DELIBERATE.add((module, attribute))
 
 
 def find_traps() -> List[str]:
@@ -66,7 +74,7 @@ def _imported_before_patching(monkey: Any) -> List[str]:
             continue
         for attribute, value in list(getattr(module, "__dict__", {}).items()):
             original = originals.get(id(value))
-            if original is not None:
+            if original is not None and (name, attribute) not in _DELIBERATE:
                 found.append((name, attribute, original))
     return [f"module {name} holds the unpatched {original} (as {name}.{attribute}): it was "
             "imported before gevent's monkey-patching, so it blocks every connection; import "

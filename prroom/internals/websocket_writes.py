@@ -15,15 +15,16 @@ With :func:`install`, for WebSocket connections served by gevent-websocket:
   once per packet, so a room broadcast builds one frame for all members.  Only when the
   kernel's buffer is full is the rest queued and a greenlet started to flush it (as the
   writer did, with the same socket timeout); it ends when the backlog does;
-* pings are sent by an event-loop timer instead of a sleeping greenlet.
+* pings are sent by the event loop's ping wheel instead of a sleeping greenlet, and ping
+  timeouts checked by one sweep instead of the service task (:mod:`ping_sweep`).
 
 Order is kept: nothing is written directly while earlier bytes wait in the backlog.
 Long-polling connections, and anything this module does not recognise, keep
 python-engineio's own path.  It relies on python-engineio internals, all of them checked in
 ``tests/internals/test_websocket_writes.py``, which fails loudly when the library changes:
-the socket's queue comes from ``server.create_queue()``, the writer is the closure
+the socket's queue comes from ``server.create_queue()``, and the writer is the closure
 ``Socket._websocket_handler.<locals>.writer`` over ``self`` and ``ws``, started with
-``server.start_background_task``, and pings are ``Socket._send_ping``.  If those change,
+``server.start_background_task``.  If those change,
 nothing breaks: the default path is used.
 """
 from __future__ import annotations
@@ -31,14 +32,14 @@ from __future__ import annotations
 import collections
 import logging
 import struct
-import time
 from typing import Any, Callable, Deque, List, Optional, Union
 
 import gevent
 import gevent.event
 import gevent.queue
-from engineio import packet as eio_packet
 from gevent.monkey import get_original
+
+from prroom.internals import ping_sweep
 
 #: The OS thread's id, even where gevent made threads greenlets.
 _os_thread_id = get_original("_thread", "get_ident")
@@ -46,7 +47,6 @@ _os_thread_id = get_original("_thread", "get_ident")
 logger = logging.getLogger("prroom")
 
 _WRITER_QUALNAME = "Socket._websocket_handler.<locals>.writer"
-_PING_QUALNAME = "Socket._send_ping"
 _FRAME_ATTRIBUTE = "_prroom_ws_frame"
 
 
@@ -289,14 +289,6 @@ class WriterQueue:
         self.writer = writer
 
 
-class _Done:
-    """What ``start_background_task`` returns for work that needs no greenlet."""
-
-    @staticmethod
-    def join(timeout: Optional[float] = None) -> None:
-        return None
-
-
 def _start_direct_writer(target: Callable[[], Any]) -> Optional["DirectWriter"]:
     """Start a DirectWriter in place of python-engineio's writer closure; None if unsure."""
     code = getattr(target, "__code__", None)
@@ -314,23 +306,6 @@ def _start_direct_writer(target: Callable[[], Any]) -> Optional["DirectWriter"]:
     writer = DirectWriter(ws, sock)
     queue.hand_over(writer)
     return writer
-
-
-def _schedule_ping(socket: Any) -> None:
-    """Send the next PING after the ping interval from the event loop, not a greenlet."""
-    timer = gevent.get_hub().loop.timer(socket.server.ping_interval)
-
-    def ping_due() -> None:
-        timer.close()
-        if socket.closing or socket.closed:
-            return
-        try:
-            socket.last_ping = time.time()
-            socket.send(eio_packet.Packet(eio_packet.PING))  # never blocks: see WriterQueue
-        except Exception:  # the event loop must not see it
-            logger.exception("sending a ping failed")
-
-    timer.start(ping_due)
 
 
 def install(server: Any) -> bool:
@@ -352,9 +327,10 @@ def install(server: Any) -> bool:
             writer = _start_direct_writer(target)
             if writer is not None:
                 return writer
-        elif name == _PING_QUALNAME and not args and not kwargs:
-            _schedule_ping(target.__self__)
-            return _Done()
+        elif not args and not kwargs:
+            handle = ping_sweep.start_task(eio, target)
+            if handle is not None:
+                return handle
         return original_start(target, *args, **kwargs)
 
     vars(start_background_task)["_prroom_wrapped"] = True

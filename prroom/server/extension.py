@@ -30,7 +30,13 @@ from prroom.core.presence import Presence, create_presence
 from prroom.core.protocol import ROOM_PREFIX, ErrorCode, Limits, ProtocolError
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import gevent_traps, loop_monitor, socketio_hooks, websocket_writes
+from prroom.internals import (
+    gevent_traps,
+    loop_monitor,
+    packet_codec,
+    socketio_hooks,
+    websocket_writes,
+)
 from prroom.internals.loop_monitor import LoopMonitor
 from prroom.internals.managers import ClusterManager, IndexedManager
 from prroom.server.api import api
@@ -213,6 +219,7 @@ class PRRoom:
             host_set = socketio_hooks.options_set_by_host(socketio)
             socketio.init_app(app, **{key: value for key, value in options.items()
                                       if key not in host_set})
+        packet_codec.install(socketio.server)
         if socketio.async_mode == "gevent":
             socketio_hooks.accelerate_gevent_websocket()
             if settings.websocket_writes == "direct":

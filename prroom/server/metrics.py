@@ -12,6 +12,8 @@ from prometheus_client import CollectorRegistry, Counter, Histogram, generate_la
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
+from prroom.internals import metric_locks
+
 MEMBER_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 BLOCKED_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
 SECONDS_BUCKETS = (0.0001, 0.00025, 0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1,
@@ -22,6 +24,7 @@ class Metrics:
     """The metrics of one prroom: call the ``record_*`` methods; :meth:`render` to scrape."""
 
     def __init__(self) -> None:
+        metric_locks.use_native_locks()  # before the values are made
         self.registry = CollectorRegistry(auto_describe=True)
         self._events = Counter("prroom_events", "Client events received, by event and "
                                "outcome (ok or the error code)", ["event", "outcome"],

@@ -35,16 +35,6 @@ def test_engineio_still_starts_a_writer_closure_over_self_and_ws():
     assert "self.server.start_background_task(writer)" in source
 
 
-def test_engineio_still_pings_from_a_background_task():
-    assert engineio.socket.Socket._send_ping.__qualname__ == websocket_writes._PING_QUALNAME
-    source = inspect.getsource(engineio.socket.Socket.schedule_ping)
-    assert "start_background_task(self._send_ping)" in source
-    send_ping = inspect.getsource(engineio.socket.Socket._send_ping)
-    # what the timer does instead: the same checks, the same packet
-    assert "self.last_ping = time.time()" in send_ping
-    assert "self.send(packet.Packet(packet.PING))" in send_ping
-
-
 def test_engineio_sockets_take_their_queue_from_create_queue():
     server = engineio.Server(async_mode="gevent")
     assert websocket_writes.install(socketio.Server(async_mode="gevent")) is True

@@ -1,0 +1,88 @@
+"""python-socketio's packet codec without its per-packet setup costs; same bytes, same objects.
+
+Profiled under the rooms benchmark, three pieces of python-socketio's ``Packet`` cost about
+a twentieth of the server's CPU, none of it work on the message itself:
+
+* decoding: ``engineio.json.loads`` passes ``parse_int`` to ``json.loads``, so every
+  packet built a new ``JSONDecoder`` (and its scanner) before reading a byte;
+* encoding: ``json.dumps(data, separators=(",", ":"))`` built a new ``JSONEncoder`` each time;
+* every outgoing packet (each ack, each broadcast) asked ``data_is_binary``, which walks the
+  payload building a list and a ``functools.reduce`` per level.
+
+:func:`install` gives ``server`` a ``Packet`` subclass with a codec object that keeps one
+decoder and one encoder configured exactly as those calls configure theirs, and a
+``data_is_binary`` that answers the same by a plain walk that stops at the first bytes.  It
+does so only while the server uses python-socketio's own ``Packet`` and engine.io's JSON
+module (a host's ``json=`` or another serializer is left alone).  What it relies on is
+checked by ``tests/internals/test_packet_codec.py``, which fails loudly when it changes.
+"""
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from engineio import json as engineio_json
+from socketio import packet as sio_packet
+
+_SEPARATORS = (",", ":")
+_MARK = "_prroom_codec"
+
+
+class PacketJSON:
+    """``loads``/``dumps`` as engine.io's JSON module has them, each with one prebuilt codec."""
+
+    def __init__(self) -> None:
+        self._decoder = json.JSONDecoder(parse_int=engineio_json._safe_int)
+        self._encoder = json.JSONEncoder(separators=_SEPARATORS)
+
+    def loads(self, s: Any, **kwargs: Any) -> Any:
+        """``engineio.json.loads``: big integers refused, everything else as ``json.loads``."""
+        if kwargs or not isinstance(s, str) or s.startswith("\ufeff"):
+            return engineio_json.loads(s, **kwargs)  # rare shapes: the library's own path
+        return self._decoder.decode(s)
+
+    def dumps(self, obj: Any, **kwargs: Any) -> str:
+        """``json.dumps``; with only ``separators=(",", ":")``, through the kept encoder."""
+        if len(kwargs) == 1 and kwargs.get("separators") == _SEPARATORS:
+            return self._encoder.encode(obj)
+        return engineio_json.dumps(obj, **kwargs)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(engineio_json, name)  # anything else a caller reaches for
+
+
+def data_is_binary(data: Any) -> bool:
+    """Whether ``data`` holds bytes or a bytearray in its lists and dict values."""
+    if isinstance(data, (bytes, bytearray)):
+        return True
+    if isinstance(data, list):
+        for item in data:
+            if data_is_binary(item):
+                return True
+    elif isinstance(data, dict):
+        for item in data.values():
+            if data_is_binary(item):
+                return True
+    return False
+
+
+class Packet(sio_packet.Packet):
+    """python-socketio's ``Packet`` with the kept codec and the plain binary walk."""
+
+    json = PacketJSON()
+
+    @classmethod
+    def data_is_binary(cls, data: Any) -> bool:
+        """The same answer as python-socketio's, without its lists and reduces."""
+        return data_is_binary(data)
+
+
+def install(server: Any) -> bool:
+    """Give ``server`` the faster packet class; False when it uses another codec."""
+    current = getattr(server, "packet_class", None)
+    if current is Packet:
+        return True
+    if current is not sio_packet.Packet or getattr(current, "json", None) is not engineio_json:
+        return False
+    server.packet_class = Packet
+    return True
