@@ -5,6 +5,7 @@ Two :class:`RedisPresence` objects on one Redis stand for two processes of a clu
 """
 from __future__ import annotations
 
+import inspect
 import threading
 from typing import Any, Callable, List
 
@@ -14,6 +15,11 @@ import redis
 from prroom.core.presence import RedisPresence
 from prroom.internals.redis_channels import Publisher, QueueUnavailable, pubsub_mode
 from tests.support.redis_server import RedisProcess
+
+# the publisher's connection speaks RESP2, as the clustered manager's does (redis-py 4 has
+# no protocol option: RESP2 is all it speaks)
+_BASE = getattr(redis.connection, "AbstractConnection", redis.connection.Connection)
+RESP2 = {"protocol": 2} if "protocol" in inspect.signature(_BASE.__init__).parameters else {}
 
 
 @pytest.fixture(scope="module")
@@ -28,7 +34,7 @@ class Recorded:
     as a batch that did not reach Redis does."""
 
     def __init__(self, url: str) -> None:
-        client = redis.Redis.from_url(url, protocol=2)
+        client = redis.Redis.from_url(url, **RESP2)
         self.publisher = Publisher(client.connection_pool.make_connection, self._start,
                                    pubsub_mode("auto"))
         self.commands: List[tuple] = []
