@@ -344,19 +344,29 @@ def _seq_of(entry_id: Any) -> int:
 def decode_packet(seq: int, message: Any) -> Optional[BufferedPacket]:
     """A room packet as the publish script stored (and published) it, or None."""
     try:
-        data = json.loads(message)
-        args = data["data"]
-        return BufferedPacket(seq, str(args[-1]), str(data["event"]), args[0],
-                              data.get("skip_sid"), 0.0)
-    except (ValueError, KeyError, TypeError, IndexError):
+        return packet_of(seq, json.loads(message))
+    except (ValueError, TypeError):
         return None
 
 
-def seq_of_offset(offset: Any) -> Optional[int]:
-    """The sequence in an offset, whatever its epoch (None if it is not one)."""
-    if not isinstance(offset, str):
-        return None
+def packet_of(seq: int, message: Any) -> Optional[BufferedPacket]:
+    """A decoded recoverable message (``{"event", "data": [payload, offset], ...}``) as a
+    packet, or None if it is not one."""
     try:
-        return int(offset.rpartition("-")[2], 16)
-    except ValueError:
+        args = message["data"]
+        return BufferedPacket(seq, str(args[-1]), str(message["event"]), args[0],
+                              message.get("skip_sid"), 0.0)
+    except (KeyError, TypeError, IndexError, AttributeError):
         return None
+
+
+def split_offset(offset: Any) -> Tuple[Optional[str], Optional[int]]:
+    """The epoch and sequence of an offset, whatever its epoch ((None, None) if it is not
+    one)."""
+    if not isinstance(offset, str):
+        return None, None
+    epoch, _, seq = offset.rpartition("-")
+    try:
+        return epoch, int(seq, 16)
+    except ValueError:
+        return None, None

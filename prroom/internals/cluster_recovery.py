@@ -15,6 +15,7 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
+from prroom.core.recovery_redis import split_offset
 from prroom.internals.redis_channels import ROOM_PUBLISH, Publisher, Subscriber, Ticket
 
 logger = logging.getLogger("prroom")
@@ -33,11 +34,9 @@ else:
 
 def offset_of(data: Any) -> Tuple[Optional[str], Optional[int]]:
     """The epoch and sequence in a recoverable message's offset (its last argument)."""
-    try:
-        epoch, _, seq = data[-1].rpartition("-")
-        return epoch, int(seq, 16)
-    except (TypeError, ValueError, IndexError, AttributeError):
+    if not isinstance(data, list) or not data:
         return None, None
+    return split_offset(data[-1])
 
 
 class RecoverableRoomsMixin(_Base):

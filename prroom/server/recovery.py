@@ -29,7 +29,12 @@ from prroom.core.recovery import (
     SessionStore,
     new_pid,
 )
-from prroom.core.recovery_redis import PUBLISH_SCRIPT, RedisRecoveryStore, seq_of_offset
+from prroom.core.recovery_redis import (
+    PUBLISH_SCRIPT,
+    RedisRecoveryStore,
+    packet_of,
+    split_offset,
+)
 from prroom.core.rooms import Departure
 
 if TYPE_CHECKING:  # pragma: no cover
@@ -284,12 +289,11 @@ class SessionRecovery:
             since = max(after, session.joined.get(pull_request_id, 0))
             for message in tap:
                 data = message.get("data") or []
-                seq = seq_of_offset(data[-1]) if len(data) == 2 else None
-                if seq is not None and seq > since and \
-                        message.get("skip_sid") != session.old_sid:
-                    by_seq.setdefault(seq, BufferedPacket(
-                        seq, data[-1], str(message.get("event")), data[0],
-                        message.get("skip_sid"), 0.0))
+                seq = split_offset(data[-1])[1] if len(data) == 2 else None
+                packet = packet_of(seq, message) if seq is not None else None
+                if packet is not None and packet.seq > since and \
+                        packet.skip_sid != session.old_sid:
+                    by_seq.setdefault(packet.seq, packet)
         return [by_seq[seq] for seq in sorted(by_seq)]
 
     def _gone_for_good(self, session: Session) -> None:
