@@ -8,6 +8,7 @@ import pytest
 from tests.support import servers
 from tests.support.clients import Clients, new_pull_request_id
 from tests.support.environ import clear_settings
+from tests.support.node import NodeDriver
 
 server = servers.server_fixture(
     servers.SHARED_SERVER_ENV, scope="session",
@@ -19,6 +20,14 @@ def connect(request: pytest.FixtureRequest) -> Iterator[Clients]:
     """The client factory (tests.support.clients.Clients), to ``server`` unless told where."""
     with Clients(lambda: request.getfixturevalue("server")) as clients:
         yield clients
+
+
+@pytest.fixture
+def driver() -> Iterator[NodeDriver]:
+    """npm socket.io-client sockets in one Node process (tests.support.node.NodeDriver)."""
+    node = NodeDriver()
+    yield node
+    node.close()
 
 
 @pytest.fixture

@@ -6,9 +6,8 @@ prroom runs under gunicorn as in production; one client (alice) reaches it throu
 from __future__ import annotations
 
 import itertools
-from typing import Iterator, List, Optional
+from typing import List, Optional
 
-import pytest
 import requests
 
 from prroom.core.identity import issue_token
@@ -40,14 +39,6 @@ short_window_server = servers.server_fixture(
     doc="Recovery on with a 1 s window.")
 
 _rooms = itertools.count(9100)
-
-
-@pytest.fixture
-def driver() -> Iterator[NodeDriver]:
-    """socket.io-client sockets in one Node process."""
-    node = NodeDriver()
-    yield node
-    node.close()
 
 
 def _connect(driver: NodeDriver, name: str, url: str) -> dict:

@@ -42,13 +42,6 @@ def cluster(redis_server: RedisProcess
         yield first, second
 
 
-@pytest.fixture
-def driver() -> Iterator[NodeDriver]:
-    node = NodeDriver()
-    yield node
-    node.close()
-
-
 def _connect(driver: NodeDriver, name: str, url: str) -> None:
     driver.send("connect", name=name, url=url)
     record = driver.expect(lambda r: r["name"] == name and r["ev"] == "connect")
