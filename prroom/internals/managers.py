@@ -125,16 +125,12 @@ class IndexedManager(IndexedRoomsMixin, socketio.Manager):
                             callback=callback, to=to, **kwargs)
 
 
-def confirm_published(server: Any) -> None:
-    """Wait until the last emit of this greenlet on ``server`` reached the message queue.
-
-    Raises :class:`QueueUnavailable` if it did not; returns at once when nothing was
-    published (one process, or an emit that stayed local).
-    """
+def published_ticket(server: Any) -> Optional[Ticket]:
+    """The ticket of the last emit of this greenlet on ``server`` that was published to the
+    message queue (wait on it, or ask it to call back), or None: one process, or an emit
+    that stayed local."""
     take = getattr(getattr(server, "manager", None), "take_ticket", None)
-    ticket = take() if take is not None else None
-    if ticket is not None:
-        ticket.wait()
+    return take() if take is not None else None
 
 
 class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisManager):

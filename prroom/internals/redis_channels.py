@@ -81,21 +81,61 @@ def _reader_of(connection: Any) -> Callable[[], object]:
     return connection.read_response
 
 
+def _lock_factory() -> Callable[[], Any]:
+    """The OS's own lock where gevent patched ``threading``, else ``threading.Lock``.
+
+    The publisher takes a lock per publish and per batch: gevent's lock is Python calls,
+    the OS's is taken in C.  Nothing under these locks waits for I/O or switches greenlets,
+    so the OS's lock is safe under gevent and still guards against real threads.
+    """
+    try:
+        from gevent import monkey
+    except ImportError:  # pragma: no cover - gevent is a dependency
+        return threading.Lock
+    if monkey.is_module_patched("threading"):
+        native: Callable[[], Any] = monkey.get_original("threading", "Lock")
+        return native
+    return threading.Lock
+
+
 class _Batch:
     """Commands written together, and their replies (an exception where one failed)."""
 
-    __slots__ = ("commands", "results", "done")
+    __slots__ = ("commands", "results", "done", "_callbacks", "_lock")
 
-    def __init__(self) -> None:
+    def __init__(self, lock: Any) -> None:
         # (kind, channel, payload); ("call", the whole command, "") for any other command,
         # ("script", sha1, (keys, args)) for a loaded script
         self.commands: List[Tuple[str, Any, Any]] = []
         self.results: list = []
         self.done = threading.Event()
+        self._callbacks: Optional[List[Callable[[], None]]] = None
+        self._lock = lock  # a thread (no gevent) may add while another ends the batch
+
+    def then(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the batch ended (now, if it has)."""
+        with self._lock:
+            if not self.done.is_set():
+                if self._callbacks is None:
+                    self._callbacks = []
+                self._callbacks.append(callback)
+                return
+        callback()
+
+    def finish(self) -> None:
+        """Every reply is in (or a failure for each): wake the waiters, run the callbacks."""
+        with self._lock:
+            self.done.set()
+            callbacks, self._callbacks = self._callbacks, None
+        for callback in callbacks or ():
+            try:
+                callback()
+            except Exception:  # one caller's bug must not keep the others' answers
+                logger.exception("message queue: a publish callback failed")
 
     def fail(self, error: Exception) -> None:
         self.results.extend([error] * (len(self.commands) - len(self.results)))
-        self.done.set()
+        self.finish()
 
 
 class Ticket:
@@ -113,12 +153,23 @@ class Ticket:
         No timeout of its own (a timer per waiter was measurable): every batch ends, in a
         reply or, within :attr:`Publisher.reply_timeout`, in a failure.
         """
-        batch = self._batch
-        batch.done.wait()
-        result = batch.results[self._index]
+        self._batch.done.wait()
+        return self.result()
+
+    def result(self) -> object:
+        """The reply of an ended batch's command (raising as :meth:`wait` does)."""
+        result = self._batch.results[self._index]
         if isinstance(result, Exception):
             raise QueueUnavailable(f"message queue unreachable: {result}")
         return result
+
+    def then(self, callback: Callable[["Ticket"], None]) -> None:
+        """Call ``callback(ticket)`` once the command's batch ended, instead of waiting.
+
+        It runs on the task that read the reply (or now, if it came already), so it must
+        not block: sending a packet is fine, waiting for another ticket is not.
+        """
+        self._batch.then(lambda: callback(self))
 
 
 class Publisher:
@@ -146,10 +197,11 @@ class Publisher:
         # a redis-py Connection (untyped: its parser and socket calls are what is used)
         self._connection: Any = None
         self._sharded = False
-        self._batch = _Batch()
+        self._new_lock = _lock_factory()
+        self._batch = _Batch(self._new_lock())
         self._inflight: Deque[_Batch] = deque()
         self._wake = threading.Event()
-        self._lock = threading.Lock()
+        self._lock = self._new_lock()
         self._started = False
         self._failed_at: Optional[float] = None
         self._scripts: Dict[str, str] = {}  # sha1 -> source, loaded on every connect
@@ -205,7 +257,7 @@ class Publisher:
             self._wake.wait()
             self._wake.clear()
             with self._lock:
-                batch, self._batch = self._batch, _Batch()
+                batch, self._batch = self._batch, _Batch(self._new_lock())
             if batch.commands:
                 self._write(batch)
 
@@ -272,7 +324,7 @@ class Publisher:
                 results.append(reply)
                 if len(results) == len(batch.commands):
                     inflight.popleft()
-                    batch.done.set()
+                    batch.finish()
                     if not self.healthy:
                         logger.warning("message queue reachable again for publishing")
                     self.healthy = True

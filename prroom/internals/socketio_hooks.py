@@ -25,7 +25,9 @@ import logging
 import time
 from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Tuple
 
-from prroom.internals import loop_monitor
+from socketio import packet as _sio_packet
+
+from prroom.internals import loop_monitor, websocket_writes
 
 logger = logging.getLogger("prroom")
 
@@ -42,6 +44,11 @@ DEFAULT_MAX_ATTACHMENTS = 10
 
 _ack_requested: contextvars.ContextVar = contextvars.ContextVar("prroom_ack_requested",
                                                                default=None)
+#: Set by :func:`answer_later` during a handler: who will produce the ack, and when.
+_answer_later: contextvars.ContextVar = contextvars.ContextVar("prroom_answer_later",
+                                                              default=None)
+#: Answer senders take the ack's body.
+SendAnswer = Callable[[Any], None]
 
 
 def track_ack_requests(server: Any, namespace: str = "/") -> bool:
@@ -68,9 +75,15 @@ def track_ack_requests(server: Any, namespace: str = "/") -> bool:
         # named in the blocked-loop warning if this event holds the loop (host events too)
         loop_monitor.serving(f"event {str(name)[:50]}")
         token = _ack_requested.set(id is not None)
+        later = _answer_later.set(None)
         try:
-            return original(server_, sid, eio_sid, data, namespace_, id)
+            result = original(server_, sid, eio_sid, data, namespace_, id)
+            start = _answer_later.get()
+            if start is not None and id is not None:
+                _start_answer(start, server_, eio_sid, namespace_, id)
+            return result
         finally:
+            _answer_later.reset(later)
             _ack_requested.reset(token)
 
     vars(handle_event_internal)["_prroom_wrapped"] = True
@@ -85,6 +98,47 @@ def ack_requested() -> bool:
     then hears about a refusal twice rather than never.
     """
     return bool(_ack_requested.get())
+
+
+def answer_later(server: Any, start: Callable[[SendAnswer], None]) -> Any:
+    """Have the ack of the event being handled sent later, not from the handler's return.
+
+    Returns what the handler must return for that (python-socketio's ``not_handled``, so
+    it sends no ack of its own), and once the handler returned ``start(send)`` is called:
+    ``send(body)`` sends the ack, from any task.  Returns None when that cannot be done
+    (no ack asked for, or the event entry point is not wrapped): the handler answers now.
+    """
+    not_handled = getattr(server, "not_handled", None)
+    if not_handled is None or not _ack_requested.get():
+        return None
+    _answer_later.set(start)
+    return not_handled
+
+
+def _start_answer(start: Callable[[SendAnswer], None], server: Any, eio_sid: str,
+                  namespace: str, ack_id: int) -> None:
+    # What the handler already sent this connection (its own copy of a broadcast) waits
+    # for the ack, so that both leave in one write.
+    release = websocket_writes.hold_writes(server, eio_sid)
+
+    def send(body: Any) -> None:
+        try:
+            send_ack(server, eio_sid, namespace, ack_id, body)
+        finally:
+            if release is not None:
+                release()
+    try:
+        start(send)
+    except BaseException:
+        if release is not None:
+            release()
+        raise
+
+
+def send_ack(server: Any, eio_sid: str, namespace: str, ack_id: int, body: Any) -> None:
+    """Send the ACK packet for event ``ack_id`` with ``body``, as python-socketio does."""
+    server._send_packet(eio_sid, server.packet_class(_sio_packet.ACK, namespace=namespace,
+                                                     id=ack_id, data=[body]))
 
 
 def answer_unread() -> bool:

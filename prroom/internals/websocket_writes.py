@@ -140,6 +140,7 @@ class DirectWriter:
         self._flusher: Optional[gevent.Greenlet] = None
         self._ending = False
         self._done = gevent.event.Event()
+        self._held = 0  # while > 0, corked frames wait for release() (see hold_writes)
 
     def put(self, pkt: Any) -> None:
         """Send ``pkt`` (an Engine.IO packet), or end the connection's writing for ``None``.
@@ -164,7 +165,19 @@ class DirectWriter:
             corks.add(self)
         self._corked.append(frame)
 
+    def hold(self) -> None:
+        """Keep corked frames past the end of the iteration, until :meth:`release`."""
+        self._held += 1
+
+    def release(self) -> None:
+        """End one :meth:`hold`; what it kept leaves at the end of this iteration."""
+        self._held -= 1
+        if not self._held and self._corked and not self._ending:
+            self._corks.add(self)
+
     def _uncork(self) -> None:
+        if self._held:
+            return  # kept corked: release() brings it back to the loop
         frames, self._corked = self._corked, []
         if not frames or self._sock is None:
             return
@@ -287,6 +300,21 @@ class WriterQueue:
             queue.task_done()
             writer.put(item)
         self.writer = writer
+
+
+def hold_writes(server: Any, eio_sid: str) -> Optional[Callable[[], None]]:
+    """Hold what is sent to a connection from now on until the returned ``release()``.
+
+    A clustered send's ack comes only with its publish's reply from Redis, after the
+    sender's own copy of the message was corked: held, both leave in one ``send`` instead
+    of two.  None (nothing held) unless the connection writes through a DirectWriter.
+    """
+    sockets = getattr(getattr(server, "eio", None), "sockets", None) or {}
+    writer = getattr(getattr(sockets.get(eio_sid), "queue", None), "writer", None)
+    if not isinstance(writer, DirectWriter):
+        return None
+    writer.hold()
+    return writer.release
 
 
 def _start_direct_writer(target: Callable[[], Any]) -> Optional["DirectWriter"]:

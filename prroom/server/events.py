@@ -29,7 +29,7 @@ from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import engineio_hooks, socketio_hooks
-from prroom.internals.managers import QueueUnavailable, confirm_published
+from prroom.internals.managers import QueueUnavailable, Ticket, published_ticket
 from prroom.server import sweepers
 from prroom.server.metrics import Metrics
 from prroom.server.recovery import (  # noqa: F401 - re-exported
@@ -299,11 +299,17 @@ class RoomEvents:
         message = chat_message(self.message_ids, pull_request_id, username, request.message)
         reply = ok(pullRequestId=pull_request_id, id=message["id"], sentAt=message["sentAt"])
         self.metrics.record_message()
-        if not self._broadcast(protocol.MESSAGE, dict(message), pull_request_id):
-            reply["warning"] = protocol.CLUSTER_UNAVAILABLE
-        if client_id is not None and resume is not None:
-            resume.remember_sent(sender, pull_request_id, client_id, reply)
-        return reply
+
+        def answer(reached: bool) -> dict:
+            if not reached:
+                reply["warning"] = protocol.CLUSTER_UNAVAILABLE
+            if client_id is not None and resume is not None:
+                resume.remember_sent(sender, pull_request_id, client_id, reply)
+            return reply
+        # With a clientMessageId the answer is stored in Redis (a wait of its own), so it is
+        # made here, not from the publish's completion
+        return self._broadcast_then(protocol.MESSAGE, dict(message), pull_request_id, answer,
+                                    may_defer=client_id is None)
 
     def post(self, request: Any) -> ChatMessage:
         """A message from outside any socket (bots, the HTTP API); no membership needed.
@@ -422,25 +428,68 @@ class RoomEvents:
     def _broadcast(self, event: str, data: dict, pull_request_id: int,
                    skip_sid: Optional[str] = None) -> bool:
         """Emit to a room on every process; False if only this process's members got it."""
-        room = room_name(pull_request_id)
+        ticket, recoverable = self._publish_to_room(event, data, pull_request_id, skip_sid)
+        if ticket is None or (not recoverable and socketio_hooks.answer_unread()):
+            # one process; or the client asked for no ack, so nobody would read the answer
+            return True
+        return self._reached(ticket, recoverable, event, data, pull_request_id, skip_sid)
+
+    def _broadcast_then(self, event: str, data: dict, pull_request_id: int,
+                        answer: Callable[[bool], dict], may_defer: bool) -> Any:
+        """Emit to a room on every process and return ``answer(reached)``.
+
+        Clustered, the answer needs the publish's outcome: rather than hold this
+        connection's handler until its batch's reply (a wait and a wake-up per message),
+        the ack is sent from the reply itself when ``may_defer`` (``answer`` must then not
+        block).
+        """
+        ticket, recoverable = self._publish_to_room(event, data, pull_request_id, None)
+        if ticket is None or (not recoverable and socketio_hooks.answer_unread()):
+            return answer(True)
+        if may_defer:
+            def finish(done: Ticket, send: socketio_hooks.SendAnswer) -> None:
+                try:
+                    body = answer(self._reached(done, recoverable, event, data,
+                                                pull_request_id, None))
+                except Exception:  # the client must hear back whatever went wrong
+                    logger.exception("error answering %s", event)
+                    body = protocol.failure(ProtocolError(
+                        ErrorCode.INTERNAL_ERROR, "the server failed to handle this request"))
+                send(body)
+
+            def start(send: socketio_hooks.SendAnswer) -> None:
+                assert ticket is not None
+                ticket.then(lambda done: finish(done, send))
+            later = socketio_hooks.answer_later(self.server, start)
+            if later is not None:
+                return later
+        return answer(self._reached(ticket, recoverable, event, data, pull_request_id, None))
+
+    def _publish_to_room(self, event: str, data: dict, pull_request_id: int,
+                         skip_sid: Optional[str]) -> Tuple[Optional[Ticket], bool]:
+        """Emit; the publish's ticket (None if nothing was published), and whether local
+        members get the broadcast only back from Redis (a recoverable one, clustered)."""
         resume = self.resume
         recoverable = resume is not None and resume.broadcast(event, data, pull_request_id,
                                                               skip_sid)
         if not recoverable:
-            self.server.emit(event, data, to=room, skip_sid=skip_sid, namespace=self.namespace)
+            self.server.emit(event, data, to=room_name(pull_request_id), skip_sid=skip_sid,
+                             namespace=self.namespace)
+        ticket = published_ticket(self.server)
+        return ticket, recoverable and resume is not None and resume.shared is not None
+
+    def _reached(self, ticket: Ticket, recoverable: bool, event: str, data: dict,
+                 pull_request_id: int, skip_sid: Optional[str]) -> bool:
+        """Wait for the publish; if it did not reach Redis, a broadcast that local members
+        would have got back from Redis goes to them directly."""
         try:
-            if recoverable and resume is not None and resume.shared is not None:
-                # local members get it back from Redis: learn whether it got there
-                confirm_published(self.server)
-            elif not socketio_hooks.answer_unread():
-                # clustered: the answer waits for the publish to reach Redis (not when the
-                # client asked for no ack: nobody would read it)
-                confirm_published(self.server)
+            ticket.wait()
             return True
         except QueueUnavailable:
-            if recoverable:  # it reached nobody: this process's members at least
-                self.server.emit(event, data, to=room, skip_sid=skip_sid,
-                                 namespace=self.namespace, ignore_queue=True)
+            if recoverable:
+                self.server.emit(event, data, to=room_name(pull_request_id),
+                                 skip_sid=skip_sid, namespace=self.namespace,
+                                 ignore_queue=True)
             return False
 
     def _to_socket(self, sid: str, event: str, data: dict) -> None:

@@ -125,6 +125,39 @@ def test_other_commands_share_the_publishes_batch_in_order():
                                   ("SPUBLISH", "ch", "b")]]
 
 
+def test_a_ticket_calls_back_with_its_outcome_instead_of_being_waited_for():
+    def answer(command):
+        return ResponseError("refused") if command[2] == "bad" else 1
+    connection = ScriptedConnection(answer)
+    publisher, tasks, _ = publisher_with(connection)
+    outcomes: "queue.Queue" = queue.Queue()
+
+    def outcome(ticket) -> None:
+        try:
+            outcomes.put(ticket.result())
+        except QueueUnavailable:
+            outcomes.put("unavailable")
+    good, bad = publisher.publish("room", "ch", "ok"), publisher.publish("room", "ch", "bad")
+    good.then(outcome)
+    bad.then(lambda ticket: 1 / 0)  # a broken callback: logged, the others still run
+    bad.then(outcome)
+    tasks.run_all()
+    assert [outcomes.get(timeout=WAIT), outcomes.get(timeout=WAIT)] == [1, "unavailable"]
+    good.then(outcome)  # after the batch ended: called at once
+    assert outcomes.get_nowait() == 1
+
+
+def test_a_failed_batch_calls_back_too():
+    connection = ScriptedConnection()
+    connection.fail_send = True
+    publisher, tasks, _ = publisher_with(connection)
+    told: "queue.Queue" = queue.Queue()
+    publisher.publish("room", "ch", "m").then(told.put)
+    tasks.run_all()
+    with pytest.raises(QueueUnavailable):
+        told.get(timeout=WAIT).result()
+
+
 def test_rooms_use_plain_publish_when_the_server_has_no_sharded_pubsub():
     connection = ScriptedConnection()
     publisher, tasks, _ = publisher_with(connection, sharded=False)

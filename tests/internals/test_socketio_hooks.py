@@ -312,3 +312,42 @@ def test_a_hosts_namespace_class_keeps_its_connect_events_and_acks() -> None:
     assert calls == [("connect", {"token": "t"}), ("hello", 1), ("hello", b"\x01", b"\x02")]
     client.post(sid, "41")
     assert calls[-1] == ("disconnect",)
+
+
+# -- acks sent later ---------------------------------------------------------------------
+
+def test_python_socketio_still_sends_acks_as_send_ack_does() -> None:
+    source = inspect.getsource(socketio.Server._handle_event_internal)
+    assert "r != self.not_handled and id is not None" in source
+    assert "server._send_packet(eio_sid, self.packet_class(" in source
+    assert "packet.ACK, namespace=namespace, id=id, data=data" in source
+
+
+def test_an_ack_can_be_sent_after_the_handler_returned() -> None:
+    server, client = polling_server()
+    answers: List[Any] = []
+    later: List[Any] = []
+
+    def slow(sid: str, payload: Any = None) -> Any:
+        answer = socketio_hooks.answer_later(server, later.append)
+        answers.append(answer)
+        return answer if answer is not None else {"ok": "at once"}
+
+    server.on("slow", slow)
+    assert socketio_hooks.track_ack_requests(server, "/") is True
+    sid = connected(client)
+    client.post(sid, '421["slow",{}]')
+    assert answers == [server.not_handled] and len(later) == 1
+    poll, response = client.get_in_thread(sid)
+    poll.join(0.3)
+    assert "poll" not in response  # the handler returned, and no ack went out
+    later.pop()({"ok": True, "n": 1})  # from whichever task learns the outcome
+    poll.join(5)
+    assert response["poll"][1] == '431[{"ok":true,"n":1}]'
+    client.post(sid, '42["slow",{}]')  # no ack asked for: nothing to defer
+    assert answers[-1] is None and later == []
+
+
+def test_without_the_entry_point_wrapped_the_handler_answers_at_once() -> None:
+    server = socketio.Server(async_mode="threading")
+    assert socketio_hooks.answer_later(server, lambda send: None) is None

@@ -219,6 +219,29 @@ def test_frames_for_one_connection_in_one_loop_iteration_leave_in_one_send():
     assert second.calls == [frame(broadcast), frame(message(3))]
 
 
+def test_held_frames_wait_for_the_release_and_leave_in_one_send():
+    sock = RecordingSocket()
+    writer = websocket_writes.DirectWriter(FakeWebSocket(), sock)
+    writer.put(message(1))  # e.g. the sender's own copy of its message
+    writer.hold()
+    gevent.sleep(0)
+    gevent.sleep(0)
+    assert sock.calls == [] and writer.pending() == 1  # held across loop iterations
+    writer.put(message(2))  # its ack, once Redis answered
+    writer.release()
+    gevent.sleep(0)
+    frame = websocket_writes.frame_of
+    assert sock.calls == [frame(message(1)) + frame(message(2))]
+    writer.put(message(3))  # nothing held any more
+    gevent.sleep(0)
+    assert sock.calls[-1] == frame(message(3))
+
+
+def test_only_direct_writers_can_be_held():
+    server = socketio.Server(async_mode="gevent")
+    assert websocket_writes.hold_writes(server, "no-such-sid") is None
+
+
 def test_packets_sent_from_another_os_thread_reach_the_connection_in_order(socket_pair):
     import threading  # not monkey-patched in unit tests: a real OS thread
 
