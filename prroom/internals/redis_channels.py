@@ -30,6 +30,7 @@ from __future__ import annotations
 
 import hashlib
 import logging
+import sys
 import threading
 import time
 from collections import Counter, deque
@@ -88,11 +89,9 @@ def _lock_factory() -> Callable[[], Any]:
     the OS's is taken in C.  Nothing under these locks waits for I/O or switches greenlets,
     so the OS's lock is safe under gevent and still guards against real threads.
     """
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return threading.Lock
-    if monkey.is_module_patched("threading"):
+    # Looked up, not imported: a sync host app posting through the queue stays gevent-free.
+    monkey = sys.modules.get("gevent.monkey")
+    if monkey is not None and monkey.is_module_patched("threading"):
         native: Callable[[], Any] = monkey.get_original("threading", "Lock")
         return native
     return threading.Lock
