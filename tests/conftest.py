@@ -9,6 +9,7 @@ from tests.support import servers
 from tests.support.clients import Clients, new_pull_request_id
 from tests.support.environ import clear_settings
 from tests.support.node import NodeDriver
+from tests.support.redis_server import RedisProcess, running_redis
 
 server = servers.server_fixture(
     servers.SHARED_SERVER_ENV, scope="session",
@@ -28,6 +29,14 @@ def driver() -> Iterator[NodeDriver]:
     node = NodeDriver()
     yield node
     node.close()
+
+
+@pytest.fixture(scope="module")
+def redis_server() -> Iterator[RedisProcess]:
+    """A private redis-server for one test module (skipped where tools/run-tests could not
+    get redis-server, as README says)."""
+    with running_redis() as proc:
+        yield proc
 
 
 @pytest.fixture

@@ -36,13 +36,6 @@ def cluster_env(redis: RedisProcess, channel: str, ttl: float = TTL) -> Dict[str
 
 
 @pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisProcess]:
-    """A private redis-server for this module's clusters."""
-    with running_redis() as proc:
-        yield proc
-
-
-@pytest.fixture(scope="module")
 def cluster(redis_server: RedisProcess) -> Iterator[List[servers.ServerProcess]]:
     """Two server processes, each `gunicorn -c gunicorn.conf.py` on its own port."""
     with ExitStack() as stack:

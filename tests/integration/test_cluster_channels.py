@@ -25,13 +25,6 @@ _rooms = itertools.count(9000)
 
 
 @pytest.fixture(scope="module")
-def redis_server():
-    proc = RedisProcess()
-    yield proc
-    proc.stop()
-
-
-@pytest.fixture(scope="module")
 def pair(redis_server):
     """Two processes of one deployment, as production runs them."""
     procs = [servers.gunicorn(env=cluster_env(redis_server, CHANNEL)) for _ in range(2)]

@@ -18,7 +18,7 @@ from tests.support.cluster import cluster_env, eventually, ready
 from tests.support.node import NodeDriver
 from tests.support.proxy import TcpProxy
 from tests.support.raw import RawWebSocket
-from tests.support.redis_server import RedisProcess, running_redis
+from tests.support.redis_server import RedisProcess
 
 SEND = "send-message-to-pr-room"
 MESSAGE = "pr-room-message"
@@ -26,12 +26,6 @@ RECOVERY = {"PRROOM_RECOVERY_WINDOW": "30", "PRROOM_PRESENCE_GRACE": "3",
             "PRROOM_RECOVERY_BUFFER": "50"}
 
 _rooms = itertools.count(9600)
-
-
-@pytest.fixture(scope="module")
-def redis_server() -> Iterator[RedisProcess]:
-    with running_redis() as server:
-        yield server
 
 
 @pytest.fixture(scope="module")

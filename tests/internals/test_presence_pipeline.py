@@ -14,19 +14,11 @@ import redis
 
 from prroom.core.presence import RedisPresence
 from prroom.internals.redis_channels import Publisher, QueueUnavailable, pubsub_mode
-from tests.support.redis_server import RedisProcess
 
 # the publisher's connection speaks RESP2, as the clustered manager's does (redis-py 4 has
 # no protocol option: RESP2 is all it speaks)
 _BASE = getattr(redis.connection, "AbstractConnection", redis.connection.Connection)
 RESP2 = {"protocol": 2} if "protocol" in inspect.signature(_BASE.__init__).parameters else {}
-
-
-@pytest.fixture(scope="module")
-def redis_server():
-    proc = RedisProcess()
-    yield proc
-    proc.stop()
 
 
 class Recorded:

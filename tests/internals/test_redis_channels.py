@@ -22,7 +22,6 @@ from prroom.internals.redis_channels import (
     pubsub_mode,
     redis_has_sharded_pubsub,
 )
-from tests.support.redis_server import RedisProcess
 
 WAIT = 5.0
 
@@ -310,13 +309,6 @@ def test_after_a_reconnect_every_wanted_room_is_subscribed_again_before_healthy(
 
 
 # -- against a real Redis: the redis-py calls relied on ----------------------------------
-
-@pytest.fixture(scope="module")
-def redis_server():
-    proc = RedisProcess()
-    yield proc
-    proc.stop()
-
 
 def _parsers():
     # redis-py 4 names them in redis.connection; 5+ in redis._parsers (RESP2's Python parser
