@@ -158,6 +158,7 @@ def test_websocket_pings_and_pongs_keep_a_session(ws):
         raw.send("3")
 
 
+@pytest.mark.stress  # asserts the deadline, within a bound
 def test_a_websocket_that_ignores_pings_is_closed(ws):
     raw = ws(answer_pings=False)
     assert raw.recv(PING_INTERVAL + SLACK) == "2"

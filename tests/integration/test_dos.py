@@ -75,6 +75,7 @@ PARTIAL_REQUESTS = [
 ]
 
 
+@pytest.mark.stress  # asserts the deadline, within a bound
 def test_stalled_requests_are_cut_and_real_clients_still_connect(server, sockets, pr_id):
     for number in range(STALLED):
         conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
@@ -163,6 +164,7 @@ def gone(session: PollingSession) -> bool:
         response.status_code == 200 and "1" in response.text.split("\x1e"))
 
 
+@pytest.mark.stress  # asserts the deadline, within a bound
 def test_sessions_that_never_send_a_connect_are_closed(server, pr_id):
     raws = [RawWebSocket(server.url) for _ in range(NEVER_CONNECTED // 2)]
     polls = [PollingSession(server.url) for _ in range(NEVER_CONNECTED - len(raws))]

@@ -74,6 +74,7 @@ def read_until_closed(conn: gevent.socket.socket, timeout: float = 5.0) -> Tuple
         received += chunk
 
 
+@pytest.mark.stress  # asserts the deadline, within a bound
 def test_a_stalled_request_line_is_cut_silently(served: Tuple[str, int]) -> None:
     conn = gevent.socket.create_connection(served)
     conn.sendall(b"GET /slow HTT")
@@ -81,6 +82,7 @@ def test_a_stalled_request_line_is_cut_silently(served: Tuple[str, int]) -> None
     assert received == b"" and HEADER_TIMEOUT * 0.8 < elapsed < HEADER_TIMEOUT + 1
 
 
+@pytest.mark.stress  # asserts the deadline, within a bound
 def test_headers_trickled_byte_by_byte_are_cut_at_the_deadline(served: Tuple[str, int]) -> None:
     conn = gevent.socket.create_connection(served)
     started = time.monotonic()
