@@ -22,7 +22,9 @@ def test_offsets_are_ordered_and_only_this_process_s_parse() -> None:
     assert buffers.parse(first) < buffers.parse(second)  # type: ignore[operator]
     other = RoomBuffers(30, 10)
     other.record(1, "e", {})
-    for junk in (None, 7, "", "x", first + "0", first.upper(), "-1", "a" * 100,
+    # (an epoch of digits only has no upper case: then that junk is the offset itself)
+    upper = [first.upper()] if first.upper() != first else []
+    for junk in (None, 7, "", "x", first + "0", *upper, "-1", "a" * 100,
                  first.split("-")[0] + "-ff", RoomBuffers(30, 10).record(1, "e", {})):
         assert buffers.parse(junk) is None, junk
 
