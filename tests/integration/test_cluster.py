@@ -13,14 +13,10 @@ from typing import Dict, Iterator, List, NamedTuple, Optional
 import pytest
 import requests
 
-from tests.support import redis_server as redis_support
 from tests.support import servers
 from tests.support.clients import Clients, RoomClient, new_pull_request_id
 from tests.support.redis_server import RedisProcess, running_redis
 from tests.support.waiting import wait_until
-
-if redis_support.SKIP_REASON:  # set by tools/run-tests only, when it could not get Redis
-    pytest.skip(redis_support.SKIP_REASON, allow_module_level=True)
 
 pytestmark = pytest.mark.integration
 
