@@ -2,31 +2,37 @@
 
 Under gevent every connection of a process shares one event loop: a host view that computes
 for a second, or calls a C driver gevent cannot patch, freezes every chat of the process for
-that second.  Two pieces, both from gevent itself:
+that second.  Two pieces:
 
-- **the stack** comes from gevent's monitoring thread (``gevent.config.monitor_thread``,
-  ``max_blocking_time``): while the loop is held past the threshold it reports the running
-  greenlet's stack as a ``gevent.events.EventLoopBlocked`` event.  That runs in another OS
-  thread, so the handler here only keeps the report; it takes no lock and logs nothing.
 - **the duration** comes from a repeating event-loop timer: when the loop comes back, the
   timer fires late by as long as it was held.  That callback (on the loop's own thread)
-  observes the metrics and writes the one warning, with the report kept during the block.
+  observes the metrics and writes the one warning.
+- **the stack** comes from a watchdog: a real OS thread (the one unpatched thread prroom
+  starts) that wakes a few times per threshold, sees the timer has not ticked for longer than
+  the threshold, and takes the loop thread's current frames (``sys._current_frames``): the
+  code of the greenlet holding the loop, *while* it holds it.  It only keeps the report; it
+  takes no lock and logs nothing.
 
-What a greenlet was serving is a label set on it when it starts a request or an event
-(:func:`serving`), read by the monitoring thread from the blocked greenlet.
+gevent has a monitoring thread of its own (``gevent.config.max_blocking_time``), but to know
+which greenlet is running it traces every greenlet switch, which costs every chat message a
+little; this watchdog costs nothing per switch.
+
+What the loop was serving is a label put on the frame that serves a request or an event
+(:func:`serving`); the watchdog finds the innermost labelled frame in the blocked stack.
 """
 from __future__ import annotations
 
 import collections
 import logging
+import sys
 import threading
 import time
-import warnings
-from typing import Any, Callable, Deque, List, Optional, Tuple
+import traceback
+from types import FrameType
+from typing import Callable, Deque, Dict, List, Optional, Tuple
 
 import gevent
-import gevent.events
-from gevent import getcurrent
+from gevent import monkey
 
 logger = logging.getLogger("prroom")
 
@@ -36,25 +42,38 @@ TICK_SECONDS = 0.05
 #: loop stuck in a loop, or an attacker hitting a slow route, must not flood the log).
 WARN_BURST = 3
 WARN_EVERY_SECONDS = 10.0
-#: How long a block's warning waits for the monitoring thread's report of it.
-REPORT_WAIT_SECONDS = 0.25
 #: The window of ``worst_recent_lag``.
 RECENT_SECONDS = 60.0
+#: How many times per threshold the watchdog looks (it must look while the block lasts).
+LOOKS_PER_THRESHOLD = 4
+#: Frames kept of a blocked stack (the innermost ones).
+STACK_LIMIT = 60
 
-_LABEL = "prroom_serving"
-
-
-def serving(label: str) -> None:
-    """Label the running greenlet with what it serves (``GET /diff``, ``event typing``)."""
-    try:
-        setattr(getcurrent(), _LABEL, label)
-    except AttributeError:  # a greenlet type without a __dict__: no label, nothing breaks
-        pass
+# frame -> label; frames are hashable by identity, and a frame is only here while it runs
+_labels: Dict[FrameType, str] = {}
 
 
-def label_of(glet: Any) -> str:
-    """What ``glet`` was serving, or ``"-"``."""
-    return str(getattr(glet, _LABEL, "-"))
+def serving(label: str) -> FrameType:
+    """Label the calling frame with what it serves (``GET /diff``, ``event typing``) until
+    :func:`served` is called with what this returns."""
+    frame = sys._getframe(1)
+    _labels[frame] = label
+    return frame
+
+
+def served(token: FrameType) -> None:
+    """The frame labelled by :func:`serving` is done serving."""
+    _labels.pop(token, None)
+
+
+def label_of(frame: Optional[FrameType]) -> str:
+    """What the innermost labelled frame of ``frame``'s stack serves, or ``"-"``."""
+    while frame is not None:
+        label = _labels.get(frame)
+        if label is not None:
+            return label
+        frame = frame.f_back
+    return "-"
 
 
 class LoopMonitor:
@@ -70,50 +89,55 @@ class LoopMonitor:
         self._warnings_left = float(WARN_BURST)
         self._last_warning = time.perf_counter()
         self._suppressed = 0
-        self._timer: Any = None
-        self._pending: Optional[Tuple[float, float]] = None  # a block not yet warned about
+        self._timer: Optional[object] = None
         self._last_tick = 0.0
+        self._running = False
         self.last_lag = 0.0
         self.blocks = 0
 
     # -- start -------------------------------------------------------------------------
 
     def start(self) -> bool:
-        """Start the lag timer and gevent's monitoring thread; False if gevent cannot."""
+        """Start the lag timer on the running hub and the watchdog thread."""
         hub = gevent.get_hub()
-        gevent.config.max_blocking_time = self.threshold
-        gevent.config.monitor_thread = True
-        if hasattr(gevent.config, "print_blocking_reports"):
-            gevent.config.print_blocking_reports = False  # we log them, once, in our format
-        if self._on_event not in gevent.events.subscribers:
-            gevent.events.subscribers.append(self._on_event)
-        with warnings.catch_warnings():
-            # gevent also offers memory monitoring, and warns that it needs psutil
-            warnings.simplefilter("ignore")
-            thread = hub.start_periodic_monitoring_thread()
-        if thread is None:
-            logger.warning("event-loop monitor: gevent's monitoring thread did not start; "
-                           "blocked-loop warnings will carry no stack")
         self._last_tick = time.perf_counter()
-        self._timer = hub.loop.timer(TICK_SECONDS, TICK_SECONDS)
-        self._timer.start(self._tick)
+        timer = hub.loop.timer(TICK_SECONDS, TICK_SECONDS)
+        timer.start(self._tick)
+        self._timer = timer
+        self._running = True
+        # the real OS-level functions, whether or not this process is monkey-patched
+        get_ident = monkey.get_original("_thread", "get_ident")
+        start_thread = monkey.get_original("_thread", "start_new_thread")
+        start_thread(self._watch, (get_ident(),))
         return True
 
     def stop(self) -> None:
-        """Stop the lag timer (gevent's monitoring thread is the hub's; it stays)."""
+        """Stop the lag timer; the watchdog ends at its next look."""
+        self._running = False
         if self._timer is not None:
-            self._timer.stop()
+            self._timer.stop()  # type: ignore[attr-defined]
             self._timer = None
-        if self._on_event in gevent.events.subscribers:
-            gevent.events.subscribers.remove(self._on_event)
 
-    # -- the monitoring thread ---------------------------------------------------------
+    # -- the watchdog's thread -----------------------------------------------------------
 
-    def _on_event(self, event: Any) -> None:
-        if isinstance(event, gevent.events.EventLoopBlocked):
-            # another OS thread: only an append (atomic), no lock, no logging
-            self._reports.append((time.perf_counter(), label_of(event.greenlet),
-                                  list(event.info)))
+    def _watch(self, loop_thread: int) -> None:
+        sleep = monkey.get_original("time", "sleep")
+        period = min(max(self.threshold / LOOKS_PER_THRESHOLD, 0.005), 0.25)
+        reported_tick = 0.0
+        while self._running:
+            sleep(period)
+            last_tick = self._last_tick
+            held = time.perf_counter() - last_tick - TICK_SECONDS
+            if held < self.threshold or last_tick == reported_tick:
+                continue
+            frame = sys._current_frames().get(loop_thread)
+            if frame is None:  # the loop's thread is gone: the process is exiting
+                return
+            reported_tick = last_tick
+            # a deque append is atomic: no lock shared with the loop's thread
+            self._reports.append((time.perf_counter(), label_of(frame),
+                                  traceback.format_stack(frame)[-STACK_LIMIT:]))
+            del frame
 
     # -- the loop's thread -------------------------------------------------------------
 
@@ -126,15 +150,7 @@ class LoopMonitor:
             self.blocks += 1
             self._recent.append((now, lag))
             self._on_block(lag)
-            if self._pending is not None:
-                self._warn(*self._pending)
-            self._pending = (now, lag)
-        # The monitoring thread may still be writing its report when the loop comes back
-        # (older gevent prints the whole greenlet tree first): wait a few ticks for it.
-        if self._pending is not None and (self._reports or
-                                          now - self._pending[0] >= REPORT_WAIT_SECONDS):
-            pending, self._pending = self._pending, None
-            self._warn(*pending)
+            self._warn(now, lag)
 
     def _warn(self, now: float, lag: float) -> None:
         report = self._report_since(now - lag - TICK_SECONDS)
@@ -147,20 +163,20 @@ class LoopMonitor:
         self._warnings_left -= 1
         suppressed, self._suppressed = self._suppressed, 0
         label, stack = report if report else ("-", ["(no stack: the block ended before "
-                                                     "gevent's monitor looked)"])
+                                                     "the watchdog looked)\n"])
         logger.warning(
             "event loop blocked for %.0f ms (PRROOM_BLOCKING_THRESHOLD=%.0f ms) while "
             "serving %s: every connection of this process waited%s. Stack of the code "
             "that held it:\n%s", lag * 1000, self.threshold * 1000, label,
             f" ({suppressed} more blocks since the last warning)" if suppressed else "",
-            "\n".join(stack))
+            "".join(stack).rstrip("\n"))
 
     def _report_since(self, started: float) -> Optional[Tuple[str, List[str]]]:
         found = None
         while self._reports:
-            at, label, info = self._reports.popleft()
+            at, label, stack = self._reports.popleft()
             if at >= started and found is None:
-                found = (label, _stack_of(info))
+                found = (label, stack)
         return found
 
     def worst_recent_lag(self) -> float:
@@ -169,24 +185,8 @@ class LoopMonitor:
         return max((lag for at, lag in self._recent if at >= cutoff), default=0.0)
 
 
-def _stack_of(info: List[str]) -> List[str]:
-    # gevent's report: a banner, "Greenlet ... appears to be blocked", "Blocked Stack (...)",
-    # the frames, then "Info:" and more; keep the frames of the greenlet that held the loop
-    lines: List[str] = []
-    inside = False
-    for line in info:
-        if line.startswith("Blocked Stack"):
-            inside = True
-            continue
-        if inside:
-            if not line.strip() or line.startswith("Info:"):
-                break
-            lines.append(line)
-    return lines[-60:] or [line for line in info if line.strip()][-20:]
-
-
 _lock = threading.Lock()
-_monitors: dict = {}
+_monitors: Dict[int, LoopMonitor] = {}
 
 
 def monitor_of_hub(threshold_seconds: float,

@@ -1,6 +1,6 @@
 """Tripwires for prroom/internals/loop_monitor.py and gevent_traps.py.
 
-Each runs in a fresh interpreter (gevent's monitoring thread and monkey-patching are for the
+Each runs in a fresh interpreter (the watchdog thread and monkey-patching are for the
 whole process), and fails naming what gevent changed.
 """
 import subprocess
@@ -8,7 +8,6 @@ import sys
 import textwrap
 
 import gevent
-import gevent.events
 from gevent import monkey
 
 
@@ -19,15 +18,43 @@ def run(script: str) -> str:
     return done.stdout
 
 
-def test_gevent_still_has_the_monitoring_prroom_uses():
-    for name in ("monitor_thread", "max_blocking_time"):
-        assert hasattr(gevent.config, name), f"gevent.config.{name} is gone"
-    # print_blocking_reports (gevent 24+) lets prroom keep gevent from also printing its own
-    # report to stderr; older releases print it as well, which README says
-    assert hasattr(gevent.get_hub(), "start_periodic_monitoring_thread")
-    assert hasattr(gevent.events, "EventLoopBlocked")
-    assert isinstance(gevent.events.subscribers, list)
+def test_gevent_still_has_what_the_loop_monitor_uses():
+    # the watchdog is a real OS thread even in a patched process, sleeping the real sleep
     assert callable(monkey.get_original) and callable(monkey.is_module_patched)
+    for module, name in (("_thread", "start_new_thread"), ("_thread", "get_ident"),
+                         ("time", "sleep")):
+        assert callable(monkey.get_original(module, name)), f"{module}.{name}"
+    timer = gevent.get_hub().loop.timer(0.01, 0.01)
+    fired = []
+    timer.start(lambda: fired.append(1))
+    gevent.sleep(0.05)
+    timer.stop()
+    assert fired, "a repeating hub.loop.timer no longer fires"
+
+
+def test_another_thread_sees_the_running_greenlets_frames():
+    # what the watchdog relies on: greenlet swaps the thread's frame, so
+    # sys._current_frames() shows the code of the greenlet holding the loop
+    out = run("""
+        import sys, time
+        from gevent import monkey
+        import gevent
+        start = monkey.get_original("_thread", "start_new_thread")
+        ident = monkey.get_original("_thread", "get_ident")()
+        seen = []
+        def look():
+            time.sleep(0.1)  # unpatched here: the real sleep
+            frame = sys._current_frames()[ident]
+            seen.append(frame.f_code.co_name)
+        def spin_in_a_greenlet():
+            start(look, ())
+            deadline = time.perf_counter() + 0.4
+            while time.perf_counter() < deadline:
+                pass
+        gevent.spawn(spin_in_a_greenlet).join()
+        print("SEEN", seen)
+    """)
+    assert "SEEN ['spin_in_a_greenlet']" in out
 
 
 def test_a_block_is_measured_and_its_stack_and_label_captured():
