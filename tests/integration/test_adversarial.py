@@ -619,6 +619,17 @@ def test_connection_churn_does_not_grow_memory():
 
 # -- d. handshakes opened and never finished ---------------------------------------------
 
+def _session_open(server, sid: str) -> bool:
+    """Whether Engine.IO still has session ``sid`` (a closed one answers 400)."""
+    try:
+        response = requests.get(server.url + "/socket.io/",
+                                params={"EIO": 4, "transport": "polling", "sid": sid},
+                                timeout=3)
+    except requests.Timeout:  # a long poll waiting for the next ping: alive
+        return True
+    return response.status_code != 400
+
+
 def _still_open(conn: socket.socket) -> bool:
     """True while the server has neither closed nor answered it (nothing to read yet)."""
     conn.setblocking(False)
@@ -668,23 +679,13 @@ def test_abandoned_handshakes_do_not_block_others_and_are_cleaned_up(short_ping_
         # (ping interval 1 s + ping timeout 1 s + Engine.IO's sweep, 1 s for all sockets):
         # a generous wait.
         alive = list(abandoned)
-        deadline = opened_at + 30
-        while alive and time.monotonic() < deadline:
-            still = []
-            for number, sid in enumerate(alive):
-                if time.monotonic() > deadline:
-                    still.extend(alive[number:])
-                    break
-                try:
-                    response = requests.get(server.url + "/socket.io/",
-                                            params={"EIO": 4, "transport": "polling",
-                                                    "sid": sid}, timeout=3)
-                    gone = response.status_code == 400
-                except requests.Timeout:  # a long poll waiting for the next ping
-                    gone = False
-                if not gone:
-                    still.append(sid)
-            alive = still
+
+        def all_closed() -> bool:
+            alive[:] = [sid for sid in alive if _session_open(server, sid)]
+            return not alive
+
+        wait_until(all_closed, timeout=max(0.0, opened_at + 30 - time.monotonic()),
+                   interval=0.2)
         cleaned_after = time.monotonic() - opened_at
         print(f"\nhandshakes: {HALF_OPEN_TCP} half-open TCP requests sent; "
               f"{ABANDONED_POLLING} abandoned Engine.IO sessions, "

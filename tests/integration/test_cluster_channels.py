@@ -14,7 +14,6 @@ import requests
 import socketio
 
 from tests.support import servers
-from tests.support.clients import RoomClient
 from tests.support.cluster import cluster_env, eventually, ready, room_channel, subscribers
 from tests.support.redis_server import RedisProcess, SentinelProcess
 
@@ -35,30 +34,16 @@ def pair(redis_server):
         proc.stop()
 
 
-@pytest.fixture
-def clients():
-    opened = []
-
-    def open_client(server):
-        client = RoomClient(server.url)
-        opened.append(client)
-        return client
-
-    yield open_client
-    for client in opened:
-        client.close()
-
-
 def test_a_process_is_subscribed_to_a_room_exactly_while_it_has_members_there(
-        redis_server, pair, clients):
+        redis_server, pair, connect):
     room = next(_rooms)
     channel = room_channel(CHANNEL, room)
     assert subscribers(redis_server, channel) == 0  # nobody hosts it: nobody hears it
-    ann = clients(pair[0])
+    ann = connect(pair[0])
     ann.join(room, "ann")
     # subscribed before the join was acked: no waiting here
     assert subscribers(redis_server, channel) == 1
-    ben = clients(pair[1])
+    ben = connect(pair[1])
     ben.join(room, "ben")
     assert subscribers(redis_server, channel) == 2
     ben.say(room, "ben", "hello from the other process")
@@ -76,15 +61,15 @@ def test_a_process_is_subscribed_to_a_room_exactly_while_it_has_members_there(
 
 
 def test_a_process_hears_none_of_the_busy_rooms_it_does_not_host(redis_server, pair,
-                                                                 clients):
+                                                                 connect):
     busy = [next(_rooms) for _ in range(5)]
     members = []
     for room in busy:
         for name in ("a", "b"):
-            client = clients(pair[0])
+            client = connect(pair[0])
             client.join(room, name)
             members.append((client, room, name))
-    lonely = clients(pair[1])  # the other process hosts only an unrelated room
+    lonely = connect(pair[1])  # the other process hosts only an unrelated room
     lonely.join(next(_rooms), "lonely")
     for client, room, name in members:
         client.say(room, name, "busy")
@@ -94,12 +79,12 @@ def test_a_process_hears_none_of_the_busy_rooms_it_does_not_host(redis_server, p
     assert subscribers(redis_server, f"prroom:{CHANNEL}", sharded=False) == 2
 
 
-def test_a_new_joiner_gets_every_message_sent_after_its_join_was_acked(pair, clients):
-    sender = clients(pair[0])
+def test_a_new_joiner_gets_every_message_sent_after_its_join_was_acked(pair, connect):
+    sender = connect(pair[0])
     for attempt in range(15):  # each room is new to the joiner's process
         room = next(_rooms)
         sender.join(room, "sender")
-        joiner = clients(pair[1])
+        joiner = connect(pair[1])
         joiner.join(room, "joiner")
         sender.say(room, "sender", f"right after the join {attempt}")
         assert joiner.expect("pr-room-message")["message"] == f"right after the join {attempt}"
@@ -107,9 +92,9 @@ def test_a_new_joiner_gets_every_message_sent_after_its_join_was_acked(pair, cli
 
 
 def test_a_stock_python_socketio_emitter_still_reaches_rooms_on_every_process(
-        redis_server, pair, clients):
+        redis_server, pair, connect):
     room = next(_rooms)
-    members = [clients(pair[0]), clients(pair[1])]
+    members = [connect(pair[0]), connect(pair[1])]
     for number, member in enumerate(members):
         member.join(room, f"m{number}")
     # e.g. a host app's worker using python-socketio's own write-only Redis manager
@@ -122,14 +107,14 @@ def test_a_stock_python_socketio_emitter_still_reaches_rooms_on_every_process(
         assert member.expect("pr-room-message")["message"] == "from a stock emitter"
 
 
-def test_after_a_redis_restart_every_hosted_room_is_resubscribed_before_ready(clients):
+def test_after_a_redis_restart_every_hosted_room_is_resubscribed_before_ready(connect):
     redis_server = RedisProcess()
     procs = [servers.gunicorn(env=cluster_env(redis_server, "restart")) for _ in range(2)]
     try:
         for proc in procs:
             proc.wait_ready()
         shared, only_second = next(_rooms), next(_rooms)
-        near, far, far_alone = clients(procs[0]), clients(procs[1]), clients(procs[1])
+        near, far, far_alone = connect(procs[0]), connect(procs[1]), connect(procs[1])
         near.join(shared, "near")
         far.join(shared, "far")
         far_alone.join(only_second, "alone")
@@ -157,7 +142,7 @@ def test_after_a_redis_restart_every_hosted_room_is_resubscribed_before_ready(cl
         redis_server.stop()
 
 
-def test_plain_pubsub_carries_rooms_where_sharded_is_not_wanted(clients):
+def test_plain_pubsub_carries_rooms_where_sharded_is_not_wanted(connect):
     redis_server = RedisProcess()
     env = cluster_env(redis_server, "plain", PRROOM_QUEUE_PUBSUB="plain")
     procs = [servers.gunicorn(env=env) for _ in range(2)]
@@ -165,7 +150,7 @@ def test_plain_pubsub_carries_rooms_where_sharded_is_not_wanted(clients):
         for proc in procs:
             proc.wait_ready()
         room = next(_rooms)
-        a, b = clients(procs[0]), clients(procs[1])
+        a, b = connect(procs[0]), connect(procs[1])
         a.join(room, "a")
         b.join(room, "b")
         channel = room_channel("plain", room)
@@ -180,7 +165,7 @@ def test_plain_pubsub_carries_rooms_where_sharded_is_not_wanted(clients):
         redis_server.stop()
 
 
-def test_a_sentinel_url_finds_the_master_for_messages_and_presence(redis_server, clients):
+def test_a_sentinel_url_finds_the_master_for_messages_and_presence(redis_server, connect):
     sentinel = SentinelProcess(redis_server)
     env = cluster_env(redis_server, "sentinel", PRROOM_MESSAGE_QUEUE=sentinel.url)
     procs = [servers.gunicorn(env=env) for _ in range(2)]
@@ -188,21 +173,18 @@ def test_a_sentinel_url_finds_the_master_for_messages_and_presence(redis_server,
         for proc in procs:
             proc.wait_ready()
         room = next(_rooms)
-        a, b = RoomClient(procs[0].url, presence=True), RoomClient(procs[1].url, presence=True)
-        try:
-            a.join(room, "a")
-            assert a.expect("pr-room-members")["members"] == ["a"]
-            b.join(room, "b")
-            assert b.expect("pr-room-members")["members"] == ["a", "b"]  # presence in Redis
-            assert a.expect("pr-room-user-joined")["username"] == "b"
-            b.say(room, "b", "through the master Sentinel named")
-            assert a.expect("pr-room-message")["message"] == "through the master Sentinel named"
-            assert subscribers(redis_server, room_channel("sentinel", room)) == 2
-            assert all(ready(proc) for proc in procs)
-        finally:
-            a.close()
-            b.close()
+        a, b = connect(procs[0], presence=True), connect(procs[1], presence=True)
+        a.join(room, "a")
+        assert a.expect("pr-room-members")["members"] == ["a"]
+        b.join(room, "b")
+        assert b.expect("pr-room-members")["members"] == ["a", "b"]  # presence in Redis
+        assert a.expect("pr-room-user-joined")["username"] == "b"
+        b.say(room, "b", "through the master Sentinel named")
+        assert a.expect("pr-room-message")["message"] == "through the master Sentinel named"
+        assert subscribers(redis_server, room_channel("sentinel", room)) == 2
+        assert all(ready(proc) for proc in procs)
     finally:
+        connect.close()  # while the processes still answer
         for proc in procs:
             proc.stop()
         sentinel.stop()

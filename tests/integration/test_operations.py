@@ -23,8 +23,9 @@ METRICS_TOKEN = "scrape-me"
 
 observed = servers.server_fixture(
     {"PRROOM_METRICS_PATH": "/metrics", "PRROOM_METRICS_TOKEN": METRICS_TOKEN,
-     "PRROOM_MESSAGE_BURST": "3"},
-    doc="Metrics at /metrics behind a token; a burst of 3 messages.")
+     # a refill of one message per 100 s: a slow machine cannot earn a token mid-test
+     "PRROOM_MESSAGE_BURST": "3", "PRROOM_MESSAGE_RATE": "0.01"},
+    doc="Metrics at /metrics behind a token; a burst of 3 messages, hardly refilled.")
 
 
 def scrape(server) -> dict:

@@ -1,13 +1,13 @@
 """Helpers for clustered-mode tests: server settings and what Redis says about channels."""
 from __future__ import annotations
 
-import time
 from typing import Callable, Dict
 
 import redis
 import requests
 
 from tests.support.redis_server import RedisProcess
+from tests.support.waiting import wait_until
 
 
 def cluster_env(redis_server: RedisProcess, channel: str, **extra: str) -> Dict[str, str]:
@@ -34,10 +34,7 @@ def subscribers(redis_server: RedisProcess, channel: str, sharded: bool = True) 
 
 def eventually(check: Callable[[], bool], timeout: float = 5.0, what: str = "") -> None:
     """Poll ``check`` (state in another process, with nothing to await) until it holds."""
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, f"not within {timeout} s: {what}"
-        time.sleep(0.05)
+    assert wait_until(check, timeout), f"not within {timeout} s: {what}"
 
 
 def ready(server) -> bool:
