@@ -18,10 +18,12 @@ import click
 from prroom.core.config import (
     SERVER_SETTINGS,
     SETTINGS,
+    SETTINGS_BY_KEY,
     ConfigError,
     Setting,
     Settings,
     server_settings,
+    set_in_environ,
     settings_from_environ,
 )
 
@@ -37,14 +39,20 @@ def _settings() -> Settings:
         raise _Exit2(str(error)) from None
 
 
-def _setting_options(function: Callable[..., Any]) -> Callable[..., Any]:
-    """One ``--<name>`` option per setting declared with ``flag=True`` (config.py)."""
-    for setting in reversed([s for s in SERVER_SETTINGS + SETTINGS if s.flag]):
-        kind: Any = click.Choice(list(setting.choices)) if setting.choices else None
-        function = click.option(f"--{setting.name.replace('_', '-')}", setting.name,
-                                type=kind, help=f"{setting.description} ({setting.key}).",
-                                )(function)
-    return function
+def _options_of(settings: List[Setting]) -> Callable[[Callable[..., Any]], Callable[..., Any]]:
+    """One ``--<name>`` option per setting, its help and choices from its declaration."""
+    def decorate(function: Callable[..., Any]) -> Callable[..., Any]:
+        for setting in reversed(settings):
+            kind: Any = click.Choice(list(setting.choices)) if setting.choices else None
+            function = click.option(f"--{setting.name.replace('_', '-')}", setting.name,
+                                    type=kind, help=f"{setting.description} ({setting.key}).",
+                                    )(function)
+        return function
+    return decorate
+
+
+#: ``prroom serve``'s options: the settings declared with ``flag=True`` (config.py).
+_setting_options = _options_of([s for s in SERVER_SETTINGS + SETTINGS if s.flag])
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
@@ -88,10 +96,11 @@ def check_config(wsgi_app: Optional[str], no_traps: bool) -> None:
         app_settings = settings_from_environ()
     except ConfigError as error:
         raise _Exit2(str(error)) from None
+    from_env = set_in_environ()
     for setting in SERVER_SETTINGS + SETTINGS:
         value = server[setting.name] if setting.name in server \
             else getattr(app_settings, setting.name)
-        source = "env" if setting.key in os.environ else "default"
+        source = "env" if setting.key in from_env else "default"
         shown = "********" if setting.secret and value else _show(value)
         click.echo(f"{setting.key}={shown}  ({source})")
     if not no_traps:
@@ -147,8 +156,7 @@ def issue_token(username: str, pull_requests: Tuple[int, ...]) -> None:
 @click.argument("pull_request_id", type=int)
 @click.argument("username")
 @click.argument("message")
-@click.option("--message-queue", help="Redis URL (default: PRROOM_MESSAGE_QUEUE).")
-@click.option("--channel", help="Deployment channel (default: PRROOM_CHANNEL).")
+@_options_of([SETTINGS_BY_KEY["PRROOM_MESSAGE_QUEUE"], SETTINGS_BY_KEY["PRROOM_CHANNEL"]])
 def post(pull_request_id: int, username: str, message: str, message_queue: Optional[str],
          channel: Optional[str]) -> None:
     """Post MESSAGE as USERNAME to a pull request's room, through the message queue."""
@@ -157,6 +165,13 @@ def post(pull_request_id: int, username: str, message: str, message_queue: Optio
     from prroom.server.posting import PostingUnavailable, post_message
 
     _settings()  # a bad PRROOM_* value is a usage error (2), as for the other commands
+    try:  # an option is checked as its setting would be
+        if message_queue is not None:
+            message_queue = SETTINGS_BY_KEY["PRROOM_MESSAGE_QUEUE"].coerce(message_queue)
+        if channel is not None:
+            channel = SETTINGS_BY_KEY["PRROOM_CHANNEL"].coerce(channel)
+    except ConfigError as error:
+        raise _Exit2(str(error)) from None
     try:
         posted = post_message(pull_request_id, username, message,
                               message_queue=message_queue, channel=channel)

@@ -6,14 +6,18 @@ flags still override this file, except the worker count, which must stay 1.
 import copy
 import gc
 import logging
-import os
 import resource
 import sys
 from typing import Any
 
 from gunicorn.glogging import CONFIG_DEFAULTS
 
-from prroom.core.config import ConfigError, from_environ, server_settings  # light: no Flask
+from prroom.core.config import (  # light: no Flask
+    ConfigError,
+    from_environ,
+    ignored_environ,
+    server_settings,
+)
 
 try:
     _server = server_settings()
@@ -81,9 +85,8 @@ def on_starting(server: Any) -> None:
     if server.cfg.workers != 1:
         raise SystemExit(f"prroom: workers must be 1 (got {server.cfg.workers}); run more "
                          "instances on other ports with PRROOM_MESSAGE_QUEUE to scale out")
-    if os.environ.get("WEB_CONCURRENCY", "1") != "1":
-        server.log.warning("WEB_CONCURRENCY=%s ignored: prroom runs one worker per port",
-                           os.environ["WEB_CONCURRENCY"])
+    for setting, why in ignored_environ().items():
+        server.log.warning("%s ignored: %s", setting, why)
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     wanted = server.cfg.worker_connections + 100
     if soft < wanted:

@@ -448,6 +448,29 @@ def settings_from_environ(environ: Optional[Mapping[str, str]] = None) -> Settin
     return Settings.from_mapping({**DEFAULTS, **from_environ(environ)})
 
 
+def set_in_environ(environ: Optional[Mapping[str, str]] = None) -> Tuple[str, ...]:
+    """The declared keys (app and server settings) that ``environ`` sets, ``PORT`` counted
+    as ``PRROOM_PORT``: what ``prroom check-config`` marks as coming from the environment."""
+    environ = os.environ if environ is None else environ
+    return tuple(setting.key for setting in SERVER_SETTINGS + SETTINGS
+                 if setting.key in environ or
+                 (setting.key == "PRROOM_PORT" and "PORT" in environ))
+
+
+#: gunicorn's own environment settings that prroom's server overrides, and why.
+IGNORED_GUNICORN_ENVIRON = {
+    "WEB_CONCURRENCY": "prroom runs one worker per port",
+}
+
+
+def ignored_environ(environ: Optional[Mapping[str, str]] = None) -> Dict[str, str]:
+    """``{"WEB_CONCURRENCY=4": why}`` for each gunicorn setting in ``environ`` that prroom's
+    server ignores (a value of 1 is what it runs anyway, so it is not reported)."""
+    environ = os.environ if environ is None else environ
+    return {f"{key}={environ[key]}": why for key, why in IGNORED_GUNICORN_ENVIRON.items()
+            if environ.get(key, "1") != "1"}
+
+
 def _check_declarations() -> None:
     # Settings must mirror SETTINGS exactly: a key declared without a field (or the reverse)
     # would otherwise be silently ignored.

@@ -8,7 +8,9 @@ from __future__ import annotations
 import itertools
 import secrets
 import time
-from typing import Iterator, TypedDict
+from typing import Any, Iterator, TypedDict
+
+from prroom.core.protocol import Limits, parse_message_request
 
 
 class ChatMessage(TypedDict):
@@ -31,6 +33,17 @@ class MessageIds:
     def next(self) -> str:
         """The next id."""
         return f"{self.prefix}-{next(self._counter)}"
+
+
+def posted_message(ids: MessageIds, request: Any, limits: Limits) -> ChatMessage:
+    """A message posted from outside any socket (a bot, the HTTP API, ``prroom post``).
+
+    ``request`` is ``{pullRequestId, username, message}``, validated as the
+    ``send-message-to-pr-room`` event is (raises ProtocolError).
+    """
+    parsed = parse_message_request(request, limits)
+    assert parsed.username is not None  # required: no identity to take it from
+    return chat_message(ids, parsed.pull_request_id, parsed.username, parsed.message)
 
 
 def chat_message(ids: MessageIds, pull_request_id: int, username: str,

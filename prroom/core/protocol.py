@@ -204,6 +204,11 @@ def parse_message_request(payload: Any, limits: Limits,
                           parse_message_text(_field(payload, "message"), limits))
 
 
+def internal_error() -> ProtocolError:
+    """The error for a request the server failed on (a bug, logged with its traceback)."""
+    return ProtocolError(ErrorCode.INTERNAL_ERROR, "the server failed to handle this request")
+
+
 def unknown_event(event: Any) -> ProtocolError:
     """The error for an event name prroom does not handle."""
     return ProtocolError(ErrorCode.UNKNOWN_EVENT,

@@ -20,6 +20,7 @@ from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional,
 
 import socketio
 
+from prroom.core.protocol import ROOM_PREFIX
 from prroom.internals.cluster_recovery import RecoverableRoomsMixin
 from prroom.internals.redis_channels import (  # noqa: F401 - QueueUnavailable: re-exported
     Publisher,
@@ -156,6 +157,14 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
     :attr:`queue_healthy` is False while the publisher fails or the subscriber is not
     subscribed to every room it hosts (after a Redis restart, until it resubscribed).
     """
+
+    @classmethod
+    def of_deployment(cls, url: str, deployment: str, pubsub: str = "auto",
+                      **kwargs: Any) -> "ClusterManager":
+        """The manager of the deployment named ``deployment`` (``PRROOM_CHANNEL``) on
+        ``url``: its channels start ``prroom:<deployment>``, its rooms are ``pr:<id>``."""
+        return cls(url, channel=f"prroom:{deployment}", room_prefix=ROOM_PREFIX,
+                   pubsub=pubsub, **kwargs)
 
     def __init__(self, url: str, channel: str = "prroom", retry_max: float = 2.0,
                  room_prefix: str = "pr:", pubsub: str = "auto", **kwargs: Any) -> None:

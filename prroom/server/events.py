@@ -10,6 +10,15 @@ One seam a library leaves no way around: python-socketio does not tell a handler
 the client asked for an ack, which decides how a refusal is answered (in the ack, or as a
 ``pr-room-error`` event).  :mod:`prroom.internals.socketio_hooks` records it around each
 event; ``_refuse`` reads it with ``socketio_hooks.ack_requested()``.
+
+Two more, for clustered mode, where an ack must say whether the broadcast reached Redis
+(``warning: cluster-unavailable``):
+
+- python-socketio's ``emit`` returns nothing, so the clustered manager keeps the ticket of
+  the publish it just made per greenlet; ``_publish_to_room`` takes it right after its emit
+  with ``managers.published_ticket(server)`` (None with one process).
+- rather than hold the connection's reader until its batch's reply, ``_broadcast_then``
+  may answer the ack later, from the reply itself (``socketio_hooks.answer_later``).
 """
 from __future__ import annotations
 
@@ -23,12 +32,12 @@ from prroom.core import protocol
 from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
 from prroom.core.limits import SocketLimiter
-from prroom.core.messages import ChatMessage, MessageIds, chat_message
+from prroom.core.messages import ChatMessage, MessageIds, chat_message, posted_message
 from prroom.core.presence import Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import engineio_hooks, socketio_hooks
+from prroom.internals import connects, engineio_hooks, socketio_hooks
 from prroom.internals.managers import QueueUnavailable, Ticket, published_ticket
 from prroom.server import sweepers
 from prroom.server.metrics import Metrics
@@ -131,7 +140,7 @@ class RoomEvents:
             on("*", socketio_hooks.host_class_first(self.server, ns, self.unknown_event))
         socketio_hooks.guard_packets(self.server, self._protocol_violation, ns, mine,
                                      self.caps.max_attachments)
-        socketio_hooks.fix_connects(self.server, self.caps.connect_timeout,
+        connects.fix_connects(self.server, self.caps.connect_timeout,
                                     self.resume.connect_reply if self.resume else None)
         engineio_hooks.install(self.server)
 
@@ -316,10 +325,7 @@ class RoomEvents:
 
         ``request`` is ``{pullRequestId, username, message}``, validated like the event.
         """
-        parsed = protocol.parse_message_request(request, self.limits)
-        assert parsed.username is not None  # required: no identity to take it from
-        payload = chat_message(self.message_ids, parsed.pull_request_id, parsed.username,
-                               parsed.message)
+        payload = posted_message(self.message_ids, request, self.limits)
         self.metrics.record_message()
         if not self._broadcast(protocol.MESSAGE, dict(payload), payload["pullRequestId"]):
             raise QueueUnavailable("delivered only on this server: the queue is unreachable")
@@ -374,9 +380,7 @@ class RoomEvents:
             except Exception:  # a bug must cost this one request, not the connection
                 logger.exception("error handling %s from sid=%s", event, sid)
                 outcome = ErrorCode.INTERNAL_ERROR
-                return self._refuse(sid, event, ProtocolError(
-                    ErrorCode.INTERNAL_ERROR, "the server failed to handle this request"),
-                    payload)
+                return self._refuse(sid, event, protocol.internal_error(), payload)
             finally:
                 self.metrics.record_event(event, outcome, time.perf_counter() - started)
         guarded.__name__ = handler.__name__
@@ -428,14 +432,13 @@ class RoomEvents:
     def _broadcast(self, event: str, data: dict, pull_request_id: int,
                    skip_sid: Optional[str] = None) -> bool:
         """Emit to a room on every process; False if only this process's members got it."""
-        ticket, recoverable = self._publish_to_room(event, data, pull_request_id, skip_sid)
-        if ticket is None or (not recoverable and socketio_hooks.answer_unread()):
-            # one process; or the client asked for no ack, so nobody would read the answer
-            return True
-        return self._reached(ticket, recoverable, event, data, pull_request_id, skip_sid)
+        reached: bool = self._broadcast_then(event, data, pull_request_id, _itself,
+                                             may_defer=False, skip_sid=skip_sid)
+        return reached
 
     def _broadcast_then(self, event: str, data: dict, pull_request_id: int,
-                        answer: Callable[[bool], dict], may_defer: bool) -> Any:
+                        answer: Callable[[bool], Any], may_defer: bool,
+                        skip_sid: Optional[str] = None) -> Any:
         """Emit to a room on every process and return ``answer(reached)``.
 
         Clustered, the answer needs the publish's outcome: rather than hold this
@@ -443,18 +446,18 @@ class RoomEvents:
         the ack is sent from the reply itself when ``may_defer`` (``answer`` must then not
         block).
         """
-        ticket, recoverable = self._publish_to_room(event, data, pull_request_id, None)
+        ticket, recoverable = self._publish_to_room(event, data, pull_request_id, skip_sid)
         if ticket is None or (not recoverable and socketio_hooks.answer_unread()):
+            # one process; or the client asked for no ack, so nobody would read the answer
             return answer(True)
         if may_defer:
             def finish(done: Ticket, send: socketio_hooks.SendAnswer) -> None:
                 try:
                     body = answer(self._reached(done, recoverable, event, data,
-                                                pull_request_id, None))
+                                                pull_request_id, skip_sid))
                 except Exception:  # the client must hear back whatever went wrong
                     logger.exception("error answering %s", event)
-                    body = protocol.failure(ProtocolError(
-                        ErrorCode.INTERNAL_ERROR, "the server failed to handle this request"))
+                    body = protocol.failure(protocol.internal_error())
                 send(body)
 
             def start(send: socketio_hooks.SendAnswer) -> None:
@@ -463,7 +466,8 @@ class RoomEvents:
             later = socketio_hooks.answer_later(self.server, start)
             if later is not None:
                 return later
-        return answer(self._reached(ticket, recoverable, event, data, pull_request_id, None))
+        return answer(self._reached(ticket, recoverable, event, data, pull_request_id,
+                                    skip_sid))
 
     def _publish_to_room(self, event: str, data: dict, pull_request_id: int,
                          skip_sid: Optional[str]) -> Tuple[Optional[Ticket], bool]:
@@ -500,25 +504,29 @@ class RoomEvents:
                       skip_sid: Optional[str] = None, quietly: bool = False) -> None:
         """Count one socket of the user fewer in the room; tell the others if it was the
         user's last (unless ``quietly``: the session came back on another process)."""
-        try:
-            last = self.presence.remove(pull_request_id, username)
-        except Exception as exc:
-            logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
-            return
-        if last and not quietly:
-            self.announce(protocol.USER_LEFT, pull_request_id, username, skip_sid=skip_sid)
+        self._presence_changed(self.presence.remove, protocol.USER_LEFT, pull_request_id,
+                               username, skip_sid, quietly)
 
     def presence_joined(self, sid: str, pull_request_id: int, username: str,
                         quietly: bool = False) -> None:
         """Count ``sid``'s user in the room; tell the others if it is the user's first
         (unless ``quietly``: a restored session the others never heard leave)."""
+        self._presence_changed(self.presence.add, protocol.USER_JOINED, pull_request_id,
+                               username, sid, quietly)
+
+    def _presence_changed(self, change: Callable[[int, str], bool], event: str,
+                          pull_request_id: int, username: str, skip_sid: Optional[str],
+                          quietly: bool) -> None:
+        # ``change`` says whether the user's first socket came or last went: only then
+        # do the others hear of it.  A presence store that fails costs the announcement,
+        # never the join or leave itself.
         try:
-            first = self.presence.add(pull_request_id, username)
+            crossed = change(pull_request_id, username)
         except Exception as exc:
             logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
             return
-        if first and not quietly:
-            self.announce(protocol.USER_JOINED, pull_request_id, username, skip_sid=sid)
+        if crossed and not quietly:
+            self.announce(event, pull_request_id, username, skip_sid=skip_sid)
 
     def announce_left(self, gone: Iterable[Left]) -> None:
         """Tell rooms that users of a vanished process are gone (presence reaper)."""
@@ -531,6 +539,10 @@ class RoomEvents:
         if not self._sweeper_started:
             self._sweeper_started = True
             sweepers.start(self)
+
+
+def _itself(reached: bool) -> bool:
+    return reached
 
 
 def _json_only(handler: Handler) -> Handler:

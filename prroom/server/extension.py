@@ -27,7 +27,7 @@ from prroom.core.identity import (
 )
 from prroom.core.limits import Rate, SocketLimiter
 from prroom.core.presence import Presence, create_presence
-from prroom.core.protocol import ROOM_PREFIX, ErrorCode, Limits, ProtocolError
+from prroom.core.protocol import ErrorCode, Limits, ProtocolError
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import (
@@ -390,10 +390,9 @@ class PRRoom:
             # Handlers run inline on the connection's reader: no greenlet per event, and a
             # client's events are handled in the order it sent them.
             "async_handlers": False,
-            "client_manager": (ClusterManager(settings.message_queue,
-                                              channel=f"prroom:{settings.channel}",
-                                              room_prefix=ROOM_PREFIX,
-                                              pubsub=settings.queue_pubsub)
+            "client_manager": (ClusterManager.of_deployment(settings.message_queue,
+                                                            settings.channel,
+                                                            pubsub=settings.queue_pubsub)
                                if settings.message_queue else IndexedManager()),
             "max_http_buffer_size": settings.max_frame_bytes,
             "ping_interval": settings.ping_interval,

@@ -12,7 +12,7 @@ from flask import Flask, current_app, has_app_context
 
 from prroom.core import protocol
 from prroom.core.config import settings_from_environ
-from prroom.core.messages import ChatMessage, MessageIds, chat_message
+from prroom.core.messages import ChatMessage, MessageIds, posted_message
 from prroom.internals.managers import ClusterManager
 
 _publishers: Dict[Tuple[str, str], ClusterManager] = {}
@@ -46,15 +46,11 @@ def post_message(pull_request_id: int, username: str, message: str, *,
         raise PostingUnavailable("no prroom server in this process and no message queue: "
                                  "pass message_queue= or set PRROOM_MESSAGE_QUEUE")
     name = channel or settings.channel
-    parsed = protocol.parse_message_request(request, protocol.Limits.of(settings))
-    assert parsed.username is not None  # required when there is no identity
-    payload = chat_message(_message_ids, parsed.pull_request_id, parsed.username,
-                           parsed.message)
+    payload = posted_message(_message_ids, request, protocol.Limits.of(settings))
     publisher = _publishers.get((url, name))
     if publisher is None:
-        publisher = _publishers[(url, name)] = ClusterManager(
-            url, channel=f"prroom:{name}", room_prefix=protocol.ROOM_PREFIX,
-            pubsub=settings.queue_pubsub, write_only=True)
+        publisher = _publishers[(url, name)] = ClusterManager.of_deployment(
+            url, name, pubsub=settings.queue_pubsub, write_only=True)
     ticket = publisher.emit(protocol.MESSAGE, dict(payload), namespace="/",
                             room=protocol.room_name(payload["pullRequestId"]))
     if ticket is not None:

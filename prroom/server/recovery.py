@@ -138,7 +138,7 @@ class SessionRecovery:
                                         channel)
 
     def connect_reply(self, namespace: str, sid: str) -> Optional[dict]:
-        """The ``pid`` next to ``sid`` in the CONNECT reply (socketio_hooks.fix_connects)."""
+        """The ``pid`` next to ``sid`` in the CONNECT reply (connects.fix_connects)."""
         if namespace != self.events.namespace or sid not in self._pids:
             return None
         return {"pid": self._pids[sid][0]}

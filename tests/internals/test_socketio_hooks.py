@@ -4,14 +4,13 @@ from __future__ import annotations
 import inspect
 import json
 import os
-import time
 from typing import Any, List, Tuple
 
 import pytest
 import socketio
 
 from prroom.internals import socketio_hooks
-from tests.support.wsgi import WsgiPolling
+from tests.support.wsgi import WsgiPolling, connected, polling_server
 
 
 def test_websocket_unmasking_is_accelerated_and_still_correct():
@@ -61,23 +60,8 @@ def test_options_set_by_host_and_served_path_come_from_flask_socketio():
     assert socketio_hooks.served_engineio_path(SocketIO()) is None
 
 
-# -- a guest on the host's server: reserved names, binary packets, CONNECT ---------------------
-
-def polling_server(**options: Any) -> Tuple[socketio.Server, WsgiPolling]:
-    # handlers inline, so that a handler has run when the request that carried it returns
-    server = socketio.Server(async_mode="threading", async_handlers=False, **options)
-    return server, WsgiPolling(server)
-
-
-def connected(client: WsgiPolling, *namespaces: str) -> str:
-    """An Engine.IO session connected to ``namespaces`` ("/" by default), replies read."""
-    sid, _ = client.handshake()
-    for namespace in namespaces or ("/",):
-        prefix = "" if namespace == "/" else namespace + ","
-        client.post(sid, "40" + prefix)
-        assert client.packets(sid)[0].startswith("40" + prefix), namespace
-    return sid
-
+# -- a guest on the host's server: reserved names, binary packets ------------------------------
+# (the CONNECT: tests/internals/test_connects.py)
 
 def test_reserved_names_are_renamed_on_prroom_namespace_only() -> None:
     server, client = polling_server()
@@ -170,75 +154,6 @@ def test_python_socketio_would_hoard_what_the_guard_bounds() -> None:
     assert "self._handle_event(eio_sid, pkt.namespace, pkt.id," in handle
 
 
-def host_with_greeting(**options: Any) -> Tuple[socketio.Server, WsgiPolling]:
-    server, client = polling_server(**options)
-
-    def connect(sid: str, environ: dict, auth: Any = None) -> None:
-        server.emit("greeting", {"hello": sid}, to=sid, namespace="/")
-
-    server.on("connect", connect, namespace="/")
-    return server, client
-
-
-@pytest.mark.parametrize("fixed", [False, True])
-def test_the_connect_reply_goes_out_before_what_the_handler_emits(fixed: bool) -> None:
-    server, client = host_with_greeting()
-    if fixed:
-        assert socketio_hooks.fix_connects(server) is True
-    sid, _ = client.handshake()
-    client.post(sid, "40")
-    first, second = client.packets(sid)
-    if fixed:
-        assert first.startswith("40{") and second.startswith('42["greeting"')
-    else:  # python-socketio's order, which the fix exists for
-        assert first.startswith('42["greeting"') and second.startswith("40{")
-
-
-@pytest.mark.parametrize("fixed,reply", [(False, '44/random,"Unable to connect"'),
-                                         (True, '44/random,{"message":"Invalid namespace"}')])
-def test_unknown_namespaces_are_refused_as_node_does(fixed: bool, reply: str) -> None:
-    server, client = host_with_greeting()
-    if fixed:
-        socketio_hooks.fix_connects(server)
-    sid, _ = client.handshake()
-    client.post(sid, "40/random,")
-    assert client.packets(sid) == [reply]
-    client.post(sid, "40")  # the known one still connects
-    assert any(packet.startswith("40{") for packet in client.packets(sid))
-
-
-def test_sessions_that_never_connect_are_closed_after_the_timeout() -> None:
-    server, client = host_with_greeting()
-    assert socketio_hooks.fix_connects(server, connect_timeout=0.2) is True
-    idle, _ = client.handshake()
-    connected_sid = connected(client)
-    deadline = time.monotonic() + 5
-    while idle in server.eio.sockets and not server.eio.sockets[idle].closed \
-            and time.monotonic() < deadline:
-        time.sleep(0.02)  # the sweep runs in its own thread: poll its effect
-    assert client.get(idle)[0].startswith("400")
-    assert not server.eio.sockets[connected_sid].closed
-
-
-def test_the_connect_reply_carries_what_reply_extra_adds() -> None:
-    # connection state recovery's pid, next to the sid python-socketio put there
-    server, client = host_with_greeting()
-    seen: List[Tuple[str, str]] = []
-
-    def extra(namespace: str, sid: str) -> dict:
-        seen.append((namespace, sid))
-        return {"pid": "p-" + sid}
-
-    assert socketio_hooks.fix_connects(server, reply_extra=extra) is True
-    sid, _ = client.handshake()
-    client.post(sid, "40")
-    first, second = client.packets(sid)
-    [(namespace, socket_sid)] = seen
-    assert namespace == "/" and json.loads(first[2:]) == {"sid": socket_sid,
-                                                          "pid": "p-" + socket_sid}
-    assert second.startswith('42["greeting"')
-
-
 def test_python_socketio_sends_disconnect_reasons_recovery_tells_apart() -> None:
     # events.RECOVERABLE_REASONS names python-engineio's reasons for a lost connection
     from prroom.server.events import RECOVERABLE_REASONS
@@ -248,18 +163,6 @@ def test_python_socketio_sends_disconnect_reasons_recovery_tells_apart() -> None
     assert {"client disconnect", "server disconnect"} <= reasons
     connect = inspect.getsource(socketio.Server._handle_connect)
     assert "packet.CONNECT, {'sid': sid}, namespace=namespace))" in connect
-
-
-def test_python_socketio_still_has_what_fix_connects_wraps() -> None:
-    server = socketio.Server(async_mode="threading")
-    assert callable(server._handle_connect)
-    assert server.namespaces == ["/"] and server.namespace_handlers == {}
-    handle = inspect.getsource(socketio.Server._handle_eio_message)
-    assert "self._handle_connect(eio_sid, pkt.namespace, pkt.data)" in handle
-    connect = inspect.getsource(socketio.Server._handle_connect)
-    assert "if namespace in self.handlers or namespace in self.namespace_handlers \\" in connect
-    assert "or self.namespaces == '*' or namespace in self.namespaces:" in connect
-    assert {"connect", "disconnect", "message"} <= set(server.eio.handlers)
 
 
 # -- a host's class-based namespace on prroom's namespace ---------------------------------------

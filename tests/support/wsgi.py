@@ -10,6 +10,8 @@ import json
 import threading
 from typing import Any, Dict, List, Tuple
 
+import socketio
+
 Response = Tuple[str, str]
 
 
@@ -64,3 +66,22 @@ class WsgiPolling:
                                   daemon=True)
         thread.start()
         return thread, result
+
+
+def polling_server(**options: Any) -> Tuple[socketio.Server, WsgiPolling]:
+    """A python-socketio server (threading mode) and a polling client talking WSGI to it.
+
+    Handlers run inline, so that a handler has run when the request that carried it
+    returns."""
+    server = socketio.Server(async_mode="threading", async_handlers=False, **options)
+    return server, WsgiPolling(server)
+
+
+def connected(client: WsgiPolling, *namespaces: str) -> str:
+    """An Engine.IO session connected to ``namespaces`` ("/" by default), replies read."""
+    sid, _ = client.handshake()
+    for namespace in namespaces or ("/",):
+        prefix = "" if namespace == "/" else namespace + ","
+        client.post(sid, "40" + prefix)
+        assert client.packets(sid)[0].startswith("40" + prefix), namespace
+    return sid
