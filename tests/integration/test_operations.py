@@ -217,6 +217,9 @@ def test_a_bad_setting_is_a_usage_error_for_every_command():
     done = run_prroom("post", "5", "bot", "hi", env={"PRROOM_MESSAGE_QUEUE": "redis://x:1/0",
                                                      "PRROOM_MAX_MESSAGE_LENGTH": "zero"})
     assert done.returncode == 2 and "PRROOM_MAX_MESSAGE_LENGTH" in done.stderr
+    # an option is checked as the setting it stands for
+    done = run_prroom("post", "5", "bot", "hi", "--message-queue", "http://x:1/0")
+    assert done.returncode == 2 and "PRROOM_MESSAGE_QUEUE='http://x:1/0'" in done.stderr
 
 
 def test_a_post_from_outside_a_server_applies_the_configured_message_limit():

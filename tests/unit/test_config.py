@@ -193,3 +193,16 @@ def test_nan_is_refused(key):
 def test_non_integral_float_is_refused_for_integer_setting():
     with pytest.raises(ConfigError):
         Settings.from_mapping({"PRROOM_MAX_MESSAGE_LENGTH": 1.9})
+
+
+def test_what_check_config_marks_as_set_in_the_environment():
+    from prroom.core.config import set_in_environ
+    assert set_in_environ({"PORT": "9000", "PRROOM_CHANNEL": "x", "HOME": "/"}) == (
+        "PRROOM_PORT", "PRROOM_CHANNEL")
+
+
+def test_gunicorn_settings_prroom_overrides_are_named():
+    from prroom.core.config import ignored_environ
+    assert ignored_environ({"WEB_CONCURRENCY": "4"}) == {
+        "WEB_CONCURRENCY=4": "prroom runs one worker per port"}
+    assert ignored_environ({"WEB_CONCURRENCY": "1"}) == {}  # what it runs anyway
