@@ -141,7 +141,7 @@ class RoomEvents:
         socketio_hooks.guard_packets(self.server, self._protocol_violation, ns, mine,
                                      self.caps.max_attachments)
         connects.fix_connects(self.server, self.caps.connect_timeout,
-                                    self.resume.connect_reply if self.resume else None)
+                              self.resume.connect_reply if self.resume else None)
         engineio_hooks.install(self.server)
 
     # -- connection lifecycle ---------------------------------------------------------
