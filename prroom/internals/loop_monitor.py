@@ -53,17 +53,18 @@ STACK_LIMIT = 60
 _labels: Dict[FrameType, str] = {}
 
 
-def serving(label: str) -> FrameType:
+def serving(label: str) -> None:
     """Label the calling frame with what it serves (``GET /diff``, ``event typing``) until
-    :func:`served` is called with what this returns."""
-    frame = sys._getframe(1)
-    _labels[frame] = label
-    return frame
+    it calls :func:`served`."""
+    _labels[sys._getframe(1)] = label
 
 
-def served(token: FrameType) -> None:
-    """The frame labelled by :func:`serving` is done serving."""
-    _labels.pop(token, None)
+def served() -> None:
+    """The calling frame, labelled by :func:`serving`, is done serving."""
+    # The frame is never handed back to the caller to keep: a frame holding itself in a
+    # local is a reference cycle, and the whole call stack below would wait for the cyclic
+    # garbage collector (every event's frames, on every event).
+    _labels.pop(sys._getframe(1), None)
 
 
 def label_of(frame: Optional[FrameType]) -> str:

@@ -72,7 +72,7 @@ def track_ack_requests(server: Any, namespace: str = "/") -> bool:
             if not isinstance(name, str) or name in RESERVED_EVENT_NAMES:
                 data = [f"(reserved) {str(name)[:50]}", *data[1:]]
         # named in the blocked-loop warning if this event holds the loop (host events too)
-        label = loop_monitor.serving(f"event {str(name)[:50]}")
+        loop_monitor.serving(f"event {str(name)[:50]}")
         token = _ack_requested.set(id is not None)
         later = _answer_later.set(None)
         try:
@@ -84,7 +84,7 @@ def track_ack_requests(server: Any, namespace: str = "/") -> bool:
         finally:
             _answer_later.reset(later)
             _ack_requested.reset(token)
-            loop_monitor.served(label)
+            loop_monitor.served()
 
     vars(handle_event_internal)["_prroom_wrapped"] = True
     server._handle_event_internal = handle_event_internal

@@ -143,12 +143,12 @@ def label_requests(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
     """WSGI middleware: label each request's greenlet (``GET /path``) for the loop monitor."""
 
     def labelled(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        label = loop_monitor.serving(f"{environ.get('REQUEST_METHOD', '-')} "
-                                     f"{environ.get('PATH_INFO', '-')}")
+        loop_monitor.serving(f"{environ.get('REQUEST_METHOD', '-')} "
+                             f"{environ.get('PATH_INFO', '-')}")
         try:
             return wsgi_app(environ, start_response)
         finally:
-            loop_monitor.served(label)
+            loop_monitor.served()
     return labelled
 
 
