@@ -53,10 +53,16 @@ STACK_LIMIT = 60
 _labels: Dict[FrameType, str] = {}
 
 
+# whether a monitor runs in this process: without one (PRROOM_BLOCKING_THRESHOLD=0) nothing
+# reads the labels, and putting them on costs nothing either
+_watching = False
+
+
 def serving(label: str) -> None:
     """Label the calling frame with what it serves (``GET /diff``, ``event typing``) until
     it calls :func:`served`."""
-    _labels[sys._getframe(1)] = label
+    if _watching:
+        _labels[sys._getframe(1)] = label
 
 
 def served() -> None:
@@ -64,7 +70,8 @@ def served() -> None:
     # The frame is never handed back to the caller to keep: a frame holding itself in a
     # local is a reference cycle, and the whole call stack below would wait for the cyclic
     # garbage collector (every event's frames, on every event).
-    _labels.pop(sys._getframe(1), None)
+    if _watching:
+        _labels.pop(sys._getframe(1), None)
 
 
 def label_of(frame: Optional[FrameType]) -> str:
@@ -100,6 +107,8 @@ class LoopMonitor:
 
     def start(self) -> bool:
         """Start the lag timer on the running hub and the watchdog thread."""
+        global _watching
+        _watching = True
         hub = gevent.get_hub()
         self._last_tick = time.perf_counter()
         timer = hub.loop.timer(TICK_SECONDS, TICK_SECONDS)

@@ -10,7 +10,7 @@ from typing import Any, List, Tuple
 import pytest
 import socketio
 
-from prroom.internals import socketio_hooks
+from prroom.internals import loop_monitor, socketio_hooks
 from tests.support.wsgi import WsgiPolling, connected, polling_server
 
 
@@ -83,10 +83,11 @@ def test_reserved_names_are_renamed_on_prroom_namespace_only() -> None:
     assert seen == [("/other", "connect"), ("/other", "connect")]
 
 
-def test_handling_an_event_leaves_no_reference_cycle() -> None:
+def test_handling_an_event_leaves_no_reference_cycle(monkeypatch: pytest.MonkeyPatch) -> None:
     # The wrapper labels its frame for the loop monitor; a frame that held itself (a label
     # token kept in a local) made every event's whole call stack cyclic garbage, paid for
     # in collections on every message.  Acked events, as prroom's clients send them.
+    monkeypatch.setattr(loop_monitor, "_watching", True)  # labels on, as under gunicorn
     server, client = polling_server()
     server.on("typing", lambda sid, data: {"ok": True}, namespace="/")
     assert socketio_hooks.track_ack_requests(server, "/") is True
