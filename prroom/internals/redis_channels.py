@@ -108,27 +108,30 @@ class _Batch:
         self.commands: List[Tuple[str, Any, Any]] = []
         self.results: list = []
         self.done = threading.Event()
-        self._callbacks: Optional[List[Callable[[], None]]] = None
+        self._callbacks: Optional[List[Tuple[Callable[[Any], None], Any]]] = None
         self._lock = lock  # a thread (no gevent) may add while another ends the batch
 
-    def then(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` once the batch ended (now, if it has)."""
+    def then(self, callback: Callable[[Any], None], argument: Any) -> None:
+        """Call ``callback(argument)`` once the batch ended (now, if it has).
+
+        The pair is kept as it is, no closure made: one per in-flight message adds up to
+        work for the garbage collector."""
         with self._lock:
             if not self.done.is_set():
                 if self._callbacks is None:
                     self._callbacks = []
-                self._callbacks.append(callback)
+                self._callbacks.append((callback, argument))
                 return
-        callback()
+        callback(argument)
 
     def finish(self) -> None:
         """Every reply is in (or a failure for each): wake the waiters, run the callbacks."""
         with self._lock:
             self.done.set()
             callbacks, self._callbacks = self._callbacks, None
-        for callback in callbacks or ():
+        for callback, argument in callbacks or ():
             try:
-                callback()
+                callback(argument)
             except Exception:  # one caller's bug must not keep the others' answers
                 logger.exception("message queue: a publish callback failed")
 
@@ -168,7 +171,7 @@ class Ticket:
         It runs on the task that read the reply (or now, if it came already), so it must
         not block: sending a packet is fine, waiting for another ticket is not.
         """
-        self._batch.then(lambda: callback(self))
+        self._batch.then(callback, self)
 
 
 class Publisher:

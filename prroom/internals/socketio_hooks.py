@@ -119,20 +119,39 @@ def _start_answer(start: Callable[[SendAnswer], None], server: Any, eio_sid: str
                   namespace: str, ack_id: int) -> None:
     # What the handler already sent this connection (its own copy of a broadcast) waits
     # for the ack, so that both leave in one write.
-    release = websocket_writes.hold_writes(server, eio_sid)
-
-    def send(body: Any) -> None:
-        try:
-            send_ack(server, eio_sid, namespace, ack_id, body)
-        finally:
-            if release is not None:
-                release()
+    sender = _AckSender(server, eio_sid, namespace, ack_id,
+                        websocket_writes.hold_writes(server, eio_sid))
     try:
-        start(send)
+        start(sender.send)
     except BaseException:
+        sender.release()
+        raise
+
+
+class _AckSender:
+    """Sends one event's ack later, then lets the connection's held writes go (an object,
+    not a closure: one is alive per message waiting for its answer)."""
+
+    __slots__ = ("server", "eio_sid", "namespace", "ack_id", "_release")
+
+    def __init__(self, server: Any, eio_sid: str, namespace: str, ack_id: int,
+                 release: Optional[Callable[[], None]]) -> None:
+        self.server, self.eio_sid, self.namespace, self.ack_id = server, eio_sid, namespace, \
+            ack_id
+        self._release = release
+
+    def send(self, body: Any) -> None:
+        """Send the ack with ``body``."""
+        try:
+            send_ack(self.server, self.eio_sid, self.namespace, self.ack_id, body)
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let the held writes go (once)."""
+        release, self._release = self._release, None
         if release is not None:
             release()
-        raise
 
 
 def send_ack(server: Any, eio_sid: str, namespace: str, ack_id: int, body: Any) -> None:
