@@ -49,20 +49,22 @@ LOOKS_PER_THRESHOLD = 4
 #: Frames kept of a blocked stack (the innermost ones).
 STACK_LIMIT = 60
 
-# frame -> label; frames are hashable by identity, and a frame is only here while it runs
-_labels: Dict[FrameType, str] = {}
+# frame -> (kind, name, limit) of its label; frames are hashable by identity, and a frame
+# is only here while it runs.  The text is made only when a block is reported.
+_labels: Dict[FrameType, Tuple[str, object, Optional[int]]] = {}
 
 
 # whether a monitor runs in this process: without one (PRROOM_BLOCKING_THRESHOLD=0) nothing
-# reads the labels, and putting them on costs nothing either
+# reads the labels, and none is put on
 _watching = False
 
 
-def serving(label: str) -> None:
-    """Label the calling frame with what it serves (``GET /diff``, ``event typing``) until
-    it calls :func:`served`."""
+def serving(kind: str, name: object, limit: Optional[int] = None) -> None:
+    """Label the calling frame with what it serves until it calls :func:`served`: read as
+    ``"<kind> <name>"`` (``GET /diff``, ``event typing``), the name cut to ``limit``
+    characters."""
     if _watching:
-        _labels[sys._getframe(1)] = label
+        _labels[sys._getframe(1)] = (kind, name, limit)
 
 
 def served() -> None:
@@ -79,7 +81,8 @@ def label_of(frame: Optional[FrameType]) -> str:
     while frame is not None:
         label = _labels.get(frame)
         if label is not None:
-            return label
+            kind, name, limit = label
+            return f"{kind} {str(name)[:limit]}"
         frame = frame.f_back
     return "-"
 
@@ -105,7 +108,7 @@ class LoopMonitor:
 
     # -- start -------------------------------------------------------------------------
 
-    def start(self) -> bool:
+    def start(self) -> None:
         """Start the lag timer on the running hub and the watchdog thread."""
         global _watching
         _watching = True
@@ -119,7 +122,6 @@ class LoopMonitor:
         get_ident = monkey.get_original("_thread", "get_ident")
         start_thread = monkey.get_original("_thread", "start_new_thread")
         start_thread(self._watch, (get_ident(),))
-        return True
 
     def stop(self) -> None:
         """Stop the lag timer; the watchdog ends at its next look."""

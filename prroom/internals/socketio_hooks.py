@@ -72,7 +72,7 @@ def track_ack_requests(server: Any, namespace: str = "/") -> bool:
             if not isinstance(name, str) or name in RESERVED_EVENT_NAMES:
                 data = [f"(reserved) {str(name)[:50]}", *data[1:]]
         # named in the blocked-loop warning if this event holds the loop (host events too)
-        loop_monitor.serving(f"event {str(name)[:50]}")
+        loop_monitor.serving("event", name, 50)
         token = _ack_requested.set(id is not None)
         later = _answer_later.set(None)
         try:
@@ -136,8 +136,10 @@ class _AckSender:
 
     def __init__(self, server: Any, eio_sid: str, namespace: str, ack_id: int,
                  release: Optional[Callable[[], None]]) -> None:
-        self.server, self.eio_sid, self.namespace, self.ack_id = server, eio_sid, namespace, \
-            ack_id
+        self.server = server
+        self.eio_sid = eio_sid
+        self.namespace = namespace
+        self.ack_id = ack_id
         self._release = release
 
     def send(self, body: Any) -> None:

@@ -143,8 +143,7 @@ def label_requests(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
     """WSGI middleware: label each request's greenlet (``GET /path``) for the loop monitor."""
 
     def labelled(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        loop_monitor.serving(f"{environ.get('REQUEST_METHOD', '-')} "
-                             f"{environ.get('PATH_INFO', '-')}")
+        loop_monitor.serving(environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", "-"))
         try:
             return wsgi_app(environ, start_response)
         finally:

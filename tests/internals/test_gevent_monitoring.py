@@ -67,7 +67,7 @@ def test_a_block_is_measured_and_its_stack_and_label_captured():
         monitor = LoopMonitor(0.1, blocks.append)
         monitor.start()
         def slow_view():
-            serving("GET /slow")
+            serving("GET", "/slow")
             deadline = time.perf_counter() + 0.6
             while time.perf_counter() < deadline:
                 pass
