@@ -420,14 +420,24 @@ def _check_socketio_client(values: dict) -> None:
                   socketio_client_file=path)
 
 
+#: Other names a setting is read under when its own key is unset (platforms set ``PORT``).
+ALIASES = {"PRROOM_PORT": "PORT"}
+
+
+def _raw(environ: Mapping[str, str], key: str) -> Optional[str]:
+    """``key``'s value in ``environ``, or its alias's, or None."""
+    raw = environ.get(key)
+    if raw is None and key in ALIASES:
+        raw = environ.get(ALIASES[key])
+    return raw
+
+
 def server_settings(environ: Optional[Mapping[str, str]] = None) -> dict:
     """Every SERVER_SETTINGS key, lower-cased without the prefix: environment or default."""
     environ = os.environ if environ is None else environ
     values = {}
     for setting in SERVER_SETTINGS:
-        raw = environ.get(setting.key)
-        if setting.key == "PRROOM_PORT" and raw is None:
-            raw = environ.get("PORT")
+        raw = _raw(environ, setting.key)
         values[setting.name] = setting.default if raw is None else setting.coerce(raw)
     return values
 
@@ -449,12 +459,11 @@ def settings_from_environ(environ: Optional[Mapping[str, str]] = None) -> Settin
 
 
 def set_in_environ(environ: Optional[Mapping[str, str]] = None) -> Tuple[str, ...]:
-    """The declared keys (app and server settings) that ``environ`` sets, ``PORT`` counted
-    as ``PRROOM_PORT``: what ``prroom check-config`` marks as coming from the environment."""
+    """The declared keys (app and server settings) that ``environ`` sets, aliases counted
+    (``PORT``): what ``prroom check-config`` marks as coming from the environment."""
     environ = os.environ if environ is None else environ
     return tuple(setting.key for setting in SERVER_SETTINGS + SETTINGS
-                 if setting.key in environ or
-                 (setting.key == "PRROOM_PORT" and "PORT" in environ))
+                 if _raw(environ, setting.key) is not None)
 
 
 #: gunicorn's own environment settings that prroom's server overrides, and why.

@@ -5,7 +5,7 @@ python-socketio sends the CONNECT reply only after the connect handlers return (
 sees what they emit before its own ``connect``), refuses an unknown namespace with a bare
 string, never times out a session that does not connect, and builds the reply with the sid
 only.  :func:`fix_connects` wraps the one method where all four happen; the tripwires in
-``tests/internals/test_socketio_hooks.py`` fail when the method or what it calls changes.
+``tests/internals/test_connects.py`` fail when the method or what it calls changes.
 """
 from __future__ import annotations
 

@@ -432,7 +432,7 @@ class RoomEvents:
     def _broadcast(self, event: str, data: dict, pull_request_id: int,
                    skip_sid: Optional[str] = None) -> bool:
         """Emit to a room on every process; False if only this process's members got it."""
-        reached: bool = self._broadcast_then(event, data, pull_request_id, _itself,
+        reached: bool = self._broadcast_then(event, data, pull_request_id, bool,
                                              may_defer=False, skip_sid=skip_sid)
         return reached
 
@@ -562,10 +562,6 @@ class _AnswerOnReply:
             logger.exception("error answering %s", event)
             body = protocol.failure(protocol.internal_error())
         self.send(body)
-
-
-def _itself(reached: bool) -> bool:
-    return reached
 
 
 def _json_only(handler: Handler) -> Handler:
