@@ -10,7 +10,11 @@ member sending with one acked message in flight) against:
   (started here on a free port, ``--save "" --appendonly no``);
 * ``cluster xN local``: N processes (each its own gunicorn and port; same Redis, same
   PRROOM_CHANNEL), every room living on one process, rooms spread evenly;
-* ``cluster xN span``: the same, every room's members split over two processes.
+* ``cluster xN span``: the same, every room's members split over two processes;
+* ``standalone xN``: the control, N standalone processes (no Redis) with the rooms spread as
+  in ``local``.  N processes on the same cores cost more per delivery than one, cluster or
+  not (caches, switches); clustered ``local`` against this row, at the same N, is what the
+  cluster itself adds.
 
 Clustered configurations run one more process, the *observer*, that hosts no room of the
 scenario: what it spends while the others deliver is what a process pays for traffic of
@@ -75,6 +79,8 @@ def configs_of(processes: Sequence[int], observer: bool,
     for n in processes:
         found.append(Config(f"cluster x{n} local", n, True, "room", observer))
         found.append(Config(f"cluster x{n} span", n, True, "span", observer))
+        # the control: what sharing the cores with N-1 other processes costs by itself
+        found.append(Config(f"standalone x{n}", n, False, "room"))
     return found
 
 

@@ -27,16 +27,25 @@ def summarize_cluster(configs: Sequence[Any], runs: Dict[str, List[Result]]) -> 
     standalone, and which side was the limit."""
     rows = []
     standalone: Optional[float] = None
+    # serving us/delivery of the standalone processes at each N: the same-N control
+    control: Dict[int, Optional[float]] = {
+        config.processes: median_of([r for r in runs[config.label] if "error" not in r],
+                                    "serving_cpu_us_per_delivery")
+        for config in configs if not config.clustered}
     for config in configs:
         done = [r for r in runs[config.label] if "error" not in r]
         row: Result = {"config": config.label, "processes": config.processes,
                        "clustered": config.clustered, "spread": config.spread,
                        "observer": config.observer, "runs": len(done)}
         row.update({key: median_of(done, key) for key in SCALARS})
-        if not config.clustered:
+        if not config.clustered and config.processes == 1:
             standalone = row["deployment_cpu_us_per_delivery"]
         cost = row["deployment_cpu_us_per_delivery"]
         row["cost_vs_standalone"] = round(cost / standalone, 2) if cost and standalone else None
+        same_n, serving = control.get(config.processes), row["serving_cpu_us_per_delivery"]
+        row["serving_vs_standalone_same_n"] = (round(serving / same_n, 2)
+                                               if config.clustered and serving and same_n
+                                               else None)
         phase = {key: median_of([r["throughput"] for r in done], key) for key in PHASE_KEYS}
         row["limit"] = limit_side(phase) if done else "n/a"
         row["per_process"] = [
@@ -59,10 +68,13 @@ def print_cluster(rows: List[Result], sizes: Sizes, layout: Layout) -> None:
     print(f"\nCluster: {rooms} rooms x {sizes['room_size']}, every member with one acked "
           f"message in flight for {sizes['duration']:g} s; median of {sizes['runs']} run(s). "
           "CPU in % of one core; us = microseconds of CPU; 'deployment' = the serving "
-          "processes + Redis (the observer, a process hosting none of the rooms, apart).")
+          "processes + Redis (the observer, a process hosting none of the rooms, apart); "
+          "'same N' = the serving processes' us/delivery against N standalone processes "
+          "sharing the same cores (what the cluster itself adds at that N).")
     header = ["config", "deliveries/s", "messages/s", "serving cpu%", "us/delivery",
               "redis cpu%", "redis us/msg", "observer cpu%", "observer us/msg",
-              "deployment us/delivery", "x standalone", "connect ms/join", "limit"]
+              "deployment us/delivery", "x standalone", "serving x standalone same N",
+              "connect ms/join", "limit"]
     grid(header, [[row["config"], shown(row["deliveries_per_s"], "{:,.0f}"),
                    shown(row["messages_per_s"], "{:,.0f}"), shown(row["serving_cpu"]),
                    shown(row["serving_cpu_us_per_delivery"], "{:,.2f}"),
@@ -71,6 +83,7 @@ def print_cluster(rows: List[Result], sizes: Sizes, layout: Layout) -> None:
                    shown(row["observer_cpu_us_per_message"], "{:,.2f}"),
                    shown(row["deployment_cpu_us_per_delivery"], "{:,.2f}"),
                    shown(row["cost_vs_standalone"], "{:.2f}"),
+                   shown(row["serving_vs_standalone_same_n"], "{:.2f}"),
                    shown(row["connect_cpu_ms_per_join"], "{:,.3f}"), row["limit"]]
                   for row in rows], right=range(1, len(header) - 1))
     print("\nPer process (observer: us per message published anywhere, which it discards):")
