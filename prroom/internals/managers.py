@@ -14,11 +14,14 @@ pipelined publisher and self-echo skipped undecoded; the Redis side is in
 from __future__ import annotations
 
 import inspect
+import json
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import socketio
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
 
 from prroom.core.protocol import ROOM_PREFIX
 from prroom.internals.cluster_recovery import RecoverableRoomsMixin
@@ -50,6 +53,22 @@ def _has_binary(data: Any) -> bool:
         if isinstance(item, (bytes, bytearray, list, tuple, dict)) and _has_binary(item):
             return True
     return False
+
+
+# A room broadcast on its channel: ``<host id>:["<room>",<skip sid>,"<namespace>","<event>"]``,
+# a newline, then the Socket.IO packet's text as members get it.  The header is JSON (it
+# never holds a raw newline), so the first newline ends it whatever the packet holds.
+_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
+_HEADER_DECODER = json.JSONDecoder()
+
+
+def encoded_broadcast(body: bytes) -> dict:
+    """The listener's message for a room broadcast published by :meth:`_emit_encoded`
+    (``body`` without the host id): the stock emit's keys, the packet's text for data."""
+    header, _, encoded = body.partition(b"\n")
+    room, skip_sid, namespace, event = _HEADER_DECODER.decode(header.decode())
+    return {"method": "emit", "event": event, "packet": encoded.decode(),
+            "namespace": namespace, "room": room, "skip_sid": skip_sid, "callback": None}
 
 
 if TYPE_CHECKING:  # pragma: no cover - what the mixin is mixed into
@@ -292,6 +311,17 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         nothing was published, ``ignore_queue=True``).
         """
         room = to or room
+        channel = None if kwargs.get("ignore_queue") or callback is not None else \
+            self.room_channel(room)
+        if channel is not None:
+            namespace = namespace or "/"
+            args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+            packet = self._packet_class(sio_packet.EVENT, namespace=namespace,
+                                        data=[event, *args])
+            # binary data makes it a BINARY_EVENT; another serializer may encode to bytes
+            encoded = packet.encode() if packet.packet_type == sio_packet.EVENT else None
+            if isinstance(encoded, str):
+                return self._emit_encoded(channel, event, namespace, room, skip_sid, encoded)
         if kwargs.get("ignore_queue") or callback is not None or _has_binary(data):
             # the stock path: callbacks across processes, binary attachments, local only
             self._tickets.last = None
@@ -306,6 +336,34 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
                    "skip_sid": skip_sid, "callback": None, "host_id": self.host_id}
         self._handle_emit(message)
         return self._publish(message)  # also kept for take_ticket()
+
+    @property
+    def _packet_class(self) -> Any:
+        # a write-only manager (a posting app) has no server, and the stock codec
+        return sio_packet.Packet if self.server is None else self.server.packet_class
+
+    def _emit_encoded(self, channel: str, event: str, namespace: str, room: str,
+                      skip_sid: Any, encoded: str) -> Ticket:
+        """A room broadcast encoded once: the same text goes to local members and, after a
+        small header, to the room's channel, where other processes pass it on as it is."""
+        self._count_deliveries(event, namespace, room, skip_sid)
+        self._deliver_encoded(namespace, room, skip_sid, encoded)
+        header = _HEADER_ENCODER.encode([room, skip_sid, namespace, event])
+        ticket = self.publisher.publish("room", channel,
+                                        f"{self._own_prefix}{header}\n{encoded}")
+        self._tickets.last = ticket
+        return ticket
+
+    def _deliver_encoded(self, namespace: str, room: Any, skip_sid: Any, encoded: str) -> None:
+        # python-socketio's Manager.emit without a callback, from the packet's text
+        if namespace not in self.rooms:
+            return
+        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
+        send = self.server._send_eio_packet
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid not in skip:
+                send(eio_sid, message)
 
     def take_ticket(self) -> Optional[Ticket]:
         """The ticket of the last publish made on this greenlet (thread), once."""
@@ -325,6 +383,11 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
     def _handle_emit(self, message: dict) -> None:
         # every delivery in this process, of local and remote emits alike, passes here
         room: Any = message.get("room")
+        encoded = message.get("packet")
+        if encoded is not None:  # another process's room broadcast (_emit_encoded)
+            namespace, skip_sid = message["namespace"], message["skip_sid"]
+            self._count_deliveries(message["event"], namespace, room, skip_sid)
+            return self._deliver_encoded(namespace, room, skip_sid, encoded)
         if message.get("recoverable") and not self._track_recoverable(room, message):
             return None  # delivered already (a catch-up after an outage had it)
         self._count_deliveries(message.get("event"), message.get("namespace"),
@@ -342,8 +405,12 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
             if payload.startswith(own):
                 continue  # our own publish coming back: delivered locally already
             try:
-                # a stock python-socketio emitter publishes bare JSON on the deployment channel
-                yield loads(payload if payload[:1] == b"{" else payload[skip:])
+                if payload[:1] == b"{":  # a stock python-socketio emitter: bare JSON
+                    yield loads(payload)
+                elif payload[skip:skip + 1] == b"[":  # a room broadcast: header, packet
+                    yield encoded_broadcast(payload[skip:])
+                else:
+                    yield loads(payload[skip:])
             except ValueError:
                 self._get_logger().warning("message queue: ignored a message that is not "
                                            "JSON")

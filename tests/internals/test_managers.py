@@ -1,4 +1,5 @@
-"""IndexedManager must behave exactly like python-socketio's stock Manager, only faster."""
+"""IndexedManager and ClusterManager must deliver exactly what python-socketio's stock Manager
+does, only faster."""
 from __future__ import annotations
 
 import itertools
@@ -6,7 +7,7 @@ import itertools
 import pytest
 import socketio
 
-from prroom.internals.managers import IndexedManager, IndexedRoomsMixin
+from prroom.internals.managers import ClusterManager, IndexedManager, IndexedRoomsMixin
 
 NS = "/"
 
@@ -293,3 +294,69 @@ def test_the_pubsub_listener_delivers_an_emit_that_names_no_host():
     listener.set_server(socketio.Server(async_mode="threading"))
     listener._thread()  # returns when _listen is exhausted
     assert listener.handled[0] is message
+
+
+class _Recording:
+    """A publisher that keeps what it is given, and a subscriber that hands it back."""
+
+    def __init__(self) -> None:
+        self.published: list = []
+
+    def publish(self, kind, channel, payload):
+        self.published.append((kind, channel, payload))
+        return None
+
+    def messages(self):
+        for _, _, payload in self.published:
+            yield payload.encode()
+
+
+def cluster_node():
+    """A ClusterManager on a threading server, no Redis: publishes recorded, sends too."""
+    manager = ClusterManager("redis://127.0.0.1:1/0", channel="prroom:test")
+    manager._listening = True  # no listener thread: messages are fed by hand
+    server = make_server(manager)
+    manager.publisher = _Recording()
+    sent: list = []
+    server._send_eio_packet = lambda eio_sid, pkt: sent.append((eio_sid, pkt.encode()))
+    return manager, sent
+
+
+@pytest.mark.parametrize("data", [{"message": "é \n \u2028 \"quoted\"", "n": 1}, ("two", 2),
+                                  None, [1, {"x": None}]])
+@pytest.mark.parametrize("namespace", ["/", "/chat"])
+def test_a_room_broadcast_is_encoded_once_and_reaches_every_process_as_stock_sends_it(
+        data, namespace):
+    stock = IndexedManager()
+    stock_server = make_server(stock)
+    expected: list = []
+    stock_server._send_eio_packet = lambda eio_sid, pkt: expected.append((eio_sid,
+                                                                          pkt.encode()))
+    here, sent_here = cluster_node()
+    there, sent_there = cluster_node()
+    for mgr in (stock, here, there):
+        sids = [connect(mgr, eio, namespace) for eio in ("eio1", "eio2", "eio3")]
+        for sid in sids:  # basic_: no wait for a Redis confirmation of the subscription
+            mgr.basic_enter_room(sid, namespace, "pr:7")
+    skip = sids[0]  # the same sid on every manager: sids are generated in the same order
+    stock.emit("pr-room-message", data, namespace=namespace, room="pr:7", skip_sid=skip)
+    here.emit("pr-room-message", data, namespace=namespace, room="pr:7", skip_sid=skip)
+
+    assert sent_here == expected and len(expected) == 2
+    [(kind, channel, payload)] = here.publisher.published
+    assert (kind, channel) == ("room", "prroom:test:pr:7")
+    assert payload.count(expected[0][1][1:]) == 1  # the packet's text, once, as members get it
+    there.subscriber = here.publisher  # what Redis hands the other process
+    for message in there._listen():
+        there._handle_emit(message)
+    assert sent_there == expected
+
+
+def test_a_binary_room_broadcast_takes_the_stock_path():
+    here, sent = cluster_node()
+    sid = connect(here, "eio1")
+    here.basic_enter_room(sid, NS, "pr:7")
+    here.emit("host-event", {"blob": b"\x00\x01"}, namespace=NS, room="pr:7")
+    [(_, _, payload)] = here.publisher.published
+    assert '"binary": true' in payload or '"binary":true' in payload
+    assert len(sent) == 2  # the packet and its attachment
