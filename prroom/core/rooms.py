@@ -131,8 +131,11 @@ class RoomRegistry:
 
     def stop_typing(self, sid: str, pull_request_id: int) -> bool:
         """Clear the typing mark; True if there was one (so the others must be told)."""
+        key = (sid, pull_request_id)
+        if key not in self._typing:  # every message asks; few were typing (no lock to read)
+            return False
         with self._lock:
-            return self._typing.pop((sid, pull_request_id), None) is not None
+            return self._typing.pop(key, None) is not None
 
     def is_typing(self, sid: str, pull_request_id: int) -> bool:
         """Whether ``sid`` currently shows as typing in the room."""
