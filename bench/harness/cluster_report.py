@@ -27,13 +27,14 @@ def summarize_cluster(configs: Sequence[Any], runs: Dict[str, List[Result]]) -> 
     standalone, and which side was the limit."""
     rows = []
     standalone: Optional[float] = None
+    done_of = {label: [r for r in label_runs if "error" not in r]
+               for label, label_runs in runs.items()}
     # serving us/delivery of the standalone processes at each N: the same-N control
     control: Dict[int, Optional[float]] = {
-        config.processes: median_of([r for r in runs[config.label] if "error" not in r],
-                                    "serving_cpu_us_per_delivery")
+        config.processes: median_of(done_of[config.label], "serving_cpu_us_per_delivery")
         for config in configs if not config.clustered}
     for config in configs:
-        done = [r for r in runs[config.label] if "error" not in r]
+        done = done_of[config.label]
         row: Result = {"config": config.label, "processes": config.processes,
                        "clustered": config.clustered, "spread": config.spread,
                        "observer": config.observer, "runs": len(done)}
