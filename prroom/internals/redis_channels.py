@@ -205,6 +205,7 @@ class Publisher:
         self._wake = threading.Event()
         self._lock = self._new_lock()
         self._started = False
+        self._closed = False
         self._failed_at: Optional[float] = None
         self._scripts: Dict[str, str] = {}  # sha1 -> source, loaded on every connect
         #: False from a failed batch until one gets through.
@@ -239,6 +240,10 @@ class Publisher:
             commands = batch.commands
             commands.append(entry)
             index = len(commands) - 1
+            if self._closed:
+                self._batch = _Batch(self._new_lock())
+                batch.fail(ConnectionError("the publisher is closed"))
+                return Ticket(batch, index)
             if not self._started:
                 self._started = True
                 self._start(self._write_forever)
@@ -254,8 +259,21 @@ class Publisher:
         self._failed_at = None
         self.healthy = True
 
+    def close(self) -> None:
+        """Stop the writer and reader tasks and drop the connection; whatever was queued
+        and not answered fails, as do later publishes (the server is going away)."""
+        with self._lock:
+            self._closed = True
+            batch, self._batch = self._batch, _Batch(self._new_lock())
+        self._wake.set()
+        connection = self._connection
+        error = ConnectionError("the publisher is closed")
+        if connection is not None:
+            self._lost(connection, error)
+        batch.fail(error)
+
     def _write_forever(self) -> None:
-        while True:
+        while not self._closed:
             self._wake.wait()
             self._wake.clear()
             with self._lock:
@@ -387,6 +405,7 @@ class Subscriber:
         self._resubscribing: Set[str] = set()
         self._started = False
         self._lost = False
+        self._closed = False
         self.connected = False
 
     @property
@@ -432,20 +451,29 @@ class Subscriber:
             if command[0] in ("SUBSCRIBE", "SSUBSCRIBE"):
                 self._outstanding[command[1]] += 1
 
+    def close(self) -> None:
+        """End :meth:`messages` (its loop returns) and drop the connection."""
+        self._closed = True
+        self._close()
+
     def messages(self) -> Iterator[bytes]:
-        """Yield every message's payload; reconnect and resubscribe forever."""
+        """Yield every message's payload; reconnect and resubscribe until :meth:`close`."""
         self._started = True
         delay = 0.1
-        while True:
+        while not self._closed:
             try:
                 self._open()
                 delay = 0.1
                 yield from self._read()
             except Exception as exc:  # any failure: start over
+                if self._closed:
+                    return
                 if not self._lost:  # once per outage
                     self._lost = True
                     logger.error("message queue unreachable (%s); retrying", exc)
             self._close()
+            if self._closed:
+                return
             self._sleep(delay)
             delay = min(delay * 2, self.retry_max)
 
@@ -454,6 +482,9 @@ class Subscriber:
         connection.connect()
         sharded = self._probe(connection)
         with self._send_lock:
+            if self._closed:  # closed while connecting
+                connection.disconnect()
+                raise ConnectionError("the subscriber is closed")
             self._connection, self._sharded = connection, sharded
             self._outstanding.clear()
             rooms = list(self._wanted)

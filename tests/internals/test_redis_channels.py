@@ -24,6 +24,21 @@ from prroom.internals.redis_channels import (
 )
 
 WAIT = 5.0
+_opened: list = []  # publishers and subscribers of the running test
+
+
+def closed_after_the_test(channel):
+    """``channel`` (a Publisher or Subscriber), closed when the test ends: its tasks would
+    otherwise go on reconnecting to a Redis that is gone, taking CPU from later tests."""
+    _opened.append(channel)
+    return channel
+
+
+@pytest.fixture(autouse=True)
+def _close_channels():
+    yield
+    while _opened:
+        _opened.pop().close()
 
 
 class ScriptedConnection:
@@ -97,7 +112,7 @@ def publisher_with(connection, sharded: bool = True):
     def connect():
         made.append(connection)
         return connection
-    publisher = Publisher(connect, tasks.start, lambda c: sharded)
+    publisher = closed_after_the_test(Publisher(connect, tasks.start, lambda c: sharded))
     return publisher, tasks, made
 
 
@@ -233,8 +248,8 @@ class ScriptedSubscription(ScriptedConnection):
 
 
 def start_subscriber(connection) -> Subscriber:
-    subscriber = Subscriber(lambda: connection, "deploy", lambda seconds: None,
-                            lambda c: True)
+    subscriber = closed_after_the_test(Subscriber(lambda: connection, "deploy",
+                                                  lambda seconds: None, lambda c: True))
     subscriber.ping_interval = 0.05
     threading.Thread(target=lambda: list(subscriber.messages()), daemon=True).start()
     return subscriber
@@ -347,20 +362,46 @@ def test_publisher_and_subscriber_on_a_real_redis(redis_server, parser, protocol
     def start(target):
         threading.Thread(target=target, daemon=True).start()
     mode = pubsub_mode("auto")
-    subscriber = Subscriber(connect, "real", lambda seconds: None, mode)
+    subscriber = closed_after_the_test(Subscriber(connect, "real", lambda seconds: None, mode))
     received: "queue.Queue" = queue.Queue()
     start(lambda: [received.put(message) for message in subscriber.messages()])
     until(lambda: subscriber.healthy and subscriber.connected)
     pending = subscriber.want("real:pr:1")
     assert pending is None or pending.wait(WAIT)
 
-    publisher = Publisher(connect, start, mode)
+    publisher = closed_after_the_test(Publisher(connect, start, mode))
     tickets = [publisher.publish("room", "real:pr:1", f"m{n}") for n in range(3)]
     tickets.append(publisher.publish("room", "real:pr:elsewhere", "nobody hears this"))
     assert [ticket.wait() for ticket in tickets] == [1, 1, 1, 0]  # receivers per message
     assert [received.get(timeout=WAIT) for _ in range(3)] == [b"m0", b"m1", b"m2"]
     subscriber.drop("real:pr:1")
     until(lambda: publisher.publish("room", "real:pr:1", "late").wait() == 0)
+
+
+def test_closed_channels_stop_their_tasks_and_refuse_later_publishes(redis_server):
+    client = redis.Redis.from_url(redis_server.url)
+    connect = client.connection_pool.make_connection
+    threads: List[threading.Thread] = []
+
+    def start(target):
+        threads.append(threading.Thread(target=target, daemon=True))
+        threads[-1].start()
+    mode = pubsub_mode("auto")
+    subscriber = Subscriber(connect, "closing", lambda seconds: None, mode)
+    start(lambda: list(subscriber.messages()))
+    until(lambda: subscriber.healthy and subscriber.connected)
+    publisher = Publisher(connect, start, mode)
+    assert publisher.publish("room", "closing:pr:1", "before").wait() == 0
+    assert len(threads) == 3  # the listener, the publisher's writer and its reader
+
+    subscriber.close()
+    publisher.close()
+    for thread in threads:
+        thread.join(WAIT)
+        assert not thread.is_alive(), thread
+    assert not subscriber.connected
+    with pytest.raises(QueueUnavailable):
+        publisher.publish("room", "closing:pr:1", "after").wait()
 
 
 def test_redis_7_has_sharded_pubsub(redis_server):
@@ -381,7 +422,7 @@ def test_the_recovery_script_numbers_keeps_and_publishes_in_one_step(redis_serve
     def start(target):
         threading.Thread(target=target, daemon=True).start()
     mode = pubsub_mode("auto")
-    subscriber = Subscriber(connect, "script", lambda seconds: None, mode)
+    subscriber = closed_after_the_test(Subscriber(connect, "script", lambda seconds: None, mode))
     received: "queue.Queue" = queue.Queue()
     start(lambda: [received.put(message) for message in subscriber.messages()])
     until(lambda: subscriber.healthy and subscriber.connected)
@@ -389,7 +430,7 @@ def test_the_recovery_script_numbers_keeps_and_publishes_in_one_step(redis_serve
     assert pending is None or pending.wait(WAIT)
 
     store = RedisRecoveryStore(redis_server.url, "script", window=30, cap=2, max_sessions=10)
-    publisher = Publisher(connect, start, mode)
+    publisher = closed_after_the_test(Publisher(connect, start, mode))
     sha = publisher.load_script(PUBLISH_SCRIPT)
     client.script_flush()  # a Redis that forgot it: loaded again on (re)connect
 
@@ -418,7 +459,7 @@ def test_recovery_sessions_are_one_shot_with_or_without_the_pipeline(redis_serve
 
     def start(target):
         threading.Thread(target=target, daemon=True).start()
-    piped = Publisher(connect, start, pubsub_mode("auto"))
+    piped = closed_after_the_test(Publisher(connect, start, pubsub_mode("auto")))
     for via in (None, piped.call):
         store = RedisRecoveryStore(redis_server.url, "oneshot", window=30, cap=5,
                                    max_sessions=2)
