@@ -63,8 +63,8 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
-_QUEUE_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "valkey://",
-                  "valkeys://")
+_QUEUE_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://",
+                  "valkey://", "valkeys://")
 
 
 def _parse_queue_url(raw: Any) -> str:
@@ -75,6 +75,9 @@ def _parse_queue_url(raw: Any) -> str:
     if value.startswith("redis+sentinel://") and \
             len([part for part in value.split("://", 1)[1].split("/")[1:] if part]) < 2:
         raise ValueError("expected redis+sentinel://host:port[,host:port...]/db/service_name")
+    if value.startswith("redis+cluster://") and not re.fullmatch(
+            r"redis\+cluster://([^@/]*@)?[^:,/]+:\d+(,[^:,/]+:\d+)*/?", value):
+        raise ValueError("expected redis+cluster://host:port[,host:port...]")
     return value
 
 
@@ -145,7 +148,8 @@ class Setting:
         kind: Dict[Callable[[Any], Any], str] = {_parse_int: "an integer", _parse_float: "a number",
                 _parse_str: "a string", _parse_origins: "a comma-separated list of origins",
                 _parse_callable: "a callable or 'module:name'",
-                _parse_queue_url: "empty or a redis://host:port/db URL"}
+                _parse_queue_url: "empty or a redis://host:port/db, redis+sentinel://host:"
+                                  "port,.../db/service or redis+cluster://host:port,... URL"}
         text = kind.get(self.parse, "a value")
         if self.minimum is not None and self.maximum is not None:
             text += f" from {_number(self.minimum)} to {_number(self.maximum)}"
@@ -213,8 +217,9 @@ SETTINGS: Tuple[Setting, ...] = (
             "Packets waiting to be written to one client before it is dropped as too slow",
             10, 10_000_000),
     Setting("PRROOM_MESSAGE_QUEUE", "", _parse_queue_url,
-            "Message queue URL (redis://host:6379/0) joining several prroom processes into "
-            "one service; empty = one process, in memory", flag=True),
+            "Message queue URL (redis://host:6379/0; redis+sentinel://... and "
+            "redis+cluster://host:port,... too) joining several prroom processes into one "
+            "service; empty = one process, in memory", flag=True),
     Setting("PRROOM_CHANNEL", "prroom", _parse_str,
             "Name under which this deployment's traffic and presence live in the queue, so "
             "two deployments can share one Redis"),

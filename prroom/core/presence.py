@@ -18,6 +18,8 @@ import threading
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
+from prroom.core.redis_urls import keyspace, redis_client
+
 logger = logging.getLogger("prroom")
 
 Left = Tuple[int, str]  # (pull_request_id, username) that nobody in the cluster has any more
@@ -168,42 +170,6 @@ class Reply(Protocol):
 Pipeline = Callable[..., Reply]
 
 
-def redis_client(url: str, pool_size: Optional[int] = None, **options: Any) -> Any:
-    """A redis-py client for ``url``; ``redis+sentinel://[user:password@]host:port,.../db/
-    service`` asks the Sentinels for the service's current master on every connect.
-
-    ``pool_size``: at most that many connections, and a caller finding them all busy waits
-    for one (up to the socket timeout) instead of failing: under gevent, every greenlet
-    making a call at the same moment would otherwise open a connection of its own.
-    """
-    import redis
-
-    if not url.startswith("redis+sentinel://"):
-        if pool_size is None:
-            return redis.Redis.from_url(url, **options)
-        pool = redis.BlockingConnectionPool.from_url(
-            url, max_connections=pool_size, timeout=options.get("socket_timeout") or 2,
-            **options)
-        return redis.Redis(connection_pool=pool)
-    from urllib.parse import urlparse
-
-    from redis.sentinel import Sentinel
-
-    parsed = urlparse(url)
-    hosts = [host.rsplit(":", 1) for host in parsed.netloc.rpartition("@")[2].split(",")]
-    parts = [part for part in parsed.path.split("/") if part]
-    if parts:
-        options["db"] = int(parts[0])
-    if parsed.username:
-        options["username"] = parsed.username
-    if parsed.password:
-        options["password"] = parsed.password
-    if len(parts) < 2:
-        raise ValueError("a redis+sentinel:// URL must end with /db/service_name")
-    sentinel = Sentinel([(host, int(port)) for host, port in hosts], **options)
-    return sentinel.master_for(parts[1])
-
-
 class RedisPresence:
     """Cluster-wide presence in Redis, with heartbeats so a crashed process is forgotten.
 
@@ -220,7 +186,7 @@ class RedisPresence:
         self.redis = redis_client(url, socket_connect_timeout=2, socket_timeout=2)
         self.ttl = ttl
         self.server_id = uuid.uuid4().hex[:12]
-        self._prefix = f"prroom:{channel}:"
+        self._prefix = f"prroom:{keyspace(url, channel)}:"
         self._users_prefix = self._prefix + "users:"
         self._mine = f"{self._prefix}server:{self.server_id}"
         self._change = self.redis.register_script(_CHANGE)

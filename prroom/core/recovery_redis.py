@@ -29,8 +29,9 @@ import time
 from collections import deque
 from typing import Any, Collection, Deque, List, Mapping, Optional, Tuple
 
-from prroom.core.presence import Pipeline, redis_client
+from prroom.core.presence import Pipeline
 from prroom.core.recovery import MAX_TOKEN_LENGTH, BufferedPacket, Session
+from prroom.core.redis_urls import keyspace, redis_client
 
 #: Seconds a room stream outlives its last packet beyond the window: a packet published
 #: just before a connection was noticed as lost (ping timeout) must still be there.
@@ -110,7 +111,7 @@ class RedisRecoveryStore:
         self.window = window
         self.cap = cap
         self.max_sessions = max_sessions
-        self.prefix = f"prroom:{channel}:recovery:"
+        self.prefix = f"prroom:{keyspace(url, channel)}:recovery:"
         self._epoch_key = self.prefix + "epoch"
         self._seq_key = self.prefix + "seq"
         self._candidate_epoch = secrets.token_hex(4)

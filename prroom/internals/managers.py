@@ -24,6 +24,7 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from prroom.core.protocol import ROOM_PREFIX
+from prroom.core.redis_urls import is_cluster_url, keyspace, redis_client
 from prroom.internals.cluster_recovery import RecoverableRoomsMixin
 from prroom.internals.redis_channels import (  # noqa: F401 - QueueUnavailable: re-exported
     Publisher,
@@ -182,7 +183,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
                       **kwargs: Any) -> "ClusterManager":
         """The manager of the deployment named ``deployment`` (``PRROOM_CHANNEL``) on
         ``url``: its channels start ``prroom:<deployment>``, its rooms are ``pr:<id>``."""
-        return cls(url, channel=f"prroom:{deployment}", room_prefix=ROOM_PREFIX,
+        return cls(url, channel=f"prroom:{keyspace(url, deployment)}", room_prefix=ROOM_PREFIX,
                    pubsub=pubsub, **kwargs)
 
     def __init__(self, url: str, channel: str = "prroom", retry_max: float = 2.0,
@@ -197,6 +198,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         self._own_prefix = f"{self.host_id}:"
         self._own_prefix_bytes = self._own_prefix.encode()
         self._client: Any = None  # a redis-py client, made on first connect
+        self._on_cluster = is_cluster_url(url)
         self._listening = False
         self._tickets = threading.local()
         mode = pubsub_mode(pubsub)
@@ -214,7 +216,22 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         if self._client is None:
             self._redis_connect()
             self._client = self.redis
+        elif self._on_cluster:
+            # a reconnect: the slot may have moved (failover, resharding); ask the cluster
+            self._client.nodes_manager.initialize()
+        if self._on_cluster:
+            # every channel and key of the deployment is in one slot: its owner's
+            node = self._client.get_node_from_key(self.channel)
+            return self._client.get_redis_connection(node).connection_pool.make_connection()
         return self._client.connection_pool.make_connection()
+
+    def _redis_connect(self) -> None:
+        """python-socketio's, which knows no Redis Cluster: for ``redis+cluster://``, a
+        redis-py ``RedisCluster`` (prroom's listener replaces the stock one's pubsub)."""
+        if not self._on_cluster:
+            return super()._redis_connect()
+        self.redis = redis_client(self.redis_url, **self.redis_options)
+        self.connected = True
 
     def _start_task(self, target: Callable[[], None]) -> Any:
         if self.server is not None:

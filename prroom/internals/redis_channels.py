@@ -37,10 +37,23 @@ from collections import Counter, deque
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
 try:
-    from redis.exceptions import ResponseError
+    from redis.exceptions import AskError, ClusterDownError, ResponseError, TryAgainError
 except ImportError:  # the redis extra is not installed: nothing here will be used
     class ResponseError(Exception):  # type: ignore[no-redef]
         """Stand-in so the module imports without redis-py."""
+
+    class AskError(ResponseError):  # type: ignore[no-redef]
+        """Stand-in."""
+
+    class ClusterDownError(ResponseError):  # type: ignore[no-redef]
+        """Stand-in."""
+
+    class TryAgainError(ResponseError):  # type: ignore[no-redef]
+        """Stand-in."""
+
+#: Replies of a Redis Cluster node that no longer serves the deployment's slot (``MOVED``
+#: is an ``AskError``): the connection is given up, and the next one asks the cluster.
+TOPOLOGY_CHANGED = (AskError, ClusterDownError, TryAgainError)
 
 logger = logging.getLogger("prroom")
 Command = Tuple  # ("PUBLISH", channel, payload), as redis-py packs it
@@ -335,6 +348,8 @@ class Publisher:
                     continue
                 try:
                     reply = read()
+                except TOPOLOGY_CHANGED as err:
+                    raise ConnectionError(f"the cluster moved this slot: {err}") from err
                 except ResponseError as err:  # that command's answer; the others follow
                     reply = err
                 if not inflight:
@@ -402,6 +417,9 @@ class Subscriber:
         # apart from _wanted: a subscribe, unsubscribe, subscribe sequence gets two
         # confirmations, and only the second may release the new joiner.
         self._outstanding: Counter = Counter()
+        # UNSUBSCRIBE/SUNSUBSCRIBE sent and not yet confirmed: any other (s)unsubscribe is
+        # Redis Cluster dropping a channel whose slot moved, and calls for a reconnect
+        self._unsubscribing: Counter = Counter()
         self._resubscribing: Set[str] = set()
         self._started = False
         self._lost = False
@@ -450,6 +468,8 @@ class Subscriber:
         for command in commands:
             if command[0] in ("SUBSCRIBE", "SSUBSCRIBE"):
                 self._outstanding[command[1]] += 1
+            elif command[0] in ("UNSUBSCRIBE", "SUNSUBSCRIBE"):
+                self._unsubscribing[command[1]] += 1
 
     def close(self) -> None:
         """End :meth:`messages` (its loop returns) and drop the connection."""
@@ -487,6 +507,7 @@ class Subscriber:
                 raise ConnectionError("the subscriber is closed")
             self._connection, self._sharded = connection, sharded
             self._outstanding.clear()
+            self._unsubscribing.clear()
             rooms = list(self._wanted)
             self._resubscribing = {self._deployment, *rooms}
             kind = "SSUBSCRIBE" if sharded else "SUBSCRIBE"
@@ -526,6 +547,8 @@ class Subscriber:
             kind = reply[0]
             if kind == b"smessage" or kind == b"message":
                 yield reply[2]
+            elif kind == b"sunsubscribe" or kind == b"unsubscribe":
+                self._unsubscribed(reply[1].decode())
             elif kind == b"subscribe" or kind == b"ssubscribe":
                 self._confirmed(reply[1].decode())
                 if self._lost and not self._resubscribing:
@@ -535,6 +558,15 @@ class Subscriber:
                     if self._on_resubscribed is not None:
                         # before any later message is yielded: what it delivers comes first
                         self._on_resubscribed()
+
+    def _unsubscribed(self, channel: str) -> None:
+        with self._send_lock:
+            sent = self._unsubscribing.pop(channel, 0)
+            if sent > 1:
+                self._unsubscribing[channel] = sent - 1
+            if sent or channel not in self._wanted:
+                return
+        raise ConnectionError(f"Redis unsubscribed {channel} (its slot moved)")
 
     def _confirmed(self, channel: str) -> None:
         self._resubscribing.discard(channel)

@@ -323,6 +323,42 @@ def test_after_a_reconnect_every_wanted_room_is_subscribed_again_before_healthy(
     until(lambda: subscriber.healthy)
 
 
+def test_a_channel_the_cluster_unsubscribed_is_resubscribed_after_a_reconnect():
+    connection = ScriptedSubscription()
+    subscriber = start_subscriber(connection)
+    until(lambda: subscriber.connected)
+    connection.confirm(b"subscribe", "deploy")
+    for room in ("deploy:pr:1", "deploy:pr:2"):
+        subscriber.want(room)
+        connection.confirm(b"ssubscribe", room)
+    until(lambda: subscriber.healthy)
+    subscriber.drop("deploy:pr:2")
+    connection.confirm(b"sunsubscribe", "deploy:pr:2")  # the answer to our own drop
+    until(lambda: not connection.replies.qsize())
+    assert subscriber.healthy and subscriber.connected
+    connection.sent.clear()
+    # Redis Cluster moved the slot away: it unsubscribes us, unasked
+    connection.confirm(b"sunsubscribe", "deploy:pr:1")
+    until(lambda: connection.sent)  # reconnected, and asking again (of the slot's new owner)
+    assert sorted(connection.sent) == [("SSUBSCRIBE", "deploy:pr:1"), ("SUBSCRIBE", "deploy")]
+    assert not subscriber.healthy
+    connection.confirm(b"subscribe", "deploy")
+    connection.confirm(b"ssubscribe", "deploy:pr:1")
+    until(lambda: subscriber.healthy)
+
+
+def test_a_moved_reply_gives_up_the_connection_and_fails_its_batch():
+    from redis.exceptions import MovedError
+
+    connection = ScriptedConnection(answer=lambda command: MovedError("866 127.0.0.1:7001"))
+    publisher, tasks, made = publisher_with(connection)
+    ticket = publisher.publish("room", "ch", "1")
+    tasks.run_all()
+    with pytest.raises(QueueUnavailable):
+        ticket.wait()
+    assert connection.closed and not publisher.healthy  # the next batch connects again
+
+
 # -- against a real Redis: the redis-py calls relied on ----------------------------------
 
 def _parsers():

@@ -206,3 +206,31 @@ def test_gunicorn_settings_prroom_overrides_are_named():
     assert ignored_environ({"WEB_CONCURRENCY": "4"}) == {
         "WEB_CONCURRENCY=4": "prroom runs one worker per port"}
     assert ignored_environ({"WEB_CONCURRENCY": "1"}) == {}  # what it runs anyway
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://127.0.0.1:7000",
+                                 "redis+cluster://a:7000,b:7001/",
+                                 "redis+cluster://user:secret@a:7000,b:7001"])
+def test_a_redis_cluster_url_is_accepted(url):
+    assert Settings.from_mapping({"PRROOM_MESSAGE_QUEUE": url}).message_queue == url
+
+
+@pytest.mark.parametrize("url", ["redis+cluster://", "redis+cluster://a", "redis+cluster://a:1/0",
+                                 "redis+cluster://a:1,b"])
+def test_a_redis_cluster_url_needs_host_port_pairs_and_no_database(url):
+    assert "redis+cluster://host:port,..." in config_error({"PRROOM_MESSAGE_QUEUE": url})
+
+
+def test_on_a_redis_cluster_a_deployment_lives_in_one_hash_slot():
+    from redis.crc import key_slot
+
+    from prroom.core.redis_urls import cluster_nodes, keyspace
+
+    url = "redis+cluster://a:7000,b:7001"
+    assert cluster_nodes(url) == [("a", 7000), ("b", 7001)]
+    space = keyspace(url, "team")
+    names = [f"prroom:{space}", f"prroom:{space}:pr:1", f"prroom:{space}:pr:99999",
+             f"prroom:{space}:users:1", f"prroom:{space}:recovery:seq"]
+    assert len({key_slot(name.encode()) for name in names}) == 1
+    # elsewhere the names stay as they were (stock emitters publish on prroom:<name>)
+    assert keyspace("redis://a:6379/0", "team") == "team"
