@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, List
+from typing import Callable, List, Tuple
 
 import pytest
 import redis
@@ -301,7 +301,8 @@ def test_an_old_confirmation_does_not_release_a_newer_subscription():
     assert again.wait(WAIT)
 
 
-def test_after_a_reconnect_every_wanted_room_is_subscribed_again_before_healthy():
+def subscribed_to_two_rooms() -> Tuple[ScriptedSubscription, Subscriber]:
+    """A healthy subscriber on a scripted connection, in rooms ``deploy:pr:1`` and ``:2``."""
     connection = ScriptedSubscription()
     subscriber = start_subscriber(connection)
     until(lambda: subscriber.connected)
@@ -310,6 +311,11 @@ def test_after_a_reconnect_every_wanted_room_is_subscribed_again_before_healthy(
         subscriber.want(room)
         connection.confirm(b"ssubscribe", room)
     until(lambda: subscriber.healthy)
+    return connection, subscriber
+
+
+def test_after_a_reconnect_every_wanted_room_is_subscribed_again_before_healthy():
+    connection, subscriber = subscribed_to_two_rooms()
     connection.sent.clear()
     connection.replies.put(redis.ConnectionError("Connection closed by server."))
     until(lambda: connection.sent)  # reconnected
@@ -324,14 +330,7 @@ def test_after_a_reconnect_every_wanted_room_is_subscribed_again_before_healthy(
 
 
 def test_a_channel_the_cluster_unsubscribed_is_resubscribed_after_a_reconnect():
-    connection = ScriptedSubscription()
-    subscriber = start_subscriber(connection)
-    until(lambda: subscriber.connected)
-    connection.confirm(b"subscribe", "deploy")
-    for room in ("deploy:pr:1", "deploy:pr:2"):
-        subscriber.want(room)
-        connection.confirm(b"ssubscribe", room)
-    until(lambda: subscriber.healthy)
+    connection, subscriber = subscribed_to_two_rooms()
     subscriber.drop("deploy:pr:2")
     connection.confirm(b"sunsubscribe", "deploy:pr:2")  # the answer to our own drop
     until(lambda: not connection.replies.qsize())
