@@ -26,6 +26,7 @@ from socketio import packet as sio_packet
 from prroom.core.protocol import ROOM_PREFIX
 from prroom.core.redis_urls import is_cluster_url, keyspace, redis_client
 from prroom.internals.cluster_recovery import RecoverableRoomsMixin
+from prroom.internals.packet_codec import data_is_binary
 from prroom.internals.redis_channels import (  # noqa: F401 - QueueUnavailable: re-exported
     Publisher,
     QueueUnavailable,
@@ -40,20 +41,6 @@ try:  # redis-py 5+ can speak RESP3, and 8 does by default
     _SPEAKS_RESP3 = "protocol" in inspect.signature(_redis.connection.AbstractConnection).parameters
 except (ImportError, AttributeError):  # the redis extra is not installed, or redis-py 4
     _SPEAKS_RESP3 = False
-
-
-def _has_binary(data: Any) -> bool:
-    """Whether ``data`` holds bytes anywhere (what Socket.IO sends as attachments)."""
-    if isinstance(data, (bytes, bytearray)):
-        return True
-    if isinstance(data, dict):
-        data = data.values()
-    elif not isinstance(data, (list, tuple)):
-        return False
-    for item in data:
-        if isinstance(item, (bytes, bytearray, list, tuple, dict)) and _has_binary(item):
-            return True
-    return False
 
 
 # A room broadcast on its channel: ``<host id>:["<room>",<skip sid>,"<namespace>","<event>"]``,
@@ -328,18 +315,21 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         nothing was published, ``ignore_queue=True``).
         """
         room = to or room
-        channel = None if kwargs.get("ignore_queue") or callback is not None else \
-            self.room_channel(room)
+        local_only = bool(kwargs.get("ignore_queue")) or callback is not None
+        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        channel = None if local_only else self.room_channel(room)
         if channel is not None:
             namespace = namespace or "/"
-            args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
             packet = self._packet_class(sio_packet.EVENT, namespace=namespace,
                                         data=[event, *args])
-            # binary data makes it a BINARY_EVENT; another serializer may encode to bytes
-            encoded = packet.encode() if packet.packet_type == sio_packet.EVENT else None
+            binary = packet.packet_type != sio_packet.EVENT  # attachments: a BINARY_EVENT
+            # (another serializer may encode to bytes: then the stock message below)
+            encoded = None if binary else packet.encode()
             if isinstance(encoded, str):
                 return self._emit_encoded(channel, event, namespace, room, skip_sid, encoded)
-        if kwargs.get("ignore_queue") or callback is not None or _has_binary(data):
+        else:
+            binary = not local_only and data_is_binary(args)
+        if local_only or binary:
             # the stock path: callbacks across processes, binary attachments, local only
             self._tickets.last = None
             super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
