@@ -65,6 +65,29 @@ else:
     _ManagerBase = object
 
 
+def member_sender(server: Any) -> Callable[[str, Any], None]:
+    """``send(eio_sid, packet)`` for each member of a broadcast.
+
+    A connection that writes through :mod:`websocket_writes`' ``DirectWriter`` (its socket's
+    queue has a ``writer``) gets the packet straight from here: not through
+    ``Server._send_eio_packet``, ``eio.send_packet``, ``_get_socket`` and ``Socket.send``,
+    four calls, a ping-timeout check (the ping sweep does that for every socket) and an
+    ``info`` log call per member.  Any other connection (long-polling, mid-upgrade, closed,
+    or with a ``send`` of its own, see :mod:`connects`) takes python-socketio's path.
+    """
+    sockets = server.eio.sockets
+    fallback = server._send_eio_packet
+
+    def send(eio_sid: str, packet: Any) -> None:
+        sock = sockets.get(eio_sid)
+        writer = getattr(getattr(sock, "queue", None), "writer", None)
+        if writer is None or sock.closed or "send" in vars(sock):
+            fallback(eio_sid, packet)
+        else:
+            writer.put(packet)
+    return send
+
+
 class IndexedRoomsMixin(_ManagerBase):
     """Keeps ``self._rooms_by_sid[(namespace, sid)] = {room, ...}`` beside ``self.rooms``."""
 
@@ -76,7 +99,23 @@ class IndexedRoomsMixin(_ManagerBase):
         # Built here, not in initialize(): Flask-SocketIO's test client calls initialize()
         # again for every client it creates, which must not forget connected sockets.
         self._rooms_by_sid: Dict[Tuple[str, str], Set[Optional[str]]] = {}
+        self._member_send: Optional[Callable[[str, Any], None]] = None
         super().__init__(*args, **kwargs)
+
+    def _deliver(self, namespace: str, room: Any, skip_sid: Any, encoded: List[Any]) -> None:
+        """python-socketio's ``Manager.emit`` without a callback, from the encoded packet
+        (its text, or text and attachments), through :func:`member_sender`."""
+        if namespace not in self.rooms:
+            return
+        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        messages = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded]
+        send = self._member_send
+        if send is None:
+            send = self._member_send = member_sender(self.server)
+        for sid, eio_sid in self.get_participants(namespace, room):
+            if sid not in skip:
+                for message in messages:
+                    send(eio_sid, message)
 
     def _count_deliveries(self, event: Any, namespace: Optional[str], room: Any,
                           skip_sid: Any) -> None:
@@ -127,10 +166,21 @@ class IndexedManager(IndexedRoomsMixin, socketio.Manager):
     def emit(self, event: str, data: Any, namespace: str, room: Any = None,
              skip_sid: Any = None, callback: Any = None, to: Any = None,
              **kwargs: Any) -> Any:
-        """python-socketio's, counting deliveries for the metrics."""
-        self._count_deliveries(event, namespace, to or room, skip_sid)
-        return super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
-                            callback=callback, to=to, **kwargs)
+        """python-socketio's, counting deliveries for the metrics; without a callback, each
+        member's packet goes through :func:`member_sender`."""
+        room = to or room
+        self._count_deliveries(event, namespace, room, skip_sid)
+        if callback is not None:
+            return super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
+                                callback=callback, **kwargs)
+        if namespace not in self.rooms:
+            return None
+        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
+                                           data=[event, *args]).encode()
+        self._deliver(namespace, room, skip_sid,
+                      encoded if isinstance(encoded, list) else [encoded])
+        return None
 
 
 def published_ticket(server: Any) -> Optional[Ticket]:
@@ -354,23 +404,13 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         """A room broadcast encoded once: the same text goes to local members and, after a
         small header, to the room's channel, where other processes pass it on as it is."""
         self._count_deliveries(event, namespace, room, skip_sid)
-        self._deliver_encoded(namespace, room, skip_sid, encoded)
+        self._deliver(namespace, room, skip_sid, [encoded])
         header = _HEADER_ENCODER.encode([room, skip_sid, namespace, event])
         ticket = self.publisher.publish("room", channel,
                                         f"{self._own_prefix}{header}\n{encoded}")
         self._tickets.last = ticket
         return ticket
 
-    def _deliver_encoded(self, namespace: str, room: Any, skip_sid: Any, encoded: str) -> None:
-        # python-socketio's Manager.emit without a callback, from the packet's text
-        if namespace not in self.rooms:
-            return
-        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        message = eio_packet.Packet(eio_packet.MESSAGE, encoded)
-        send = self.server._send_eio_packet
-        for sid, eio_sid in self.get_participants(namespace, room):
-            if sid not in skip:
-                send(eio_sid, message)
 
     def take_ticket(self) -> Optional[Ticket]:
         """The ticket of the last publish made on this greenlet (thread), once."""
@@ -394,7 +434,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         if encoded is not None:  # another process's room broadcast (_emit_encoded)
             namespace, skip_sid = message["namespace"], message["skip_sid"]
             self._count_deliveries(message["event"], namespace, room, skip_sid)
-            return self._deliver_encoded(namespace, room, skip_sid, encoded)
+            return self._deliver(namespace, room, skip_sid, [encoded])
         if message.get("recoverable") and not self._track_recoverable(room, message):
             return None  # delivered already (a catch-up after an outage had it)
         self._count_deliveries(message.get("event"), message.get("namespace"),

@@ -7,7 +7,12 @@ import itertools
 import pytest
 import socketio
 
-from prroom.internals.managers import ClusterManager, IndexedManager, IndexedRoomsMixin
+from prroom.internals.managers import (
+    ClusterManager,
+    IndexedManager,
+    IndexedRoomsMixin,
+    member_sender,
+)
 
 NS = "/"
 
@@ -327,7 +332,7 @@ def cluster_node():
 @pytest.mark.parametrize("namespace", ["/", "/chat"])
 def test_a_room_broadcast_is_encoded_once_and_reaches_every_process_as_stock_sends_it(
         data, namespace):
-    stock = IndexedManager()
+    stock = socketio.Manager()
     stock_server = make_server(stock)
     expected: list = []
     stock_server._send_eio_packet = lambda eio_sid, pkt: expected.append((eio_sid,
@@ -360,3 +365,61 @@ def test_a_binary_room_broadcast_takes_the_stock_path():
     [(_, _, payload)] = here.publisher.published
     assert '"binary": true' in payload or '"binary":true' in payload
     assert len(sent) == 2  # the packet and its attachment
+
+
+@pytest.mark.parametrize("data", [{"message": "hi"}, ("two", "args"), None, {"blob": b"\x00"},
+                                  [1, {"nested": b"\x01\x02"}]])
+@pytest.mark.parametrize("skip", [None, "first", ["first", "second"]])
+def test_an_indexed_broadcast_sends_each_member_what_the_stock_manager_sends(data, skip):
+    sent = {}
+    for name, mgr in (("stock", socketio.Manager()), ("indexed", IndexedManager())):
+        server = make_server(mgr)
+        out = sent[name] = []
+        server._send_eio_packet = lambda eio_sid, pkt, out=out: out.append(
+            (eio_sid, pkt.encode()))
+        sids = [connect(mgr, f"eio{n}") for n in range(4)]
+        for sid in sids:
+            mgr.enter_room(sid, NS, "pr:3")
+        skip_sid = {None: None, "first": sids[0], "second": sids[1]}
+        skipped = [skip_sid[s] for s in skip] if isinstance(skip, list) else skip_sid[skip]
+        server.emit("pr-room-message", data, to="pr:3", skip_sid=skipped)
+        server.emit("pr-room-message", data, namespace="/elsewhere")  # nobody there
+    assert sent["indexed"] == sent["stock"] and sent["stock"]
+
+
+class _Writer:
+    def __init__(self):
+        self.packets = []
+
+    def put(self, packet):
+        self.packets.append(packet)
+
+
+class _Queue:
+    def __init__(self, writer):
+        self.writer = writer
+
+
+class _Socket:
+    def __init__(self, writer=None, closed=False):
+        self.queue = _Queue(writer) if writer is not None else object()
+        self.closed = closed
+
+
+def test_a_member_writing_directly_gets_the_packet_from_the_broadcast_itself():
+    direct, shadowed = _Writer(), _Writer()
+    sockets = {"direct": _Socket(direct), "polling": _Socket(),
+               "closed": _Socket(_Writer(), closed=True), "shadowed": _Socket(shadowed)}
+    sockets["shadowed"].send = lambda packet: None  # a send of its own (connects.py)
+    fallback = []
+
+    class Server:
+        class eio:  # noqa: N801 - stands for server.eio
+            pass
+        _send_eio_packet = staticmethod(lambda eio_sid, packet: fallback.append(eio_sid))
+    Server.eio.sockets = sockets
+    send = member_sender(Server)
+    for eio_sid in ("direct", "polling", "closed", "shadowed", "gone"):
+        send(eio_sid, "packet")
+    assert direct.packets == ["packet"] and shadowed.packets == []
+    assert fallback == ["polling", "closed", "shadowed", "gone"]
