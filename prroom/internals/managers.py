@@ -65,6 +65,12 @@ else:
     _ManagerBase = object
 
 
+def emit_arguments(data: Any) -> List[Any]:
+    """An emit's ``data`` as the packet's arguments, as python-socketio reads it: a tuple is
+    several arguments, None is none, anything else is one."""
+    return list(data) if isinstance(data, tuple) else [] if data is None else [data]
+
+
 def member_sender(server: Any) -> Callable[[str, Any], None]:
     """``send(eio_sid, packet)`` for each member of a broadcast.
 
@@ -175,9 +181,8 @@ class IndexedManager(IndexedRoomsMixin, socketio.Manager):
                                 callback=callback, **kwargs)
         if namespace not in self.rooms:
             return None
-        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
         encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
-                                           data=[event, *args]).encode()
+                                           data=[event, *emit_arguments(data)]).encode()
         self._deliver(namespace, room, skip_sid,
                       encoded if isinstance(encoded, list) else [encoded])
         return None
@@ -365,26 +370,21 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         nothing was published, ``ignore_queue=True``).
         """
         room = to or room
-        local_only = bool(kwargs.get("ignore_queue")) or callback is not None
-        args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
-        channel = None if local_only else self.room_channel(room)
+        if kwargs.get("ignore_queue") or callback is not None:  # callbacks stay local too
+            return self._stock_emit(event, data, namespace, room, skip_sid, callback, kwargs)
+        args = emit_arguments(data)
+        channel = self.room_channel(room)
         if channel is not None:
             namespace = namespace or "/"
             packet = self._packet_class(sio_packet.EVENT, namespace=namespace,
                                         data=[event, *args])
-            binary = packet.packet_type != sio_packet.EVENT  # attachments: a BINARY_EVENT
-            # (another serializer may encode to bytes: then the stock message below)
-            encoded = None if binary else packet.encode()
-            if isinstance(encoded, str):
+            if packet.packet_type != sio_packet.EVENT:  # attachments: a BINARY_EVENT
+                return self._stock_emit(event, data, namespace, room, skip_sid, None, kwargs)
+            encoded = packet.encode()
+            if isinstance(encoded, str):  # (another serializer may encode to bytes)
                 return self._emit_encoded(channel, event, namespace, room, skip_sid, encoded)
-        else:
-            binary = not local_only and data_is_binary(args)
-        if local_only or binary:
-            # the stock path: callbacks across processes, binary attachments, local only
-            self._tickets.last = None
-            super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
-                         callback=callback, **kwargs)
-            return getattr(self._tickets, "last", None)
+        elif data_is_binary(args):
+            return self._stock_emit(event, data, namespace, room, skip_sid, None, kwargs)
         # The stock message, built without its binary scan (python-socketio walks the data
         # with a list per level: measured a tenth of a clustered emit).
         message = {"method": "emit", "event": event,
@@ -393,6 +393,15 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
                    "skip_sid": skip_sid, "callback": None, "host_id": self.host_id}
         self._handle_emit(message)
         return self._publish(message)  # also kept for take_ticket()
+
+    def _stock_emit(self, event: str, data: Any, namespace: Optional[str], room: Any,
+                    skip_sid: Any, callback: Optional[Callable],
+                    kwargs: Dict[str, Any]) -> Optional[Ticket]:
+        # python-socketio's path: callbacks, binary attachments, local-only emits
+        self._tickets.last = None
+        super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
+                     callback=callback, **kwargs)
+        return getattr(self._tickets, "last", None)
 
     @property
     def _packet_class(self) -> Any:
