@@ -49,11 +49,6 @@ def _hosts_and_credentials(url: str) -> Tuple[List[Tuple[str, int]], List[str], 
     return [(host, int(port)) for host, port in hosts], path, options
 
 
-def cluster_nodes(url: str) -> List[Tuple[str, int]]:
-    """The ``(host, port)`` seed nodes of a ``redis+cluster://`` URL."""
-    return _hosts_and_credentials(url)[0]
-
-
 def redis_client(url: str, pool_size: Optional[int] = None, **options: Any) -> Any:
     """A redis-py client for ``url`` (any of the forms above).
 
