@@ -257,6 +257,12 @@ SETTINGS: Tuple[Setting, ...] = (
             "prroom/internals/websocket_writes.py) or `engineio` (python-engineio's own "
             "writer greenlet)",
             choices=("direct", "engineio")),
+    Setting("PRROOM_EVENT_PATH", "direct", _parse_str,
+            "How prroom's own events get from a WebSocket frame to their handler under "
+            "gevent: `direct` (decoded once, straight to python-socketio's event entry point; "
+            "prroom/internals/event_path.py) or `library` (through python-engineio's and "
+            "python-socketio's packet layers, as every other packet is)",
+            choices=("direct", "library")),
     # The chat page (prroom/server/web.py) loads the official socket.io-client build from here.
     Setting("PRROOM_SOCKETIO_CLIENT_URL", DEFAULT_SOCKETIO_CLIENT_URL, _parse_str,
             "Where the chat page loads socket.io-client from: an http(s) URL or a path "
@@ -364,6 +370,7 @@ class Settings:
     async_mode: str
     blocking_threshold: float
     websocket_writes: str
+    event_path: str
     socketio_client_url: str
     socketio_client_integrity: str
     socketio_client_file: str

@@ -26,7 +26,7 @@ from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Tu
 
 from socketio import packet as _sio_packet
 
-from prroom.internals import loop_monitor, websocket_writes
+from prroom.internals import event_path, loop_monitor, packet_codec, websocket_writes
 
 logger = logging.getLogger("prroom")
 
@@ -334,12 +334,15 @@ def guard_packets(server: Any, on_violation: Callable[[str, str], None], namespa
 
     handled = [0]
 
-    def message(eio_sid: str, data: Any) -> Any:
+    def take_turn() -> None:
         # A connection whose socket always has data never makes its reader wait, so under
         # gevent it would never let the others run: yield every 16 incoming packets.
         handled[0] += 1
         if not handled[0] & 15:
             server.sleep(0)
+
+    def message(eio_sid: str, data: Any) -> Any:
+        take_turn()
         header = isinstance(data, str) and data[:1] in ("5", "6")
         if eio_sid in pending:
             if isinstance(data, str):
@@ -377,7 +380,31 @@ def guard_packets(server: Any, on_violation: Callable[[str, str], None], namespa
             _refuse_binary(pkt)
         return None
 
+    def direct(eio_sid: str, text: str) -> bool:
+        # What python-socketio's _handle_eio_message and _handle_event would do with a
+        # plain event for one of prroom's handlers; False leaves it to them.
+        if (namespace != "/" or eio_sid in pending or server.async_handlers
+                or server.packet_class is not packet_codec.Packet):
+            return False
+        event = event_path.plain_event(text, packet_codec.Packet.json.loads)
+        if event is None:
+            return False
+        ack_id, data = event
+        if server.handlers.get("/", {}).get(data[0]) not in handlers:
+            return False
+        manager = server.manager
+        sid = manager.sid_from_eio_sid(eio_sid, "/")
+        if sid is None or not manager.is_connected(sid, "/"):
+            return False
+        take_turn()
+        try:
+            server._handle_event_internal(server, sid, eio_sid, data, "/", ack_id)
+        except Exception as exc:  # as the library path's guard above
+            on_violation(eio_sid, f"malformed packet ({type(exc).__name__})")
+        return True
+
     vars(message)["_prroom_wrapped"] = True
+    vars(message)[event_path.DIRECT_ATTRIBUTE] = direct
     server.eio.handlers["message"] = message
 
 

@@ -31,6 +31,7 @@ from prroom.core.protocol import ErrorCode, Limits, ProtocolError
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import (
+    event_path,
     gevent_traps,
     loop_monitor,
     packet_codec,
@@ -226,6 +227,8 @@ class PRRoom:
             socketio_hooks.accelerate_gevent_websocket()
             if settings.websocket_writes == "direct":
                 websocket_writes.install(socketio.server)
+            if settings.event_path == "direct":
+                event_path.install(socketio.server)
         state = PRRoomState(self, app, settings, socketio, identity)
         if socketio.async_mode == "gevent":
             watch_the_event_loop(app, state)

@@ -191,6 +191,16 @@ MALFORMED = [
     ("text-above-frame-limit", ['42["x","' + "x" * (MAX_FRAME_BYTES + 1000) + '"]'],
      "closed"),
     ("binary-above-frame-limit", [b"\x04" + b"x" * (MAX_FRAME_BYTES + 1000)], "closed"),
+    # shapes at the edge of prroom's direct event path (prroom/internals/event_path.py)
+    ("ack-id-16-digits", ["42" + "1" * 16 + '["stop-typing",{}]'], "acked:missing-field"),
+    ("ack-id-arabic-digit", ['42\u0663["stop-typing",{}]'], "acked:missing-field"),
+    ("ack-id-superscript", ['42\u00b2["stop-typing",{}]'], "closed"),
+    ("space-before-array", ['42 ["stop-typing",{}]'], "error:missing-field"),
+    ("own-event-extra-args", ['42["stop-typing",{"pullRequestId":1,"username":"x"},"more",3]'],
+     "error:not-a-member"),
+    ("own-event-huge-integer-ack", ["427" + '["join-pr-room",{"pullRequestId":' + "9" * 5000
+                                    + "}]"], "closed"),
+    ("own-event-slash-namespace", ['42/,["stop-typing",{}]'], "error:missing-field"),
 ]
 
 
@@ -229,11 +239,19 @@ def what_happened(raw: RawSocket) -> str:
     return "error:" + error[1]["error"]["code"]
 
 
+event_path_server = servers.server_fixture(
+    variants={"direct-path": {"PRROOM_EVENT_PATH": "direct"},
+              "library-path": {"PRROOM_EVENT_PATH": "library"}},
+    doc="Default settings, once with prroom's direct event path and once without: every "
+        "frame must be answered alike by both.")
+
+
 @pytest.mark.timeout(60)
 @pytest.mark.parametrize("frames,expected", [pytest.param(frames, expected, id=name)
                                              for name, frames, expected in MALFORMED])
-def test_malformed_frames_affect_only_their_connection(server, connect, pr_id, frames,
-                                                       expected):
+def test_malformed_frames_affect_only_their_connection(event_path_server, connect, pr_id,
+                                                       frames, expected):
+    server = event_path_server
     other_room = pr_id + 500_000
     member, bystander = connect.many(2, server)
     member.join(pr_id, "member")

@@ -1,0 +1,114 @@
+"""A direct path for prroom's own events, from the WebSocket frame to the handler.
+
+Between a client's text frame and the handler, python-engineio builds a packet (whose
+decoder first tries the text as JSON, and takes an exception for every Socket.IO packet),
+logs it, dispatches it as a ``message`` event, and python-socketio then builds a packet of
+its own, looks at its type in ``_handle_eio_message``, logs it again and checks the
+connection in ``_handle_event``: generic Python work paid for every incoming event.  Nearly
+everything prroom's clients send has one shape, a text frame ``42[<ack id>][...]`` on the
+default namespace naming one of prroom's events; those frames are decoded once here and
+handed to the entry point python-socketio itself calls for an event,
+``Server._handle_event_internal`` (which prroom wraps to learn whether an ack was asked
+for: :func:`socketio_hooks.track_ack_requests`), so the handler, its ack, its errors and its
+metrics are the same.  Every other frame -- pings and pongs, connects, acks, binary packets,
+other namespaces, the host's events, anything malformed, oversized or unusual -- takes
+python-engineio's and python-socketio's path unchanged.
+
+The frame is taken where python-engineio's WebSocket loop reads it: the gevent driver's
+``WebSocketWSGI.wait``, whose ``app`` is the bound ``Socket._websocket_handler`` of the
+connection's engine.io socket.  What decides is the engine.io server's ``message`` handler:
+only prroom's packet guard (:func:`socketio_hooks.guard_packets`) carries a
+:data:`DIRECT_ATTRIBUTE`, the function that dispatches one decoded event or declines it.
+``tests/internals/test_event_path.py`` checks each reach and that both paths answer alike.
+"""
+from __future__ import annotations
+
+import logging
+import weakref
+from typing import Any, Callable, Optional, Tuple
+
+logger = logging.getLogger("prroom")
+
+#: The attribute of the engine.io ``message`` handler that dispatches a plain event directly.
+DIRECT_ATTRIBUTE = "_prroom_direct"
+#: Socket.IO packets an ack id longer than this is left to the library (which refuses >100).
+_MAX_ACK_DIGITS = 15
+_DIGITS = frozenset("0123456789")  # str.isdigit would take other scripts' digits too
+
+#: ``direct(eio_sid, text)``: True when the Socket.IO packet ``text`` was dispatched.
+Direct = Callable[[str, str], bool]
+
+#: The engine.io servers whose connections take the direct path.
+_servers: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def plain_event(text: str, loads: Callable[[str], Any]) -> Optional[Tuple[Optional[int], list]]:
+    """``(ack id or None, [event, *args])`` of a Socket.IO EVENT packet on ``/``; else None.
+
+    ``text`` is the Engine.IO message's data (``2[<ack id>][...]``).  Only the plain shape
+    is taken: no namespace, no attachment count, an ack id of a few digits, then a JSON
+    array whose first item is a string.  None means "not this shape": the caller leaves
+    the packet to python-socketio, which decodes (or refuses) it as it always does.
+    """
+    if text[:1] != "2":
+        return None
+    start = 1
+    end = len(text)
+    while start < end and text[start] in _DIGITS:
+        start += 1
+    if start == end or text[start] != "[" or start > _MAX_ACK_DIGITS + 1:
+        return None
+    try:
+        data = loads(text[start:])
+    except (ValueError, RecursionError):  # the library's path refuses it in its own way
+        return None
+    if type(data) is not list or not data or type(data[0]) is not str:
+        return None
+    ack_id = int(text[1:start]) if start > 1 else None
+    return ack_id, data
+
+
+def install(server: Any) -> bool:
+    """Read prroom's own events straight from the frame for ``server``; False if unsupported.
+
+    Patches python-engineio's gevent ``WebSocketWSGI`` (the gevent-websocket flavour) once
+    per process; servers not passed here, and servers whose ``message`` handler has no
+    :data:`DIRECT_ATTRIBUTE` (no prroom packet guard), keep the library's path.
+    """
+    try:
+        from engineio.async_drivers import gevent as driver
+    except ImportError:
+        return False
+    cls = getattr(driver, "WebSocketWSGI", None)
+    wait = getattr(cls, "wait", None)
+    eio = getattr(server, "eio", None)
+    if (cls is None or wait is None or eio is None
+            or getattr(driver, "SimpleWebSocketWSGI", True) is not None):
+        return False  # simple-websocket's driver, or one this module does not know
+    _servers.add(eio)
+    if getattr(wait, "_prroom_wrapped", False):
+        return True
+
+    def direct_wait(ws: Any) -> Any:
+        socket: Any = getattr(ws.app, "__self__", None)
+        eio: Any = getattr(socket, "server", None)
+        direct: Optional[Direct] = None
+        if eio in _servers:
+            direct = getattr(eio.handlers.get("message"), DIRECT_ATTRIBUTE, None)
+        if direct is None:
+            return wait(ws)
+        receive = ws._sock.receive
+        while True:
+            data = receive()
+            if (type(data) is not str or not data.startswith("42") or eio.async_handlers
+                    or socket.closed or len(data) > eio.max_http_buffer_size):
+                return data
+            try:
+                if not direct(socket.sid, data[1:]):
+                    return data  # python-engineio's loop takes it from here
+            except Exception:  # as python-engineio's dispatch of a message does
+                logger.exception("message handler error")
+
+    vars(direct_wait)["_prroom_wrapped"] = True
+    cls.wait = direct_wait
+    return True

@@ -1,0 +1,172 @@
+"""prroom.internals.event_path: the direct path for prroom's own events, and what it needs.
+
+The first tests fail loudly when python-engineio or python-socketio change what the direct
+path stands in for; ``tests/integration/test_adversarial.py`` sends every malformed and
+edge-case frame to a server with the direct path and one without, and expects the same.
+"""
+import inspect
+from typing import Any, List, Optional
+
+import engineio
+import pytest
+import socketio
+from engineio.async_drivers import gevent as engineio_gevent
+
+from prroom.internals import event_path, packet_codec
+
+# -- what the direct path stands in for -----------------------------------------------------
+
+
+def test_engineio_reads_each_frame_through_the_drivers_wait():
+    assert engineio_gevent.SimpleWebSocketWSGI is None  # gevent-websocket's flavour
+    source = inspect.getsource(engineio.socket.Socket._websocket_handler)
+    assert "data = ws.wait()" in source
+    assert "pkt = packet.Packet(encoded_packet=p)" in source
+    assert "self.receive(pkt)" in source
+    assert "max_http_buffer_size" in source
+    # the driver hands the engine.io socket's bound handler over as ``app``
+    ws = engineio_gevent.WebSocketWSGI(engineio.socket.Socket._websocket_handler, None)
+    assert ws.app is engineio.socket.Socket._websocket_handler
+
+
+def test_engineio_hands_a_message_to_its_message_handler_and_nothing_else():
+    source = inspect.getsource(engineio.socket.Socket.receive)
+    assert "self.server._trigger_event('message', self.sid, pkt.data," in source
+    assert "run_async=self.server.async_handlers" in source
+
+
+def test_socketio_dispatches_a_plain_event_to_handle_event_internal():
+    source = inspect.getsource(socketio.Server._handle_event)
+    assert "sid = self.manager.sid_from_eio_sid(eio_sid, namespace)" in source
+    assert "if not self.manager.is_connected(sid, namespace):" in source
+    assert ("self._handle_event_internal(self, sid, eio_sid, data, namespace,"
+            in source.replace("\n", "").replace("  ", ""))
+    decode = inspect.getsource(socketio.packet.Packet.decode)
+    assert "ep[i].isdigit()" in decode and "self.id = int(ep[:i])" in decode
+
+
+# -- decoding ----------------------------------------------------------------------------
+
+LOADS = packet_codec.Packet.json.loads
+
+
+@pytest.mark.parametrize("text, expected", [
+    ('2["join-pr-room",{"pullRequestId":1}]', (None, ["join-pr-room", {"pullRequestId": 1}])),
+    ('212["typing",{}]', (12, ["typing", {}])),
+    ('20["x"]', (0, ["x"])),
+    ('2["x",1,"two"]', (None, ["x", 1, "two"])),
+])
+def test_plain_events_are_decoded_as_python_socketio_decodes_them(text, expected):
+    assert event_path.plain_event(text, LOADS) == expected
+    pkt = packet_codec.Packet(encoded_packet=text)
+    assert (pkt.id, pkt.data, pkt.namespace) == (*expected, None)
+
+
+@pytest.mark.parametrize("text", [
+    "", "2", "3[1]", "0", "1", "21", "2/ns,[\"x\"]", "2/,[\"x\"]", "21-[\"x\"]",
+    "2{}", "2[]", "2[1]", "2[null]", '2 ["x"]', '2["x"', '2\u0663["x"]', '2\u00b2["x"]',
+    "2" + "1" * 16 + '["x"]', '2["x",' + "[" * 20000 + "]" * 20000 + "]",
+    '2["x",' + "9" * 5000 + "]", '2"x"',
+])
+def test_every_other_shape_is_left_to_the_library(text):
+    assert event_path.plain_event(text, LOADS) is None
+
+
+# -- the reading side ------------------------------------------------------------------------
+
+class _Frames:
+    """gevent-websocket's WebSocket as the driver uses it: ``receive()`` per frame."""
+
+    def __init__(self, frames: List[Any]) -> None:
+        self.frames = list(frames)
+
+    def receive(self) -> Any:
+        return self.frames.pop(0) if self.frames else None
+
+
+class _Socket:
+    """An engine.io socket, as far as the driver's ``app`` reaches it."""
+
+    def __init__(self, eio: Any) -> None:
+        self.server, self.sid, self.closed = eio, "eio-sid", False
+
+    def _websocket_handler(self, ws: Any) -> None:  # pragma: no cover - never called
+        raise AssertionError
+
+
+class _Server:
+    """A python-socketio server as far as install() reaches it."""
+
+    def __init__(self, taken: Optional[List[str]], limit: int = 100) -> None:
+        self.eio = engineio.Server(async_mode="gevent", max_http_buffer_size=limit,
+                                   async_handlers=False)  # as python-socketio makes it
+        self.taken = taken
+
+        def message(eio_sid: str, data: Any) -> None:  # pragma: no cover - not reached
+            raise AssertionError
+
+        def direct(eio_sid: str, text: str) -> bool:
+            assert eio_sid == "eio-sid"
+            if taken is None or "decline" in text:
+                return False
+            taken.append(text)
+            return True
+
+        if taken is not None:
+            vars(message)[event_path.DIRECT_ATTRIBUTE] = direct
+        self.eio.handlers["message"] = message
+
+
+def _reader(server: _Server, frames: List[Any]) -> Any:
+    ws = engineio_gevent.WebSocketWSGI(_Socket(server.eio)._websocket_handler, None)
+    ws._sock = _Frames(frames)
+    return ws
+
+
+def test_plain_event_frames_go_to_the_direct_dispatch_and_the_rest_to_engineio():
+    taken: List[str] = []
+    server = _Server(taken)
+    assert event_path.install(server) is True
+    ws = _reader(server, ['42["a"]', '421["b"]', "3", '42["decline"]', "40", b"\x04x",
+                          "42" + "x" * 200, '42["c"]'])
+    assert [ws.wait(), ws.wait(), ws.wait(), ws.wait(), ws.wait(), ws.wait()] == [
+        "3", '42["decline"]', "40", b"\x04x", "42" + "x" * 200, None]
+    assert taken == ['2["a"]', '21["b"]', '2["c"]']
+
+
+def test_a_closed_socket_and_an_unguarded_server_keep_the_library_path():
+    taken: List[str] = []
+    guarded = _Server(taken)
+    event_path.install(guarded)
+    ws = _reader(guarded, ['42["a"]'])
+    ws.app.__self__.closed = True
+    assert ws.wait() == '42["a"]'
+    unguarded = _Server(None)  # no prroom packet guard: nothing to hand frames to
+    event_path.install(unguarded)
+    assert _reader(unguarded, ['42["a"]']).wait() == '42["a"]'
+    not_installed = _Server(taken)  # never passed to install()
+    assert _reader(not_installed, ['42["a"]']).wait() == '42["a"]'
+    assert taken == []
+
+
+def test_a_failing_dispatch_costs_that_frame_only(caplog):
+    server = _Server([])
+
+    def broken(eio_sid: str, text: str) -> bool:
+        raise RuntimeError("bug")
+
+    vars(server.eio.handlers["message"])[event_path.DIRECT_ATTRIBUTE] = broken
+    event_path.install(server)
+    assert _reader(server, ['42["a"]', "3"]).wait() == "3"
+    assert "message handler error" in caplog.text
+
+
+@pytest.mark.parametrize("setting, direct", [("direct", True), ("library", False)])
+def test_prroom_event_path_chooses_the_path(setting, direct):
+    from prroom.app import create_app
+
+    app = create_app({"PRROOM_ASYNC_MODE": "gevent", "PRROOM_EVENT_PATH": setting})
+    server = app.extensions["prroom"].socketio.server
+    assert (server.eio in event_path._servers) is direct
+    # the packet guard offers the direct dispatch either way; only the setting uses it
+    assert callable(getattr(server.eio.handlers["message"], event_path.DIRECT_ATTRIBUTE))
