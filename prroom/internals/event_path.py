@@ -27,6 +27,12 @@ import logging
 import weakref
 from typing import Any, Callable, Optional, Tuple
 
+try:
+    from geventwebsocket.websocket import MSG_CLOSED
+    from wsaccel.xormask import XorMaskerSimple
+except ImportError:  # pragma: no cover - dependencies of prroom; without them, no fast frames
+    XorMaskerSimple = None
+
 logger = logging.getLogger("prroom")
 
 #: The attribute of the engine.io ``message`` handler that dispatches a plain event directly.
@@ -34,6 +40,9 @@ DIRECT_ATTRIBUTE = "_prroom_direct"
 #: Socket.IO packets an ack id longer than this is left to the library (which refuses >100).
 _MAX_ACK_DIGITS = 15
 _DIGITS = frozenset("0123456789")  # str.isdigit would take other scripts' digits too
+
+#: The first byte of a final, unfragmented text frame with no extension bits (RFC 6455).
+_FINAL_TEXT = 0x81
 
 #: ``direct(eio_sid, text)``: True when the Socket.IO packet ``text`` was dispatched.
 Direct = Callable[[str, str], bool]
@@ -68,6 +77,84 @@ def plain_event(text: str, loads: Callable[[str], Any]) -> Optional[Tuple[Option
     return ack_id, data
 
 
+def readable_waiter(sock: Any) -> Optional[Callable[[], None]]:
+    """Wait until gevent's socket ``sock`` is readable, under its timeout; None if unsure.
+
+    gevent's ``recv_into`` first tries the system call and waits only after ``EAGAIN``;
+    a reader that knows its buffer is empty, and that the client has had no time to send,
+    saves that failing call (and its exception) by waiting first, on the socket's own
+    read watcher, as ``recv_into`` itself then does.
+    """
+    wait = getattr(sock, "_wait", None)
+    if wait is None or getattr(sock, "_read_event", None) is None:
+        return None
+
+    def wait_readable() -> None:
+        event = sock._read_event
+        if event is not None:  # None once closed: the read then fails at once, as it should
+            wait(event)
+    return wait_readable
+
+
+def text_frame_reader(websocket: Any) -> Optional[Callable[[], Any]]:
+    """gevent-websocket's ``websocket.receive``, quicker for a small text frame; None if unsure.
+
+    A final, masked text frame that its read buffer already holds whole (the common case:
+    a client's event is one small frame) is taken from the buffer in one read, unmasked
+    and decoded in C.  Anything else -- fragments, control frames, binary, a frame larger
+    than the buffer or not yet all there -- is left in the buffer for the library's
+    ``receive``, which reads it as before.
+    """
+    handler = getattr(websocket, "handler", None)
+    rfile = getattr(handler, "rfile", None)
+    peek, read = getattr(rfile, "peek", None), getattr(rfile, "read", None)
+    receive = getattr(websocket, "receive", None)
+    if peek is None or read is None or receive is None or XorMaskerSimple is None:
+        return None
+    wait_readable = readable_waiter(getattr(handler, "socket", None))
+    drained = False  # whether the read buffer is known to be empty
+
+    def receive_text() -> Any:
+        nonlocal drained
+        if websocket.closed:
+            return receive()
+        try:
+            if drained and wait_readable is not None:
+                wait_readable()  # a read now would only fail with EAGAIN, then wait
+            buffered = peek(1)  # at least a byte: waits for the client as receive would
+        except OSError:  # the connection is gone (or timed out): as receive() answers that
+            websocket.close()
+            websocket.current_app.on_close(MSG_CLOSED)
+            return None
+        except ValueError:  # closed meanwhile
+            return receive()
+        drained = False
+        available = len(buffered)
+        if available < 6 or buffered[0] != _FINAL_TEXT or buffered[1] & 0x80 == 0:
+            return receive()
+        length = buffered[1] & 0x7F
+        start = 6
+        if length == 126:
+            if available < 8:
+                return receive()
+            start, length = 8, int.from_bytes(buffered[2:4], "big")
+        elif length == 127:
+            return receive()
+        end = start + length
+        if end > available:
+            return receive()
+        frame = read(end)  # what peek showed: no system call
+        drained = end == available  # peek shows all the buffer holds
+        payload = XorMaskerSimple(frame[start - 4:start]).process(frame[start:])
+        try:
+            return payload.decode("utf-8")
+        except UnicodeDecodeError:  # as gevent-websocket: close with 1007, return None
+            websocket.close(1007)
+            return None
+
+    return receive_text
+
+
 def install(server: Any) -> bool:
     """Read prroom's own events straight from the frame for ``server``; False if unsupported.
 
@@ -97,7 +184,7 @@ def install(server: Any) -> bool:
             direct = getattr(eio.handlers.get("message"), DIRECT_ATTRIBUTE, None)
         if direct is None:
             return wait(ws)
-        receive = ws._sock.receive
+        receive = text_frame_reader(ws._sock) or ws._sock.receive
         while True:
             data = receive()
             if (type(data) is not str or not data.startswith("42") or eio.async_handlers

@@ -5,12 +5,16 @@ path stands in for; ``tests/integration/test_adversarial.py`` sends every malfor
 edge-case frame to a server with the direct path and one without, and expects the same.
 """
 import inspect
+import logging
+import socket as stdlib_socket
 from typing import Any, List, Optional
 
 import engineio
+import gevent.socket
 import pytest
 import socketio
 from engineio.async_drivers import gevent as engineio_gevent
+from geventwebsocket.websocket import Stream, WebSocket
 
 from prroom.internals import event_path, packet_codec
 
@@ -170,3 +174,123 @@ def test_prroom_event_path_chooses_the_path(setting, direct):
     assert (server.eio in event_path._servers) is direct
     # the packet guard offers the direct dispatch either way; only the setting uses it
     assert callable(getattr(server.eio.handlers["message"], event_path.DIRECT_ATTRIBUTE))
+
+
+# -- reading frames --------------------------------------------------------------------------
+
+def _client_frame(payload: bytes, first: int = 0x81, mask: bytes = b"\x37\xfa\x21\x3d",
+                  masked: bool = True) -> bytes:
+    """A client's WebSocket frame (RFC 6455), masked unless ``masked`` is False."""
+    length = len(payload)
+    if length < 126:
+        head = bytes([first, length | (0x80 if masked else 0)])
+    elif length < 65536:
+        head = bytes([first, 126 | (0x80 if masked else 0)]) + length.to_bytes(2, "big")
+    else:
+        head = bytes([first, 127 | (0x80 if masked else 0)]) + length.to_bytes(8, "big")
+    if not masked:
+        return head + payload
+    return head + mask + bytes(b ^ mask[i % 4] for i, b in enumerate(payload))
+
+
+class _Handler:
+    """What gevent-websocket's WebSocket reaches of its pywsgi handler."""
+
+    def __init__(self, sock: Any) -> None:
+        self.socket = sock
+        self.rfile = sock.makefile("rb", 1024)  # prroom's worker's read buffer
+        self.server = type("Server", (), {"application": None})()
+        self.logger = logging.getLogger("test")
+
+
+def _read_all(stream: bytes, fast: bool) -> List[Any]:
+    """What each receive() returns for ``stream``, and what the server wrote back."""
+    server_end, client_end = gevent.socket.socketpair()
+    client_end.sendall(stream)
+    client_end.shutdown(stdlib_socket.SHUT_WR)
+    handler = _Handler(server_end)
+    ws = WebSocket({}, Stream(handler), handler)
+    receive = event_path.text_frame_reader(ws) if fast else ws.receive
+    assert receive is not None
+    results: List[Any] = []
+    while not ws.closed and len(results) < 20:
+        results.append(receive())
+    server_end.shutdown(stdlib_socket.SHUT_WR)
+    written = b"".join(iter(lambda: client_end.recv(65536), b""))
+    server_end.close()
+    client_end.close()
+    return [results, written]
+
+
+_PING = _client_frame(b"hi", first=0x89)
+STREAMS = {
+    "small texts": _client_frame(b'42["typing",{}]') + _client_frame("h\u00e9llo".encode()),
+    "16-bit length": _client_frame(b"4" + b"x" * 300) + _client_frame(b"3"),
+    "64-bit length": _client_frame(b"4" + b"y" * 70000),
+    "larger than the buffer": _client_frame(b"4" + b"z" * 2000) + _client_frame(b"3"),
+    "binary": _client_frame(b"\x04bin", first=0x82) + _client_frame(b"3"),
+    "ping between texts": _client_frame(b"3") + _PING + _client_frame(b"40"),
+    "fragmented": _client_frame(b"42[", first=0x01) + _client_frame(b'"x"]', first=0x80),
+    "invalid utf-8": _client_frame(b"4\xff\xfe") + _client_frame(b"3"),
+    "unmasked": _client_frame(b"3", masked=False) + _client_frame(b"3"),
+    "extension bit": _client_frame(b"3", first=0xC1),
+    "close": _client_frame(b"\x03\xe8", first=0x88),
+    "truncated": _client_frame(b"4" + b"x" * 50)[:30],
+    "empty text": _client_frame(b"") + _client_frame(b"3"),
+}
+
+
+@pytest.mark.parametrize("stream", list(STREAMS.values()), ids=list(STREAMS))
+def test_frames_read_alike_by_both_readers(stream):
+    assert _read_all(stream, fast=True) == _read_all(stream, fast=False)
+
+
+def test_small_whole_text_frames_never_reach_the_library_reader():
+    class LibraryReaderRefused(WebSocket):
+        def receive(self) -> Any:
+            raise AssertionError("took gevent-websocket's reader")
+
+    server_end, client_end = gevent.socket.socketpair()
+    client_end.sendall(STREAMS["small texts"] + STREAMS["16-bit length"])
+    handler = _Handler(server_end)
+    receive = event_path.text_frame_reader(
+        LibraryReaderRefused({}, Stream(handler), handler))
+    assert receive is not None
+    assert [receive() for _ in range(4)] == ['42["typing",{}]', "h\u00e9llo",
+                                             "4" + "x" * 300, "3"]
+    server_end.close()
+    client_end.close()
+
+
+def test_gevent_sockets_wait_on_their_read_watcher_after_eagain():
+    source = inspect.getsource(gevent.socket.socket.recv_into)
+    assert "self._wait(self._read_event)" in source
+    server_end, client_end = gevent.socket.socketpair()
+    assert server_end._read_event is not None
+    assert event_path.readable_waiter(server_end) is not None
+    server_end.close()
+    client_end.close()
+
+
+@pytest.mark.parametrize("fast", [True, False], ids=["prroom's reader", "library reader"])
+def test_a_silent_client_times_out_and_a_shut_socket_wakes_the_reader(fast):
+    server_end, client_end = gevent.socket.socketpair()
+    server_end.settimeout(0.2)
+    client_end.sendall(_client_frame(b"3"))
+    handler = _Handler(server_end)
+    ws = WebSocket({}, Stream(handler), handler)
+    receive = event_path.text_frame_reader(ws) if fast else ws.receive
+    assert receive() == "3"
+    assert receive() is None and ws.closed  # nothing came within the socket's timeout
+
+    server_end, client_end = gevent.socket.socketpair()
+    client_end.sendall(_client_frame(b"3"))
+    handler = _Handler(server_end)
+    ws = WebSocket({}, Stream(handler), handler)
+    receive = event_path.text_frame_reader(ws) if fast else ws.receive
+    assert receive() == "3"
+    gevent.spawn_later(0.1, server_end.shutdown, stdlib_socket.SHUT_RDWR)
+    with gevent.Timeout(5):
+        assert receive() is None
+    server_end.close()
+    client_end.close()
