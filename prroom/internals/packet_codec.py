@@ -51,18 +51,27 @@ class PacketJSON:
         return getattr(engineio_json, name)  # anything else a caller reaches for
 
 
+#: Types that hold nothing: the walk below does not call itself for them (most values).
+_LEAVES = frozenset({str, int, float, bool, type(None)})
+
+
 def data_is_binary(data: Any) -> bool:
     """Whether ``data`` holds bytes or a bytearray in its lists and dict values."""
+    kind = type(data)
+    if kind in _LEAVES:
+        return False
+    if kind is dict or kind is list:
+        leaves = _LEAVES
+        for item in (data.values() if kind is dict else data):
+            if type(item) not in leaves and data_is_binary(item):
+                return True
+        return False
     if isinstance(data, (bytes, bytearray)):
         return True
     if isinstance(data, list):
-        for item in data:
-            if data_is_binary(item):
-                return True
-    elif isinstance(data, dict):
-        for item in data.values():
-            if data_is_binary(item):
-                return True
+        return any(data_is_binary(item) for item in data)
+    if isinstance(data, dict):
+        return any(data_is_binary(item) for item in data.values())
     return False
 
 

@@ -124,6 +124,9 @@ def test_nan_and_infinity_encode_as_before():
     (b"x", True), (bytearray(b"x"), True), (["e", {"a": [1, {"b": b"x"}]}], True),
     (["e", {"a": [1, {"b": "x"}]}], False), (("tuple", b"x"), False),  # as python-socketio
     ({"k": b"x"}, True), ([["deep", [[[b""]]]]], True),
+    (type("Sub", (list,), {})([b"x"]), True), (type("Sub", (dict,), {})(k=b"x"), True),
+    (["e", {"id": "m1", "n": 1.5, "ok": True, "no": None, "tags": ["a", 2]}], False),
+    (memoryview(b"x"), False),  # as python-socketio: not a binary type to it
 ])
 def test_binary_detection_answers_the_same(data, binary):
     assert sio_packet.Packet.data_is_binary(data) is binary
