@@ -41,6 +41,8 @@ DIRECT_ATTRIBUTE = "_prroom_direct"
 _MAX_ACK_DIGITS = 15
 _DIGITS = frozenset("0123456789")  # str.isdigit would take other scripts' digits too
 
+#: Where a connection's frame reader is kept, on the driver's WebSocketWSGI object.
+_READER_ATTRIBUTE = "_prroom_reader"
 #: The first byte of a final, unfragmented text frame with no extension bits (RFC 6455).
 _FINAL_TEXT = 0x81
 
@@ -184,7 +186,10 @@ def install(server: Any) -> bool:
             direct = getattr(eio.handlers.get("message"), DIRECT_ATTRIBUTE, None)
         if direct is None:
             return wait(ws)
-        receive = text_frame_reader(ws._sock) or ws._sock.receive
+        receive = vars(ws).get(_READER_ATTRIBUTE)
+        if receive is None:  # one per connection: it knows when its buffer is empty
+            receive = vars(ws)[_READER_ATTRIBUTE] = (text_frame_reader(ws._sock)
+                                                     or ws._sock.receive)
         while True:
             data = receive()
             if (type(data) is not str or not data.startswith("42") or eio.async_handlers
