@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import inspect
 import time
+from http import client as http_client
 from typing import Callable, Iterator, List, Tuple
 
 import gevent
@@ -15,6 +16,7 @@ from gevent import pywsgi
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
+from prroom.internals import gunicorn_worker
 from prroom.internals.gunicorn_worker import (
     AccessLoggingWebSocketHandler,
     HeaderTimeout,
@@ -160,3 +162,86 @@ def test_the_worker_freezes_what_loading_made_and_collects_the_young_less_often(
     finally:
         gc.unfreeze()
         gc.set_threshold(*before)
+
+
+# -- request headers -------------------------------------------------------------------------
+
+def test_pywsgi_still_parses_headers_through_message_class_and_takes_an_rfile():
+    assert "self.headers = self.MessageClass(self.rfile, 0)" in inspect.getsource(
+        pywsgi.WSGIHandler.read_request)
+    assert "rfile" in inspect.signature(pywsgi.WSGIHandler.__init__).parameters
+    factory = inspect.getsource(pywsgi.headers_factory)
+    assert "client.parse_headers(fp, _class=OldMessage)" in factory
+    assert "ret.status = 'Line too long'" in factory
+    assert http_client._MAXLINE == gunicorn_worker._MAX_LINE
+    assert http_client._MAXHEADERS == gunicorn_worker._MAX_HEADERS
+
+
+HEADER_BLOCKS = {
+    "socket.io-client": b"Host: 127.0.0.1:5000\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n"
+                        b"Sec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZQ==\r\n"
+                        b"Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits"
+                        b"\r\n\r\nleft for the body",
+    "no headers": b"\r\n",
+    "bare newlines": b"Host: a\nX-Trailing:  spaced out  \n\n",
+    "duplicates": b"Cookie: a=1\r\ncookie: b=2\r\nCOOKIE: c=3\r\n\r\n",
+    "empty value": b"X-Empty:\r\nX-Tab:\t\tv\t\r\n\r\n",
+    "eof without blank line": b"Host: a\r\nAccept: */*\r\n",
+    "folded": b"X-Long: one\r\n two\r\n\tthree\r\nHost: a\r\n\r\n",
+    "non-ascii": b"X-Name: caf\xe9\r\nX-Nel: a\x85b\r\n\r\n",
+    "no name": b": value\r\nHost: a\r\n\r\n",
+    "no colon": b"Host a\r\nAccept: */*\r\n\r\n",
+    "space before colon": b"Host : a\r\n\r\n",
+    "unix from": b"From someone\r\nHost: a\r\n\r\n",
+    "bare cr": b"X-A: b\rc\r\n\r\n",
+    "form feed": b"X-A: b\x0cc\r\n\r\n",
+    "too many": b"".join(b"X-%d: v\r\n" % i for i in range(101)) + b"\r\n",
+    "line too long": b"X-Big: " + b"v" * 70000 + b"\r\n\r\n",
+}
+
+
+def _parsed(block: bytes, parse: Callable) -> object:
+    server_end, client_end = gevent.socket.socketpair()
+    try:
+        client_end.sendall(block)
+        client_end.shutdown(2)
+        rfile = server_end.makefile("rb", 1024)
+        try:
+            message = parse(rfile)
+        except Exception as exc:
+            return type(exc), str(exc)
+        return (message.items(), message.get_payload(), [type(d) for d in message.defects],
+                message.get_unixfrom(), message.get("host"), message.get("cookie"),
+                list(message.headers), message.typeheader, rfile.read())
+    finally:
+        server_end.close()
+        client_end.close()
+
+
+@pytest.mark.parametrize("block", list(HEADER_BLOCKS.values()), ids=list(HEADER_BLOCKS))
+def test_request_headers_parse_as_http_client_parses_them(block):
+    def library(fp):
+        return http_client.parse_headers(fp, _class=pywsgi.OldMessage)
+
+    assert _parsed(block, gunicorn_worker.parse_request_headers) == _parsed(block, library)
+
+
+def test_the_handler_answers_an_overlong_header_line_as_pywsgi_does():
+    server_end, client_end = gevent.socket.socketpair()
+    client_end.sendall(HEADER_BLOCKS["line too long"])
+    rfile = server_end.makefile("rb", 1024)
+    ours = AccessLoggingWebSocketHandler.MessageClass(None, rfile)  # type: ignore[arg-type]
+    assert ours.status == "Line too long" and not ours.items()
+    server_end.close()
+    client_end.close()
+
+
+@pytest.mark.parametrize("name", ["socket.io-client", "no headers", "bare newlines",
+                                  "duplicates", "empty value", "eof without blank line"])
+def test_plain_header_blocks_do_not_reach_the_email_parser(name, monkeypatch):
+    def refused(*args, **kwargs):
+        raise AssertionError("took the email parser")
+
+    monkeypatch.setattr(gunicorn_worker.email.parser, "Parser", refused)
+    parsed = _parsed(HEADER_BLOCKS[name], gunicorn_worker.parse_request_headers)
+    assert isinstance(parsed[0], list), parsed  # not an error caught by _parsed
