@@ -11,7 +11,9 @@ Ping settings: the fast tests shorten the server's ping interval (1 s) and keep 
 timeout long (10 s), and let alice's client give up one second after a missed ping (the
 driver's ``noticeWithin``): the client deterministically notices first, as it usually does
 with the defaults (the server's sweep runs every ``pingTimeout / 2``).  The ``stress``
-test uses the default ping settings on both sides (a 45 s wait), unchanged.
+test uses the default ping settings on both sides (a 45 s wait), unchanged: there either
+side may notice first (python-engineio also checks a connection's ping deadline at each
+packet it is sent, and bob keeps talking), and either way alice must get everything.
 """
 from __future__ import annotations
 
