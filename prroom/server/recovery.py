@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from prroom.core import protocol
 from prroom.core.config import DEFAULTS
@@ -96,10 +96,11 @@ class SessionRecovery:
             self._manager.enable_recovery(PUBLISH_SCRIPT, self._publish_args,
                                           self._stream_of)
         self.sent = SentMessages(window, MAX_CLIENT_MESSAGE_IDS)
-        self._pids: Dict[str, Tuple[str, int]] = {}  # sid -> (pid, its marker's sequence)
-        # pid -> (sid, identity name) of the open connection that has it
-        self._live: Dict[str, Tuple[str, Optional[str]]] = {}
-        self._replacing: Optional[str] = None  # the pid take_over() is closing the old sid of
+        # sid -> (pid, its marker's sequence, identity name); pid -> its open connection's sid
+        self._pids: Dict[str, Tuple[str, int, Optional[str]]] = {}
+        self._live: Dict[str, str] = {}
+        # pids whose old connection take_over() is closing (clustered, closes may overlap)
+        self._replacing: Set[str] = set()
         self._joined: Dict[str, Dict[int, int]] = {}  # sid -> {room: sequence at join}
         # pid -> (when to announce, [(pull_request_id, username)]) during the presence grace
         self._pending_left: Dict[str, Tuple[float, List[Tuple[int, str]]]] = {}
@@ -260,8 +261,8 @@ class SessionRecovery:
         return True
 
     def _open(self, sid: str, pid: str, marker: int, name: Optional[str]) -> None:
-        self._pids[sid] = (pid, marker)
-        self._live[pid] = (sid, name)
+        self._pids[sid] = (pid, marker, name)
+        self._live[pid] = sid
 
     def take_over(self, identity: Optional[Identity], auth: Any) -> bool:
         """Before a CONNECT is restored: if it presents the pid of a connection still open
@@ -276,13 +277,12 @@ class SessionRecovery:
         or stolen pid leaves the live owner connected.
         """
         pid = auth.get("pid") if isinstance(auth, dict) else None
-        live = self._live.get(pid) if isinstance(pid, str) else None
-        if live is None or live[0] not in self._pids:
+        old_sid = self._live.get(pid) if isinstance(pid, str) else None
+        held = self._pids.get(old_sid) if old_sid is not None else None
+        if not isinstance(pid, str) or old_sid is None or held is None:
             return False
-        old_sid, owner = live
         after = self._parse(auth.get("offset"))
-        name = identity.name if identity else None
-        if after is None or after < self._pids[old_sid][1] or owner != name:
+        if after is None or after < held[1] or held[2] != (identity.name if identity else None):
             return False
         events = self.events
         eio_sid = events.server.manager.eio_sid_from_sid(old_sid, events.namespace)
@@ -290,12 +290,12 @@ class SessionRecovery:
             return False
         logger.info("recovery: sid=%s is replaced by a connection presenting its session",
                     old_sid)
-        self._replacing = pid
+        self._replacing.add(pid)
         try:  # the old connection's disconnect handlers run before this returns
             socketio_hooks.close_replaced(events.server, eio_sid, events.namespace,
                                           REPLACED_REASON)
         finally:
-            self._replacing = None
+            self._replacing.discard(pid)
         return True
 
     def _take(self, pid: Any) -> Optional[Session]:
@@ -396,14 +396,14 @@ class SessionRecovery:
         session cannot come back (not recoverable, or recovery was not set up for it)."""
         pid = self._pids.pop(sid, None)
         joined = self._joined.pop(sid, {})
-        if pid is not None and self._live.get(pid[0], ("",))[0] == sid:
+        if pid is not None and self._live.get(pid[0]) == sid:
             del self._live[pid[0]]
         if pid is None or str(reason) not in RECOVERABLE_REASONS | {SHUTDOWN_REASON,
                                                                     REPLACED_REASON}:
             return None
         state = self.events.limiter.take_state(sid)
         name = identity.name if identity else None
-        announced = not ((self.grace or self._replacing == pid[0]) and rooms)
+        announced = not ((self.grace or pid[0] in self._replacing) and rooms)
         if self.shared is None:
             self.sessions.persist(pid[0], name, rooms, state, sid, pid[1], joined,
                                   left_announced=announced)
@@ -423,7 +423,7 @@ class SessionRecovery:
         False when there is no grace (the departures are announced at once, as without
         recovery), unless the session is being taken over by a new connection.
         """
-        replaced = pid == self._replacing
+        replaced = pid in self._replacing
         if not ((self.grace or replaced) and departures):
             return False
         # a replaced session is restored right after this; if that fails, its users are
