@@ -211,6 +211,20 @@ def close_transport(server: Any, eio_sid: str) -> None:
         sock.close(wait=False)
 
 
+def close_replaced(server: Any, eio_sid: str, namespace: str, reason: str) -> None:
+    """Close a connection that another one replaced, running its disconnect handlers now.
+
+    A Socket.IO DISCONNECT goes first, so a client that is still reading stops there and
+    does not reconnect; then the transport is dropped as :func:`close_transport` does, and
+    python-engineio runs the disconnect handlers before returning, with ``reason``.
+    """
+    sock = server.eio.sockets.get(eio_sid)
+    if sock is None or sock.closed or sock.closing:
+        return
+    server._send_packet(eio_sid, server.packet_class(_sio_packet.DISCONNECT, namespace=namespace))
+    sock.close(wait=False, abort=True, reason=reason)
+
+
 def refuse_new_connections(server: Any) -> None:
     """From now on, answer new Engine.IO handshakes 401, at the transport level.
 

@@ -151,6 +151,8 @@ class RoomEvents:
         address = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR")
         try:
             identity = self.identity.authenticate(environ, auth)
+            if self.resume is not None:  # its own session still open here: replace it
+                self.resume.take_over(identity, auth)
             if identity is not None:
                 self._count_connection(identity)
         except ProtocolError as err:

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Tuple
+from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
 from prroom.core import protocol
 from prroom.core.config import DEFAULTS
@@ -36,6 +36,7 @@ from prroom.core.recovery_redis import (
     split_offset,
 )
 from prroom.core.rooms import Departure
+from prroom.internals import socketio_hooks
 
 if TYPE_CHECKING:  # pragma: no cover
     from prroom.server.events import RoomEvents
@@ -52,6 +53,10 @@ RECOVERABLE_REASONS = frozenset({"transport close", "transport error", "ping tim
 
 #: The disconnect reason prroom gives the connections its shutdown closes: recoverable too.
 SHUTDOWN_REASON = "server shutdown"
+
+#: The disconnect reason of a connection whose session a new connection took over (its
+#: client noticed a silent loss first and came back): recoverable too.
+REPLACED_REASON = "replaced"
 
 #: Sent to a connection, with recovery on, right after its CONNECT (and any replay):
 #: ``{recovered}`` and a fresh offset as last argument.  Only offsets at or after that one
@@ -91,7 +96,11 @@ class SessionRecovery:
             self._manager.enable_recovery(PUBLISH_SCRIPT, self._publish_args,
                                           self._stream_of)
         self.sent = SentMessages(window, MAX_CLIENT_MESSAGE_IDS)
-        self._pids: Dict[str, Tuple[str, int]] = {}  # sid -> (pid, its marker's sequence)
+        # sid -> (pid, its marker's sequence, identity name); pid -> its open connection's sid
+        self._pids: Dict[str, Tuple[str, int, Optional[str]]] = {}
+        self._live: Dict[str, str] = {}
+        # pids whose old connection take_over() is closing (clustered, closes may overlap)
+        self._replacing: Set[str] = set()
         self._joined: Dict[str, Dict[int, int]] = {}  # sid -> {room: sequence at join}
         # pid -> (when to announce, [(pull_request_id, username)]) during the presence grace
         self._pending_left: Dict[str, Tuple[float, List[Tuple[int, str]]]] = {}
@@ -231,7 +240,7 @@ class SessionRecovery:
             if session is None or missed is None:
                 if session is not None:  # the session is gone for good: announce it now
                     self._gone_for_good(session)
-                self._pids[sid] = (new_pid(), self._send_marker(sid, False))
+                self._open(sid, new_pid(), self._send_marker(sid, False), name)
                 return False
             # no yield from here to the entered rooms: what the taps caught is all there is
             for pull_request_id, username in rooms.items():
@@ -247,8 +256,46 @@ class SessionRecovery:
             events.server.emit(packet.event, (packet.data, packet.offset), to=sid,
                                namespace=events.namespace, ignore_queue=True)
         self._restore_presence(sid, session, rooms)
-        self._pids[sid] = (session.pid, self._send_marker(sid, True))
+        self._open(sid, session.pid, self._send_marker(sid, True), name)
         events.metrics.record_connection("recovered")
+        return True
+
+    def _open(self, sid: str, pid: str, marker: int, name: Optional[str]) -> None:
+        self._pids[sid] = (pid, marker, name)
+        self._live[pid] = sid
+
+    def take_over(self, identity: Optional[Identity], auth: Any) -> bool:
+        """Before a CONNECT is restored: if it presents the pid of a connection still open
+        here, close that one as replaced; True if it did.
+
+        After a silent loss the client usually notices first (each side waits for its own
+        ping timeout) and comes back while the old connection is still open here, with no
+        session stored yet.  Closed as replaced, the old connection stores its session as
+        any recoverable loss does (its departures held, whatever the grace) and
+        :meth:`restore` takes it as usual: one path for both stores, the same rules.  Only
+        the session's identity with an offset it still accepts replaces anything: a stale
+        or stolen pid leaves the live owner connected.
+        """
+        pid = auth.get("pid") if isinstance(auth, dict) else None
+        old_sid = self._live.get(pid) if isinstance(pid, str) else None
+        held = self._pids.get(old_sid) if old_sid is not None else None
+        if not isinstance(pid, str) or old_sid is None or held is None:
+            return False
+        after = self._parse(auth.get("offset"))
+        if after is None or after < held[1] or held[2] != (identity.name if identity else None):
+            return False
+        events = self.events
+        eio_sid = events.server.manager.eio_sid_from_sid(old_sid, events.namespace)
+        if eio_sid is None:
+            return False
+        logger.info("recovery: sid=%s is replaced by a connection presenting its session",
+                    old_sid)
+        self._replacing.add(pid)
+        try:  # the old connection's disconnect handlers run before this returns
+            socketio_hooks.close_replaced(events.server, eio_sid, events.namespace,
+                                          REPLACED_REASON)
+        finally:
+            self._replacing.discard(pid)
         return True
 
     def _take(self, pid: Any) -> Optional[Session]:
@@ -349,11 +396,14 @@ class SessionRecovery:
         session cannot come back (not recoverable, or recovery was not set up for it)."""
         pid = self._pids.pop(sid, None)
         joined = self._joined.pop(sid, {})
-        if pid is None or str(reason) not in RECOVERABLE_REASONS | {SHUTDOWN_REASON}:
+        if pid is not None and self._live.get(pid[0]) == sid:
+            del self._live[pid[0]]
+        if pid is None or str(reason) not in RECOVERABLE_REASONS | {SHUTDOWN_REASON,
+                                                                    REPLACED_REASON}:
             return None
         state = self.events.limiter.take_state(sid)
         name = identity.name if identity else None
-        announced = not (self.grace and rooms)
+        announced = not ((self.grace or pid[0] in self._replacing) and rooms)
         if self.shared is None:
             self.sessions.persist(pid[0], name, rooms, state, sid, pid[1], joined,
                                   left_announced=announced)
@@ -371,11 +421,15 @@ class SessionRecovery:
         """Hold a kept session's departures for the presence grace.
 
         False when there is no grace (the departures are announced at once, as without
-        recovery).
+        recovery), unless the session is being taken over by a new connection.
         """
-        if not (self.grace and departures):
+        replaced = pid in self._replacing
+        if not ((self.grace or replaced) and departures):
             return False
-        self._pending_left[pid] = (time.monotonic() + self.grace,
+        # a replaced session is restored right after this; if that fails, its users are
+        # announced as left at once (or, with the store away, when the window passes)
+        hold = self.settings.window if replaced and not self.grace else self.grace
+        self._pending_left[pid] = (time.monotonic() + hold,
                                    [(d.pull_request_id, d.username) for d in departures])
         if self._handed_off:  # a disconnect that was under way when shutdown began
             self.hand_off()

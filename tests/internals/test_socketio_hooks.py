@@ -283,3 +283,21 @@ def test_an_ack_can_be_sent_after_the_handler_returned() -> None:
 def test_without_the_entry_point_wrapped_the_handler_answers_at_once() -> None:
     server = socketio.Server(async_mode="threading")
     assert socketio_hooks.answer_later(server, lambda send: None) is None
+
+
+def test_a_replaced_connection_is_told_and_its_handlers_run_with_the_reason() -> None:
+    # recovery's take-over: python-engineio's Socket.close(wait, abort, reason) runs the
+    # disconnect handlers before it returns, with our reason; the DISCONNECT goes out first
+    server, client = polling_server()
+    reasons: List[Tuple[str, Any]] = []
+    server.on("connect", lambda sid, environ, auth=None: None)
+    server.on("disconnect", lambda sid, reason=None: reasons.append((sid, reason)))
+    eio_sid = connected(client)
+    sid = server.manager.sid_from_eio_sid(eio_sid, "/")
+    sock = server.eio.sockets[eio_sid]
+    socketio_hooks.close_replaced(server, eio_sid, "/", "replaced")
+    assert reasons == [(sid, "replaced")]
+    assert sock.closed and sock.queue.get_nowait().encode() == "41"  # then the end
+    assert sock.queue.get_nowait() is None
+    socketio_hooks.close_replaced(server, eio_sid, "/", "replaced")  # once only
+    assert len(reasons) == 1

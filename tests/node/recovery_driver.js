@@ -9,11 +9,17 @@ const snapshots = {};
 const auths = {}; // name -> the auth its next CONNECT sends (set_auth changes it)
 const out = (record) => process.stdout.write(JSON.stringify(record) + '\n');
 
-function open(name, url, options) {
+// noticeWithin (ms): this client gives up on a silent connection that long after the
+// server's ping interval, instead of after the server's ping timeout, so that it notices a
+// silent loss well before the server does (the server's own timeout is left as it is)
+function open(name, url, { noticeWithin, ...options } = {}) {
   const socket = io(url, {
     transports: ['websocket'], forceNew: true,
     reconnectionDelay: 100, reconnectionDelayMax: 200, ...options,
   });
+  if (noticeWithin) {
+    socket.io.on('open', () => { socket.io.engine._pingTimeout = noticeWithin; });
+  }
   socket.on('connect', () => out({
     ev: 'connect', name, recovered: Boolean(socket.recovered), has_pid: Boolean(socket._pid),
   }));
@@ -35,8 +41,9 @@ const commands = {
     snapshots[name] = { pid: sockets[name]._pid, offset: sockets[name]._lastOffset };
     out({ ev: 'snapshot', name, has_pid: Boolean(snapshots[name].pid) });
   },
-  steal({ name, victim, url }) {
-    open(name, url, { auth: snapshots[victim], reconnection: false });
+  // auth: the thief's own credentials (a token), sent along with the victim's pid/offset
+  steal({ name, victim, url, auth }) {
+    open(name, url, { auth: { ...auth, ...snapshots[victim] }, reconnection: false });
   },
   emit({ name, event, payload, ack, seq }) {
     const socket = sockets[name];

@@ -1,13 +1,16 @@
-"""A loopback TCP proxy whose connections can be cut, as a network blip would.
+"""A loopback TCP proxy whose connections can be cut, as a network blip would, or stalled.
 
 :meth:`TcpProxy.cut` drops every connection through it and refuses new ones (the port
 stays bound, connections are reset at once) until :meth:`TcpProxy.reopen`.
+:meth:`TcpProxy.stall` is a silent loss: the connections open at that moment stay open at
+both ends, but nothing crosses any more (data and closes are swallowed), as when a Wi-Fi
+switch or a NAT timeout loses the path; connections made afterwards work.
 """
 from __future__ import annotations
 
 import socket
 import threading
-from typing import List, Optional
+from typing import List, Optional, Set
 
 
 class TcpProxy:
@@ -25,6 +28,7 @@ class TcpProxy:
         self._open = True
         self._closed = False
         self._sockets: List[socket.socket] = []
+        self._stalled: Set[socket.socket] = set()
         threading.Thread(target=self._accept, daemon=True).start()
 
     def _accept(self) -> None:
@@ -52,10 +56,12 @@ class TcpProxy:
                 data = source.recv(65536)
                 if not data:
                     break
-                sink.sendall(data)
+                if source not in self._stalled:  # a stalled path loses what is sent
+                    sink.sendall(data)
         except OSError:
             pass
-        for sock in (source, sink):
+        # a close does not cross a stalled path either: the other end never hears of it
+        for sock in (source,) if source in self._stalled else (source, sink):
             _shut(sock)
 
     def cut(self) -> None:
@@ -66,6 +72,13 @@ class TcpProxy:
         for sock in sockets:
             _shut(sock)
 
+    def stall(self) -> None:
+        """Lose everything the open connections send, in both directions, closes included,
+        without closing them; new connections are forwarded as usual."""
+        with self._lock:
+            self._stalled.update(self._sockets)
+            self._sockets = []
+
     def reopen(self) -> None:
         """Accept and forward connections again."""
         with self._lock:
@@ -75,6 +88,10 @@ class TcpProxy:
         """Cut everything and stop listening."""
         self._closed = True
         self.cut()
+        with self._lock:
+            stalled, self._stalled = list(self._stalled), set()
+        for sock in stalled:
+            _shut(sock)
         self._listener.close()
 
 
