@@ -5,8 +5,8 @@ Its own handlers, on ``/`` and on ``/custom``, are those of the suites' referenc
 ``message-with-ack`` acknowledged with its arguments; ``host-bug`` raises.  Its SocketIO
 has sub-second-precision ping settings (``HOST_PING_INTERVAL``, ``HOST_PING_TIMEOUT``,
 default 1.5 and 1.0 s) and its own defaults otherwise (async handlers, python-socketio's
-manager, 1 MB payloads); ``PRROOM_*`` environment variables go into its config.  Served by gunicorn in the tests:
-``gunicorn -c gunicorn.conf.py tests.integration.guest_app:app``.
+manager, 1 MB payloads); ``PRROOM_*`` environment variables go into its config.  Served
+by gunicorn in the tests: ``gunicorn -c gunicorn.conf.py tests.integration.guest_app:app``.
 """
 from gevent import monkey
 
