@@ -89,8 +89,8 @@ def serve(**options: Optional[str]) -> None:
                    "and report the gevent traps in it; default: prroom's own (prroom.wsgi).")
 @click.option("--no-traps", is_flag=True, help="Only the settings; load no app.")
 def check_config(wsgi_app: Optional[str], no_traps: bool) -> None:
-    """Print the effective configuration (secrets masked) and the gevent traps found;
-    exit 2 if any value is bad."""
+    """Print the effective configuration (secrets masked), the gevent traps found and each
+    library seam's status (installed, fell back, off); exit 2 if any value is bad."""
     try:
         server = server_settings()
         app_settings = settings_from_environ()
@@ -104,8 +104,8 @@ def check_config(wsgi_app: Optional[str], no_traps: bool) -> None:
         shown = "********" if setting.secret and value else _show(value)
         click.echo(f"{setting.key}={shown}  ({source})")
     if not no_traps:
-        for trap in _traps_of(wsgi_app or "prroom.wsgi:app"):
-            click.echo(f"gevent trap: {trap}")
+        for line in _traps_of(wsgi_app or "prroom.wsgi:app"):
+            click.echo(line)
 
 
 # A fresh interpreter does what the worker does: patch first, then import the app.
@@ -113,13 +113,29 @@ _TRAP_CHECK = """
 import importlib, sys
 from gevent import monkey
 monkey.patch_all()
-module = importlib.import_module(sys.argv[1].partition(":")[0])
+module_name, _, attribute = sys.argv[1].partition(":")
+module = importlib.import_module(module_name)
+from prroom.internals import seams
 from prroom.internals.gevent_traps import find_traps
-print("\\n".join(find_traps()))
+for trap in find_traps():
+    print("gevent trap: " + trap)
+state = getattr(getattr(module, attribute or "app", None), "extensions", {}).get("prroom")
+server = state.socketio.server if state is not None else None
+try:  # the worker's own seam, checked as the worker checks it at boot
+    seams.apply("gunicorn-worker", lambda: True, accepted=seams.parse_accepted(
+        state.settings.accept_missing if state is not None else ()))
+except seams.SeamRefused:
+    pass  # recorded as refused: the line below says so
+for o in seams.report(server):
+    print(f"seam {o.seam.name} ({o.seam.kind}, {o.seam.library} "
+          f"{seams.library_version(o.seam.library)}): {o.status}"
+          + (f" ({o.reason})" if o.reason else ""))
 """
 
 
 def _traps_of(wsgi_app: str) -> List[str]:
+    """The gevent traps and the library seams' outcomes of ``wsgi_app``, loaded as the worker
+    loads it, one line each."""
     result = subprocess.run([sys.executable, "-c", _TRAP_CHECK, wsgi_app],
                             capture_output=True, text=True, cwd=os.getcwd())
     if result.returncode != 0:

@@ -291,6 +291,10 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_PRESENCE_GRACE", 5.0, _parse_float,
             "With recovery on: seconds after a lost connection before its user is announced "
             "as left (at most PRROOM_RECOVERY_WINDOW)", 0, 3600),
+    Setting("PRROOM_ACCEPT_MISSING", None, _parse_origins,
+            "Protection seams (comma-separated names, README \"Library internals\") the "
+            "server may run without when the installed library release lacks what they "
+            "need; empty = refuse to start instead"),
 )
 
 #: How the server process runs (read by prroom/gunicorn_config.py and `prroom serve`, from
@@ -380,6 +384,7 @@ class Settings:
     recovery_buffer: int
     recovery_sessions: int
     presence_grace: float
+    accept_missing: Optional[Tuple[str, ...]]
 
     @classmethod
     def from_mapping(cls, config: Mapping[str, Any]) -> "Settings":

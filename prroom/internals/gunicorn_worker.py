@@ -18,18 +18,25 @@ connection is closed, without a response and without a log line.  Neither applie
 request is being served: long polls and WebSocket sessions keep their own (ping) timeouts.
 """
 import email.parser
+import os
 import re
+import sys
 import time
 from http import client
 from typing import Any, Dict, List, Optional, Tuple
 
 import gevent
-from gevent.pywsgi import OldMessage
+from gevent import pywsgi
 from geventwebsocket.gunicorn.workers import GeventWebSocketWorker
 from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import PyWSGIHandler
 
-from prroom.core.config import server_settings
+from prroom.core.config import SETTINGS_BY_KEY, ConfigError, server_settings
+from prroom.internals import seams
+
+#: gunicorn's exit status for a worker that cannot boot (Arbiter.WORKER_BOOT_ERROR): the
+#: master then stops instead of starting the worker again and again.
+WORKER_BOOT_ERROR = 3
 
 #: Read buffer per connection.  pywsgi's default (8 KB) is sized for HTTP bodies; a chat
 #: connection mostly waits, holding it for hours.  Frames larger than this are still read
@@ -78,7 +85,7 @@ _MAX_HEADERS: int = getattr(client, "_MAXHEADERS", 100)
 _PLAIN_HEADER = re.compile(rb"([!-9;-~]+):[ \t]*([\t -~]*?)\r?\n")
 
 
-def parse_request_headers(fp: Any) -> OldMessage:
+def parse_request_headers(fp: Any) -> Any:
     """The message ``http.client.parse_headers(fp, _class=OldMessage)`` returns, quicker.
 
     The lines are read as ``http.client`` reads them (same line and count limits); when
@@ -101,9 +108,9 @@ def parse_request_headers(fp: Any) -> OldMessage:
         plain = _PLAIN_HEADER.fullmatch(line)
         if plain is None:
             text = b"".join(lines).decode("iso-8859-1")
-            return email.parser.Parser(_class=OldMessage).parsestr(text)
+            return email.parser.Parser(_class=pywsgi.OldMessage).parsestr(text)
         pairs.append((plain[1].decode("ascii"), plain[2].decode("ascii")))
-    message = OldMessage()
+    message = pywsgi.OldMessage()
     message._headers = pairs
     message.set_payload("")  # what the parser leaves: an empty body
     return message
@@ -138,13 +145,13 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
         kwargs.setdefault("rfile", sock.makefile("rb", READ_BUFFER_BYTES))
         super().__init__(sock, address, server, *args, **kwargs)
 
-    def MessageClass(self, fp: Any, *args: Any) -> OldMessage:  # noqa: N802 - pywsgi's name
+    def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 - pywsgi's name
         """pywsgi's request-header parsing (``headers_factory``), without the ``email``
         parser for plain header lines."""
         try:
             return parse_request_headers(fp)
         except client.LineTooLong:  # as pywsgi's headers_factory answers it
-            message = OldMessage()
+            message = pywsgi.OldMessage()
             message.status = "Line too long"
             return message
 
@@ -212,7 +219,19 @@ class WebSocketWorker(GeventWebSocketWorker):
     wsgi_handler: type = AccessLoggingWebSocketHandler
 
     def init_process(self) -> None:
-        """Give this worker's handler its timeouts, then start as gunicorn does."""
+        """Give this worker's handler its timeouts, then start as gunicorn does.
+
+        The handler's protections rest on pywsgi's and gunicorn's internals (the
+        ``gunicorn-worker`` seam): if they are gone, the worker refuses to boot with one line.
+        """
+        try:
+            accepted = SETTINGS_BY_KEY["PRROOM_ACCEPT_MISSING"].coerce(
+                os.environ.get("PRROOM_ACCEPT_MISSING"))
+            seams.apply("gunicorn-worker", lambda: True,
+                        accepted=seams.parse_accepted(accepted))
+        except (seams.SeamRefused, ConfigError, ValueError) as refused:
+            self.log.error("%s", refused)
+            sys.exit(WORKER_BOOT_ERROR)  # gunicorn's master stops: "Worker failed to boot"
         self.wsgi_handler = type("AccessLoggingWebSocketHandler", (self.wsgi_handler,), {
             "header_timeout": server_settings()["header_timeout"],
             "keepalive_timeout": float(self.cfg.keepalive)})

@@ -19,6 +19,11 @@ from prometheus_client import values
 from prroom.internals import gevent_traps
 
 
+def applies() -> bool:
+    """Whether there is anything to do: gevent has patched ``threading``."""
+    return bool(monkey.is_module_patched("threading"))
+
+
 def use_native_locks() -> bool:
     """Have values created from now on use the OS's lock; False if nothing was changed."""
     if not monkey.is_module_patched("threading") or not hasattr(values, "Lock"):

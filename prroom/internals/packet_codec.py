@@ -32,7 +32,10 @@ class PacketJSON:
     """``loads``/``dumps`` as engine.io's JSON module has them, each with one prebuilt codec."""
 
     def __init__(self) -> None:
-        self._decoder = json.JSONDecoder(parse_int=engineio_json._safe_int)
+        # read here, not at import: a release without it makes the seam fall back
+        # (prroom.internals.seams), it must not make prroom fail to import
+        safe_int = getattr(engineio_json, "_safe_int", None)
+        self._decoder = json.JSONDecoder(parse_int=safe_int)
         self._encoder = json.JSONEncoder(separators=_SEPARATORS)
 
     def loads(self, s: Any, **kwargs: Any) -> Any:
@@ -91,7 +94,8 @@ def install(server: Any) -> bool:
     current = getattr(server, "packet_class", None)
     if current is Packet:
         return True
-    if current is not sio_packet.Packet or getattr(current, "json", None) is not engineio_json:
+    if current is not sio_packet.Packet or getattr(current, "json", None) is not engineio_json \
+            or not hasattr(engineio_json, "_safe_int"):
         return False
     server.packet_class = Packet
     return True

@@ -21,6 +21,7 @@ It also reads python-engineio's per-socket send queues to find clients too slow 
 from __future__ import annotations
 
 import contextvars
+import inspect
 import logging
 from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Tuple
 
@@ -50,17 +51,25 @@ _answer_later: contextvars.ContextVar = contextvars.ContextVar("prroom_answer_la
 SendAnswer = Callable[[Any], None]
 
 
-def track_ack_requests(server: Any, namespace: str = "/") -> bool:
+#: ``on_handler_error(eio_sid, event, exception, acked)``: a handler raised; returns the body
+#: of the event's ack when ``acked``.
+HandlerError = Callable[[str, str, BaseException, bool], Any]
+
+
+def track_ack_requests(server: Any, namespace: str = "/",
+                       on_handler_error: Optional[HandlerError] = None) -> bool:
     """Make :func:`ack_requested` work for events of ``server``; False if unsupported.
 
     On ``namespace`` (prroom's) it also renames reserved and non-string event names, so they
     reach prroom's catch-all as the unknown events they are; other namespaces are the host's
     and keep python-socketio's behaviour.
+
+    A handler that raises (the host's: prroom's own catch their errors) is the server's
+    error, not the client's: with ``on_handler_error`` it goes there, the event gets no ack,
+    and nothing reaches the packet guard, which would take it for a malformed packet.
     """
     original = getattr(server, "_handle_event_internal", None)
     if original is None:
-        logger.warning("python-socketio has no _handle_event_internal; prroom errors will be "
-                       "sent both as ack and as pr-room-error")
         return False
     if getattr(original, "_prroom_wrapped", False):
         return True
@@ -76,7 +85,16 @@ def track_ack_requests(server: Any, namespace: str = "/") -> bool:
         token = _ack_requested.set(id is not None)
         later = _answer_later.set(None)
         try:
-            result = original(server_, sid, eio_sid, data, namespace_, id)
+            try:
+                result = original(server_, sid, eio_sid, data, namespace_, id)
+            except Exception as exc:  # the handler's (or its ack's), never the client's
+                if on_handler_error is None:
+                    raise
+                body = on_handler_error(eio_sid, str(name)[:50], exc, id is not None)
+                if id is not None:  # the client waits for an answer: give it the error
+                    server_._send_packet(eio_sid, server_.packet_class(
+                        _ACK, namespace=namespace_, data=[body], id=id))
+                return None
             start = _answer_later.get()
             if start is not None and id is not None:
                 _start_answer(start, server_, eio_sid, namespace_, id)
@@ -170,6 +188,20 @@ def answer_unread() -> bool:
     return _ack_requested.get() is False
 
 
+def can_find_slow_consumers(server: Any) -> bool:
+    """Whether :func:`overfull_sockets` and :func:`close_transport` work on ``server``:
+    python-engineio keeps its sockets in a dict, each with a ``queue`` and
+    ``close(abort=)``."""
+    from engineio import socket as eio_socket
+
+    sockets = getattr(getattr(server, "eio", None), "sockets", None)
+    try:
+        takes_abort = "abort" in inspect.signature(eio_socket.Socket.close).parameters
+    except (TypeError, ValueError):
+        return False
+    return isinstance(sockets, dict) and takes_abort
+
+
 def overfull_sockets(server: Any, limit: int) -> List[str]:
     """Engine.IO session ids whose outgoing queue holds more than ``limit`` packets."""
     sockets = getattr(server.eio, "sockets", {})
@@ -254,7 +286,7 @@ class BinaryPayload:
 BINARY_PAYLOAD = BinaryPayload()
 
 # python-socketio's packet types (socketio.packet), as the wire spells them.
-_BINARY_EVENT = 5
+_ACK, _BINARY_EVENT = 3, 5
 
 
 def _handled_by(server: Any, namespace: str, event: Any, handlers: Collection) -> bool:
@@ -326,7 +358,7 @@ def _refuse_binary(pkt: Any) -> None:
 
 def guard_packets(server: Any, on_violation: Callable[[str, str], None], namespace: str = "/",
                   handlers: Collection = (), max_attachments: int = DEFAULT_MAX_ATTACHMENTS
-                  ) -> None:
+                  ) -> bool:
     """Close connections that send undecodable Socket.IO packets; bound binary packets.
 
     python-socketio would log a traceback for every malformed packet, keep collecting the
@@ -338,11 +370,15 @@ def guard_packets(server: Any, on_violation: Callable[[str, str], None], namespa
     dispatched at once.  Binary events stay the host's to use; only an event on
     ``namespace`` that would reach one of ``handlers`` (prroom's own) gets
     :data:`BINARY_PAYLOAD` in place of its arguments, for prroom to refuse.
+
+    Returns False when python-socketio's message handler is not there to guard.
     """
     eio = getattr(server, "eio", None)
     original = eio.handlers.get("message") if eio is not None else None
-    if original is None or getattr(original, "_prroom_wrapped", False):
-        return
+    if original is None:
+        return False
+    if getattr(original, "_prroom_wrapped", False):
+        return True
     pending = server._binary_packet  # eio_sid -> the binary packet awaiting attachments
     handlers = frozenset(handlers)
 
@@ -420,6 +456,8 @@ def guard_packets(server: Any, on_violation: Callable[[str, str], None], namespa
     vars(message)["_prroom_wrapped"] = True
     vars(message)[event_path.DIRECT_ATTRIBUTE] = direct
     server.eio.handlers["message"] = message
+    return True
+
 
 
 def accelerate_gevent_websocket() -> bool:

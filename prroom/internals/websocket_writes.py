@@ -336,8 +336,11 @@ def _start_direct_writer(target: Callable[[], Any]) -> Optional["DirectWriter"]:
     return writer
 
 
-def install(server: Any) -> bool:
-    """Use the direct write path for ``server`` (a python-socketio Server); False if not."""
+def install(server: Any, ping_wheel: bool = True) -> bool:
+    """Use the direct write path for ``server`` (a python-socketio Server); False if not.
+
+    With ``ping_wheel``, engine.io's pings and its service task are also taken over
+    (:mod:`prroom.internals.ping_sweep`)."""
     eio = getattr(server, "eio", None)
     if eio is None or getattr(eio, "async_mode", None) != "gevent":
         return False
@@ -355,7 +358,7 @@ def install(server: Any) -> bool:
             writer = _start_direct_writer(target)
             if writer is not None:
                 return writer
-        elif not args and not kwargs:
+        elif ping_wheel and not args and not kwargs:
             handle = ping_sweep.start_task(eio, target)
             if handle is not None:
                 return handle

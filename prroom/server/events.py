@@ -37,7 +37,7 @@ from prroom.core.presence import Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import connects, engineio_hooks, socketio_hooks
+from prroom.internals import connects, engineio_hooks, seams, socketio_hooks
 from prroom.internals.managers import QueueUnavailable, Ticket, published_ticket
 from prroom.server import sweepers
 from prroom.server.metrics import Metrics
@@ -109,16 +109,25 @@ class RoomEvents:
             SessionRecovery(self, self.recovery, recovery_store) if self.recovery.window
             else None)
 
-    def register(self) -> None:
+    def register(self, accept_missing: Tuple[str, ...] = ()) -> None:
         """Install the handlers, keeping any connect/disconnect handler the host app had.
 
         prroom is a guest in the host's server: it takes only its own event names on its own
         namespace, and refuses binary payloads only for the events it handles; the server-
         wide protocol fixes (CONNECT order, namespaces, connect timeout, attachment bound,
         Engine.IO handshake and long-polling) change nothing a conforming client relies on.
+        Each is a declared seam (:mod:`prroom.internals.seams`): a protection that cannot
+        install raises :class:`~prroom.internals.seams.SeamRefused`, unless it is one of
+        ``accept_missing``.
         """
-        ns = self.namespace
-        socketio_hooks.track_ack_requests(self.server, ns)
+        ns, server = self.namespace, self.server
+        live = (server, server.eio)
+
+        def seam(name: str, install: Callable[[], Any]) -> None:
+            seams.apply(name, install, server=server, objects=live, accepted=accept_missing)
+
+        seam("ack-tracking", lambda: socketio_hooks.track_ack_requests(
+            server, ns, self._handler_failed))
         existing = socketio_hooks.registered_handlers(self.server, ns)
         mine: List[Callable] = []
 
@@ -138,11 +147,13 @@ class RoomEvents:
             on(event, self._guarded(event, _json_only(handler)))
         if "*" not in existing:  # a host app's own catch-all wins
             on("*", socketio_hooks.host_class_first(self.server, ns, self.unknown_event))
-        socketio_hooks.guard_packets(self.server, self._protocol_violation, ns, mine,
-                                     self.caps.max_attachments)
-        connects.fix_connects(self.server, self.caps.connect_timeout,
-                              self.resume.connect_reply if self.resume else None)
-        engineio_hooks.install(self.server)
+        seam("packet-guard", lambda: socketio_hooks.guard_packets(
+            server, self._protocol_violation, ns, mine, self.caps.max_attachments))
+        seam("connect-handling", lambda: connects.fix_connects(
+            server, self.caps.connect_timeout,
+            self.resume.connect_reply if self.resume else None))
+        seam("engineio-conformance", lambda: engineio_hooks.install(server))
+        seam("slow-consumer-drop", lambda: socketio_hooks.can_find_slow_consumers(server))
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -401,6 +412,19 @@ class RoomEvents:
             # A flooding connection's reader never waits for data: let the others run.
             self.server.sleep(0)
             raise
+
+    def _handler_failed(self, eio_sid: str, event: str, error: BaseException,
+                        acked: bool) -> dict:
+        """A handler raised (the host's: prroom's own catch their errors): log it with its
+        traceback and tell the client (in the ack it asked for, else as ``pr-room-error``
+        with ``internal-error``); its connection stays."""
+        logger.error("error in a handler of event %r from eio_sid=%s", event, eio_sid,
+                     exc_info=(type(error), error, error.__traceback__))
+        body = protocol.error_event(event, protocol.internal_error())
+        sid = self.server.manager.sid_from_eio_sid(eio_sid, self.namespace)
+        if sid is not None and not acked:
+            self._to_socket(sid, protocol.ERROR, body)
+        return body
 
     def _protocol_violation(self, eio_sid: str, reason: str) -> None:
         logger.warning("closing eio_sid=%s: %s", eio_sid, reason)

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional
+from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
 
 from flask import Flask, current_app, has_app_context
 from flask_socketio import SocketIO
@@ -35,6 +35,7 @@ from prroom.internals import (
     gevent_traps,
     loop_monitor,
     packet_codec,
+    seams,
     socketio_hooks,
     websocket_writes,
 )
@@ -113,6 +114,11 @@ class PRRoomState:
             start_listening()
         return bool(getattr(manager, "queue_healthy", True) and self.presence.healthy())
 
+    def seam_statuses(self) -> Dict[str, str]:
+        """Each library seam's status at start (README "Library internals")."""
+        return {outcome.seam.name: outcome.status
+                for outcome in seams.report(self.socketio.server)}
+
     def shutdown(self) -> int:
         """Tell this app's clients it is going away and close their connections.
 
@@ -150,6 +156,47 @@ def label_requests(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
         finally:
             loop_monitor.served()
     return labelled
+
+
+def accepted_missing(settings: Settings) -> Tuple[str, ...]:
+    """``PRROOM_ACCEPT_MISSING``'s seam names; ConfigError for a name that is no protection."""
+    try:
+        return seams.parse_accepted(settings.accept_missing)
+    except ValueError as err:
+        raise ConfigError(f"PRROOM_ACCEPT_MISSING: {err}") from None
+
+
+def install_speed_seams(socketio: SocketIO, settings: Settings,
+                        accepted: Tuple[str, ...]) -> None:
+    """The seams installed on the server before prroom's handlers: the codec, the transport's
+    fast paths, and the cluster managers' reaches (each with its status for the report)."""
+    server = socketio.server
+    live = (server, server.eio)
+
+    def seam(name: str, install: Callable[[], Any]) -> seams.Outcome:
+        try:
+            return seams.apply(name, install, server=server, objects=live, accepted=accepted)
+        except seams.SeamRefused as refused:
+            raise ConfigError(str(refused)) from None
+
+    seams.warn_about_newer_releases()
+    seam("cluster-managers", lambda: True)  # prroom's managers subclass what it names
+    seam("packet-codec", lambda: packet_codec.install(server))
+    if socketio.async_mode != "gevent":
+        for name in ("frame-unmasking", "direct-writes", "ping-wheel", "event-path"):
+            seams.off(name, f"async mode {socketio.async_mode}", server)
+        return
+    seam("frame-unmasking", socketio_hooks.accelerate_gevent_websocket)
+    if settings.websocket_writes != "direct":
+        seams.off("direct-writes", "PRROOM_WEBSOCKET_WRITES=library", server)
+        seams.off("ping-wheel", "PRROOM_WEBSOCKET_WRITES=library", server)
+    else:
+        wheel = seam("ping-wheel", lambda: True).status == seams.INSTALLED
+        seam("direct-writes", lambda: websocket_writes.install(server, ping_wheel=wheel))
+    if settings.event_path == "direct":
+        seam("event-path", lambda: event_path.install(server))
+    else:
+        seams.off("event-path", "PRROOM_EVENT_PATH=library", server)
 
 
 def socket_limiter(settings: Settings) -> SocketLimiter:
@@ -222,13 +269,8 @@ class PRRoom:
             host_set = socketio_hooks.options_set_by_host(socketio)
             socketio.init_app(app, **{key: value for key, value in options.items()
                                       if key not in host_set})
-        packet_codec.install(socketio.server)
-        if socketio.async_mode == "gevent":
-            socketio_hooks.accelerate_gevent_websocket()
-            if settings.websocket_writes == "direct":
-                websocket_writes.install(socketio.server)
-            if settings.event_path == "direct":
-                event_path.install(socketio.server)
+        accepted = accepted_missing(settings)
+        install_speed_seams(socketio, settings, accepted)
         state = PRRoomState(self, app, settings, socketio, identity)
         if socketio.async_mode == "gevent":
             watch_the_event_loop(app, state)
@@ -249,7 +291,11 @@ class PRRoom:
         if state.events.resume is not None:
             state.metrics.watch_recovery(state.events.resume.stored_sessions,
                                          state.events.resume.buffered_packets)
-        state.events.register()
+        try:
+            state.events.register(accepted)
+        except seams.SeamRefused as refused:
+            raise ConfigError(str(refused)) from None
+        state.metrics.watch_seams(lambda: seams.report(socketio.server))
         prefix = settings.url_prefix or None
         app.register_blueprint(blueprint, url_prefix=prefix)
         app.register_blueprint(api, url_prefix=prefix)

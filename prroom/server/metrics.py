@@ -6,13 +6,13 @@ members per room, the message queue — is computed only when Prometheus scrapes
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
-from prroom.internals import metric_locks
+from prroom.internals import metric_locks, seams
 
 MEMBER_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 BLOCKED_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -24,7 +24,11 @@ class Metrics:
     """The metrics of one prroom: call the ``record_*`` methods; :meth:`render` to scrape."""
 
     def __init__(self) -> None:
-        metric_locks.use_native_locks()  # before the values are made
+        # before the values are made; without gevent's patched threading there is nothing to do
+        if metric_locks.applies():
+            seams.apply("native-metric-locks", metric_locks.use_native_locks)
+        else:
+            seams.off("native-metric-locks", "threading is not patched by gevent")
         self.registry = CollectorRegistry(auto_describe=True)
         self._events = Counter("prroom_events", "Client events received, by event and "
                                "outcome (ok or the error code)", ["event", "outcome"],
@@ -93,6 +97,10 @@ class Metrics:
         """Register the scrape-time recovery gauges (stored sessions, buffered packets)."""
         self.registry.register(_RecoveryCollector(sessions, packets))
 
+    def watch_seams(self, outcomes: Callable[[], List[Any]]) -> None:
+        """Register the scrape-time seam gauge: one series per seam, 1 for its status."""
+        self.registry.register(_SeamCollector(outcomes))
+
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
@@ -123,6 +131,22 @@ class _StateCollector:
         if up is not None:
             yield GaugeMetricFamily("prroom_message_queue_up", "1 when the message queue "
                                     "is reachable (clustered mode)", value=1 if up else 0)
+
+
+class _SeamCollector:
+    def __init__(self, outcomes: Callable[[], List[Any]]) -> None:
+        self._outcomes = outcomes
+
+    def describe(self) -> list:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        family = GaugeMetricFamily("prroom_seam_status", "1 for each library seam's status "
+                                   "at start (installed, fell back, off, missing (accepted))",
+                                   labels=["seam", "kind", "status"])
+        for outcome in self._outcomes():
+            family.add_metric([outcome.seam.name, outcome.seam.kind, outcome.status], 1)
+        yield family
 
 
 class _LoopCollector:

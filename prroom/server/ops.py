@@ -21,8 +21,9 @@ def readyz() -> ResponseReturnValue:
     """Readiness: can this process take traffic right now?"""
     state = current_app.extensions["prroom"]
     queue_up = state.queue_up()
-    checks = {"queue": "not clustered" if queue_up is None else
-              ("up" if queue_up else "unreachable")}
+    checks: dict = {"queue": "not clustered" if queue_up is None else
+                    ("up" if queue_up else "unreachable"),
+                    "seams": state.seam_statuses()}
     if queue_up is False:
         response = jsonify(status="unavailable", checks=checks)
         response.status_code = 503

@@ -2,11 +2,11 @@
 
 Its own handlers, on ``/`` and on ``/custom``, are those of the suites' reference server:
 ``auth`` emitted back on connect, ``message`` echoed as ``message-back`` (binary included),
-``message-with-ack`` acknowledged with its arguments.  Its SocketIO has sub-second-precision
-ping settings (``HOST_PING_INTERVAL``, ``HOST_PING_TIMEOUT``, default 1.5 and 1.0 s) and its
-own defaults otherwise (async handlers, python-socketio's manager, 1 MB payloads);
-``PRROOM_*`` environment variables go into its config.  Served by gunicorn in the tests:
-``gunicorn -c gunicorn.conf.py tests.integration.guest_app:app``.
+``message-with-ack`` acknowledged with its arguments; ``host-bug`` raises.  Its SocketIO
+has sub-second-precision ping settings (``HOST_PING_INTERVAL``, ``HOST_PING_TIMEOUT``,
+default 1.5 and 1.0 s) and its own defaults otherwise (async handlers, python-socketio's
+manager, 1 MB payloads); ``PRROOM_*`` environment variables go into its config.  Served
+by gunicorn in the tests: ``gunicorn -c gunicorn.conf.py tests.integration.guest_app:app``.
 """
 from gevent import monkey
 
@@ -38,6 +38,10 @@ def _register(namespace: str) -> None:
     @socketio.on("message-with-ack", namespace=namespace)
     def message_with_ack(*args):
         return args
+
+    @socketio.on("host-bug", namespace=namespace)
+    def host_bug(*args):
+        raise RuntimeError("the host's handler failed")
 
 
 for _namespace in NAMESPACES:

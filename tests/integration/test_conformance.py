@@ -450,3 +450,21 @@ def test_socketio_client_sees_the_host_app_as_it_was_without_prroom(host, transp
 
 def test_nothing_above_raised_a_traceback_in_the_server(host):
     assert "Traceback" not in host.log(), host.log()[-5000:]
+
+
+# -- last: it leaves tracebacks in the module server's log ----------------------------------------
+
+def test_a_host_handler_that_raises_is_the_servers_error_not_the_clients(host, connect):
+    client = connect(host)
+    client.expect("auth")  # the host's own greeting
+    before = host.log()
+    client.emit("host-bug", {"x": 1})
+    error = client.expect("pr-room-error")
+    assert error["event"] == "host-bug" and error["error"]["code"] == "internal-error"
+    answer = client.call("host-bug", {"x": 2})  # asked for an ack: the error comes in it
+    assert answer["ok"] is False and answer["error"]["code"] == "internal-error"
+    assert client.connected  # the connection stays, and works
+    assert client.call("message-with-ack", "still here") == "still here"
+    new = host.log()[len(before):]
+    assert new.count("RuntimeError: the host's handler failed") == 2
+    assert "malformed" not in new
