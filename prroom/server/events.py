@@ -33,7 +33,7 @@ from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
 from prroom.core.limits import SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message, posted_message
-from prroom.core.presence import Left, MemoryPresence, Presence
+from prroom.core.presence import Joined, Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
@@ -519,9 +519,16 @@ class RoomEvents:
             self.announce(event, pull_request_id, username, skip_sid=skip_sid)
 
     def announce_left(self, gone: Iterable[Left]) -> None:
-        """Tell rooms that users of a vanished process are gone (presence reaper)."""
+        """Tell rooms that users are gone: a vanished process's (presence reaper), or
+        removals that never reached Redis (presence repair)."""
         for pull_request_id, username in gone:
             self.announce(protocol.USER_LEFT, pull_request_id, username)
+
+    def announce_joined(self, back: Iterable[Joined]) -> None:
+        """Tell rooms that users announced as left while this process stalled are here
+        (presence repair after a reap)."""
+        for pull_request_id, username in back:
+            self.announce(protocol.USER_JOINED, pull_request_id, username)
 
     def _start_background_tasks(self) -> None:
         # Started lazily: on the first connection we are surely inside the serving process
