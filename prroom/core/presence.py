@@ -335,11 +335,11 @@ class RedisPresence:
         while not self._forgotten:
             try:
                 back, gone = self.heartbeat()
-                if back and announce_joined is not None:
-                    announce_joined(back)
-                gone += self.reap_dead()
                 if gone:
                     announce_left(gone)
+                if back and announce_joined is not None:
+                    announce_joined(back)
+                self._reap_dead(announce_left)
                 if not self._healthy:
                     logger.warning("presence: Redis reachable again")
                 self._healthy = True
@@ -413,6 +413,13 @@ class RedisPresence:
     def reap_dead(self) -> List[Left]:
         """Forget processes whose heartbeat expired; return the users who left with them."""
         gone: List[Left] = []
+        self._reap_dead(gone.extend)
+        return gone
+
+    def _reap_dead(self, announce_left: Callable[[List[Left]], None]) -> None:
+        # Each reap's users are announced as soon as its reply is in, with no other Redis
+        # call between: the reaped process, if it was only stalled, repairs and announces
+        # them as joined once it sees the reap; its news must not overtake ours.
         for raw in self.redis.smembers(self._prefix + "servers"):
             server_id = _text(raw)
             if server_id == self.server_id or \
@@ -426,8 +433,8 @@ class RedisPresence:
                 continue
             logger.warning("presence: reaped server %s (no heartbeat for %.0f s), %d users "
                            "left", server_id, self.ttl, len(fields))
-            gone += _memberships(fields)
-        return gone
+            if fields:
+                announce_left(_memberships(fields))
 
     def forget_self(self) -> None:
         """On graceful shutdown, once every local socket was told to leave: take what is

@@ -234,6 +234,9 @@ def test_a_process_stalled_past_its_ttl_is_reaped_then_its_users_are_back(redis_
         observer = connect(steady, presence=True)
         observer.join(room, "observer")
         assert observer.expect("pr-room-members")["members"] == ["observer"]
+        peer = connect(stalling, presence=True)  # a member on the stalled process itself
+        peer.join(room, "peer")
+        assert observer.expect("pr-room-user-joined")["username"] == "peer"
         user = connect(stalling, presence=True)
         user.join(room, "user")
         assert observer.expect("pr-room-user-joined")["username"] == "user"
@@ -243,23 +246,48 @@ def test_a_process_stalled_past_its_ttl_is_reaped_then_its_users_are_back(redis_
         assert observer.expect("pr-room-user-joined")["username"] == "both"
         worker = worker_of(stalling)
         os.kill(worker, signal.SIGSTOP)
+        stopped = time.monotonic()
         try:
             left = observer.expect("pr-room-user-left", timeout=ttl * 5)
         finally:
             os.kill(worker, signal.SIGCONT)
-        # the very next presence events: user back, and nothing at all about both
-        assert left == {"pullRequestId": room, "username": "user"}
-        assert observer.expect("pr-room-user-joined", timeout=ttl * 3) == \
-            {"pullRequestId": room, "username": "user"}
+        resumed = time.monotonic()
+        # the very next presence events: peer and user back, nothing at all about both
+        assert left == {"pullRequestId": room, "username": "peer"}
+        assert observer.expect("pr-room-user-left") == {"pullRequestId": room,
+                                                        "username": "user"}
+        for name in ("peer", "user"):
+            assert observer.expect("pr-room-user-joined", timeout=ttl * 3) == \
+                {"pullRequestId": room, "username": name}
+        print(f"\nstalled process reaped after {resumed - stopped:.1f} s (TTL {ttl} s); its "
+              f"users announced back {time.monotonic() - resumed:.2f} s after SIGCONT")
         fresh = connect(steady, presence=True)
         fresh.join(room, "fresh")
         assert fresh.expect("pr-room-members")["members"] == ["both", "fresh", "observer",
-                                                              "user"]
+                                                              "peer", "user"]
         assert observer.expect("pr-room-user-joined")["username"] == "fresh"
         user.say(room, "user", "still here")  # the user's socket lived through it
         assert observer.expect("pr-room-message")["message"] == "still here"
-        assert "rewrote this server's 2 memberships into Redis (it had been reaped); " \
-               "1 users back" in stalling.log()
+        # the stalled process's own members heard the reaper's news, then the repair's
+        assert roster_until_message(peer) == {"both", "fresh", "observer", "peer", "user"}
+        assert "rewrote this server's 3 memberships into Redis (it had been reaped); " \
+               "2 users back" in stalling.log()
+
+
+def roster_until_message(client: RoomClient) -> set:
+    """The room's members as a page builds them from presence events (pr-room-members,
+    then joined and left), up to the next chat message."""
+    members: set = set()
+    while True:
+        name, payload = client.next_event()
+        if name == "pr-room-message":
+            return members
+        if name == "pr-room-members":
+            members = set(payload["members"])
+        elif name == "pr-room-user-joined":
+            members.add(payload["username"])
+        elif name == "pr-room-user-left" and payload["username"] != "peer":  # not ourselves
+            members.discard(payload["username"])
 
 
 class Outage(NamedTuple):
