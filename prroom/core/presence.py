@@ -8,8 +8,10 @@ Two backends with one interface:
   hash per room, atomically (Lua), so "joined" is announced on a user's first socket anywhere
   and "left" on their last.  Each process keeps a heartbeat key with a TTL; any survivor
   reaps a process whose heartbeat expired (SIGKILL, lost host): it subtracts that process's
-  counts and announces who left.  No Socket.IO imports here: announcements go through the
-  ``announce_left`` callback the event layer passes in.
+  counts and announces who left, and notes them.  A process that was only stalled (GC pause,
+  SIGSTOP, partition) finds that note at its next heartbeat, puts its counts back and
+  announces those users as joined again.  No Socket.IO imports here: announcements go
+  through the callbacks the event layer passes in.
 """
 from __future__ import annotations
 
@@ -23,6 +25,11 @@ from prroom.core.redis_urls import keyspace, redis_client
 logger = logging.getLogger("prroom")
 
 Left = Tuple[int, str]  # (pull_request_id, username) that nobody in the cluster has any more
+Joined = Tuple[int, str]  # (pull_request_id, username) back in the room after a repair
+
+#: How long the note of a reaped process's users is kept for it to come back to (ms): it
+#: outlives any stall worth waiting for, and a dead process's note does not stay forever.
+REAPED_NOTE_MS = 24 * 3600 * 1000
 
 
 def _text(value: "bytes | str") -> str:
@@ -48,8 +55,10 @@ class Presence(Protocol):
         """The room's users, sorted."""
 
     def start(self, spawn: Callable[..., Any], sleep: Callable[[float], None],
-              announce_left: Callable[[List[Left]], None]) -> None:
-        """Start whatever the backend runs in the background."""
+              announce_left: Callable[[List[Left]], None],
+              announce_joined: Optional[Callable[[List[Joined]], None]] = None) -> None:
+        """Start whatever the backend runs in the background; ``announce_joined`` hears of
+        users put back after this process was reaped while they were still here."""
 
     def healthy(self) -> bool:
         """Whether the backend is reachable."""
@@ -93,7 +102,8 @@ class MemoryPresence:
         return sorted(self._counts.get(pull_request_id, ()))
 
     def start(self, spawn: Callable, sleep: Callable,
-              announce_left: Callable[[List[Left]], None]) -> None:
+              announce_left: Callable[[List[Left]], None],
+              announce_joined: Optional[Callable[[List[Joined]], None]] = None) -> None:
         """Nothing runs in the background for one process."""
 
     def healthy(self) -> bool:
@@ -101,23 +111,47 @@ class MemoryPresence:
         return True
 
 
-# KEYS[1] = this server's hash, KEYS[2] = the room's users hash; ARGV = field, user, delta,
-# and "1" to get the room's users too: {total, user, ...} instead of total (a join's roster
-# in the same round trip as its count).
+# KEYS[1] = this server's hash, KEYS[2] = the room's users hash, KEYS[3] = the note of this
+# server's users that a reaper announced as left; ARGV = field, user, delta, and "1" to get
+# the room's users too.  Returns 1 if the user's presence in the room crossed (their first
+# socket anywhere came, or their last went), else 0; with the users, {crossed, user, ...}
+# (a join's roster in the same round trip as its count).  This server's share never goes
+# below zero: a socket whose count a reaper took away (or Redis lost) is not subtracted
+# from other processes' counts of the same user.
 _CHANGE = """
-local mine = redis.call('HINCRBY', KEYS[1], ARGV[1], ARGV[3])
-if mine <= 0 then redis.call('HDEL', KEYS[1], ARGV[1]) end
-local total = redis.call('HINCRBY', KEYS[2], ARGV[2], ARGV[3])
-if total <= 0 then redis.call('HDEL', KEYS[2], ARGV[2]) end
-if ARGV[4] ~= '1' then return total end
+local before = tonumber(redis.call('HGET', KEYS[1], ARGV[1]) or '0')
+local after = before + tonumber(ARGV[3])
+if after > 0 then redis.call('HSET', KEYS[1], ARGV[1], after)
+else redis.call('HDEL', KEYS[1], ARGV[1]); after = 0 end
+local was = tonumber(redis.call('HGET', KEYS[2], ARGV[2]) or '0')
+local total = was + after - before
+if after ~= before then
+  if total > 0 then redis.call('HSET', KEYS[2], ARGV[2], total)
+  else redis.call('HDEL', KEYS[2], ARGV[2]) end
+end
+local crossed = 0
+if (was <= 0) ~= (total <= 0) then
+  crossed = 1
+elseif total <= 0 and tonumber(ARGV[3]) < 0 and
+    redis.call('SISMEMBER', KEYS[3], ARGV[1]) == 0 then
+  -- a last socket Redis had lost count of: the rosters still show the user
+  crossed = 1
+end
+if ARGV[4] ~= '1' then return crossed end
 local reply = redis.call('HKEYS', KEYS[2])
-table.insert(reply, 1, total)
+table.insert(reply, 1, crossed)
 return reply
 """
 
-# KEYS[1] = the dead server's hash; ARGV[1] = users-hash key prefix.  Returns the
-# "pr|user" fields whose user no longer has any socket anywhere.
+# KEYS[1] = the server's hash, KEYS[2] = its heartbeat key, KEYS[3] = the set of servers,
+# KEYS[4] = its note of users announced as left; ARGV[1] = users-hash key prefix, ARGV[2] =
+# its id, ARGV[3] = the note's lifetime (ms).  The liveness check is part of the reap: a
+# server whose heartbeat came back after a survivor saw it missing is not reaped, and of
+# several survivors only the one that takes it out of the set reaps it.  Returns nil when it
+# did not reap, else the "pr|user" fields whose user no longer has any socket anywhere.
 _REAP = """
+if redis.call('EXISTS', KEYS[2]) == 1 then return false end
+if redis.call('SREM', KEYS[3], ARGV[2]) == 0 then return false end
 local gone = {}
 local fields = redis.call('HGETALL', KEYS[1])
 for i = 1, #fields, 2 do
@@ -128,34 +162,64 @@ for i = 1, #fields, 2 do
   local total = redis.call('HINCRBY', key, user, -count)
   if total <= 0 then
     redis.call('HDEL', key, user)
+    redis.call('SADD', KEYS[4], field)
     table.insert(gone, field)
   end
 end
 redis.call('DEL', KEYS[1])
+if #gone > 0 then redis.call('PEXPIRE', KEYS[4], ARGV[3]) end
 return gone
 """
 
 
-# Replace this server's contribution with what it really has (after Redis lost or missed
-# updates).  KEYS[1] = this server's hash; ARGV[1] = users-hash prefix, then field, user,
-# count triples.
+# Replace this server's contribution with what it really has (after it was reaped, or Redis
+# lost or missed updates).  KEYS[1] = this server's hash, KEYS[2] = its note of users a
+# reaper announced as left; ARGV[1] = users-hash prefix, ARGV[2] = "1" to report every user
+# this turns present (else only those the note names: after Redis lost everything, the
+# rosters never heard them leave), then field, user, count triples.  Returns {joined, left}:
+# the "pr|user" fields whose presence anywhere this rewrite turned on, and off.
 _RESYNC = """
-local old = redis.call('HGETALL', KEYS[1])
-for i = 1, #old, 2 do
-  local field, count = old[i], tonumber(old[i + 1])
+local prefix = ARGV[1]
+local function split(field)
   local sep = string.find(field, '|', 1, true)
-  local key = ARGV[1] .. string.sub(field, 1, sep - 1)
-  local user = string.sub(field, sep + 1)
-  if redis.call('HINCRBY', key, user, -count) <= 0 then redis.call('HDEL', key, user) end
+  return prefix .. string.sub(field, 1, sep - 1), string.sub(field, sep + 1)
+end
+local was = {}
+local function remember(field)
+  if was[field] == nil then
+    local key, user = split(field)
+    was[field] = tonumber(redis.call('HGET', key, user) or '0')
+  end
+end
+local old = redis.call('HGETALL', KEYS[1])
+for i = 1, #old, 2 do remember(old[i]) end
+for i = 3, #ARGV, 3 do remember(ARGV[i]) end
+for i = 1, #old, 2 do
+  local key, user = split(old[i])
+  if redis.call('HINCRBY', key, user, -tonumber(old[i + 1])) <= 0 then
+    redis.call('HDEL', key, user)
+  end
 end
 redis.call('DEL', KEYS[1])
-for i = 2, #ARGV, 3 do
+for i = 3, #ARGV, 3 do
   local field, user, count = ARGV[i], ARGV[i + 1], tonumber(ARGV[i + 2])
-  local sep = string.find(field, '|', 1, true)
   redis.call('HINCRBY', KEYS[1], field, count)
-  redis.call('HINCRBY', ARGV[1] .. string.sub(field, 1, sep - 1), user, count)
+  redis.call('HINCRBY', (split(field)), user, count)
 end
-return 1
+local joined, left = {}, {}
+for field, before in pairs(was) do
+  local key, user = split(field)
+  local now = tonumber(redis.call('HGET', key, user) or '0')
+  if before <= 0 and now > 0 then
+    if ARGV[2] == '1' or redis.call('SISMEMBER', KEYS[2], field) == 1 then
+      table.insert(joined, field)
+    end
+  elseif before > 0 and now <= 0 then
+    table.insert(left, field)
+  end
+end
+redis.call('DEL', KEYS[2])
+return {joined, left}
 """
 
 
@@ -189,6 +253,7 @@ class RedisPresence:
         self._prefix = f"prroom:{keyspace(url, channel)}:"
         self._users_prefix = self._prefix + "users:"
         self._mine = f"{self._prefix}server:{self.server_id}"
+        self._reaped = self._reaped_note(self.server_id)
         self._change = self.redis.register_script(_CHANGE)
         self._reap = self.redis.register_script(_REAP)
         self._resync = self.redis.register_script(_RESYNC)
@@ -197,6 +262,7 @@ class RedisPresence:
         self._local: Dict[Tuple[int, str], int] = {}
         self._dirty = False
         self._beats = 0
+        self._forgotten = False  # shut down: no more heartbeats, nothing written back
         # A rewrite must not interleave with an update, or the update would count twice:
         # held across the round trip on the client, only while queueing on the pipeline
         # (one connection answers in order, so queued in order is applied in order).
@@ -211,7 +277,7 @@ class RedisPresence:
     def _apply(self, pull_request_id: int, username: str, delta: int,
                listing: bool = False) -> Any:
         key = (pull_request_id, username)
-        keys = [self._mine, self._users_prefix + str(pull_request_id)]
+        keys = [self._mine, self._users_prefix + str(pull_request_id), self._reaped]
         args = [f"{pull_request_id}|{username}", username, delta, 1 if listing else 0]
         with self._lock:
             count = self._local.get(key, 0) + delta
@@ -223,7 +289,7 @@ class RedisPresence:
             try:
                 if pipeline is None:
                     return self._change(keys=keys, args=args)
-                reply = pipeline("EVAL", _CHANGE, 2, *keys, *args)
+                reply = pipeline("EVAL", _CHANGE, len(keys), *keys, *args)
             except Exception:
                 self._dirty = True  # the next heartbeat rewrites our share from _local
                 raise
@@ -239,12 +305,13 @@ class RedisPresence:
 
     def join(self, pull_request_id: int, username: str) -> Tuple[bool, List[str]]:
         """:meth:`add` and :meth:`members` in one round trip."""
-        total, *names = self._apply(pull_request_id, username, 1, listing=True)
-        return int(total) == 1, sorted(_text(name) for name in names)
+        crossed, *names = self._apply(pull_request_id, username, 1, listing=True)
+        return int(crossed) == 1, sorted(_text(name) for name in names)
 
     def remove(self, pull_request_id: int, username: str) -> bool:
-        """Count one socket fewer; True if the user has no socket left in the room."""
-        return int(self._apply(pull_request_id, username, -1)) <= 0
+        """Count one socket fewer; True if the user has no socket left in the room (and
+        the rosters still show them: not when a reaper already announced them as left)."""
+        return int(self._apply(pull_request_id, username, -1)) == 1
 
     def members(self, pull_request_id: int) -> List[str]:
         """The room's users on every live process, sorted."""
@@ -258,17 +325,21 @@ class RedisPresence:
         return self._healthy
 
     def start(self, spawn: Callable, sleep: Callable,
-              announce_left: Callable[[List[Left]], None]) -> None:
+              announce_left: Callable[[List[Left]], None],
+              announce_joined: Optional[Callable[[List[Joined]], None]] = None) -> None:
         """Heartbeat and reap dead processes every third of the TTL, forever."""
-        spawn(self._run, sleep, announce_left)
+        spawn(self._run, sleep, announce_left, announce_joined)
 
-    def _run(self, sleep: Callable, announce_left: Callable[[List[Left]], None]) -> None:
-        while True:
+    def _run(self, sleep: Callable, announce_left: Callable[[List[Left]], None],
+             announce_joined: Optional[Callable[[List[Joined]], None]]) -> None:
+        while not self._forgotten:
             try:
-                self.heartbeat()
-                gone = self.reap_dead()
+                back, gone = self.heartbeat()
                 if gone:
                     announce_left(gone)
+                if back and announce_joined is not None:
+                    announce_joined(back)
+                self._reap_dead(announce_left)
                 if not self._healthy:
                     logger.warning("presence: Redis reachable again")
                 self._healthy = True
@@ -278,69 +349,116 @@ class RedisPresence:
                 self._healthy = False
             sleep(self.ttl / 3)
 
-    def heartbeat(self) -> None:
-        """Tell the cluster this process is alive for another TTL; repair after outages."""
+    def heartbeat(self) -> Tuple[List[Joined], List[Left]]:
+        """Tell the cluster this process is alive for another TTL; repair after outages.
+
+        Returns who the repair turned present in a room (users a reaper announced as left
+        while this process, stalled, still had them) and absent (updates that never reached
+        Redis), for the caller to announce; both empty when nothing needed repair."""
         alive = f"{self._prefix}alive:{self.server_id}"
         pipe = self.redis.pipeline()
         pipe.exists(alive)
         pipe.set(alive, 1, px=int(self.ttl * 1000))
         pipe.sadd(self._prefix + "servers", self.server_id)
-        was_alive = pipe.execute()[0]
+        # after the SET: a reap that ran before it has left its note, none can run after it
+        pipe.exists(self._reaped)
+        was_alive, _, _, reaped = pipe.execute()
         self._beats += 1
         # Our alive key vanished between beats: Redis restarted empty, or we stalled past
-        # the TTL and were reaped.  Or updates failed while it was unreachable.
-        if self._dirty or (self._beats > 1 and not was_alive):
-            self._rewrite()
+        # the TTL (and were reaped, if a note says so).  Or updates failed while it was
+        # unreachable.
+        if self._dirty or reaped or (self._beats > 1 and not was_alive):
+            # Every user this rewrite makes present is news to the rosters, except after
+            # Redis lost everything: nobody was told those users left.
+            return self._rewrite(announce_all=bool(was_alive or reaped),
+                                 reaped=bool(reaped))
+        return [], []
 
-    def _rewrite(self) -> None:
+    def _rewrite(self, announce_all: bool, reaped: bool) -> Tuple[List[Joined], List[Left]]:
         """Replace this server's share in Redis with what it really has (``_local``)."""
+        rewritten = len(self._local)
+        joined, left = self._send_resync(announce_all, self._local)
+        logger.warning("presence: rewrote this server's %d memberships into Redis%s; "
+                       "%d users back, %d gone", rewritten,
+                       " (it had been reaped)" if reaped else "", len(joined), len(left))
+        return joined, left
+
+    def _send_resync(self, announce_all: bool,
+                     local: Dict[Tuple[int, str], int]) -> Tuple[List[Joined], List[Left]]:
+        """Run the rewrite script with ``local`` as this server's share."""
         reply: Optional[Reply] = None
+        keys = [self._mine, self._reaped]
         with self._lock:
-            args: list = [self._users_prefix]
-            for (pull_request_id, username), count in self._local.items():
+            args: list = [self._users_prefix, 1 if announce_all else 0]
+            for (pull_request_id, username), count in local.items():
                 args += [f"{pull_request_id}|{username}", username, count]
             if self._pipeline is None:
-                self._resync(keys=[self._mine], args=args)
+                result: Any = self._resync(keys=keys, args=args)
             else:  # behind every update queued before it, ahead of every later one
-                reply = self._pipeline("EVAL", _RESYNC, 1, self._mine, *args)
+                reply = self._pipeline("EVAL", _RESYNC, len(keys), *keys, *args)
             self._dirty = False
-            rewritten = len(self._local)
         if reply is not None:
             try:
-                reply.wait()
+                result = reply.wait()
             except Exception:
                 self._dirty = True
                 raise
-        logger.warning("presence: rewrote this server's %d memberships into Redis", rewritten)
+        joined, left = (_memberships(fields) for fields in result)
+        return joined, left
+
+    def _reaped_note(self, server_id: str) -> str:
+        """The key noting which of ``server_id``'s users its reaper announced as left."""
+        return f"{self._prefix}reaped:{server_id}"
 
     def reap_dead(self) -> List[Left]:
         """Forget processes whose heartbeat expired; return the users who left with them."""
         gone: List[Left] = []
+        self._reap_dead(gone.extend)
+        return gone
+
+    def _reap_dead(self, announce_left: Callable[[List[Left]], None]) -> None:
+        # Each reap's users are announced as soon as its reply is in, with no other Redis
+        # call between: the reaped process, if it was only stalled, repairs and announces
+        # them as joined once it sees the reap; its news must not overtake ours.
         for raw in self.redis.smembers(self._prefix + "servers"):
             server_id = _text(raw)
             if server_id == self.server_id or \
                     self.redis.exists(f"{self._prefix}alive:{server_id}"):
+                continue  # alive (checked again inside the reap: this only saves a script)
+            fields = self._reap(keys=[f"{self._prefix}server:{server_id}",
+                                      f"{self._prefix}alive:{server_id}",
+                                      self._prefix + "servers", self._reaped_note(server_id)],
+                                args=[self._users_prefix, server_id, REAPED_NOTE_MS])
+            if fields is None:  # its heartbeat came back, or another survivor reaped it
                 continue
-            # one survivor reaps; the lock outlives the reap so nobody repeats it
-            if not self.redis.set(f"{self._prefix}reaping:{server_id}", self.server_id,
-                                  nx=True, px=int(self.ttl * 1000)):
-                continue
-            fields = self._reap(keys=[f"{self._prefix}server:{server_id}"],
-                                args=[self._users_prefix])
-            self.redis.srem(self._prefix + "servers", server_id)
             logger.warning("presence: reaped server %s (no heartbeat for %.0f s), %d users "
                            "left", server_id, self.ttl, len(fields))
-            for field in fields:
-                pr, _, user = _text(field).partition("|")
-                gone.append((int(pr), user))
-        return gone
+            if fields:
+                announce_left(_memberships(fields))
 
     def forget_self(self) -> None:
-        """On graceful shutdown, after every local socket has left: drop our keys."""
+        """On graceful shutdown, once every local socket was told to leave: take what is
+        still counted here out of the rooms and drop our keys; the heartbeat stops.
+
+        A disconnect still under way then finds its count gone and is not subtracted from
+        other processes' counts of the same user; it still says "left" if it was the user's
+        last socket anywhere (or hands its grace to the cluster).
+        """
+        self._forgotten = True
+        self._send_resync(False, {})
         pipe = self.redis.pipeline()
-        pipe.delete(f"{self._prefix}alive:{self.server_id}", self._mine)
+        pipe.delete(f"{self._prefix}alive:{self.server_id}", self._mine, self._reaped)
         pipe.srem(self._prefix + "servers", self.server_id)
         pipe.execute()
+
+
+def _memberships(fields: Any) -> List[Tuple[int, str]]:
+    """``(pull_request_id, username)`` of each "pr|user" field a script returned."""
+    memberships = []
+    for field in fields:
+        pr, _, user = _text(field).partition("|")
+        memberships.append((int(pr), user))
+    return sorted(memberships)
 
 
 def create_presence(message_queue: Optional[str], channel: str, ttl: float) -> Presence:

@@ -33,7 +33,7 @@ from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
 from prroom.core.limits import SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message, posted_message
-from prroom.core.presence import Left, MemoryPresence, Presence
+from prroom.core.presence import Joined, Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
@@ -545,9 +545,27 @@ class RoomEvents:
             self.announce(event, pull_request_id, username, skip_sid=skip_sid)
 
     def announce_left(self, gone: Iterable[Left]) -> None:
-        """Tell rooms that users of a vanished process are gone (presence reaper)."""
-        for pull_request_id, username in gone:
-            self.announce(protocol.USER_LEFT, pull_request_id, username)
+        """Tell rooms that users are gone: a vanished process's (presence reaper), or
+        removals that never reached Redis (presence repair)."""
+        self._announce_all(protocol.USER_LEFT, gone)
+
+    def announce_joined(self, back: Iterable[Joined]) -> None:
+        """Tell rooms that users announced as left while this process stalled are here
+        (presence repair after a reap)."""
+        self._announce_all(protocol.USER_JOINED, back)
+
+    def _announce_all(self, event: str, memberships: Iterable[Tuple[int, str]]) -> None:
+        # Every one is emitted before any publish is waited for: a wait lets the subscriber
+        # deliver other processes' news, and a stalled process's repair ("joined") must not
+        # reach a member between the reaper's "left"s.
+        sent = []
+        for pull_request_id, username in memberships:
+            data = {"pullRequestId": pull_request_id, "username": username}
+            ticket, recoverable = self._publish_to_room(event, data, pull_request_id, None)
+            if ticket is not None:
+                sent.append((ticket, recoverable, data, pull_request_id))
+        for ticket, recoverable, data, pull_request_id in sent:
+            self._reached(ticket, recoverable, event, data, pull_request_id, None)
 
     def _start_background_tasks(self) -> None:
         # Started lazily: on the first connection we are surely inside the serving process

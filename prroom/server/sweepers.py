@@ -23,7 +23,8 @@ def start(events: "RoomEvents") -> None:
     server = events.server
     server.start_background_task(expire_typing_forever, events)
     server.start_background_task(drop_slow_consumers_forever, events)
-    events.presence.start(server.start_background_task, server.sleep, events.announce_left)
+    events.presence.start(server.start_background_task, server.sleep, events.announce_left,
+                          events.announce_joined)
     if events.resume:
         server.start_background_task(events.resume.sweep_forever)
 

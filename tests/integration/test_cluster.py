@@ -8,6 +8,7 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
+from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import pytest
@@ -212,6 +213,81 @@ def test_a_killed_process_is_reaped_within_its_ttl(redis_server, cluster, connec
     print(f"\nkilled process reaped {killed.after:.1f} s after SIGKILL (TTL {TTL} s)")
     # heartbeat TTL, plus one reaper period (TTL / 3), plus slack for a busy machine
     assert killed.after <= TTL + TTL / 3 + 2, killed.after
+
+
+def worker_of(server: servers.ServerProcess) -> int:
+    """gunicorn's one worker: the only child of the master process."""
+    master = server.proc.pid
+    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+    assert len(children) == 1, children
+    return int(children[0])
+
+
+def test_a_process_stalled_past_its_ttl_is_reaped_then_its_users_are_back(redis_server,
+                                                                          connect):
+    # SIGSTOP stands for a long GC pause or a partition: the process is gone long enough to
+    # be reaped, but its clients stay connected, and it comes back.
+    ttl = 2.0
+    room = new_pull_request_id()
+    env = cluster_env(redis_server, "stall", ttl=ttl)
+    with servers.running(env=env) as stalling, servers.running(env=env) as steady:
+        observer = connect(steady, presence=True)
+        observer.join(room, "observer")
+        assert observer.expect("pr-room-members")["members"] == ["observer"]
+        peer = connect(stalling, presence=True)  # a member on the stalled process itself
+        peer.join(room, "peer")
+        assert observer.expect("pr-room-user-joined")["username"] == "peer"
+        user = connect(stalling, presence=True)
+        user.join(room, "user")
+        assert observer.expect("pr-room-user-joined")["username"] == "user"
+        both = [connect(stalling, presence=True), connect(steady, presence=True)]
+        for tab in both:  # a user with a tab on each process never left
+            tab.join(room, "both")
+        assert observer.expect("pr-room-user-joined")["username"] == "both"
+        worker = worker_of(stalling)
+        os.kill(worker, signal.SIGSTOP)
+        stopped = time.monotonic()
+        try:
+            left = observer.expect("pr-room-user-left", timeout=ttl * 5)
+        finally:
+            os.kill(worker, signal.SIGCONT)
+        resumed = time.monotonic()
+        # the very next presence events: peer and user back, nothing at all about both
+        assert left == {"pullRequestId": room, "username": "peer"}
+        assert observer.expect("pr-room-user-left") == {"pullRequestId": room,
+                                                        "username": "user"}
+        for name in ("peer", "user"):
+            assert observer.expect("pr-room-user-joined", timeout=ttl * 3) == \
+                {"pullRequestId": room, "username": name}
+        print(f"\nstalled process reaped after {resumed - stopped:.1f} s (TTL {ttl} s); its "
+              f"users announced back {time.monotonic() - resumed:.2f} s after SIGCONT")
+        fresh = connect(steady, presence=True)
+        fresh.join(room, "fresh")
+        assert fresh.expect("pr-room-members")["members"] == ["both", "fresh", "observer",
+                                                              "peer", "user"]
+        assert observer.expect("pr-room-user-joined")["username"] == "fresh"
+        user.say(room, "user", "still here")  # the user's socket lived through it
+        assert observer.expect("pr-room-message")["message"] == "still here"
+        # the stalled process's own members heard the reaper's news, then the repair's
+        assert roster_until_message(peer) == {"both", "fresh", "observer", "peer", "user"}
+        assert "rewrote this server's 3 memberships into Redis (it had been reaped); " \
+               "2 users back" in stalling.log()
+
+
+def roster_until_message(client: RoomClient) -> set:
+    """The room's members as a page builds them from presence events (pr-room-members,
+    then joined and left), up to the next chat message."""
+    members: set = set()
+    while True:
+        name, payload = client.next_event()
+        if name == "pr-room-message":
+            return members
+        if name == "pr-room-members":
+            members = set(payload["members"])
+        elif name == "pr-room-user-joined":
+            members.add(payload["username"])
+        elif name == "pr-room-user-left" and payload["username"] != "peer":  # not ourselves
+            members.discard(payload["username"])
 
 
 class Outage(NamedTuple):
