@@ -40,6 +40,7 @@ from prroom.core.rooms import RoomRegistry
 from prroom.internals import connects, engineio_hooks, socketio_hooks
 from prroom.internals.managers import QueueUnavailable, Ticket, published_ticket
 from prroom.server import sweepers
+from prroom.server.identities import IdentityControl
 from prroom.server.metrics import Metrics
 from prroom.server.recovery import (  # noqa: F401 - re-exported
     RECOVERABLE_EVENTS,
@@ -108,6 +109,8 @@ class RoomEvents:
         self.resume: Optional[SessionRecovery] = (
             SessionRecovery(self, self.recovery, recovery_store) if self.recovery.window
             else None)
+        #: identity expiry and cluster-wide disconnects (prroom/server/identities.py)
+        self.identities = IdentityControl(self)
 
     def register(self) -> None:
         """Install the handlers, keeping any connect/disconnect handler the host app had.
@@ -143,6 +146,7 @@ class RoomEvents:
         connects.fix_connects(self.server, self.caps.connect_timeout,
                               self.resume.connect_reply if self.resume else None)
         engineio_hooks.install(self.server)
+        self.identities.install()
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -160,6 +164,7 @@ class RoomEvents:
             raise ConnectionRefusedError(err.message, err.to_dict()) from None
         if identity is not None:
             self._identities[sid] = identity
+            self.identities.connected(sid, identity)
         self.connected += 1
         self.metrics.record_connection("accepted")
         self._start_background_tasks()
@@ -180,6 +185,7 @@ class RoomEvents:
         """Leave every room; members stop seeing the socket as typing at once."""
         identity = self._identities.pop(sid, None)
         if identity is not None:
+            self.identities.disconnected(sid)
             remaining = self._connections_of[identity.name] - 1
             if remaining:
                 self._connections_of[identity.name] = remaining

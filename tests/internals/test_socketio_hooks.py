@@ -283,3 +283,13 @@ def test_an_ack_can_be_sent_after_the_handler_returned() -> None:
 def test_without_the_entry_point_wrapped_the_handler_answers_at_once() -> None:
     server = socketio.Server(async_mode="threading")
     assert socketio_hooks.answer_later(server, lambda send: None) is None
+
+
+def test_engineio_socket_close_takes_the_reason_close_transport_passes():
+    # close_transport(reason=...) relies on it: an expired token's connection must close
+    # as a lost transport ("transport close"), which connection state recovery keeps
+    import inspect
+
+    from engineio.socket import Socket
+
+    assert "reason" in inspect.signature(Socket.close).parameters
