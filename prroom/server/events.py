@@ -33,7 +33,7 @@ from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
 from prroom.core.limits import SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message, posted_message
-from prroom.core.presence import Left, MemoryPresence, Presence
+from prroom.core.presence import CONNECTIONS, Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
@@ -175,17 +175,19 @@ class RoomEvents:
 
     def _count_connection(self, identity: Identity) -> None:
         count = self._connections_of.get(identity.name, 0)
+        if count < self.caps.max_connections_per_identity:
+            count = self.identities.connection_opened(identity.name, count)
         if count >= self.caps.max_connections_per_identity:
             raise ProtocolError(ErrorCode.TOO_MANY_CONNECTIONS,
                                 f"{identity.name!r} already has {count} connections; close "
                                 "one first", limit=self.caps.max_connections_per_identity)
-        self._connections_of[identity.name] = count + 1
+        self._connections_of[identity.name] = self._connections_of.get(identity.name, 0) + 1
 
     def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Leave every room; members stop seeing the socket as typing at once."""
         identity = self._identities.pop(sid, None)
         if identity is not None:
-            self.identities.disconnected(sid)
+            self.identities.disconnected(sid, identity.name)
             remaining = self._connections_of[identity.name] - 1
             if remaining:
                 self._connections_of[identity.name] = remaining
@@ -527,7 +529,8 @@ class RoomEvents:
     def announce_left(self, gone: Iterable[Left]) -> None:
         """Tell rooms that users of a vanished process are gone (presence reaper)."""
         for pull_request_id, username in gone:
-            self.announce(protocol.USER_LEFT, pull_request_id, username)
+            if pull_request_id != CONNECTIONS:  # connection counts, not a room
+                self.announce(protocol.USER_LEFT, pull_request_id, username)
 
     def _start_background_tasks(self) -> None:
         # Started lazily: on the first connection we are surely inside the serving process

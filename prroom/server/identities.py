@@ -64,9 +64,38 @@ class IdentityControl:
         if identity.expires_at is not None:
             self.expiries.add(sid, identity.expires_at)
 
-    def disconnected(self, sid: str) -> None:
-        """``sid`` is gone: nothing to expire."""
+    def disconnected(self, sid: str, name: str) -> None:
+        """``sid`` (of identity ``name``) is gone: nothing to expire, one connection fewer."""
         self.expiries.discard(sid)
+        count = getattr(self.events.presence, "count_connection", None)
+        if count is not None:
+            try:
+                count(name, -1)
+            except Exception as exc:  # the next heartbeat rewrites this process's counts
+                logger.error("connection count: Redis unreachable (%s)", exc)
+
+    # -- the cluster-wide connection cap ----------------------------------------------
+
+    def connection_opened(self, name: str, local: int) -> int:
+        """Count a new connection of ``name`` cluster-wide; return how many it had before.
+
+        Clustered, the count lives in Redis with presence (per process, reaped with a dead
+        process, rewritten after an outage); over the cap, the increment is taken back and
+        the caller refuses.  With one process, or Redis unreachable (logged), the answer is
+        ``local``, this process's own count: the cap then holds per process.
+        """
+        count = getattr(self.events.presence, "count_connection", None)
+        if count is None:
+            return local
+        try:
+            total = count(name, 1)
+            if total > self.events.caps.max_connections_per_identity:
+                count(name, -1)
+        except Exception as exc:
+            logger.error("connection count: Redis unreachable (%s); the cap holds per "
+                         "process meanwhile", exc)
+            return local
+        return max(local, total - 1)
 
     def expire_due(self, now: Optional[float] = None) -> int:
         """Close the connections whose identity expired by ``now``; return how many."""

@@ -7,6 +7,7 @@ and python-socketio clients; a real Redis for the cluster.
 from __future__ import annotations
 
 import os
+import signal
 import socket
 import subprocess
 import time
@@ -236,3 +237,34 @@ def test_disconnecting_an_identity_reaches_every_process(
     assert done.returncode == 0, done.stderr
     for tab in tabs:
         assert revoked(tab)["error"]["code"] == "identity-revoked"
+
+
+def refused_with(server: servers.ServerProcess, auth: dict) -> str:
+    """Connect with ``auth``; the code of the connect_error the server answered with."""
+    client = socketio.Client(reconnection=False)
+    errors: list = []
+    client.on("connect_error", errors.append)
+    with pytest.raises(socketio.exceptions.ConnectionError):
+        client.connect(server.url, auth=auth, transports=["websocket"], wait_timeout=5)
+    client.disconnect()
+    return errors[0]["data"]["code"]
+
+
+def test_the_connection_cap_is_cluster_wide_and_a_dead_process_gives_its_slots_back(
+        redis_server: RedisProcess, connect: Clients) -> None:
+    env = cluster_env(redis_server, "cap", PRROOM_AUTH_MODE="token", PRROOM_SECRET_KEY=SECRET,
+                      PRROOM_MAX_CONNECTIONS_PER_IDENTITY="2")
+    with servers.running(env=env) as first, servers.running(env=env) as doomed:
+        here = connect(first, auth=token("gina"))
+        connect(doomed, auth=token("gina"))
+        # two connections anywhere: a third is refused on either process
+        assert refused_with(first, token("gina")) == "too-many-connections"
+        assert refused_with(doomed, token("gina")) == "too-many-connections"
+        assert connect(first, auth=token("hank")).connected  # others are not affected
+        here.close()
+        assert connect(first, auth=token("gina")).connected  # a closed one frees its slot
+        assert refused_with(first, token("gina")) == "too-many-connections"
+        # a process killed without a goodbye holds its slots only until it is reaped
+        os.killpg(doomed.proc.pid, signal.SIGKILL)
+        assert wait_until(lambda: "presence: reaped server" in first.log(), 10)
+        assert connect(first, auth=token("gina")).connected
