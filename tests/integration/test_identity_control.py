@@ -268,3 +268,16 @@ def test_the_connection_cap_is_cluster_wide_and_a_dead_process_gives_its_slots_b
         os.killpg(doomed.proc.pid, signal.SIGKILL)
         assert wait_until(lambda: "presence: reaped server" in first.log(), 10)
         assert connect(first, auth=token("gina")).connected
+
+
+def test_a_custom_identity_with_an_expiry_is_closed_at_it(connect: Clients) -> None:
+    env = {"PRROOM_AUTH_MODE": "custom",
+           "PRROOM_AUTHENTICATE": "tests.integration.expiring_auth:authenticate"}
+    with servers.running(env=env) as server:
+        short = connect(server, auth={"name": "ivy", "seconds": 1})
+        long = connect(server, auth={"name": "jon", "seconds": 600})
+        started = time.monotonic()
+        assert short.expect("pr-room-error", timeout=4)["error"]["code"] == "token-expired"
+        assert wait_until(lambda: not short.connected, 5)
+        assert time.monotonic() - started < 3  # its deadline plus at most one sweep
+        assert long.connected and long.call("join-pr-room", {"pullRequestId": 1})["ok"]
