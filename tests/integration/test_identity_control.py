@@ -237,6 +237,19 @@ def test_disconnecting_an_identity_reaches_every_process(
     assert done.returncode == 0, done.stderr
     for tab in tabs:
         assert revoked(tab)["error"]["code"] == "identity-revoked"
+    # and from a host app's Flask CLI, with its configuration
+    revoked_at = time.time()
+    while signed_second() <= revoked_at:
+        time.sleep(0.05)
+    tab = connect(cluster[1], auth=token("eve"))
+    done = subprocess.run([str(servers.BIN / "flask"), "--app", "prroom", "prroom",
+                           "disconnect-identity", "eve"],
+                          env={**without_settings(os.environ),
+                               "PRROOM_MESSAGE_QUEUE": redis_server.url,
+                               "PRROOM_CHANNEL": "identity"},
+                          capture_output=True, text=True, timeout=30, cwd=servers.ROOT)
+    assert done.returncode == 0, done.stderr
+    assert revoked(tab)["error"]["code"] == "identity-revoked"
 
 
 def refused_with(server: servers.ServerProcess, auth: dict) -> str:
