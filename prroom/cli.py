@@ -1,10 +1,10 @@
 """Command line: the ``prroom`` console script.
 
-``prroom serve | check-config | issue-token | post`` work from the environment alone (the
-way the server itself is configured); ``flask --app yourapp prroom issue-token``
-(:mod:`prroom.server.flask_commands`) uses a host app's own configuration.  Exit codes:
-0 success, 1 the operation failed (e.g. the message queue is unreachable), 2 bad usage or
-configuration.
+``prroom serve | check-config | issue-token | post | disconnect-identity`` work from the
+environment alone (the way the server itself is configured); ``flask --app yourapp prroom
+issue-token`` (:mod:`prroom.server.flask_commands`) uses a host app's own configuration.
+Exit codes: 0 success, 1 the operation failed (e.g. the message queue is unreachable), 2 bad
+usage or configuration.
 """
 from __future__ import annotations
 
@@ -196,3 +196,35 @@ def post(pull_request_id: int, username: str, message: str, message_queue: Optio
     except QueueUnavailable as error:
         raise click.ClickException(str(error)) from None
     click.echo(posted["id"])
+
+
+@main.command("disconnect-identity")
+@click.argument("username")
+@_options_of([SETTINGS_BY_KEY["PRROOM_MESSAGE_QUEUE"], SETTINGS_BY_KEY["PRROOM_CHANNEL"]])
+def disconnect_identity(username: str, message_queue: Optional[str],
+                        channel: Optional[str]) -> None:
+    """Disconnect USERNAME's connections on every server process, through the message queue.
+
+    Each gets pr-room-error identity-revoked; in token mode the tokens signed until now are
+    refused. A server without PRROOM_MESSAGE_QUEUE is reached through its admin endpoint
+    (PRROOM_ADMIN_TOKEN) instead.
+    """
+    from prroom.internals.managers import QueueUnavailable
+    from prroom.server.identities import publish_disconnect
+
+    settings = _settings()
+    try:
+        url = SETTINGS_BY_KEY["PRROOM_MESSAGE_QUEUE"].coerce(
+            message_queue if message_queue is not None else settings.message_queue)
+        name = SETTINGS_BY_KEY["PRROOM_CHANNEL"].coerce(
+            channel if channel is not None else settings.channel)
+    except ConfigError as error:
+        raise _Exit2(str(error)) from None
+    if not url:
+        raise _Exit2("no message queue: set PRROOM_MESSAGE_QUEUE or pass --message-queue "
+                     "(a single-process server: POST /admin/disconnect-identity)")
+    try:
+        publish_disconnect(url, name, settings.queue_pubsub, username)
+    except QueueUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"disconnect of {username!r} published to every process")

@@ -14,7 +14,7 @@ import math
 import os
 import re
 from dataclasses import dataclass
-from typing import Any, Callable, Dict, Mapping, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, Mapping, NamedTuple, Optional, Tuple
 
 
 class ConfigError(ValueError):
@@ -57,6 +57,80 @@ def _parse_origins(raw: Any) -> Optional[Tuple[str, ...]]:
     if not items:
         return None
     return tuple(items)
+
+
+class PostToken(NamedTuple):
+    """One ``PRROOM_POST_TOKENS`` entry: who posts with the token, and where."""
+
+    token: str
+    #: the name its messages carry; "" for an entry written without one (refused at start)
+    bot: str
+    #: None: any pull request; else only these ids
+    pull_requests: Optional[FrozenSet[int]] = None
+
+
+#: The shortest bearer secret accepted (posting, admin): a random one of this length from
+#: ``secrets.token_urlsafe`` holds far more than enough entropy, a word or a name does not.
+MIN_POST_TOKEN = 16
+MIN_ADMIN_TOKEN = 32
+_BOT_NAME = re.compile(r"^[^\s\x00-\x1f\x7f-\x9f=:+,](?:[^\x00-\x1f\x7f-\x9f=:+,]*"
+                       r"[^\s\x00-\x1f\x7f-\x9f=:+,])?$")
+
+
+def _parse_post_tokens(raw: Any) -> Optional[Tuple[PostToken, ...]]:
+    """``TOKEN=BOTNAME`` or ``TOKEN=BOTNAME:PR+PR`` entries, comma-separated; checked
+    (with messages that never echo a token) by :func:`_check_post_tokens`."""
+    if raw is None:
+        return None
+    parts = raw.split(",") if isinstance(raw, str) else list(raw)
+    entries = []
+    for part in parts:
+        if isinstance(part, PostToken):  # parsed already (from_environ, then from_mapping)
+            entries.append(part)
+            continue
+        part = str(part).strip()
+        if not part:
+            continue
+        token, _, binding = part.partition("=")
+        bot, colon, scope = binding.partition(":")
+        pull_requests: Optional[FrozenSet[int]] = None
+        if colon:  # an unreadable list stays empty, refused by _check_post_tokens
+            try:
+                pull_requests = frozenset(_parse_int(pr) for pr in scope.split("+"))
+            except ValueError:
+                pull_requests = frozenset()
+            if pull_requests and min(pull_requests) < 1:
+                pull_requests = frozenset()
+        entries.append(PostToken(token.strip(), bot.strip(), pull_requests))
+    return tuple(entries) or None
+
+
+def _check_post_tokens(values: dict) -> None:
+    entries = values["post_tokens"] or ()
+    for number, entry in enumerate(entries, 1):
+        where = f"PRROOM_POST_TOKENS: entry {number} of {len(entries)}"
+        if not entry.bot:
+            raise ConfigError(f"{where} has no bot name, so it could post as anyone: write "
+                              "TOKEN=BOTNAME or TOKEN=BOTNAME:PR+PR (e.g. <token>=ci-bot:12+15)")
+        if entry.pull_requests is not None and not entry.pull_requests:
+            raise ConfigError(f"{where}: expected pull request ids (positive integers) "
+                              "joined by + after the bot name, e.g. <token>=ci-bot:12+15")
+        if len(entry.token) < MIN_POST_TOKEN:
+            raise ConfigError(f"{where}: expected a token of at least {MIN_POST_TOKEN} "
+                              "characters (python -c 'import secrets; "
+                              "print(secrets.token_urlsafe(24))')")
+        if not _BOT_NAME.match(entry.bot) or len(entry.bot) > values["max_username_length"]:
+            raise ConfigError(f"{where}: the bot name {entry.bot!r} must be a username of at "
+                              f"most {values['max_username_length']} characters, without "
+                              "control characters, outer spaces or any of = : + ,")
+    tokens = [entry.token for entry in entries]
+    if len(set(tokens)) != len(tokens):
+        raise ConfigError("PRROOM_POST_TOKENS: a token is listed twice; give each bot its own")
+    admin = values["admin_token"]
+    if admin is not None and len(admin) < MIN_ADMIN_TOKEN:
+        raise ConfigError(f"PRROOM_ADMIN_TOKEN: expected at least {MIN_ADMIN_TOKEN} characters "
+                          "(python -c 'import secrets; print(secrets.token_urlsafe(32))'), "
+                          "or unset to turn the admin endpoint off")
 
 
 def _number(value: float) -> str:
@@ -148,6 +222,8 @@ class Setting:
         kind: Dict[Callable[[Any], Any], str] = {_parse_int: "an integer", _parse_float: "a number",
                 _parse_str: "a string", _parse_origins: "a comma-separated list of origins",
                 _parse_callable: "a callable or 'module:name'",
+                _parse_post_tokens: "comma-separated TOKEN=BOTNAME or TOKEN=BOTNAME:PR+PR "
+                                    "entries",
                 _parse_queue_url: "empty or a redis://host:port/db, redis+sentinel://host:"
                                   "port,.../db/service or redis+cluster://host:port,... URL"}
         text = kind.get(self.parse, "a value")
@@ -231,13 +307,18 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_PRESENCE_TTL", 15.0, _parse_float,
             "Clustered mode: seconds after which a process that stopped heartbeating (killed, "
             "host lost) is reaped and its users announced as left", 1, 3600),
-    Setting("PRROOM_POST_TOKENS", None, _parse_origins,
-            "Bearer tokens allowed to POST messages over HTTP (comma-separated); empty = "
-            "the endpoint is off", secret=True),
+    Setting("PRROOM_POST_TOKENS", None, _parse_post_tokens,
+            "Bearer tokens allowed to POST messages over HTTP, each bound to the bot name its "
+            "messages carry and optionally to some pull requests: comma-separated "
+            "`TOKEN=BOTNAME` or `TOKEN=BOTNAME:PR+PR` entries, tokens of at least 16 "
+            "characters; empty = the endpoint is off", secret=True),
     Setting("PRROOM_POST_RATE", 10.0, _parse_float,
             "HTTP posts per second per token, sustained", 0.01, 1_000_000),
     Setting("PRROOM_POST_BURST", 50, _parse_int, "HTTP posts per token at once", 1,
             1_000_000),
+    Setting("PRROOM_ADMIN_TOKEN", None, _parse_str,
+            "Bearer token of the admin endpoint (`POST /admin/disconnect-identity`), at "
+            "least 32 characters; empty = the endpoint is off", secret=True),
     Setting("PRROOM_METRICS_PATH", "", _parse_str,
             "Path of the Prometheus metrics endpoint under the URL prefix (e.g. /metrics); "
             "empty = off"),
@@ -366,9 +447,10 @@ class Settings:
     channel: str
     queue_pubsub: str
     presence_ttl: float
-    post_tokens: Optional[Tuple[str, ...]]
+    post_tokens: Optional[Tuple[PostToken, ...]]
     post_rate: float
     post_burst: int
+    admin_token: Optional[str]
     metrics_path: str
     metrics_token: Optional[str]
     async_mode: str
@@ -414,6 +496,7 @@ class Settings:
             raise ConfigError("PRROOM_AUTH_MODE='custom': expected PRROOM_AUTHENTICATE to be "
                               "set (or the @PRRoom.authenticator decorator)")
         _check_socketio_client(values)
+        _check_post_tokens(values)
         return cls(**values)
 
 

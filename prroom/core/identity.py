@@ -16,7 +16,19 @@ Flask app or prroom's CLI.  JWT would only pay off for non-Python issuers.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, ContextManager, FrozenSet, Iterable, Mapping, NamedTuple, Optional
+import math
+import time
+from typing import (
+    Any,
+    Callable,
+    ContextManager,
+    Dict,
+    FrozenSet,
+    Iterable,
+    Mapping,
+    NamedTuple,
+    Optional,
+)
 
 from itsdangerous import BadSignature, SignatureExpired, URLSafeTimedSerializer
 
@@ -26,11 +38,16 @@ TOKEN_SALT = "prroom-token"
 
 
 class Identity(NamedTuple):
-    """An authenticated user: the name they speak with, and the rooms they may join."""
+    """An authenticated user: the name they speak with, the rooms they may join, and until
+    when the connection may stay open."""
 
     name: str
     # None: any pull request (subject to the host app's can_join); else only these ids.
     pull_requests: Optional[FrozenSet[int]] = None
+    #: Unix time after which the connection is closed (``token-expired``); None: never.
+    #: A token's is its signing time plus ``PRROOM_TOKEN_MAX_AGE``; a ``custom``
+    #: authenticator may set one (e.g. its session's end).
+    expires_at: Optional[float] = None
 
 
 def _unauthorized(message: str) -> ProtocolError:
@@ -84,6 +101,16 @@ class TokenIdentity(IdentityPolicy):
     def __init__(self, secret_key: str, max_age: float) -> None:
         self._serializer = URLSafeTimedSerializer(secret_key, salt=TOKEN_SALT)
         self.max_age = max_age
+        self._revoked: Dict[str, float] = {}  # name -> tokens signed until then are refused
+
+    def revoke(self, name: str, at: float) -> None:
+        """Refuse ``name``'s tokens signed at or before ``at`` (a disconnected identity)."""
+        # a revocation older than max_age refuses nothing any more: every token it would
+        # refuse has expired anyway
+        cutoff = time.time() - self.max_age
+        for old in [key for key, when in self._revoked.items() if when < cutoff]:
+            del self._revoked[old]
+        self._revoked[name] = max(at, self._revoked.get(name, at))
 
     def authenticate(self, environ: Mapping[str, Any], auth: Any) -> Optional[Identity]:
         """Verify the token; refuse a missing, forged or expired one (``unauthorized``)."""
@@ -92,12 +119,24 @@ class TokenIdentity(IdentityPolicy):
             raise _unauthorized("a token is required: connect with auth: {token: '...'}")
         try:
             # itsdangerous compares the age with max_age; a float works though typed int
-            claims = self._serializer.loads(token, max_age=self.max_age)  # type: ignore[arg-type]
+            claims, signed_at = self._serializer.loads(
+                token, max_age=self.max_age, return_timestamp=True)  # type: ignore[arg-type]
         except SignatureExpired:
             raise _unauthorized("the token has expired; get a new one") from None
         except BadSignature:
             raise _unauthorized("the token is not valid") from None
-        return identity_from_claims(claims)
+        identity = identity_from_claims(claims)
+        signed = signed_at.timestamp()
+        revoked = self._revoked.get(identity.name)
+        if revoked is not None and signed <= revoked:
+            # (token timestamps are whole seconds: one signed in the revocation's second
+            # is refused too; the client gets another a second later)
+            raise ProtocolError(ErrorCode.IDENTITY_REVOKED,
+                                "this identity was disconnected by an operator; get a new "
+                                "token") from None
+        # the connection lives as long as its token would let it connect: itsdangerous
+        # refuses it once the whole seconds since signing exceed max_age
+        return identity._replace(expires_at=math.floor(signed + self.max_age) + 1)
 
 
 class CallableIdentity(IdentityPolicy):

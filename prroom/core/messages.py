@@ -23,6 +23,17 @@ class ChatMessage(TypedDict):
     sentAt: int
 
 
+class PostedMessage(ChatMessage):
+    """A :class:`ChatMessage` posted from outside any socket: ``via`` says from where, so a
+    page can show it as a bot's, never as a person's."""
+
+    via: str
+
+
+#: ``via`` of a message posted over HTTP or with :func:`prroom.post_message` / ``prroom post``.
+VIA_API = "api"
+
+
 class MessageIds:
     """A source of message ids unique to this process (``a1b2c3d4-1``, ``a1b2c3d4-2``...)."""
 
@@ -35,15 +46,17 @@ class MessageIds:
         return f"{self.prefix}-{next(self._counter)}"
 
 
-def posted_message(ids: MessageIds, request: Any, limits: Limits) -> ChatMessage:
-    """A message posted from outside any socket (a bot, the HTTP API, ``prroom post``).
+def posted_message(ids: MessageIds, request: Any, limits: Limits) -> PostedMessage:
+    """A message posted from outside any socket (a bot, the HTTP API, ``prroom post``),
+    marked ``via: "api"``.
 
     ``request`` is ``{pullRequestId, username, message}``, validated as the
     ``send-message-to-pr-room`` event is (raises ProtocolError).
     """
     parsed = parse_message_request(request, limits)
     assert parsed.username is not None  # required: no identity to take it from
-    return chat_message(ids, parsed.pull_request_id, parsed.username, parsed.message)
+    message = chat_message(ids, parsed.pull_request_id, parsed.username, parsed.message)
+    return {**message, "via": VIA_API}
 
 
 def chat_message(ids: MessageIds, pull_request_id: int, username: str,

@@ -31,6 +31,10 @@ Joined = Tuple[int, str]  # (pull_request_id, username) back in the room after a
 #: outlives any stall worth waiting for, and a dead process's note does not stay forever.
 REAPED_NOTE_MS = 24 * 3600 * 1000
 
+#: The pseudo pull request (no real one has id 0) whose "members" are authenticated
+#: identities, one count per open connection: the cluster-wide connection cap's counter.
+CONNECTIONS = 0
+
 
 def _text(value: "bytes | str") -> str:
     # redis-py returns bytes unless the client was made with decode_responses
@@ -312,6 +316,15 @@ class RedisPresence:
         """Count one socket fewer; True if the user has no socket left in the room (and
         the rosters still show them: not when a reaper already announced them as left)."""
         return int(self._apply(pull_request_id, username, -1)) == 1
+
+    def count_connection(self, identity: str, delta: int) -> int:
+        """Count one connection of ``identity`` more (1) or fewer (-1) on this process;
+        return its connections on every live process.
+
+        Kept as the members of the pseudo-room :data:`CONNECTIONS`, so a dead process's
+        connections are reaped, and a stalled one's rewritten, exactly as its rooms are.
+        """
+        return int(self._apply(CONNECTIONS, identity, delta))
 
     def members(self, pull_request_id: int) -> List[str]:
         """The room's users on every live process, sorted."""

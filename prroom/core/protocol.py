@@ -60,6 +60,8 @@ class ErrorCode:
     TOO_MANY_CONNECTIONS = "too-many-connections"  # PRROOM_MAX_CONNECTIONS_PER_IDENTITY
     INTERNAL_ERROR = "internal-error"        # a bug on our side; logged with a traceback
     BINARY_PAYLOAD = "binary-payload"        # binary data (Buffer, ArrayBuffer, bytes) sent
+    TOKEN_EXPIRED = "token-expired"          # the connection's identity expired: it is closed
+    IDENTITY_REVOKED = "identity-revoked"    # an operator disconnected this identity
 
 
 ALL_ERROR_CODES = tuple(value for name, value in vars(ErrorCode).items()
@@ -214,6 +216,13 @@ def unknown_event(event: Any) -> ProtocolError:
     return ProtocolError(ErrorCode.UNKNOWN_EVENT,
                          f"unknown event {str(event)[:100]!r}; prroom handles "
                          + ", ".join(CLIENT_EVENTS))
+
+
+def closing_event(error: ProtocolError) -> dict:
+    """The ``pr-room-error`` sent just before the server closes a connection on its own
+    initiative (``token-expired``, ``identity-revoked``): no request of the client's
+    caused it, so ``event`` is null."""
+    return {"ok": False, "event": None, "error": error.to_dict()}
 
 
 def ok(**fields: Any) -> dict:

@@ -94,17 +94,39 @@ def member_sender(server: Any) -> Callable[[str, Any], None]:
     return send
 
 
+#: The event name a cluster-wide command travels under (:meth:`ClusterManager.broadcast_command`):
+#: an ordinary python-socketio emit on the deployment channel, to a room nobody is ever in,
+#: so a process that does not know it (or a stock manager) delivers it to nobody.
+COMMAND_EVENT = "prroom:command"
+COMMAND_ROOM = "prroom:command"
+
+Command = Callable[[dict], Any]
+
+
 class IndexedRoomsMixin(_ManagerBase):
     """Keeps ``self._rooms_by_sid[(namespace, sid)] = {room, ...}`` beside ``self.rooms``."""
 
     #: Event whose deliveries are counted, and the callable told how many (metrics).
     counted_event = "pr-room-message"
     on_delivered: Optional[Callable[[int], None]] = None
+    #: name -> handler of the commands :meth:`broadcast_command` may run on every process
+    commands: Dict[str, Command]
+
+    def run_command(self, name: str, args: dict) -> Any:
+        """Run command ``name`` here; None if this process has no handler for it."""
+        handler = self.commands.get(name)
+        return handler(args) if handler is not None else None
+
+    def broadcast_command(self, name: str, args: dict) -> Tuple[Any, Optional[Ticket]]:
+        """Run command ``name`` on this process (its result) and, clustered, publish it to
+        every other process (the publish's ticket; None with one process)."""
+        return self.run_command(name, args), None
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         # Built here, not in initialize(): Flask-SocketIO's test client calls initialize()
         # again for every client it creates, which must not forget connected sockets.
         self._rooms_by_sid: Dict[Tuple[str, str], Set[Optional[str]]] = {}
+        self.commands = {}
         self._member_send: Optional[Callable[[str, Any], None]] = None
         super().__init__(*args, **kwargs)
 
@@ -436,9 +458,22 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         self._tickets.last = ticket
         return ticket
 
+    def broadcast_command(self, name: str, args: dict) -> Tuple[Any, Optional[Ticket]]:
+        """Run command ``name`` here and publish it on the deployment channel: every other
+        process of the deployment runs it too (a write-only manager only publishes)."""
+        result = self.run_command(name, args) if self.server is not None else None
+        ticket = self._publish({"method": "emit", "event": COMMAND_EVENT,
+                                "data": [{"command": name, "args": args}], "binary": False,
+                                "namespace": "/", "room": COMMAND_ROOM, "skip_sid": None,
+                                "callback": None, "host_id": self.host_id})
+        self._tickets.last = None  # not an emit's: take_ticket() must not hand it out
+        return result, ticket
+
     def _handle_emit(self, message: dict) -> None:
         # every delivery in this process, of local and remote emits alike, passes here
         room: Any = message.get("room")
+        if message.get("event") == COMMAND_EVENT and room == COMMAND_ROOM:
+            return self._handle_command(message)
         encoded = message.get("packet")
         if encoded is not None:  # another process's room broadcast (_emit_encoded)
             namespace, skip_sid = message["namespace"], message["skip_sid"]
@@ -449,6 +484,18 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         self._count_deliveries(message.get("event"), message.get("namespace"),
                                room, message.get("skip_sid"))
         return super()._handle_emit(message)
+
+    def _handle_command(self, message: dict) -> None:
+        data = message.get("data")
+        body = data[0] if isinstance(data, list) and data else None
+        if not isinstance(body, dict) or not isinstance(body.get("args"), dict) or \
+                not isinstance(body.get("command"), str):
+            self._get_logger().warning("message queue: ignored a malformed command")
+            return
+        try:
+            self.run_command(body["command"], body["args"])
+        except Exception:  # one bad command must not stop the listener
+            self._get_logger().exception("message queue: command %r failed", body["command"])
 
     # -- listening ------------------------------------------------------------------------
 

@@ -164,10 +164,16 @@ SEAMS: Tuple[Seam, ...] = (
         "socketio.base_manager:BaseManager.basic_disconnect",
         "socketio.base_manager:BaseManager.get_participants",
         "socketio.pubsub_manager:PubSubManager._handle_emit",
+        "socketio.pubsub_manager:PubSubManager._thread",
         "socketio.redis_manager:RedisManager._publish",
         "socketio.server:Server._send_eio_packet"),
         "O(rooms of a socket) membership; clustered broadcasts encoded once and published "
-        "on per-room channels",
+        "on per-room channels; cluster-wide commands (disconnect an identity)",
+        PROTECTION, "none: the server refuses to start"),
+    Seam("refused-body-unread", "gevent", (
+        "gevent.pywsgi:Input._discard", "gevent.pywsgi:Input.position",
+        "gevent.pywsgi:Input.content_length", "gevent.pywsgi:Input.chunked_input"),
+        "an HTTP body refused by its headers (411, 413) is not read: the connection closes",
         PROTECTION, "none: the server refuses to start"),
     Seam("gunicorn-worker", "gevent", (
         "gevent.pywsgi:WSGIHandler.handle_one_request", "gevent.pywsgi:WSGIHandler.MessageClass",

@@ -227,18 +227,23 @@ def connected_eio_sids(server: Any) -> List[str]:
     return list(getattr(server.eio, "sockets", {}))
 
 
-def close_transport(server: Any, eio_sid: str) -> None:
+def close_transport(server: Any, eio_sid: str, reason: Optional[str] = None) -> None:
     """Close one connection's transport, as a lost connection, without waiting on it.
 
     Packets already queued still go out first (the writer stops at the end of the queue),
     but no Engine.IO CLOSE packet is added: after a CLOSE (or a Socket.IO DISCONNECT),
     socket.io-client and python-socketio do not reconnect; after a dropped transport they do.
+    ``reason``: the disconnect reason the handlers see (python-engineio's default is
+    ``server disconnect``).
     """
     sock = server.eio.sockets.get(eio_sid)
     if sock is None:
         return
     try:
-        sock.close(wait=False, abort=True)
+        if reason is None:
+            sock.close(wait=False, abort=True)
+        else:
+            sock.close(wait=False, abort=True, reason=reason)
     except TypeError:  # python-engineio without the abort flag
         sock.close(wait=False)
 

@@ -33,13 +33,14 @@ from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
 from prroom.core.limits import SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message, posted_message
-from prroom.core.presence import Joined, Left, MemoryPresence, Presence
+from prroom.core.presence import CONNECTIONS, Joined, Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import connects, engineio_hooks, seams, socketio_hooks
 from prroom.internals.managers import QueueUnavailable, Ticket, published_ticket
 from prroom.server import sweepers
+from prroom.server.identities import IdentityControl
 from prroom.server.metrics import Metrics
 from prroom.server.recovery import (  # noqa: F401 - re-exported
     RECOVERABLE_EVENTS,
@@ -108,6 +109,8 @@ class RoomEvents:
         self.resume: Optional[SessionRecovery] = (
             SessionRecovery(self, self.recovery, recovery_store) if self.recovery.window
             else None)
+        #: identity expiry and cluster-wide disconnects (prroom/server/identities.py)
+        self.identities = IdentityControl(self)
 
     def register(self, accept_missing: Tuple[str, ...] = ()) -> None:
         """Install the handlers, keeping any connect/disconnect handler the host app had.
@@ -154,6 +157,7 @@ class RoomEvents:
             self.resume.connect_reply if self.resume else None))
         seam("engineio-conformance", lambda: engineio_hooks.install(server))
         seam("slow-consumer-drop", lambda: socketio_hooks.can_find_slow_consumers(server))
+        self.identities.install()
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -173,6 +177,7 @@ class RoomEvents:
             raise ConnectionRefusedError(err.message, err.to_dict()) from None
         if identity is not None:
             self._identities[sid] = identity
+            self.identities.connected(sid, identity)
         self.connected += 1
         self.metrics.record_connection("accepted")
         self._start_background_tasks()
@@ -183,16 +188,19 @@ class RoomEvents:
 
     def _count_connection(self, identity: Identity) -> None:
         count = self._connections_of.get(identity.name, 0)
+        if count < self.caps.max_connections_per_identity:
+            count = self.identities.connection_opened(identity.name, count)
         if count >= self.caps.max_connections_per_identity:
             raise ProtocolError(ErrorCode.TOO_MANY_CONNECTIONS,
                                 f"{identity.name!r} already has {count} connections; close "
                                 "one first", limit=self.caps.max_connections_per_identity)
-        self._connections_of[identity.name] = count + 1
+        self._connections_of[identity.name] = self._connections_of.get(identity.name, 0) + 1
 
     def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Leave every room; members stop seeing the socket as typing at once."""
         identity = self._identities.pop(sid, None)
         if identity is not None:
+            self.identities.disconnected(sid, identity.name)
             remaining = self._connections_of[identity.name] - 1
             if remaining:
                 self._connections_of[identity.name] = remaining
@@ -560,6 +568,8 @@ class RoomEvents:
         # reach a member between the reaper's "left"s.
         sent = []
         for pull_request_id, username in memberships:
+            if pull_request_id == CONNECTIONS:  # connection counts, not a room
+                continue
             data = {"pullRequestId": pull_request_id, "username": username}
             ticket, recoverable = self._publish_to_room(event, data, pull_request_id, None)
             if ticket is not None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
 
 from flask import Flask, current_app, has_app_context
 from flask_socketio import SocketIO
@@ -79,6 +79,15 @@ def recovery_store_of(settings: Settings) -> Optional[RedisRecoveryStore]:
                               settings.recovery_sessions)
 
 
+class Disconnected(NamedTuple):
+    """What :meth:`PRRoom.disconnect_identity` did."""
+
+    #: connections closed on this process
+    closed: int
+    #: whether every other process was told (False: one process, nothing to tell)
+    published: bool
+
+
 class PRRoomState:
     """Everything prroom holds for one Flask app: ``app.extensions["prroom"]``."""
 
@@ -130,6 +139,17 @@ class PRRoomState:
     def issue_token(self, username: str, pull_requests: Optional[Iterable[int]] = None) -> str:
         """A token for ``token`` mode, valid ``PRROOM_TOKEN_MAX_AGE`` seconds from now."""
         return issue_token(secret_key(self.app, self.settings), username, pull_requests)
+
+    def disconnect_identity(self, username: str) -> Disconnected:
+        """Close every connection of ``username`` on every process of the deployment.
+
+        Each gets ``pr-room-error`` ``identity-revoked``, then a Socket.IO disconnect (the
+        client does not reconnect by itself); in ``token`` mode the tokens signed until now
+        for that name are refused.  Raises QueueUnavailable if the other processes could
+        not be told (this one's connections are closed all the same).
+        """
+        closed, published = self.events.identities.disconnect_identity(username)
+        return Disconnected(closed, published)
 
 
 def watch_the_event_loop(app: Flask, state: PRRoomState) -> None:
@@ -183,9 +203,11 @@ def install_speed_seams(socketio: SocketIO, settings: Settings,
     seam("cluster-managers", lambda: True)  # prroom's managers subclass what it names
     seam("packet-codec", lambda: packet_codec.install(server))
     if socketio.async_mode != "gevent":
-        for name in ("frame-unmasking", "direct-writes", "ping-wheel", "event-path"):
+        for name in ("refused-body-unread", "frame-unmasking", "direct-writes", "ping-wheel",
+                     "event-path"):
             seams.off(name, f"async mode {socketio.async_mode}", server)
         return
+    seam("refused-body-unread", lambda: True)  # used per request (prroom.server.api)
     seam("frame-unmasking", socketio_hooks.accelerate_gevent_websocket)
     if settings.websocket_writes != "direct":
         seams.off("direct-writes", "PRROOM_WEBSOCKET_WRITES=library", server)
@@ -374,6 +396,10 @@ class PRRoom:
     def shutdown(self) -> int:
         """Close the app's connections with a goodbye (see :meth:`PRRoomState.shutdown`)."""
         return self.state().shutdown()
+
+    def disconnect_identity(self, username: str) -> Disconnected:
+        """Disconnect ``username`` everywhere (see :meth:`PRRoomState.disconnect_identity`)."""
+        return self.state().disconnect_identity(username)
 
     def issue_token(self, username: str, pull_requests: Optional[Iterable[int]] = None) -> str:
         """A token for ``token`` mode, valid ``PRROOM_TOKEN_MAX_AGE`` seconds from now."""

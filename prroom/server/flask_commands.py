@@ -26,3 +26,22 @@ def issue_token_command(username: str, pull_requests: Tuple[int, ...]) -> None:
     """
     state = current_app.extensions["prroom"]
     click.echo(state.issue_token(username, pull_requests or None))
+
+
+@commands.command("disconnect-identity")
+@click.argument("username")
+def disconnect_identity_command(username: str) -> None:
+    """Disconnect USERNAME on every server process of the app's deployment, through its
+    PRROOM_MESSAGE_QUEUE (a single-process server: POST /admin/disconnect-identity)."""
+    from prroom.internals.managers import QueueUnavailable
+    from prroom.server.identities import publish_disconnect
+
+    settings = current_app.extensions["prroom"].settings
+    if not settings.message_queue:
+        raise click.UsageError("PRROOM_MESSAGE_QUEUE is not set: no other process to reach")
+    try:
+        publish_disconnect(settings.message_queue, settings.channel, settings.queue_pubsub,
+                           username)
+    except QueueUnavailable as error:
+        raise click.ClickException(str(error)) from None
+    click.echo(f"disconnect of {username!r} published to every process")

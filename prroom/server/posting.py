@@ -2,7 +2,8 @@
 
 :func:`post_message` works inside a prroom server process (through its Socket.IO server,
 so every process of a cluster gets it) and from any other process (a Celery task, a script)
-through the message queue alone.  Members receive an ordinary ``pr-room-message``.
+through the message queue alone.  Members receive a ``pr-room-message`` marked
+``via: "api"``, whatever the path (HTTP, this function, ``prroom post``).
 """
 from __future__ import annotations
 
@@ -12,7 +13,7 @@ from flask import Flask, current_app, has_app_context
 
 from prroom.core import protocol
 from prroom.core.config import settings_from_environ
-from prroom.core.messages import ChatMessage, MessageIds, posted_message
+from prroom.core.messages import MessageIds, PostedMessage, posted_message
 from prroom.internals.managers import ClusterManager
 
 _publishers: Dict[Tuple[str, str], ClusterManager] = {}
@@ -25,14 +26,15 @@ class PostingUnavailable(RuntimeError):
 
 def post_message(pull_request_id: int, username: str, message: str, *,
                  app: Optional[Flask] = None, message_queue: Optional[str] = None,
-                 channel: Optional[str] = None) -> ChatMessage:
+                 channel: Optional[str] = None) -> PostedMessage:
     """Send ``message`` to everyone in pull request ``pull_request_id``'s room as ``username``.
 
     Uses ``app``'s prroom (or the current app's, inside a Flask app context) when there is
     one; otherwise publishes to ``message_queue`` / ``PRROOM_MESSAGE_QUEUE`` on ``channel`` /
     ``PRROOM_CHANNEL``, validated with the ``PRROOM_*`` limits of this process's environment
     (the server's own, when it shares that environment).  Returns the delivered payload (with
-    its ``id`` and ``sentAt``).  Raises ProtocolError for invalid input,
+    its ``id``, ``sentAt`` and ``via: "api"``: pages show it as a bot's).  Raises
+    ProtocolError for invalid input,
     :class:`PostingUnavailable` when there is no way to reach the rooms, and
     :class:`~prroom.internals.managers.QueueUnavailable` if the queue is down.
     """

@@ -1,4 +1,5 @@
-"""A server's background loops: typing expiry, slow consumers, presence, recovery.
+"""A server's background loops: typing expiry, slow consumers, identity expiry, presence,
+recovery.
 
 One loop per concern for all sockets, not a timer per socket or per event: the cost of an
 event stays O(1), and what a loop finds is late by at most one of its intervals.  Each loop
@@ -23,6 +24,8 @@ def start(events: "RoomEvents") -> None:
     server = events.server
     server.start_background_task(expire_typing_forever, events)
     server.start_background_task(drop_slow_consumers_forever, events)
+    if events.identity.authenticates:  # anonymous connections never expire
+        server.start_background_task(events.identities.sweep_forever)
     events.presence.start(server.start_background_task, server.sleep, events.announce_left,
                           events.announce_joined)
     if events.resume:

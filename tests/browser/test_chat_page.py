@@ -140,6 +140,10 @@ def test_a_message_posted_over_http_shows_without_making_the_bot_a_member(
                              timeout=10)
     assert response.status_code == 201, response.text
     alice.expect_message("ci-bot", "Build #7 passed")
+    # shown as a bot's: marked, and not styled like a person's message
+    last = alice.message_items.last
+    expect(last).to_have_class(re.compile(r"\bbot\b"))
+    expect(last.locator(".badge")).to_have_text("bot")
     assert alice.members() == ["alice"]  # the server's presence list is the truth
     assert alice.unexpected_errors() == []
 

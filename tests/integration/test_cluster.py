@@ -23,12 +23,13 @@ pytestmark = pytest.mark.integration
 
 TTL = 3.0  # PRROOM_PRESENCE_TTL for these servers: a killed process is reaped within ~4 s
 POST_TOKEN = "bot-token-for-tests"
+POST_BOT = "deploy-bot"  # the name POST_TOKEN's messages carry
 
 
 def cluster_env(redis: RedisProcess, channel: str, ttl: float = TTL) -> Dict[str, str]:
     """The settings of one process of a cluster on ``redis``'s ``channel``."""
     return {"PRROOM_MESSAGE_QUEUE": redis.url, "PRROOM_CHANNEL": channel,
-            "PRROOM_PRESENCE_TTL": str(ttl), "PRROOM_POST_TOKENS": POST_TOKEN,
+            "PRROOM_PRESENCE_TTL": str(ttl), "PRROOM_POST_TOKENS": f"{POST_TOKEN}={POST_BOT}",
             "PRROOM_MESSAGE_BURST": "100"}
 
 
@@ -103,8 +104,8 @@ def test_posts_from_outside_reach_members_on_every_process(cluster, connect, red
                                        capture_output=True, text=True).stdout)
     for member in members:
         message = member.expect("pr-room-message")
-        assert (message["username"], message["message"], message["id"]) == \
-            ("ci-bot", "build passed", posted["id"])
+        assert (message["username"], message["message"], message["id"], message["via"]) == \
+            ("ci-bot", "build passed", posted["id"], "api")
     # over HTTP, to one process; members of both get it
     url = f"{cluster[1].url}/pull-requests/{room}/messages"
     auth = {"Authorization": f"Bearer {POST_TOKEN}"}
@@ -112,18 +113,20 @@ def test_posts_from_outside_reach_members_on_every_process(cluster, connect, red
                           headers=auth, timeout=5)
     assert reply.status_code == 201 and reply.json()["ok"] is True
     for member in members:
-        assert member.expect("pr-room-message")["username"] == "deploy-bot"
+        message = member.expect("pr-room-message")
+        assert (message["username"], message["via"]) == ("deploy-bot", "api")
 
 
 @pytest.mark.parametrize("headers,body,status,code", [
     ({}, {"username": "bot", "message": "x"}, 401, "unauthorized"),
     ({"Authorization": "Bearer wrong"}, {"username": "bot", "message": "x"}, 401,
      "unauthorized"),
-    ({"Authorization": f"Bearer {POST_TOKEN}"}, {"username": "bot"}, 400, "missing-field"),
-    ({"Authorization": f"Bearer {POST_TOKEN}"}, {"username": "", "message": "x"}, 400,
-     "invalid-field"),
-    ({"Authorization": f"Bearer {POST_TOKEN}"}, {"username": "bot", "message": "x" * 4001},
+    ({"Authorization": f"Bearer {POST_TOKEN}"}, {"username": POST_BOT}, 400, "missing-field"),
+    ({"Authorization": f"Bearer {POST_TOKEN}"}, {"message": " "}, 400, "invalid-field"),
+    ({"Authorization": f"Bearer {POST_TOKEN}"}, {"message": "x" * 4001},
      413, "message-too-long"),
+    ({"Authorization": f"Bearer {POST_TOKEN}"}, {"username": "alice", "message": "x"},
+     403, "identity-mismatch"),
     ({"Authorization": f"Bearer {POST_TOKEN}"}, "not json", 415, "invalid-payload"),
 ])
 def test_http_posting_errors_are_clear_json(cluster, headers, body, status, code):

@@ -159,7 +159,7 @@ def run_prroom(*args: str, env: Optional[Dict[str, str]] = None) -> subprocess.C
 
 
 def test_check_config_prints_the_effective_settings_with_secrets_masked():
-    done = run_prroom("check-config", env={"PRROOM_POST_TOKENS": "very-secret-token",
+    done = run_prroom("check-config", env={"PRROOM_POST_TOKENS": "very-secret-token=ci-bot",
                                            "PRROOM_MESSAGE_RATE": "7"})
     assert done.returncode == 0, done.stderr
     lines = done.stdout.splitlines()
@@ -210,7 +210,7 @@ def test_prroom_issue_token_signs_with_the_configured_secret():
     assert done.returncode == 0, done.stderr
     from prroom.core.identity import Identity, TokenIdentity
     identity = TokenIdentity("cli-secret", 60).authenticate({}, {"token": done.stdout.strip()})
-    assert identity == Identity("alice", frozenset({5}))
+    assert identity._replace(expires_at=None) == Identity("alice", frozenset({5}))
     assert run_prroom("issue-token", "alice").returncode == 2  # no secret: usage error
 
 

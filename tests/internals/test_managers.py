@@ -423,3 +423,25 @@ def test_a_member_writing_directly_gets_the_packet_from_the_broadcast_itself():
         send(eio_sid, "packet")
     assert direct.packets == ["packet"] and shadowed.packets == []
     assert fallback == ["polling", "closed", "shadowed", "gone"]
+
+
+def test_another_process_s_emit_reaches_handle_emit_which_runs_commands():
+    # broadcast_command relies on it: a command is an emit message on the deployment
+    # channel, which the stock listener hands to _handle_emit when it comes from another
+    # process (its host_id differs)
+    import inspect
+
+    from socketio.pubsub_manager import PubSubManager
+
+    from prroom.internals.managers import COMMAND_EVENT, COMMAND_ROOM, ClusterManager
+
+    source = inspect.getsource(PubSubManager._thread)
+    assert "data.get('host_id') != self.host_id" in source
+    assert "self._handle_emit(data)" in source
+    ran = []
+    manager = ClusterManager.__new__(ClusterManager)
+    manager.commands = {"probe": ran.append}
+    manager._handle_emit({"method": "emit", "event": COMMAND_EVENT, "room": COMMAND_ROOM,
+                          "data": [{"command": "probe", "args": {"x": 1}}],
+                          "namespace": "/", "host_id": "elsewhere"})
+    assert ran == [{"x": 1}]

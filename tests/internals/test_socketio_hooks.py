@@ -301,3 +301,13 @@ def test_a_replaced_connection_is_told_and_its_handlers_run_with_the_reason() ->
     assert sock.queue.get_nowait() is None
     socketio_hooks.close_replaced(server, eio_sid, "/", "replaced")  # once only
     assert len(reasons) == 1
+
+
+def test_engineio_socket_close_takes_the_reason_close_transport_passes():
+    # close_transport(reason=...) relies on it: an expired token's connection must close
+    # as a lost transport ("transport close"), which connection state recovery keeps
+    import inspect
+
+    from engineio.socket import Socket
+
+    assert "reason" in inspect.signature(Socket.close).parameters

@@ -46,7 +46,7 @@ SERVER_ENV = {
     # the restart test stops the server with pages connected: do not wait 10 s for them
     "PRROOM_GRACEFUL_TIMEOUT": "1",
     # messages posted over HTTP (bots) show on the page too
-    "PRROOM_POST_TOKENS": "browser-test-token",
+    "PRROOM_POST_TOKENS": "browser-test-token=ci-bot",
 }
 
 

@@ -233,3 +233,36 @@ def test_on_a_redis_cluster_a_deployment_lives_in_one_hash_slot():
     assert len({key_slot(name.encode()) for name in names}) == 1
     # elsewhere the names stay as they were (stock emitters publish on prroom:<name>)
     assert keyspace("redis://a:6379/0", "team") == "team"
+
+
+def test_post_tokens_are_bound_to_a_bot_and_optionally_to_pull_requests():
+    from prroom.core.config import PostToken
+    settings = Settings.from_mapping({"PRROOM_POST_TOKENS": "a-token-of-20-chars-x=ci-bot:12+15, "
+                                                            "b-token-of-20-chars-y=deploy bot"})
+    assert settings.post_tokens == (
+        PostToken("a-token-of-20-chars-x", "ci-bot", frozenset({12, 15})),
+        PostToken("b-token-of-20-chars-y", "deploy bot", None))
+
+
+@pytest.mark.parametrize("raw,expected", [
+    ("a-bare-token-of-24-chars", "has no bot name, so it could post as anyone: write "
+                                 "TOKEN=BOTNAME or TOKEN=BOTNAME:PR+PR"),
+    ("short=ci-bot", "expected a token of at least 16 characters"),
+    ("a-token-of-20-chars-x=ci-bot:twelve", "expected pull request ids"),
+    ("a-token-of-20-chars-x=ci-bot:0", "expected pull request ids"),
+    ("a-token-of-20-chars-x=ci\x01bot", "must be a username"),
+    ("a-token-of-20-chars-x=a,a-token-of-20-chars-x=b", "a token is listed twice"),
+])
+def test_a_bad_post_token_entry_is_refused_in_one_line_that_never_shows_a_token(raw, expected):
+    with pytest.raises(ConfigError) as info:
+        Settings.from_mapping({"PRROOM_POST_TOKENS": raw})
+    message = str(info.value)
+    assert expected in message and "\n" not in message
+    assert "a-token-of-20" not in message and "a-bare-token" not in message
+
+
+def test_a_short_admin_token_is_refused_without_showing_it():
+    with pytest.raises(ConfigError) as info:
+        Settings.from_mapping({"PRROOM_ADMIN_TOKEN": "hunter2hunter2"})
+    assert "at least 32 characters" in str(info.value) and "hunter2" not in str(info.value)
+    assert Settings.from_mapping({"PRROOM_ADMIN_TOKEN": "x" * 32}).admin_token == "x" * 32

@@ -3,6 +3,7 @@ import time
 
 import pytest
 from flask import Flask
+from itsdangerous import TimestampSigner
 
 from prroom.core.identity import (
     CallableIdentity,
@@ -33,10 +34,14 @@ def test_join_name_identity_uses_the_claimed_name():
 
 def test_token_round_trip_with_and_without_scope():
     policy = TokenIdentity(SECRET, max_age=60)
-    assert policy.authenticate({}, {"token": issue_token(SECRET, "alice")}) == \
-        Identity("alice")
+    alice = policy.authenticate({}, {"token": issue_token(SECRET, "alice")})
+    assert alice._replace(expires_at=None) == Identity("alice")
+    # the connection may live as long as the token could connect: until the whole seconds
+    # since signing exceed max_age
+    assert alice.expires_at is not None and \
+        time.time() + 60 <= alice.expires_at <= time.time() + 61
     scoped = policy.authenticate({}, {"token": issue_token(SECRET, "bob", [3, 1, 3])})
-    assert scoped == Identity("bob", frozenset({1, 3}))
+    assert scoped._replace(expires_at=None) == Identity("bob", frozenset({1, 3}))
     assert policy.can_join(scoped, 3) and not policy.can_join(scoped, 2)
 
 
@@ -91,3 +96,20 @@ def test_host_room_rule_narrows_the_token_scope():
     assert policy.can_join(anywhere, 1) and not policy.can_join(anywhere, 2)
     scoped = Identity("bob", frozenset({2, 3}))
     assert policy.can_join(scoped, 3) and not policy.can_join(scoped, 1)
+
+
+def test_a_revoked_identity_s_earlier_tokens_are_refused_and_later_ones_accepted(monkeypatch):
+    policy = TokenIdentity(SECRET, max_age=60)
+    old = issue_token(SECRET, "alice")
+    other = issue_token(SECRET, "bob")
+    policy.revoke("alice", time.time())
+    assert code_of(policy.authenticate, {}, {"token": old}) == "identity-revoked"
+    assert policy.authenticate({}, {"token": other}).name == "bob"
+    # a token signed after the revocation (timestamps are whole seconds: two later)
+    monkeypatch.setattr(TimestampSigner, "get_timestamp", lambda self: int(time.time()) + 2)
+    later = issue_token(SECRET, "alice")
+    assert policy.authenticate({}, {"token": later}).name == "alice"
+    # revocations older than max_age are forgotten: every token they refused has expired
+    policy.revoke("carol", time.time() - 120)
+    policy.revoke("dave", time.time())
+    assert set(policy._revoked) == {"alice", "dave"}

@@ -482,11 +482,19 @@
     seen(m.username);
     if (ui.empty.parentNode) ui.empty.remove();
 
-    var mine = m.username === state.me;
+    // posted by an integration (HTTP API, prroom.post_message): a bot's, never a person's,
+    // even when a person chose the same name
+    var bot = m.via === 'api';
+    var mine = !bot && m.username === state.me;
     var sentAt = new Date(typeof m.sentAt === 'number' ? m.sentAt : Date.now());
-    var item = el('li', 'message' + (mine ? ' mine' : ''));
+    var item = el('li', 'message' + (mine ? ' mine' : '') + (bot ? ' bot' : ''));
     var meta = el('p', 'meta');
     meta.appendChild(el('span', 'author', m.username));
+    if (bot) {
+      var badge = el('span', 'badge', 'bot');
+      badge.title = 'Posted by an integration, not typed by a person';
+      meta.appendChild(badge);
+    }
     meta.appendChild(el('span', 'visually-hidden', ' at '));
     var time = el('time', 'time', formatTime(sentAt));
     time.dateTime = sentAt.toISOString();

@@ -1,0 +1,31 @@
+"""Refusing an HTTP request body without reading it, under gevent's pywsgi.
+
+A view that answers 411 or 413 never touches ``wsgi.input``, but pywsgi's handler then reads
+and throws away whatever body is left, to keep the connection usable
+(``WSGIHandler.handle_one_response`` calls ``wsgi_input._discard()``): a client announcing
+100 MB would hold the connection and the worker's time until it sent them all.  The refusal
+closes the connection instead (``Connection: close``), so the body is never needed.
+"""
+from __future__ import annotations
+
+from typing import Any, Mapping
+
+
+def leave_body_unread(environ: Mapping[str, Any]) -> bool:
+    """Make pywsgi skip reading the request's remaining body after the response; True if
+    it could (the server is pywsgi).  The response must close the connection.
+
+    pywsgi's ``Input`` has ``__slots__``; its ``_discard`` reads only while ``position`` is
+    short of ``content_length`` or the body is chunked: the stream is marked as read to
+    its end.
+    """
+    stream = environ.get("wsgi.input")
+    if stream is None or not all(hasattr(stream, name) for name in _INPUT_STATE):
+        return False
+    stream.position = stream.content_length or 0
+    stream.chunked_input = False
+    return True
+
+
+#: the pywsgi ``Input`` attributes ``_discard`` decides by
+_INPUT_STATE = ("_discard", "position", "content_length", "chunked_input")
