@@ -119,7 +119,8 @@ class MemoryPresence:
 # server's users that a reaper announced as left; ARGV = field, user, delta, and "1" to get
 # the room's users too.  Returns 1 if the user's presence in the room crossed (their first
 # socket anywhere came, or their last went), else 0; with the users, {crossed, user, ...}
-# (a join's roster in the same round trip as its count).  This server's share never goes
+# (a join's roster in the same round trip as its count); with "2" instead, the user's count
+# on every live process (the connection cap's).  This server's share never goes
 # below zero: a socket whose count a reaper took away (or Redis lost) is not subtracted
 # from other processes' counts of the same user.
 _CHANGE = """
@@ -141,6 +142,7 @@ elseif total <= 0 and tonumber(ARGV[3]) < 0 and
   -- a last socket Redis had lost count of: the rosters still show the user
   crossed = 1
 end
+if ARGV[4] == '2' then return math.max(total, 0) end
 if ARGV[4] ~= '1' then return crossed end
 local reply = redis.call('HKEYS', KEYS[2])
 table.insert(reply, 1, crossed)
@@ -279,10 +281,13 @@ class RedisPresence:
         self._pipeline = pipeline
 
     def _apply(self, pull_request_id: int, username: str, delta: int,
-               listing: bool = False) -> Any:
+               listing: bool = False, total: bool = False) -> Any:
+        # the script answers whether the user crossed zero anywhere; with ``listing`` also
+        # the room's users; with ``total`` the user's count on every live process instead
         key = (pull_request_id, username)
         keys = [self._mine, self._users_prefix + str(pull_request_id), self._reaped]
-        args = [f"{pull_request_id}|{username}", username, delta, 1 if listing else 0]
+        args = [f"{pull_request_id}|{username}", username, delta,
+                2 if total else 1 if listing else 0]
         with self._lock:
             count = self._local.get(key, 0) + delta
             if count > 0:
@@ -324,7 +329,7 @@ class RedisPresence:
         Kept as the members of the pseudo-room :data:`CONNECTIONS`, so a dead process's
         connections are reaped, and a stalled one's rewritten, exactly as its rooms are.
         """
-        return int(self._apply(CONNECTIONS, identity, delta))
+        return int(self._apply(CONNECTIONS, identity, delta, total=True))
 
     def members(self, pull_request_id: int) -> List[str]:
         """The room's users on every live process, sorted."""
