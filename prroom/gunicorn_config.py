@@ -14,6 +14,7 @@ from gunicorn.glogging import CONFIG_DEFAULTS
 
 from prroom.core.config import (  # light: no Flask
     ConfigError,
+    check_origins,
     from_environ,
     ignored_environ,
     server_settings,
@@ -21,7 +22,10 @@ from prroom.core.config import (  # light: no Flask
 
 try:
     _server = server_settings()
-    from_environ()  # the app's PRROOM_* settings too: fail here, before any worker boots
+    # the app's PRROOM_* settings too: fail here, before any worker boots
+    _app_settings = from_environ()
+    check_origins(_app_settings.get("PRROOM_CORS_ALLOWED_ORIGINS"),
+                  _app_settings.get("PRROOM_AUTH_MODE", ""))
 except ConfigError as _error:
     sys.exit(f"prroom: {_error}")
 

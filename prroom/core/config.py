@@ -408,8 +408,20 @@ class Settings:
         if values["auth_mode"] == "custom" and values["authenticate"] is None:
             raise ConfigError("PRROOM_AUTH_MODE='custom': expected PRROOM_AUTHENTICATE to be "
                               "set (or the @PRRoom.authenticator decorator)")
+        check_origins(values["cors_allowed_origins"], values["auth_mode"])
         _check_socketio_client(values)
         return cls(**values)
+
+
+def check_origins(origins: Optional[Tuple[str, ...]], auth_mode: str) -> None:
+    """Refuse any origin (``*``) with cookie-based (``custom``) authentication.
+
+    A browser sends its cookies on a WebSocket to any site, whatever page opened it: with
+    ``*`` every page on the web could connect as its visitors.
+    """
+    if origins == ("*",) and auth_mode == "custom":
+        raise ConfigError("PRROOM_CORS_ALLOWED_ORIGINS='*' with PRROOM_AUTH_MODE='custom' "
+                          "(cookie-based): expected the allowed origins listed instead")
 
 
 def _check_socketio_client(values: dict) -> None:

@@ -233,3 +233,13 @@ def test_on_a_redis_cluster_a_deployment_lives_in_one_hash_slot():
     assert len({key_slot(name.encode()) for name in names}) == 1
     # elsewhere the names stay as they were (stock emitters publish on prroom:<name>)
     assert keyspace("redis://a:6379/0", "team") == "team"
+
+
+def test_any_origin_with_cookie_based_auth_is_refused():
+    message = config_error({"PRROOM_CORS_ALLOWED_ORIGINS": "*", "PRROOM_AUTH_MODE": "custom",
+                            "PRROOM_AUTHENTICATE": lambda auth, request: "alice"})
+    assert message == ("PRROOM_CORS_ALLOWED_ORIGINS='*' with PRROOM_AUTH_MODE='custom' "
+                       "(cookie-based): expected the allowed origins listed instead")
+    # a token travels in the auth payload, not in a cookie: any origin is fine then
+    assert Settings.from_mapping({"PRROOM_CORS_ALLOWED_ORIGINS": "*",
+                                  "PRROOM_AUTH_MODE": "token"}).cors_allowed_origins == ("*",)
