@@ -80,6 +80,11 @@ elif accesslog != "-":
     logconfig_dict["handlers"]["access_file"] = {
         "class": "logging.FileHandler", "formatter": "generic", "filename": accesslog}
     logconfig_dict["loggers"]["gunicorn.access"]["handlers"] = ["access_file"]
+# client text (usernames, event names, X-Forwarded-For, origins) escaped and cut in every
+# line of the error log, whoever logs it: see prroom.core.logtext
+logconfig_dict.setdefault("filters", {})["prroom_client_text"] = {
+    "()": "prroom.core.logtext.ClientTextFilter"}
+logconfig_dict["handlers"]["error_console"]["filters"] = ["prroom_client_text"]
 if _server["log_format"] == "json":
     logconfig_dict["formatters"]["generic"] = {"()": "prroom.server.logformat.JSONFormatter"}
 

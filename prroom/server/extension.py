@@ -25,6 +25,7 @@ from prroom.core.identity import (
     issue_token,
     with_room_rule,
 )
+from prroom.core import logtext
 from prroom.core.limits import Rate, SocketLimiter
 from prroom.core.presence import Presence, create_presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError
@@ -205,6 +206,7 @@ class PRRoom:
         """Register prroom on ``app``; refuses an app that already has it."""
         if "prroom" in app.extensions:
             raise RuntimeError("prroom is already registered on this Flask app")
+        logtext.install()  # client text in log lines escaped, whatever the host's logging
         # what the host chose itself, before defaults fill the config: see host_socketio
         prroom_set = frozenset(key for key in DEFAULTS if app.config.get(key) is not None)
         for key, value in DEFAULTS.items():
