@@ -67,6 +67,15 @@ _QUEUE_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redi
                   "valkey://", "valkeys://")
 
 
+_URL_PASSWORD = re.compile(r"(://[^:/@,]*:)[^/]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (``user:password@``, ``?password=``) as ``****``."""
+    return _QUERY_PASSWORD.sub(r"\1****", _URL_PASSWORD.sub(r"\1****@", url))
+
+
 def _parse_queue_url(raw: Any) -> str:
     """Empty, or a Redis/Valkey URL python-socketio's Redis manager understands."""
     value = _parse_str(raw).strip()
@@ -132,13 +141,33 @@ class Setting:
         try:
             value = self.parse(raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}") from None
+            raise self._refusal(raw) from None
         if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}")
+            raise self._refusal(raw)
         if self.minimum is not None and value < self.minimum:
-            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}")
+            raise self._refusal(raw)
         if self.maximum is not None and value > self.maximum:
-            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}")
+            raise self._refusal(raw)
+        return value
+
+    def _refusal(self, raw: Any) -> ConfigError:
+        shown = self.shown(raw) if isinstance(raw, str) and self.masks else raw
+        return ConfigError(f"{self.key}={shown!r}: expected {self.expected()}")
+
+    @property
+    def masks(self) -> bool:
+        """Whether a value of this setting is never shown as it is (a secret, a URL's
+        password)."""
+        return self.secret or self.parse is _parse_queue_url
+
+    def shown(self, value: Any) -> Any:
+        """``value`` as it may be printed: a secret as ``********``, a URL's password masked."""
+        if not value:
+            return value
+        if self.secret:
+            return "********"
+        if self.parse is _parse_queue_url and isinstance(value, str):
+            return mask_url(value)
         return value
 
     def expected(self) -> str:
