@@ -63,6 +63,33 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+_FRAME_SOURCE = re.compile(r"(https?|wss?)://(\*\.)?[A-Za-z0-9.-]+(:(\d{1,5}|\*))?"
+                           r"|https?:")
+
+
+def _parse_frame_ancestors(raw: Any) -> Tuple[str, ...]:
+    """CSP ``frame-ancestors`` sources: ``'self'``, ``'none'`` (alone) or origins.
+
+    Each source is checked whole, so nothing else (``;``, another directive) can be
+    smuggled into the header.
+    """
+    if isinstance(raw, (list, tuple)):
+        raw = " ".join(str(part) for part in raw)
+    items = [part for part in re.split(r"[\s,]+", _parse_str(raw)) if part]
+    sources = []
+    for item in items:
+        keyword = item.strip("'").lower()
+        if keyword in ("self", "none"):
+            sources.append(f"'{keyword}'")
+        elif _FRAME_SOURCE.fullmatch(item):
+            sources.append(item.rstrip("/"))
+        else:
+            raise ValueError(f"not a frame-ancestors source: {item}")
+    if not sources or ("'none'" in sources and len(sources) > 1):
+        raise ValueError("'none' stands alone")
+    return tuple(sources)
+
+
 _QUEUE_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://",
                   "valkey://", "valkeys://")
 
@@ -176,6 +203,7 @@ class Setting:
             return "one of " + ", ".join(self.choices)
         kind: Dict[Callable[[Any], Any], str] = {_parse_int: "an integer", _parse_float: "a number",
                 _parse_str: "a string", _parse_origins: "a comma-separated list of origins",
+                _parse_frame_ancestors: "'self', 'none' or origins (https://host[:port])",
                 _parse_callable: "a callable or 'module:name'",
                 _parse_queue_url: "empty or a redis://host:port/db, redis+sentinel://host:"
                                   "port,.../db/service or redis+cluster://host:port,... URL"}
@@ -208,6 +236,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_CORS_ALLOWED_ORIGINS", None, _parse_origins,
             "Browser origins allowed to connect: empty = same origin only, `*` = any, "
             "or a comma-separated list"),
+    Setting("PRROOM_EMBED_FRAME_ANCESTORS", ("'self'",), _parse_frame_ancestors,
+            "Pages that may frame the embed view (CSP frame-ancestors): `'self'`, `'none'` "
+            "or origins such as https://review.example.com, space- or comma-separated"),
     Setting("PRROOM_AUTH_MODE", "none", _parse_str,
             "How connections are identified: `none` (name given at join; development only), "
             "`token` (signed token in the Socket.IO auth payload) or `custom` "
@@ -372,6 +403,7 @@ class Settings:
     ping_interval: float
     ping_timeout: float
     cors_allowed_origins: Optional[Tuple[str, ...]]
+    embed_frame_ancestors: Tuple[str, ...]
     auth_mode: str
     secret_key: Optional[str]
     token_max_age: float
