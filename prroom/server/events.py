@@ -214,7 +214,13 @@ class RoomEvents:
         disconnect), which socket.io-client treats as a lost connection and reconnects —
         to another instance behind the load balancer.  Their disconnects run the usual
         cleanup, so the rest of the cluster hears who left at once.
+
+        Only the first call does this (later ones return 0): a SIGTERM to the process group,
+        as systemd and Kubernetes send it, reaches the worker twice (directly and from
+        gunicorn's master), and clients must hear goodbye once.
         """
+        if self.stopping:
+            return 0
         self.stopping = True
         socketio_hooks.refuse_new_connections(self.server)  # reconnects must find another instance
         self.server.emit(protocol.SHUTDOWN, {"reconnect": True,
