@@ -150,7 +150,7 @@ class RoomEvents:
         """Identify the connection; refuse it (``connect_error``) if it may not connect."""
         address = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR")
         try:
-            identity = self.identity.authenticate(environ, auth)
+            identity = self._authenticate(sid, environ, auth)
             if identity is not None:
                 self._count_connection(identity)
         except ProtocolError as err:
@@ -206,6 +206,19 @@ class RoomEvents:
         logger.info("disconnect sid=%s identity=%s reason=%s rooms=%s", sid,
                     identity.name if identity else "-", reason or "-",
                     ",".join(str(d.pull_request_id) for d in departures) or "-")
+
+    def _authenticate(self, sid: str, environ: Dict[str, Any], auth: Any) -> Any:
+        """The identity policy's answer; an exception from it (the host's authenticator)
+        is the host's error: logged with its traceback, and this CONNECT refused with
+        ``authentication-error``, which the client hears once (no reconnect loop)."""
+        try:
+            return self.identity.authenticate(environ, auth)
+        except ProtocolError:
+            raise
+        except Exception:
+            logger.exception("the authenticator raised; refusing connection sid=%s", sid)
+            raise ProtocolError(ErrorCode.AUTHENTICATION_ERROR,
+                                "authentication failed on the server") from None
 
     def shutdown(self) -> int:
         """Say goodbye to every client of this process; return how many there were.
