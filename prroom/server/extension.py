@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from flask import Flask, current_app, has_app_context
 from flask_socketio import SocketIO
 
+from prroom.core import logtext
 from prroom.core.config import DEFAULTS, ConfigError, Settings
 from prroom.core.identity import (
     CallableIdentity,
@@ -25,7 +26,6 @@ from prroom.core.identity import (
     issue_token,
     with_room_rule,
 )
-from prroom.core import logtext
 from prroom.core.limits import Rate, SocketLimiter
 from prroom.core.presence import Presence, create_presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError
@@ -42,10 +42,10 @@ from prroom.internals import (
 )
 from prroom.internals.loop_monitor import LoopMonitor
 from prroom.internals.managers import ClusterManager, IndexedManager
+from prroom.server import host_socketio
 from prroom.server.api import api
 from prroom.server.events import Caps, RoomEvents
 from prroom.server.flask_commands import commands
-from prroom.server import host_socketio
 from prroom.server.metrics import Metrics
 from prroom.server.ops import metrics_view, ops
 from prroom.server.recovery import Recovery

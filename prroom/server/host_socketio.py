@@ -73,7 +73,7 @@ def adopt(server: Any, host: Mapping[str, Any], wanted: Mapping[str, Any],
                 f"applied)")
         notes.append(note)
         logger.info("%s", note)
-    _check_credentials(server, host)
+    _check_credentials(server, host, settings)
     return notes
 
 
@@ -92,10 +92,13 @@ def _adopt_manager(server: Any, host: Mapping[str, Any], settings: Settings,
                       f"{option} from SocketIO(...)/init_app(...) and {fix}")
 
 
-def _check_credentials(server: Any, host: Mapping[str, Any]) -> None:
+def _check_credentials(server: Any, host: Mapping[str, Any], settings: Settings) -> None:
     options = host_server.engineio_options(server)
     if options["cors_allowed_origins"] != "*" and options["cors_allowed_origins"] != ["*"]:
         return
+    if settings.auth_mode == "custom":  # as PRROOM_CORS_ALLOWED_ORIGINS='*' is (see config)
+        raise ConfigError("the host's SocketIO sets cors_allowed_origins='*' with "
+                          "PRROOM_AUTH_MODE='custom' (cookie-based): list the origins instead")
     if host.get("cors_credentials"):
         raise ConfigError("the host's SocketIO sets cors_credentials=True with any origin "
                           "('*'): any site could use its visitors' cookies here; list the "

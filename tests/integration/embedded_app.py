@@ -1,7 +1,8 @@
 """README's "Inside an existing Flask app", word for word: the host initialises its own
 SocketIO, then adds prroom to it.  ``PRROOM_*`` environment variables go into its config.
 
-Served by gunicorn in the tests: ``gunicorn -c gunicorn.conf.py tests.integration.embedded_app:app``.
+Served by gunicorn in the tests:
+``gunicorn -c gunicorn.conf.py tests.integration.embedded_app:app``.
 """
 from gevent import monkey
 

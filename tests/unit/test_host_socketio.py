@@ -115,3 +115,10 @@ def _app(**config: Any) -> Flask:
     app = Flask(__name__)
     app.config.update(config, PRROOM_ASYNC_MODE="threading")
     return app
+
+
+def test_host_any_origin_with_cookie_auth_is_refused() -> None:
+    with pytest.raises(ConfigError, match=r"^the host's SocketIO sets cors_allowed_origins='\*' "
+                                          r"with PRROOM_AUTH_MODE='custom'"):
+        readme_example({"cors_allowed_origins": "*"}, PRROOM_AUTH_MODE="custom",
+                       PRROOM_AUTHENTICATE=lambda auth, request: "ann")
