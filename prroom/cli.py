@@ -101,7 +101,7 @@ def check_config(wsgi_app: Optional[str], no_traps: bool) -> None:
         value = server[setting.name] if setting.name in server \
             else getattr(app_settings, setting.name)
         source = "env" if setting.key in from_env else "default"
-        shown = "********" if setting.secret and value else _show(value)
+        shown = _show(setting.shown(value))
         click.echo(f"{setting.key}={shown}  ({source})")
     if not no_traps:
         for line in _traps_of(wsgi_app or "prroom.wsgi:app"):

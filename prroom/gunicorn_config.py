@@ -14,6 +14,7 @@ from gunicorn.glogging import CONFIG_DEFAULTS
 
 from prroom.core.config import (  # light: no Flask
     ConfigError,
+    check_origins,
     from_environ,
     ignored_environ,
     server_settings,
@@ -21,7 +22,10 @@ from prroom.core.config import (  # light: no Flask
 
 try:
     _server = server_settings()
-    from_environ()  # the app's PRROOM_* settings too: fail here, before any worker boots
+    # the app's PRROOM_* settings too: fail here, before any worker boots
+    _app_settings = from_environ()
+    check_origins(_app_settings.get("PRROOM_CORS_ALLOWED_ORIGINS"),
+                  _app_settings.get("PRROOM_AUTH_MODE", ""))
 except ConfigError as _error:
     sys.exit(f"prroom: {_error}")
 
@@ -76,6 +80,11 @@ elif accesslog != "-":
     logconfig_dict["handlers"]["access_file"] = {
         "class": "logging.FileHandler", "formatter": "generic", "filename": accesslog}
     logconfig_dict["loggers"]["gunicorn.access"]["handlers"] = ["access_file"]
+# client text (usernames, event names, X-Forwarded-For, origins) escaped and cut in every
+# line of the error log, whoever logs it: see prroom.core.logtext
+logconfig_dict.setdefault("filters", {})["prroom_client_text"] = {
+    "()": "prroom.core.logtext.ClientTextFilter"}
+logconfig_dict["handlers"]["error_console"]["filters"] = ["prroom_client_text"]
 if _server["log_format"] == "json":
     logconfig_dict["formatters"]["generic"] = {"()": "prroom.server.logformat.JSONFormatter"}
 

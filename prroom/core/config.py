@@ -137,8 +137,44 @@ def _number(value: float) -> str:
     return str(int(value)) if float(value).is_integer() else str(value)
 
 
+_FRAME_SOURCE = re.compile(r"(https?|wss?)://(\*\.)?[A-Za-z0-9.-]+(:(\d{1,5}|\*))?"
+                           r"|https?:")
+
+
+def _parse_frame_ancestors(raw: Any) -> Tuple[str, ...]:
+    """CSP ``frame-ancestors`` sources: ``'self'``, ``'none'`` (alone) or origins.
+
+    Each source is checked whole, so nothing else (``;``, another directive) can be
+    smuggled into the header.
+    """
+    if isinstance(raw, (list, tuple)):
+        raw = " ".join(str(part) for part in raw)
+    items = [part for part in re.split(r"[\s,]+", _parse_str(raw)) if part]
+    sources = []
+    for item in items:
+        keyword = item.strip("'").lower()
+        if keyword in ("self", "none"):
+            sources.append(f"'{keyword}'")
+        elif _FRAME_SOURCE.fullmatch(item):
+            sources.append(item.rstrip("/"))
+        else:
+            raise ValueError(f"not a frame-ancestors source: {item}")
+    if not sources or ("'none'" in sources and len(sources) > 1):
+        raise ValueError("'none' stands alone")
+    return tuple(sources)
+
+
 _QUEUE_SCHEMES = ("redis://", "rediss://", "unix://", "redis+sentinel://", "redis+cluster://",
                   "valkey://", "valkeys://")
+
+
+_URL_PASSWORD = re.compile(r"(://[^:/@,]*:)[^/]*@")
+_QUERY_PASSWORD = re.compile(r"([?&]password=)[^&]*", re.IGNORECASE)
+
+
+def mask_url(url: str) -> str:
+    """``url`` with its password (``user:password@``, ``?password=``) as ``****``."""
+    return _QUERY_PASSWORD.sub(r"\1****", _URL_PASSWORD.sub(r"\1****@", url))
 
 
 def _parse_queue_url(raw: Any) -> str:
@@ -206,13 +242,33 @@ class Setting:
         try:
             value = self.parse(raw)
         except (TypeError, ValueError):
-            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}") from None
+            raise self._refusal(raw) from None
         if self.choices is not None and value not in self.choices:
-            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}")
+            raise self._refusal(raw)
         if self.minimum is not None and value < self.minimum:
-            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}")
+            raise self._refusal(raw)
         if self.maximum is not None and value > self.maximum:
-            raise ConfigError(f"{self.key}={raw!r}: expected {self.expected()}")
+            raise self._refusal(raw)
+        return value
+
+    def _refusal(self, raw: Any) -> ConfigError:
+        shown = self.shown(raw) if isinstance(raw, str) and self.masks else raw
+        return ConfigError(f"{self.key}={shown!r}: expected {self.expected()}")
+
+    @property
+    def masks(self) -> bool:
+        """Whether a value of this setting is never shown as it is (a secret, a URL's
+        password)."""
+        return self.secret or self.parse is _parse_queue_url
+
+    def shown(self, value: Any) -> Any:
+        """``value`` as it may be printed: a secret as ``********``, a URL's password masked."""
+        if not value:
+            return value
+        if self.secret:
+            return "********"
+        if self.parse is _parse_queue_url and isinstance(value, str):
+            return mask_url(value)
         return value
 
     def expected(self) -> str:
@@ -221,6 +277,7 @@ class Setting:
             return "one of " + ", ".join(self.choices)
         kind: Dict[Callable[[Any], Any], str] = {_parse_int: "an integer", _parse_float: "a number",
                 _parse_str: "a string", _parse_origins: "a comma-separated list of origins",
+                _parse_frame_ancestors: "'self', 'none' or origins (https://host[:port])",
                 _parse_callable: "a callable or 'module:name'",
                 _parse_post_tokens: "comma-separated TOKEN=BOTNAME or TOKEN=BOTNAME:PR+PR "
                                     "entries",
@@ -255,6 +312,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_CORS_ALLOWED_ORIGINS", None, _parse_origins,
             "Browser origins allowed to connect: empty = same origin only, `*` = any, "
             "or a comma-separated list"),
+    Setting("PRROOM_EMBED_FRAME_ANCESTORS", ("'self'",), _parse_frame_ancestors,
+            "Pages that may frame the embed view (CSP frame-ancestors): `'self'`, `'none'` "
+            "or origins such as https://review.example.com, space- or comma-separated"),
     Setting("PRROOM_AUTH_MODE", "none", _parse_str,
             "How connections are identified: `none` (name given at join; development only), "
             "`token` (signed token in the Socket.IO auth payload) or `custom` "
@@ -428,6 +488,7 @@ class Settings:
     ping_interval: float
     ping_timeout: float
     cors_allowed_origins: Optional[Tuple[str, ...]]
+    embed_frame_ancestors: Tuple[str, ...]
     auth_mode: str
     secret_key: Optional[str]
     token_max_age: float
@@ -495,9 +556,21 @@ class Settings:
         if values["auth_mode"] == "custom" and values["authenticate"] is None:
             raise ConfigError("PRROOM_AUTH_MODE='custom': expected PRROOM_AUTHENTICATE to be "
                               "set (or the @PRRoom.authenticator decorator)")
+        check_origins(values["cors_allowed_origins"], values["auth_mode"])
         _check_socketio_client(values)
         _check_post_tokens(values)
         return cls(**values)
+
+
+def check_origins(origins: Optional[Tuple[str, ...]], auth_mode: str) -> None:
+    """Refuse any origin (``*``) with cookie-based (``custom``) authentication.
+
+    A browser sends its cookies on a WebSocket to any site, whatever page opened it: with
+    ``*`` every page on the web could connect as its visitors.
+    """
+    if origins == ("*",) and auth_mode == "custom":
+        raise ConfigError("PRROOM_CORS_ALLOWED_ORIGINS='*' with PRROOM_AUTH_MODE='custom' "
+                          "(cookie-based): expected the allowed origins listed instead")
 
 
 def _check_socketio_client(values: dict) -> None:

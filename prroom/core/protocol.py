@@ -54,6 +54,7 @@ class ErrorCode:
     IDENTITY_MISMATCH = "identity-mismatch"  # username differs from the one the socket has there
     UNKNOWN_EVENT = "unknown-event"          # an event name prroom does not handle
     UNAUTHORIZED = "unauthorized"            # connection refused: no or bad credentials
+    AUTHENTICATION_ERROR = "authentication-error"  # connect: the host's authenticator raised
     FORBIDDEN = "forbidden"                  # this identity may not join that room
     RATE_LIMITED = "rate-limited"            # too many events; retry after `retryAfter` s
     TOO_MANY_ROOMS = "too-many-rooms"        # PRROOM_MAX_ROOMS_PER_SOCKET reached

@@ -34,6 +34,8 @@ from typing import Callable, Deque, Dict, List, Optional, Tuple
 import gevent
 from gevent import monkey
 
+from prroom.core.logtext import Verbatim
+
 logger = logging.getLogger("prroom")
 
 #: How often the lag timer fires: the resolution of the measured lag.
@@ -181,7 +183,7 @@ class LoopMonitor:
             "serving %s: every connection of this process waited%s. Stack of the code "
             "that held it:\n%s", lag * 1000, self.threshold * 1000, label,
             f" ({suppressed} more blocks since the last warning)" if suppressed else "",
-            "".join(stack).rstrip("\n"))
+            Verbatim("".join(stack).rstrip("\n")))
 
     def _report_since(self, started: float) -> Optional[Tuple[str, List[str]]]:
         found = None

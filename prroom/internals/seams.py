@@ -114,6 +114,15 @@ SEAMS: Tuple[Seam, ...] = (
         "dropped; shutdown finds every connection; a connection whose session a new one "
         "took over (recovery) is closed",
         PROTECTION, "none: the server refuses to start"),
+    Seam("host-server", _SIO, (
+        "socketio.server:Server#manager_initialized", "socketio.server:Server#async_handlers",
+        "socketio.base_manager:BaseManager.initialize",
+        "engineio.server:Server#max_http_buffer_size",
+        "engineio.server:Server#ping_interval_grace_period",
+        "engineio.server:Server#cors_credentials"),
+        "a Socket.IO server the host app built gets prroom's client manager (clustered "
+        "mode), frame limit, inline handlers and ping times where the host left defaults",
+        PROTECTION, "none: the server refuses to start"),
     Seam("ack-tracking", _SIO, (
         "socketio.server:Server._handle_event_internal", "socketio.server:Server#not_handled"),
         "a refusal goes in the ack when one was asked for, else as pr-room-error; reserved "

@@ -165,7 +165,7 @@ class RoomEvents:
         """Identify the connection; refuse it (``connect_error``) if it may not connect."""
         address = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR")
         try:
-            identity = self.identity.authenticate(environ, auth)
+            identity = self._authenticate(sid, environ, auth)
             if self.resume is not None:  # its own session still open here: replace it
                 self.resume.take_over(identity, auth)
             if identity is not None:
@@ -228,6 +228,19 @@ class RoomEvents:
                     identity.name if identity else "-", reason or "-",
                     ",".join(str(d.pull_request_id) for d in departures) or "-")
 
+    def _authenticate(self, sid: str, environ: Dict[str, Any], auth: Any) -> Any:
+        """The identity policy's answer; an exception from it (the host's authenticator)
+        is the host's error: logged with its traceback, and this CONNECT refused with
+        ``authentication-error``, which the client hears once (no reconnect loop)."""
+        try:
+            return self.identity.authenticate(environ, auth)
+        except ProtocolError:
+            raise
+        except Exception:
+            logger.exception("the authenticator raised; refusing connection sid=%s", sid)
+            raise ProtocolError(ErrorCode.AUTHENTICATION_ERROR,
+                                "authentication failed on the server") from None
+
     def shutdown(self) -> int:
         """Say goodbye to every client of this process; return how many there were.
 
@@ -235,7 +248,13 @@ class RoomEvents:
         disconnect), which socket.io-client treats as a lost connection and reconnects —
         to another instance behind the load balancer.  Their disconnects run the usual
         cleanup, so the rest of the cluster hears who left at once.
+
+        Only the first call does this (later ones return 0): a SIGTERM to the process group,
+        as systemd and Kubernetes send it, reaches the worker twice (directly and from
+        gunicorn's master), and clients must hear goodbye once.
         """
+        if self.stopping:
+            return 0
         self.stopping = True
         socketio_hooks.refuse_new_connections(self.server)  # reconnects must find another instance
         self.server.emit(protocol.SHUTDOWN, {"reconnect": True,

@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tu
 from flask import Flask, current_app, has_app_context
 from flask_socketio import SocketIO
 
+from prroom.core import logtext
 from prroom.core.config import DEFAULTS, ConfigError, Settings
 from prroom.core.identity import (
     CallableIdentity,
@@ -33,6 +34,7 @@ from prroom.core.rooms import RoomRegistry
 from prroom.internals import (
     event_path,
     gevent_traps,
+    host_server,
     loop_monitor,
     packet_codec,
     seams,
@@ -41,6 +43,7 @@ from prroom.internals import (
 )
 from prroom.internals.loop_monitor import LoopMonitor
 from prroom.internals.managers import ClusterManager, IndexedManager
+from prroom.server import host_socketio
 from prroom.server.api import api
 from prroom.server.events import Caps, RoomEvents
 from prroom.server.flask_commands import commands
@@ -272,6 +275,9 @@ class PRRoom:
         """Register prroom on ``app``; refuses an app that already has it."""
         if "prroom" in app.extensions:
             raise RuntimeError("prroom is already registered on this Flask app")
+        logtext.install()  # client text in log lines escaped, whatever the host's logging
+        # what the host chose itself, before defaults fill the config: see host_socketio
+        prroom_set = frozenset(key for key in DEFAULTS if app.config.get(key) is not None)
         for key, value in DEFAULTS.items():
             app.config.setdefault(key, value)
         config = dict(app.config)
@@ -286,12 +292,24 @@ class PRRoom:
                            "any room under any name; use 'token' or 'custom' in production")
 
         socketio = socketio or self._socketio or SocketIO()
+        host_set = socketio_hooks.options_set_by_host(socketio)
+        host = host_server.host_options(socketio)  # a copy: init_app below adds prroom's
+        options = self._socketio_options(settings)
         if socketio.server is None:
-            options = self._socketio_options(settings)
-            host_set = socketio_hooks.options_set_by_host(socketio)
+            if "client_manager" not in host_set and "message_queue" not in host_set:
+                options["client_manager"] = self._client_manager(settings)
             socketio.init_app(app, **{key: value for key, value in options.items()
                                       if key not in host_set})
         accepted = accepted_missing(settings)
+        server = socketio.server
+        try:
+            adopting = seams.apply("host-server", lambda: True, server=server,
+                                   objects=(server, server.eio), accepted=accepted)
+        except seams.SeamRefused as refused:
+            raise ConfigError(str(refused)) from None
+        if adopting.status == seams.INSTALLED:
+            host_socketio.adopt(server, host, options, settings, prroom_set,
+                                lambda: self._client_manager(settings))
         install_speed_seams(socketio, settings, accepted)
         state = PRRoomState(self, app, settings, socketio, identity)
         if socketio.async_mode == "gevent":
@@ -453,6 +471,14 @@ class PRRoom:
         return JoinNameIdentity()
 
     @staticmethod
+    def _client_manager(settings: Settings) -> Any:
+        """The client manager prroom runs on: clustered over Redis, or in-process."""
+        if settings.message_queue:
+            return ClusterManager.of_deployment(settings.message_queue, settings.channel,
+                                                pubsub=settings.queue_pubsub)
+        return IndexedManager()
+
+    @staticmethod
     def _socketio_options(settings: Settings) -> Dict[str, Any]:
         origins: Any = settings.cors_allowed_origins
         if origins == ("*",):
@@ -464,13 +490,11 @@ class PRRoom:
             # Handlers run inline on the connection's reader: no greenlet per event, and a
             # client's events are handled in the order it sent them.
             "async_handlers": False,
-            "client_manager": (ClusterManager.of_deployment(settings.message_queue,
-                                                            settings.channel,
-                                                            pubsub=settings.queue_pubsub)
-                               if settings.message_queue else IndexedManager()),
             "max_http_buffer_size": settings.max_frame_bytes,
             "ping_interval": settings.ping_interval,
             "ping_timeout": settings.ping_timeout,
             "cors_allowed_origins": origins,
+            # a page on any origin must not ride its visitors' cookies (see Security)
+            "cors_credentials": origins != "*",
             "path": settings.socketio_path,
         }

@@ -113,8 +113,16 @@ def _render_chat(pull_request_id: int, embed: bool) -> Response:
     script_sources = " ".join(["'self'", *_origin(client_src)])
     # Defence in depth: chat text is inserted as text, and even if it were not, no injected
     # inline script or plugin could run.
+    # Who may frame the page (clickjacking): the full page nobody, the embed view the pages
+    # PRROOM_EMBED_FRAME_ANCESTORS names.  X-Frame-Options for browsers without CSP 2; it
+    # cannot name other origins, so it is left out when the setting lists some.
+    ancestors = settings.embed_frame_ancestors if embed else ("'none'",)
     response.headers["Content-Security-Policy"] = (
-        f"script-src {script_sources}; object-src 'none'; base-uri 'none'")
+        f"script-src {script_sources}; object-src 'none'; base-uri 'none'; "
+        f"frame-ancestors {' '.join(ancestors)}")
+    frame_options = {("'none'",): "DENY", ("'self'",): "SAMEORIGIN"}.get(ancestors)
+    if frame_options:
+        response.headers["X-Frame-Options"] = frame_options
     response.headers["X-Content-Type-Options"] = "nosniff"
     response.headers["Referrer-Policy"] = "same-origin"
     response.headers["Cache-Control"] = "no-store"  # the page may carry a token

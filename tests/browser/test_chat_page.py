@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import re
 
@@ -184,13 +185,21 @@ def test_embedded_in_a_host_page(browser, chat_server, open_page, pr_id, artifac
     """The README's iframe snippet in a host app's page, talking to a full page."""
     url = f"{chat_server.url}/pr/{pr_id}/embed"
     context = browser.new_context(viewport={"width": 900, "height": 700}, locale="en-US")
+    stack = contextlib.ExitStack()
     try:
+        page = ("<h1>Pull request #%d</h1>"
+                '<iframe src="%s" title="Chat about this pull request" '
+                'style="width:100%%;max-width:480px;height:420px;border:1px solid #d0d7de;'
+                'border-radius:6px" loading="lazy"></iframe>' % (pr_id, url))
+        # the host app's page on its own origin, listed in PRROOM_EMBED_FRAME_ANCESTORS
+        port = chat_browser.HOST_PAGE_PORT
+        stack.enter_context(chat_browser.serving_page(port, page))
+        evil = context.new_page()  # the same page on an origin that is not listed
+        evil.goto(f"http://localhost:{port}/pr", wait_until="load")  # the iframe's too
+        assert evil.frame_locator("iframe").locator("html.embed").count() == 0
+        evil.close()
         host = context.new_page()
-        host.set_content(
-            "<h1>Pull request #%d</h1>"
-            '<iframe src="%s" title="Chat about this pull request" '
-            'style="width:100%%;max-width:480px;height:420px;border:1px solid #d0d7de;'
-            'border-radius:6px" loading="lazy"></iframe>' % (pr_id, url))
+        host.goto(f"http://127.0.0.1:{port}/pr", wait_until="load")
         frame = host.frame_locator("iframe")
         embedded = ChatPage(host, chat_server.url, pr_id, frame=frame)
         expect(frame.locator("html")).to_have_class(re.compile(r"\bembed\b"))
@@ -210,6 +219,7 @@ def test_embedded_in_a_host_page(browser, chat_server, open_page, pr_id, artifac
         assert embedded.unexpected_errors() == []
     finally:
         context.close()
+        stack.close()
 
     # ?embed=1 is the same view
     page = open_page(pr_id, path=f"/pr/{pr_id}?embed=1")

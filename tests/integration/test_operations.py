@@ -169,6 +169,29 @@ def test_check_config_prints_the_effective_settings_with_secrets_masked():
     assert "very-secret-token" not in done.stdout
 
 
+def test_secrets_are_masked_in_check_config_and_in_refusals():
+    done = run_prroom("check-config", env={
+        "PRROOM_MESSAGE_QUEUE": "redis://queue-user:hunter2@127.0.0.1:1/0",
+        "PRROOM_SECRET_KEY": "key-hunter2", "PRROOM_METRICS_TOKEN": "metrics-hunter2"})
+    assert done.returncode == 0, done.stderr
+    lines = done.stdout.splitlines()
+    assert "PRROOM_MESSAGE_QUEUE=redis://queue-user:****@127.0.0.1:1/0  (env)" in lines
+    assert "PRROOM_SECRET_KEY=********  (env)" in lines
+    assert "PRROOM_METRICS_TOKEN=********  (env)" in lines
+    assert "hunter2" not in done.stdout + done.stderr
+    # a malformed URL is refused at start without its password, by the CLI and by gunicorn
+    bad = "redis+cluster://u:hunter2@nohostport"
+    done = run_prroom("check-config", env={"PRROOM_MESSAGE_QUEUE": bad})
+    assert done.returncode == 2 and "hunter2" not in done.stderr
+    assert "PRROOM_MESSAGE_QUEUE='redis+cluster://u:****@nohostport'" in done.stderr
+    proc = servers.gunicorn(env={"PRROOM_MESSAGE_QUEUE": bad})
+    try:
+        assert proc.proc.wait(30) != 0
+    finally:
+        proc.stop()
+    assert "u:****@nohostport" in proc.log() and "hunter2" not in proc.log()
+
+
 @pytest.mark.parametrize("key,raw,expected", [
     ("PRROOM_TYPING_TIMEOUT", "soon", "expected a number"),
     ("PRROOM_PORT", "70000", "expected an integer from 0 to 65535"),

@@ -182,3 +182,34 @@ def test_browser_origins_follow_the_allowlist(server, allowlist_server, allowlis
 
 def test_none_mode_warns_at_start(server):
     assert "PRROOM_AUTH_MODE=none" in server.log()
+
+
+any_origin_server = servers.server_fixture(
+    {"PRROOM_CORS_ALLOWED_ORIGINS": "*"},
+    doc="Browsers from any origin ('*').")
+
+
+def test_any_origin_is_answered_without_credentials(any_origin_server, allowlist_server):
+    evil = {"Origin": "https://evil.example"}
+    url = "/socket.io/?EIO=4&transport=polling"
+    handshake = requests.get(any_origin_server.url + url, headers=evil, timeout=5)
+    assert handshake.status_code == 200
+    assert handshake.headers["Access-Control-Allow-Origin"] == "https://evil.example"
+    assert "Access-Control-Allow-Credentials" not in handshake.headers  # no cookies
+    listed = requests.get(allowlist_server.url + url, timeout=5,
+                          headers={"Origin": "http://review.example"})
+    assert listed.headers["Access-Control-Allow-Credentials"] == "true"
+
+
+def test_any_origin_with_cookie_auth_does_not_start():
+    proc = servers.gunicorn(env={"PRROOM_CORS_ALLOWED_ORIGINS": "*",
+                                 "PRROOM_AUTH_MODE": "custom",
+                                 "PRROOM_AUTHENTICATE": "tests.integration.login_app:authenticate"})
+    try:
+        assert proc.proc.wait(30) != 0
+    finally:
+        proc.stop()
+    lines = [line for line in proc.log().splitlines() if "PRROOM_CORS_ALLOWED_ORIGINS" in line]
+    assert lines and lines[0].endswith("PRROOM_CORS_ALLOWED_ORIGINS='*' with "
+                                       "PRROOM_AUTH_MODE='custom' (cookie-based): expected "
+                                       "the allowed origins listed instead")

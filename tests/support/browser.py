@@ -27,7 +27,7 @@ from playwright.sync_api import (
     sync_playwright,
 )
 
-from tests.support.servers import ROOT
+from tests.support.servers import ROOT, free_port
 
 CHROMIUM = Path(os.environ.get("PRROOM_TEST_CHROMIUM", "/usr/bin/chromium"))
 SKIP_REASON = os.environ.get("PRROOM_TEST_SKIP_BROWSER", "")
@@ -40,6 +40,10 @@ CLIENT_FILE = ROOT / "tests" / "node" / "node_modules" / "socket.io-client" / "d
     "socket.io.min.js"
 # Typing indicators expire after a second, so the idle/expiry checks stay quick.
 TYPING_TIMEOUT = 1.0
+#: Where the embedding test serves its host page (http://127.0.0.1:<port>, an origin the chat
+#: server lists; http://localhost:<port> is the same page on an origin it does not list).
+HOST_PAGE_PORT = free_port()
+
 SERVER_ENV = {
     "PRROOM_TYPING_TIMEOUT": str(TYPING_TIMEOUT),
     "PRROOM_SOCKETIO_CLIENT_FILE": str(CLIENT_FILE),
@@ -47,6 +51,8 @@ SERVER_ENV = {
     "PRROOM_GRACEFUL_TIMEOUT": "1",
     # messages posted over HTTP (bots) show on the page too
     "PRROOM_POST_TOKENS": "browser-test-token=ci-bot",
+    # the host page of the embedding test, on an origin of its own
+    "PRROOM_EMBED_FRAME_ANCESTORS": f"'self' http://127.0.0.1:{HOST_PAGE_PORT}",
 }
 
 
@@ -230,3 +236,31 @@ class Pages:
 
     def __exit__(self, *exc_info: Any) -> None:
         self.close()
+
+
+@contextmanager
+def serving_page(port: int, body: str) -> Iterator[None]:
+    """``body`` as the HTML answer to every GET on ``port`` (loopback), for the ``with``."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    class Page(BaseHTTPRequestHandler):
+        def do_GET(self) -> None:  # noqa: N802 (http.server's name)
+            data = body.encode()
+            self.send_response(200)
+            self.send_header("Content-Type", "text/html; charset=utf-8")
+            self.send_header("Content-Length", str(len(data)))
+            self.end_headers()
+            self.wfile.write(data)
+
+        def log_message(self, *args: Any) -> None:
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", port), Page)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        server.shutdown()
+        server.server_close()

@@ -266,3 +266,28 @@ def test_a_short_admin_token_is_refused_without_showing_it():
         Settings.from_mapping({"PRROOM_ADMIN_TOKEN": "hunter2hunter2"})
     assert "at least 32 characters" in str(info.value) and "hunter2" not in str(info.value)
     assert Settings.from_mapping({"PRROOM_ADMIN_TOKEN": "x" * 32}).admin_token == "x" * 32
+
+
+def test_any_origin_with_cookie_based_auth_is_refused():
+    message = config_error({"PRROOM_CORS_ALLOWED_ORIGINS": "*", "PRROOM_AUTH_MODE": "custom",
+                            "PRROOM_AUTHENTICATE": lambda auth, request: "alice"})
+    assert message == ("PRROOM_CORS_ALLOWED_ORIGINS='*' with PRROOM_AUTH_MODE='custom' "
+                       "(cookie-based): expected the allowed origins listed instead")
+    # a token travels in the auth payload, not in a cookie: any origin is fine then
+    assert Settings.from_mapping({"PRROOM_CORS_ALLOWED_ORIGINS": "*",
+                                  "PRROOM_AUTH_MODE": "token"}).cors_allowed_origins == ("*",)
+
+
+@pytest.mark.parametrize("url,shown", [
+    ("redis://:pw@h:6379/0", "redis://:****@h:6379/0"),
+    ("redis://user:p@ss@h:1/0", "redis://user:****@h:1/0"),
+    ("redis+sentinel://u:pw@a:1,b:2/0/svc", "redis+sentinel://u:****@a:1,b:2/0/svc"),
+    ("redis://h:1/0?db=1&password=pw", "redis://h:1/0?db=1&password=****"),
+    ("redis://h:1/0", "redis://h:1/0"),
+])
+def test_a_queue_url_is_shown_without_its_password(url, shown):
+    setting = SETTINGS_BY_KEY["PRROOM_MESSAGE_QUEUE"]
+    assert setting.shown(url) == shown
+    assert SETTINGS_BY_KEY["PRROOM_SECRET_KEY"].shown("k") == "********"
+    message = config_error({"PRROOM_MESSAGE_QUEUE": url.replace("redis", "http", 1)})
+    assert "pw" not in message.replace("password", "")

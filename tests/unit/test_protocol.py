@@ -253,7 +253,8 @@ def test_all_error_codes_complete_and_unique():
     expected = {"invalid-payload", "missing-field", "invalid-field", "message-too-long",
                 "not-a-member", "identity-mismatch", "unknown-event", "internal-error",
                 "unauthorized", "forbidden", "rate-limited", "too-many-rooms",
-                "too-many-connections", "binary-payload", "token-expired", "identity-revoked"}
+                "too-many-connections", "binary-payload", "token-expired", "identity-revoked",
+                "authentication-error"}
     assert set(ALL_ERROR_CODES) == expected
     assert len(ALL_ERROR_CODES) == len(expected)
     assert all(isinstance(code, str) for code in ALL_ERROR_CODES)

@@ -232,3 +232,38 @@ def test_package_data_ships_every_page_file():
     missing = [name for name in files
                if not any(fnmatch.fnmatch(name, pattern) for pattern in patterns)]
     assert missing == []
+
+
+# -- framing (clickjacking) ---------------------------------------------------------------
+
+def frame_headers(response):
+    csp = response.headers["Content-Security-Policy"]
+    ancestors = [part.strip() for part in csp.split(";") if "frame-ancestors" in part]
+    return ancestors, response.headers.get("X-Frame-Options")
+
+
+def test_the_full_page_may_not_be_framed_and_the_embed_view_only_by_its_own_origin():
+    client, _ = make_client()
+    assert frame_headers(client.get("/pr/7")) == (["frame-ancestors 'none'"], "DENY")
+    for path in ("/pr/7/embed", "/pr/7?embed=1"):
+        assert frame_headers(client.get(path)) == (["frame-ancestors 'self'"], "SAMEORIGIN")
+
+
+@pytest.mark.parametrize("setting,ancestors,frame_options", [
+    ("'none'", "frame-ancestors 'none'", "DENY"),
+    ("self", "frame-ancestors 'self'", "SAMEORIGIN"),
+    # X-Frame-Options cannot name other origins: left to CSP
+    ("'self' https://review.example.com, https://*.example.org:8443",
+     "frame-ancestors 'self' https://review.example.com https://*.example.org:8443", None),
+])
+def test_embed_view_framing_follows_the_setting(setting, ancestors, frame_options):
+    client, _ = make_client(PRROOM_EMBED_FRAME_ANCESTORS=setting)
+    assert frame_headers(client.get("/pr/7/embed")) == ([ancestors], frame_options)
+    assert frame_headers(client.get("/pr/7")) == (["frame-ancestors 'none'"], "DENY")
+
+
+@pytest.mark.parametrize("value", ["https://a.example; script-src *", "'none' 'self'",
+                                   "", "javascript:alert(1)", "*"])
+def test_bad_frame_ancestors_stop_the_start(value):
+    with pytest.raises(ConfigError, match="^PRROOM_EMBED_FRAME_ANCESTORS="):
+        make_client(PRROOM_EMBED_FRAME_ANCESTORS=value)

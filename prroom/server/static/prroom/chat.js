@@ -243,6 +243,8 @@
         return 'This page is already in the room under another name. Reload the page.';
       case 'unauthorized':
         return 'You are not signed in, or your sign-in has expired. Reload the page to sign in again.';
+      case 'authentication-error':
+        return 'Signing in failed on the server. Reload the page to try again.';
       case 'forbidden':
         return 'You are not allowed to chat about this pull request.';
       case 'rate-limited':
