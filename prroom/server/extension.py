@@ -36,6 +36,7 @@ from prroom.internals import (
     loop_monitor,
     packet_codec,
     socketio_hooks,
+    websocket_frames,
     websocket_writes,
 )
 from prroom.internals.loop_monitor import LoopMonitor
@@ -225,6 +226,7 @@ class PRRoom:
         packet_codec.install(socketio.server)
         if socketio.async_mode == "gevent":
             socketio_hooks.accelerate_gevent_websocket()
+            websocket_frames.install(socketio.server.eio)  # refused at the header, 1009
             if settings.websocket_writes == "direct":
                 websocket_writes.install(socketio.server)
             if settings.event_path == "direct":
