@@ -320,6 +320,13 @@ SERVER_SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_HEADER_TIMEOUT", 10.0, _parse_float,
             "Seconds a client has to send a request line and headers, from when it connects "
             "(or, on a kept-alive connection, from its first byte); then it is cut", 1, 3600),
+    Setting("PRROOM_BODY_TIMEOUT", 10.0, _parse_float,
+            "Seconds a client has to send a request's body (up to PRROOM_MAX_FRAME_BYTES), "
+            "from the end of its headers; then it is answered 408 and cut, unseen by the "
+            "application", 1, 3600),
+    Setting("PRROOM_MAX_HEADER_BYTES", 16384, _parse_int,
+            "Most bytes of request headers, all lines together; more is answered 431", 1024,
+            1_048_576),
 )
 
 SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}

@@ -1,0 +1,277 @@
+"""Transport bounds against hostile clients (issue #24): oversized WebSocket frames, request
+bodies that never finish, oversized request headers, session ids in the access log.
+
+Each test speaks raw HTTP or raw WebSocket frames to ``gunicorn -c gunicorn.conf.py
+wsgi:app`` on loopback and asserts what an operator notices: the worker's resident memory
+(``/proc/<worker>/status``), connections still open, the close code or status a client
+gets, the access-log line.  Figures are printed (``pytest -s``) next to their bounds.
+"""
+from __future__ import annotations
+
+import json
+import re
+import socket
+import time
+from typing import Iterator, List, Optional, Tuple
+
+import pytest
+from websocket import ABNF
+
+from prroom.internals.gunicorn_worker import session_tag
+from tests.integration.test_adversarial import rss_mb, worker_pid
+from tests.support import servers
+from tests.support.raw import PollingSession, RawWebSocket, still_open
+from tests.support.waiting import wait_until
+
+pytestmark = [pytest.mark.integration, pytest.mark.timeout(120)]
+
+MAX_FRAME_BYTES = 65536   # PRROOM_MAX_FRAME_BYTES' default, which these servers keep
+BODY_TIMEOUT = 2          # PRROOM_BODY_TIMEOUT
+MAX_HEADER_BYTES = 16384  # PRROOM_MAX_HEADER_BYTES' default
+SLACK = 4                 # a shared, busy machine
+HELD_BOUND_MB = 16        # what one hostile WebSocket may make the worker hold
+
+ENV = {"PRROOM_BODY_TIMEOUT": str(BODY_TIMEOUT), "PRROOM_PING_INTERVAL": "2",
+       "PRROOM_PING_TIMEOUT": "2"}
+
+
+@pytest.fixture(scope="module", params=["direct", "library"])
+def server(request) -> Iterator[servers.ServerProcess]:
+    """prroom with a short body deadline and short pings, on each event path."""
+    with servers.running(env={**ENV, "PRROOM_EVENT_PATH": request.param}) as proc:
+        yield proc
+
+
+@pytest.fixture
+def sockets() -> Iterator[List[socket.socket]]:
+    """TCP connections a test opens; all closed after it."""
+    opened: List[socket.socket] = []
+    yield opened
+    for conn in opened:
+        conn.close()
+
+
+def waiting(conn: socket.socket) -> bool:
+    """True while the server has neither answered nor closed ``conn`` (reads nothing)."""
+    conn.setblocking(False)
+    try:
+        conn.recv(1, socket.MSG_PEEK)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    finally:
+        conn.setblocking(True)
+    return False
+
+
+def settled_rss(pid: int) -> float:
+    """The worker's resident memory once it stopped moving (a few samples, bounded)."""
+    previous = rss_mb(pid)
+    for _ in range(10):
+        time.sleep(0.2)
+        current = rss_mb(pid)
+        if abs(current - previous) < 0.5:
+            return current
+        previous = current
+    return previous
+
+
+def close_code(raw: RawWebSocket, timeout: float = 5.0) -> Optional[int]:
+    """The code of the close frame the server sends next (None: closed without one, or no
+    close within ``timeout``)."""
+    raw.ws.settimeout(timeout)
+    try:
+        while True:
+            opcode, data = raw.ws.recv_data(control_frame=True)
+            if opcode == ABNF.OPCODE_CLOSE:
+                return int.from_bytes(data[:2], "big") if len(data) >= 2 else None
+    except Exception:  # timed out, or reset: no close frame
+        return None
+
+
+def stream(conn: socket.socket, total: int, chunk: int = 1 << 16) -> int:
+    """Send up to ``total`` bytes; return how many the connection took before it broke."""
+    sent = 0
+    block = b"\0" * chunk
+    conn.settimeout(5)
+    try:
+        while sent < total:
+            conn.sendall(block)
+            sent += chunk
+    except OSError:  # reset or timed out: the server stopped reading
+        pass
+    return sent
+
+
+# -- WebSocket frames -----------------------------------------------------------------------
+
+ANNOUNCED = 256 << 20  # what the attacker's frame header claims
+STREAMED = 64 << 20    # what it then sends
+
+
+def test_a_frame_announcing_256_mb_is_refused_at_its_header(server):
+    pid = worker_pid(server)
+    before = settled_rss(pid)
+    raw = RawWebSocket(server.url)  # an Engine.IO session, never authenticated
+    try:
+        header = b"\x82\xff" + ANNOUNCED.to_bytes(8, "big") + b"\x11\x22\x33\x44"
+        raw.ws.sock.sendall(header + b"\0" * 4096)
+        code = close_code(raw)
+        sent = stream(raw.ws.sock, STREAMED)
+        held = settled_rss(pid) - before
+        open_after = still_open(raw.ws.sock)
+    finally:
+        raw.close()
+    print(f"\nframe header claiming {ANNOUNCED >> 20} MB: close code {code}; the server took "
+          f"{sent / (1 << 20):.1f} of {STREAMED >> 20} MB streamed; worker RSS +{held:.1f} MB "
+          f"(bound {HELD_BOUND_MB} MB)")
+    assert code == 1009
+    assert held < HELD_BOUND_MB
+    assert sent < STREAMED and not open_after
+    assert "WebSocket closed with 1009" in server.log()
+
+
+def test_a_fragmented_message_past_the_limit_is_refused_with_1009(server):
+    raw = RawWebSocket(server.url)
+    try:
+        part = "4" + "x" * (MAX_FRAME_BYTES // 2)
+        raw.ws.send_frame(ABNF.create_frame(part, ABNF.OPCODE_TEXT, fin=0))
+        raw.ws.send_frame(ABNF.create_frame("x" * (MAX_FRAME_BYTES // 2), ABNF.OPCODE_CONT,
+                                            fin=0))
+        code = close_code(raw)
+    finally:
+        raw.close()
+    assert code == 1009
+
+
+def test_fragments_within_the_limit_still_make_a_message(server):
+    raw = RawWebSocket(server.url)
+    try:
+        raw.ws.send_frame(ABNF.create_frame("40", ABNF.OPCODE_TEXT, fin=0))
+        raw.ws.send_frame(ABNF.create_frame("", ABNF.OPCODE_CONT, fin=1))
+        assert raw.recv_socketio().startswith("0{")  # the CONNECT was answered
+    finally:
+        raw.close()
+
+
+# -- request bodies --------------------------------------------------------------------------
+
+STALLED_POSTS = 200
+
+
+def test_posts_whose_body_never_arrives_are_cut_at_the_body_deadline(server, sockets):
+    session = PollingSession(server.url)
+    request = (f"POST /socket.io/?EIO=4&transport=polling&sid={session.sid} HTTP/1.1\r\n"
+               f"Host: x\r\nContent-Type: text/plain\r\nContent-Length: 65536\r\n\r\n"
+               ).encode() + b"0123456789"
+    for _ in range(STALLED_POSTS):
+        conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        conn.sendall(request)
+        sockets.append(conn)
+    sent_at = time.monotonic()
+    cut = wait_until(lambda: not any(waiting(conn) for conn in sockets), BODY_TIMEOUT + SLACK)
+    elapsed = time.monotonic() - sent_at
+    statuses = set()
+    for conn in sockets:
+        conn.settimeout(1)
+        try:
+            statuses.add(conn.recv(64).split(b"\r\n", 1)[0].decode())
+        except OSError:
+            statuses.add("reset")
+    # the session was never ponged: the stalled POSTs must not keep it alive (pings 2 + 2 s)
+    gone = wait_until(lambda: session.get(timeout=6).status_code == 400, 4 + SLACK)
+    held = sum(waiting(conn) for conn in sockets)
+    print(f"\nbody deadline: {STALLED_POSTS} POSTs announcing 64 KB and sending 10 bytes: "
+          f"{held} still held after {elapsed:.1f} s (deadline {BODY_TIMEOUT} s); answers "
+          f"{sorted(statuses)}; their session gone: {gone}")
+    assert cut and elapsed < BODY_TIMEOUT + SLACK
+    assert statuses == {"HTTP/1.1 408 Request Timeout"}
+    assert gone
+    log = server.log()
+    tag = session_tag(session.sid)
+    assert f'"POST /socket.io/?EIO=4&transport=polling&sid={tag} HTTP/1.1" 408' in log
+    assert session.sid not in log  # neither there nor in python-engineio's "Invalid session"
+
+
+def test_a_body_that_arrives_is_served(server):
+    session = PollingSession(server.url)
+    response = session.post("40")
+    assert (response.status_code, response.text) == (200, "OK")
+    assert session.packets()[0].startswith("40{")
+
+
+# -- request headers -------------------------------------------------------------------------
+
+def _status_of(conn: socket.socket) -> str:
+    conn.settimeout(5)
+    answer = b""
+    try:
+        while b"\r\n" not in answer:
+            more = conn.recv(4096)
+            if not more:
+                break
+            answer += more
+    except OSError:
+        pass
+    return answer.split(b"\r\n", 1)[0].decode() or "(closed)"
+
+
+def test_headers_past_the_total_cap_are_refused_with_431(server, sockets):
+    pid = worker_pid(server)
+    before = settled_rss(pid)
+    conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    sockets.append(conn)
+    conn.sendall(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n")
+    line = b"X-Pad-0: " + b"y" * (64 * 1024 - 12) + b"\r\n"
+    conn.sendall(line)
+    status = _status_of(conn)
+    sent = stream(conn, 99 * len(line), chunk=len(line))  # the rest of 100 lines x 64 KB
+    held = settled_rss(pid) - before
+    print(f"\nheaders: 100 lines of 64 KB -> {status!r}; the server took "
+          f"{sent / (1 << 20):.1f} MB more; worker RSS +{held:.1f} MB")
+    assert status == "HTTP/1.1 431 Request Header Fields Too Large"
+    assert not still_open(conn)
+    assert held < 8
+    assert re.search(r'"GET /socket.io/\?EIO=4&transport=polling HTTP/1.1" 431', server.log())
+
+    # many short lines count too; just under the cap is served
+    small = b"".join(b"X-Pad-%d: %s\r\n" % (n, b"z" * 190) for n in range(60))
+    assert len(small) < MAX_HEADER_BYTES < 2 * len(small)
+    assert _request(server, small) == "HTTP/1.1 200 OK"
+    assert _request(server, small + small.replace(b"X-Pad-", b"X-More-")) == (
+        "HTTP/1.1 431 Request Header Fields Too Large")
+
+
+def _request(server, headers: bytes) -> str:
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        conn.sendall(b"GET /healthz HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        return _status_of(conn)
+
+
+# -- the access log --------------------------------------------------------------------------
+
+def _sessions_logged(server: servers.ServerProcess) -> Tuple[List[str], str]:
+    sessions = [PollingSession(server.url) for _ in range(3)]
+    for session in sessions:
+        assert session.post("40").status_code == 200
+        assert session.packets()[0].startswith("40{")
+    ids = [session.sid for session in sessions]
+    wait_until(lambda: all(f"sid={session_tag(sid)}" in server.log() for sid in ids), 5)
+    return ids, server.log()
+
+
+def test_the_access_log_carries_no_session_id(server):
+    ids, log = _sessions_logged(server)
+    lines = [line for line in log.splitlines() if "transport=polling" in line]
+    assert lines and all(session_id not in log for session_id in ids)
+    assert any(f"sid={session_tag(ids[0])}" in line and '" 200 ' in line
+               for line in lines), lines[-3:]
+
+
+def test_the_json_access_log_carries_no_session_id():
+    with servers.running(env={"PRROOM_LOG_FORMAT": "json"}) as server:
+        ids, log = _sessions_logged(server)
+    records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
+    assert any(f"sid={session_tag(ids[0])}" in json.dumps(record) for record in records)
+    assert all(session_id not in log for session_id in ids)
