@@ -206,7 +206,8 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_ROOM_BURST", 30, _parse_int,
             "join/leave burst per socket", 1, 1_000_000),
     Setting("PRROOM_RATE_LIMIT_DISCONNECT_AFTER", 50, _parse_int,
-            "Rate-limited events in a row after which the socket is disconnected", 1,
+            "Rate-limited events after which the socket is disconnected (counted until it "
+            "goes 60 s without a refusal; accepted events do not reset the count)", 1,
             1_000_000),
     Setting("PRROOM_MAX_ROOMS_PER_SOCKET", 50, _parse_int,
             "Rooms one connection may be in at once", 1, 1_000_000),

@@ -31,7 +31,7 @@ from socketio.exceptions import ConnectionRefusedError
 from prroom.core import protocol
 from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
-from prroom.core.limits import SocketLimiter
+from prroom.core.limits import STRIKE_WINDOW, SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message, posted_message
 from prroom.core.presence import Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
@@ -392,8 +392,9 @@ class RoomEvents:
         except ProtocolError:
             self.metrics.record_rate_limited(kind)
             if self.limiter.strikes(sid) == self.limiter.disconnect_after:  # once
-                logger.warning("disconnecting sid=%s identity=%s: %d rate-limited %s events "
-                               "in a row", sid, self._name(sid), self.limiter.strikes(sid), kind)
+                logger.warning("disconnecting sid=%s identity=%s: %d rate-limited events "
+                               "(the last: %s) without %g s free of refusals", sid,
+                               self._name(sid), self.limiter.strikes(sid), kind, STRIKE_WINDOW)
                 socketio_hooks.close_transport(self.server, self.server.manager.eio_sid_from_sid(
                     sid, self.namespace))
             # A flooding connection's reader never waits for data: let the others run.

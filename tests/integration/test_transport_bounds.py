@@ -31,8 +31,10 @@ MAX_HEADER_BYTES = 16384  # PRROOM_MAX_HEADER_BYTES' default
 SLACK = 4                 # a shared, busy machine
 HELD_BOUND_MB = 16        # what one hostile WebSocket may make the worker hold
 
+DISCONNECT_AFTER = 5      # PRROOM_RATE_LIMIT_DISCONNECT_AFTER
 ENV = {"PRROOM_BODY_TIMEOUT": str(BODY_TIMEOUT), "PRROOM_PING_INTERVAL": "2",
-       "PRROOM_PING_TIMEOUT": "2"}
+       "PRROOM_PING_TIMEOUT": "2", "PRROOM_MESSAGE_RATE": "0.1", "PRROOM_MESSAGE_BURST": "1",
+       "PRROOM_RATE_LIMIT_DISCONNECT_AFTER": str(DISCONNECT_AFTER)}
 
 
 @pytest.fixture(scope="module", params=["direct", "library"])
@@ -275,3 +277,27 @@ def test_the_json_access_log_carries_no_session_id():
     records = [json.loads(line) for line in log.splitlines() if line.startswith("{")]
     assert any(f"sid={session_tag(ids[0])}" in json.dumps(record) for record in records)
     assert all(session_id not in log for session_id in ids)
+
+
+# -- rate limits that could be dodged ---------------------------------------------------------
+
+def _event(name: str, payload: dict) -> str:
+    return "42" + json.dumps([name, payload])
+
+
+def test_accepted_events_in_between_do_not_save_a_flooder(server):
+    raw = RawWebSocket(server.url)
+    try:
+        assert raw.connect().startswith("0{")
+        message = _event("send-message-to-pr-room",
+                         {"pullRequestId": 1, "username": "x", "message": "m"})
+        typing = _event("typing", {"pullRequestId": 1, "username": "x"})
+        raw.send(message)  # the burst of one
+        for _ in range(DISCONNECT_AFTER + 2):
+            raw.send(message)  # refused: rate-limited
+            raw.send(typing)   # accepted by its own bucket (then not-a-member)
+        closed = raw.closed_within(5)
+    finally:
+        raw.close()
+    assert closed
+    assert f"{DISCONNECT_AFTER} rate-limited events (the last: message)" in server.log()
