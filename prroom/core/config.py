@@ -217,6 +217,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_MAX_QUEUED_PACKETS", 2000, _parse_int,
             "Packets waiting to be written to one client before it is dropped as too slow",
             10, 10_000_000),
+    Setting("PRROOM_MAX_QUEUED_BYTES", 4_194_304, _parse_int,
+            "Bytes waiting to be written to one WebSocket client (beyond what the kernel "
+            "took) before it is dropped as too slow", 65536, 1_000_000_000),
     Setting("PRROOM_MESSAGE_QUEUE", "", _parse_queue_url,
             "Message queue URL (redis://host:6379/0; redis+sentinel://... and "
             "redis+cluster://host:port,... too) joining several prroom processes into one "
@@ -366,6 +369,7 @@ class Settings:
     max_rooms_per_socket: int
     max_connections_per_identity: int
     max_queued_packets: int
+    max_queued_bytes: int
     message_queue: str
     channel: str
     queue_pubsub: str

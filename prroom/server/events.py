@@ -67,13 +67,14 @@ class Caps(NamedTuple):
     max_queued_packets: int = DEFAULTS["PRROOM_MAX_QUEUED_PACKETS"]
     max_attachments: int = DEFAULTS["PRROOM_MAX_ATTACHMENTS"]
     connect_timeout: float = DEFAULTS["PRROOM_CONNECT_TIMEOUT"]
+    max_queued_bytes: int = DEFAULTS["PRROOM_MAX_QUEUED_BYTES"]
 
     @classmethod
     def of(cls, settings: Settings) -> "Caps":
         """The caps a server with ``settings`` applies."""
         return cls(settings.max_rooms_per_socket, settings.max_connections_per_identity,
                    settings.max_queued_packets, settings.max_attachments,
-                   settings.connect_timeout)
+                   settings.connect_timeout, settings.max_queued_bytes)
 
 
 class RoomEvents:

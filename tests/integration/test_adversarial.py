@@ -24,6 +24,7 @@ import requests
 import websocket
 
 from prroom.core.identity import issue_token
+from prroom.internals.gunicorn_worker import session_tag
 from tests.support import servers
 from tests.support.clients import Clients, RoomClient, new_pull_request_id
 from tests.support.raw import Closed, Packet, RawWebSocket
@@ -773,7 +774,8 @@ def slow_consumer(slow_server: servers.ServerProcess) -> Iterator[SlowConsumer]:
         try:
             slow.connect_namespace()
             slow.join(pull_request_id, "slow")
-            dropped_line = f"dropping a client too slow to read: eio_sid={slow.eio_sid}"
+            dropped_line = ("dropping a client too slow to read: eio_sid="
+                            + session_tag(slow.eio_sid))
             baseline = peak = rss_mb(pid)
 
             payload = {"pullRequestId": pull_request_id, "username": "flooder",

@@ -20,6 +20,7 @@ from websocket import ABNF
 from prroom.internals.gunicorn_worker import session_tag
 from tests.integration.test_adversarial import rss_mb, worker_pid
 from tests.support import servers
+from tests.support.clients import RoomClient
 from tests.support.raw import PollingSession, RawWebSocket, still_open
 from tests.support.waiting import wait_until
 
@@ -301,3 +302,49 @@ def test_accepted_events_in_between_do_not_save_a_flooder(server):
         raw.close()
     assert closed
     assert f"{DISCONNECT_AFTER} rate-limited events (the last: message)" in server.log()
+
+
+QUEUED_BYTES = 65536  # PRROOM_MAX_QUEUED_BYTES, its smallest
+
+
+@pytest.fixture(scope="module")
+def bytes_server() -> Iterator[servers.ServerProcess]:
+    """A small byte bound on queued packets, and a sender the rate limits let through."""
+    with servers.running(env={"PRROOM_MAX_QUEUED_BYTES": str(QUEUED_BYTES),
+                              "PRROOM_MESSAGE_RATE": "1000", "PRROOM_MESSAGE_BURST": "1000"}
+                         ) as proc:
+        yield proc
+
+
+def test_a_client_that_stops_reading_is_dropped_by_the_bytes_queued(bytes_server, pr_id):
+    server = bytes_server
+    slow = RawWebSocket(server.url, rcvbuf=4096)  # joins, then never reads again
+    sender = RoomClient(server.url)
+    try:
+        assert slow.connect().startswith("0{")
+        slow.send(_event("join-pr-room", {"pullRequestId": pr_id, "username": "slow"})
+                  .replace("42", "421", 1))
+        while not slow.recv_socketio().startswith("31["):  # the members list may come first
+            pass
+        sender.join(pr_id, "fast")
+        # each packet 8 to 24 KB (2 bytes in UTF-8, 6 as a JSON escape); far fewer packets
+        # than PRROOM_MAX_QUEUED_PACKETS' 2000
+        text = "\u00e9" * 4000
+        sent = 0
+        dropped = False
+        while sent < 1000 and not dropped:
+            sender.emit("send-message-to-pr-room",
+                        {"pullRequestId": pr_id, "username": "fast", "message": text})
+            sent += 1
+            if sent % 50 == 0:
+                time.sleep(0.2)  # let the sweep (once a second) look
+                dropped = "dropping a client too slow to read" in server.log()
+        dropped = dropped or wait_until(
+            lambda: "dropping a client too slow to read" in server.log(), 5)
+    finally:
+        slow.close()
+        sender.close()
+    print(f"\nqueued bytes: a client that stopped reading was dropped: {dropped}, after "
+          f"{sent} packets of 8-24 KB were sent to its room (packet bound 2000)")
+    assert dropped and sent < 2000
+    assert f"or {QUEUED_BYTES} bytes queued" in server.log()
