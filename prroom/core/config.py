@@ -10,6 +10,7 @@ expected, never a traceback deep inside a request.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -57,6 +58,14 @@ def _parse_origins(raw: Any) -> Optional[Tuple[str, ...]]:
     if not items:
         return None
     return tuple(items)
+
+
+def _parse_networks(raw: Any) -> Tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks; empty = none."""
+    items = _parse_origins(raw) or ()
+    for item in items:
+        ipaddress.ip_network(item, strict=False)  # ValueError: refused at start
+    return items
 
 
 def _number(value: float) -> str:
@@ -148,6 +157,7 @@ class Setting:
         kind: Dict[Callable[[Any], Any], str] = {_parse_int: "an integer", _parse_float: "a number",
                 _parse_str: "a string", _parse_origins: "a comma-separated list of origins",
                 _parse_callable: "a callable or 'module:name'",
+                _parse_networks: "comma-separated IP addresses or CIDR networks",
                 _parse_queue_url: "empty or a redis://host:port/db, redis+sentinel://host:"
                                   "port,.../db/service or redis+cluster://host:port,... URL"}
         text = kind.get(self.parse, "a value")
@@ -217,6 +227,13 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_MAX_QUEUED_PACKETS", 2000, _parse_int,
             "Packets waiting to be written to one client before it is dropped as too slow",
             10, 10_000_000),
+    Setting("PRROOM_MAX_SESSIONS_PER_ADDRESS", 256, _parse_int,
+            "Engine.IO sessions open at once from one client address (behind "
+            "PRROOM_TRUSTED_PROXIES: the forwarded address); more handshakes are answered "
+            "401; 0 = no cap", 0, 1_000_000),
+    Setting("PRROOM_TRUSTED_PROXIES", ("127.0.0.1", "::1"), _parse_networks,
+            "Proxies whose X-Forwarded-For names the client (addresses or CIDR networks, "
+            "comma-separated); empty = none: every peer is the client"),
     Setting("PRROOM_MAX_QUEUED_BYTES", 4_194_304, _parse_int,
             "Bytes waiting to be written to one WebSocket client (beyond what the kernel "
             "took) before it is dropped as too slow", 65536, 1_000_000_000),
@@ -369,6 +386,8 @@ class Settings:
     max_rooms_per_socket: int
     max_connections_per_identity: int
     max_queued_packets: int
+    max_sessions_per_address: int
+    trusted_proxies: Tuple[str, ...]
     max_queued_bytes: int
     message_queue: str
     channel: str

@@ -86,6 +86,10 @@ class SocketLimiter:
                             f"too many {kind} events; retry in {retry_after:g} s",
                             retryAfter=retry_after)
 
+    def rate(self, kind: str) -> Rate:
+        """The rate of ``kind``'s buckets."""
+        return self._rates[self._index[kind]]
+
     def strikes(self, sid: str, now: Optional[float] = None) -> int:
         """Refusals of ``sid`` since it last went :data:`STRIKE_WINDOW` without one."""
         strikes = self._strikes.get(sid, 0)

@@ -37,7 +37,7 @@ from prroom.core.presence import Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import connects, engineio_hooks, socketio_hooks
+from prroom.internals import connects, engineio_hooks, session_bounds, socketio_hooks
 from prroom.internals.managers import QueueUnavailable, Ticket, published_ticket
 from prroom.server import sweepers
 from prroom.server.metrics import Metrics
@@ -68,13 +68,16 @@ class Caps(NamedTuple):
     max_attachments: int = DEFAULTS["PRROOM_MAX_ATTACHMENTS"]
     connect_timeout: float = DEFAULTS["PRROOM_CONNECT_TIMEOUT"]
     max_queued_bytes: int = DEFAULTS["PRROOM_MAX_QUEUED_BYTES"]
+    max_sessions_per_address: int = DEFAULTS["PRROOM_MAX_SESSIONS_PER_ADDRESS"]
+    trusted_proxies: Tuple[str, ...] = DEFAULTS["PRROOM_TRUSTED_PROXIES"]
 
     @classmethod
     def of(cls, settings: Settings) -> "Caps":
         """The caps a server with ``settings`` applies."""
         return cls(settings.max_rooms_per_socket, settings.max_connections_per_identity,
                    settings.max_queued_packets, settings.max_attachments,
-                   settings.connect_timeout, settings.max_queued_bytes)
+                   settings.connect_timeout, settings.max_queued_bytes,
+                   settings.max_sessions_per_address, settings.trusted_proxies)
 
 
 class RoomEvents:
@@ -144,6 +147,10 @@ class RoomEvents:
         connects.fix_connects(self.server, self.caps.connect_timeout,
                               self.resume.connect_reply if self.resume else None)
         engineio_hooks.install(self.server)
+        session_bounds.cap_sessions_per_address(self.server, self.caps.max_sessions_per_address,
+                                                session_bounds.networks(self.caps.trusted_proxies))
+        session_bounds.limit_control_packets(self.server, SocketLimiter(
+            {"control": self.limiter.rate("room")}, self.limiter.disconnect_after))
 
     # -- connection lifecycle ---------------------------------------------------------
 

@@ -15,6 +15,7 @@ import time
 from typing import Iterator, List, Optional, Tuple
 
 import pytest
+import requests
 from websocket import ABNF
 
 from prroom.internals.gunicorn_worker import session_tag
@@ -348,3 +349,75 @@ def test_a_client_that_stops_reading_is_dropped_by_the_bytes_queued(bytes_server
           f"{sent} packets of 8-24 KB were sent to its room (packet bound 2000)")
     assert dropped and sent < 2000
     assert f"or {QUEUED_BYTES} bytes queued" in server.log()
+
+
+# -- sessions per address, non-event packets ----------------------------------------------------
+
+MAX_SESSIONS = 5
+
+
+@pytest.fixture(scope="module")
+def session_server() -> Iterator[servers.ServerProcess]:
+    """A small per-address session cap and a small join/leave (so CONNECT) rate."""
+    with servers.running(env={"PRROOM_MAX_SESSIONS_PER_ADDRESS": str(MAX_SESSIONS),
+                              "PRROOM_ROOM_RATE": "0.1", "PRROOM_ROOM_BURST": "3",
+                              "PRROOM_RATE_LIMIT_DISCONNECT_AFTER": "5"}) as proc:
+        yield proc
+
+
+def _handshake(server, forwarded_for: Optional[str] = None) -> Tuple[int, str]:
+    """Open a long-polling session and close it again at once; (status, body) of the open."""
+    headers = {"X-Forwarded-For": forwarded_for} if forwarded_for else {}
+    response = requests.get(server.url + "/socket.io/?EIO=4&transport=polling", timeout=5,
+                            headers=headers)
+    if response.status_code == 200:  # a CLOSE packet ends it (and frees its place)
+        sid = json.loads(response.text[1:])["sid"]
+        requests.post(f"{server.url}/socket.io/?EIO=4&transport=polling&sid={sid}",
+                      data=b"1", timeout=5, headers=headers)
+    return response.status_code, response.text
+
+
+def test_sessions_per_address_are_capped(session_server):
+    server = session_server
+    opened = [PollingSession(server.url) for _ in range(MAX_SESSIONS)]
+    try:
+        status, body = _handshake(server)
+        assert status == 401 and json.loads(body)["code"] == "too-many-sessions"
+        assert _handshake(server)[0] == 401
+        # behind the trusted proxy (loopback, by default) each forwarded client counts apart
+        assert _handshake(server, "198.51.100.1, 203.0.113.7")[0] == 200
+        # a session that ends frees its place
+        assert opened.pop().post("1").status_code == 200
+        assert wait_until(lambda: _handshake(server)[0] == 200, 5)
+    finally:
+        for session in opened:
+            session.post("1")
+    refusals = [line for line in server.log().splitlines()
+                if "refusing Engine.IO sessions from addr=127.0.0.1" in line]
+    print(f"\nsessions per address: cap {MAX_SESSIONS}; refusals logged {len(refusals)} time(s)")
+    assert len(refusals) == 1
+
+
+def test_connects_to_unknown_namespaces_are_rate_limited(session_server):
+    raw = RawWebSocket(session_server.url)
+    answers: List[str] = []
+    try:
+        for _ in range(20):
+            raw.send("40/nope,")
+            try:
+                answers.append(str(raw.recv_socketio(2)))
+            except Exception:  # closed
+                break
+        closed = raw.closed_within(3)
+    finally:
+        raw.close()
+    invalid = [answer for answer in answers if "Invalid namespace" in answer]
+    limited = [json.loads(answer[answer.index("{"):]) for answer in answers
+               if "rate-limited" in answer]
+    print(f"\nCONNECT flood to an unknown namespace: {len(invalid)} answered 'Invalid "
+          f"namespace', {len(limited)} 'rate-limited', then closed: {closed}")
+    assert len(invalid) == 3  # the burst
+    assert limited and limited[0]["data"]["code"] == "rate-limited"
+    assert limited[0]["data"]["retryAfter"] > 0
+    assert closed and len(answers) < 20
+    assert "rate-limited Socket.IO control packets" in session_server.log()
