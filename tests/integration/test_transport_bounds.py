@@ -12,7 +12,7 @@ import json
 import re
 import socket
 import time
-from typing import Iterator, List, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional, Tuple
 
 import pytest
 import requests
@@ -44,15 +44,6 @@ def server(request) -> Iterator[servers.ServerProcess]:
     """prroom with a short body deadline and short pings, on each event path."""
     with servers.running(env={**ENV, "PRROOM_EVENT_PATH": request.param}) as proc:
         yield proc
-
-
-@pytest.fixture
-def sockets() -> Iterator[List[socket.socket]]:
-    """TCP connections a test opens; all closed after it."""
-    opened: List[socket.socket] = []
-    yield opened
-    for conn in opened:
-        conn.close()
 
 
 def waiting(conn: socket.socket) -> bool:
@@ -114,7 +105,18 @@ ANNOUNCED = 256 << 20  # what the attacker's frame header claims
 STREAMED = 64 << 20    # what it then sends
 
 
-def test_a_frame_announcing_256_mb_is_refused_at_its_header(server):
+class FrameAttack(NamedTuple):
+    """What one unauthenticated WebSocket announcing a huge frame got, and cost."""
+
+    code: Optional[int]  # the close code it received
+    sent: int            # bytes the server took before the connection broke
+    held: float          # MB of worker RSS gained
+    open_after: bool     # whether the connection was still open after streaming
+
+
+@pytest.fixture(scope="module")
+def frame_attack(server) -> FrameAttack:
+    """Announce a 256 MB frame, then stream 64 MB; once per server."""
     pid = worker_pid(server)
     before = settled_rss(pid)
     raw = RawWebSocket(server.url)  # an Engine.IO session, never authenticated
@@ -130,10 +132,19 @@ def test_a_frame_announcing_256_mb_is_refused_at_its_header(server):
     print(f"\nframe header claiming {ANNOUNCED >> 20} MB: close code {code}; the server took "
           f"{sent / (1 << 20):.1f} of {STREAMED >> 20} MB streamed; worker RSS +{held:.1f} MB "
           f"(bound {HELD_BOUND_MB} MB)")
-    assert code == 1009
-    assert held < HELD_BOUND_MB
-    assert sent < STREAMED and not open_after
-    assert "WebSocket closed with 1009" in server.log()
+    return FrameAttack(code, sent, held, open_after)
+
+
+def test_a_frame_announcing_256_mb_is_refused_at_its_header(server, frame_attack):
+    assert frame_attack.code == 1009
+    assert not frame_attack.open_after
+    assert "WebSocket closed with 1009: frame of 268435456 bytes announced" in server.log()
+
+
+@pytest.mark.stress  # a memory bound
+def test_a_frame_announcing_256_mb_costs_the_worker_little(frame_attack):
+    assert frame_attack.held < HELD_BOUND_MB
+    assert frame_attack.sent < STREAMED
 
 
 def test_a_fragmented_message_past_the_limit_is_refused_with_1009(server):
@@ -164,38 +175,63 @@ def test_fragments_within_the_limit_still_make_a_message(server):
 STALLED_POSTS = 200
 
 
-def test_posts_whose_body_never_arrives_are_cut_at_the_body_deadline(server, sockets):
+class StalledPosts(NamedTuple):
+    """What became of POSTs whose body never arrived."""
+
+    cut: bool            # all answered or closed within the deadline and its slack
+    elapsed: float       # seconds until then
+    statuses: frozenset  # their status lines
+    session_gone: bool   # their (never ponged) session closed despite them
+    session_id: str
+
+
+@pytest.fixture(scope="module")
+def stalled_posts(server) -> Iterator[StalledPosts]:
+    """STALLED_POSTS POSTs with a valid sid announcing 64 KB and sending 10 bytes."""
     session = PollingSession(server.url)
     request = (f"POST /socket.io/?EIO=4&transport=polling&sid={session.sid} HTTP/1.1\r\n"
                f"Host: x\r\nContent-Type: text/plain\r\nContent-Length: 65536\r\n\r\n"
                ).encode() + b"0123456789"
-    for _ in range(STALLED_POSTS):
-        conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-        conn.sendall(request)
-        sockets.append(conn)
-    sent_at = time.monotonic()
-    cut = wait_until(lambda: not any(waiting(conn) for conn in sockets), BODY_TIMEOUT + SLACK)
-    elapsed = time.monotonic() - sent_at
-    statuses = set()
-    for conn in sockets:
-        conn.settimeout(1)
-        try:
-            statuses.add(conn.recv(64).split(b"\r\n", 1)[0].decode())
-        except OSError:
-            statuses.add("reset")
-    # the session was never ponged: the stalled POSTs must not keep it alive (pings 2 + 2 s)
-    gone = wait_until(lambda: session.get(timeout=6).status_code == 400, 4 + SLACK)
-    held = sum(waiting(conn) for conn in sockets)
-    print(f"\nbody deadline: {STALLED_POSTS} POSTs announcing 64 KB and sending 10 bytes: "
-          f"{held} still held after {elapsed:.1f} s (deadline {BODY_TIMEOUT} s); answers "
-          f"{sorted(statuses)}; their session gone: {gone}")
-    assert cut and elapsed < BODY_TIMEOUT + SLACK
-    assert statuses == {"HTTP/1.1 408 Request Timeout"}
-    assert gone
+    conns: List[socket.socket] = []
+    try:
+        for _ in range(STALLED_POSTS):
+            conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
+            conn.sendall(request)
+            conns.append(conn)
+        sent_at = time.monotonic()
+        cut = wait_until(lambda: not any(waiting(conn) for conn in conns), BODY_TIMEOUT + SLACK)
+        elapsed = time.monotonic() - sent_at
+        statuses = set()
+        for conn in conns:
+            conn.settimeout(1)
+            try:
+                statuses.add(conn.recv(64).split(b"\r\n", 1)[0].decode())
+            except OSError:
+                statuses.add("reset")
+        # never ponged: the stalled POSTs must not keep the session alive (pings 2 + 2 s)
+        gone = wait_until(lambda: session.get(timeout=6).status_code == 400, 4 + SLACK)
+        held = sum(waiting(conn) for conn in conns)
+        print(f"\nbody deadline: {STALLED_POSTS} POSTs announcing 64 KB and sending 10 bytes: "
+              f"{held} still held after {elapsed:.1f} s (deadline {BODY_TIMEOUT} s); answers "
+              f"{sorted(statuses)}; their session gone: {gone}")
+        yield StalledPosts(cut, elapsed, frozenset(statuses), gone, session.sid)
+    finally:
+        for conn in conns:
+            conn.close()
+
+
+def test_posts_whose_body_never_arrives_are_answered_408(server, stalled_posts):
+    assert stalled_posts.statuses == {"HTTP/1.1 408 Request Timeout"}
+    assert stalled_posts.session_gone
     log = server.log()
-    tag = session_tag(session.sid)
+    tag = session_tag(stalled_posts.session_id)
     assert f'"POST /socket.io/?EIO=4&transport=polling&sid={tag} HTTP/1.1" 408' in log
-    assert session.sid not in log  # neither there nor in python-engineio's "Invalid session"
+    assert stalled_posts.session_id not in log  # nor in python-engineio's "Invalid session"
+
+
+@pytest.mark.stress  # a deadline, within a bound
+def test_posts_whose_body_never_arrives_are_cut_at_the_body_deadline(stalled_posts):
+    assert stalled_posts.cut and stalled_posts.elapsed < BODY_TIMEOUT + SLACK
 
 
 def test_a_body_that_arrives_is_served(server):
@@ -221,22 +257,28 @@ def _status_of(conn: socket.socket) -> str:
     return answer.split(b"\r\n", 1)[0].decode() or "(closed)"
 
 
-def test_headers_past_the_total_cap_are_refused_with_431(server, sockets):
+@pytest.fixture(scope="module")
+def oversized_headers(server) -> Tuple[str, bool, float]:
+    """(status, still open, MB of worker RSS gained) for 100 header lines of 64 KB."""
     pid = worker_pid(server)
     before = settled_rss(pid)
-    conn = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-    sockets.append(conn)
-    conn.sendall(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n")
-    line = b"X-Pad-0: " + b"y" * (64 * 1024 - 12) + b"\r\n"
-    conn.sendall(line)
-    status = _status_of(conn)
-    sent = stream(conn, 99 * len(line), chunk=len(line))  # the rest of 100 lines x 64 KB
-    held = settled_rss(pid) - before
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        conn.sendall(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n")
+        line = b"X-Pad-0: " + b"y" * (64 * 1024 - 12) + b"\r\n"
+        conn.sendall(line)
+        status = _status_of(conn)
+        sent = stream(conn, 99 * len(line), chunk=len(line))  # the rest of 100 x 64 KB
+        held = settled_rss(pid) - before
+        open_after = still_open(conn)
     print(f"\nheaders: 100 lines of 64 KB -> {status!r}; the server took "
           f"{sent / (1 << 20):.1f} MB more; worker RSS +{held:.1f} MB")
+    return status, open_after, held
+
+
+def test_headers_past_the_total_cap_are_refused_with_431(server, oversized_headers):
+    status, open_after, _ = oversized_headers
     assert status == "HTTP/1.1 431 Request Header Fields Too Large"
-    assert not still_open(conn)
-    assert held < 8
+    assert not open_after
     assert re.search(r'"GET /socket.io/\?EIO=4&transport=polling HTTP/1.1" 431', server.log())
 
     # many short lines count too; just under the cap is served
@@ -245,6 +287,11 @@ def test_headers_past_the_total_cap_are_refused_with_431(server, sockets):
     assert _request(server, small) == "HTTP/1.1 200 OK"
     assert _request(server, small + small.replace(b"X-Pad-", b"X-More-")) == (
         "HTTP/1.1 431 Request Header Fields Too Large")
+
+
+@pytest.mark.stress  # a memory bound
+def test_oversized_headers_cost_the_worker_little(oversized_headers):
+    assert oversized_headers[2] < 8
 
 
 def _request(server, headers: bytes) -> str:
