@@ -104,6 +104,15 @@ _SESSION_ID = re.compile(r"(?<![^?&])sid=([^& ]*)")
 _LOGGED_SESSION_ID = re.compile(r"(\beio_sid=|\bsession |\bto sid )([A-Za-z0-9_-]{8,})")
 
 
+class _UndrainedInput(Input):
+    """pywsgi's request body, not read to its end after the response (see get_environ)."""
+
+    __slots__ = ()
+
+    def _discard(self) -> None:
+        return None
+
+
 class HeadersTooLarge(ValueError):
     """Request headers past ``PRROOM_MAX_HEADER_BYTES`` in total (answered 431)."""
 
@@ -302,15 +311,26 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
         environ = super().get_environ()
         self.headers = RequestHeaders(environ)
         self.body_missing = False
-        length = self.content_length
-        if length and environ.get("wsgi.input") is self.wsgi_input \
-                and not self.wsgi_input.chunked_input \
-                and int(length) <= (websocket_frames.frame_limit() or _DEFAULT_BODY_BYTES):
-            body = self._read_body(int(length))
+        wsgi_input = self.wsgi_input
+        if environ.get("wsgi.input") is not wsgi_input:
+            return environ  # an upgrade: no body
+        length = int(self.content_length or 0)
+        if length and not wsgi_input.chunked_input \
+                and length <= (websocket_frames.frame_limit() or _DEFAULT_BODY_BYTES):
+            body = self._read_body(length)
             if body is None:
                 self.body_missing = True
                 body = b""
             self.wsgi_input = environ["wsgi.input"] = Input(io.BytesIO(body), len(body))
+        elif length or wsgi_input.chunked_input:
+            # Larger than any body prroom reads, or chunked: the application reads what it
+            # wants (prroom's refuse such bodies by their headers); what it leaves is not
+            # read to the end after the response, as pywsgi would for the next request on
+            # the connection, for as long as the client dribbles it: the connection closes.
+            self.close_connection = True
+            self.wsgi_input = environ["wsgi.input"] = _UndrainedInput(
+                wsgi_input.rfile, wsgi_input.content_length, socket=wsgi_input.socket,
+                chunked_input=wsgi_input.chunked_input)
         return environ
 
     def _read_body(self, length: int) -> Optional[bytes]:

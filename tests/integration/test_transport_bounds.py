@@ -234,6 +234,28 @@ def test_posts_whose_body_never_arrives_are_cut_at_the_body_deadline(stalled_pos
     assert stalled_posts.cut and stalled_posts.elapsed < BODY_TIMEOUT + SLACK
 
 
+@pytest.mark.parametrize("framing", [b"Content-Length: 10000000", b"Transfer-Encoding: chunked"])
+def test_a_body_the_application_leaves_unread_does_not_hold_the_connection(server, framing):
+    # larger than the frame limit (python-engineio refuses it by its length, unread), or
+    # chunked (python-engineio reads none of it): pywsgi read what was left to its end
+    session = PollingSession(server.url)
+    with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
+        conn.sendall(f"POST /socket.io/?EIO=4&transport=polling&sid={session.sid} HTTP/1.1\r\n"
+                     "Host: x\r\nContent-Type: text/plain\r\n".encode() + framing
+                     + b"\r\n\r\n" + (b"5\r\n" if b"chunked" in framing else b"") + b"x" * 5)
+        answer = b""
+        conn.settimeout(BODY_TIMEOUT + SLACK)
+        try:
+            while True:
+                more = conn.recv(4096)
+                if not more:
+                    break  # closed: what is asserted
+                answer += more
+        except socket.timeout:
+            pytest.fail(f"connection held after the answer {answer[:60]!r}")
+    assert answer.startswith(b"HTTP/1.1 ")
+
+
 def test_a_body_that_arrives_is_served(server):
     session = PollingSession(server.url)
     response = session.post("40")

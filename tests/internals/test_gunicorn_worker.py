@@ -278,6 +278,10 @@ def test_pywsgi_reaches_of_the_body_deadline_and_the_header_cap():
     assert "return self._handle_client_error(ex)" in one_request  # 431 comes back this way
     one_response = inspect.getsource(pywsgi.WSGIHandler.handle_one_response)
     assert "self.wsgi_input._discard()" in one_response  # reads what is left: none, here
+    assert list(inspect.signature(pywsgi.Input).parameters) == [
+        "rfile", "content_length", "socket", "chunked_input"]
+    assert {"rfile", "content_length", "socket", "chunked_input"} <= set(pywsgi.Input.__slots__)
+    assert "def _discard(self):" in inspect.getsource(pywsgi.Input)
     environ = inspect.getsource(pywsgi.WSGIHandler.get_environ)
     assert "self.wsgi_input = Input(self.rfile, self.content_length" in environ
     assert "env['wsgi.input'] = self.wsgi_input if handling_reads else self.rfile" in environ
