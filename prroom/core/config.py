@@ -10,6 +10,7 @@ expected, never a traceback deep inside a request.
 """
 from __future__ import annotations
 
+import ipaddress
 import math
 import os
 import re
@@ -131,6 +132,14 @@ def _check_post_tokens(values: dict) -> None:
         raise ConfigError(f"PRROOM_ADMIN_TOKEN: expected at least {MIN_ADMIN_TOKEN} characters "
                           "(python -c 'import secrets; print(secrets.token_urlsafe(32))'), "
                           "or unset to turn the admin endpoint off")
+
+
+def _parse_networks(raw: Any) -> Tuple[str, ...]:
+    """Comma-separated IP addresses or CIDR networks; empty = none."""
+    items = _parse_origins(raw) or ()
+    for item in items:
+        ipaddress.ip_network(item, strict=False)  # ValueError: refused at start
+    return items
 
 
 def _number(value: float) -> str:
@@ -281,6 +290,7 @@ class Setting:
                 _parse_callable: "a callable or 'module:name'",
                 _parse_post_tokens: "comma-separated TOKEN=BOTNAME or TOKEN=BOTNAME:PR+PR "
                                     "entries",
+                _parse_networks: "comma-separated IP addresses or CIDR networks",
                 _parse_queue_url: "empty or a redis://host:port/db, redis+sentinel://host:"
                                   "port,.../db/service or redis+cluster://host:port,... URL"}
         text = kind.get(self.parse, "a value")
@@ -342,7 +352,8 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_ROOM_BURST", 30, _parse_int,
             "join/leave burst per socket", 1, 1_000_000),
     Setting("PRROOM_RATE_LIMIT_DISCONNECT_AFTER", 50, _parse_int,
-            "Rate-limited events in a row after which the socket is disconnected", 1,
+            "Rate-limited events after which the socket is disconnected (counted until it "
+            "goes 60 s without a refusal; accepted events do not reset the count)", 1,
             1_000_000),
     Setting("PRROOM_MAX_ROOMS_PER_SOCKET", 50, _parse_int,
             "Rooms one connection may be in at once", 1, 1_000_000),
@@ -352,6 +363,16 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_MAX_QUEUED_PACKETS", 2000, _parse_int,
             "Packets waiting to be written to one client before it is dropped as too slow",
             10, 10_000_000),
+    Setting("PRROOM_MAX_SESSIONS_PER_ADDRESS", 256, _parse_int,
+            "Engine.IO sessions open at once from one client address (behind "
+            "PRROOM_TRUSTED_PROXIES: the forwarded address); more handshakes are answered "
+            "401; 0 = no cap", 0, 1_000_000),
+    Setting("PRROOM_TRUSTED_PROXIES", ("127.0.0.1", "::1"), _parse_networks,
+            "Proxies whose X-Forwarded-For names the client (addresses or CIDR networks, "
+            "comma-separated); empty = none: every peer is the client"),
+    Setting("PRROOM_MAX_QUEUED_BYTES", 4_194_304, _parse_int,
+            "Bytes waiting to be written to one WebSocket client (beyond what the kernel "
+            "took) before it is dropped as too slow", 65536, 1_000_000_000),
     Setting("PRROOM_MESSAGE_QUEUE", "", _parse_queue_url,
             "Message queue URL (redis://host:6379/0; redis+sentinel://... and "
             "redis+cluster://host:port,... too) joining several prroom processes into one "
@@ -465,6 +486,13 @@ SERVER_SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_HEADER_TIMEOUT", 10.0, _parse_float,
             "Seconds a client has to send a request line and headers, from when it connects "
             "(or, on a kept-alive connection, from its first byte); then it is cut", 1, 3600),
+    Setting("PRROOM_BODY_TIMEOUT", 10.0, _parse_float,
+            "Seconds a client has to send a request's body (up to PRROOM_MAX_FRAME_BYTES), "
+            "from the end of its headers; then it is answered 408 and cut, unseen by the "
+            "application", 1, 3600),
+    Setting("PRROOM_MAX_HEADER_BYTES", 16384, _parse_int,
+            "Most bytes of request headers, all lines together; more is answered 431", 1024,
+            1_048_576),
 )
 
 SETTINGS_BY_KEY = {setting.key: setting for setting in SETTINGS}
@@ -504,6 +532,9 @@ class Settings:
     max_rooms_per_socket: int
     max_connections_per_identity: int
     max_queued_packets: int
+    max_sessions_per_address: int
+    trusted_proxies: Tuple[str, ...]
+    max_queued_bytes: int
     message_queue: str
     channel: str
     queue_pubsub: str

@@ -4,6 +4,12 @@ Pure logic with an injectable clock, like :mod:`rooms`.  The event layer charges
 before parsing (a flood of invalid events costs the sender as much as valid ones) and turns
 a refusal into ``rate-limited`` with ``retryAfter``; a socket that keeps hammering after being
 told is disconnected.
+
+Refusals ("strikes") are counted until the socket has gone :data:`STRIKE_WINDOW` seconds
+without one; an accepted event does not reset the count (it did: a flooder that let one
+event through now and then, say one typing event in between its refused messages, was
+never disconnected).  A client that hits a limit now and then, minutes apart, starts from
+zero each time.
 """
 from __future__ import annotations
 
@@ -12,6 +18,9 @@ import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from prroom.core.protocol import ErrorCode, ProtocolError
+
+#: Seconds without a refusal after which a socket's strikes are forgotten.
+STRIKE_WINDOW = 60.0
 
 
 class Rate(NamedTuple):
@@ -46,7 +55,8 @@ class SocketLimiter:
     """The buckets of every socket, by kind (``message``, ``typing``, ``room``).
 
     :meth:`charge` raises ``rate-limited``; :meth:`abusive` tells when a socket has been
-    refused ``disconnect_after`` times in a row without waiting.
+    refused ``disconnect_after`` times with no :data:`STRIKE_WINDOW` free of refusals in
+    between (accepted events in between do not matter).
     """
 
     def __init__(self, rates: Dict[str, Rate], disconnect_after: int,
@@ -58,6 +68,7 @@ class SocketLimiter:
         self._clock = clock
         self._buckets: Dict[str, List[TokenBucket]] = {}
         self._strikes: Dict[str, int] = {}
+        self._struck_at: Dict[str, float] = {}  # sid -> its last refusal
 
     def charge(self, sid: str, kind: str) -> None:
         """Spend one of ``sid``'s ``kind`` tokens or raise ProtocolError ``rate-limited``."""
@@ -67,31 +78,43 @@ class SocketLimiter:
             buckets = self._buckets[sid] = [TokenBucket(rate, now) for rate in self._rates]
         wait = buckets[self._index[kind]].take(now)
         if not wait:
-            if sid in self._strikes:
-                del self._strikes[sid]
             return
-        self._strikes[sid] = self._strikes.get(sid, 0) + 1
+        self._strikes[sid] = self.strikes(sid, now) + 1
+        self._struck_at[sid] = now
         retry_after = math.ceil(wait * 1000) / 1000
         raise ProtocolError(ErrorCode.RATE_LIMITED,
                             f"too many {kind} events; retry in {retry_after:g} s",
                             retryAfter=retry_after)
 
-    def strikes(self, sid: str) -> int:
-        """Refusals in a row for ``sid`` (0 after any accepted event)."""
-        return self._strikes.get(sid, 0)
+    def rate(self, kind: str) -> Rate:
+        """The rate of ``kind``'s buckets."""
+        return self._rates[self._index[kind]]
+
+    def strikes(self, sid: str, now: Optional[float] = None) -> int:
+        """Refusals of ``sid`` since it last went :data:`STRIKE_WINDOW` without one."""
+        strikes = self._strikes.get(sid, 0)
+        if strikes and (self._clock() if now is None else now) - self._struck_at[sid] \
+                >= STRIKE_WINDOW:
+            del self._strikes[sid], self._struck_at[sid]
+            return 0
+        return strikes
 
     def abusive(self, sid: str) -> bool:
-        """True once ``sid`` ignored ``disconnect_after`` rate-limit refusals in a row."""
-        return self._strikes.get(sid, 0) >= self.disconnect_after
+        """True once ``sid`` ignored ``disconnect_after`` rate-limit refusals (see above)."""
+        return self.strikes(sid) >= self.disconnect_after
 
     def forget(self, sid: str) -> None:
         """Drop a disconnected socket's state."""
         self._buckets.pop(sid, None)
         self._strikes.pop(sid, None)
+        self._struck_at.pop(sid, None)
 
     def take_state(self, sid: str) -> Tuple[Optional[List[TokenBucket]], int]:
         """Remove ``sid``'s buckets and strikes and return them (for a recoverable session)."""
-        return self._buckets.pop(sid, None), self._strikes.pop(sid, 0)
+        strikes = self.strikes(sid)
+        self._strikes.pop(sid, None)
+        self._struck_at.pop(sid, None)
+        return self._buckets.pop(sid, None), strikes
 
     def put_state(self, sid: str, state: Tuple[Optional[List[TokenBucket]], int]) -> None:
         """Give ``sid`` the state :meth:`take_state` returned: a restore is not a refill."""
@@ -100,6 +123,7 @@ class SocketLimiter:
             self._buckets[sid] = buckets
         if strikes:
             self._strikes[sid] = strikes
+            self._struck_at[sid] = self._clock()  # the window starts again here
 
 
 def export_state(state: Tuple[Optional[List[TokenBucket]], int], now: float) -> list:

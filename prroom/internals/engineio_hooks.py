@@ -157,7 +157,11 @@ def _patch_socket_class() -> None:
             return handle_post(self, environ)
         try:
             return handle_post(self, environ)
-        except exceptions.EngineIOError:
+        except exceptions.EngineIOError:  # a body over the limit (refused by its length)
+            # handle_request then disconnects the session, which waits for its queue to
+            # drain: nobody polls it any more, so the request (and its connection) hung
+            # for good.  Closed here without waiting, that disconnect has nothing to do.
+            self.close(wait=False, abort=False)
             raise
         except Exception as exc:  # an undecodable payload: one line, and the session ends
             logger.warning("closing eio_sid=%s: malformed long-polling payload (%s)",

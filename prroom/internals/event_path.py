@@ -98,14 +98,15 @@ def readable_waiter(sock: Any) -> Optional[Callable[[], None]]:
     return wait_readable
 
 
-def text_frame_reader(websocket: Any) -> Optional[Callable[[], Any]]:
+def text_frame_reader(websocket: Any, limit: Optional[int] = None) -> Optional[Callable[[], Any]]:
     """gevent-websocket's ``websocket.receive``, quicker for a small text frame; None if unsure.
 
     A final, masked text frame that its read buffer already holds whole (the common case:
     a client's event is one small frame) is taken from the buffer in one read, unmasked
     and decoded in C.  Anything else -- fragments, control frames, binary, a frame larger
-    than the buffer or not yet all there -- is left in the buffer for the library's
-    ``receive``, which reads it as before.
+    than the buffer or not yet all there, a frame longer than ``limit`` -- is left in the
+    buffer for the library's ``receive``, which reads it as before (and refuses a frame
+    over the limit at its header: :mod:`prroom.internals.websocket_frames`).
     """
     handler = getattr(websocket, "handler", None)
     rfile = getattr(handler, "rfile", None)
@@ -143,7 +144,7 @@ def text_frame_reader(websocket: Any) -> Optional[Callable[[], Any]]:
         elif length == 127:
             return receive()
         end = start + length
-        if end > available:
+        if end > available or (limit is not None and length > limit):
             return receive()
         frame = read(end)  # what peek showed: no system call
         drained = end == available  # peek shows all the buffer holds
@@ -188,8 +189,8 @@ def install(server: Any) -> bool:
             return wait(ws)
         receive = vars(ws).get(_READER_ATTRIBUTE)
         if receive is None:  # one per connection: it knows when its buffer is empty
-            receive = vars(ws)[_READER_ATTRIBUTE] = (text_frame_reader(ws._sock)
-                                                     or ws._sock.receive)
+            receive = vars(ws)[_READER_ATTRIBUTE] = (
+                text_frame_reader(ws._sock, eio.max_http_buffer_size) or ws._sock.receive)
         while True:
             data = receive()
             if (type(data) is not str or not data.startswith("42") or eio.async_handlers

@@ -123,6 +123,18 @@ SEAMS: Tuple[Seam, ...] = (
         "a Socket.IO server the host app built gets prroom's client manager (clustered "
         "mode), frame limit, inline handlers and ping times where the host left defaults",
         PROTECTION, "none: the server refuses to start"),
+    Seam("session-bounds", _EIO, (
+        "socketio.server:Server._send_packet", "socketio.server:Server#packet_class"),
+        "PRROOM_MAX_SESSIONS_PER_ADDRESS; Socket.IO packets that are not events (CONNECT, "
+        "DISCONNECT, ACK) rate-limited per session",
+        PROTECTION, "none: the server refuses to start"),
+    Seam("frame-size-bound", "gevent-websocket", (
+        "geventwebsocket.websocket:Header.decode_header",
+        "geventwebsocket.websocket:WebSocket.read_message",
+        "geventwebsocket.websocket:WebSocket.receive"),
+        "a WebSocket frame (or fragmented message) over PRROOM_MAX_FRAME_BYTES is refused at "
+        "its header with close 1009, before its payload is read",
+        PROTECTION, "none: the server refuses to start"),
     Seam("ack-tracking", _SIO, (
         "socketio.server:Server._handle_event_internal", "socketio.server:Server#not_handled"),
         "a refusal goes in the ack when one was asked for, else as pr-room-error; reserved "
@@ -186,11 +198,12 @@ SEAMS: Tuple[Seam, ...] = (
         PROTECTION, "none: the server refuses to start"),
     Seam("gunicorn-worker", "gevent", (
         "gevent.pywsgi:WSGIHandler.handle_one_request", "gevent.pywsgi:WSGIHandler.MessageClass",
-        "gevent.pywsgi:WSGIHandler.finalize_headers", "gevent.pywsgi:OldMessage",
+        "gevent.pywsgi:WSGIHandler.finalize_headers", "gevent.pywsgi:Input._discard",
         "gunicorn.workers.ggevent:PyWSGIHandler.log_request", "http.client:_MAXLINE",
         "http.client:_MAXHEADERS"),
-        "PRROOM_HEADER_TIMEOUT and the keep-alive timeout; gunicorn's access log for "
-        "WebSocket sessions; no parsed headers kept per connection",
+        "PRROOM_HEADER_TIMEOUT, PRROOM_BODY_TIMEOUT, PRROOM_MAX_HEADER_BYTES and the "
+        "keep-alive timeout; gunicorn's access log for WebSocket sessions, without session "
+        "ids; no parsed headers kept per connection",
         PROTECTION, "none: the worker refuses to boot"),
 )
 

@@ -202,22 +202,29 @@ def can_find_slow_consumers(server: Any) -> bool:
     return isinstance(sockets, dict) and takes_abort
 
 
-def overfull_sockets(server: Any, limit: int) -> List[str]:
-    """Engine.IO session ids whose outgoing queue holds more than ``limit`` packets."""
+def overfull_sockets(server: Any, limit: int, max_bytes: Optional[int] = None) -> List[str]:
+    """Engine.IO session ids whose outgoing queue holds more than ``limit`` packets, or
+    more than ``max_bytes`` bytes (counted for queues that know it: prroom's direct
+    WebSocket writes, :meth:`websocket_writes.WriterQueue.qbytes`)."""
     sockets = getattr(server.eio, "sockets", {})
     try:
         # Walked in place: a copy of every (sid, socket) pair each second was the largest
         # cost of an idle server (the collector ran over the whole heap for those tuples).
-        return _overfull(sockets.items(), limit)
+        return _overfull(sockets.items(), limit, max_bytes)
     except RuntimeError:  # changed size: another OS thread (threading mode) connected
-        return _overfull(list(sockets.items()), limit)
+        return _overfull(list(sockets.items()), limit, max_bytes)
 
 
-def _overfull(items: Iterable[Tuple[str, Any]], limit: int) -> List[str]:
+def _overfull(items: Iterable[Tuple[str, Any]], limit: int,
+              max_bytes: Optional[int]) -> List[str]:
     found = []
     for eio_sid, sock in items:  # nothing here switches greenlets
         queue = getattr(sock, "queue", None)
-        if queue is not None and queue.qsize() > limit:
+        if queue is None:
+            continue
+        size = queue.qsize()
+        if size > limit or (size and max_bytes is not None and hasattr(queue, "qbytes")
+                            and queue.qbytes() > max_bytes):
             found.append(eio_sid)
     return found
 

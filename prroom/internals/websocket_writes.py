@@ -238,6 +238,10 @@ class DirectWriter:
         """Frames waiting for the socket (the slow-consumer watchdog reads this)."""
         return len(self._backlog or ()) + len(self._corked)
 
+    def pending_bytes(self) -> int:
+        """Bytes of the frames waiting for the socket (the watchdog's other bound)."""
+        return sum(map(len, self._backlog or ())) + sum(map(len, self._corked))
+
     def join(self, timeout: Optional[float] = None) -> None:
         """Wait until the writer has ended (as python-engineio joins its writer thread)."""
         self._done.wait(timeout)
@@ -282,6 +286,12 @@ class WriterQueue:
         if self.writer is not None:
             return self.writer.pending()
         return 0 if self._queue is None else self._queue.qsize()
+
+    def qbytes(self) -> int:
+        """Bytes waiting to be written; 0 until a DirectWriter writes (packets are not
+        encoded before then: that queue is bounded by its packet count, and drained by
+        every poll)."""
+        return 0 if self.writer is None else self.writer.pending_bytes()
 
     def empty(self) -> bool:
         return self.qsize() == 0

@@ -31,13 +31,13 @@ from socketio.exceptions import ConnectionRefusedError
 from prroom.core import protocol
 from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
-from prroom.core.limits import SocketLimiter
+from prroom.core.limits import STRIKE_WINDOW, SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message, posted_message
 from prroom.core.presence import CONNECTIONS, Joined, Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import connects, engineio_hooks, seams, socketio_hooks
+from prroom.internals import connects, engineio_hooks, seams, session_bounds, socketio_hooks
 from prroom.internals.managers import QueueUnavailable, Ticket, published_ticket
 from prroom.server import sweepers
 from prroom.server.identities import IdentityControl
@@ -68,13 +68,17 @@ class Caps(NamedTuple):
     max_queued_packets: int = DEFAULTS["PRROOM_MAX_QUEUED_PACKETS"]
     max_attachments: int = DEFAULTS["PRROOM_MAX_ATTACHMENTS"]
     connect_timeout: float = DEFAULTS["PRROOM_CONNECT_TIMEOUT"]
+    max_queued_bytes: int = DEFAULTS["PRROOM_MAX_QUEUED_BYTES"]
+    max_sessions_per_address: int = DEFAULTS["PRROOM_MAX_SESSIONS_PER_ADDRESS"]
+    trusted_proxies: Tuple[str, ...] = DEFAULTS["PRROOM_TRUSTED_PROXIES"]
 
     @classmethod
     def of(cls, settings: Settings) -> "Caps":
         """The caps a server with ``settings`` applies."""
         return cls(settings.max_rooms_per_socket, settings.max_connections_per_identity,
                    settings.max_queued_packets, settings.max_attachments,
-                   settings.connect_timeout)
+                   settings.connect_timeout, settings.max_queued_bytes,
+                   settings.max_sessions_per_address, settings.trusted_proxies)
 
 
 class RoomEvents:
@@ -158,6 +162,11 @@ class RoomEvents:
         seam("engineio-conformance", lambda: engineio_hooks.install(server))
         seam("slow-consumer-drop", lambda: socketio_hooks.can_find_slow_consumers(server))
         self.identities.install()
+        seam("session-bounds", lambda: session_bounds.cap_sessions_per_address(
+            server, self.caps.max_sessions_per_address,
+            session_bounds.networks(self.caps.trusted_proxies))
+            and session_bounds.limit_control_packets(server, SocketLimiter(
+                {"control": self.limiter.rate("room")}, self.limiter.disconnect_after)))
 
     # -- connection lifecycle ---------------------------------------------------------
 
@@ -432,8 +441,9 @@ class RoomEvents:
         except ProtocolError:
             self.metrics.record_rate_limited(kind)
             if self.limiter.strikes(sid) == self.limiter.disconnect_after:  # once
-                logger.warning("disconnecting sid=%s identity=%s: %d rate-limited %s events "
-                               "in a row", sid, self._name(sid), self.limiter.strikes(sid), kind)
+                logger.warning("disconnecting sid=%s identity=%s: %d rate-limited events "
+                               "(the last: %s) without %g s free of refusals", sid,
+                               self._name(sid), self.limiter.strikes(sid), kind, STRIKE_WINDOW)
                 socketio_hooks.close_transport(self.server, self.server.manager.eio_sid_from_sid(
                     sid, self.namespace))
             # A flooding connection's reader never waits for data: let the others run.

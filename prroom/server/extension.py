@@ -39,6 +39,7 @@ from prroom.internals import (
     packet_codec,
     seams,
     socketio_hooks,
+    websocket_frames,
     websocket_writes,
 )
 from prroom.internals.loop_monitor import LoopMonitor
@@ -206,11 +207,12 @@ def install_speed_seams(socketio: SocketIO, settings: Settings,
     seam("cluster-managers", lambda: True)  # prroom's managers subclass what it names
     seam("packet-codec", lambda: packet_codec.install(server))
     if socketio.async_mode != "gevent":
-        for name in ("refused-body-unread", "frame-unmasking", "direct-writes", "ping-wheel",
-                     "event-path"):
+        for name in ("refused-body-unread", "frame-size-bound", "frame-unmasking",
+                     "direct-writes", "ping-wheel", "event-path"):
             seams.off(name, f"async mode {socketio.async_mode}", server)
         return
     seam("refused-body-unread", lambda: True)  # used per request (prroom.server.api)
+    seam("frame-size-bound", lambda: websocket_frames.install(server.eio))  # 1009 at the header
     seam("frame-unmasking", socketio_hooks.accelerate_gevent_websocket)
     if settings.websocket_writes != "direct":
         seams.off("direct-writes", "PRROOM_WEBSOCKET_WRITES=library", server)

@@ -40,12 +40,13 @@ def drop_slow_consumers_forever(events: "RoomEvents") -> None:
     delivery, so a broadcast's cost stays per recipient.
     """
     server, limit = events.server, events.caps.max_queued_packets
+    max_bytes = events.caps.max_queued_bytes
     while True:
         server.sleep(1.0)
         try:
-            for eio_sid in socketio_hooks.overfull_sockets(server, limit):
+            for eio_sid in socketio_hooks.overfull_sockets(server, limit, max_bytes):
                 logger.warning("dropping a client too slow to read: eio_sid=%s has more "
-                               "than %d packets queued", eio_sid, limit)
+                               "than %d packets or %d bytes queued", eio_sid, limit, max_bytes)
                 socketio_hooks.close_transport(server, eio_sid)
         except Exception:
             logger.exception("slow-consumer check failed; retrying")

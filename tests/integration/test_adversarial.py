@@ -24,6 +24,7 @@ import requests
 import websocket
 
 from prroom.core.identity import issue_token
+from prroom.internals.gunicorn_worker import session_tag
 from tests.support import servers
 from tests.support.clients import Clients, RoomClient, new_pull_request_id
 from tests.support.raw import Closed, Packet, RawWebSocket
@@ -532,7 +533,7 @@ def test_a_flood_is_refused_dropped_and_kept_out_of_other_rooms(flood, connect):
     # PRROOM_RATE_LIMIT_DISCONNECT_AFTER=50 refusals in a row: the flooder is dropped, each
     # time it comes back
     assert flooder.dropped >= 1 and flooder.dropped >= flooder.connections - 1
-    assert "rate-limited message events in a row" in flood.server.log()
+    assert "rate-limited events (the last: message)" in flood.server.log()
     assert_room_saw_nothing(flood.b1, flood.room_b, "b1", flood.b2)
     assert_still_serving(connect, flood.server, flood.room_a)
 
@@ -773,7 +774,8 @@ def slow_consumer(slow_server: servers.ServerProcess) -> Iterator[SlowConsumer]:
         try:
             slow.connect_namespace()
             slow.join(pull_request_id, "slow")
-            dropped_line = f"dropping a client too slow to read: eio_sid={slow.eio_sid}"
+            dropped_line = ("dropping a client too slow to read: eio_sid="
+                            + session_tag(slow.eio_sid))
             baseline = peak = rss_mb(pid)
 
             payload = {"pullRequestId": pull_request_id, "username": "flooder",

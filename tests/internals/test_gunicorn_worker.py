@@ -5,6 +5,7 @@ The timeout tests serve a real gevent pywsgi server with the worker's handler on
 from __future__ import annotations
 
 import inspect
+import logging
 import time
 from http import client as http_client
 from typing import Callable, Iterator, List, Tuple
@@ -223,14 +224,33 @@ def test_request_headers_parse_as_http_client_parses_them(block):
     def library(fp):
         return http_client.parse_headers(fp, _class=pywsgi.OldMessage)
 
-    assert _parsed(block, gunicorn_worker.parse_request_headers) == _parsed(block, library)
+    def ours(fp):  # with no total cap in the way (it is checked below)
+        return gunicorn_worker.parse_request_headers(fp, max_bytes=1 << 30)
+
+    assert _parsed(block, ours) == _parsed(block, library)
+
+
+def test_request_headers_are_capped_in_total_across_lines():
+    block = b"".join(b"X-%d: %s\r\n" % (i, b"v" * 40) for i in range(10)) + b"\r\n"
+    exact = len(block)
+
+    def capped(limit: int) -> Callable:
+        return lambda fp: gunicorn_worker.parse_request_headers(fp, max_bytes=limit)
+
+    assert _parsed(block, capped(exact))[0][0] == ("X-0", "v" * 40)
+    assert _parsed(block, capped(exact - 1)) == (
+        gunicorn_worker.HeadersTooLarge, f"request headers over {exact - 1} bytes")
+    # one long line is refused by the same cap, before it is read whole
+    assert _parsed(HEADER_BLOCKS["line too long"], capped(16384))[0] is \
+        gunicorn_worker.HeadersTooLarge
 
 
 def test_the_handler_answers_an_overlong_header_line_as_pywsgi_does():
     server_end, client_end = gevent.socket.socketpair()
     client_end.sendall(HEADER_BLOCKS["line too long"])
     rfile = server_end.makefile("rb", 1024)
-    ours = AccessLoggingWebSocketHandler.MessageClass(None, rfile)  # type: ignore[arg-type]
+    handler = type("Handler", (), {"max_header_bytes": 1 << 20})()  # a cap past the line
+    ours = AccessLoggingWebSocketHandler.MessageClass(handler, rfile)  # type: ignore[arg-type]
     assert ours.status == "Line too long" and not ours.items()
     server_end.close()
     client_end.close()
@@ -245,3 +265,52 @@ def test_plain_header_blocks_do_not_reach_the_email_parser(name, monkeypatch):
     monkeypatch.setattr(gunicorn_worker.email.parser, "Parser", refused)
     parsed = _parsed(HEADER_BLOCKS[name], gunicorn_worker.parse_request_headers)
     assert isinstance(parsed[0], list), parsed  # not an error caught by _parsed
+
+
+# -- body deadline, header cap, session ids (issue #24) ----------------------------------------
+
+def test_pywsgi_reaches_of_the_body_deadline_and_the_header_cap():
+    one_request = inspect.getsource(pywsgi.WSGIHandler.handle_one_request)
+    # the body is read in get_environ, and a 408 swaps the application just after
+    assert one_request.index("self.environ = self.get_environ()") < one_request.index(
+        "self.application = self.server.application") < one_request.index(
+        "self.handle_one_response()")
+    assert "return self._handle_client_error(ex)" in one_request  # 431 comes back this way
+    one_response = inspect.getsource(pywsgi.WSGIHandler.handle_one_response)
+    assert "self.wsgi_input._discard()" in one_response  # reads what is left: none, here
+    assert list(inspect.signature(pywsgi.Input).parameters) == [
+        "rfile", "content_length", "socket", "chunked_input"]
+    assert {"rfile", "content_length", "socket", "chunked_input"} <= set(pywsgi.Input.__slots__)
+    assert "def _discard(self):" in inspect.getsource(pywsgi.Input)
+    environ = inspect.getsource(pywsgi.WSGIHandler.get_environ)
+    assert "self.wsgi_input = Input(self.rfile, self.content_length" in environ
+    assert "env['wsgi.input'] = self.wsgi_input if handling_reads else self.rfile" in environ
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("/socket.io/?EIO=4&transport=polling&sid=abcDEF_-12",
+     "/socket.io/?EIO=4&transport=polling&sid={tag}"),
+    ("sid=abcDEF_-12&t=1", "sid={tag}&t=1"),
+    ("GET /x?eio_sid=1&sid=abcDEF_-12 HTTP/1.1", "GET /x?eio_sid=1&sid={tag} HTTP/1.1"),
+    ("/x?consid=1", "/x?consid=1"),
+])
+def test_session_ids_are_tagged_in_request_lines(text, expected):
+    tag = gunicorn_worker.session_tag("abcDEF_-12")
+    assert tag.startswith("~") and len(tag) == 11 and "abc" not in tag
+    assert gunicorn_worker.redact_session_ids(text) == expected.format(tag=tag)
+
+
+@pytest.mark.parametrize("message, args", [
+    ("closing eio_sid=%s: too slow", ("Q2xvc2luZ0FCQ0RFRkdI",)),
+    ("Invalid session Q2xvc2luZ0FCQ0RFRkdI", ()),
+    ("Socket for session %s is not connected", ("Q2xvc2luZ0FCQ0RFRkdI",)),
+    ("Cannot send to sid %s", ("Q2xvc2luZ0FCQ0RFRkdI",)),
+])
+def test_the_error_log_shows_no_engineio_session_id(message, args):
+    record = logging.LogRecord("engineio.server", logging.ERROR, __file__, 1, message, args, None)
+    assert gunicorn_worker.SessionIdFilter().filter(record)
+    assert "Q2xvc2luZ0FCQ0RFRkdI" not in record.getMessage()
+    assert gunicorn_worker.session_tag("Q2xvc2luZ0FCQ0RFRkdI") in record.getMessage()
+    kept = logging.LogRecord("prroom", logging.INFO, __file__, 1, "connect sid=%s", ("abc",), None)
+    gunicorn_worker.SessionIdFilter().filter(kept)
+    assert kept.getMessage() == "connect sid=abc"  # a Socket.IO id stays

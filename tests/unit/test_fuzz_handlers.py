@@ -36,7 +36,7 @@ real sockets, ``test_an_event_named_star_touches_nobody_else`` and
 from __future__ import annotations
 
 import itertools
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 import pytest
 from hypothesis import HealthCheck, settings
@@ -46,7 +46,7 @@ from socketio.exceptions import ConnectionRefusedError
 
 from prroom.core import protocol
 from prroom.core.identity import JoinNameIdentity, TokenIdentity, issue_token
-from prroom.core.limits import Rate, SocketLimiter
+from prroom.core.limits import STRIKE_WINDOW, Rate, SocketLimiter
 from prroom.core.presence import MemoryPresence
 from prroom.core.protocol import ErrorCode, Limits
 from prroom.core.rooms import RoomRegistry
@@ -271,7 +271,8 @@ class HandlerMachine(RuleBasedStateMachine):
         self.identity_of: Dict[str, Optional[str]] = {}   # sid -> token identity name
         self.scope_of: Dict[str, Optional[frozenset]] = {}
         self.model: Dict[str, Dict[int, str]] = {}       # sid -> {room: name joined with}
-        self.rate_strikes: Dict[str, int] = {}            # consecutive rate-limited refusals
+        # sid -> (rate-limited refusals, when the last was): counted until a quiet window
+        self.rate_strikes: Dict[str, Tuple[int, float]] = {}
         self.cuts: Dict[str, int] = {}  # transports prroom cut for abuse, per sid
         self._serial = itertools.count(1)
         self._ack_ids = itertools.count(1)
@@ -460,7 +461,6 @@ class HandlerMachine(RuleBasedStateMachine):
         assert event in protocol.CLIENT_EVENTS, (event, result)
         assert errors == []
         assert set(result) == OK_KEYS[event], result  # no "warning": there is no queue here
-        self.rate_strikes.pop(sid, None)
         payload = args[0]
         pull_request_id = payload["pullRequestId"]
         assert result["pullRequestId"] == pull_request_id
@@ -589,14 +589,17 @@ class RateLimitedMachine(HandlerMachine):
         self.clock.now += seconds
 
     def after_refusal(self, sid: str, error: dict, tasks_before: int) -> None:
-        """A rate-limited refusal counts a strike; the limit-th in a row cuts the socket once."""
+        """A rate-limited refusal counts a strike; the limit-th within a window cuts it once."""
         assert self.server.tasks[tasks_before:] == []
         closed = self.server.closed_transports
         if error["code"] != ErrorCode.RATE_LIMITED:
-            self.rate_strikes.pop(sid, None)  # the token was spent: the streak is over
-            return
+            return  # the token was spent; the strikes stay (only a quiet window ends them)
         assert error["retryAfter"] > 0
-        strikes = self.rate_strikes[sid] = self.rate_strikes.get(sid, 0) + 1
+        strikes, last = self.rate_strikes.get(sid, (0, self.clock.now))
+        if self.clock.now - last >= STRIKE_WINDOW:
+            strikes = 0
+        strikes += 1
+        self.rate_strikes[sid] = (strikes, self.clock.now)
         assert self.limiter.strikes(sid) == strikes
         # exactly once per streak, at the limit: later refusals do not cut it again
         assert closed.count(sid) == self.cuts.get(sid, 0) + (strikes == self.DISCONNECT_AFTER)

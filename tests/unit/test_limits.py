@@ -1,7 +1,7 @@
 """Token buckets and the per-socket limiter, on a fake clock."""
 import pytest
 
-from prroom.core.limits import Rate, SocketLimiter, TokenBucket
+from prroom.core.limits import STRIKE_WINDOW, Rate, SocketLimiter, TokenBucket
 from prroom.core.protocol import ProtocolError
 
 
@@ -34,22 +34,26 @@ def test_limiter_refuses_with_retry_after_and_kinds_are_independent():
     with pytest.raises(ProtocolError) as info:
         limiter.charge("a", "message")
     assert info.value.code == "rate-limited" and info.value.details["retryAfter"] == 1.0
-    limiter.charge("a", "typing")     # another bucket: accepted, and ends the strikes
+    limiter.charge("a", "typing")     # another bucket: accepted
     limiter.charge("b", "message")    # another socket: accepted
-    assert limiter.strikes("a") == 0 and limiter.strikes("b") == 0
+    assert limiter.strikes("a") == 1 and limiter.strikes("b") == 0
 
 
-def test_strikes_count_refusals_in_a_row_and_reset_on_success():
+def test_accepted_events_do_not_reset_the_strikes_only_a_quiet_window_does():
     clock = Clock()
-    limiter = SocketLimiter({"message": Rate(1, 1)}, disconnect_after=3, clock=clock)
+    limiter = SocketLimiter({"message": Rate(1, 1), "typing": Rate(100, 100)},
+                            disconnect_after=3, clock=clock)
     limiter.charge("a", "message")
     for expected in (1, 2, 3):
         with pytest.raises(ProtocolError):
             limiter.charge("a", "message")
+        limiter.charge("a", "typing")  # an accepted event in between changes nothing
         assert limiter.strikes("a") == expected
     assert limiter.abusive("a")
     clock.now += 1
-    limiter.charge("a", "message")
+    limiter.charge("a", "message")  # accepted
+    assert limiter.strikes("a") == 3 and limiter.abusive("a")
+    clock.now += STRIKE_WINDOW  # a window without a refusal: forgotten
     assert limiter.strikes("a") == 0 and not limiter.abusive("a")
 
 
