@@ -178,6 +178,8 @@ class PrroomServer(Server):
             "PRROOM_LOG_LEVEL": "warning", "PRROOM_ACCESS_LOG": "",
             "PRROOM_WORKER_CONNECTIONS": str(self.max_sockets + 1000),
             "PRROOM_RATE_LIMIT_DISCONNECT_AFTER": str(HIGH),
+            # every load-generator socket comes from one loopback address
+            "PRROOM_MAX_SESSIONS_PER_ADDRESS": "0",
         })
         for kind in ("MESSAGE", "TYPING", "ROOM"):
             env[f"PRROOM_{kind}_RATE"] = str(HIGH)
