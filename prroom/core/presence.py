@@ -20,7 +20,7 @@ import threading
 import uuid
 from typing import Any, Callable, Dict, List, Optional, Protocol, Tuple
 
-from prroom.core.redis_urls import keyspace, redis_client
+from prroom.cluster.urls import keyspace, redis_client
 
 logger = logging.getLogger("prroom")
 

@@ -27,7 +27,10 @@ from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Tu
 
 from socketio import packet as _sio_packet
 
-from prroom.internals import event_path, loop_monitor, packet_codec, websocket_writes
+from prroom.diagnostics import loop_monitor
+from prroom.internals import packet_codec
+from prroom.transport import event_path
+from prroom.transport import writes as websocket_writes
 
 logger = logging.getLogger("prroom")
 

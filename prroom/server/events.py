@@ -28,6 +28,8 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tu
 
 from socketio.exceptions import ConnectionRefusedError
 
+from prroom.cluster.managers import QueueUnavailable, Ticket, published_ticket
+from prroom.cluster.recovery_store import RedisRecoveryStore
 from prroom.core import protocol
 from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
@@ -35,10 +37,8 @@ from prroom.core.limits import STRIKE_WINDOW, SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message, posted_message
 from prroom.core.presence import CONNECTIONS, Joined, Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
-from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import connects, engineio_hooks, seams, session_bounds, socketio_hooks
-from prroom.internals.managers import QueueUnavailable, Ticket, published_ticket
 from prroom.server import sweepers
 from prroom.server.identities import IdentityControl
 from prroom.server.metrics import Metrics

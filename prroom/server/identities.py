@@ -11,7 +11,7 @@ or an operator disconnects that identity everywhere.
   timer per connection.
 - **Disconnect an identity.** :meth:`IdentityControl.disconnect_identity` runs on this
   process and is published to every other one through the cluster manager
-  (:meth:`~prroom.internals.managers.ClusterManager.broadcast_command`); each sends
+  (:meth:`~prroom.cluster.managers.ClusterManager.broadcast_command`); each sends
   ``pr-room-error`` ``identity-revoked`` then a Socket.IO DISCONNECT to that identity's
   connections (socket.io-client does not reconnect after it), and in ``token`` mode refuses
   the tokens signed until then.
@@ -132,7 +132,7 @@ class IdentityControl:
         """Disconnect ``name`` on every process; return (connections closed on this
         process, whether the other processes were told: False with one process).
 
-        Raises :class:`~prroom.internals.managers.QueueUnavailable` if the publish did not
+        Raises :class:`~prroom.cluster.managers.QueueUnavailable` if the publish did not
         reach the message queue (this process's connections are closed all the same).
         """
         at = time.time()
@@ -172,7 +172,7 @@ class IdentityControl:
 def publish_disconnect(message_queue: str, channel: str, pubsub: str, name: str) -> None:
     """From any process (``prroom disconnect-identity``): tell every process of the
     deployment on ``message_queue`` to disconnect ``name``.  Raises QueueUnavailable."""
-    from prroom.internals.managers import ClusterManager
+    from prroom.cluster.managers import ClusterManager
 
     manager = ClusterManager.of_deployment(message_queue, channel, pubsub=pubsub,
                                            write_only=True)

@@ -1,4 +1,4 @@
-"""prroom.internals.event_path: the direct path for prroom's own events, and what it needs.
+"""prroom.transport.event_path: the direct path for prroom's own events, and what it needs.
 
 The first tests fail loudly when python-engineio or python-socketio change what the direct
 path stands in for; ``tests/integration/test_adversarial.py`` sends every malformed and
@@ -16,7 +16,8 @@ import socketio
 from engineio.async_drivers import gevent as engineio_gevent
 from geventwebsocket.websocket import Stream, WebSocket
 
-from prroom.internals import event_path, packet_codec
+from prroom.internals import packet_codec
+from prroom.transport import event_path
 
 # -- what the direct path stands in for -----------------------------------------------------
 

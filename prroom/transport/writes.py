@@ -39,7 +39,7 @@ import gevent.event
 import gevent.queue
 from gevent.monkey import get_original
 
-from prroom.internals import ping_sweep
+from prroom.transport import ping_wheel as ping_sweep
 
 #: The OS thread's id, even where gevent made threads greenlets.
 _os_thread_id = get_original("_thread", "get_ident")
@@ -350,7 +350,7 @@ def install(server: Any, ping_wheel: bool = True) -> bool:
     """Use the direct write path for ``server`` (a python-socketio Server); False if not.
 
     With ``ping_wheel``, engine.io's pings and its service task are also taken over
-    (:mod:`prroom.internals.ping_sweep`)."""
+    (:mod:`prroom.transport.ping_wheel`)."""
     eio = getattr(server, "eio", None)
     if eio is None or getattr(eio, "async_mode", None) != "gevent":
         return False

@@ -106,7 +106,7 @@ def text_frame_reader(websocket: Any, limit: Optional[int] = None) -> Optional[C
     and decoded in C.  Anything else -- fragments, control frames, binary, a frame larger
     than the buffer or not yet all there, a frame longer than ``limit`` -- is left in the
     buffer for the library's ``receive``, which reads it as before (and refuses a frame
-    over the limit at its header: :mod:`prroom.internals.websocket_frames`).
+    over the limit at its header: :mod:`prroom.transport.frames`).
     """
     handler = getattr(websocket, "handler", None)
     rfile = getattr(handler, "rfile", None)
