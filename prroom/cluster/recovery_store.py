@@ -29,8 +29,8 @@ import time
 from collections import deque
 from typing import Any, Collection, Deque, List, Mapping, Optional, Tuple
 
+from prroom.cluster.presence import Pipeline
 from prroom.cluster.urls import keyspace, redis_client
-from prroom.core.presence import Pipeline
 from prroom.core.recovery import MAX_TOKEN_LENGTH, BufferedPacket, Session
 
 #: Seconds a room stream outlives its last packet beyond the window: a packet published

@@ -16,6 +16,7 @@ from flask import Flask, current_app, has_app_context
 from flask_socketio import SocketIO
 
 from prroom.cluster.managers import ClusterManager, IndexedManager
+from prroom.cluster.presence import create_presence
 from prroom.cluster.recovery_store import RedisRecoveryStore
 from prroom.core import logtext
 from prroom.core.config import DEFAULTS, ConfigError, Settings
@@ -29,7 +30,7 @@ from prroom.core.identity import (
     with_room_rule,
 )
 from prroom.core.limits import Rate, SocketLimiter
-from prroom.core.presence import Presence, create_presence
+from prroom.core.presence import Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError
 from prroom.core.rooms import RoomRegistry
 from prroom.diagnostics import gevent_traps, loop_monitor

@@ -13,7 +13,7 @@ import pytest
 import redis
 
 from prroom.cluster.channels import Publisher, QueueUnavailable, pubsub_mode
-from prroom.core.presence import RedisPresence
+from prroom.cluster.presence import RedisPresence
 
 # the publisher's connection speaks RESP2, as the clustered manager's does (redis-py 4 has
 # no protocol option: RESP2 is all it speaks)

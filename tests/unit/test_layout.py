@@ -54,8 +54,6 @@ def test_core_imports_no_framework_and_nothing_above_it(path):
     bad = {name for name in imports_of(path)
            if name.split(".")[0] in FRAMEWORKS
            or (name.startswith("prroom.") and not name.startswith("prroom.core"))}
-    if path.name == "presence.py":  # its Redis half moves to prroom/cluster next
-        bad.discard("prroom.cluster.urls")
     assert bad == set()
 
 
