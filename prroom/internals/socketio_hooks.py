@@ -237,6 +237,14 @@ def connected_eio_sids(server: Any) -> List[str]:
     return list(getattr(server.eio, "sockets", {}))
 
 
+def eio_packet_sender(server: Any) -> Callable[[str, Any], None]:
+    """python-socketio's own ``send(eio_sid, packet)`` to one Engine.IO session
+    (``Server._send_eio_packet``): what a room broadcast falls back to for a connection
+    without prroom's direct writer."""
+    send: Callable[[str, Any], None] = server._send_eio_packet
+    return send
+
+
 def close_transport(server: Any, eio_sid: str, reason: Optional[str] = None) -> None:
     """Close one connection's transport, as a lost connection, without waiting on it.
 

@@ -35,7 +35,7 @@ from prroom.core.protocol import ErrorCode, Limits, ProtocolError
 from prroom.core.rooms import RoomRegistry
 from prroom.diagnostics import gevent_traps, loop_monitor
 from prroom.diagnostics.loop_monitor import LoopMonitor
-from prroom.internals import host_server, packet_codec, seams, socketio_hooks
+from prroom.internals import host_server, packet_codec, seams, socketio_hooks, stacks
 from prroom.server import host_socketio
 from prroom.server.api import api
 from prroom.server.events import Caps, RoomEvents
@@ -153,6 +153,7 @@ class PRRoomState:
 
 def watch_the_event_loop(app: Flask, state: PRRoomState) -> None:
     """Under gevent: name the traps present now, and watch for blocks from now on."""
+    seams.apply("loop-monitor-stacks", stacks.available, server=state.socketio.server)
     state.traps = gevent_traps.find_traps()
     for trap in state.traps:
         logger.warning("gevent trap: %s", trap)

@@ -102,11 +102,11 @@ class IdentityControl:
         events = self.events
         closed = 0
         for sid in self.expiries.due(time.time() if now is None else now):
-            identity = events._identities.get(sid)
+            identity = events.identified.get(sid)
             if identity is None:
                 continue
             logger.info("closing sid=%s identity=%s: its token expired", sid, identity.name)
-            events._to_socket(sid, protocol.ERROR, protocol.closing_event(ProtocolError(
+            events.to_socket(sid, protocol.ERROR, protocol.closing_event(ProtocolError(
                 ErrorCode.TOKEN_EXPIRED, "this connection's token expired; reconnect with a "
                 "fresh one", reconnect=True)))
             # a lost transport, not a Socket.IO disconnect: the client reconnects (with a
@@ -159,9 +159,9 @@ class IdentityControl:
         revoke: Any = getattr(events.identity, "revoke", None)
         if revoke is not None:
             revoke(name, at)
-        sids = [sid for sid, identity in events._identities.items() if identity.name == name]
+        sids = [sid for sid, identity in events.identified.items() if identity.name == name]
         for sid in sids:
-            events._to_socket(sid, protocol.ERROR, protocol.closing_event(ProtocolError(
+            events.to_socket(sid, protocol.ERROR, protocol.closing_event(ProtocolError(
                 ErrorCode.IDENTITY_REVOKED, "an operator disconnected this identity")))
             events.server.disconnect(sid, namespace=events.namespace, ignore_queue=True)
         logger.warning("disconnected identity=%s: %d connections on this process", name,

@@ -48,7 +48,7 @@ from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import PyWSGIHandler
 
 from prroom.core.config import SETTINGS_BY_KEY, ConfigError, server_settings
-from prroom.internals import seams
+from prroom.internals import http_bodies, seams
 from prroom.transport import frames as websocket_frames
 
 #: gunicorn's exit status for a worker that cannot boot (Arbiter.WORKER_BOOT_ERROR): the
@@ -154,10 +154,7 @@ def parse_request_headers(fp: Any, max_bytes: int = 16384) -> OldMessage:
             text = b"".join(lines).decode("iso-8859-1")
             return email.parser.Parser(_class=OldMessage).parsestr(text)
         pairs.append((plain[1].decode("ascii"), plain[2].decode("ascii")))
-    message = OldMessage()
-    message._headers = pairs
-    message.set_payload("")  # what the parser leaves: an empty body
-    return message
+    return http_bodies.header_message(pairs)
 
 
 #: handler id -> the timer of the request whose line and headers it is reading.
