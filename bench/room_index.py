@@ -13,7 +13,7 @@ import time
 
 import socketio
 
-from prroom.internals.managers import IndexedManager
+from prroom.cluster.managers import IndexedManager
 
 
 def measure(manager_class, sockets: int) -> tuple:

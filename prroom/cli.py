@@ -116,7 +116,7 @@ monkey.patch_all()
 module_name, _, attribute = sys.argv[1].partition(":")
 module = importlib.import_module(module_name)
 from prroom.internals import seams
-from prroom.internals.gevent_traps import find_traps
+from prroom.diagnostics.gevent_traps import find_traps
 for trap in find_traps():
     print("gevent trap: " + trap)
 state = getattr(getattr(module, attribute or "app", None), "extensions", {}).get("prroom")
@@ -176,8 +176,8 @@ def issue_token(username: str, pull_requests: Tuple[int, ...]) -> None:
 def post(pull_request_id: int, username: str, message: str, message_queue: Optional[str],
          channel: Optional[str]) -> None:
     """Post MESSAGE as USERNAME to a pull request's room, through the message queue."""
+    from prroom.cluster.managers import QueueUnavailable
     from prroom.core.protocol import ProtocolError
-    from prroom.internals.managers import QueueUnavailable
     from prroom.server.posting import PostingUnavailable, post_message
 
     _settings()  # a bad PRROOM_* value is a usage error (2), as for the other commands
@@ -209,7 +209,7 @@ def disconnect_identity(username: str, message_queue: Optional[str],
     refused. A server without PRROOM_MESSAGE_QUEUE is reached through its admin endpoint
     (PRROOM_ADMIN_TOKEN) instead.
     """
-    from prroom.internals.managers import QueueUnavailable
+    from prroom.cluster.managers import QueueUnavailable
     from prroom.server.identities import publish_disconnect
 
     settings = _settings()

@@ -35,7 +35,7 @@ bind = [_server["bind"] or f"{_server['host']}:{_server['port']}"]
 # process: more workers would scatter a client's requests.  Scale out with more instances
 # and a message queue instead.  WEB_CONCURRENCY (gunicorn's default) is deliberately ignored.
 workers = 1
-worker_class = "prroom.internals.gunicorn_worker.WebSocketWorker"
+worker_class = "prroom.transport.worker.WebSocketWorker"
 # gevent workers default to 1,000 connections and hang connection 1,001; a chat server
 # holds many idle sockets.
 worker_connections = _server["worker_connections"]

@@ -416,13 +416,13 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_WEBSOCKET_WRITES", "direct", _parse_str,
             "How WebSocket packets go out under gevent: `direct` (written by whoever sends "
             "them, pings from a timer: no writer or ping greenlet per connection; "
-            "prroom/internals/websocket_writes.py) or `engineio` (python-engineio's own "
+            "prroom/transport/writes.py) or `engineio` (python-engineio's own "
             "writer greenlet)",
             choices=("direct", "engineio")),
     Setting("PRROOM_EVENT_PATH", "direct", _parse_str,
             "How prroom's own events get from a WebSocket frame to their handler under "
             "gevent: `direct` (decoded once, straight to python-socketio's event entry point; "
-            "prroom/internals/event_path.py) or `library` (through python-engineio's and "
+            "prroom/transport/event_path.py) or `library` (through python-engineio's and "
             "python-socketio's packet layers, as every other packet is)",
             choices=("direct", "library")),
     # The chat page (prroom/server/web.py) loads the official socket.io-client build from here.

@@ -39,6 +39,9 @@ def _escape_table() -> Dict[int, str]:
 _TABLE = _escape_table()
 
 
+#: Marks a record already escaped (an attribute of prroom's on the record).
+ESCAPED = "prroom_escaped"
+
 class Verbatim(str):
     """A log argument prroom produced itself and that keeps its newlines (a stack)."""
 
@@ -72,9 +75,9 @@ class ClientTextFilter(logging.Filter):
     def filter(self, record: logging.LogRecord) -> bool:
         """Rewrite ``record.args`` in place; never drops a record."""
         args = record.args
-        if getattr(record, "_prroom_escaped", False):
+        if getattr(record, ESCAPED, False):
             return True
-        record._prroom_escaped = True  # a logger's filter, then a handler's: once
+        setattr(record, ESCAPED, True)  # a logger's filter, then a handler's: once
         if isinstance(record.msg, str) and not record.name.startswith(OWN_LOGGERS):
             record.msg = escape(record.msg, MAX_LIBRARY_MESSAGE_CHARS)
         if not args:

@@ -1,4 +1,6 @@
-"""Refusing an HTTP request body without reading it, under gevent's pywsgi.
+"""gevent pywsgi's request objects, as prroom's worker reads and refuses requests.
+
+Refusing an HTTP request body without reading it:
 
 A view that answers 411 or 413 never touches ``wsgi.input``, but pywsgi's handler then reads
 and throws away whatever body is left, to keep the connection usable
@@ -8,7 +10,7 @@ closes the connection instead (``Connection: close``), so the body is never need
 """
 from __future__ import annotations
 
-from typing import Any, Mapping
+from typing import Any, List, Mapping, Tuple
 
 
 def leave_body_unread(environ: Mapping[str, Any]) -> bool:
@@ -29,3 +31,14 @@ def leave_body_unread(environ: Mapping[str, Any]) -> bool:
 
 #: the pywsgi ``Input`` attributes ``_discard`` decides by
 _INPUT_STATE = ("_discard", "position", "content_length", "chunked_input")
+
+
+def header_message(pairs: List[Tuple[str, str]]) -> Any:
+    """The ``OldMessage`` pywsgi's header parsing would have made of plain ``(name, value)``
+    lines (its ``_headers``), with the empty body the ``email`` parser leaves."""
+    from gevent.pywsgi import OldMessage
+
+    message = OldMessage()
+    message._headers = pairs
+    message.set_payload("")
+    return message

@@ -16,7 +16,7 @@ from __future__ import annotations
 from gevent import monkey
 from prometheus_client import values
 
-from prroom.internals import gevent_traps
+from prroom.diagnostics import gevent_traps
 
 
 def applies() -> bool:

@@ -179,6 +179,10 @@ SEAMS: Tuple[Seam, ...] = (
         "prometheus_client.values:Lock", "prometheus_client.values:MutexValue"),
         "metric values take the OS's lock (in C) instead of gevent's patched one",
         SPEED, "gevent's lock"),
+    Seam("loop-monitor-stacks", "CPython", ("sys:_current_frames",),
+        "the blocked-loop warning shows the stack of the code holding the event loop, "
+        "read from the watchdog's thread",
+        COMPATIBILITY, "blocked-loop warnings without a stack"),
     Seam("cluster-managers", _SIO, (
         "socketio.base_manager:BaseManager.basic_enter_room",
         "socketio.base_manager:BaseManager.basic_leave_room",
@@ -228,6 +232,9 @@ _process: Dict[str, Outcome] = {}
 
 def library_version(library: str) -> str:
     """The installed release of ``library`` (a distribution name), or ``"?"``."""
+    if library == "CPython":
+        import platform
+        return platform.python_version()
     try:
         from importlib.metadata import version
         return version(library)

@@ -26,7 +26,7 @@ from typing import Any, Dict, Iterable, Optional, Set
 
 from prroom.core.limits import SocketLimiter
 from prroom.core.protocol import ProtocolError
-from prroom.internals import event_path
+from prroom.transport import event_path
 
 logger = logging.getLogger("prroom")
 

@@ -27,7 +27,10 @@ from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Tu
 
 from socketio import packet as _sio_packet
 
-from prroom.internals import event_path, loop_monitor, packet_codec, websocket_writes
+from prroom.diagnostics import loop_monitor
+from prroom.internals import packet_codec
+from prroom.transport import event_path
+from prroom.transport import writes as websocket_writes
 
 logger = logging.getLogger("prroom")
 
@@ -232,6 +235,14 @@ def _overfull(items: Iterable[Tuple[str, Any]], limit: int,
 def connected_eio_sids(server: Any) -> List[str]:
     """Engine.IO session ids of every connection of this process."""
     return list(getattr(server.eio, "sockets", {}))
+
+
+def eio_packet_sender(server: Any) -> Callable[[str, Any], None]:
+    """python-socketio's own ``send(eio_sid, packet)`` to one Engine.IO session
+    (``Server._send_eio_packet``): what a room broadcast falls back to for a connection
+    without prroom's direct writer."""
+    send: Callable[[str, Any], None] = server._send_eio_packet
+    return send
 
 
 def close_transport(server: Any, eio_sid: str, reason: Optional[str] = None) -> None:

@@ -28,6 +28,8 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tu
 
 from socketio.exceptions import ConnectionRefusedError
 
+from prroom.cluster.managers import QueueUnavailable, Ticket, published_ticket
+from prroom.cluster.recovery_store import RedisRecoveryStore
 from prroom.core import protocol
 from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
@@ -35,10 +37,8 @@ from prroom.core.limits import STRIKE_WINDOW, SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message, posted_message
 from prroom.core.presence import CONNECTIONS, Joined, Left, MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
-from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import connects, engineio_hooks, seams, session_bounds, socketio_hooks
-from prroom.internals.managers import QueueUnavailable, Ticket, published_ticket
 from prroom.server import sweepers
 from prroom.server.identities import IdentityControl
 from prroom.server.metrics import Metrics
@@ -100,7 +100,8 @@ class RoomEvents:
         self.metrics = metrics or Metrics()
         self.namespace = namespace
         # sid -> authenticated identity; anonymous sockets are not stored at all.
-        self._identities: Dict[str, Identity] = {}
+        #: the identity of each connection that has one (sid -> identity)
+        self.identified: Dict[str, Identity] = {}
         self._connections_of: Dict[str, int] = {}  # identity name -> open connections
         self.connected = 0
         self.message_ids = MessageIds()
@@ -185,7 +186,7 @@ class RoomEvents:
             # the client sees err.message as the connect_error's message, the dict as .data
             raise ConnectionRefusedError(err.message, err.to_dict()) from None
         if identity is not None:
-            self._identities[sid] = identity
+            self.identified[sid] = identity
             self.identities.connected(sid, identity)
         self.connected += 1
         self.metrics.record_connection("accepted")
@@ -207,7 +208,7 @@ class RoomEvents:
 
     def on_disconnect(self, sid: str, reason: Any = None) -> None:
         """Leave every room; members stop seeing the socket as typing at once."""
-        identity = self._identities.pop(sid, None)
+        identity = self.identified.pop(sid, None)
         if identity is not None:
             self.identities.disconnected(sid, identity.name)
             remaining = self._connections_of[identity.name] - 1
@@ -287,7 +288,7 @@ class RoomEvents:
 
     def join(self, sid: str, payload: Any) -> dict:
         """``join-pr-room``: enter ``pr:{id}`` under the name the identity policy allows."""
-        identity = self._identities.get(sid)
+        identity = self.identified.get(sid)
         request = protocol.parse_room_request(payload, self.limits, identity is None)
         pull_request_id = request.pull_request_id
         username = self.identity.name_for_join(identity, request.username, pull_request_id)
@@ -315,7 +316,7 @@ class RoomEvents:
                 logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
                 first, members = False, [username]
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
-            self._to_socket(sid, protocol.MEMBERS,
+            self.to_socket(sid, protocol.MEMBERS,
                             {"pullRequestId": pull_request_id, "members": members})
             if first and not self.announce(protocol.USER_JOINED, pull_request_id, username,
                                             skip_sid=sid):
@@ -324,7 +325,7 @@ class RoomEvents:
 
     def leave(self, sid: str, payload: Any) -> dict:
         """``leave-pr-room``: leave one room; the socket's other rooms are untouched."""
-        request = protocol.parse_room_request(payload, self.limits, sid not in self._identities)
+        request = protocol.parse_room_request(payload, self.limits, sid not in self.identified)
         pull_request_id = request.pull_request_id
         self.registry.name_in(sid, pull_request_id, claimed=request.username)
         departure = self.registry.leave(sid, pull_request_id)
@@ -340,12 +341,12 @@ class RoomEvents:
     def send_message(self, sid: str, payload: Any) -> dict:
         """``send-message-to-pr-room``: everyone in the room, sender included, gets it."""
         request = protocol.parse_message_request(payload, self.limits,
-                                                 sid not in self._identities)
+                                                 sid not in self.identified)
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         resume = self.resume
         client_id = resume.client_message_id(payload) if resume else None
-        sender = "id:" + self._name(sid) if sid in self._identities else "user:" + username
+        sender = "id:" + self._name(sid) if sid in self.identified else "user:" + username
         if client_id is not None:
             assert resume is not None
             original = resume.sent_before(sender, pull_request_id, client_id)
@@ -383,7 +384,7 @@ class RoomEvents:
 
     def typing(self, sid: str, payload: Any) -> dict:
         """``typing``: the other members see the user typing until stop or expiry."""
-        request = protocol.parse_room_request(payload, self.limits, sid not in self._identities)
+        request = protocol.parse_room_request(payload, self.limits, sid not in self.identified)
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         self.registry.start_typing(sid, pull_request_id)
@@ -392,7 +393,7 @@ class RoomEvents:
 
     def stop_typing(self, sid: str, payload: Any) -> dict:
         """``stop-typing``: the others are told, if they had been told the user was typing."""
-        request = protocol.parse_room_request(payload, self.limits, sid not in self._identities)
+        request = protocol.parse_room_request(payload, self.limits, sid not in self.identified)
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         if self.registry.stop_typing(sid, pull_request_id):
@@ -460,7 +461,7 @@ class RoomEvents:
         body = protocol.error_event(event, protocol.internal_error())
         sid = self.server.manager.sid_from_eio_sid(eio_sid, self.namespace)
         if sid is not None and not acked:
-            self._to_socket(sid, protocol.ERROR, body)
+            self.to_socket(sid, protocol.ERROR, body)
         return body
 
     def _protocol_violation(self, eio_sid: str, reason: str) -> None:
@@ -468,7 +469,7 @@ class RoomEvents:
         socketio_hooks.close_transport(self.server, eio_sid)
 
     def _name(self, sid: str) -> str:
-        identity = self._identities.get(sid)
+        identity = self.identified.get(sid)
         return identity.name if identity else "-"
 
     def _refuse(self, sid: str, event: str, err: ProtocolError, payload: Any) -> dict:
@@ -481,7 +482,7 @@ class RoomEvents:
             logger.info("refused %s sid=%s identity=%s pr=%s code=%s", event, sid,
                         self._name(sid), pull_request_id or "-", err.code)
         if not socketio_hooks.ack_requested():
-            self._to_socket(sid, protocol.ERROR,
+            self.to_socket(sid, protocol.ERROR,
                             protocol.error_event(event, err, pull_request_id))
         return protocol.failure(err)
 
@@ -519,7 +520,7 @@ class RoomEvents:
             later = socketio_hooks.answer_later(self.server, deferred.start)
             if later is not None:
                 return later
-        return answer(self._reached(ticket, recoverable, event, data, pull_request_id,
+        return answer(self.reached(ticket, recoverable, event, data, pull_request_id,
                                     skip_sid))
 
     def _publish_to_room(self, event: str, data: dict, pull_request_id: int,
@@ -535,7 +536,7 @@ class RoomEvents:
         ticket = published_ticket(self.server)
         return ticket, recoverable and resume is not None and resume.shared is not None
 
-    def _reached(self, ticket: Ticket, recoverable: bool, event: str, data: dict,
+    def reached(self, ticket: Ticket, recoverable: bool, event: str, data: dict,
                  pull_request_id: int, skip_sid: Optional[str]) -> bool:
         """Wait for the publish; if it did not reach Redis, a broadcast that local members
         would have got back from Redis goes to them directly."""
@@ -549,8 +550,8 @@ class RoomEvents:
                                  ignore_queue=True)
             return False
 
-    def _to_socket(self, sid: str, event: str, data: dict) -> None:
-        # The socket is on this process: no trip through the message queue.
+    def to_socket(self, sid: str, event: str, data: dict) -> None:
+        """Send one event to one connection of this process (no trip through the queue)."""
         self.server.emit(event, data, to=sid, namespace=self.namespace, ignore_queue=True)
 
     def presence_left(self, pull_request_id: int, username: str,
@@ -604,7 +605,7 @@ class RoomEvents:
             if ticket is not None:
                 sent.append((ticket, recoverable, data, pull_request_id))
         for ticket, recoverable, data, pull_request_id in sent:
-            self._reached(ticket, recoverable, event, data, pull_request_id, None)
+            self.reached(ticket, recoverable, event, data, pull_request_id, None)
 
     def _start_background_tasks(self) -> None:
         # Started lazily: on the first connection we are surely inside the serving process
@@ -640,7 +641,7 @@ class _AnswerOnReply:
         assert self.send is not None
         event = self.broadcast[0]
         try:
-            body = self.answer(self.events._reached(done, self.recoverable, *self.broadcast))
+            body = self.answer(self.events.reached(done, self.recoverable, *self.broadcast))
         except Exception:  # the client must hear back whatever went wrong
             logger.exception("error answering %s", event)
             body = protocol.failure(protocol.internal_error())

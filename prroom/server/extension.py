@@ -15,6 +15,9 @@ from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tu
 from flask import Flask, current_app, has_app_context
 from flask_socketio import SocketIO
 
+from prroom.cluster.managers import ClusterManager, IndexedManager
+from prroom.cluster.presence import create_presence
+from prroom.cluster.recovery_store import RedisRecoveryStore
 from prroom.core import logtext
 from prroom.core.config import DEFAULTS, ConfigError, Settings
 from prroom.core.identity import (
@@ -27,23 +30,12 @@ from prroom.core.identity import (
     with_room_rule,
 )
 from prroom.core.limits import Rate, SocketLimiter
-from prroom.core.presence import Presence, create_presence
+from prroom.core.presence import Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError
-from prroom.core.recovery_redis import RedisRecoveryStore
 from prroom.core.rooms import RoomRegistry
-from prroom.internals import (
-    event_path,
-    gevent_traps,
-    host_server,
-    loop_monitor,
-    packet_codec,
-    seams,
-    socketio_hooks,
-    websocket_frames,
-    websocket_writes,
-)
-from prroom.internals.loop_monitor import LoopMonitor
-from prroom.internals.managers import ClusterManager, IndexedManager
+from prroom.diagnostics import gevent_traps, loop_monitor
+from prroom.diagnostics.loop_monitor import LoopMonitor
+from prroom.internals import host_server, packet_codec, seams, socketio_hooks, stacks
 from prroom.server import host_socketio
 from prroom.server.api import api
 from prroom.server.events import Caps, RoomEvents
@@ -52,6 +44,9 @@ from prroom.server.metrics import Metrics
 from prroom.server.ops import metrics_view, ops
 from prroom.server.recovery import Recovery
 from prroom.server.web import blueprint
+from prroom.transport import event_path
+from prroom.transport import frames as websocket_frames
+from prroom.transport import writes as websocket_writes
 
 logger = logging.getLogger("prroom")
 
@@ -158,6 +153,7 @@ class PRRoomState:
 
 def watch_the_event_loop(app: Flask, state: PRRoomState) -> None:
     """Under gevent: name the traps present now, and watch for blocks from now on."""
+    seams.apply("loop-monitor-stacks", stacks.available, server=state.socketio.server)
     state.traps = gevent_traps.find_traps()
     for trap in state.traps:
         logger.warning("gevent trap: %s", trap)

@@ -20,9 +20,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Collection, List, Mapping
 
+from prroom.cluster.managers import ClusterManager, IndexedManager
 from prroom.core.config import ConfigError, Settings
 from prroom.internals import host_server
-from prroom.internals.managers import ClusterManager, IndexedManager
 
 logger = logging.getLogger("prroom")
 

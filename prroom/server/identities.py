@@ -11,7 +11,7 @@ or an operator disconnects that identity everywhere.
   timer per connection.
 - **Disconnect an identity.** :meth:`IdentityControl.disconnect_identity` runs on this
   process and is published to every other one through the cluster manager
-  (:meth:`~prroom.internals.managers.ClusterManager.broadcast_command`); each sends
+  (:meth:`~prroom.cluster.managers.ClusterManager.broadcast_command`); each sends
   ``pr-room-error`` ``identity-revoked`` then a Socket.IO DISCONNECT to that identity's
   connections (socket.io-client does not reconnect after it), and in ``token`` mode refuses
   the tokens signed until then.
@@ -102,11 +102,11 @@ class IdentityControl:
         events = self.events
         closed = 0
         for sid in self.expiries.due(time.time() if now is None else now):
-            identity = events._identities.get(sid)
+            identity = events.identified.get(sid)
             if identity is None:
                 continue
             logger.info("closing sid=%s identity=%s: its token expired", sid, identity.name)
-            events._to_socket(sid, protocol.ERROR, protocol.closing_event(ProtocolError(
+            events.to_socket(sid, protocol.ERROR, protocol.closing_event(ProtocolError(
                 ErrorCode.TOKEN_EXPIRED, "this connection's token expired; reconnect with a "
                 "fresh one", reconnect=True)))
             # a lost transport, not a Socket.IO disconnect: the client reconnects (with a
@@ -132,7 +132,7 @@ class IdentityControl:
         """Disconnect ``name`` on every process; return (connections closed on this
         process, whether the other processes were told: False with one process).
 
-        Raises :class:`~prroom.internals.managers.QueueUnavailable` if the publish did not
+        Raises :class:`~prroom.cluster.managers.QueueUnavailable` if the publish did not
         reach the message queue (this process's connections are closed all the same).
         """
         at = time.time()
@@ -159,9 +159,9 @@ class IdentityControl:
         revoke: Any = getattr(events.identity, "revoke", None)
         if revoke is not None:
             revoke(name, at)
-        sids = [sid for sid, identity in events._identities.items() if identity.name == name]
+        sids = [sid for sid, identity in events.identified.items() if identity.name == name]
         for sid in sids:
-            events._to_socket(sid, protocol.ERROR, protocol.closing_event(ProtocolError(
+            events.to_socket(sid, protocol.ERROR, protocol.closing_event(ProtocolError(
                 ErrorCode.IDENTITY_REVOKED, "an operator disconnected this identity")))
             events.server.disconnect(sid, namespace=events.namespace, ignore_queue=True)
         logger.warning("disconnected identity=%s: %d connections on this process", name,
@@ -172,7 +172,7 @@ class IdentityControl:
 def publish_disconnect(message_queue: str, channel: str, pubsub: str, name: str) -> None:
     """From any process (``prroom disconnect-identity``): tell every process of the
     deployment on ``message_queue`` to disconnect ``name``.  Raises QueueUnavailable."""
-    from prroom.internals.managers import ClusterManager
+    from prroom.cluster.managers import ClusterManager
 
     manager = ClusterManager.of_deployment(message_queue, channel, pubsub=pubsub,
                                            write_only=True)

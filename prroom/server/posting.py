@@ -11,10 +11,10 @@ from typing import Any, Dict, Optional, Tuple
 
 from flask import Flask, current_app, has_app_context
 
+from prroom.cluster.managers import ClusterManager
 from prroom.core import protocol
 from prroom.core.config import settings_from_environ
 from prroom.core.messages import MessageIds, PostedMessage, posted_message
-from prroom.internals.managers import ClusterManager
 
 _publishers: Dict[Tuple[str, str], ClusterManager] = {}
 _message_ids = MessageIds()  # posts from a process that is not a server
@@ -36,7 +36,7 @@ def post_message(pull_request_id: int, username: str, message: str, *,
     its ``id``, ``sentAt`` and ``via: "api"``: pages show it as a bot's).  Raises
     ProtocolError for invalid input,
     :class:`PostingUnavailable` when there is no way to reach the rooms, and
-    :class:`~prroom.internals.managers.QueueUnavailable` if the queue is down.
+    :class:`~prroom.cluster.managers.QueueUnavailable` if the queue is down.
     """
     request = {"pullRequestId": pull_request_id, "username": username, "message": message}
     state = _state_of(app)

@@ -6,7 +6,7 @@ a CONNECT reply, whether a CONNECT restores a session, what a recoverable discon
 behind, and when a user hidden by the presence grace is announced as left.
 
 Sessions and recent packets live in this process's memory (:mod:`prroom.core.recovery`),
-or, in clustered mode, in Redis (:mod:`prroom.core.recovery_redis`), where every process
+or, in clustered mode, in Redis (:mod:`prroom.cluster.recovery_store`), where every process
 of the deployment can restore them; recoverable broadcasts are then numbered and kept by
 the clustered manager's publish script.
 """
@@ -16,6 +16,12 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Set, Tuple
 
+from prroom.cluster.recovery_store import (
+    PUBLISH_SCRIPT,
+    RedisRecoveryStore,
+    packet_of,
+    split_offset,
+)
 from prroom.core import protocol
 from prroom.core.config import DEFAULTS
 from prroom.core.identity import Identity
@@ -28,12 +34,6 @@ from prroom.core.recovery import (
     Session,
     SessionStore,
     new_pid,
-)
-from prroom.core.recovery_redis import (
-    PUBLISH_SCRIPT,
-    RedisRecoveryStore,
-    packet_of,
-    split_offset,
 )
 from prroom.core.rooms import Departure
 from prroom.internals import socketio_hooks

@@ -24,7 +24,7 @@ import requests
 import websocket
 
 from prroom.core.identity import issue_token
-from prroom.internals.gunicorn_worker import session_tag
+from prroom.transport.worker import session_tag
 from tests.support import servers
 from tests.support.clients import Clients, RoomClient, new_pull_request_id
 from tests.support.raw import Closed, Packet, RawWebSocket
@@ -192,7 +192,7 @@ MALFORMED = [
     ("text-above-frame-limit", ['42["x","' + "x" * (MAX_FRAME_BYTES + 1000) + '"]'],
      "closed"),
     ("binary-above-frame-limit", [b"\x04" + b"x" * (MAX_FRAME_BYTES + 1000)], "closed"),
-    # shapes at the edge of prroom's direct event path (prroom/internals/event_path.py)
+    # shapes at the edge of prroom's direct event path (prroom/transport/event_path.py)
     ("ack-id-16-digits", ["42" + "1" * 16 + '["stop-typing",{}]'], "acked:missing-field"),
     ("ack-id-arabic-digit", ['42\u0663["stop-typing",{}]'], "acked:missing-field"),
     ("ack-id-superscript", ['42\u00b2["stop-typing",{}]'], "closed"),
@@ -290,7 +290,7 @@ class QuietMember(NamedTuple):
 @pytest.fixture(scope="module")
 def quiet_member(short_ping_server: servers.ServerProcess) -> QuietMember:
     # prroom sends pings from an event-loop timer, not engine.io's sleeping greenlet
-    # (prroom/internals/websocket_writes.py): each one must still come, once per interval,
+    # (prroom/transport/writes.py): each one must still come, once per interval,
     # with messages still flowing around them.
     pull_request_id = new_pull_request_id()
     with Clients(short_ping_server) as connect:

@@ -365,7 +365,7 @@ engineio_writes_server = servers.server_fixture(
 def test_the_engineio_write_path_still_serves_every_transport(engineio_writes_server, connect,
                                                               pr_id, transports):
     # PRROOM_WEBSOCKET_WRITES=engineio is the escape hatch from
-    # prroom/internals/websocket_writes.py: it must be a working server, not a lesser-tested one.
+    # prroom/transport/writes.py: it must be a working server, not a lesser-tested one.
     clients = [connect(engineio_writes_server, transports=transports),
                connect(engineio_writes_server)]
     for number, client in enumerate(clients):

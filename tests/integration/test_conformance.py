@@ -21,7 +21,7 @@ import pytest
 import requests
 import websocket
 
-from prroom.internals.gunicorn_worker import session_tag
+from prroom.transport.worker import session_tag
 from tests.support import node, servers
 from tests.support.raw import (
     Closed,

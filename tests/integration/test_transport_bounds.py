@@ -18,7 +18,7 @@ import pytest
 import requests
 from websocket import ABNF
 
-from prroom.internals.gunicorn_worker import session_tag
+from prroom.transport.worker import session_tag
 from tests.integration.test_adversarial import rss_mb, worker_pid
 from tests.support import servers
 from tests.support.clients import RoomClient

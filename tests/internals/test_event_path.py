@@ -1,4 +1,4 @@
-"""prroom.internals.event_path: the direct path for prroom's own events, and what it needs.
+"""prroom.transport.event_path: the direct path for prroom's own events, and what it needs.
 
 The first tests fail loudly when python-engineio or python-socketio change what the direct
 path stands in for; ``tests/integration/test_adversarial.py`` sends every malformed and
@@ -16,7 +16,8 @@ import socketio
 from engineio.async_drivers import gevent as engineio_gevent
 from geventwebsocket.websocket import Stream, WebSocket
 
-from prroom.internals import event_path, packet_codec
+from prroom.internals import gevent_io, packet_codec
+from prroom.transport import event_path
 
 # -- what the direct path stands in for -----------------------------------------------------
 
@@ -267,7 +268,7 @@ def test_gevent_sockets_wait_on_their_read_watcher_after_eagain():
     assert "self._wait(self._read_event)" in source
     server_end, client_end = gevent.socket.socketpair()
     assert server_end._read_event is not None
-    assert event_path.readable_waiter(server_end) is not None
+    assert gevent_io.readable_waiter(server_end) is not None
     server_end.close()
     client_end.close()
 

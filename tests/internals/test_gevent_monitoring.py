@@ -1,4 +1,4 @@
-"""Tripwires for prroom/internals/loop_monitor.py and gevent_traps.py.
+"""Tripwires for prroom/diagnostics/loop_monitor.py and gevent_traps.py.
 
 Each runs in a fresh interpreter (the watchdog thread and monkey-patching are for the
 whole process), and fails naming what gevent changed.
@@ -62,7 +62,7 @@ def test_a_block_is_measured_and_its_stack_and_label_captured():
         import logging, sys, time
         import gevent
         logging.basicConfig(level=logging.WARNING, stream=sys.stdout, format="%(message)s")
-        from prroom.internals.loop_monitor import LoopMonitor, serving
+        from prroom.diagnostics.loop_monitor import LoopMonitor, serving
         blocks = []
         monitor = LoopMonitor(0.1, blocks.append)
         monitor.start()
@@ -91,7 +91,7 @@ def test_traps_tell_patched_from_unpatched():
         early.__file__ = "/srv/app/early_module.py"
         early.create_connection = monkey.get_original("socket", "create_connection")
         sys.modules["early_module"] = early
-        from prroom.internals.gevent_traps import find_traps
+        from prroom.diagnostics.gevent_traps import find_traps
         print("\\n".join(find_traps()))
     """)
     assert "module early_module holds the unpatched socket.create_connection" in out
@@ -100,7 +100,7 @@ def test_traps_tell_patched_from_unpatched():
 
 def test_an_unpatched_process_is_said_to_be_so():
     out = run("""
-        from prroom.internals.gevent_traps import find_traps
+        from prroom.diagnostics.gevent_traps import find_traps
         print("\\n".join(find_traps()))
     """)
     assert "gevent has not monkey-patched this process" in out

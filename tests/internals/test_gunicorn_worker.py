@@ -17,8 +17,8 @@ from gevent import pywsgi
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
-from prroom.internals import gunicorn_worker
-from prroom.internals.gunicorn_worker import (
+from prroom.transport import worker as gunicorn_worker
+from prroom.transport.worker import (
     AccessLoggingWebSocketHandler,
     HeaderTimeout,
     RequestHeaders,

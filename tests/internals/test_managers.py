@@ -7,7 +7,7 @@ import itertools
 import pytest
 import socketio
 
-from prroom.internals.managers import (
+from prroom.cluster.managers import (
     ClusterManager,
     IndexedManager,
     IndexedRoomsMixin,
@@ -433,7 +433,7 @@ def test_another_process_s_emit_reaches_handle_emit_which_runs_commands():
 
     from socketio.pubsub_manager import PubSubManager
 
-    from prroom.internals.managers import COMMAND_EVENT, COMMAND_ROOM, ClusterManager
+    from prroom.cluster.managers import COMMAND_EVENT, COMMAND_ROOM, ClusterManager
 
     source = inspect.getsource(PubSubManager._thread)
     assert "data.get('host_id') != self.host_id" in source

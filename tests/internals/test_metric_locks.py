@@ -43,7 +43,7 @@ def test_metrics_made_after_the_swap_use_the_os_lock_and_still_count():
         threads = [threading.Thread(target=bump) for _ in range(2)]  # greenlets, patched
         [t.start() for t in threads]; [t.join() for t in threads]
         print(metrics._messages._value.get())
-        from prroom.internals.gevent_traps import find_traps
+        from prroom.diagnostics.gevent_traps import find_traps
         print([trap for trap in find_traps() if "prometheus_client" in trap])
     """)
     assert out.splitlines() == ["7000.0", "[]"]  # counts right; not reported as a trap

@@ -1,4 +1,4 @@
-"""prroom.internals.ping_sweep: pings from one wheel per event loop, ping timeouts from one
+"""prroom.transport.ping_wheel: pings from one wheel per event loop, ping timeouts from one
 sweep, and the python-engineio internals they replace.
 
 The first tests fail loudly when python-engineio changes how it pings or runs its service
@@ -12,7 +12,8 @@ import gevent
 import socketio
 from engineio import packet
 
-from prroom.internals import ping_sweep, websocket_writes
+from prroom.transport import ping_wheel as ping_sweep
+from prroom.transport import writes as websocket_writes
 
 # -- what the wheel and the sweep stand in for -------------------------------------------
 

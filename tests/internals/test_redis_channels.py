@@ -15,7 +15,7 @@ import pytest
 import redis
 from redis.exceptions import ResponseError
 
-from prroom.internals.redis_channels import (
+from prroom.cluster.channels import (
     Publisher,
     QueueUnavailable,
     Subscriber,
@@ -448,8 +448,8 @@ def test_redis_7_has_sharded_pubsub(redis_server):
 
 def test_the_recovery_script_numbers_keeps_and_publishes_in_one_step(redis_server):
     # the script the clustered manager pipelines for a recoverable broadcast (recovery_redis)
-    from prroom.core.recovery_redis import PUBLISH_SCRIPT, RedisRecoveryStore
-    from prroom.internals.redis_channels import ROOM_PUBLISH
+    from prroom.cluster.channels import ROOM_PUBLISH
+    from prroom.cluster.recovery_store import PUBLISH_SCRIPT, RedisRecoveryStore
 
     client = redis.Redis.from_url(redis_server.url)
     connect = client.connection_pool.make_connection
@@ -486,8 +486,8 @@ def test_the_recovery_script_numbers_keeps_and_publishes_in_one_step(redis_serve
 
 
 def test_recovery_sessions_are_one_shot_with_or_without_the_pipeline(redis_server):
+    from prroom.cluster.recovery_store import RedisRecoveryStore
     from prroom.core.recovery import Session
-    from prroom.core.recovery_redis import RedisRecoveryStore
 
     client = redis.Redis.from_url(redis_server.url)
     connect = client.connection_pool.make_connection

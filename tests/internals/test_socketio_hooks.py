@@ -10,7 +10,8 @@ from typing import Any, List, Tuple
 import pytest
 import socketio
 
-from prroom.internals import loop_monitor, socketio_hooks
+from prroom.diagnostics import loop_monitor
+from prroom.internals import socketio_hooks
 from tests.support.wsgi import WsgiPolling, connected, polling_server
 
 

@@ -1,4 +1,4 @@
-"""prroom.internals.websocket_frames: gevent-websocket's reader refuses an oversized frame at
+"""prroom.transport.frames: gevent-websocket's reader refuses an oversized frame at
 its header (close 1009), and a fragmented message past the limit the same way.
 
 The first test fails loudly when gevent-websocket changes the reaches the bound relies on;
@@ -16,7 +16,8 @@ import geventwebsocket.websocket
 import pytest
 from geventwebsocket.websocket import Stream, WebSocket
 
-from prroom.internals import event_path, websocket_frames
+from prroom.transport import event_path
+from prroom.transport import frames as websocket_frames
 from tests.internals.test_event_path import _client_frame, _Handler
 
 LIMIT = 1000

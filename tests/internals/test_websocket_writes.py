@@ -1,4 +1,4 @@
-"""prroom.internals.websocket_writes: the direct WebSocket write path, and the engine.io
+"""prroom.transport.writes: the direct WebSocket write path, and the engine.io
 internals it needs.
 
 The first tests fail loudly when python-engineio, gevent or gevent-websocket change what the
@@ -17,7 +17,7 @@ from engineio import packet
 from engineio.async_drivers import gevent as engineio_gevent
 from geventwebsocket.websocket import Header, WebSocket
 
-from prroom.internals import websocket_writes
+from prroom.transport import writes as websocket_writes
 
 # -- what the transport relies on --------------------------------------------------------
 

@@ -65,7 +65,8 @@ def probe(touch: str, accept: str) -> Dict[str, Any]:
         result["still_there"] = "#" not in touch and not any(
             touch in seam.missing() for seam in SEAMS if touch in seam.touches)
         from prroom.app import create_app
-        from prroom.internals import gunicorn_worker, seams  # noqa: F401 - must import
+        from prroom.internals import seams
+        from prroom.transport import worker as gunicorn_worker  # noqa: F401 - must import
         config = {"PRROOM_ASYNC_MODE": "gevent", "PRROOM_AUTH_MODE": "token",
                   "PRROOM_SECRET_KEY": "probe", "PRROOM_ACCEPT_MISSING": accept}
         try:

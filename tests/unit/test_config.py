@@ -224,7 +224,7 @@ def test_a_redis_cluster_url_needs_host_port_pairs_and_no_database(url):
 def test_on_a_redis_cluster_a_deployment_lives_in_one_hash_slot():
     from redis.crc import key_slot
 
-    from prroom.core.redis_urls import keyspace
+    from prroom.cluster.urls import keyspace
 
     url = "redis+cluster://a:7000,b:7001"
     space = keyspace(url, "team")

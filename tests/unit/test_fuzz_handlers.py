@@ -288,7 +288,7 @@ class HandlerMachine(RuleBasedStateMachine):
                 repr(sorted(self.registry._members.items())),
                 repr(sorted(self.registry._typing.items())),
                 repr(sorted((sid, sorted(rooms)) for sid, rooms in self.server.rooms.items())),
-                dict(self.events._identities), dict(self.events._connections_of),
+                dict(self.events.identified), dict(self.events._connections_of),
                 self.events.connected, repr(sorted(self.presence._counts.items())))
 
     def others_named(self, sid: str, pull_request_id: int, name: str) -> int:
@@ -357,7 +357,7 @@ class HandlerMachine(RuleBasedStateMachine):
             return
         assert result is None
         self.sids[slot] = sid
-        identity = self.events._identities.get(sid)
+        identity = self.events.identified.get(sid)
         self.identity_of[sid] = identity.name if identity else None
         self.scope_of[sid] = identity.pull_requests if identity else None
         self.model[sid] = {}
@@ -556,7 +556,7 @@ class HandlerMachine(RuleBasedStateMachine):
             assert self.registry.room_count_of(sid) <= MAX_ROOMS
         assert set(self.registry._rooms_of) <= connected
         assert set(self.server.rooms) <= connected
-        assert set(self.events._identities) <= connected
+        assert set(self.events.identified) <= connected
         assert set(self.limiter._buckets) <= connected
         assert set(self.limiter._strikes) <= connected
         assert self.events.connected == len(connected)

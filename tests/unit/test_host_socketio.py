@@ -10,8 +10,8 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from prroom import PRRoom
+from prroom.cluster.managers import ClusterManager, IndexedManager
 from prroom.core.config import ConfigError
-from prroom.internals.managers import ClusterManager, IndexedManager
 
 QUEUE = "redis://127.0.0.1:1/0"  # never connected to in these tests
 

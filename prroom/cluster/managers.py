@@ -8,8 +8,8 @@ index serves the in-memory manager and the message-queue managers of a clustered
 
 :class:`ClusterManager` is python-socketio's Redis manager with a channel per room, a
 pipelined publisher and self-echo skipped undecoded; the Redis side is in
-:mod:`prroom.internals.redis_channels`, connection state recovery's part in
-:mod:`prroom.internals.cluster_recovery`.
+:mod:`prroom.cluster.channels`, connection state recovery's part in
+:mod:`prroom.cluster.recovery`.
 """
 from __future__ import annotations
 
@@ -23,17 +23,18 @@ import socketio
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from prroom.core.protocol import ROOM_PREFIX
-from prroom.core.redis_urls import is_cluster_url, keyspace, redis_client
-from prroom.internals.cluster_recovery import RecoverableRoomsMixin
-from prroom.internals.packet_codec import data_is_binary
-from prroom.internals.redis_channels import (  # noqa: F401 - QueueUnavailable: re-exported
+from prroom.cluster.channels import (  # noqa: F401 - QueueUnavailable: re-exported
     Publisher,
     QueueUnavailable,
     Subscriber,
     Ticket,
     pubsub_mode,
 )
+from prroom.cluster.recovery import RecoverableRoomsMixin
+from prroom.cluster.urls import is_cluster_url, keyspace, redis_client
+from prroom.core.protocol import ROOM_PREFIX
+from prroom.internals import socketio_hooks
+from prroom.internals.packet_codec import data_is_binary
 
 try:  # redis-py 5+ can speak RESP3, and 8 does by default
     import redis as _redis
@@ -82,7 +83,7 @@ def member_sender(server: Any) -> Callable[[str, Any], None]:
     or with a ``send`` of its own, see :mod:`connects`) takes python-socketio's path.
     """
     sockets = server.eio.sockets
-    fallback = server._send_eio_packet
+    fallback = socketio_hooks.eio_packet_sender(server)
 
     def send(eio_sid: str, packet: Any) -> None:
         sock = sockets.get(eio_sid)
@@ -233,7 +234,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
       deployment channel ``channel``;
     * local members get an emit at once; the publish is queued and pipelined with every
       other one of the same event-loop turn on one long-lived connection, and :meth:`emit`
-      returns a :class:`~prroom.internals.redis_channels.Ticket` whose ``wait()`` says
+      returns a :class:`~prroom.cluster.channels.Ticket` whose ``wait()`` says
       whether it reached Redis (raising :class:`QueueUnavailable` if not);
     * a published message starts with the publishing process's id, so a process skips its
       own copies coming back without decoding them.
@@ -388,7 +389,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
              **kwargs: Any) -> Optional[Ticket]:
         """Deliver to local members now and queue the publish for the other processes.
 
-        Returns the publish's :class:`~prroom.internals.redis_channels.Ticket` (None when
+        Returns the publish's :class:`~prroom.cluster.channels.Ticket` (None when
         nothing was published, ``ignore_queue=True``).
         """
         room = to or room

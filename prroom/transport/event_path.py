@@ -33,6 +33,8 @@ try:
 except ImportError:  # pragma: no cover - dependencies of prroom; without them, no fast frames
     XorMaskerSimple = None
 
+from prroom.internals import gevent_io  # noqa: E402 - after the optional imports above
+
 logger = logging.getLogger("prroom")
 
 #: The attribute of the engine.io ``message`` handler that dispatches a plain event directly.
@@ -79,25 +81,6 @@ def plain_event(text: str, loads: Callable[[str], Any]) -> Optional[Tuple[Option
     return ack_id, data
 
 
-def readable_waiter(sock: Any) -> Optional[Callable[[], None]]:
-    """Wait until gevent's socket ``sock`` is readable, under its timeout; None if unsure.
-
-    gevent's ``recv_into`` first tries the system call and waits only after ``EAGAIN``;
-    a reader that knows its buffer is empty, and that the client has had no time to send,
-    saves that failing call (and its exception) by waiting first, on the socket's own
-    read watcher, as ``recv_into`` itself then does.
-    """
-    wait = getattr(sock, "_wait", None)
-    if wait is None or getattr(sock, "_read_event", None) is None:
-        return None
-
-    def wait_readable() -> None:
-        event = sock._read_event
-        if event is not None:  # None once closed: the read then fails at once, as it should
-            wait(event)
-    return wait_readable
-
-
 def text_frame_reader(websocket: Any, limit: Optional[int] = None) -> Optional[Callable[[], Any]]:
     """gevent-websocket's ``websocket.receive``, quicker for a small text frame; None if unsure.
 
@@ -106,7 +89,7 @@ def text_frame_reader(websocket: Any, limit: Optional[int] = None) -> Optional[C
     and decoded in C.  Anything else -- fragments, control frames, binary, a frame larger
     than the buffer or not yet all there, a frame longer than ``limit`` -- is left in the
     buffer for the library's ``receive``, which reads it as before (and refuses a frame
-    over the limit at its header: :mod:`prroom.internals.websocket_frames`).
+    over the limit at its header: :mod:`prroom.transport.frames`).
     """
     handler = getattr(websocket, "handler", None)
     rfile = getattr(handler, "rfile", None)
@@ -114,7 +97,7 @@ def text_frame_reader(websocket: Any, limit: Optional[int] = None) -> Optional[C
     receive = getattr(websocket, "receive", None)
     if peek is None or read is None or receive is None or XorMaskerSimple is None:
         return None
-    wait_readable = readable_waiter(getattr(handler, "socket", None))
+    wait_readable = gevent_io.readable_waiter(getattr(handler, "socket", None))
     drained = False  # whether the read buffer is known to be empty
 
     def receive_text() -> Any:
@@ -188,9 +171,11 @@ def install(server: Any) -> bool:
         if direct is None:
             return wait(ws)
         receive = vars(ws).get(_READER_ATTRIBUTE)
-        if receive is None:  # one per connection: it knows when its buffer is empty
+        if receive is None:
+            # one per connection: it knows when its buffer is empty
+            websocket = gevent_io.websocket_of(ws)
             receive = vars(ws)[_READER_ATTRIBUTE] = (
-                text_frame_reader(ws._sock, eio.max_http_buffer_size) or ws._sock.receive)
+                text_frame_reader(websocket, eio.max_http_buffer_size) or websocket.receive)
         while True:
             data = receive()
             if (type(data) is not str or not data.startswith("42") or eio.async_handlers

@@ -1,7 +1,7 @@
 """Engine.IO pings and ping timeouts for all connections from two event-loop timers.
 
 python-engineio gives each connection a task per ping (a greenlet sleeping through the ping
-interval, or with :mod:`prroom.internals.websocket_writes` a loop timer of its own), and
+interval, or with :mod:`prroom.transport.writes` a loop timer of its own), and
 checks ping timeouts from a service task that walks the sockets one at a time, waiting
 ``ping_timeout / len(sockets)`` between two: with ten thousand idle connections that was
 thousands of timed waits a second just to look at each socket once per ``ping_timeout``.

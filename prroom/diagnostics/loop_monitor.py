@@ -24,7 +24,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import sys
 import threading
 import time
 import traceback
@@ -35,6 +34,7 @@ import gevent
 from gevent import monkey
 
 from prroom.core.logtext import Verbatim
+from prroom.internals import stacks
 
 logger = logging.getLogger("prroom")
 
@@ -66,7 +66,7 @@ def serving(kind: str, name: object, limit: Optional[int] = None) -> None:
     ``"<kind> <name>"`` (``GET /diff``, ``event typing``), the name cut to ``limit``
     characters."""
     if _watching:
-        _labels[sys._getframe(1)] = (kind, name, limit)
+        _labels[stacks.getframe(1)] = (kind, name, limit)
 
 
 def served() -> None:
@@ -75,7 +75,7 @@ def served() -> None:
     # local is a reference cycle, and the whole call stack below would wait for the cyclic
     # garbage collector (every event's frames, on every event).
     if _watching:
-        _labels.pop(sys._getframe(1), None)
+        _labels.pop(stacks.getframe(1), None)
 
 
 def label_of(frame: Optional[FrameType]) -> str:
@@ -138,13 +138,16 @@ class LoopMonitor:
         sleep = monkey.get_original("time", "sleep")
         period = min(max(self.threshold / LOOKS_PER_THRESHOLD, 0.005), 0.25)
         reported_tick = 0.0
+        frames_of = stacks.current_frames
+        if frames_of is None:  # warnings then come without a stack
+            return
         while self._running:
             sleep(period)
             last_tick = self._last_tick
             held = time.perf_counter() - last_tick - TICK_SECONDS
             if held < self.threshold or last_tick == reported_tick:
                 continue
-            frame = sys._current_frames().get(loop_thread)
+            frame = frames_of().get(loop_thread)
             if frame is None:  # the loop's thread is gone: the process is exiting
                 return
             reported_tick = last_tick

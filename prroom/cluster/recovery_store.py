@@ -29,9 +29,9 @@ import time
 from collections import deque
 from typing import Any, Collection, Deque, List, Mapping, Optional, Tuple
 
-from prroom.core.presence import Pipeline
+from prroom.cluster.presence import Pipeline
+from prroom.cluster.urls import keyspace, redis_client
 from prroom.core.recovery import MAX_TOKEN_LENGTH, BufferedPacket, Session
-from prroom.core.redis_urls import keyspace, redis_client
 
 #: Seconds a room stream outlives its last packet beyond the window: a packet published
 #: just before a connection was noticed as lost (ping timeout) must still be there.

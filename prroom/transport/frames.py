@@ -12,7 +12,7 @@ of a fragmented message; past the limit ``WebSocket.receive`` closes the WebSock
 
 The limit is the largest ``max_http_buffer_size`` of the engine.io servers installed here
 (one per process in practice), read at each frame, so a server configured later is honoured.
-prroom's direct event path (:mod:`prroom.internals.event_path`) reads small frames itself
+prroom's direct event path (:mod:`prroom.transport.event_path`) reads small frames itself
 and applies the same limit before handing anything else to this reader.
 ``tests/internals/test_websocket_frames.py`` fails if any of these reaches changes.
 """

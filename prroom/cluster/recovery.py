@@ -15,8 +15,8 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from prroom.core.recovery_redis import split_offset
-from prroom.internals.redis_channels import ROOM_PUBLISH, Publisher, Subscriber, Ticket
+from prroom.cluster.channels import ROOM_PUBLISH, Publisher, Subscriber, Ticket
+from prroom.cluster.recovery_store import split_offset
 
 logger = logging.getLogger("prroom")
 
@@ -40,7 +40,7 @@ def offset_of(data: Any) -> Tuple[Optional[str], Optional[int]]:
 
 
 class RecoverableRoomsMixin(_Base):
-    """Recoverable broadcasts for :class:`~prroom.internals.managers.ClusterManager`."""
+    """Recoverable broadcasts for :class:`~prroom.cluster.managers.ClusterManager`."""
 
     # what ClusterManager provides
     publisher: Publisher

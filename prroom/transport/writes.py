@@ -32,14 +32,14 @@ from __future__ import annotations
 import collections
 import logging
 import struct
-from typing import Any, Callable, Deque, List, Optional, Union
+from typing import Any, Callable, Deque, Dict, List, Optional, Union
 
 import gevent
 import gevent.event
 import gevent.queue
 from gevent.monkey import get_original
 
-from prroom.internals import ping_sweep
+from prroom.transport import ping_wheel as ping_sweep
 
 #: The OS thread's id, even where gevent made threads greenlets.
 _os_thread_id = get_original("_thread", "get_ident")
@@ -79,6 +79,10 @@ def frame_of(pkt: Any) -> bytes:
     return frame
 
 
+#: Each event loop's corks (one hub per thread; a hub lives as long as its thread).
+_corks_of: Dict[Any, "_Corks"] = {}
+
+
 class _Corks:
     """Writers with frames held until the end of this event-loop iteration, per hub.
 
@@ -105,17 +109,17 @@ class _Corks:
         writers, self._writers = self._writers, []
         for writer in writers:
             try:
-                writer._uncork()
+                writer.uncork()
             except Exception:  # one connection must not stall the others
                 logger.exception("writing to a WebSocket failed")
-                writer._end()
+                writer.end()
 
     @staticmethod
     def of_current_hub() -> "_Corks":
         hub = gevent.get_hub()
-        corks = hub.__dict__.get("_prroom_corks")
+        corks = _corks_of.get(hub)
         if corks is None:
-            corks = hub._prroom_corks = _Corks(hub)
+            corks = _corks_of[hub] = _Corks(hub)
         return corks
 
 
@@ -153,7 +157,7 @@ class DirectWriter:
             corks.loop.run_callback_threadsafe(self.put, pkt)
             return
         if pkt is None:
-            self._end()
+            self.end()
             return
         if self._ending:
             return  # python-engineio's writer also sent nothing after the end
@@ -175,7 +179,8 @@ class DirectWriter:
         if not self._held and self._corked and not self._ending:
             self._corks.add(self)
 
-    def _uncork(self) -> None:
+    def uncork(self) -> None:
+        """Write what was held for the end of this loop turn (the corks call it)."""
         if self._held:
             return  # kept corked: release() brings it back to the loop
         frames, self._corked = self._corked, []
@@ -187,7 +192,7 @@ class DirectWriter:
         except BlockingIOError:
             sent = 0
         except OSError:  # the peer is gone; the reader will see it too
-            self._end()
+            self.end()
             return
         if sent < len(data):
             self._wait_in_backlog(memoryview(data)[sent:])
@@ -198,7 +203,8 @@ class DirectWriter:
         self._backlog.append(data)
         self._start_flusher()
 
-    def _end(self) -> None:
+    def end(self) -> None:
+        """Stop writing: the connection failed or closed."""
         if self._ending:
             return
         self._ending = True
@@ -350,7 +356,7 @@ def install(server: Any, ping_wheel: bool = True) -> bool:
     """Use the direct write path for ``server`` (a python-socketio Server); False if not.
 
     With ``ping_wheel``, engine.io's pings and its service task are also taken over
-    (:mod:`prroom.internals.ping_sweep`)."""
+    (:mod:`prroom.transport.ping_wheel`)."""
     eio = getattr(server, "eio", None)
     if eio is None or getattr(eio, "async_mode", None) != "gevent":
         return False

@@ -1,0 +1,34 @@
+"""gevent's sockets and python-engineio's gevent driver, as prroom's frame reader uses them.
+
+Both functions read names the libraries keep private: gevent's socket ``_wait`` and
+``_read_event`` (its read watcher), and the gevent-websocket socket that python-engineio's
+``WebSocketWSGI`` keeps in ``_sock``.  They are part of the ``event-path`` seam
+(:mod:`prroom.internals.seams`).
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Optional
+
+
+def websocket_of(ws: Any) -> Any:
+    """The gevent-websocket socket of python-engineio's gevent ``WebSocketWSGI`` ``ws``."""
+    return ws._sock
+
+
+def readable_waiter(sock: Any) -> Optional[Callable[[], None]]:
+    """Wait until gevent's socket ``sock`` is readable, under its timeout; None if unsure.
+
+    gevent's ``recv_into`` first tries the system call and waits only after ``EAGAIN``;
+    a reader that knows its buffer is empty, and that the client has had no time to send,
+    saves that failing call (and its exception) by waiting first, on the socket's own
+    read watcher, as ``recv_into`` itself then does.
+    """
+    wait = getattr(sock, "_wait", None)
+    if wait is None or getattr(sock, "_read_event", None) is None:
+        return None
+
+    def wait_readable() -> None:
+        event = sock._read_event
+        if event is not None:  # None once closed: the read then fails at once, as it should
+            wait(event)
+    return wait_readable
