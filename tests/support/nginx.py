@@ -10,6 +10,7 @@ files in a directory of its own, so it needs no root and touches nothing of the 
 from __future__ import annotations
 
 import os
+import pwd
 import re
 import shutil
 import signal
@@ -132,15 +133,20 @@ class NginxProcess:
         self.binary = find_nginx()
         self.port = port
         self.url = f"http://127.0.0.1:{port}"
-        ARTIFACTS.mkdir(parents=True, exist_ok=True)
-        self.dir = Path(tempfile.mkdtemp(prefix="nginx-", dir=ARTIFACTS))
-        # run as root, nginx's workers switch to an unprivileged user, who must reach its files
-        self.dir.chmod(0o755)
+        # in /tmp, which any user may reach: under root the process runs as nobody
+        self.dir = Path(tempfile.mkdtemp(prefix="prroom-nginx-"))
         (self.dir / "prroom.conf").write_text(site)
         (self.dir / "nginx.conf").write_text(_MAIN.format(dir=self.dir))
+        user = {}
+        if os.geteuid() == 0:  # nginx needs no privilege: drop it, as a user would run it
+            nobody = pwd.getpwnam("nobody")
+            for path in (self.dir, *self.dir.iterdir()):
+                os.chown(path, nobody.pw_uid, nobody.pw_gid)
+            user = {"user": nobody.pw_uid, "group": nobody.pw_gid, "extra_groups": []}
         self.proc: Optional[subprocess.Popen] = subprocess.Popen(
             [self.binary, "-p", str(self.dir), "-c", str(self.dir / "nginx.conf")],
-            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True)
+            stdout=subprocess.DEVNULL, stderr=subprocess.STDOUT, start_new_session=True,
+            **user)  # type: ignore[call-overload]
 
         def listening() -> bool:
             if self.proc is not None and self.proc.poll() is not None:
@@ -151,12 +157,15 @@ class NginxProcess:
             except OSError:
                 return False  # not listening yet
 
-        if not wait_until(listening, timeout=10):
+        try:
+            if not wait_until(listening, timeout=10):
+                raise RuntimeError(f"nginx not listening after 10 s:\n{self.log()}")
+        except BaseException:
             self.stop()
-            raise RuntimeError(f"nginx not listening after 10 s:\n{self.log()}")
+            raise
 
     def log(self) -> str:
-        """nginx's error log so far."""
+        """nginx's error log so far (tests/artifacts/nginx-PORT.log once stopped)."""
         path = self.dir / "error.log"
         return path.read_text(errors="replace") if path.exists() else ""
 
@@ -170,6 +179,10 @@ class NginxProcess:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        if self.dir.exists():  # its log stays with the servers' (tests/artifacts)
+            ARTIFACTS.mkdir(parents=True, exist_ok=True)
+            (ARTIFACTS / f"nginx-{self.port}.log").write_text(self.log())
+            shutil.rmtree(self.dir, ignore_errors=True)
 
 
 def running_site(upstream_ports: Sequence[int]) -> Tuple[NginxProcess, str]:
