@@ -267,8 +267,15 @@ def test_the_container_recipe_builds_from_the_project_and_runs_the_documented_se
         if op == "COPY" and not args.startswith("--from"):
             for source in args.split()[:-1]:
                 assert (servers.ROOT / source).exists(), source
-    copied = " ".join(args for op, args in steps if op == "COPY")
-    assert "setup.cfg" in copied and "prroom" in copied
+    copied = {source for op, args in steps if op == "COPY" and not args.startswith("--from")
+              for source in args.split()[:-1]}
+    # what building the project reads: its build files, the package, setup.cfg's file: refs
+    metadata = configparser.ConfigParser(interpolation=None)
+    metadata.read(servers.ROOT / "setup.cfg")
+    needed = {"pyproject.toml", "setup.cfg", "setup.py", "MANIFEST.in", "prroom"} | {
+        value.split(":", 1)[1].strip() for value in metadata["metadata"].values()
+        if value.startswith("file:")}
+    assert needed <= {source.rstrip("/") for source in copied}, needed
     assert any(op == "RUN" and re.search(r"pip install .*'\.(\[[a-z,]+\])?'", args)
                for op, args in steps), "installs the project from its own files"
     final = _final_stage()
