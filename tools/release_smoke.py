@@ -6,15 +6,22 @@ Run from outside the checkout with the fresh environment's python: it checks tha
 imported from that environment, that every file of the checkout's package (modules, the chat
 page's templates and static files, ``py.typed``) is in the wheel and in the sdist, and that
 the console script answers ``--version`` with the checkout's version and passes
-``check-config --no-traps``.  Uses the standard library only.
+``check-config --no-traps``, and that ``prroom serve`` answers /healthz and serves the chat
+page with every script and stylesheet it links to.  Uses the standard library only.
 """
 from __future__ import annotations
 
 import ast
+import re
+import signal
+import socket
 import subprocess
 import sys
 import sysconfig
 import tarfile
+import time
+import urllib.error
+import urllib.request
 from pathlib import Path
 from typing import List, Set
 
@@ -50,6 +57,47 @@ def run(argv: List[str]) -> str:
     return done.stdout
 
 
+def get(url: str) -> str:
+    """The body of a 200 answer to GET ``url``; fails otherwise."""
+    with urllib.request.urlopen(url, timeout=10) as response:
+        if response.status != 200:
+            fail(f"GET {url} answered {response.status}")
+        return response.read().decode()
+
+
+def serve_and_fetch_the_chat_page() -> None:
+    """``prroom serve`` on a free loopback port: /healthz, the chat page and its assets."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    server = subprocess.Popen(["prroom", "serve", "--port", str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 60
+        while True:
+            try:
+                get(base + "/healthz")
+                break
+            except (urllib.error.URLError, ConnectionError):
+                if server.poll() is not None or time.monotonic() > deadline:
+                    fail(f"prroom serve did not answer /healthz: {server.communicate()[1]}")
+                time.sleep(0.2)
+        page = get(base + "/pr/1")
+        assets = re.findall(r'(?:src|href)="(/prroom-static/[^"]+)"', page)
+        if not any(".js" in a for a in assets) or not any(".css" in a for a in assets):
+            fail(f"the chat page links no script or stylesheet of its own: {assets}")
+        for asset in assets:
+            get(base + asset.replace("&amp;", "&"))
+    finally:
+        server.send_signal(signal.SIGTERM)
+        try:
+            server.wait(30)
+        except subprocess.TimeoutExpired:
+            server.kill()
+            server.wait()
+
+
 def main() -> None:
     """Check the installed wheel and the sdist against the checkout."""
     checkout, sdist = Path(sys.argv[1]), Path(sys.argv[2])
@@ -83,8 +131,9 @@ def main() -> None:
     if said != f"prroom, version {version}":
         fail(f"prroom --version said {said!r}")
     run(["prroom", "check-config", "--no-traps"])
+    serve_and_fetch_the_chat_page()
     print(f"release smoke test: prroom {version}: {len(in_wheel)} files in the wheel, "
-          f"{len(in_sdist)} in the sdist; --version and check-config pass")
+          f"{len(in_sdist)} in the sdist; --version, check-config and serve pass")
 
 
 if __name__ == "__main__":
