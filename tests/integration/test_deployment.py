@@ -29,6 +29,8 @@ from tests.support.cluster import cluster_env
 from tests.support.node import NodeDriver
 from tests.support.redis_server import RedisProcess
 
+pytestmark = pytest.mark.integration
+
 DEPLOY = servers.ROOT / "deploy"
 UNIT = DEPLOY / "prroom@.service"
 CONTAINERFILE = DEPLOY / "Containerfile"
