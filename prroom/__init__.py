@@ -9,6 +9,8 @@ imported.
 """
 from typing import TYPE_CHECKING
 
+#: The release's version: the only place it is written (setup.cfg reads it from here, and
+#: ``prroom --version`` prints it).  Each release has its entry in CHANGELOG.md.
 __version__ = "0.1.0"
 __all__ = ["PRRoom", "create_app", "post_message", "issue_token", "__version__"]
 

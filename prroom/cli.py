@@ -15,6 +15,7 @@ from typing import Any, Callable, Dict, List, Optional, Tuple
 
 import click
 
+from prroom import __version__
 from prroom.core.config import (
     SERVER_SETTINGS,
     SETTINGS,
@@ -56,7 +57,7 @@ _setting_options = _options_of([s for s in SERVER_SETTINGS + SETTINGS if s.flag]
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(package_name="prroom")
+@click.version_option(__version__, prog_name="prroom")
 def main() -> None:
     """prroom: real-time chat rooms for pull requests, over Socket.IO.
 

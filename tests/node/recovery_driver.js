@@ -11,15 +11,21 @@ const out = (record) => process.stdout.write(JSON.stringify(record) + '\n');
 
 // noticeWithin (ms): this client gives up on a silent connection that long after the
 // server's ping interval, instead of after the server's ping timeout, so that it notices a
-// silent loss well before the server does (the server's own timeout is left as it is)
-function open(name, url, { noticeWithin, ...options } = {}) {
+// silent loss well before the server does (the server's own timeout is left as it is).
+// defaultTransports: the client's own (long-polling, then the upgrade to WebSocket) instead
+// of WebSocket only; each upgrade is reported.
+function open(name, url, { noticeWithin, defaultTransports, ...options } = {}) {
   const socket = io(url, {
-    transports: ['websocket'], forceNew: true,
+    ...(defaultTransports ? {} : { transports: ['websocket'] }), forceNew: true,
     reconnectionDelay: 100, reconnectionDelayMax: 200, ...options,
   });
   if (noticeWithin) {
     socket.io.on('open', () => { socket.io.engine._pingTimeout = noticeWithin; });
   }
+  socket.io.on('open', () => {
+    out({ ev: 'open', name, transport: socket.io.engine.transport.name });
+    socket.io.engine.on('upgrade', (transport) => out({ ev: 'upgrade', name, transport: transport.name }));
+  });
   socket.on('connect', () => out({
     ev: 'connect', name, recovered: Boolean(socket.recovered), has_pid: Boolean(socket._pid),
   }));
@@ -47,7 +53,13 @@ const commands = {
   },
   emit({ name, event, payload, ack, seq }) {
     const socket = sockets[name];
-    if (ack) socket.emit(event, payload, (reply) => out({ ev: 'ack', name, seq, reply }));
+    // with the `retries` option, socket.io-client calls an ack with (error, reply)
+    const retried = Boolean(socket._opts.retries);
+    if (ack && retried) {
+      socket.emit(event, payload, (error, reply) => out({
+        ev: 'ack', name, seq, reply, error: error ? String(error) : null,
+      }));
+    } else if (ack) socket.emit(event, payload, (reply) => out({ ev: 'ack', name, seq, reply }));
     else socket.emit(event, payload);
   },
   close({ name }) { sockets[name].disconnect(); },
