@@ -33,7 +33,6 @@ from prroom.cluster.channels import (  # noqa: F401 - QueueUnavailable: re-expor
 from prroom.cluster.recovery import RecoverableRoomsMixin
 from prroom.cluster.urls import is_cluster_url, keyspace, redis_client
 from prroom.core.protocol import ROOM_PREFIX
-from prroom.internals import socketio_hooks
 from prroom.internals.packet_codec import data_is_binary
 
 try:  # redis-py 5+ can speak RESP3, and 8 does by default
@@ -83,6 +82,10 @@ def member_sender(server: Any) -> Callable[[str, Any], None]:
     or with a ``send`` of its own, see :mod:`connects`) takes python-socketio's path.
     """
     sockets = server.eio.sockets
+    # imported here: posting from a sync (non-gevent) process imports this module, and
+    # the hooks bring the gevent transport with them
+    from prroom.internals import socketio_hooks
+
     fallback = socketio_hooks.eio_packet_sender(server)
 
     def send(eio_sid: str, packet: Any) -> None:
