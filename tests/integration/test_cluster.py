@@ -272,18 +272,22 @@ def test_a_process_stalled_past_its_ttl_is_reaped_then_its_users_are_back(redis_
         user.say(room, "user", "still here")  # the user's socket lived through it
         assert observer.expect("pr-room-message")["message"] == "still here"
         # the stalled process's own members heard the reaper's news, then the repair's
-        assert roster_until_message(peer) == {"both", "fresh", "observer", "peer", "user"}
+        # a message from the steady process comes after its "fresh joined" on the same room
+        # channel (the user's own message is delivered locally, ahead of what Redis relays)
+        observer.say(room, "observer", "after fresh")
+        assert roster_until_message(peer, "after fresh") == {"both", "fresh", "observer", "peer",
+                                                             "user"}
         assert "rewrote this server's 3 memberships into Redis (it had been reaped); " \
                "2 users back" in stalling.log()
 
 
-def roster_until_message(client: RoomClient) -> set:
+def roster_until_message(client: RoomClient, text: str) -> set:
     """The room's members as a page builds them from presence events (pr-room-members,
-    then joined and left), up to the next chat message."""
+    then joined and left), up to the chat message ``text``."""
     members: set = set()
     while True:
         name, payload = client.next_event()
-        if name == "pr-room-message":
+        if name == "pr-room-message" and payload["message"] == text:
             return members
         if name == "pr-room-members":
             members = set(payload["members"])
