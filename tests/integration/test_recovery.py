@@ -41,36 +41,12 @@ short_window_server = servers.server_fixture(
 _rooms = itertools.count(9100)
 
 
-def _connect(driver: NodeDriver, name: str, url: str) -> dict:
-    driver.send("connect", name=name, url=url)
-    record = driver.expect(lambda r: r["name"] == name and r["ev"] == "connect")
-    assert not record.get("recovered")
-    return record
-
-
-def _join(driver: NodeDriver, name: str, room: int, username: str) -> None:
-    reply = driver.call(name, "join-pr-room", {"pullRequestId": room, "username": username})
-    assert reply["ok"], reply
-
-
-def _say(driver: NodeDriver, name: str, room: int, username: str, text: str,
-         **extra: object) -> dict:
-    reply = driver.call(name, SEND, {"pullRequestId": room, "username": username,
-                                     "message": text, **extra})
-    assert reply["ok"], reply
-    return reply
-
-
-def _texts(driver: NodeDriver, name: str) -> list:
-    return [args[0]["message"] for args in driver.events(name, MESSAGE)]
-
-
 def _blip_setup(driver: NodeDriver, server: servers.ServerProcess, proxy: TcpProxy) -> int:
     room = next(_rooms)
-    _connect(driver, "alice", proxy.url)
-    _join(driver, "alice", room, "alice")
-    _connect(driver, "bob", server.url)
-    _join(driver, "bob", room, "bob")
+    driver.connect("alice", proxy.url)
+    driver.join("alice", room)
+    driver.connect("bob", server.url)
+    driver.join("bob", room)
     driver.expect(lambda r: r["name"] == "alice" and r.get("event") == "pr-room-user-joined")
     return room
 
@@ -85,11 +61,11 @@ def test_missed_messages_arrive_once_in_order_and_buffered_sends_land(
     proxy = TcpProxy(recovery_server.port)
     try:
         room = _blip_setup(driver, recovery_server, proxy)
-        _say(driver, "bob", room, "bob", "before")
+        driver.say("bob", room, "before")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE)
         _cut(driver, proxy)
         for n in range(3):
-            _say(driver, "bob", room, "bob", f"missed {n}")
+            driver.say("bob", room, f"missed {n}")
         # socket.io-client buffers this while offline and sends it once reconnected
         driver.send("emit", name="alice", event=SEND,
                     payload={"pullRequestId": room, "username": "alice",
@@ -99,10 +75,10 @@ def test_missed_messages_arrive_once_in_order_and_buffered_sends_land(
                       and r["recovered"] is True)
         driver.expect(lambda r: r["name"] == "bob" and r.get("event") == MESSAGE
                       and r["args"][0]["message"] == "written offline")
-        _say(driver, "bob", room, "bob", "after")
+        driver.say("bob", room, "after")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                       and r["args"][0]["message"] == "after")
-        assert _texts(driver, "alice") == ["missed 0", "missed 1", "missed 2",
+        assert driver.texts("alice") == ["missed 0", "missed 1", "missed 2",
                                            "written offline"]
         # the offset is the last argument, as socket.io-client expects
         assert all(isinstance(args[-1], str) for args in driver.events("bob", MESSAGE))
@@ -118,34 +94,34 @@ def test_a_replayed_pid_gets_a_fresh_session_and_nothing(
     proxy = TcpProxy(recovery_server.port)
     try:
         room = _blip_setup(driver, recovery_server, proxy)
-        _say(driver, "bob", room, "bob", "secret plan")
+        driver.say("bob", room, "secret plan")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE)
         _cut(driver, proxy)
         # what alice is about to present, as someone watching her reconnect would see it
         driver.send("snapshot", name="alice")
         assert driver.expect(lambda r: r["ev"] == "snapshot")["has_pid"]
-        _say(driver, "bob", room, "bob", "while alice was away")
+        driver.say("bob", room, "while alice was away")
         proxy.reopen()
         driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
                       and r["recovered"] is True)
         driver.send("steal", name="mallory", victim="alice", url=recovery_server.url)
         assert driver.expect(lambda r: r["name"] == "mallory"
                              and r["ev"] == "connect")["recovered"] is False
-        _say(driver, "bob", room, "bob", "after the replay")
+        driver.say("bob", room, "after the replay")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                       and r["args"][0]["message"] == "after the replay")
-        assert _texts(driver, "mallory") == []
+        assert driver.texts("mallory") == []
         # (awaited records are consumed: "after the replay" was, just above)
-        assert _texts(driver, "alice") == ["while alice was away"]
+        assert driver.texts("alice") == ["while alice was away"]
         # the replay cost alice nothing: her next blip is recovered too
         _cut(driver, proxy)
-        _say(driver, "bob", room, "bob", "second blip")
+        driver.say("bob", room, "second blip")
         proxy.reopen()
         driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
                       and r["recovered"] is True)
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                       and r["args"][0]["message"] == "second blip")
-        assert _texts(driver, "mallory") == []
+        assert driver.texts("mallory") == []
     finally:
         proxy.close()
 
@@ -157,20 +133,20 @@ def test_what_a_room_said_before_the_join_is_never_replayed(
     proxy = TcpProxy(recovery_server.port)
     try:
         room = next(_rooms)
-        _connect(driver, "bob", recovery_server.url)
-        _join(driver, "bob", room, "bob")
-        _connect(driver, "alice", proxy.url)
-        _say(driver, "bob", room, "bob", "before alice joined")
-        _join(driver, "alice", room, "alice")
+        driver.connect("bob", recovery_server.url)
+        driver.join("bob", room)
+        driver.connect("alice", proxy.url)
+        driver.say("bob", room, "before alice joined")
+        driver.join("alice", room)
         _cut(driver, proxy)
-        _say(driver, "bob", room, "bob", "while alice was away")
+        driver.say("bob", room, "while alice was away")
         proxy.reopen()
         driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
                       and r["recovered"] is True)
-        _say(driver, "bob", room, "bob", "after")
+        driver.say("bob", room, "after")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                       and r["args"][0]["message"] == "after")
-        assert _texts(driver, "alice") == ["while alice was away"]
+        assert driver.texts("alice") == ["while alice was away"]
     finally:
         proxy.close()
 
@@ -182,7 +158,7 @@ def test_an_overflowed_buffer_gives_a_fresh_session(
         room = _blip_setup(driver, recovery_server, proxy)
         _cut(driver, proxy)
         for n in range(BUFFER + 1):
-            _say(driver, "bob", room, "bob", f"flood {n}")
+            driver.say("bob", room, f"flood {n}")
         proxy.reopen()
         driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
                       and r["recovered"] is False)
@@ -190,7 +166,7 @@ def test_an_overflowed_buffer_gives_a_fresh_session(
         reply = driver.call("alice", SEND, {"pullRequestId": room, "username": "alice",
                                             "message": "hello?"})
         assert reply["error"]["code"] == "not-a-member"
-        assert _texts(driver, "alice") == []
+        assert driver.texts("alice") == []
         # her session is gone for good: bob hears she left
         driver.expect(lambda r: r["name"] == "bob" and r.get("event") == "pr-room-user-left")
     finally:
@@ -203,7 +179,7 @@ def test_an_expired_window_gives_a_fresh_session(
     try:
         room = _blip_setup(driver, short_window_server, proxy)
         _cut(driver, proxy)
-        _say(driver, "bob", room, "bob", "too late")
+        driver.say("bob", room, "too late")
         # the grace (0.5 s) passes: bob hears alice left; then the window (1 s) passes
         driver.expect(lambda r: r["name"] == "bob" and r.get("event") == "pr-room-user-left")
         driver.call("bob", "typing", {"pullRequestId": room, "username": "bob"})
@@ -212,7 +188,7 @@ def test_an_expired_window_gives_a_fresh_session(
         proxy.reopen()
         driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
                       and r["recovered"] is False)
-        assert _texts(driver, "alice") == []
+        assert driver.texts("alice") == []
     finally:
         proxy.close()
 
@@ -220,25 +196,25 @@ def test_an_expired_window_gives_a_fresh_session(
 def test_client_message_id_duplicates_are_delivered_once(
         recovery_server: servers.ServerProcess, driver: NodeDriver) -> None:
     room = next(_rooms)
-    _connect(driver, "alice", recovery_server.url)
-    _join(driver, "alice", room, "alice")
-    first = _say(driver, "alice", room, "alice", "once", clientMessageId="c-1")
-    again = _say(driver, "alice", room, "alice", "once", clientMessageId="c-1")
-    other = _say(driver, "alice", room, "alice", "twice", clientMessageId="c-2")
+    driver.connect("alice", recovery_server.url)
+    driver.join("alice", room)
+    first = driver.say("alice", room, "once", clientMessageId="c-1")
+    again = driver.say("alice", room, "once", clientMessageId="c-1")
+    other = driver.say("alice", room, "twice", clientMessageId="c-2")
     assert (again["id"], again["sentAt"]) == (first["id"], first["sentAt"])
     assert other["id"] != first["id"]
     driver.expect(lambda r: r.get("event") == MESSAGE and r["args"][0]["message"] == "twice")
-    assert _texts(driver, "alice") == ["once"]  # "twice" was consumed just above
+    assert driver.texts("alice") == ["once"]  # "twice" was consumed just above
     bad = driver.call("alice", SEND, {"pullRequestId": room, "username": "alice",
                                       "message": "x", "clientMessageId": "x" * 65})
     assert bad["error"]["code"] == "invalid-field"
     # a new joiner gets nothing of what was said before (the buffer is for returning sessions)
-    _connect(driver, "carol", recovery_server.url)
-    _join(driver, "carol", room, "carol")
-    _say(driver, "carol", room, "carol", "hi all")
+    driver.connect("carol", recovery_server.url)
+    driver.join("carol", room)
+    driver.say("carol", room, "hi all")
     driver.expect(lambda r: r["name"] == "carol" and r.get("event") == MESSAGE
                   and r["args"][0]["message"] == "hi all")
-    assert _texts(driver, "carol") == []
+    assert driver.texts("carol") == []
 
 
 def _token(username: str, rooms: Optional[List[int]] = None) -> dict:
@@ -256,11 +232,11 @@ def test_a_restore_is_bound_to_the_identity_and_rechecks_each_room(
         driver.send("connect", name="bob", url=server.url, auth=_token("bob"))
         driver.expect(lambda r: r["name"] == "bob" and r["ev"] == "connect")
         for room in (kept, lost):
-            _join(driver, "alice", room, "alice")
-            _join(driver, "bob", room, "bob")
+            driver.join("alice", room)
+            driver.join("bob", room)
         _cut(driver, proxy)
-        _say(driver, "bob", kept, "bob", "in kept")
-        _say(driver, "bob", lost, "bob", "in lost")
+        driver.say("bob", kept, "in kept")
+        driver.say("bob", lost, "in lost")
         # alice's new token no longer covers `lost`
         driver.send("set_auth", name="alice", auth=_token("alice", [kept]))
         proxy.reopen()
@@ -271,20 +247,20 @@ def test_a_restore_is_bound_to_the_identity_and_rechecks_each_room(
         assert left["args"][0]["pullRequestId"] == lost
         # bob hears of the lost room while alice's replay may still be on its way: a barrier
         # message after it, and alice's messages up to it are exactly the kept room's
-        _say(driver, "bob", kept, "bob", "barrier")
+        driver.say("bob", kept, "barrier")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                       and r["args"][0]["message"] == "barrier")
-        assert _texts(driver, "alice") == ["in kept"]
+        assert driver.texts("alice") == ["in kept"]
         reply = driver.call("alice", SEND, {"pullRequestId": lost, "message": "hi"})
         assert reply["error"]["code"] == "not-a-member"
         # another identity presenting alice's session gets a fresh one
         _cut(driver, proxy)
-        _say(driver, "bob", kept, "bob", "not for carol")
+        driver.say("bob", kept, "not for carol")
         driver.send("set_auth", name="alice", auth=_token("carol", [kept]))
         proxy.reopen()
         driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect"
                       and r["recovered"] is False)
-        assert _texts(driver, "alice") == ["in kept"]
+        assert driver.texts("alice") == ["in kept"]
     finally:
         proxy.close()
 
@@ -292,9 +268,9 @@ def test_a_restore_is_bound_to_the_identity_and_rechecks_each_room(
 def test_window_zero_sends_no_pid_and_no_offset(driver: NodeDriver) -> None:
     with servers.running() as server:
         room = next(_rooms)
-        assert not _connect(driver, "alice", server.url)["has_pid"]
-        _join(driver, "alice", room, "alice")
-        _say(driver, "alice", room, "alice", "plain")
+        assert not driver.connect("alice", server.url)["has_pid"]
+        driver.join("alice", room)
+        driver.say("alice", room, "plain")
         args = driver.expect(lambda r: r.get("event") == MESSAGE)["args"]
         assert len(args) == 1 and args[0]["message"] == "plain"
 

@@ -36,26 +36,6 @@ def cluster(redis_server: RedisProcess
         yield first, second
 
 
-def _connect(driver: NodeDriver, name: str, url: str) -> None:
-    driver.send("connect", name=name, url=url)
-    record = driver.expect(lambda r: r["name"] == name and r["ev"] == "connect")
-    assert record["has_pid"] and not record["recovered"]
-
-
-def _join(driver: NodeDriver, name: str, room: int) -> None:
-    reply = driver.call(name, "join-pr-room", {"pullRequestId": room, "username": name})
-    assert reply["ok"], reply
-
-
-def _say(driver: NodeDriver, name: str, room: int, text: str) -> None:
-    reply = driver.call(name, SEND, {"pullRequestId": room, "username": name, "message": text})
-    assert reply["ok"] and "warning" not in reply, reply
-
-
-def _texts(driver: NodeDriver, name: str) -> list:
-    return [args[0]["message"] for args in driver.events(name, MESSAGE)]
-
-
 def _recovered(driver: NodeDriver, name: str) -> bool:
     return driver.expect(lambda r: r["name"] == name and r["ev"] == "connect")["recovered"]
 
@@ -65,17 +45,17 @@ def test_a_client_moved_to_the_other_process_gets_what_it_missed(cluster, driver
     room = next(_rooms)
     proxy = TcpProxy(first.port)
     try:
-        _connect(driver, "alice", proxy.url)
-        _join(driver, "alice", room)
-        _connect(driver, "bob", second.url)
-        _join(driver, "bob", room)
+        driver.connect("alice", proxy.url)
+        driver.join("alice", room)
+        driver.connect("bob", second.url)
+        driver.join("bob", room)
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == "pr-room-user-joined")
-        _say(driver, "bob", room, "before")
+        assert "warning" not in driver.say("bob", room, "before")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE)
         proxy.cut()
         driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "disconnect")
         for n in range(3):
-            _say(driver, "bob", room, f"missed {n}")
+            assert "warning" not in driver.say("bob", room, f"missed {n}")
         driver.send("emit", name="alice", event=SEND,
                     payload={"pullRequestId": room, "username": "alice",
                              "message": "written offline"})
@@ -84,10 +64,10 @@ def test_a_client_moved_to_the_other_process_gets_what_it_missed(cluster, driver
         assert _recovered(driver, "alice") is True
         driver.expect(lambda r: r["name"] == "bob" and r.get("event") == MESSAGE
                       and r["args"][0]["message"] == "written offline")
-        _say(driver, "bob", room, "after")
+        assert "warning" not in driver.say("bob", room, "after")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                       and r["args"][0]["message"] == "after")
-        assert _texts(driver, "alice") == ["missed 0", "missed 1", "missed 2",
+        assert driver.texts("alice") == ["missed 0", "missed 1", "missed 2",
                                            "written offline"]
         # no flicker: within the grace nobody heard alice leave or come back
         assert not driver.events("bob", "pr-room-user-left")
@@ -103,27 +83,27 @@ def test_a_stolen_pid_gets_nothing_on_any_process(cluster, driver) -> None:
     room = next(_rooms)
     proxy = TcpProxy(first.port)
     try:
-        _connect(driver, "alice", proxy.url)
-        _join(driver, "alice", room)
-        _connect(driver, "bob", first.url)
-        _join(driver, "bob", room)
-        _say(driver, "bob", room, "secret")
+        driver.connect("alice", proxy.url)
+        driver.join("alice", room)
+        driver.connect("bob", first.url)
+        driver.join("bob", room)
+        assert "warning" not in driver.say("bob", room, "secret")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE)
         proxy.cut()
         driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "disconnect")
         driver.send("snapshot", name="alice")
         assert driver.expect(lambda r: r["ev"] == "snapshot")["has_pid"]
-        _say(driver, "bob", room, "while away")
+        assert "warning" not in driver.say("bob", room, "while away")
         proxy.reopen()
         assert _recovered(driver, "alice") is True
         # mallory presents what alice presented, to the other process: a fresh session
         driver.send("steal", name="mallory", victim="alice", url=second.url)
         assert _recovered(driver, "mallory") is False
-        _say(driver, "bob", room, "after")
+        assert "warning" not in driver.say("bob", room, "after")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                       and r["args"][0]["message"] == "after")
-        assert _texts(driver, "mallory") == []
-        assert _texts(driver, "alice") == ["while away"]
+        assert driver.texts("mallory") == []
+        assert driver.texts("alice") == ["while away"]
     finally:
         proxy.close()
 
@@ -132,12 +112,12 @@ def test_sessions_and_packets_in_redis_are_bounded_and_expire(
         cluster, driver, redis_server: RedisProcess) -> None:
     first, _ = cluster
     room = next(_rooms)
-    _connect(driver, "bob", first.url)
-    _join(driver, "bob", room)
+    driver.connect("bob", first.url)
+    driver.join("bob", room)
     for n in range(60):  # more than PRROOM_RECOVERY_BUFFER (50)
         driver.send("emit", name="bob", event=SEND,
                     payload={"pullRequestId": room, "username": "bob", "message": str(n)})
-    _say(driver, "bob", room, "last")
+    assert "warning" not in driver.say("bob", room, "last")
     client = redis.Redis.from_url(redis_server.url)
     try:
         stream = f"prroom:recovery:recovery:room:{room}"
@@ -160,12 +140,12 @@ def test_a_rolling_restart_loses_nothing(redis_server: RedisProcess, driver) -> 
         leaving = servers.gunicorn(env=env).wait_ready()
         proxy = TcpProxy(leaving.port)
         try:
-            _connect(driver, "alice", proxy.url)
-            _join(driver, "alice", room)
-            _connect(driver, "carol", survivor.url)
-            _join(driver, "carol", room)
+            driver.connect("alice", proxy.url)
+            driver.join("alice", room)
+            driver.connect("carol", survivor.url)
+            driver.join("carol", room)
             for n in range(5):
-                _say(driver, "carol", room, f"m{n}")
+                assert "warning" not in driver.say("carol", room, f"m{n}")
             proxy.target_port = survivor.port
             for n in range(5, 10):  # in flight while alice's process stops
                 driver.send("emit", name="carol", event=SEND,
@@ -173,12 +153,12 @@ def test_a_rolling_restart_loses_nothing(redis_server: RedisProcess, driver) -> 
                                      "message": f"m{n}"})
             leaving.stop()  # SIGTERM: goodbye, transports closed
             for n in range(10, 15):
-                _say(driver, "carol", room, f"m{n}")
+                assert "warning" not in driver.say("carol", room, f"m{n}")
             assert _recovered(driver, "alice") is True
-            _say(driver, "carol", room, "after")
+            assert "warning" not in driver.say("carol", room, "after")
             driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                           and r["args"][0]["message"] == "after")
-            assert _texts(driver, "alice") == [f"m{n}" for n in range(15)]
+            assert driver.texts("alice") == [f"m{n}" for n in range(15)]
             assert not driver.events("carol", "pr-room-user-left")
         finally:
             proxy.close()
@@ -194,12 +174,12 @@ def test_after_a_restart_a_client_that_never_returns_is_announced_left_once(
         leaving = servers.gunicorn(env=env).wait_ready()
         proxy = TcpProxy(leaving.port)
         try:
-            _connect(driver, "alice", proxy.url)
-            _join(driver, "alice", room)
-            _connect(driver, "carol", survivor.url)
-            _join(driver, "carol", room)
-            _connect(driver, "dave", other.url)
-            _join(driver, "dave", room)
+            driver.connect("alice", proxy.url)
+            driver.join("alice", room)
+            driver.connect("carol", survivor.url)
+            driver.join("carol", room)
+            driver.connect("dave", other.url)
+            driver.join("dave", room)
             proxy.cut()  # alice's network is gone for good
             leaving.stop()
             left = driver.expect(lambda r: r["name"] == "carol"
@@ -207,12 +187,12 @@ def test_after_a_restart_a_client_that_never_returns_is_announced_left_once(
             assert left["args"][0]["username"] == "alice"
             driver.expect(lambda r: r["name"] == "dave" and r.get("event") == "pr-room-user-left")
             # the roster agrees: a newcomer is not told alice is there
-            _connect(driver, "erin", other.url)
-            _join(driver, "erin", room)
+            driver.connect("erin", other.url)
+            driver.join("erin", room)
             members = driver.expect(lambda r: r["name"] == "erin"
                                     and r.get("event") == "pr-room-members")
             assert sorted(members["args"][0]["members"]) == ["carol", "dave", "erin"]
-            _say(driver, "carol", room, "is alice gone?")
+            assert "warning" not in driver.say("carol", room, "is alice gone?")
             driver.expect(lambda r: r["name"] == "dave" and r.get("event") == MESSAGE)
             assert len(driver.events("carol", "pr-room-user-left")) == 0  # said once only
         finally:
@@ -250,22 +230,22 @@ def test_a_process_cut_off_from_redis_catches_up_from_the_streams(
         with servers.running(env={**base, "PRROOM_MESSAGE_QUEUE":
                                   f"redis://127.0.0.1:{redis_link.port}/0"}) as first, \
                 servers.running(env=base) as second:
-            _connect(driver, "alice", first.url)
-            _join(driver, "alice", room)
-            _connect(driver, "bob", second.url)
-            _join(driver, "bob", room)
-            _say(driver, "bob", room, "before")
+            driver.connect("alice", first.url)
+            driver.join("alice", room)
+            driver.connect("bob", second.url)
+            driver.join("bob", room)
+            assert "warning" not in driver.say("bob", room, "before")
             driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE)
             redis_link.cut()
             eventually(lambda: not ready(first), what="A sees Redis gone")
             for n in range(5):
-                _say(driver, "bob", room, f"during {n}")
+                assert "warning" not in driver.say("bob", room, f"during {n}")
             redis_link.reopen()
             eventually(lambda: ready(first), timeout=10, what="A back on Redis")
-            _say(driver, "bob", room, "after")
+            assert "warning" not in driver.say("bob", room, "after")
             driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                           and r["args"][0]["message"] == "after")
-            assert _texts(driver, "alice") == [f"during {n}" for n in range(5)]
+            assert driver.texts("alice") == [f"during {n}" for n in range(5)]
             assert "published while this process was not subscribed" in first.log()
     finally:
         redis_link.close()
@@ -277,7 +257,7 @@ def test_a_retried_send_reaching_the_other_process_is_delivered_once(cluster, dr
     first, second = cluster
     room = next(_rooms)
     for name, server in (("bob", first), ("alice", first), ("alice-again", second)):
-        _connect(driver, name, server.url)
+        driver.connect(name, server.url)
         reply = driver.call(name, "join-pr-room", {"pullRequestId": room, "username": "alice"
                                                    if name.startswith("alice") else name})
         assert reply["ok"], reply
@@ -286,7 +266,7 @@ def test_a_retried_send_reaching_the_other_process_is_delivered_once(cluster, dr
     sent = driver.call("alice", SEND, payload)
     again = driver.call("alice-again", SEND, payload)
     assert sent["ok"] and again == sent  # the original ack: same id and sentAt
-    _say(driver, "bob", room, "done")
+    assert "warning" not in driver.say("bob", room, "done")
     driver.expect(lambda r: r["name"] == "bob" and r.get("event") == MESSAGE
                   and r["args"][0]["message"] == "done")
-    assert _texts(driver, "bob") == ["merge it"]
+    assert driver.texts("bob") == ["merge it"]

@@ -58,27 +58,6 @@ def cluster(redis_server: RedisProcess
         yield first, second
 
 
-def _connect(driver: NodeDriver, name: str, url: str, auth: Optional[dict] = None,
-             **options: object) -> None:
-    driver.send("connect", name=name, url=url, auth=auth, options=options)
-    record = driver.expect(lambda r: r["name"] == name and r["ev"] == "connect")
-    assert record["has_pid"] and not record["recovered"]
-
-
-def _join(driver: NodeDriver, name: str, room: int) -> None:
-    reply = driver.call(name, "join-pr-room", {"pullRequestId": room, "username": name})
-    assert reply["ok"], reply
-
-
-def _say(driver: NodeDriver, name: str, room: int, text: str) -> None:
-    reply = driver.call(name, SEND, {"pullRequestId": room, "username": name, "message": text})
-    assert reply["ok"], reply
-
-
-def _texts(driver: NodeDriver, name: str) -> list:
-    return [args[0]["message"] for args in driver.events(name, MESSAGE)]
-
-
 def _token(username: str) -> dict:
     return {"token": issue_token(servers.TOKEN_SECRET, username)}
 
@@ -92,14 +71,14 @@ def _away_and_back(driver: NodeDriver, server: servers.ServerProcess, proxy: Tcp
     while not any(r["name"] == "alice" and r["ev"] == "connect" for r in driver.records):
         assert time.monotonic() < deadline, "alice never came back"
         text = f"m{len(said)}"
-        _say(driver, "bob", room, text)
+        driver.say("bob", room, text)
         said.append(text)
         driver.events("bob", MESSAGE)  # drains the record stream into driver.records
         time.sleep(pace)  # bob's pace (under the message rate), not a wait for an event
     assert driver.expect(lambda r: r["name"] == "alice" and r["ev"] == "connect")["recovered"]
     for _ in range(3):  # and after she is back
         text = f"m{len(said)}"
-        _say(driver, "bob", room, text)
+        driver.say("bob", room, text)
         said.append(text)
     driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                   and r["args"][0]["message"] == said[-1], timeout=10)
@@ -111,11 +90,11 @@ def test_a_silent_loss_the_client_notices_first_is_recovered_exactly(
     server, room = silent_server, next(_rooms)
     proxy = TcpProxy(server.port)
     try:
-        _connect(driver, "alice", proxy.url, noticeWithin=NOTICE_WITHIN_MS)
-        _join(driver, "alice", room)
-        _connect(driver, "bob", server.url)
-        _join(driver, "bob", room)
-        _say(driver, "bob", room, "before")
+        driver.connect("alice", proxy.url, noticeWithin=NOTICE_WITHIN_MS)
+        driver.join("alice", room)
+        driver.connect("bob", server.url)
+        driver.join("bob", room)
+        driver.say("bob", room, "before")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE)
         said = _away_and_back(driver, server, proxy, room, pace=0.25)
         # her client reconnected for a "ping timeout" the server had not seen yet
@@ -123,7 +102,7 @@ def test_a_silent_loss_the_client_notices_first_is_recovered_exactly(
                              and r["ev"] == "disconnect")["reason"] == "ping timeout"
         assert "reason=replaced" in server.log()
         assert len(said) >= 4
-        assert _texts(driver, "alice") + [said[-1]] == said  # once each, in order
+        assert driver.texts("alice") + [said[-1]] == said  # once each, in order
         # no presence flicker: bob never heard alice leave or come back
         assert not driver.events("bob", "pr-room-user-left")
         assert not driver.events("bob", "pr-room-user-joined")
@@ -138,13 +117,13 @@ def test_the_replacing_connection_keeps_identity_and_rooms_without_a_grace(
     server, room = silent_token_server, next(_rooms)
     proxy = TcpProxy(server.port)
     try:
-        _connect(driver, "alice", proxy.url, auth=_token("alice"),
+        driver.connect("alice", proxy.url, auth=_token("alice"),
                  noticeWithin=NOTICE_WITHIN_MS)
-        _join(driver, "alice", room)
-        _connect(driver, "bob", server.url, auth=_token("bob"))
-        _join(driver, "bob", room)
+        driver.join("alice", room)
+        driver.connect("bob", server.url, auth=_token("bob"))
+        driver.join("bob", room)
         said = _away_and_back(driver, server, proxy, room, pace=0.25)
-        assert _texts(driver, "alice") + [said[-1]] == said
+        assert driver.texts("alice") + [said[-1]] == said
         assert not driver.events("bob", "pr-room-user-left")
         assert not driver.events("bob", "pr-room-user-joined")
         reply = driver.call("alice", SEND, {"pullRequestId": room, "message": "still me"})
@@ -159,11 +138,11 @@ def test_the_replacing_connection_keeps_identity_and_rooms_without_a_grace(
 def test_a_stolen_live_pid_of_another_identity_disconnects_nobody(
         silent_token_server: servers.ServerProcess, driver: NodeDriver) -> None:
     server, room = silent_token_server, next(_rooms)
-    _connect(driver, "alice", server.url, auth=_token("alice"))
-    _join(driver, "alice", room)
-    _connect(driver, "bob", server.url, auth=_token("bob"))
-    _join(driver, "bob", room)
-    _say(driver, "bob", room, "secret")
+    driver.connect("alice", server.url, auth=_token("alice"))
+    driver.join("alice", room)
+    driver.connect("bob", server.url, auth=_token("bob"))
+    driver.join("bob", room)
+    driver.say("bob", room, "secret")
     driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE)
     # alice's current {pid, offset}, as someone watching her connection would see it
     driver.send("snapshot", name="alice")
@@ -172,11 +151,11 @@ def test_a_stolen_live_pid_of_another_identity_disconnects_nobody(
                 auth=_token("mallory"))
     assert driver.expect(lambda r: r["name"] == "mallory"
                          and r["ev"] == "connect")["recovered"] is False
-    _say(driver, "bob", room, "after")
+    driver.say("bob", room, "after")
     driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                   and r["args"][0]["message"] == "after")
     assert not [r for r in driver.records if r["ev"] == "disconnect"]
-    assert _texts(driver, "mallory") == []
+    assert driver.texts("mallory") == []
     assert not driver.events("bob", "pr-room-user-left")
     reply = driver.call("mallory", SEND, {"pullRequestId": room, "message": "hi"})
     assert reply["error"]["code"] == "not-a-member"
@@ -189,10 +168,10 @@ def test_a_stale_pid_does_not_disconnect_the_live_owner(
     server, room = silent_server, next(_rooms)
     proxy = TcpProxy(server.port)
     try:
-        _connect(driver, "alice", proxy.url)
-        _join(driver, "alice", room)
-        _connect(driver, "bob", server.url)
-        _join(driver, "bob", room)
+        driver.connect("alice", proxy.url)
+        driver.join("alice", room)
+        driver.connect("bob", server.url)
+        driver.join("bob", room)
         driver.send("snapshot", name="alice")
         driver.expect(lambda r: r["ev"] == "snapshot")
         proxy.cut()
@@ -203,11 +182,11 @@ def test_a_stale_pid_does_not_disconnect_the_live_owner(
         driver.send("steal", name="mallory", victim="alice", url=server.url)
         assert driver.expect(lambda r: r["name"] == "mallory"
                              and r["ev"] == "connect")["recovered"] is False
-        _say(driver, "bob", room, "after")
+        driver.say("bob", room, "after")
         driver.expect(lambda r: r["name"] == "alice" and r.get("event") == MESSAGE
                       and r["args"][0]["message"] == "after")
         assert not [r for r in driver.records if r["ev"] == "disconnect"]
-        assert _texts(driver, "mallory") == []
+        assert driver.texts("mallory") == []
     finally:
         proxy.close()
 
@@ -256,13 +235,13 @@ def test_clustered_the_same_process_takes_the_session_over(cluster, driver: Node
     room = next(_rooms)
     proxy = TcpProxy(first.port)
     try:
-        _connect(driver, "alice", proxy.url, noticeWithin=NOTICE_WITHIN_MS)
-        _join(driver, "alice", room)
-        _connect(driver, "bob", second.url)
-        _join(driver, "bob", room)
+        driver.connect("alice", proxy.url, noticeWithin=NOTICE_WITHIN_MS)
+        driver.join("alice", room)
+        driver.connect("bob", second.url)
+        driver.join("bob", room)
         said = _away_and_back(driver, first, proxy, room, pace=0.25)
         assert "reason=replaced" in first.log()
-        assert _texts(driver, "alice") + [said[-1]] == said
+        assert driver.texts("alice") + [said[-1]] == said
         assert not driver.events("bob", "pr-room-user-left")
         assert not driver.events("bob", "pr-room-user-joined")
     finally:
@@ -277,13 +256,13 @@ def test_with_default_ping_settings_a_silent_loss_is_recovered(driver: NodeDrive
         room = next(_rooms)
         proxy = TcpProxy(server.port)
         try:
-            _connect(driver, "alice", proxy.url)
-            _join(driver, "alice", room)
-            _connect(driver, "bob", server.url)
-            _join(driver, "bob", room)
+            driver.connect("alice", proxy.url)
+            driver.join("alice", room)
+            driver.connect("bob", server.url)
+            driver.join("bob", room)
             said = _away_and_back(driver, server, proxy, room, pace=0.5)
             assert len(said) > 50
-            assert _texts(driver, "alice") + [said[-1]] == said
+            assert driver.texts("alice") + [said[-1]] == said
             assert not driver.events("bob", "pr-room-user-left")
             assert not driver.events("bob", "pr-room-user-joined")
         finally:

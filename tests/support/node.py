@@ -8,7 +8,7 @@ from __future__ import annotations
 import json
 import shutil
 import subprocess
-from typing import Callable
+from typing import Callable, Optional
 
 import pytest
 
@@ -109,6 +109,34 @@ class NodeDriver:
                 break
         return [r["args"] for r in self.records
                 if r["ev"] == "event" and r["name"] == name and r["event"] == event]
+
+    # -- prroom's protocol, as the recovery tests drive it ---------------------------------
+
+    def connect(self, name: str, url: str, auth: Optional[dict] = None,
+                **options: object) -> dict:
+        """Open socket ``name`` to ``url``; its connect record (a fresh session, not recovered)."""
+        self.send("connect", name=name, url=url, auth=auth, options=options)
+        record = self.expect(lambda r: r["name"] == name and r["ev"] == "connect")
+        assert not record.get("recovered"), record
+        return record
+
+    def join(self, name: str, room: int, username: Optional[str] = None) -> None:
+        """``name`` joins ``room`` (as ``username``, by default its own name); asserts the ack."""
+        reply = self.call(name, "join-pr-room", {"pullRequestId": room,
+                                                 "username": username or name})
+        assert reply["ok"], reply
+
+    def say(self, name: str, room: int, text: str, username: Optional[str] = None,
+            **extra: object) -> dict:
+        """``name`` sends ``text`` to ``room``; the (successful) ack."""
+        reply = self.call(name, "send-message-to-pr-room", {
+            "pullRequestId": room, "username": username or name, "message": text, **extra})
+        assert reply["ok"], reply
+        return reply
+
+    def texts(self, name: str) -> list:
+        """The text of every ``pr-room-message`` ``name`` received so far, in order."""
+        return [args[0]["message"] for args in self.events(name, "pr-room-message")]
 
     def close(self) -> None:
         """End the Node process."""
