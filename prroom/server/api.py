@@ -91,8 +91,12 @@ def refuse_body_by_headers(limit: int) -> Optional[Response]:
     return response
 
 
-def _json_object() -> Any:
-    """The request's JSON object, or an error response."""
+def _json_object(limit: int) -> Any:
+    """The request's JSON object of at most ``limit`` bytes, or an error response (the
+    length checked from the headers first: see :func:`refuse_body_by_headers`)."""
+    refused = refuse_body_by_headers(limit)
+    if refused is not None:
+        return refused
     if not request.is_json:
         return _error(415, ErrorCode.INVALID_PAYLOAD, "send a JSON body "
                       "(Content-Type: application/json)")
@@ -112,10 +116,7 @@ def post_message(pull_request_id: int) -> Response:
     entry: Optional[PostToken] = _bearer(entries, lambda e: e.token)
     if entry is None:
         return _unauthorized("send 'Authorization: Bearer <token>' with a configured token")
-    refused = refuse_body_by_headers(state.settings.max_frame_bytes)
-    if refused is not None:
-        return refused
-    body = _json_object()
+    body = _json_object(state.settings.max_frame_bytes)
     if isinstance(body, Response):
         return body
     try:
@@ -152,10 +153,7 @@ def disconnect_identity() -> Response:
                                         "empty)")
     if _bearer((token,)) is None:
         return _unauthorized("send 'Authorization: Bearer <PRROOM_ADMIN_TOKEN>'")
-    refused = refuse_body_by_headers(_ADMIN_BODY_LIMIT)
-    if refused is not None:
-        return refused
-    body = _json_object()
+    body = _json_object(_ADMIN_BODY_LIMIT)
     if isinstance(body, Response):
         return body
     try:
