@@ -358,8 +358,8 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_MAX_ROOMS_PER_SOCKET", 50, _parse_int,
             "Rooms one connection may be in at once", 1, 1_000_000),
     Setting("PRROOM_MAX_CONNECTIONS_PER_IDENTITY", 20, _parse_int,
-            "Simultaneous connections of one authenticated identity (per process)", 1,
-            1_000_000),
+            "Simultaneous connections of one authenticated identity, across every process of a "
+            "cluster", 1, 1_000_000),
     Setting("PRROOM_MAX_QUEUED_PACKETS", 2000, _parse_int,
             "Packets waiting to be written to one client before it is dropped as too slow",
             10, 10_000_000),
@@ -454,7 +454,7 @@ SETTINGS: Tuple[Setting, ...] = (
             "With recovery on: seconds after a lost connection before its user is announced "
             "as left (at most PRROOM_RECOVERY_WINDOW)", 0, 3600),
     Setting("PRROOM_ACCEPT_MISSING", None, _parse_origins,
-            "Protection seams (comma-separated names, README \"Library internals\") the "
+            "Protection seams (comma-separated names, the documentation's library seams table) the "
             "server may run without when the installed library release lacks what they "
             "need; empty = refuse to start instead"),
 )
