@@ -1,4 +1,4 @@
-"""The deployment the documentation recommends, run for real: deploy/ is what the documentation shows.
+"""The deployment the documentation recommends, run for real: deploy/ is what it shows.
 
 nginx (Debian's, unprivileged on loopback) runs deploy/nginx.conf with only its marked
 addresses changed, in front of two clustered prroom instances with recovery on; the npm
