@@ -7,7 +7,8 @@ compatibility matrix's own module).  A setting declared without a description st
 build (:class:`sphinx.errors.ExtensionError`), whatever the warning settings.
 
 Each directive produces Markdown that MyST parses in place, so the tables look like the
-pages' own.
+pages' own.  The ``scaling`` page is docs/cluster-ceiling.md when that file exists (it is
+written with the cluster code), else a placeholder.
 """
 from __future__ import annotations
 
@@ -18,8 +19,8 @@ from docutils import nodes
 from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
 from prroom_reference import (
+    CLUSTER_CEILING,
     MATRIX_DIRECTIVE,
-    OPTIONAL_INCLUDE_DIRECTIVE,
     ROOT,
     SEAMS_DIRECTIVE,
     SETTINGS_DIRECTIVE,
@@ -81,20 +82,24 @@ class MatrixDirective(_MarkdownDirective):
         return str(load_matrix().table())
 
 
-class OptionalIncludeDirective(_MarkdownDirective):
-    """``prroom-include-if-exists PATH``: the Markdown file at PATH (relative to the page)
-    if it exists, else the directive's own content."""
+def include_cluster_ceiling(app: Sphinx, docname: str, source: List[str]) -> None:
+    """docs/cluster-ceiling.md, when it exists, is the whole of the ``scaling`` page.
 
-    required_arguments = 1
-    has_content = True
-
-    def markdown(self) -> str:
-        page = Path(self.env.doc2path(self.env.docname)).parent
-        path = (page / self.arguments[0]).resolve()
-        self.env.note_dependency(str(path))
-        if path.exists():
-            return path.read_text(encoding="utf-8")
-        return "\n".join(self.content)
+    It is written beside the code it measures and may not exist yet: the page then keeps
+    its placeholder.  Taken in whole (not by an include directive) so its own headings are
+    the page's; a file without a top-level heading gets the placeholder's title.
+    """
+    if docname != "scaling":
+        return
+    path = Path(app.srcdir) / CLUSTER_CEILING
+    app.env.note_dependency(str(path))
+    if not path.exists():
+        return
+    text = path.read_text(encoding="utf-8")
+    if not text.lstrip().startswith("# "):
+        title = source[0].lstrip().splitlines()[0]
+        text = f"{title}\n\n{text}"
+    source[0] = text
 
 
 def setup(app: Sphinx) -> Dict[str, Any]:
@@ -102,5 +107,5 @@ def setup(app: Sphinx) -> Dict[str, Any]:
     app.add_directive(SETTINGS_DIRECTIVE, SettingsDirective)
     app.add_directive(SEAMS_DIRECTIVE, SeamsDirective)
     app.add_directive(MATRIX_DIRECTIVE, MatrixDirective)
-    app.add_directive(OPTIONAL_INCLUDE_DIRECTIVE, OptionalIncludeDirective)
+    app.connect("source-read", include_cluster_ceiling)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}
