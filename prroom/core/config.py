@@ -281,7 +281,7 @@ class Setting:
         return value
 
     def expected(self) -> str:
-        """Human description of the valid values, used in error messages and README."""
+        """Human description of the valid values, used in error messages and the docs."""
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
         kind: Dict[Callable[[Any], Any], str] = {_parse_int: "an integer", _parse_float: "a number",
