@@ -25,6 +25,9 @@ myst_heading_anchors = 3
 # docs/cluster-ceiling.md is included into a page of its own (scaling.md), not built alone
 exclude_patterns = ["_build", "cluster-ceiling.md", "README.md"]
 
+# quotes are code here ('self', 'none'), never typography
+smartquotes = False
+
 html_theme = "furo"
 html_title = f"prroom {release}"
 
