@@ -48,3 +48,20 @@ def test_the_public_api_is_rendered_from_its_docstrings():
         public = getattr(prroom, name)
         assert f":: {public.__module__}.{public.__qualname__}\n" in page, name
     assert "autoexception:: prroom.core.config.ConfigError" in page
+
+
+def test_every_metric_has_a_row_on_the_operations_page():
+    from prroom.server.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.watch_loop(lambda: 0.0, lambda: 0.0)
+    metrics.watch_state(lambda: 0, lambda: [], lambda: True)
+    metrics.watch_recovery(lambda: 0, lambda: 0)
+    metrics.watch_seams(lambda: [])
+    # prometheus-client's own *_created series aside
+    exposed = {name for name in re.findall(r"^# TYPE (\w+) ", metrics.render().decode(), re.M)
+               if not name.endswith("_created")}
+    page = (DOCS / "operations.md").read_text()
+    rows = {re.sub(r"\{.*", "", name) for name in re.findall(r"^\| `(prroom_[^`]+)` \|", page,
+                                                              re.M)}
+    assert exposed == rows
