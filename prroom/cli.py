@@ -61,8 +61,9 @@ _setting_options = _options_of([s for s in SERVER_SETTINGS + SETTINGS if s.flag]
 def main() -> None:
     """prroom: real-time chat rooms for pull requests, over Socket.IO.
 
-    Configured by PRROOM_* environment variables (see README); the options of each
-    command override them. Exit codes: 0 ok, 1 failed, 2 bad usage or configuration.
+    Configured by PRROOM_* environment variables (see the documentation's Configuration
+    page); the options of each command override them. Exit codes: 0 ok, 1 failed, 2 bad
+    usage or configuration.
     """
 
 

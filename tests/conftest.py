@@ -34,7 +34,7 @@ def driver() -> Iterator[NodeDriver]:
 @pytest.fixture(scope="module")
 def redis_server() -> Iterator[RedisProcess]:
     """A private redis-server for one test module (skipped where tools/run-tests could not
-    get redis-server, as README says)."""
+    get redis-server, as the quick start says)."""
     with running_redis() as proc:
         yield proc
 

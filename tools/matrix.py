@@ -1,4 +1,5 @@
-"""The compatibility matrix that noxfile.py runs, and README's "Supported versions" table.
+"""The compatibility matrix that noxfile.py runs, and the documentation's "Supported versions"
+table.
 
 A cell is a fresh environment in which prroom is installed with its test extra and the whole
 test suite runs.  ``newest-3.X`` cells take the newest releases pip finds for Python 3.X; every
@@ -6,7 +7,7 @@ test suite runs.  ``newest-3.X`` cells take the newest releases pip finds for Py
 Python its ``# python: X.Y`` line names.
 
 ``python tools/matrix.py`` prints the table; tests/unit/test_supported_versions.py checks that
-README's table and setup.cfg's lower bounds agree with the constraints files.  Standard
+The documentation's table and setup.cfg's lower bounds agree with the constraints files.  Standard
 library only: noxfile.py and the unit tests both import it.
 """
 from __future__ import annotations
@@ -20,7 +21,7 @@ CONSTRAINTS_DIR = ROOT / "constraints"
 
 NEWEST_PYTHONS = ("3.9", "3.10", "3.11", "3.12", "3.13")
 
-# README's columns: (normalised PyPI name, heading)
+# the table's columns: (normalised PyPI name, heading)
 COLUMNS = (
     ("flask", "Flask"),
     ("werkzeug", "Werkzeug"),
@@ -89,7 +90,7 @@ def cells() -> List[Cell]:
 
 
 def table() -> str:
-    """README's "Supported versions" table (newest cells share one row)."""
+    """The documentation's "Supported versions" table (newest cells share one row)."""
     rows = [["cell", "Python"] + [heading for _, heading in COLUMNS]]
     for cell in constrained_cells():
         rows.append([f"`{cell.name}`", cell.python]
@@ -99,12 +100,6 @@ def table() -> str:
     lines = ["| " + " | ".join(row) + " |" for row in rows]
     lines.insert(1, "|" + "---|" * len(rows[0]))
     return "\n".join(lines)
-
-
-def readme_table(readme: str) -> str:
-    """The table lines of README's "## Supported versions" section."""
-    section = readme.split("\n## Supported versions\n", 1)[1].split("\n## ", 1)[0]
-    return "\n".join(line for line in section.splitlines() if line.startswith("|"))
 
 
 if __name__ == "__main__":

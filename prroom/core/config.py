@@ -47,6 +47,11 @@ def _parse_str(raw: Any) -> str:
     return raw
 
 
+def _parse_names(raw: Any) -> Optional[Tuple[str, ...]]:
+    """Comma-separated names, parsed as origins are (:meth:`Setting.expected` differs)."""
+    return _parse_origins(raw)
+
+
 def _parse_origins(raw: Any) -> Optional[Tuple[str, ...]]:
     """``""``/None: same origin only; ``"*"``: any origin; else a comma-separated list."""
     if raw is None:
@@ -281,15 +286,15 @@ class Setting:
         return value
 
     def expected(self) -> str:
-        """Human description of the valid values, used in error messages and README."""
+        """Human description of the valid values, used in error messages and the docs."""
         if self.choices is not None:
             return "one of " + ", ".join(self.choices)
         kind: Dict[Callable[[Any], Any], str] = {_parse_int: "an integer", _parse_float: "a number",
                 _parse_str: "a string", _parse_origins: "a comma-separated list of origins",
                 _parse_frame_ancestors: "'self', 'none' or origins (https://host[:port])",
                 _parse_callable: "a callable or 'module:name'",
-                _parse_post_tokens: "comma-separated TOKEN=BOTNAME or TOKEN=BOTNAME:PR+PR "
-                                    "entries",
+                _parse_names: "comma-separated names",
+                _parse_post_tokens: "comma-separated TOKEN=BOTNAME or TOKEN=BOTNAME:PR+PR entries",
                 _parse_networks: "comma-separated IP addresses or CIDR networks",
                 _parse_queue_url: "empty or a redis://host:port/db, redis+sentinel://host:"
                                   "port,.../db/service or redis+cluster://host:port,... URL"}
@@ -358,8 +363,7 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_MAX_ROOMS_PER_SOCKET", 50, _parse_int,
             "Rooms one connection may be in at once", 1, 1_000_000),
     Setting("PRROOM_MAX_CONNECTIONS_PER_IDENTITY", 20, _parse_int,
-            "Simultaneous connections of one authenticated identity (per process)", 1,
-            1_000_000),
+            "Connections of one authenticated identity at once, cluster-wide", 1, 1_000_000),
     Setting("PRROOM_MAX_QUEUED_PACKETS", 2000, _parse_int,
             "Packets waiting to be written to one client before it is dropped as too slow",
             10, 10_000_000),
@@ -453,10 +457,9 @@ SETTINGS: Tuple[Setting, ...] = (
     Setting("PRROOM_PRESENCE_GRACE", 5.0, _parse_float,
             "With recovery on: seconds after a lost connection before its user is announced "
             "as left (at most PRROOM_RECOVERY_WINDOW)", 0, 3600),
-    Setting("PRROOM_ACCEPT_MISSING", None, _parse_origins,
-            "Protection seams (comma-separated names, README \"Library internals\") the "
-            "server may run without when the installed library release lacks what they "
-            "need; empty = refuse to start instead"),
+    Setting("PRROOM_ACCEPT_MISSING", None, _parse_names,
+            "Protection seams (names in the docs' library seams table) the server may start "
+            "without when the installed library lacks what they need; empty = refuse to start"),
 )
 
 #: How the server process runs (read by prroom/gunicorn_config.py and `prroom serve`, from

@@ -1,7 +1,7 @@
 """Start-up checks for what will block gevent's event loop in a host app's process.
 
-Each finding is one line naming the trap and its fix (README, "Adding prroom to an existing
-app").  Checked once, after monkey-patching, by the extension under gevent and by
+Each finding is one line naming the trap and its fix (the documentation, "Adding
+prroom to a Flask app").  Checked once, after monkey-patching, by the extension under gevent and by
 ``prroom check-config``:
 
 - a standard-library module gevent patches that is not patched (``socket``, ``ssl``,

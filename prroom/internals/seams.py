@@ -269,7 +269,7 @@ def apply(name: str, install: Callable[[], Any], *, server: Any = None,
             _record(server, outcome)
             raise SeamRefused(
                 f"prroom: protection {name!r} cannot install on {where} ({reason}); "
-                f"pin a release it supports (README \"Supported versions\"), or set "
+                f"pin a release it supports (the documentation's \"Supported versions\"), or set "
                 f"PRROOM_ACCEPT_MISSING={name} to run without it")
         status = ACCEPTED if seam.kind == PROTECTION else FELL_BACK
         outcome = Outcome(seam, status, reason)

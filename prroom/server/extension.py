@@ -123,7 +123,7 @@ class PRRoomState:
         return bool(getattr(manager, "queue_healthy", True) and self.presence.healthy())
 
     def seam_statuses(self) -> Dict[str, str]:
-        """Each library seam's status at start (README "Library internals")."""
+        """Each library seam's status at start (the documentation's "Library internals")."""
         return {outcome.seam.name: outcome.status
                 for outcome in seams.report(self.socketio.server)}
 

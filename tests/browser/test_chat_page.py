@@ -182,7 +182,7 @@ def test_page_reconnects_and_rejoins_after_a_server_restart(open_page, pr_id, ar
 
 
 def test_embedded_in_a_host_page(browser, chat_server, open_page, pr_id, artifacts):
-    """The README's iframe snippet in a host app's page, talking to a full page."""
+    """The chat page documentation's iframe snippet in a host app's page, talking to a full page."""
     url = f"{chat_server.url}/pr/{pr_id}/embed"
     context = browser.new_context(viewport={"width": 900, "height": 700}, locale="en-US")
     stack = contextlib.ExitStack()

@@ -1,4 +1,4 @@
-"""README's "Inside an existing Flask app", word for word: the host initialises its own
+"""docs/flask.md's "Inside an existing Flask app", word for word: the host initialises its own
 SocketIO, then adds prroom to it.  ``PRROOM_*`` environment variables go into its config.
 
 Served by gunicorn in the tests:
@@ -20,7 +20,7 @@ rooms = PRRoom()
 
 
 def create_app() -> Flask:
-    """The host's factory, as README shows it."""
+    """The host's factory, as the documentation shows it."""
     app = Flask(__name__)
     app.config.update({key: value for key, value in os.environ.items()
                        if key.startswith("PRROOM_")})

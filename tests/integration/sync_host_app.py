@@ -2,7 +2,7 @@
 
 ``gunicorn -k sync tests.integration.sync_host_app:app``.  It never imports gevent: it
 issues chat tokens with the secret it shares with the prroom service and posts bot messages
-through the message queue (README, "Adding prroom to an existing app").
+through the message queue (docs/flask.md, the separate service).
 """
 import os
 import sys

@@ -124,7 +124,7 @@ def test_a_websocket_handshake_without_a_valid_version_or_transport_is_refused(h
         assert refused.status_code == 400
         return
     # gevent-websocket completes the upgrade before the application sees the request
-    # (README, "Protocol notes"): no session, a close frame at once
+    # (docs/protocol.md, "Conformance"): no session, a close frame at once
     try:
         assert conn.recv_data(control_frame=True)[0] == websocket.ABNF.OPCODE_CLOSE
     finally:

@@ -1,4 +1,4 @@
-"""The deployment README recommends, run for real: deploy/ is what the documentation shows.
+"""The deployment the documentation recommends, run for real: deploy/ is what it shows.
 
 nginx (Debian's, unprivileged on loopback) runs deploy/nginx.conf with only its marked
 addresses changed, in front of two clustered prroom instances with recovery on; the npm
@@ -34,7 +34,7 @@ pytestmark = pytest.mark.integration
 DEPLOY = servers.ROOT / "deploy"
 UNIT = DEPLOY / "prroom@.service"
 CONTAINERFILE = DEPLOY / "Containerfile"
-#: The production command README documents, from a checkout's root.
+#: The production command the documentation shows, from a checkout's root.
 SERVER_COMMAND = ["gunicorn", "-c", "gunicorn.conf.py", "wsgi:app"]
 
 SEND = "send-message-to-pr-room"
@@ -80,7 +80,7 @@ def test_the_test_runs_the_documented_file_with_only_its_addresses_changed() -> 
     assert [b[1] for _, b in changed] == [
         ("server", "127.0.0.1:18001"), ("server", "127.0.0.1:18002"),
         ("listen", "127.0.0.1:18080")]
-    # what README asks of a load balancer is in the file
+    # what the documentation asks of a load balancer is in the file
     words = {d[1] for d in nginx.directives(original)}
     assert ("ip_hash",) in words
     assert ("proxy_set_header", "Upgrade", "$http_upgrade") in words

@@ -1,5 +1,5 @@
-"""README's embedding example, clustered: two gunicorn processes of a host app that built its
-own SocketIO before adding prroom, sharing one Redis."""
+"""The embedding example of docs/flask.md, clustered: two gunicorn processes of a host app
+that built its own SocketIO before adding prroom, sharing one Redis."""
 from __future__ import annotations
 
 import json
@@ -20,7 +20,7 @@ APP = "tests.integration.embedded_app:app"
 
 @pytest.fixture(scope="module")
 def embedded(redis_server: RedisProcess) -> Iterator[List[servers.ServerProcess]]:
-    """Two processes of README's embedding example on one Redis."""
+    """Two processes of the documented embedding example on one Redis."""
     env = {"PRROOM_MESSAGE_QUEUE": redis_server.url, "PRROOM_CHANNEL": "embedded"}
     with ExitStack() as stack:
         yield [stack.enter_context(servers.running(env=env, app=APP,

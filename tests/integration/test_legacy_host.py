@@ -1,4 +1,4 @@
-"""Living inside a legacy Flask app (README "Adding prroom to an existing app").
+"""Living inside a legacy Flask app (docs/flask.md).
 
 A host view that blocks gevent's event loop is named, with its stack, in one warning, counted
 in the metrics and shown in /healthz; chat messages sent meanwhile arrive after it, none

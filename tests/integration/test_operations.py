@@ -238,7 +238,7 @@ def test_prroom_issue_token_signs_with_the_configured_secret():
 
 
 def test_a_bad_setting_is_a_usage_error_for_every_command():
-    # README: exit 2 for bad usage or configuration, for issue-token and post as for the others
+    # the docs: exit 2 for bad usage or configuration, for issue-token and post as for the others
     bad = {"PRROOM_SECRET_KEY": "cli-secret", "PRROOM_TOKEN_MAX_AGE": "-5"}
     done = run_prroom("issue-token", "alice", env=bad)
     assert done.returncode == 2 and "PRROOM_TOKEN_MAX_AGE" in done.stderr

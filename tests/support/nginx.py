@@ -1,4 +1,4 @@
-"""Debian's nginx, unprivileged on loopback, running the site file README shows (deploy/).
+"""Debian's nginx, unprivileged on loopback, running the site file the docs show (deploy/).
 
 ``deploy/nginx.conf`` is what an operator installs as ``/etc/nginx/conf.d/prroom.conf``.
 :func:`localize` makes a copy for a test that differs only in its two marked places (the

@@ -17,7 +17,7 @@ QUEUE = "redis://127.0.0.1:1/0"  # never connected to in these tests
 
 
 def readme_example(socketio_options: Any = None, **config: Any) -> PRRoom:
-    """README's "inside an existing Flask app": the host initialises its SocketIO first."""
+    """docs/flask.md's "Inside an existing Flask app": the host initialises its SocketIO first."""
     app = Flask(__name__)
     app.config.update(config)
     host = SocketIO()

@@ -1,4 +1,4 @@
-"""The package's layers (README "Layout"): imports only ever point down, and only the adapters
+"""The package's layers (docs/architecture.md): imports only ever point down, and only the adapters
 reach into a library's private parts.
 
 ``core`` (the product's logic) imports no web framework and nothing of prroom above it; the

@@ -1,56 +1,80 @@
-"""README's settings tables and the declarations in prroom/core/config.py say the same.
+"""The documentation's configuration reference is the declarations in prroom/core/config.py.
 
-The declaration (``Setting(...)``) is the one source; README explains each key in words, so
-this test holds the tables to it: every declared key is documented exactly once, nothing
-undeclared is, and each default README shows is the declared default.
+The declaration (``Setting(...)``) is the one source: docs/configuration.md renders both
+tables with the ``prroom-settings`` directive (docs/_ext), so nothing is copied by hand.
+These tests hold the page to using it, and the generator to covering every declared key
+exactly once with its declared default and a description (a setting without one stops the
+documentation build).  The generator is loaded by path: it needs no Sphinx.
 """
+import importlib.util
 import re
+import sys
 from pathlib import Path
+
+import pytest
 
 from prroom.core.config import SERVER_SETTINGS, SETTINGS, SETTINGS_BY_KEY, Setting
 
-README = (Path(__file__).resolve().parents[2] / "README.md").read_text()
-KEY = re.compile(r"`(PRROOM_[A-Z_]+)`")
-ALL = {setting.key: setting for setting in SETTINGS + SERVER_SETTINGS}
+ROOT = Path(__file__).resolve().parents[2]
+KEY = re.compile(r"^\| `(PRROOM_[A-Z_]+)` \| ([^|]*) \|")
 
 
-def table_rows() -> list:
-    """(keys, default cell) of every README table row whose first cell names settings."""
-    rows = []
-    for line in README.splitlines():
-        cells = [cell.strip() for cell in line.strip().strip("|").split("|")]
-        if len(cells) >= 3 and line.startswith("|") and KEY.search(cells[0]) \
-                and cells[0].startswith("`PRROOM_"):
-            rows.append((KEY.findall(cells[0]), cells[1]))
-    return rows
+def _load_reference():
+    path = ROOT / "docs" / "_ext" / "prroom_reference.py"
+    spec = importlib.util.spec_from_file_location("prroom_reference_under_test", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+reference = _load_reference()
+
+
+def rows(settings) -> dict:
+    """key -> default cell of the generated table."""
+    found = {}
+    for line in reference.settings_table(settings).splitlines():
+        match = KEY.match(line)
+        if match:
+            assert match.group(1) not in found, f"{match.group(1)} twice"
+            found[match.group(1)] = match.group(2).strip()
+    return found
+
+
+def test_the_configuration_page_renders_both_declarations():
+    page = (ROOT / "docs" / "configuration.md").read_text()
+    directive = "```{" + reference.SETTINGS_DIRECTIVE + "}\n"
+    assert page.count(directive + ":which: app\n") == 1
+    assert page.count(directive + ":which: server\n") == 1
+    # and no hand-written settings table beside them
+    assert not [line for line in page.splitlines() if line.startswith("| `PRROOM_")]
 
 
 def test_every_setting_has_exactly_one_row():
-    documented = [key for keys, _ in table_rows() for key in keys]
-    assert sorted(set(documented)) == sorted(documented), "a key is documented twice"
-    assert set(documented) == set(ALL)
+    assert set(rows(SETTINGS)) == {setting.key for setting in SETTINGS}
+    assert set(rows(SERVER_SETTINGS)) == {setting.key for setting in SERVER_SETTINGS}
 
 
-def declared_default_matches(setting: Setting, shown: str) -> bool:
-    if setting.default in (None, ""):
-        return shown in ('""', "")  # README words it ("empty = ...", "—")
-    try:
-        return setting.coerce(shown) == setting.default
-    except Exception:
-        return False
-
-
-def test_defaults_in_readme_are_the_declared_ones():
+def test_each_row_shows_the_declared_default():
     wrong = []
-    for keys, cell in table_rows():
-        values = re.findall(r"`([^`]*)`", cell)
-        if cell.startswith(("empty", "—")) or len(values) != len(keys):
-            # a worded default ("empty = the app's `SECRET_KEY`"): only for empty defaults
-            values = [""] * len(keys)
-        for key, shown in zip(keys, values):
-            if not declared_default_matches(ALL[key], shown):
-                wrong.append((key, shown, ALL[key].default))
+    for settings in (SETTINGS, SERVER_SETTINGS):
+        for key, cell in rows(settings).items():
+            setting = next(s for s in settings if s.key == key)
+            shown = re.findall(r"`([^`]*)`", cell)
+            if setting.default in (None, ""):
+                ok = cell == "*(empty)*"
+            else:
+                ok = len(shown) == 1 and setting.coerce(shown[0]) == setting.default
+            if not ok:
+                wrong.append((key, cell, setting.default))
     assert wrong == []
+
+
+def test_a_setting_without_a_description_stops_the_build():
+    bare = Setting("PRROOM_UNDOCUMENTED", 1, int, "  ")
+    with pytest.raises(reference.Undocumented, match="PRROOM_UNDOCUMENTED"):
+        reference.settings_table((bare,))
 
 
 def test_app_and_server_settings_do_not_overlap():
