@@ -3,45 +3,42 @@
 Read top to bottom, this module is the whole product.  The path of one message:
 ``guarded`` (rate-limit charge, outcome metrics, refusals turned into replies) →
 ``send_message`` (parse, the membership check ``registry.name_in``, the payload from
-:mod:`prroom.core.messages`) → ``_broadcast`` (python-socketio's ``emit`` to the room, on
-every process of a cluster).  Each handler returns its ack body.
+:mod:`prroom.core.messages`) → ``Broadcaster.broadcast_then`` (python-socketio's ``emit`` to
+the room, on every process of a cluster).  Each handler returns its ack body.
+
+What the handlers say goes through :class:`~prroom.server.broadcaster.Broadcaster` (which
+also serves recovery, identity control and the sweepers); the sweepers are started by the
+app's state (``on_connected``), not here.
 
 One seam a library leaves no way around: python-socketio does not tell a handler whether
 the client asked for an ack, which decides how a refusal is answered (in the ack, or as a
 ``pr-room-error`` event).  :mod:`prroom.internals.socketio_hooks` records it around each
 event; ``_refuse`` reads it with ``socketio_hooks.ack_requested()``.
-
-Two more, for clustered mode, where an ack must say whether the broadcast reached Redis
-(``warning: cluster-unavailable``):
-
-- python-socketio's ``emit`` returns nothing, so the clustered manager keeps the ticket of
-  the publish it just made per greenlet; ``_publish_to_room`` takes it right after its emit
-  with ``managers.published_ticket(server)`` (None with one process).
-- rather than hold the connection's reader until its batch's reply, ``_broadcast_then``
-  may answer the ack later, from the reply itself (``socketio_hooks.answer_later``).
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Tuple
 
 from socketio.exceptions import ConnectionRefusedError
 
-from prroom.cluster.managers import QueueUnavailable, Ticket, published_ticket
+from prroom.cluster.managers import QueueUnavailable
 from prroom.cluster.recovery_store import RedisRecoveryStore
 from prroom.core import protocol
 from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
 from prroom.core.limits import STRIKE_WINDOW, SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message, posted_message
-from prroom.core.presence import CONNECTIONS, Joined, Left, MemoryPresence, Presence
+from prroom.core.presence import MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
+from prroom.core.recovery import RoomBuffers
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import connects, engineio_hooks, seams, session_bounds, socketio_hooks
-from prroom.server import sweepers
+from prroom.server.broadcaster import Broadcaster
 from prroom.server.identities import IdentityControl
 from prroom.server.metrics import Metrics
+from prroom.server.recoverable import RecoverableBroadcasts
 from prroom.server.recovery import (  # noqa: F401 - re-exported
     RECOVERABLE_EVENTS,
     RECOVERABLE_REASONS,
@@ -89,7 +86,8 @@ class RoomEvents:
                  caps: Optional[Caps] = None, presence: Optional[Presence] = None,
                  metrics: Optional[Metrics] = None, namespace: str = "/",
                  recovery: Optional[Recovery] = None,
-                 recovery_store: Optional[RedisRecoveryStore] = None) -> None:
+                 recovery_store: Optional[RedisRecoveryStore] = None,
+                 on_connected: Optional[Callable[[], None]] = None) -> None:
         self.server = server
         self.registry = registry
         self.identity = identity
@@ -105,17 +103,26 @@ class RoomEvents:
         self._connections_of: Dict[str, int] = {}  # identity name -> open connections
         self.connected = 0
         self.message_ids = MessageIds()
-        self._sweeper_started = False
+        #: called after each accepted connection (the app's state starts its sweepers there)
+        self.on_connected = on_connected
         #: set by :meth:`shutdown`: the disconnects that follow are this server's, and
         #: recoverable (the clients reconnect to another instance)
         self.stopping = False
         self.recovery = recovery or Recovery()
+        recoverable = RecoverableBroadcasts(
+            server, namespace, RoomBuffers(self.recovery.window, self.recovery.buffer),
+            recovery_store) if self.recovery.window else None
+        #: what this server says, and to whom (prroom/server/broadcaster.py)
+        self.broadcaster = Broadcaster(server, namespace, self.presence, recoverable)
         #: connection state recovery, or None when it is off (PRROOM_RECOVERY_WINDOW=0)
-        self.resume: Optional[SessionRecovery] = (
-            SessionRecovery(self, self.recovery, recovery_store) if self.recovery.window
-            else None)
+        self.resume: Optional[SessionRecovery] = None
+        if recoverable is not None:
+            self.resume = SessionRecovery(
+                self.recovery, recoverable, self.broadcaster, registry=registry,
+                identity=identity, limiter=limiter, metrics=self.metrics)
         #: identity expiry and cluster-wide disconnects (prroom/server/identities.py)
-        self.identities = IdentityControl(self)
+        self.identities = IdentityControl(self.broadcaster, identity, self.identified,
+                                          self.caps.max_connections_per_identity)
 
     def register(self, accept_missing: Tuple[str, ...] = ()) -> None:
         """Install the handlers, keeping any connect/disconnect handler the host app had.
@@ -190,7 +197,8 @@ class RoomEvents:
             self.identities.connected(sid, identity)
         self.connected += 1
         self.metrics.record_connection("accepted")
-        self._start_background_tasks()
+        if self.on_connected is not None:
+            self.on_connected()
         recovered = self.resume.restore(sid, identity, auth) if self.resume else None
         logger.info("connect sid=%s addr=%s identity=%s%s", sid, address,
                     identity.name if identity else "-",
@@ -226,13 +234,13 @@ class RoomEvents:
         departures = self.registry.disconnect(sid)
         for departure in departures:
             if departure.was_typing:
-                self.announce(protocol.STOP_TYPING, departure.pull_request_id,
+                self.broadcaster.announce(protocol.STOP_TYPING, departure.pull_request_id,
                               departure.username, skip_sid=sid)
         held = kept is not None and self.resume is not None and \
             self.resume.hold_departures(kept, departures)
         if not held:
             for departure in departures:
-                self.presence_left(departure.pull_request_id, departure.username,
+                self.broadcaster.presence_left(departure.pull_request_id, departure.username,
                                    skip_sid=sid)
         logger.info("disconnect sid=%s identity=%s reason=%s rooms=%s", sid,
                     identity.name if identity else "-", reason or "-",
@@ -316,10 +324,10 @@ class RoomEvents:
                 logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
                 first, members = False, [username]
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
-            self.to_socket(sid, protocol.MEMBERS,
-                            {"pullRequestId": pull_request_id, "members": members})
-            if first and not self.announce(protocol.USER_JOINED, pull_request_id, username,
-                                            skip_sid=sid):
+            self.broadcaster.to_socket(sid, protocol.MEMBERS,
+                                       {"pullRequestId": pull_request_id, "members": members})
+            if first and not self.broadcaster.announce(protocol.USER_JOINED, pull_request_id,
+                                                       username, skip_sid=sid):
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
         return reply
 
@@ -333,8 +341,8 @@ class RoomEvents:
         if self.resume:
             self.resume.left(sid, pull_request_id)
         if departure.was_typing:
-            self.announce(protocol.STOP_TYPING, pull_request_id, departure.username)
-        self.presence_left(pull_request_id, departure.username)
+            self.broadcaster.announce(protocol.STOP_TYPING, pull_request_id, departure.username)
+        self.broadcaster.presence_left(pull_request_id, departure.username)
         logger.info("leave sid=%s user=%s pr=%s", sid, departure.username, pull_request_id)
         return ok(pullRequestId=pull_request_id, room=room_name(pull_request_id))
 
@@ -354,7 +362,7 @@ class RoomEvents:
                 return original
         if self.registry.stop_typing(sid, pull_request_id):
             # a sent message ends that user's typing indicator for the others
-            self.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
+            self.broadcaster.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
         message = chat_message(self.message_ids, pull_request_id, username, request.message)
         reply = ok(pullRequestId=pull_request_id, id=message["id"], sentAt=message["sentAt"])
         self.metrics.record_message()
@@ -367,8 +375,8 @@ class RoomEvents:
             return reply
         # With a clientMessageId the answer is stored in Redis (a wait of its own), so it is
         # made here, not from the publish's completion
-        return self._broadcast_then(protocol.MESSAGE, dict(message), pull_request_id, answer,
-                                    may_defer=client_id is None)
+        return self.broadcaster.broadcast_then(protocol.MESSAGE, dict(message), pull_request_id,
+                                               answer, may_defer=client_id is None)
 
     def post(self, request: Any) -> ChatMessage:
         """A message from outside any socket (bots, the HTTP API); no membership needed.
@@ -377,7 +385,8 @@ class RoomEvents:
         """
         payload = posted_message(self.message_ids, request, self.limits)
         self.metrics.record_message()
-        if not self._broadcast(protocol.MESSAGE, dict(payload), payload["pullRequestId"]):
+        if not self.broadcaster.broadcast(protocol.MESSAGE, dict(payload),
+                                          payload["pullRequestId"]):
             raise QueueUnavailable("delivered only on this server: the queue is unreachable")
         logger.info("post user=%s pr=%s", payload["username"], payload["pullRequestId"])
         return payload
@@ -388,7 +397,7 @@ class RoomEvents:
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         self.registry.start_typing(sid, pull_request_id)
-        self.announce(protocol.TYPING, pull_request_id, username, skip_sid=sid)
+        self.broadcaster.announce(protocol.TYPING, pull_request_id, username, skip_sid=sid)
         return ok(pullRequestId=pull_request_id, expiresIn=self.registry.typing_timeout)
 
     def stop_typing(self, sid: str, payload: Any) -> dict:
@@ -397,7 +406,7 @@ class RoomEvents:
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         if self.registry.stop_typing(sid, pull_request_id):
-            self.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
+            self.broadcaster.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
         return ok(pullRequestId=pull_request_id)
 
     def unknown_event(self, event: str, sid: str, *args: Any) -> Optional[dict]:
@@ -461,7 +470,7 @@ class RoomEvents:
         body = protocol.error_event(event, protocol.internal_error())
         sid = self.server.manager.sid_from_eio_sid(eio_sid, self.namespace)
         if sid is not None and not acked:
-            self.to_socket(sid, protocol.ERROR, body)
+            self.broadcaster.to_socket(sid, protocol.ERROR, body)
         return body
 
     def _protocol_violation(self, eio_sid: str, reason: str) -> None:
@@ -482,170 +491,9 @@ class RoomEvents:
             logger.info("refused %s sid=%s identity=%s pr=%s code=%s", event, sid,
                         self._name(sid), pull_request_id or "-", err.code)
         if not socketio_hooks.ack_requested():
-            self.to_socket(sid, protocol.ERROR,
-                            protocol.error_event(event, err, pull_request_id))
+            self.broadcaster.to_socket(sid, protocol.ERROR,
+                                       protocol.error_event(event, err, pull_request_id))
         return protocol.failure(err)
-
-    def announce(self, event: str, pull_request_id: int, username: str,
-                  skip_sid: Optional[str] = None) -> bool:
-        """Tell a room ``{pullRequestId, username}`` (typing, stop-typing, joined, left)."""
-        return self._broadcast(event, {"pullRequestId": pull_request_id,
-                                       "username": username},
-                               pull_request_id, skip_sid=skip_sid)
-
-    def _broadcast(self, event: str, data: dict, pull_request_id: int,
-                   skip_sid: Optional[str] = None) -> bool:
-        """Emit to a room on every process; False if only this process's members got it."""
-        reached: bool = self._broadcast_then(event, data, pull_request_id, bool,
-                                             may_defer=False, skip_sid=skip_sid)
-        return reached
-
-    def _broadcast_then(self, event: str, data: dict, pull_request_id: int,
-                        answer: Callable[[bool], Any], may_defer: bool,
-                        skip_sid: Optional[str] = None) -> Any:
-        """Emit to a room on every process and return ``answer(reached)``.
-
-        Clustered, the answer needs the publish's outcome: rather than hold this
-        connection's handler until its batch's reply (a wait and a wake-up per message),
-        the ack is sent from the reply itself when ``may_defer`` (``answer`` must then not
-        block).
-        """
-        ticket, recoverable = self._publish_to_room(event, data, pull_request_id, skip_sid)
-        if ticket is None or (not recoverable and socketio_hooks.answer_unread()):
-            # one process; or the client asked for no ack, so nobody would read the answer
-            return answer(True)
-        if may_defer:
-            deferred = _AnswerOnReply(self, ticket, recoverable, answer,
-                                      (event, data, pull_request_id, skip_sid))
-            later = socketio_hooks.answer_later(self.server, deferred.start)
-            if later is not None:
-                return later
-        return answer(self.reached(ticket, recoverable, event, data, pull_request_id,
-                                    skip_sid))
-
-    def _publish_to_room(self, event: str, data: dict, pull_request_id: int,
-                         skip_sid: Optional[str]) -> Tuple[Optional[Ticket], bool]:
-        """Emit; the publish's ticket (None if nothing was published), and whether local
-        members get the broadcast only back from Redis (a recoverable one, clustered)."""
-        resume = self.resume
-        recoverable = resume is not None and resume.broadcast(event, data, pull_request_id,
-                                                              skip_sid)
-        if not recoverable:
-            self.server.emit(event, data, to=room_name(pull_request_id), skip_sid=skip_sid,
-                             namespace=self.namespace)
-        ticket = published_ticket(self.server)
-        return ticket, recoverable and resume is not None and resume.shared is not None
-
-    def reached(self, ticket: Ticket, recoverable: bool, event: str, data: dict,
-                 pull_request_id: int, skip_sid: Optional[str]) -> bool:
-        """Wait for the publish; if it did not reach Redis, a broadcast that local members
-        would have got back from Redis goes to them directly."""
-        try:
-            ticket.wait()
-            return True
-        except QueueUnavailable:
-            if recoverable:
-                self.server.emit(event, data, to=room_name(pull_request_id),
-                                 skip_sid=skip_sid, namespace=self.namespace,
-                                 ignore_queue=True)
-            return False
-
-    def to_socket(self, sid: str, event: str, data: dict) -> None:
-        """Send one event to one connection of this process (no trip through the queue)."""
-        self.server.emit(event, data, to=sid, namespace=self.namespace, ignore_queue=True)
-
-    def presence_left(self, pull_request_id: int, username: str,
-                      skip_sid: Optional[str] = None, quietly: bool = False) -> None:
-        """Count one socket of the user fewer in the room; tell the others if it was the
-        user's last (unless ``quietly``: the session came back on another process)."""
-        self._presence_changed(self.presence.remove, protocol.USER_LEFT, pull_request_id,
-                               username, skip_sid, quietly)
-
-    def presence_joined(self, sid: str, pull_request_id: int, username: str,
-                        quietly: bool = False) -> None:
-        """Count ``sid``'s user in the room; tell the others if it is the user's first
-        (unless ``quietly``: a restored session the others never heard leave)."""
-        self._presence_changed(self.presence.add, protocol.USER_JOINED, pull_request_id,
-                               username, sid, quietly)
-
-    def _presence_changed(self, change: Callable[[int, str], bool], event: str,
-                          pull_request_id: int, username: str, skip_sid: Optional[str],
-                          quietly: bool) -> None:
-        # ``change`` says whether the user's first socket came or last went: only then
-        # do the others hear of it.  A presence store that fails costs the announcement,
-        # never the join or leave itself.
-        try:
-            crossed = change(pull_request_id, username)
-        except Exception as exc:
-            logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
-            return
-        if crossed and not quietly:
-            self.announce(event, pull_request_id, username, skip_sid=skip_sid)
-
-    def announce_left(self, gone: Iterable[Left]) -> None:
-        """Tell rooms that users are gone: a vanished process's (presence reaper), or
-        removals that never reached Redis (presence repair)."""
-        self._announce_all(protocol.USER_LEFT, gone)
-
-    def announce_joined(self, back: Iterable[Joined]) -> None:
-        """Tell rooms that users announced as left while this process stalled are here
-        (presence repair after a reap)."""
-        self._announce_all(protocol.USER_JOINED, back)
-
-    def _announce_all(self, event: str, memberships: Iterable[Tuple[int, str]]) -> None:
-        # Every one is emitted before any publish is waited for: a wait lets the subscriber
-        # deliver other processes' news, and a stalled process's repair ("joined") must not
-        # reach a member between the reaper's "left"s.
-        sent = []
-        for pull_request_id, username in memberships:
-            if pull_request_id == CONNECTIONS:  # connection counts, not a room
-                continue
-            data = {"pullRequestId": pull_request_id, "username": username}
-            ticket, recoverable = self._publish_to_room(event, data, pull_request_id, None)
-            if ticket is not None:
-                sent.append((ticket, recoverable, data, pull_request_id))
-        for ticket, recoverable, data, pull_request_id in sent:
-            self.reached(ticket, recoverable, event, data, pull_request_id, None)
-
-    def _start_background_tasks(self) -> None:
-        # Started lazily: on the first connection we are surely inside the serving process
-        # (gunicorn forks after loading the app when preload is on).
-        if not self._sweeper_started:
-            self._sweeper_started = True
-            sweepers.start(self)
-
-
-class _AnswerOnReply:
-    """A clustered send's ack, answered from its publish's reply (``_broadcast_then``).
-
-    One small object per message in flight rather than nested closures: hundreds are alive
-    at any moment under load, and each closure's cells are more for the garbage collector
-    to look at."""
-
-    __slots__ = ("events", "ticket", "recoverable", "answer", "broadcast", "send")
-
-    def __init__(self, events: RoomEvents, ticket: Ticket, recoverable: bool,
-                 answer: Callable[[bool], Any], broadcast: Tuple[str, dict, int,
-                                                                 Optional[str]]) -> None:
-        self.events, self.ticket, self.recoverable = events, ticket, recoverable
-        self.answer, self.broadcast = answer, broadcast
-        self.send: Optional[socketio_hooks.SendAnswer] = None
-
-    def start(self, send: socketio_hooks.SendAnswer) -> None:
-        """The handler returned: answer with ``send`` once the reply is in."""
-        self.send = send
-        self.ticket.then(self.finish)
-
-    def finish(self, done: Ticket) -> None:
-        """The reply is in (or the publish failed): send the ack."""
-        assert self.send is not None
-        event = self.broadcast[0]
-        try:
-            body = self.answer(self.events.reached(done, self.recoverable, *self.broadcast))
-        except Exception:  # the client must hear back whatever went wrong
-            logger.exception("error answering %s", event)
-            body = protocol.failure(protocol.internal_error())
-        self.send(body)
 
 
 def _json_only(handler: Handler) -> Handler:

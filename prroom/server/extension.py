@@ -36,7 +36,7 @@ from prroom.core.rooms import RoomRegistry
 from prroom.diagnostics import gevent_traps, loop_monitor
 from prroom.diagnostics.loop_monitor import LoopMonitor
 from prroom.internals import host_server, packet_codec, seams, socketio_hooks, stacks
-from prroom.server import host_socketio
+from prroom.server import host_socketio, sweepers
 from prroom.server.api import api
 from prroom.server.events import Caps, RoomEvents
 from prroom.server.flask_commands import commands
@@ -110,7 +110,26 @@ class PRRoomState:
             socketio.server, registry=self.registry, identity=identity,
             limits=Limits.of(settings), limiter=socket_limiter(settings),
             caps=Caps.of(settings), presence=self.presence, metrics=self.metrics,
-            recovery=recovery_of(settings), recovery_store=recovery_store_of(settings))
+            recovery=recovery_of(settings), recovery_store=recovery_store_of(settings),
+            on_connected=self.start_background_tasks)
+        self._sweepers_started = False
+
+    def start_background_tasks(self) -> None:
+        """Start the server's sweepers, once (:mod:`prroom.server.sweepers`).
+
+        Called at each accepted connection, so only the first starts anything: on the first
+        connection we are surely inside the serving process (gunicorn forks after loading the
+        app when preload is on).
+        """
+        if self._sweepers_started:
+            return
+        self._sweepers_started = True
+        events = self.events
+        sweepers.start(self.socketio.server, events.broadcaster, self.registry, self.presence,
+                       events.caps.max_queued_packets, events.caps.max_queued_bytes,
+                       # anonymous connections never expire
+                       identities=events.identities if self.identity.authenticates else None,
+                       resume=events.resume)
 
     def queue_up(self) -> Optional[bool]:
         """None when not clustered; else whether the message queue and presence are up."""

@@ -1,0 +1,87 @@
+"""The library objects prroom touches, described by what prroom uses of them.
+
+python-socketio, python-engineio and gevent ship no type information: to mypy their
+objects are ``Any``, and a typo in a method name or a wrong argument would pass unseen.
+These :class:`~typing.Protocol` classes name the public surface prroom relies on (the
+private names are the seams' business, :mod:`prroom.internals.seams`), so the handlers, the
+broadcaster, recovery and the adapters are checked against it; the test doubles in
+``tests/`` implement the same protocols.
+"""
+from __future__ import annotations
+
+from typing import Any, Callable, Dict, Iterable, Optional, Protocol
+
+
+class EngineIOSocket(Protocol):
+    """python-engineio's ``Socket``: one Engine.IO connection."""
+
+    sid: str
+    closed: bool
+
+    def close(self, wait: bool = True, abort: bool = False,
+              reason: Optional[str] = None) -> None:
+        """Close the transport (``abort``: without a goodbye)."""
+
+
+class EngineIOServer(Protocol):
+    """python-engineio's ``Server``: the Engine.IO sessions under a Socket.IO server."""
+
+    sockets: Dict[str, Any]
+    handlers: Dict[str, Callable[..., Any]]
+    async_mode: str
+
+    def start_background_task(self, target: Callable[..., Any], *args: Any,
+                              **kwargs: Any) -> Any:
+        """Run ``target`` in a greenlet (or thread)."""
+
+    def sleep(self, seconds: float = 0) -> None:
+        """Sleep cooperatively."""
+
+
+class ClientManager(Protocol):
+    """python-socketio's client manager: who is connected, and in which rooms."""
+
+    def eio_sid_from_sid(self, sid: str, namespace: str) -> Optional[str]:
+        """The Engine.IO session of a Socket.IO connection (None if gone)."""
+
+    def sid_from_eio_sid(self, eio_sid: str, namespace: str) -> Optional[str]:
+        """The Socket.IO connection of an Engine.IO session on ``namespace``."""
+
+    def get_participants(self, namespace: str, room: Optional[str]) -> Iterable[Any]:
+        """The connections in ``room``."""
+
+
+class SocketIOServer(Protocol):
+    """python-socketio's ``Server``: the calls prroom makes on it."""
+
+    eio: Any  # EngineIOServer; Any so that test doubles need not carry every attribute
+    manager: Any  # ClientManager, or prroom's clustered manager with more methods
+    async_mode: str
+
+    def on(self, event: str, handler: Optional[Callable[..., Any]] = None,
+           namespace: Optional[str] = None) -> Any:
+        """Register ``handler`` for ``event`` on ``namespace``."""
+
+    def emit(self, event: str, data: Any = None, to: Optional[str] = None,
+             room: Optional[str] = None, skip_sid: Any = None,
+             namespace: Optional[str] = None, callback: Optional[Callable[..., Any]] = None,
+             ignore_queue: bool = False) -> None:
+        """Send ``event`` to a room or one connection, on every process unless
+        ``ignore_queue``."""
+
+    def enter_room(self, sid: str, room: str, namespace: Optional[str] = None) -> None:
+        """Put a connection in a room."""
+
+    def leave_room(self, sid: str, room: str, namespace: Optional[str] = None) -> None:
+        """Take a connection out of a room."""
+
+    def disconnect(self, sid: str, namespace: Optional[str] = None,
+                   ignore_queue: bool = False) -> None:
+        """Send a Socket.IO DISCONNECT to a connection."""
+
+    def start_background_task(self, target: Callable[..., Any], *args: Any,
+                              **kwargs: Any) -> Any:
+        """Run ``target`` in a greenlet (or thread)."""
+
+    def sleep(self, seconds: float = 0) -> None:
+        """Sleep cooperatively."""
