@@ -25,7 +25,10 @@ SUBSYSTEMS = ("internals", "cluster", "transport", "diagnostics")
 #: Underscore names that are public API: namedtuple's methods, Flask's documented proxy
 #: accessor.
 #: The longest a module may be.
-MAX_MODULE_LINES = 700
+MAX_MODULE_LINES = 450
+#: Modules still longer, each held at its length (a ratchet): being optimised on other
+#: branches when the rest was split, they are split after those are merged.
+LONGER_FOR_NOW = {"cluster/channels.py": 580, "cluster/managers.py": 520}
 PUBLIC_UNDERSCORE = {"_replace", "_asdict", "_fields", "_make", "_get_current_object"}
 
 
@@ -107,8 +110,8 @@ def test_the_rule_above_sees_a_reach(tmp_path):
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_each_module_reads_in_one_sitting(path):
-    # a ratchet: lowered as the largest modules are split, towards 450
-    assert len(path.read_text().splitlines()) <= MAX_MODULE_LINES, \
+    limit = LONGER_FOR_NOW.get(f"{path.parent.name}/{path.name}", MAX_MODULE_LINES)
+    assert len(path.read_text().splitlines()) <= limit, \
         f"{path.name}: split it by what its parts are"
 
 
