@@ -65,8 +65,8 @@ class Settings:
     auth_mode: str
     secret_key: Optional[str]
     token_max_age: float
-    authenticate: Optional[Callable]
-    can_join: Optional[Callable]
+    authenticate: Optional[Callable[..., Any]]
+    can_join: Optional[Callable[..., Any]]
     message_rate: float
     message_burst: int
     typing_rate: float
@@ -150,7 +150,7 @@ def _raw(environ: Mapping[str, str], key: str) -> Optional[str]:
     return raw
 
 
-def server_settings(environ: Optional[Mapping[str, str]] = None) -> dict:
+def server_settings(environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """Every SERVER_SETTINGS key, lower-cased without the prefix: environment or default."""
     environ = os.environ if environ is None else environ
     values = {}
@@ -160,7 +160,7 @@ def server_settings(environ: Optional[Mapping[str, str]] = None) -> dict:
     return values
 
 
-def from_environ(environ: Optional[Mapping[str, str]] = None) -> dict:
+def from_environ(environ: Optional[Mapping[str, str]] = None) -> Dict[str, Any]:
     """Return the ``PRROOM_*`` settings present in ``environ`` (default ``os.environ``), parsed."""
     environ = os.environ if environ is None else environ
     return {key: SETTINGS_BY_KEY[key].coerce(environ[key])

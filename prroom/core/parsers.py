@@ -12,7 +12,7 @@ import ipaddress
 import math
 import os
 import re
-from typing import Any, Callable, FrozenSet, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, FrozenSet, NamedTuple, Optional, Tuple
 
 
 class ConfigError(ValueError):
@@ -103,7 +103,7 @@ def parse_post_tokens(raw: Any) -> Optional[Tuple[PostToken, ...]]:
     return tuple(entries) or None
 
 
-def check_post_tokens(values: dict) -> None:
+def check_post_tokens(values: Dict[str, Any]) -> None:
     entries = values["post_tokens"] or ()
     for number, entry in enumerate(entries, 1):
         where = f"PRROOM_POST_TOKENS: entry {number} of {len(entries)}"
@@ -197,10 +197,11 @@ def parse_queue_url(raw: Any) -> str:
     return value
 
 
-def parse_callable(raw: Any) -> Optional[Callable]:
+def parse_callable(raw: Any) -> Optional[Callable[..., Any]]:
     """A callable, or an import path ``"package.module:name"`` naming one."""
     if raw is None or callable(raw):
-        return raw
+        given: Optional[Callable[..., Any]] = raw
+        return given
     if not isinstance(raw, str) or ":" not in raw:
         raise ValueError("expected a callable or 'module:name'")
     module_name, _, attribute = raw.partition(":")
@@ -212,7 +213,8 @@ def parse_callable(raw: Any) -> Optional[Callable]:
         raise ValueError(f"cannot import {raw}: {exc}") from None
     if not callable(value):
         raise ValueError(f"{raw} is not callable")
-    return value
+    named: Callable[..., Any] = value
+    return named
 
 
 # The official CDN build of socket.io-client, pinned, with its Subresource Integrity hash
@@ -235,7 +237,7 @@ def check_origins(origins: Optional[Tuple[str, ...]], auth_mode: str) -> None:
                           "(cookie-based): expected the allowed origins listed instead")
 
 
-def check_socketio_client(values: dict) -> None:
+def check_socketio_client(values: Dict[str, Any]) -> None:
     """Validate the chat page's socket.io-client settings; make the local file's path absolute."""
     url = values["socketio_client_url"].strip()
     if not url.startswith(("https://", "http://", "//", "/")):

@@ -23,21 +23,19 @@ from __future__ import annotations
 
 import contextvars
 import logging
-from typing import Any, Callable, Collection, Dict, Iterable, Optional
+from typing import Any, Callable, Collection, Dict, Iterable, List, Optional
 
 from socketio import packet as _sio_packet
 
 from prroom.diagnostics import loop_monitor
 from prroom.internals import packet_codec
-from prroom.internals.sockets import (  # noqa: F401 - re-exported
-    can_find_slow_consumers,
-    close_replaced,
-    close_transport,
-    connected_eio_sids,
-    eio_packet_sender,
-    overfull_sockets,
-    refuse_new_connections,
-)
+from prroom.internals.sockets import can_find_slow_consumers as can_find_slow_consumers
+from prroom.internals.sockets import close_replaced as close_replaced
+from prroom.internals.sockets import close_transport as close_transport
+from prroom.internals.sockets import connected_eio_sids as connected_eio_sids
+from prroom.internals.sockets import eio_packet_sender as eio_packet_sender
+from prroom.internals.sockets import overfull_sockets as overfull_sockets
+from prroom.internals.sockets import refuse_new_connections as refuse_new_connections
 from prroom.transport import event_path
 from prroom.transport import writes as websocket_writes
 
@@ -54,11 +52,11 @@ RESERVED_EVENT_NAMES = frozenset({"connect", "disconnect", "*"})
 #: (its ``maxAttachments``); python-socketio would wait for (and hold) as many as claimed.
 DEFAULT_MAX_ATTACHMENTS = 10
 
-_ack_requested: contextvars.ContextVar = contextvars.ContextVar("prroom_ack_requested",
-                                                               default=None)
+_ack_requested: "contextvars.ContextVar[Optional[bool]]" = contextvars.ContextVar(
+    "prroom_ack_requested", default=None)
 #: Set by :func:`answer_later` during a handler: who will produce the ack, and when.
-_answer_later: contextvars.ContextVar = contextvars.ContextVar("prroom_answer_later",
-                                                              default=None)
+_answer_later: "contextvars.ContextVar[Any]" = contextvars.ContextVar("prroom_answer_later",
+                                                                     default=None)
 #: Answer senders take the ack's body.
 SendAnswer = Callable[[Any], None]
 
@@ -86,7 +84,7 @@ def track_ack_requests(server: Any, namespace: str = "/",
     if getattr(original, "_prroom_wrapped", False):
         return True
 
-    def handle_event_internal(server_: Any, sid: str, eio_sid: str, data: list,
+    def handle_event_internal(server_: Any, sid: str, eio_sid: str, data: List[Any],
                               namespace_: str, id: Optional[int]) -> Any:
         name = data[0] if data else None
         if namespace_ == namespace:
@@ -216,7 +214,7 @@ BINARY_PAYLOAD = BinaryPayload()
 _ACK, _BINARY_EVENT = 3, 5
 
 
-def _handled_by(server: Any, namespace: str, event: Any, handlers: Collection) -> bool:
+def _handled_by(server: Any, namespace: str, event: Any, handlers: Collection[Any]) -> bool:
     """Whether ``event`` on ``namespace`` would be dispatched to one of ``handlers``."""
     if not isinstance(event, str) or event in RESERVED_EVENT_NAMES:
         return True  # renamed for prroom's catch-all (see track_ack_requests)
@@ -229,7 +227,7 @@ def _handled_by(server: Any, namespace: str, event: Any, handlers: Collection) -
     return handler is not None and handler in handlers
 
 
-def _class_method(server: Any, namespace: str, event: str) -> Optional[Callable]:
+def _class_method(server: Any, namespace: str, event: str) -> Optional[Callable[..., Any]]:
     """The host's class-based namespace handler's ``on_<event>``, if it has one."""
     handler = getattr(server, "namespace_handlers", {}).get(namespace)
     if handler is None or not isinstance(event, str):
@@ -276,7 +274,7 @@ def _refuse_binary(pkt: Any) -> None:
     """
     reconstruct = pkt.reconstruct_binary
 
-    def refusing_reconstruct(data: list, attachments: list) -> list:
+    def refusing_reconstruct(data: List[Any], attachments: List[Any]) -> List[Any]:
         reconstruct(data, attachments)
         return [data[0], BINARY_PAYLOAD]
 
@@ -284,7 +282,7 @@ def _refuse_binary(pkt: Any) -> None:
 
 
 def guard_packets(server: Any, on_violation: Callable[[str, str], None], namespace: str = "/",
-                  handlers: Collection = (), max_attachments: int = DEFAULT_MAX_ATTACHMENTS
+                  handlers: Collection[Any] = (), max_attachments: int = DEFAULT_MAX_ATTACHMENTS
                   ) -> bool:
     """Close connections that send undecodable Socket.IO packets; bound binary packets.
 
@@ -404,14 +402,15 @@ def accelerate_gevent_websocket() -> bool:
         return True
 
     def mask_payload(self: Any, payload: Any) -> bytes:
-        return XorMaskerSimple(self.mask).process(bytes(payload))
+        unmasked: bytes = XorMaskerSimple(self.mask).process(bytes(payload))
+        return unmasked
 
     vars(mask_payload)["_prroom_wrapped"] = True
     Header.mask_payload = Header.unmask_payload = mask_payload
     return True
 
 
-def registered_handlers(server: Any, namespace: str) -> Dict[str, Callable]:
+def registered_handlers(server: Any, namespace: str) -> Dict[str, Callable[..., Any]]:
     """The handlers already registered on ``server`` for ``namespace`` (the host app's).
 
     python-socketio keeps them in ``server.handlers[namespace]`` and offers no accessor;

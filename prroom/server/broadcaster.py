@@ -17,7 +17,7 @@ Two seams for clustered mode, where an ack must say whether the broadcast reache
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Iterable, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from prroom.cluster.managers import QueueUnavailable, Ticket, published_ticket
 from prroom.core import protocol
@@ -48,14 +48,14 @@ class Broadcaster:
                                       "username": username},
                               pull_request_id, skip_sid=skip_sid)
 
-    def broadcast(self, event: str, data: dict, pull_request_id: int,
+    def broadcast(self, event: str, data: Dict[str, Any], pull_request_id: int,
                   skip_sid: Optional[str] = None) -> bool:
         """Emit to a room on every process; False if only this process's members got it."""
         reached: bool = self.broadcast_then(event, data, pull_request_id, bool,
                                             may_defer=False, skip_sid=skip_sid)
         return reached
 
-    def broadcast_then(self, event: str, data: dict, pull_request_id: int,
+    def broadcast_then(self, event: str, data: Dict[str, Any], pull_request_id: int,
                        answer: Callable[[bool], Any], may_defer: bool,
                        skip_sid: Optional[str] = None) -> Any:
         """Emit to a room on every process and return ``answer(reached)``.
@@ -78,7 +78,7 @@ class Broadcaster:
         return answer(self.reached(ticket, recoverable, event, data, pull_request_id,
                                    skip_sid))
 
-    def publish_to_room(self, event: str, data: dict, pull_request_id: int,
+    def publish_to_room(self, event: str, data: Dict[str, Any], pull_request_id: int,
                         skip_sid: Optional[str]) -> Tuple[Optional[Ticket], bool]:
         """Emit; the publish's ticket (None if nothing was published), and whether local
         members get the broadcast only back from Redis (a recoverable one, clustered)."""
@@ -91,7 +91,7 @@ class Broadcaster:
         ticket = published_ticket(self.server)
         return ticket, recoverable and numbered is not None and numbered.shared is not None
 
-    def reached(self, ticket: Ticket, recoverable: bool, event: str, data: dict,
+    def reached(self, ticket: Ticket, recoverable: bool, event: str, data: Dict[str, Any],
                 pull_request_id: int, skip_sid: Optional[str]) -> bool:
         """Wait for the publish; if it did not reach Redis, a broadcast that local members
         would have got back from Redis goes to them directly."""
@@ -173,7 +173,7 @@ class _AnswerOnReply:
     __slots__ = ("broadcaster", "ticket", "recoverable", "answer", "broadcast", "send")
 
     def __init__(self, broadcaster: Broadcaster, ticket: Ticket, recoverable: bool,
-                 answer: Callable[[bool], Any], broadcast: Tuple[str, dict, int,
+                 answer: Callable[[bool], Any], broadcast: Tuple[str, Dict[str, Any], int,
                                                                  Optional[str]]) -> None:
         self.broadcaster, self.ticket, self.recoverable = broadcaster, ticket, recoverable
         self.answer, self.broadcast = answer, broadcast

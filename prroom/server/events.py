@@ -38,7 +38,7 @@ from prroom.server.identities import IdentityControl
 from prroom.server.lifecycle import Caps, ConnectionLifecycle
 from prroom.server.metrics import Metrics
 from prroom.server.recoverable import RecoverableBroadcasts
-from prroom.server.recovery import (  # noqa: F401 - re-exported
+from prroom.server.recovery import (
     RECOVERABLE_EVENTS,
     RECOVERABLE_REASONS,
     SESSION_EVENT,
@@ -47,9 +47,12 @@ from prroom.server.recovery import (  # noqa: F401 - re-exported
     SessionRecovery,
 )
 
+__all__ = ["RoomEvents", "Caps", "RATE_KIND", "RECOVERABLE_EVENTS", "RECOVERABLE_REASONS",
+           "SESSION_EVENT", "SHUTDOWN_REASON", "Recovery", "SessionRecovery"]
+
 logger = logging.getLogger("prroom")
 
-Handler = Callable[[str, Any], dict]
+Handler = Callable[[str, Any], Dict[str, Any]]
 
 #: Which rate-limit bucket each client event spends.
 RATE_KIND = {protocol.JOIN: "room", protocol.LEAVE: "room", protocol.SEND_MESSAGE: "message",
@@ -122,9 +125,9 @@ class RoomEvents(ConnectionLifecycle):
         seam("ack-tracking", lambda: socketio_hooks.track_ack_requests(
             server, ns, self._handler_failed))
         existing = socketio_hooks.registered_handlers(self.server, ns)
-        mine: List[Callable] = []
+        mine: List[Callable[..., Any]] = []
 
-        def on(event: str, handler: Callable) -> None:
+        def on(event: str, handler: Callable[..., Any]) -> None:
             self.server.on(event, handler, ns)
             mine.append(handler)
 
@@ -156,7 +159,7 @@ class RoomEvents(ConnectionLifecycle):
 
     # -- client events ----------------------------------------------------------------
 
-    def join(self, sid: str, payload: Any) -> dict:
+    def join(self, sid: str, payload: Any) -> Dict[str, Any]:
         """``join-pr-room``: enter ``pr:{id}`` under the name the identity policy allows."""
         identity = self.identified.get(sid)
         request = protocol.parse_room_request(payload, self.limits, identity is None)
@@ -193,7 +196,7 @@ class RoomEvents(ConnectionLifecycle):
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
         return reply
 
-    def leave(self, sid: str, payload: Any) -> dict:
+    def leave(self, sid: str, payload: Any) -> Dict[str, Any]:
         """``leave-pr-room``: leave one room; the socket's other rooms are untouched."""
         request = protocol.parse_room_request(payload, self.limits, sid not in self.identified)
         pull_request_id = request.pull_request_id
@@ -208,7 +211,7 @@ class RoomEvents(ConnectionLifecycle):
         logger.info("leave sid=%s user=%s pr=%s", sid, departure.username, pull_request_id)
         return ok(pullRequestId=pull_request_id, room=room_name(pull_request_id))
 
-    def send_message(self, sid: str, payload: Any) -> dict:
+    def send_message(self, sid: str, payload: Any) -> Dict[str, Any]:
         """``send-message-to-pr-room``: everyone in the room, sender included, gets it."""
         request = protocol.parse_message_request(payload, self.limits,
                                                  sid not in self.identified)
@@ -229,7 +232,7 @@ class RoomEvents(ConnectionLifecycle):
         reply = ok(pullRequestId=pull_request_id, id=message["id"], sentAt=message["sentAt"])
         self.metrics.record_message()
 
-        def answer(reached: bool) -> dict:
+        def answer(reached: bool) -> Dict[str, Any]:
             if not reached:
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
             if client_id is not None and resume is not None:
@@ -237,8 +240,10 @@ class RoomEvents(ConnectionLifecycle):
             return reply
         # With a clientMessageId the answer is stored in Redis (a wait of its own), so it is
         # made here, not from the publish's completion
-        return self.broadcaster.broadcast_then(protocol.MESSAGE, dict(message), pull_request_id,
-                                               answer, may_defer=client_id is None)
+        body: Dict[str, Any] = self.broadcaster.broadcast_then(
+            protocol.MESSAGE, dict(message), pull_request_id, answer,
+            may_defer=client_id is None)
+        return body
 
     def post(self, request: Any) -> ChatMessage:
         """A message from outside any socket (bots, the HTTP API); no membership needed.
@@ -253,7 +258,7 @@ class RoomEvents(ConnectionLifecycle):
         logger.info("post user=%s pr=%s", payload["username"], payload["pullRequestId"])
         return payload
 
-    def typing(self, sid: str, payload: Any) -> dict:
+    def typing(self, sid: str, payload: Any) -> Dict[str, Any]:
         """``typing``: the other members see the user typing until stop or expiry."""
         request = protocol.parse_room_request(payload, self.limits, sid not in self.identified)
         pull_request_id = request.pull_request_id
@@ -262,7 +267,7 @@ class RoomEvents(ConnectionLifecycle):
         self.broadcaster.announce(protocol.TYPING, pull_request_id, username, skip_sid=sid)
         return ok(pullRequestId=pull_request_id, expiresIn=self.registry.typing_timeout)
 
-    def stop_typing(self, sid: str, payload: Any) -> dict:
+    def stop_typing(self, sid: str, payload: Any) -> Dict[str, Any]:
         """``stop-typing``: the others are told, if they had been told the user was typing."""
         request = protocol.parse_room_request(payload, self.limits, sid not in self.identified)
         pull_request_id = request.pull_request_id
@@ -271,7 +276,7 @@ class RoomEvents(ConnectionLifecycle):
             self.broadcaster.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
         return ok(pullRequestId=pull_request_id)
 
-    def unknown_event(self, event: str, sid: str, *args: Any) -> Optional[dict]:
+    def unknown_event(self, event: str, sid: str, *args: Any) -> Optional[Dict[str, Any]]:
         """Any event prroom does not handle gets ``unknown-event`` (catch-all handler)."""
         payload = args[0] if args else None
         try:
@@ -285,11 +290,11 @@ class RoomEvents(ConnectionLifecycle):
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _guarded(self, event: str, handler: Handler) -> Callable[..., Optional[dict]]:
+    def _guarded(self, event: str, handler: Handler) -> Callable[..., Optional[Dict[str, Any]]]:
         """Wrap a handler: refusals and bugs become error replies, never a dropped socket."""
         kind = RATE_KIND[event]
 
-        def guarded(sid: str, payload: Any = None, *_ignored: Any) -> Optional[dict]:
+        def guarded(sid: str, payload: Any = None, *_ignored: Any) -> Optional[Dict[str, Any]]:
             started = time.perf_counter()
             outcome = "ok"
             try:
@@ -323,7 +328,7 @@ class RoomEvents(ConnectionLifecycle):
             raise
 
     def _handler_failed(self, eio_sid: str, event: str, error: BaseException,
-                        acked: bool) -> dict:
+                        acked: bool) -> Dict[str, Any]:
         """A handler raised (the host's: prroom's own catch their errors): log it with its
         traceback and tell the client (in the ack it asked for, else as ``pr-room-error``
         with ``internal-error``); its connection stays."""
@@ -343,7 +348,7 @@ class RoomEvents(ConnectionLifecycle):
         identity = self.identified.get(sid)
         return identity.name if identity else "-"
 
-    def _refuse(self, sid: str, event: str, err: ProtocolError, payload: Any) -> dict:
+    def _refuse(self, sid: str, event: str, err: ProtocolError, payload: Any) -> Dict[str, Any]:
         """Answer a refused request by ack if one was asked for, else by ``pr-room-error``."""
         pull_request_id = payload.get("pullRequestId") if isinstance(payload, dict) else None
         if type(pull_request_id) is not int:
@@ -360,7 +365,7 @@ class RoomEvents(ConnectionLifecycle):
 
 def _json_only(handler: Handler) -> Handler:
     """Refuse a payload that came with binary attachments (prroom's events are JSON)."""
-    def handle(sid: str, payload: Any) -> dict:
+    def handle(sid: str, payload: Any) -> Dict[str, Any]:
         if payload is socketio_hooks.BINARY_PAYLOAD:
             raise ProtocolError(ErrorCode.BINARY_PAYLOAD,
                                 "prroom's events take JSON only; send no binary data "
@@ -370,7 +375,7 @@ def _json_only(handler: Handler) -> Handler:
     return handle
 
 
-def _chain(first: Optional[Callable], then: Callable) -> Callable:
+def _chain(first: Optional[Callable[..., Any]], then: Callable[..., Any]) -> Callable[..., Any]:
     """Run a host app's existing lifecycle handler before prroom's; a refusal stops there."""
     if first is None:
         return then

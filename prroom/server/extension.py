@@ -38,14 +38,14 @@ from prroom.server.events import RoomEvents
 from prroom.server.flask_commands import commands
 from prroom.server.metrics import Metrics
 from prroom.server.ops import metrics_view, ops
-from prroom.server.startup import (  # noqa: F401 - re-exported
+from prroom.server.startup import (
     accepted_missing,
     install_speed_seams,
     label_requests,
     resolve_async_mode,
     watch_the_event_loop,
 )
-from prroom.server.state import (  # noqa: F401 - re-exported
+from prroom.server.state import (
     Disconnected,
     PRRoomState,
     recovery_of,
@@ -54,6 +54,10 @@ from prroom.server.state import (  # noqa: F401 - re-exported
     socket_limiter,
 )
 from prroom.server.web import blueprint
+
+__all__ = ["PRRoom", "PRRoomState", "Disconnected", "resolve_async_mode", "recovery_of",
+           "recovery_store_of", "socket_limiter", "secret_key", "accepted_missing",
+           "install_speed_seams", "label_requests", "watch_the_event_loop"]
 
 logger = logging.getLogger("prroom")
 

@@ -94,7 +94,7 @@ class IdentityControl:
         if count is None:
             return local
         try:
-            total = count(name, 1)
+            total: int = count(name, 1)
             if total > self.max_connections:
                 count(name, -1)
         except Exception as exc:
@@ -142,7 +142,7 @@ class IdentityControl:
             ticket.wait()
         return int(closed or 0), ticket is not None
 
-    def _on_command(self, args: dict) -> int:
+    def _on_command(self, args: Dict[str, Any]) -> int:
         name, at = args.get("name"), args.get("at")
         if not isinstance(name, str) or not isinstance(at, (int, float)):
             logger.warning("ignored a malformed %s command", DISCONNECT_IDENTITY)

@@ -71,7 +71,7 @@ class ConnectionLifecycle:
     connected: int
     stopping: bool
 
-    def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
+    def on_connect(self, sid: str, environ: Dict[str, Any], auth: Any = None) -> None:
         """Identify the connection; refuse it (``connect_error``) if it may not connect."""
         address = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR")
         try:

@@ -10,7 +10,7 @@ session: both hold this one object, neither holds the other.
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 from prroom.cluster.recovery_store import PUBLISH_SCRIPT, RedisRecoveryStore
 from prroom.core import protocol
@@ -39,7 +39,7 @@ class RecoverableBroadcasts:
             self.manager = server.manager
             self.manager.enable_recovery(PUBLISH_SCRIPT, self._publish_args, self._stream_of)
 
-    def broadcast(self, event: str, data: dict, pull_request_id: int,
+    def broadcast(self, event: str, data: Dict[str, Any], pull_request_id: int,
                   skip_sid: Optional[str]) -> bool:
         """Emit a room broadcast with its offset if ``event`` is recoverable; False if it
         is not (the caller emits it as usual)."""

@@ -116,7 +116,7 @@ class SessionRecovery(PresenceGrace):
 
     # -- what the event handlers ask --------------------------------------------------
 
-    def connect_reply(self, namespace: str, sid: str) -> Optional[dict]:
+    def connect_reply(self, namespace: str, sid: str) -> Optional[Dict[str, Any]]:
         """The ``pid`` next to ``sid`` in the CONNECT reply (connects.fix_connects)."""
         if namespace != self.namespace or sid not in self._pids:
             return None
@@ -144,7 +144,7 @@ class SessionRecovery(PresenceGrace):
         if rooms is not None:
             rooms.pop(pull_request_id, None)
 
-    def client_message_id(self, payload: dict) -> Optional[str]:
+    def client_message_id(self, payload: Dict[str, Any]) -> Optional[str]:
         """``clientMessageId`` of a send (validated), if it has one."""
         if "clientMessageId" not in payload:
             return None
@@ -157,7 +157,7 @@ class SessionRecovery(PresenceGrace):
         return value
 
     def sent_before(self, sender: str, pull_request_id: int, client_id: str
-                    ) -> Optional[dict]:
+                    ) -> Optional[Dict[str, Any]]:
         """The ack of an earlier send with this ``clientMessageId`` within the window (on
         any process, clustered), or None."""
         if self.shared is None:
@@ -169,7 +169,7 @@ class SessionRecovery(PresenceGrace):
             return self.sent.get(sender, pull_request_id, client_id)
 
     def remember_sent(self, sender: str, pull_request_id: int, client_id: str,
-                      ack: dict) -> None:
+                      ack: Dict[str, Any]) -> None:
         """Remember a send's ack under its ``clientMessageId`` for the window."""
         self.sent.put(sender, pull_request_id, client_id, ack)
         if self.shared is not None:
@@ -288,7 +288,7 @@ class SessionRecovery(PresenceGrace):
             return None
 
     def _missed_in_cluster(self, session: Session, rooms: Dict[int, str], after: int,
-                           taps: List[List[dict]]) -> Optional[List[BufferedPacket]]:
+                           taps: List[List[Dict[str, Any]]]) -> Optional[List[BufferedPacket]]:
         """What Redis kept for the session, plus what arrived while it was read."""
         assert self.shared is not None
         try:

@@ -21,7 +21,8 @@ from prroom.core.rooms import RoomRegistry
 from prroom.diagnostics.loop_monitor import LoopMonitor
 from prroom.internals import seams
 from prroom.server import sweepers
-from prroom.server.events import Caps, RoomEvents
+from prroom.server.events import RoomEvents
+from prroom.server.lifecycle import Caps
 from prroom.server.metrics import Metrics
 from prroom.server.recovery import Recovery
 
