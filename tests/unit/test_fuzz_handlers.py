@@ -329,7 +329,7 @@ class HandlerMachine(RuleBasedStateMachine):
         # and some rooms already shared: alice with two tabs, carol in two rooms
         for slot, pull_request_id, name in [(0, 1, "alice"), (1, 1, "alice"), (2, 1, None),
                                             (2, 2, None), (3, 2, None)]:
-            payload = {"pullRequestId": pull_request_id}
+            payload: Dict[str, Any] = {"pullRequestId": pull_request_id}
             if name:
                 payload["username"] = name
             self.send_event(slot, protocol.JOIN, (payload,), ack=True)
@@ -407,6 +407,7 @@ class HandlerMachine(RuleBasedStateMachine):
             return
         slot = data.draw(st.sampled_from(members), label="slot")
         sid = self.sids[slot]
+        assert sid is not None
         pull_request_id = data.draw(st.sampled_from(sorted(self.model[sid])), label="room")
         payload: Dict[str, Any] = {"pullRequestId": pull_request_id}
         if named or self.identity_of[sid] is None:
@@ -470,8 +471,9 @@ class HandlerMachine(RuleBasedStateMachine):
             assert result["username"] == expected
             assert result["room"] == protocol.room_name(pull_request_id)
             assert names.get(pull_request_id, expected) == expected  # joined again: same name
-            if self.scope_of[sid] is not None:
-                assert pull_request_id in self.scope_of[sid]
+            scope = self.scope_of[sid]
+            if scope is not None:
+                assert pull_request_id in scope
             if pull_request_id in names:  # joined again: nothing happens, nobody is told
                 assert emitted == []
             else:
@@ -562,8 +564,9 @@ class HandlerMachine(RuleBasedStateMachine):
         assert self.events.connected == len(connected)
         counts: Dict[str, int] = {}
         for sid in connected:
-            if self.identity_of[sid] is not None:
-                counts[self.identity_of[sid]] = counts.get(self.identity_of[sid], 0) + 1
+            name = self.identity_of[sid]
+            if name is not None:
+                counts[name] = counts.get(name, 0) + 1
         assert self.events._connections_of == counts
         assert all(count <= MAX_CONNECTIONS for count in counts.values())
 

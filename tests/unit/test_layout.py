@@ -33,7 +33,7 @@ PUBLIC_UNDERSCORE = {"_replace", "_asdict", "_fields", "_make", "_get_current_ob
 
 
 def imports_of(path: Path) -> Set[str]:
-    names = set()
+    names: Set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
@@ -127,7 +127,7 @@ def import_graph(package: Path) -> Dict[str, Set[str]]:
     paths = {module_name(path, package): path for path in package.rglob("*.py")}
     graph: Dict[str, Set[str]] = {}
     for name, path in paths.items():
-        targets = set()
+        targets: Set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.Import):
                 targets.update(alias.name for alias in node.names)
