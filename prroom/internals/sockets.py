@@ -15,8 +15,10 @@ from typing import Any, Callable, Iterable, List, Optional, Tuple
 
 from socketio import packet as _sio_packet
 
+from prroom.internals.types import SocketIOServer
 
-def can_find_slow_consumers(server: Any) -> bool:
+
+def can_find_slow_consumers(server: SocketIOServer) -> bool:
     """Whether :func:`overfull_sockets` and :func:`close_transport` work on ``server``:
     python-engineio keeps its sockets in a dict, each with a ``queue`` and
     ``close(abort=)``."""
@@ -30,7 +32,8 @@ def can_find_slow_consumers(server: Any) -> bool:
     return isinstance(sockets, dict) and takes_abort
 
 
-def overfull_sockets(server: Any, limit: int, max_bytes: Optional[int] = None) -> List[str]:
+def overfull_sockets(server: SocketIOServer, limit: int,
+                     max_bytes: Optional[int] = None) -> List[str]:
     """Engine.IO session ids whose outgoing queue holds more than ``limit`` packets, or
     more than ``max_bytes`` bytes (counted for queues that know it: prroom's direct
     WebSocket writes, :meth:`websocket_writes.WriterQueue.qbytes`)."""
@@ -57,7 +60,7 @@ def _overfull(items: Iterable[Tuple[str, Any]], limit: int,
     return found
 
 
-def connected_eio_sids(server: Any) -> List[str]:
+def connected_eio_sids(server: SocketIOServer) -> List[str]:
     """Engine.IO session ids of every connection of this process."""
     return list(getattr(server.eio, "sockets", {}))
 
@@ -70,7 +73,8 @@ def eio_packet_sender(server: Any) -> Callable[[str, Any], None]:
     return send
 
 
-def close_transport(server: Any, eio_sid: str, reason: Optional[str] = None) -> None:
+def close_transport(server: SocketIOServer, eio_sid: Optional[str],
+                    reason: Optional[str] = None) -> None:
     """Close one connection's transport, as a lost connection, without waiting on it.
 
     Packets already queued still go out first (the writer stops at the end of the queue),
@@ -79,7 +83,7 @@ def close_transport(server: Any, eio_sid: str, reason: Optional[str] = None) -> 
     ``reason``: the disconnect reason the handlers see (python-engineio's default is
     ``server disconnect``).
     """
-    sock = server.eio.sockets.get(eio_sid)
+    sock = server.eio.sockets.get(eio_sid) if eio_sid is not None else None
     if sock is None:
         return
     try:
@@ -105,7 +109,7 @@ def close_replaced(server: Any, eio_sid: str, namespace: str, reason: str) -> No
     sock.close(wait=False, abort=True, reason=reason)
 
 
-def refuse_new_connections(server: Any) -> None:
+def refuse_new_connections(server: SocketIOServer) -> None:
     """From now on, answer new Engine.IO handshakes 401, at the transport level.
 
     A refusal there is a failed transport, which every client retries with backoff

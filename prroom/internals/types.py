@@ -2,44 +2,42 @@
 
 python-socketio, python-engineio and gevent ship no type information: to mypy their
 objects are ``Any``, and a typo in a method name or a wrong argument would pass unseen.
-These :class:`~typing.Protocol` classes name the public surface prroom relies on (the
-private names are the seams' business, :mod:`prroom.internals.seams`), so the handlers, the
-broadcaster, recovery and the adapters are checked against it; the test doubles in
-``tests/`` implement the same protocols.
+These :class:`~typing.Protocol` classes name the public surface prroom relies on, so the
+handlers, the broadcaster, recovery, the sweepers and the adapters are checked against it;
+the test doubles in ``tests/`` implement the same protocols.  The private names the seams
+reach are not here: each is declared, and checked at start, in :mod:`prroom.internals.seams`
+(the functions that reach them take the library object untyped).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterable, Optional, Protocol
+from typing import Any, Callable, Dict, Mapping, Optional, Protocol
 
 
 class EngineIOSocket(Protocol):
-    """python-engineio's ``Socket``: one Engine.IO connection."""
+    """python-engineio's ``Socket``: one Engine.IO session."""
 
-    sid: str
     closed: bool
 
     def close(self, wait: bool = True, abort: bool = False,
               reason: Optional[str] = None) -> None:
-        """Close the transport (``abort``: without a goodbye)."""
+        """Close the transport (``abort``: drop it, without an Engine.IO CLOSE)."""
 
 
 class EngineIOServer(Protocol):
     """python-engineio's ``Server``: the Engine.IO sessions under a Socket.IO server."""
 
-    sockets: Dict[str, Any]
-    handlers: Dict[str, Callable[..., Any]]
-    async_mode: str
+    @property
+    def sockets(self) -> Mapping[str, Any]:
+        """The open sessions by id (:class:`EngineIOSocket`; a socket's ``queue`` is
+        python-engineio's, or prroom's direct writer)."""
 
-    def start_background_task(self, target: Callable[..., Any], *args: Any,
-                              **kwargs: Any) -> Any:
-        """Run ``target`` in a greenlet (or thread)."""
-
-    def sleep(self, seconds: float = 0) -> None:
-        """Sleep cooperatively."""
+    @property
+    def handlers(self) -> Dict[str, Callable[..., Any]]:
+        """Engine.IO event handlers (``connect``, ``message``, ``disconnect``)."""
 
 
 class ClientManager(Protocol):
-    """python-socketio's client manager: who is connected, and in which rooms."""
+    """python-socketio's client manager: which connection is which session."""
 
     def eio_sid_from_sid(self, sid: str, namespace: str) -> Optional[str]:
         """The Engine.IO session of a Socket.IO connection (None if gone)."""
@@ -47,16 +45,18 @@ class ClientManager(Protocol):
     def sid_from_eio_sid(self, eio_sid: str, namespace: str) -> Optional[str]:
         """The Socket.IO connection of an Engine.IO session on ``namespace``."""
 
-    def get_participants(self, namespace: str, room: Optional[str]) -> Iterable[Any]:
-        """The connections in ``room``."""
-
 
 class SocketIOServer(Protocol):
     """python-socketio's ``Server``: the calls prroom makes on it."""
 
-    eio: Any  # EngineIOServer; Any so that test doubles need not carry every attribute
-    manager: Any  # ClientManager, or prroom's clustered manager with more methods
-    async_mode: str
+    @property
+    def eio(self) -> EngineIOServer:
+        """The Engine.IO server under it."""
+
+    @property
+    def manager(self) -> ClientManager:
+        """Its client manager (prroom's clustered one has more to it: read that through
+        :mod:`prroom.server.recoverable` and :mod:`prroom.cluster.managers`)."""
 
     def on(self, event: str, handler: Optional[Callable[..., Any]] = None,
            namespace: Optional[str] = None) -> Any:

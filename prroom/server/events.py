@@ -33,6 +33,7 @@ from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
 from prroom.core.recovery import RoomBuffers
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import connects, engineio_hooks, seams, session_bounds, socketio_hooks
+from prroom.internals.types import SocketIOServer
 from prroom.server.broadcaster import Broadcaster
 from prroom.server.identities import IdentityControl
 from prroom.server.lifecycle import Caps, ConnectionLifecycle
@@ -62,7 +63,7 @@ RATE_KIND = {protocol.JOIN: "room", protocol.LEAVE: "room", protocol.SEND_MESSAG
 class RoomEvents(ConnectionLifecycle):
     """prroom's event handlers for one python-socketio server and namespace."""
 
-    def __init__(self, server: Any, *, registry: RoomRegistry, identity: IdentityPolicy,
+    def __init__(self, server: SocketIOServer, *, registry: RoomRegistry, identity: IdentityPolicy,
                  limiter: SocketLimiter, limits: Optional[Limits] = None,
                  caps: Optional[Caps] = None, presence: Optional[Presence] = None,
                  metrics: Optional[Metrics] = None, namespace: str = "/",

@@ -74,21 +74,32 @@ class _FakeTransport:
         self.server.closed_transports.append(self.eio_sid)
 
 
+class _FakeSockets(Dict[str, Any]):
+    """python-engineio's sessions by id: every id names a transport prroom may close."""
+
+    def __init__(self, server) -> None:
+        super().__init__()
+        self.server = server
+
+    def get(self, eio_sid, default=None):
+        return _FakeTransport(self.server, eio_sid)
+
+
 class _FakeEngine:
     """Just enough of python-engineio for prroom's compat layer: sockets to close."""
 
     def __init__(self, server) -> None:
         self.server = server
         self.handlers: Dict[str, Any] = {}
-        self.sockets = self
-
-    def get(self, eio_sid, default=None):
-        return _FakeTransport(self.server, eio_sid)
+        self.sockets = _FakeSockets(server)
 
 
 class _FakeManager:
     def eio_sid_from_sid(self, sid, namespace):
         return sid  # the fake uses one id for both
+
+    def sid_from_eio_sid(self, eio_sid, namespace):
+        return eio_sid
 
 
 class FakeServer:
@@ -109,7 +120,7 @@ class FakeServer:
         self.handlers.setdefault(namespace or NS, {})[event] = handler
 
     def emit(self, event, data=None, to=None, room=None, skip_sid=None, namespace=None,
-             callback=None, **_ignored):
+             callback=None, ignore_queue=False, **_ignored):
         self.emits.append({"event": event, "data": data, "to": to if to is not None else room,
                            "skip_sid": skip_sid, "namespace": namespace})
 
@@ -121,13 +132,13 @@ class FakeServer:
         if sid in self.rooms and not self.rooms[sid]:
             del self.rooms[sid]
 
-    def disconnect(self, sid, namespace=None, **_ignored):
+    def disconnect(self, sid, namespace=None, ignore_queue=False, **_ignored):
         self.disconnects.append((sid, namespace))
 
     def start_background_task(self, target, *args, **kwargs):
         self.tasks.append((target, args, kwargs))  # recorded, never run
 
-    def sleep(self, seconds):  # pragma: no cover - only the (never run) sweepers sleep
+    def sleep(self, seconds=0):  # pragma: no cover - only the (never run) sweepers sleep
         pass
 
     # python-socketio's per-event entry point, which prroom's compat layer wraps
