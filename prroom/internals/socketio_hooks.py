@@ -36,6 +36,7 @@ from prroom.internals.sockets import connected_eio_sids as connected_eio_sids
 from prroom.internals.sockets import eio_packet_sender as eio_packet_sender
 from prroom.internals.sockets import overfull_sockets as overfull_sockets
 from prroom.internals.sockets import refuse_new_connections as refuse_new_connections
+from prroom.internals.types import SocketIOServer
 from prroom.transport import event_path
 from prroom.transport import writes as websocket_writes
 
@@ -214,7 +215,8 @@ BINARY_PAYLOAD = BinaryPayload()
 _ACK, _BINARY_EVENT = 3, 5
 
 
-def _handled_by(server: Any, namespace: str, event: Any, handlers: Collection[Any]) -> bool:
+def _handled_by(server: SocketIOServer, namespace: str, event: Any,
+                handlers: Collection[Any]) -> bool:
     """Whether ``event`` on ``namespace`` would be dispatched to one of ``handlers``."""
     if not isinstance(event, str) or event in RESERVED_EVENT_NAMES:
         return True  # renamed for prroom's catch-all (see track_ack_requests)
@@ -227,7 +229,8 @@ def _handled_by(server: Any, namespace: str, event: Any, handlers: Collection[An
     return handler is not None and handler in handlers
 
 
-def _class_method(server: Any, namespace: str, event: str) -> Optional[Callable[..., Any]]:
+def _class_method(server: SocketIOServer, namespace: str,
+                  event: str) -> Optional[Callable[..., Any]]:
     """The host's class-based namespace handler's ``on_<event>``, if it has one."""
     handler = getattr(server, "namespace_handlers", {}).get(namespace)
     if handler is None or not isinstance(event, str):
@@ -235,7 +238,7 @@ def _class_method(server: Any, namespace: str, event: str) -> Optional[Callable[
     return getattr(handler, "on_" + event, None)
 
 
-def host_class_handler(server: Any, namespace: str, event: str) -> Callable[..., Any]:
+def host_class_handler(server: SocketIOServer, namespace: str, event: str) -> Callable[..., Any]:
     """A handler that runs the host's class-based namespace's ``on_<event>``, if any.
 
     python-socketio looks in ``server.handlers`` before ``server.namespace_handlers``, so
@@ -252,7 +255,7 @@ def host_class_handler(server: Any, namespace: str, event: str) -> Callable[...,
     return dispatch
 
 
-def host_class_first(server: Any, namespace: str, catch_all: Callable[..., Any]
+def host_class_first(server: SocketIOServer, namespace: str, catch_all: Callable[..., Any]
                      ) -> Callable[..., Any]:
     """``catch_all`` (``(event, sid, *args)``), after the host's class-based namespace.
 
@@ -410,7 +413,7 @@ def accelerate_gevent_websocket() -> bool:
     return True
 
 
-def registered_handlers(server: Any, namespace: str) -> Dict[str, Callable[..., Any]]:
+def registered_handlers(server: SocketIOServer, namespace: str) -> Dict[str, Callable[..., Any]]:
     """The handlers already registered on ``server`` for ``namespace`` (the host app's).
 
     python-socketio keeps them in ``server.handlers[namespace]`` and offers no accessor;

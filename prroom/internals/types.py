@@ -58,6 +58,14 @@ class SocketIOServer(Protocol):
         """Its client manager (prroom's clustered one has more to it: read that through
         :mod:`prroom.server.recoverable` and :mod:`prroom.cluster.managers`)."""
 
+    @property
+    def handlers(self) -> Dict[str, Dict[str, Callable[..., Any]]]:
+        """Decorator-registered handlers: namespace -> event -> handler."""
+
+    @property
+    def namespace_handlers(self) -> Dict[str, Any]:
+        """Class-based namespaces (``socketio.Namespace``) by namespace."""
+
     def on(self, event: str, handler: Optional[Callable[..., Any]] = None,
            namespace: Optional[str] = None) -> Any:
         """Register ``handler`` for ``event`` on ``namespace``."""

@@ -106,7 +106,8 @@ class FakeServer:
     """Records what prroom asks of python-socketio; dispatches events like python-socketio."""
 
     def __init__(self) -> None:
-        self.handlers: Dict[str, Dict[Any, Any]] = {}
+        self.handlers: Dict[str, Dict[str, Any]] = {}
+        self.namespace_handlers: Dict[str, Any] = {}
         self.emits: List[dict] = []
         self.rooms: Dict[str, set] = {}           # sid -> Socket.IO rooms it was put in
         self.disconnects: List[tuple] = []
