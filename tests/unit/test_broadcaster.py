@@ -121,7 +121,8 @@ def test_a_quiet_crossing_is_counted_but_not_announced() -> None:
     assert emits(say) == [] and say.presence.members(7) == []
 
 
-def test_a_failing_presence_store_costs_the_announcement_not_the_caller(caplog) -> None:
+def test_a_failing_presence_store_costs_the_announcement_not_the_caller(
+        caplog: pytest.LogCaptureFixture) -> None:
     class Broken(MemoryPresence):
         def add(self, pull_request_id: int, username: str) -> bool:
             raise ConnectionError("redis is away")
