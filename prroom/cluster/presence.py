@@ -254,13 +254,13 @@ class RedisPresence:
         """Whether the last heartbeat reached Redis."""
         return self._healthy
 
-    def start(self, spawn: Callable, sleep: Callable,
+    def start(self, spawn: Callable[..., Any], sleep: Callable[..., Any],
               announce_left: Callable[[List[Left]], None],
               announce_joined: Optional[Callable[[List[Joined]], None]] = None) -> None:
         """Heartbeat and reap dead processes every third of the TTL, forever."""
         spawn(self._run, sleep, announce_left, announce_joined)
 
-    def _run(self, sleep: Callable, announce_left: Callable[[List[Left]], None],
+    def _run(self, sleep: Callable[..., Any], announce_left: Callable[[List[Left]], None],
              announce_joined: Optional[Callable[[List[Joined]], None]]) -> None:
         while not self._forgotten:
             try:
@@ -319,7 +319,7 @@ class RedisPresence:
         reply: Optional[Reply] = None
         keys = [self._mine, self._reaped]
         with self._lock:
-            args: list = [self._users_prefix, 1 if announce_all else 0]
+            args: List[Any] = [self._users_prefix, 1 if announce_all else 0]
             for (pull_request_id, username), count in local.items():
                 args += [f"{pull_request_id}|{username}", username, count]
             if self._pipeline is None:

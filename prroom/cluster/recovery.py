@@ -60,7 +60,7 @@ class RecoverableRoomsMixin(_Base):
         self._stream_of: Optional[Callable[[str], str]] = None
         self._epoch: Optional[str] = None  # of the offsets delivered (a new Redis, a new one)
         self._delivered_seq: Dict[str, int] = {}
-        self._taps: Dict[str, List[List[dict]]] = {}
+        self._taps: Dict[str, List[List[Dict[str, Any]]]] = {}
         self._preparing: Dict[str, int] = {}
 
     def preparing(self, room: str) -> bool:
@@ -71,7 +71,7 @@ class RecoverableRoomsMixin(_Base):
         """This process no longer hosts ``room``."""
         self._delivered_seq.pop(room, None)
 
-    def _track_recoverable(self, room: str, message: dict) -> bool:
+    def _track_recoverable(self, room: str, message: Dict[str, Any]) -> bool:
         """Note a recoverable packet about to be delivered; False if it was already."""
         epoch, seq = offset_of(message.get("data"))
         if epoch != self._epoch:
@@ -165,11 +165,11 @@ class RecoverableRoomsMixin(_Base):
         if self._delivered_seq.get(room, -1) < seq:
             self._delivered_seq[room] = seq
 
-    def prepare_rooms(self, rooms: List[str]) -> List[List[dict]]:
+    def prepare_rooms(self, rooms: List[str]) -> List[List[Dict[str, Any]]]:
         """Subscribe to ``rooms`` without a member yet and record what arrives for them:
         a restore reads what a session missed from Redis, and this catches what arrives
         while it reads.  Call :meth:`release_rooms` with the same rooms afterwards."""
-        taps: List[List[dict]] = []
+        taps: List[List[Dict[str, Any]]] = []
         waits = []
         self.start_listening()
         deadline = time.monotonic() + self.subscribe_timeout
@@ -178,7 +178,7 @@ class RecoverableRoomsMixin(_Base):
             self._sleep(0.01)
         for room in rooms:
             self._preparing[room] = self._preparing.get(room, 0) + 1
-            tap: List[dict] = []
+            tap: List[Dict[str, Any]] = []
             self._taps.setdefault(room, []).append(tap)
             taps.append(tap)
             pending = self._subscribe_rooms("/", room)
@@ -188,7 +188,7 @@ class RecoverableRoomsMixin(_Base):
             pending.wait(self.subscribe_timeout)
         return taps
 
-    def release_rooms(self, rooms: List[str], taps: List[List[dict]],
+    def release_rooms(self, rooms: List[str], taps: List[List[Dict[str, Any]]],
                       namespace: str = "/") -> None:
         """Stop recording for a restore; unsubscribe from rooms nobody entered."""
         for room, tap in zip(rooms, taps):

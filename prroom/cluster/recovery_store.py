@@ -27,7 +27,7 @@ import json
 import secrets
 import time
 from collections import deque
-from typing import Any, Collection, Deque, List, Mapping, Optional, Tuple
+from typing import Any, Collection, Deque, Dict, List, Mapping, Optional, Tuple
 
 from prroom.cluster.presence import Pipeline
 from prroom.cluster.urls import keyspace, redis_client
@@ -211,7 +211,7 @@ class RedisRecoveryStore:
 
     # -- sessions ---------------------------------------------------------------------------
 
-    def persist(self, session: Session, limiter_state: list) -> None:
+    def persist(self, session: Session, limiter_state: List[Any]) -> None:
         """Keep a disconnected session for the window, for whichever process it returns to."""
         record = {"identity": session.identity, "rooms": session.rooms,
                   "limits": limiter_state, "old_sid": session.old_sid,
@@ -283,7 +283,7 @@ class RedisRecoveryStore:
     def _sent_key(self, sender: str, room: int, client_id: str) -> str:
         return f"{self.prefix}sent:{room}:" + _digest(f"{sender}\x00{client_id}")
 
-    def sent_before(self, sender: str, room: int, client_id: str) -> Optional[dict]:
+    def sent_before(self, sender: str, room: int, client_id: str) -> Optional[Dict[str, Any]]:
         """The ack the first send with this ``clientMessageId`` got, within the window."""
         raw = self._call("GET", self._sent_key(sender, room, client_id))
         try:
@@ -291,7 +291,7 @@ class RedisRecoveryStore:
         except (TypeError, ValueError):
             return None
 
-    def remember_sent(self, sender: str, room: int, client_id: str, ack: dict) -> None:
+    def remember_sent(self, sender: str, room: int, client_id: str, ack: Dict[str, Any]) -> None:
         """Keep a send's ack for the window, for a retry reaching any process."""
         self._call("SET", self._sent_key(sender, room, client_id), json.dumps(ack),
                    "PX", max(1, int(self.window * 1000)), "NX")

@@ -15,7 +15,7 @@ Three URL forms:
 """
 from __future__ import annotations
 
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 from urllib.parse import urlparse
 
 CLUSTER_SCHEME = "redis+cluster://"
@@ -37,10 +37,10 @@ def keyspace(url: str, deployment: str) -> str:
     return "{" + deployment + "}" if is_cluster_url(url) else deployment
 
 
-def _hosts_and_credentials(url: str) -> Tuple[List[Tuple[str, int]], List[str], dict]:
+def _hosts_and_credentials(url: str) -> Tuple[List[Tuple[str, int]], List[str], Dict[str, Any]]:
     parsed = urlparse(url)
     hosts = [host.rsplit(":", 1) for host in parsed.netloc.rpartition("@")[2].split(",")]
-    options: dict = {}
+    options: Dict[str, Any] = {}
     if parsed.username:
         options["username"] = parsed.username
     if parsed.password:
@@ -69,7 +69,8 @@ def redis_client(url: str, pool_size: Optional[int] = None, **options: Any) -> A
             options.update(blocking, connection_pool_class=redis.BlockingConnectionPool)
         host, port = hosts[0]
         return RedisCluster.from_url(
-            f"redis://{host}:{port}", startup_nodes=[ClusterNode(h, p) for h, p in hosts],
+            f"redis://{host}:{port}", startup_nodes=[ClusterNode(h, p)  # type: ignore[no-untyped-call]
+                                                     for h, p in hosts],
             **credentials, **options)
     if url.startswith(SENTINEL_SCHEME):
         from redis.sentinel import Sentinel

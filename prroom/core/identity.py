@@ -171,7 +171,7 @@ def issue_token(secret_key: str, username: str,
 
     Its lifetime is checked on connect against ``PRROOM_TOKEN_MAX_AGE``.
     """
-    claims: dict = {"u": username}
+    claims: Dict[str, Any] = {"u": username}
     if pull_requests is not None:
         claims["p"] = sorted(set(int(pr) for pr in pull_requests))
     return URLSafeTimedSerializer(secret_key, salt=TOKEN_SALT).dumps(claims)

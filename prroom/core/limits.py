@@ -126,7 +126,7 @@ class SocketLimiter:
             self._struck_at[sid] = self._clock()  # the window starts again here
 
 
-def export_state(state: Tuple[Optional[List[TokenBucket]], int], now: float) -> list:
+def export_state(state: Tuple[Optional[List[TokenBucket]], int], now: float) -> List[Any]:
     """:meth:`SocketLimiter.take_state`'s result as JSON for another process: each bucket's
     rate, burst, tokens and age (seconds since it was last charged), then the strikes."""
     buckets, strikes = state

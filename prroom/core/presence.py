@@ -94,7 +94,7 @@ class MemoryPresence:
         """The room's users, sorted."""
         return sorted(self._counts.get(pull_request_id, ()))
 
-    def start(self, spawn: Callable, sleep: Callable,
+    def start(self, spawn: Callable[..., Any], sleep: Callable[..., Any],
               announce_left: Callable[[List[Left]], None],
               announce_joined: Optional[Callable[[List[Joined]], None]] = None) -> None:
         """Nothing runs in the background for one process."""

@@ -6,7 +6,7 @@ in microseconds and the hot path stays cheap.
 from __future__ import annotations
 
 import re
-from typing import TYPE_CHECKING, Any, NamedTuple, Optional
+from typing import TYPE_CHECKING, Any, Dict, NamedTuple, Optional
 
 from prroom.core.config import DEFAULTS
 
@@ -78,7 +78,7 @@ class ProtocolError(Exception):
         self.message = message
         self.details = details
 
-    def to_dict(self) -> dict:
+    def to_dict(self) -> Dict[str, Any]:
         """The ``error`` object sent to the client."""
         body = {"code": self.code, "message": self.message}
         body.update(self.details)
@@ -125,7 +125,7 @@ def room_name(pull_request_id: int) -> str:
     return f"{ROOM_PREFIX}{pull_request_id}"
 
 
-def _require_object(payload: Any) -> dict:
+def _require_object(payload: Any) -> Dict[str, Any]:
     if not isinstance(payload, dict):
         kind = "nothing" if payload is None else type(payload).__name__
         raise ProtocolError(ErrorCode.INVALID_PAYLOAD,
@@ -133,7 +133,7 @@ def _require_object(payload: Any) -> dict:
     return payload
 
 
-def _field(payload: dict, name: str) -> Any:
+def _field(payload: Dict[str, Any], name: str) -> Any:
     try:
         return payload[name]
     except KeyError:
@@ -184,7 +184,7 @@ def parse_message_text(value: Any, limits: Limits) -> str:
     return value
 
 
-def _username(payload: dict, limits: Limits, required: bool) -> Optional[str]:
+def _username(payload: Dict[str, Any], limits: Limits, required: bool) -> Optional[str]:
     if not required and payload.get("username") is None:
         return None
     return parse_username(_field(payload, "username"), limits)
@@ -219,25 +219,25 @@ def unknown_event(event: Any) -> ProtocolError:
                          + ", ".join(CLIENT_EVENTS))
 
 
-def closing_event(error: ProtocolError) -> dict:
+def closing_event(error: ProtocolError) -> Dict[str, Any]:
     """The ``pr-room-error`` sent just before the server closes a connection on its own
     initiative (``token-expired``, ``identity-revoked``): no request of the client's
     caused it, so ``event`` is null."""
     return {"ok": False, "event": None, "error": error.to_dict()}
 
 
-def ok(**fields: Any) -> dict:
+def ok(**fields: Any) -> Dict[str, Any]:
     """A successful reply: ``{ok: true, ...}``."""
     return {"ok": True, **fields}
 
 
-def failure(error: ProtocolError) -> dict:
+def failure(error: ProtocolError) -> Dict[str, Any]:
     """A refused request's ack: ``{ok: false, error: {code, message, ...}}``."""
     return {"ok": False, "error": error.to_dict()}
 
 
 def error_event(event: str, error: ProtocolError,
-                pull_request_id: Optional[int] = None) -> dict:
+                pull_request_id: Optional[int] = None) -> Dict[str, Any]:
     """The ``pr-room-error`` payload: the failed ack plus the event it answers."""
     body = {"ok": False, "event": event, "error": error.to_dict()}
     if pull_request_id is not None:

@@ -31,6 +31,7 @@ from typing import (
     Mapping,
     NamedTuple,
     Optional,
+    Set,
     Tuple,
 )
 
@@ -232,12 +233,16 @@ class SessionStore:
         session.left_announced = True
         return True
 
-    def rooms(self) -> set:
+    def rooms(self) -> Set[Any]:
         """Every room some stored session was in."""
         return {room for session in self._sessions.values() for room in session.rooms}
 
     def __len__(self) -> int:
         return len(self._sessions)
+
+
+#: When an ack expires, and its body.
+_Ack = Tuple[float, Dict[str, Any]]
 
 
 class SentMessages:
@@ -248,7 +253,7 @@ class SentMessages:
         self.window = window
         self.cap = cap
         self._clock = clock
-        self._acks: "collections.OrderedDict[Tuple[str, int, str], Tuple[float, dict]]" = \
+        self._acks: "collections.OrderedDict[Tuple[str, int, str], _Ack]" = \
             collections.OrderedDict()
 
     def _expire(self) -> None:
@@ -259,13 +264,13 @@ class SentMessages:
                 break
             del self._acks[key]
 
-    def get(self, sender: str, room: int, client_id: str) -> Optional[dict]:
+    def get(self, sender: str, room: int, client_id: str) -> Optional[Dict[str, Any]]:
         """The ack the first send with this id got, if within the window."""
         self._expire()
         entry = self._acks.get((sender, room, client_id))
         return dict(entry[1]) if entry is not None else None
 
-    def put(self, sender: str, room: int, client_id: str, ack: dict) -> None:
+    def put(self, sender: str, room: int, client_id: str, ack: Dict[str, Any]) -> None:
         """Remember the ack of a send."""
         self._acks[(sender, room, client_id)] = (self._clock() + self.window, dict(ack))
         self._expire()

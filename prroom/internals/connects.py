@@ -20,7 +20,8 @@ _CONNECT, _CONNECT_ERROR = 0, 4
 
 
 def fix_connects(server: Any, connect_timeout: Optional[float] = None,
-                 reply_extra: Optional[Callable[[str, str], Optional[dict]]] = None) -> bool:
+                 reply_extra: Optional[Callable[[str, str], Optional[Dict[str, Any]]]] = None
+                 ) -> bool:
     """Socket.IO CONNECT handling as the protocol has it; False if python-socketio differs.
 
     * The CONNECT (or CONNECT_ERROR) reply goes out before anything the connect handlers
@@ -80,7 +81,7 @@ def _namespace_exists(server: Any, namespace: str) -> bool:
 
 
 def _extend_reply(server: Any, held: List[Any], namespace: str, eio_sid: str,
-                  reply_extra: Callable[[str, str], Optional[dict]]) -> None:
+                  reply_extra: Callable[[str, str], Optional[Dict[str, Any]]]) -> None:
     """Rebuild the held CONNECT reply with ``reply_extra``'s fields next to its sid."""
     sid = server.manager.sid_from_eio_sid(eio_sid, namespace)
     if sid is None:
@@ -122,7 +123,7 @@ def _start_connect_timeout(server: Any, waiting: Dict[str, float], timeout: floa
     started = [False]
     interval = max(0.05, min(1.0, timeout / 4))
 
-    def on_eio_connect(eio_sid: str, environ: dict, *args: Any) -> Any:
+    def on_eio_connect(eio_sid: str, environ: Dict[str, Any], *args: Any) -> Any:
         waiting[eio_sid] = time.monotonic()
         if not started[0]:
             started[0] = True  # here we are surely in the serving process (after a fork)

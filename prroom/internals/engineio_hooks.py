@@ -23,7 +23,7 @@ from __future__ import annotations
 import json
 import logging
 import urllib.parse
-from typing import Any, Callable, Iterable, Optional
+from typing import Any, Callable, Dict, Iterable, Optional
 
 from engineio import exceptions
 from engineio import packet as eio_packet
@@ -62,7 +62,7 @@ def exact_ping_interval(eio: Any) -> int:
 
 # -- the handshake --------------------------------------------------------------------------
 
-def _refusal(start_response: Callable, code: int, message: str) -> Iterable[bytes]:
+def _refusal(start_response: Callable[..., Any], code: int, message: str) -> Iterable[bytes]:
     # Node's engine.io body for the same refusals
     start_response("400 BAD REQUEST", [("Content-Type", "application/json")])
     return [json.dumps({"code": code, "message": message}).encode()]
@@ -71,14 +71,16 @@ def _refusal(start_response: Callable, code: int, message: str) -> Iterable[byte
 def _check_handshakes(eio: Any) -> None:
     handle_request = eio.handle_request
 
-    def checked_handle_request(environ: dict, start_response: Callable) -> Iterable[bytes]:
+    def checked_handle_request(environ: Dict[str, Any],
+                               start_response: Callable[..., Any]) -> Iterable[bytes]:
         if environ.get("REQUEST_METHOD") not in _METHODS:
             return _refusal(start_response, 2, "Bad handshake method")
         query = environ.get("QUERY_STRING", "")
         if "transport=" not in query or \
                 not urllib.parse.parse_qs(query).get("transport", [""])[0]:
             return _refusal(start_response, 0, "Transport unknown")
-        return handle_request(environ, start_response)
+        body: Iterable[bytes] = handle_request(environ, start_response)
+        return body
 
     eio.handle_request = checked_handle_request
 
@@ -89,7 +91,7 @@ def _announce_exact_ping_interval(eio: Any) -> None:
     if interval == announced_ping_interval(eio) or connect is None:
         return
 
-    def on_connect(sid: str, environ: dict, *args: Any) -> Any:
+    def on_connect(sid: str, environ: Dict[str, Any], *args: Any) -> Any:
         # The OPEN packet is queued and not sent yet: the connect handler runs in between.
         sock = eio.sockets.get(sid)
         if sock is not None:
@@ -113,7 +115,7 @@ def _correct_open_packet(sock: Any, interval: int) -> None:
 
 # -- long-polling -----------------------------------------------------------------------------
 
-def _is_upgrade(environ: dict) -> bool:
+def _is_upgrade(environ: Dict[str, Any]) -> bool:
     # python-engineio's own test in Socket.handle_get_request
     connection = [part.strip() for part in environ.get("HTTP_CONNECTION", "").lower().split(",")]
     return "upgrade" in connection and \
@@ -126,7 +128,8 @@ def _patch_socket_class() -> None:
         return
     handle_get, handle_post, close = cls.handle_get_request, cls.handle_post_request, cls.close
 
-    def handle_get_request(self: Any, environ: dict, start_response: Callable) -> Any:
+    def handle_get_request(self: Any, environ: Dict[str, Any],
+                           start_response: Callable[..., Any]) -> Any:
         if getattr(self.server, _MARK, False) and _is_upgrade(environ) and self.upgraded:
             # A second upgrade of the same session: python-engineio raises OSError, which
             # older releases (4.13) let out as a traceback per request; a 400 says it all.
@@ -152,7 +155,7 @@ def _patch_socket_class() -> None:
             return [eio_packet.Packet(eio_packet.NOOP if closed_by_client else eio_packet.CLOSE)]
         return packets
 
-    def handle_post_request(self: Any, environ: dict) -> None:
+    def handle_post_request(self: Any, environ: Dict[str, Any]) -> Any:
         if not getattr(self.server, _MARK, False):
             return handle_post(self, environ)
         try:
@@ -170,7 +173,7 @@ def _patch_socket_class() -> None:
             raise exceptions.EngineIOError() from None
 
     def close_(self: Any, wait: bool = True, abort: bool = False,
-               reason: Optional[str] = None) -> None:
+               reason: Optional[str] = None) -> Any:
         if getattr(self.server, _MARK, False) and not (self.closed or self.closing):
             self._prroom_close_reason = reason
         return close(self, wait=wait, abort=abort, reason=reason)

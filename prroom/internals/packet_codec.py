@@ -47,8 +47,10 @@ class PacketJSON:
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         """``json.dumps``; with only ``separators=(",", ":")``, through the kept encoder."""
         if len(kwargs) == 1 and kwargs.get("separators") == _SEPARATORS:
-            return self._encoder.encode(obj)
-        return engineio_json.dumps(obj, **kwargs)
+            text: str = self._encoder.encode(obj)
+            return text
+        dumped: str = engineio_json.dumps(obj, **kwargs)
+        return dumped
 
     def __getattr__(self, name: str) -> Any:
         return getattr(engineio_json, name)  # anything else a caller reaches for

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import ipaddress
 import logging
-from typing import Any, Dict, Iterable, Optional, Set
+from typing import Any, Dict, Iterable, Optional, Set, Tuple
 
 from prroom.core.limits import SocketLimiter
 from prroom.core.protocol import ProtocolError
@@ -36,12 +36,12 @@ _CONTROL_TYPES = frozenset("01346")
 _CONNECT_ERROR = 4
 
 
-def networks(addresses: Optional[Iterable[str]]) -> tuple:
+def networks(addresses: Optional[Iterable[str]]) -> Tuple[Any, ...]:
     """``PRROOM_TRUSTED_PROXIES``' entries (addresses or CIDR networks) as networks."""
     return tuple(ipaddress.ip_network(item, strict=False) for item in addresses or ())
 
 
-def _trusted(address: str, trusted: tuple) -> bool:
+def _trusted(address: str, trusted: Tuple[Any, ...]) -> bool:
     try:
         ip = ipaddress.ip_address(address)
     except ValueError:
@@ -49,11 +49,11 @@ def _trusted(address: str, trusted: tuple) -> bool:
     return any(ip in network for network in trusted)
 
 
-def client_address(environ: Dict[str, Any], trusted: tuple) -> str:
+def client_address(environ: Dict[str, Any], trusted: Tuple[Any, ...]) -> str:
     """The address a session is counted under (see the module's docstring); ``trusted``
     is what :func:`networks` returns."""
     peer = environ.get("REMOTE_ADDR") or "-"
-    forwarded = environ.get("HTTP_X_FORWARDED_FOR")
+    forwarded: Optional[str] = environ.get("HTTP_X_FORWARDED_FOR")
     if not forwarded or not trusted or not _trusted(peer, trusted):
         return peer
     for hop in reversed(forwarded.split(",")):
@@ -63,7 +63,7 @@ def client_address(environ: Dict[str, Any], trusted: tuple) -> str:
     return peer
 
 
-def cap_sessions_per_address(server: Any, max_sessions: int, trusted: tuple) -> bool:
+def cap_sessions_per_address(server: Any, max_sessions: int, trusted: Tuple[Any, ...]) -> bool:
     """Refuse a handshake past ``max_sessions`` open sessions of its address (0: no cap)."""
     eio = getattr(server, "eio", None)
     handlers = getattr(eio, "handlers", None)
@@ -76,7 +76,7 @@ def cap_sessions_per_address(server: Any, max_sessions: int, trusted: tuple) -> 
     address_of: Dict[str, str] = {}  # eio_sid -> its address
     warned: Set[str] = set()        # addresses refused since their count last went down
 
-    def on_connect(eio_sid: str, environ: dict, *args: Any) -> Any:
+    def on_connect(eio_sid: str, environ: Dict[str, Any], *args: Any) -> Any:
         address = client_address(environ, trusted)
         count = open_of.get(address, 0)
         if count >= max_sessions:
@@ -109,7 +109,7 @@ def cap_sessions_per_address(server: Any, max_sessions: int, trusted: tuple) -> 
     return True
 
 
-def _proxy_hint(environ: dict, trusted: tuple) -> str:
+def _proxy_hint(environ: Dict[str, Any], trusted: Tuple[Any, ...]) -> str:
     """Why one address may stand for many clients: a proxy that is not trusted."""
     peer = environ.get("REMOTE_ADDR") or "-"
     if environ.get("HTTP_X_FORWARDED_FOR") and not _trusted(peer, trusted):

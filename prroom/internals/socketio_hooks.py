@@ -15,20 +15,28 @@ for an unknown namespace and a connect timeout (all three in :mod:`connects`), a
 binary attachments (:func:`guard_packets`).  Everything else it reserves, it reserves on its own
 namespace only, and only for the events it handles itself.
 
-It also reads python-engineio's per-socket send queues to find clients too slow to read
-(:func:`overfull_sockets`), which no public API exposes.
+What prroom does to one Engine.IO session (find the clients too slow to read, close a
+transport as lost, refuse new sessions) is in :mod:`prroom.internals.sockets`, re-exported
+here.
 """
 from __future__ import annotations
 
 import contextvars
-import inspect
 import logging
-from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, Iterable, List, Optional
 
 from socketio import packet as _sio_packet
 
 from prroom.diagnostics import loop_monitor
 from prroom.internals import packet_codec
+from prroom.internals.sockets import can_find_slow_consumers as can_find_slow_consumers
+from prroom.internals.sockets import close_replaced as close_replaced
+from prroom.internals.sockets import close_transport as close_transport
+from prroom.internals.sockets import connected_eio_sids as connected_eio_sids
+from prroom.internals.sockets import eio_packet_sender as eio_packet_sender
+from prroom.internals.sockets import overfull_sockets as overfull_sockets
+from prroom.internals.sockets import refuse_new_connections as refuse_new_connections
+from prroom.internals.types import SocketIOServer
 from prroom.transport import event_path
 from prroom.transport import writes as websocket_writes
 
@@ -45,11 +53,11 @@ RESERVED_EVENT_NAMES = frozenset({"connect", "disconnect", "*"})
 #: (its ``maxAttachments``); python-socketio would wait for (and hold) as many as claimed.
 DEFAULT_MAX_ATTACHMENTS = 10
 
-_ack_requested: contextvars.ContextVar = contextvars.ContextVar("prroom_ack_requested",
-                                                               default=None)
+_ack_requested: "contextvars.ContextVar[Optional[bool]]" = contextvars.ContextVar(
+    "prroom_ack_requested", default=None)
 #: Set by :func:`answer_later` during a handler: who will produce the ack, and when.
-_answer_later: contextvars.ContextVar = contextvars.ContextVar("prroom_answer_later",
-                                                              default=None)
+_answer_later: "contextvars.ContextVar[Any]" = contextvars.ContextVar("prroom_answer_later",
+                                                                     default=None)
 #: Answer senders take the ack's body.
 SendAnswer = Callable[[Any], None]
 
@@ -77,7 +85,7 @@ def track_ack_requests(server: Any, namespace: str = "/",
     if getattr(original, "_prroom_wrapped", False):
         return True
 
-    def handle_event_internal(server_: Any, sid: str, eio_sid: str, data: list,
+    def handle_event_internal(server_: Any, sid: str, eio_sid: str, data: List[Any],
                               namespace_: str, id: Optional[int]) -> Any:
         name = data[0] if data else None
         if namespace_ == namespace:
@@ -191,111 +199,6 @@ def answer_unread() -> bool:
     return _ack_requested.get() is False
 
 
-def can_find_slow_consumers(server: Any) -> bool:
-    """Whether :func:`overfull_sockets` and :func:`close_transport` work on ``server``:
-    python-engineio keeps its sockets in a dict, each with a ``queue`` and
-    ``close(abort=)``."""
-    from engineio import socket as eio_socket
-
-    sockets = getattr(getattr(server, "eio", None), "sockets", None)
-    try:
-        takes_abort = "abort" in inspect.signature(eio_socket.Socket.close).parameters
-    except (TypeError, ValueError):
-        return False
-    return isinstance(sockets, dict) and takes_abort
-
-
-def overfull_sockets(server: Any, limit: int, max_bytes: Optional[int] = None) -> List[str]:
-    """Engine.IO session ids whose outgoing queue holds more than ``limit`` packets, or
-    more than ``max_bytes`` bytes (counted for queues that know it: prroom's direct
-    WebSocket writes, :meth:`websocket_writes.WriterQueue.qbytes`)."""
-    sockets = getattr(server.eio, "sockets", {})
-    try:
-        # Walked in place: a copy of every (sid, socket) pair each second was the largest
-        # cost of an idle server (the collector ran over the whole heap for those tuples).
-        return _overfull(sockets.items(), limit, max_bytes)
-    except RuntimeError:  # changed size: another OS thread (threading mode) connected
-        return _overfull(list(sockets.items()), limit, max_bytes)
-
-
-def _overfull(items: Iterable[Tuple[str, Any]], limit: int,
-              max_bytes: Optional[int]) -> List[str]:
-    found = []
-    for eio_sid, sock in items:  # nothing here switches greenlets
-        queue = getattr(sock, "queue", None)
-        if queue is None:
-            continue
-        size = queue.qsize()
-        if size > limit or (size and max_bytes is not None and hasattr(queue, "qbytes")
-                            and queue.qbytes() > max_bytes):
-            found.append(eio_sid)
-    return found
-
-
-def connected_eio_sids(server: Any) -> List[str]:
-    """Engine.IO session ids of every connection of this process."""
-    return list(getattr(server.eio, "sockets", {}))
-
-
-def eio_packet_sender(server: Any) -> Callable[[str, Any], None]:
-    """python-socketio's own ``send(eio_sid, packet)`` to one Engine.IO session
-    (``Server._send_eio_packet``): what a room broadcast falls back to for a connection
-    without prroom's direct writer."""
-    send: Callable[[str, Any], None] = server._send_eio_packet
-    return send
-
-
-def close_transport(server: Any, eio_sid: str, reason: Optional[str] = None) -> None:
-    """Close one connection's transport, as a lost connection, without waiting on it.
-
-    Packets already queued still go out first (the writer stops at the end of the queue),
-    but no Engine.IO CLOSE packet is added: after a CLOSE (or a Socket.IO DISCONNECT),
-    socket.io-client and python-socketio do not reconnect; after a dropped transport they do.
-    ``reason``: the disconnect reason the handlers see (python-engineio's default is
-    ``server disconnect``).
-    """
-    sock = server.eio.sockets.get(eio_sid)
-    if sock is None:
-        return
-    try:
-        if reason is None:
-            sock.close(wait=False, abort=True)
-        else:
-            sock.close(wait=False, abort=True, reason=reason)
-    except TypeError:  # python-engineio without the abort flag
-        sock.close(wait=False)
-
-
-def close_replaced(server: Any, eio_sid: str, namespace: str, reason: str) -> None:
-    """Close a connection that another one replaced, running its disconnect handlers now.
-
-    A Socket.IO DISCONNECT goes first, so a client that is still reading stops there and
-    does not reconnect; then the transport is dropped as :func:`close_transport` does, and
-    python-engineio runs the disconnect handlers before returning, with ``reason``.
-    """
-    sock = server.eio.sockets.get(eio_sid)
-    if sock is None or sock.closed or sock.closing:
-        return
-    server._send_packet(eio_sid, server.packet_class(_sio_packet.DISCONNECT, namespace=namespace))
-    sock.close(wait=False, abort=True, reason=reason)
-
-
-def refuse_new_connections(server: Any) -> None:
-    """From now on, answer new Engine.IO handshakes 401, at the transport level.
-
-    A refusal there is a failed transport, which every client retries with backoff
-    (another instance, behind a load balancer); a refused Socket.IO CONNECT would instead
-    make socket.io-client give up for good.
-    """
-    original = server.eio.handlers.get("connect")
-
-    def refuse(*args: Any) -> bool:
-        return False
-
-    if original is not None:
-        server.eio.handlers["connect"] = refuse
-
-
 class BinaryPayload:
     """What a prroom handler receives instead of a payload that carried binary attachments."""
 
@@ -312,7 +215,8 @@ BINARY_PAYLOAD = BinaryPayload()
 _ACK, _BINARY_EVENT = 3, 5
 
 
-def _handled_by(server: Any, namespace: str, event: Any, handlers: Collection) -> bool:
+def _handled_by(server: SocketIOServer, namespace: str, event: Any,
+                handlers: Collection[Any]) -> bool:
     """Whether ``event`` on ``namespace`` would be dispatched to one of ``handlers``."""
     if not isinstance(event, str) or event in RESERVED_EVENT_NAMES:
         return True  # renamed for prroom's catch-all (see track_ack_requests)
@@ -325,7 +229,8 @@ def _handled_by(server: Any, namespace: str, event: Any, handlers: Collection) -
     return handler is not None and handler in handlers
 
 
-def _class_method(server: Any, namespace: str, event: str) -> Optional[Callable]:
+def _class_method(server: SocketIOServer, namespace: str,
+                  event: str) -> Optional[Callable[..., Any]]:
     """The host's class-based namespace handler's ``on_<event>``, if it has one."""
     handler = getattr(server, "namespace_handlers", {}).get(namespace)
     if handler is None or not isinstance(event, str):
@@ -333,7 +238,7 @@ def _class_method(server: Any, namespace: str, event: str) -> Optional[Callable]
     return getattr(handler, "on_" + event, None)
 
 
-def host_class_handler(server: Any, namespace: str, event: str) -> Callable[..., Any]:
+def host_class_handler(server: SocketIOServer, namespace: str, event: str) -> Callable[..., Any]:
     """A handler that runs the host's class-based namespace's ``on_<event>``, if any.
 
     python-socketio looks in ``server.handlers`` before ``server.namespace_handlers``, so
@@ -350,7 +255,7 @@ def host_class_handler(server: Any, namespace: str, event: str) -> Callable[...,
     return dispatch
 
 
-def host_class_first(server: Any, namespace: str, catch_all: Callable[..., Any]
+def host_class_first(server: SocketIOServer, namespace: str, catch_all: Callable[..., Any]
                      ) -> Callable[..., Any]:
     """``catch_all`` (``(event, sid, *args)``), after the host's class-based namespace.
 
@@ -372,7 +277,7 @@ def _refuse_binary(pkt: Any) -> None:
     """
     reconstruct = pkt.reconstruct_binary
 
-    def refusing_reconstruct(data: list, attachments: list) -> list:
+    def refusing_reconstruct(data: List[Any], attachments: List[Any]) -> List[Any]:
         reconstruct(data, attachments)
         return [data[0], BINARY_PAYLOAD]
 
@@ -380,7 +285,7 @@ def _refuse_binary(pkt: Any) -> None:
 
 
 def guard_packets(server: Any, on_violation: Callable[[str, str], None], namespace: str = "/",
-                  handlers: Collection = (), max_attachments: int = DEFAULT_MAX_ATTACHMENTS
+                  handlers: Collection[Any] = (), max_attachments: int = DEFAULT_MAX_ATTACHMENTS
                   ) -> bool:
     """Close connections that send undecodable Socket.IO packets; bound binary packets.
 
@@ -500,14 +405,15 @@ def accelerate_gevent_websocket() -> bool:
         return True
 
     def mask_payload(self: Any, payload: Any) -> bytes:
-        return XorMaskerSimple(self.mask).process(bytes(payload))
+        unmasked: bytes = XorMaskerSimple(self.mask).process(bytes(payload))
+        return unmasked
 
     vars(mask_payload)["_prroom_wrapped"] = True
     Header.mask_payload = Header.unmask_payload = mask_payload
     return True
 
 
-def registered_handlers(server: Any, namespace: str) -> Dict[str, Callable]:
+def registered_handlers(server: SocketIOServer, namespace: str) -> Dict[str, Callable[..., Any]]:
     """The handlers already registered on ``server`` for ``namespace`` (the host app's).
 
     python-socketio keeps them in ``server.handlers[namespace]`` and offers no accessor;

@@ -3,46 +3,43 @@
 Read top to bottom, this module is the whole product.  The path of one message:
 ``guarded`` (rate-limit charge, outcome metrics, refusals turned into replies) →
 ``send_message`` (parse, the membership check ``registry.name_in``, the payload from
-:mod:`prroom.core.messages`) → ``_broadcast`` (python-socketio's ``emit`` to the room, on
-every process of a cluster).  Each handler returns its ack body.
+:mod:`prroom.core.messages`) → ``Broadcaster.broadcast_then`` (python-socketio's ``emit`` to
+the room, on every process of a cluster).  Each handler returns its ack body.
+
+What the handlers say goes through :class:`~prroom.server.broadcaster.Broadcaster` (which
+also serves recovery, identity control and the sweepers); the sweepers are started by the
+app's state (``on_connected``), not here.  CONNECT and disconnect are handled by
+:class:`~prroom.server.lifecycle.ConnectionLifecycle`, which :class:`RoomEvents` is.
 
 One seam a library leaves no way around: python-socketio does not tell a handler whether
 the client asked for an ack, which decides how a refusal is answered (in the ack, or as a
 ``pr-room-error`` event).  :mod:`prroom.internals.socketio_hooks` records it around each
 event; ``_refuse`` reads it with ``socketio_hooks.ack_requested()``.
-
-Two more, for clustered mode, where an ack must say whether the broadcast reached Redis
-(``warning: cluster-unavailable``):
-
-- python-socketio's ``emit`` returns nothing, so the clustered manager keeps the ticket of
-  the publish it just made per greenlet; ``_publish_to_room`` takes it right after its emit
-  with ``managers.published_ticket(server)`` (None with one process).
-- rather than hold the connection's reader until its batch's reply, ``_broadcast_then``
-  may answer the ack later, from the reply itself (``socketio_hooks.answer_later``).
 """
 from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from socketio.exceptions import ConnectionRefusedError
-
-from prroom.cluster.managers import QueueUnavailable, Ticket, published_ticket
+from prroom.cluster.managers import QueueUnavailable
 from prroom.cluster.recovery_store import RedisRecoveryStore
 from prroom.core import protocol
-from prroom.core.config import DEFAULTS, Settings
 from prroom.core.identity import Identity, IdentityPolicy
 from prroom.core.limits import STRIKE_WINDOW, SocketLimiter
 from prroom.core.messages import ChatMessage, MessageIds, chat_message, posted_message
-from prroom.core.presence import CONNECTIONS, Joined, Left, MemoryPresence, Presence
+from prroom.core.presence import MemoryPresence, Presence
 from prroom.core.protocol import ErrorCode, Limits, ProtocolError, ok, room_name
+from prroom.core.recovery import RoomBuffers
 from prroom.core.rooms import RoomRegistry
 from prroom.internals import connects, engineio_hooks, seams, session_bounds, socketio_hooks
-from prroom.server import sweepers
+from prroom.internals.types import SocketIOServer
+from prroom.server.broadcaster import Broadcaster
 from prroom.server.identities import IdentityControl
+from prroom.server.lifecycle import Caps, ConnectionLifecycle
 from prroom.server.metrics import Metrics
-from prroom.server.recovery import (  # noqa: F401 - re-exported
+from prroom.server.recoverable import RecoverableBroadcasts
+from prroom.server.recovery import (
     RECOVERABLE_EVENTS,
     RECOVERABLE_REASONS,
     SESSION_EVENT,
@@ -51,45 +48,28 @@ from prroom.server.recovery import (  # noqa: F401 - re-exported
     SessionRecovery,
 )
 
+__all__ = ["RoomEvents", "Caps", "RATE_KIND", "RECOVERABLE_EVENTS", "RECOVERABLE_REASONS",
+           "SESSION_EVENT", "SHUTDOWN_REASON", "Recovery", "SessionRecovery"]
+
 logger = logging.getLogger("prroom")
 
-Handler = Callable[[str, Any], dict]
+Handler = Callable[[str, Any], Dict[str, Any]]
 
 #: Which rate-limit bucket each client event spends.
 RATE_KIND = {protocol.JOIN: "room", protocol.LEAVE: "room", protocol.SEND_MESSAGE: "message",
              protocol.TYPING: "typing", protocol.STOP_TYPING: "typing"}
 
 
-class Caps(NamedTuple):
-    """Per-connection caps (see the ``PRROOM_MAX_*`` settings; defaults are theirs)."""
-
-    max_rooms_per_socket: int = DEFAULTS["PRROOM_MAX_ROOMS_PER_SOCKET"]
-    max_connections_per_identity: int = DEFAULTS["PRROOM_MAX_CONNECTIONS_PER_IDENTITY"]
-    max_queued_packets: int = DEFAULTS["PRROOM_MAX_QUEUED_PACKETS"]
-    max_attachments: int = DEFAULTS["PRROOM_MAX_ATTACHMENTS"]
-    connect_timeout: float = DEFAULTS["PRROOM_CONNECT_TIMEOUT"]
-    max_queued_bytes: int = DEFAULTS["PRROOM_MAX_QUEUED_BYTES"]
-    max_sessions_per_address: int = DEFAULTS["PRROOM_MAX_SESSIONS_PER_ADDRESS"]
-    trusted_proxies: Tuple[str, ...] = DEFAULTS["PRROOM_TRUSTED_PROXIES"]
-
-    @classmethod
-    def of(cls, settings: Settings) -> "Caps":
-        """The caps a server with ``settings`` applies."""
-        return cls(settings.max_rooms_per_socket, settings.max_connections_per_identity,
-                   settings.max_queued_packets, settings.max_attachments,
-                   settings.connect_timeout, settings.max_queued_bytes,
-                   settings.max_sessions_per_address, settings.trusted_proxies)
-
-
-class RoomEvents:
+class RoomEvents(ConnectionLifecycle):
     """prroom's event handlers for one python-socketio server and namespace."""
 
-    def __init__(self, server: Any, *, registry: RoomRegistry, identity: IdentityPolicy,
+    def __init__(self, server: SocketIOServer, *, registry: RoomRegistry, identity: IdentityPolicy,
                  limiter: SocketLimiter, limits: Optional[Limits] = None,
                  caps: Optional[Caps] = None, presence: Optional[Presence] = None,
                  metrics: Optional[Metrics] = None, namespace: str = "/",
                  recovery: Optional[Recovery] = None,
-                 recovery_store: Optional[RedisRecoveryStore] = None) -> None:
+                 recovery_store: Optional[RedisRecoveryStore] = None,
+                 on_connected: Optional[Callable[[], None]] = None) -> None:
         self.server = server
         self.registry = registry
         self.identity = identity
@@ -105,17 +85,26 @@ class RoomEvents:
         self._connections_of: Dict[str, int] = {}  # identity name -> open connections
         self.connected = 0
         self.message_ids = MessageIds()
-        self._sweeper_started = False
+        #: called after each accepted connection (the app's state starts its sweepers there)
+        self.on_connected = on_connected
         #: set by :meth:`shutdown`: the disconnects that follow are this server's, and
         #: recoverable (the clients reconnect to another instance)
         self.stopping = False
         self.recovery = recovery or Recovery()
+        recoverable = RecoverableBroadcasts(
+            server, namespace, RoomBuffers(self.recovery.window, self.recovery.buffer),
+            recovery_store) if self.recovery.window else None
+        #: what this server says, and to whom (prroom/server/broadcaster.py)
+        self.broadcaster = Broadcaster(server, namespace, self.presence, recoverable)
         #: connection state recovery, or None when it is off (PRROOM_RECOVERY_WINDOW=0)
-        self.resume: Optional[SessionRecovery] = (
-            SessionRecovery(self, self.recovery, recovery_store) if self.recovery.window
-            else None)
+        self.resume: Optional[SessionRecovery] = None
+        if recoverable is not None:
+            self.resume = SessionRecovery(
+                self.recovery, recoverable, self.broadcaster, registry=registry,
+                identity=identity, limiter=limiter, metrics=self.metrics)
         #: identity expiry and cluster-wide disconnects (prroom/server/identities.py)
-        self.identities = IdentityControl(self)
+        self.identities = IdentityControl(self.broadcaster, identity, self.identified,
+                                          self.caps.max_connections_per_identity)
 
     def register(self, accept_missing: Tuple[str, ...] = ()) -> None:
         """Install the handlers, keeping any connect/disconnect handler the host app had.
@@ -137,9 +126,9 @@ class RoomEvents:
         seam("ack-tracking", lambda: socketio_hooks.track_ack_requests(
             server, ns, self._handler_failed))
         existing = socketio_hooks.registered_handlers(self.server, ns)
-        mine: List[Callable] = []
+        mine: List[Callable[..., Any]] = []
 
-        def on(event: str, handler: Callable) -> None:
+        def on(event: str, handler: Callable[..., Any]) -> None:
             self.server.on(event, handler, ns)
             mine.append(handler)
 
@@ -169,124 +158,9 @@ class RoomEvents:
             and session_bounds.limit_control_packets(server, SocketLimiter(
                 {"control": self.limiter.rate("room")}, self.limiter.disconnect_after)))
 
-    # -- connection lifecycle ---------------------------------------------------------
-
-    def on_connect(self, sid: str, environ: dict, auth: Any = None) -> None:
-        """Identify the connection; refuse it (``connect_error``) if it may not connect."""
-        address = environ.get("HTTP_X_FORWARDED_FOR") or environ.get("REMOTE_ADDR")
-        try:
-            identity = self._authenticate(sid, environ, auth)
-            if self.resume is not None:  # its own session still open here: replace it
-                self.resume.take_over(identity, auth)
-            if identity is not None:
-                self._count_connection(identity)
-        except ProtocolError as err:
-            self.metrics.record_connection(err.code)
-            logger.info("refused connection sid=%s addr=%s code=%s", sid, address, err.code)
-            # the client sees err.message as the connect_error's message, the dict as .data
-            raise ConnectionRefusedError(err.message, err.to_dict()) from None
-        if identity is not None:
-            self.identified[sid] = identity
-            self.identities.connected(sid, identity)
-        self.connected += 1
-        self.metrics.record_connection("accepted")
-        self._start_background_tasks()
-        recovered = self.resume.restore(sid, identity, auth) if self.resume else None
-        logger.info("connect sid=%s addr=%s identity=%s%s", sid, address,
-                    identity.name if identity else "-",
-                    "" if recovered is None else f" recovered={str(recovered).lower()}")
-
-    def _count_connection(self, identity: Identity) -> None:
-        count = self._connections_of.get(identity.name, 0)
-        if count < self.caps.max_connections_per_identity:
-            count = self.identities.connection_opened(identity.name, count)
-        if count >= self.caps.max_connections_per_identity:
-            raise ProtocolError(ErrorCode.TOO_MANY_CONNECTIONS,
-                                f"{identity.name!r} already has {count} connections; close "
-                                "one first", limit=self.caps.max_connections_per_identity)
-        self._connections_of[identity.name] = self._connections_of.get(identity.name, 0) + 1
-
-    def on_disconnect(self, sid: str, reason: Any = None) -> None:
-        """Leave every room; members stop seeing the socket as typing at once."""
-        identity = self.identified.pop(sid, None)
-        if identity is not None:
-            self.identities.disconnected(sid, identity.name)
-            remaining = self._connections_of[identity.name] - 1
-            if remaining:
-                self._connections_of[identity.name] = remaining
-            else:
-                del self._connections_of[identity.name]
-        self.connected -= 1
-        if self.stopping:  # closed by shutdown(): its client reconnects elsewhere
-            reason = SHUTDOWN_REASON
-        kept = self.resume.keep(sid, identity, reason, self.registry.rooms_of(sid)) \
-            if self.resume else None
-        if kept is None:
-            self.limiter.forget(sid)
-        departures = self.registry.disconnect(sid)
-        for departure in departures:
-            if departure.was_typing:
-                self.announce(protocol.STOP_TYPING, departure.pull_request_id,
-                              departure.username, skip_sid=sid)
-        held = kept is not None and self.resume is not None and \
-            self.resume.hold_departures(kept, departures)
-        if not held:
-            for departure in departures:
-                self.presence_left(departure.pull_request_id, departure.username,
-                                   skip_sid=sid)
-        logger.info("disconnect sid=%s identity=%s reason=%s rooms=%s", sid,
-                    identity.name if identity else "-", reason or "-",
-                    ",".join(str(d.pull_request_id) for d in departures) or "-")
-
-    def _authenticate(self, sid: str, environ: Dict[str, Any], auth: Any) -> Any:
-        """The identity policy's answer; an exception from it (the host's authenticator)
-        is the host's error: logged with its traceback, and this CONNECT refused with
-        ``authentication-error``, which the client hears once (no reconnect loop)."""
-        try:
-            return self.identity.authenticate(environ, auth)
-        except ProtocolError:
-            raise
-        except Exception:
-            logger.exception("the authenticator raised; refusing connection sid=%s", sid)
-            raise ProtocolError(ErrorCode.AUTHENTICATION_ERROR,
-                                "authentication failed on the server") from None
-
-    def shutdown(self) -> int:
-        """Say goodbye to every client of this process; return how many there were.
-
-        Each gets ``pr-room-server-shutdown``, then its transport is closed (not a Socket.IO
-        disconnect), which socket.io-client treats as a lost connection and reconnects —
-        to another instance behind the load balancer.  Their disconnects run the usual
-        cleanup, so the rest of the cluster hears who left at once.
-
-        Only the first call does this (later ones return 0): a SIGTERM to the process group,
-        as systemd and Kubernetes send it, reaches the worker twice (directly and from
-        gunicorn's master), and clients must hear goodbye once.
-        """
-        if self.stopping:
-            return 0
-        self.stopping = True
-        socketio_hooks.refuse_new_connections(self.server)  # reconnects must find another instance
-        self.server.emit(protocol.SHUTDOWN, {"reconnect": True,
-                                             "message": "this server is shutting down"},
-                         namespace=self.namespace, ignore_queue=True)
-        eio_sids = socketio_hooks.connected_eio_sids(self.server)
-        for eio_sid in eio_sids:
-            socketio_hooks.close_transport(self.server, eio_sid)  # runs on_disconnect
-        if self.resume:
-            self.resume.hand_off()
-        forget = getattr(self.presence, "forget_self", None)
-        if forget is not None:
-            try:
-                forget()
-            except Exception as exc:
-                logger.error("presence: could not deregister on shutdown: %s", exc)
-        logger.info("shutdown: closed %d connections", len(eio_sids))
-        return len(eio_sids)
-
     # -- client events ----------------------------------------------------------------
 
-    def join(self, sid: str, payload: Any) -> dict:
+    def join(self, sid: str, payload: Any) -> Dict[str, Any]:
         """``join-pr-room``: enter ``pr:{id}`` under the name the identity policy allows."""
         identity = self.identified.get(sid)
         request = protocol.parse_room_request(payload, self.limits, identity is None)
@@ -316,14 +190,14 @@ class RoomEvents:
                 logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
                 first, members = False, [username]
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
-            self.to_socket(sid, protocol.MEMBERS,
-                            {"pullRequestId": pull_request_id, "members": members})
-            if first and not self.announce(protocol.USER_JOINED, pull_request_id, username,
-                                            skip_sid=sid):
+            self.broadcaster.to_socket(sid, protocol.MEMBERS,
+                                       {"pullRequestId": pull_request_id, "members": members})
+            if first and not self.broadcaster.announce(protocol.USER_JOINED, pull_request_id,
+                                                       username, skip_sid=sid):
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
         return reply
 
-    def leave(self, sid: str, payload: Any) -> dict:
+    def leave(self, sid: str, payload: Any) -> Dict[str, Any]:
         """``leave-pr-room``: leave one room; the socket's other rooms are untouched."""
         request = protocol.parse_room_request(payload, self.limits, sid not in self.identified)
         pull_request_id = request.pull_request_id
@@ -333,12 +207,12 @@ class RoomEvents:
         if self.resume:
             self.resume.left(sid, pull_request_id)
         if departure.was_typing:
-            self.announce(protocol.STOP_TYPING, pull_request_id, departure.username)
-        self.presence_left(pull_request_id, departure.username)
+            self.broadcaster.announce(protocol.STOP_TYPING, pull_request_id, departure.username)
+        self.broadcaster.presence_left(pull_request_id, departure.username)
         logger.info("leave sid=%s user=%s pr=%s", sid, departure.username, pull_request_id)
         return ok(pullRequestId=pull_request_id, room=room_name(pull_request_id))
 
-    def send_message(self, sid: str, payload: Any) -> dict:
+    def send_message(self, sid: str, payload: Any) -> Dict[str, Any]:
         """``send-message-to-pr-room``: everyone in the room, sender included, gets it."""
         request = protocol.parse_message_request(payload, self.limits,
                                                  sid not in self.identified)
@@ -354,12 +228,12 @@ class RoomEvents:
                 return original
         if self.registry.stop_typing(sid, pull_request_id):
             # a sent message ends that user's typing indicator for the others
-            self.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
+            self.broadcaster.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
         message = chat_message(self.message_ids, pull_request_id, username, request.message)
         reply = ok(pullRequestId=pull_request_id, id=message["id"], sentAt=message["sentAt"])
         self.metrics.record_message()
 
-        def answer(reached: bool) -> dict:
+        def answer(reached: bool) -> Dict[str, Any]:
             if not reached:
                 reply["warning"] = protocol.CLUSTER_UNAVAILABLE
             if client_id is not None and resume is not None:
@@ -367,8 +241,10 @@ class RoomEvents:
             return reply
         # With a clientMessageId the answer is stored in Redis (a wait of its own), so it is
         # made here, not from the publish's completion
-        return self._broadcast_then(protocol.MESSAGE, dict(message), pull_request_id, answer,
-                                    may_defer=client_id is None)
+        body: Dict[str, Any] = self.broadcaster.broadcast_then(
+            protocol.MESSAGE, dict(message), pull_request_id, answer,
+            may_defer=client_id is None)
+        return body
 
     def post(self, request: Any) -> ChatMessage:
         """A message from outside any socket (bots, the HTTP API); no membership needed.
@@ -377,30 +253,31 @@ class RoomEvents:
         """
         payload = posted_message(self.message_ids, request, self.limits)
         self.metrics.record_message()
-        if not self._broadcast(protocol.MESSAGE, dict(payload), payload["pullRequestId"]):
+        if not self.broadcaster.broadcast(protocol.MESSAGE, dict(payload),
+                                          payload["pullRequestId"]):
             raise QueueUnavailable("delivered only on this server: the queue is unreachable")
         logger.info("post user=%s pr=%s", payload["username"], payload["pullRequestId"])
         return payload
 
-    def typing(self, sid: str, payload: Any) -> dict:
+    def typing(self, sid: str, payload: Any) -> Dict[str, Any]:
         """``typing``: the other members see the user typing until stop or expiry."""
         request = protocol.parse_room_request(payload, self.limits, sid not in self.identified)
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         self.registry.start_typing(sid, pull_request_id)
-        self.announce(protocol.TYPING, pull_request_id, username, skip_sid=sid)
+        self.broadcaster.announce(protocol.TYPING, pull_request_id, username, skip_sid=sid)
         return ok(pullRequestId=pull_request_id, expiresIn=self.registry.typing_timeout)
 
-    def stop_typing(self, sid: str, payload: Any) -> dict:
+    def stop_typing(self, sid: str, payload: Any) -> Dict[str, Any]:
         """``stop-typing``: the others are told, if they had been told the user was typing."""
         request = protocol.parse_room_request(payload, self.limits, sid not in self.identified)
         pull_request_id = request.pull_request_id
         username = self.registry.name_in(sid, pull_request_id, claimed=request.username)
         if self.registry.stop_typing(sid, pull_request_id):
-            self.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
+            self.broadcaster.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
         return ok(pullRequestId=pull_request_id)
 
-    def unknown_event(self, event: str, sid: str, *args: Any) -> Optional[dict]:
+    def unknown_event(self, event: str, sid: str, *args: Any) -> Optional[Dict[str, Any]]:
         """Any event prroom does not handle gets ``unknown-event`` (catch-all handler)."""
         payload = args[0] if args else None
         try:
@@ -414,11 +291,11 @@ class RoomEvents:
 
     # -- plumbing ---------------------------------------------------------------------
 
-    def _guarded(self, event: str, handler: Handler) -> Callable[..., Optional[dict]]:
+    def _guarded(self, event: str, handler: Handler) -> Callable[..., Optional[Dict[str, Any]]]:
         """Wrap a handler: refusals and bugs become error replies, never a dropped socket."""
         kind = RATE_KIND[event]
 
-        def guarded(sid: str, payload: Any = None, *_ignored: Any) -> Optional[dict]:
+        def guarded(sid: str, payload: Any = None, *_ignored: Any) -> Optional[Dict[str, Any]]:
             started = time.perf_counter()
             outcome = "ok"
             try:
@@ -452,7 +329,7 @@ class RoomEvents:
             raise
 
     def _handler_failed(self, eio_sid: str, event: str, error: BaseException,
-                        acked: bool) -> dict:
+                        acked: bool) -> Dict[str, Any]:
         """A handler raised (the host's: prroom's own catch their errors): log it with its
         traceback and tell the client (in the ack it asked for, else as ``pr-room-error``
         with ``internal-error``); its connection stays."""
@@ -461,7 +338,7 @@ class RoomEvents:
         body = protocol.error_event(event, protocol.internal_error())
         sid = self.server.manager.sid_from_eio_sid(eio_sid, self.namespace)
         if sid is not None and not acked:
-            self.to_socket(sid, protocol.ERROR, body)
+            self.broadcaster.to_socket(sid, protocol.ERROR, body)
         return body
 
     def _protocol_violation(self, eio_sid: str, reason: str) -> None:
@@ -472,7 +349,7 @@ class RoomEvents:
         identity = self.identified.get(sid)
         return identity.name if identity else "-"
 
-    def _refuse(self, sid: str, event: str, err: ProtocolError, payload: Any) -> dict:
+    def _refuse(self, sid: str, event: str, err: ProtocolError, payload: Any) -> Dict[str, Any]:
         """Answer a refused request by ack if one was asked for, else by ``pr-room-error``."""
         pull_request_id = payload.get("pullRequestId") if isinstance(payload, dict) else None
         if type(pull_request_id) is not int:
@@ -482,175 +359,14 @@ class RoomEvents:
             logger.info("refused %s sid=%s identity=%s pr=%s code=%s", event, sid,
                         self._name(sid), pull_request_id or "-", err.code)
         if not socketio_hooks.ack_requested():
-            self.to_socket(sid, protocol.ERROR,
-                            protocol.error_event(event, err, pull_request_id))
+            self.broadcaster.to_socket(sid, protocol.ERROR,
+                                       protocol.error_event(event, err, pull_request_id))
         return protocol.failure(err)
-
-    def announce(self, event: str, pull_request_id: int, username: str,
-                  skip_sid: Optional[str] = None) -> bool:
-        """Tell a room ``{pullRequestId, username}`` (typing, stop-typing, joined, left)."""
-        return self._broadcast(event, {"pullRequestId": pull_request_id,
-                                       "username": username},
-                               pull_request_id, skip_sid=skip_sid)
-
-    def _broadcast(self, event: str, data: dict, pull_request_id: int,
-                   skip_sid: Optional[str] = None) -> bool:
-        """Emit to a room on every process; False if only this process's members got it."""
-        reached: bool = self._broadcast_then(event, data, pull_request_id, bool,
-                                             may_defer=False, skip_sid=skip_sid)
-        return reached
-
-    def _broadcast_then(self, event: str, data: dict, pull_request_id: int,
-                        answer: Callable[[bool], Any], may_defer: bool,
-                        skip_sid: Optional[str] = None) -> Any:
-        """Emit to a room on every process and return ``answer(reached)``.
-
-        Clustered, the answer needs the publish's outcome: rather than hold this
-        connection's handler until its batch's reply (a wait and a wake-up per message),
-        the ack is sent from the reply itself when ``may_defer`` (``answer`` must then not
-        block).
-        """
-        ticket, recoverable = self._publish_to_room(event, data, pull_request_id, skip_sid)
-        if ticket is None or (not recoverable and socketio_hooks.answer_unread()):
-            # one process; or the client asked for no ack, so nobody would read the answer
-            return answer(True)
-        if may_defer:
-            deferred = _AnswerOnReply(self, ticket, recoverable, answer,
-                                      (event, data, pull_request_id, skip_sid))
-            later = socketio_hooks.answer_later(self.server, deferred.start)
-            if later is not None:
-                return later
-        return answer(self.reached(ticket, recoverable, event, data, pull_request_id,
-                                    skip_sid))
-
-    def _publish_to_room(self, event: str, data: dict, pull_request_id: int,
-                         skip_sid: Optional[str]) -> Tuple[Optional[Ticket], bool]:
-        """Emit; the publish's ticket (None if nothing was published), and whether local
-        members get the broadcast only back from Redis (a recoverable one, clustered)."""
-        resume = self.resume
-        recoverable = resume is not None and resume.broadcast(event, data, pull_request_id,
-                                                              skip_sid)
-        if not recoverable:
-            self.server.emit(event, data, to=room_name(pull_request_id), skip_sid=skip_sid,
-                             namespace=self.namespace)
-        ticket = published_ticket(self.server)
-        return ticket, recoverable and resume is not None and resume.shared is not None
-
-    def reached(self, ticket: Ticket, recoverable: bool, event: str, data: dict,
-                 pull_request_id: int, skip_sid: Optional[str]) -> bool:
-        """Wait for the publish; if it did not reach Redis, a broadcast that local members
-        would have got back from Redis goes to them directly."""
-        try:
-            ticket.wait()
-            return True
-        except QueueUnavailable:
-            if recoverable:
-                self.server.emit(event, data, to=room_name(pull_request_id),
-                                 skip_sid=skip_sid, namespace=self.namespace,
-                                 ignore_queue=True)
-            return False
-
-    def to_socket(self, sid: str, event: str, data: dict) -> None:
-        """Send one event to one connection of this process (no trip through the queue)."""
-        self.server.emit(event, data, to=sid, namespace=self.namespace, ignore_queue=True)
-
-    def presence_left(self, pull_request_id: int, username: str,
-                      skip_sid: Optional[str] = None, quietly: bool = False) -> None:
-        """Count one socket of the user fewer in the room; tell the others if it was the
-        user's last (unless ``quietly``: the session came back on another process)."""
-        self._presence_changed(self.presence.remove, protocol.USER_LEFT, pull_request_id,
-                               username, skip_sid, quietly)
-
-    def presence_joined(self, sid: str, pull_request_id: int, username: str,
-                        quietly: bool = False) -> None:
-        """Count ``sid``'s user in the room; tell the others if it is the user's first
-        (unless ``quietly``: a restored session the others never heard leave)."""
-        self._presence_changed(self.presence.add, protocol.USER_JOINED, pull_request_id,
-                               username, sid, quietly)
-
-    def _presence_changed(self, change: Callable[[int, str], bool], event: str,
-                          pull_request_id: int, username: str, skip_sid: Optional[str],
-                          quietly: bool) -> None:
-        # ``change`` says whether the user's first socket came or last went: only then
-        # do the others hear of it.  A presence store that fails costs the announcement,
-        # never the join or leave itself.
-        try:
-            crossed = change(pull_request_id, username)
-        except Exception as exc:
-            logger.error("presence update failed for pr=%s: %s", pull_request_id, exc)
-            return
-        if crossed and not quietly:
-            self.announce(event, pull_request_id, username, skip_sid=skip_sid)
-
-    def announce_left(self, gone: Iterable[Left]) -> None:
-        """Tell rooms that users are gone: a vanished process's (presence reaper), or
-        removals that never reached Redis (presence repair)."""
-        self._announce_all(protocol.USER_LEFT, gone)
-
-    def announce_joined(self, back: Iterable[Joined]) -> None:
-        """Tell rooms that users announced as left while this process stalled are here
-        (presence repair after a reap)."""
-        self._announce_all(protocol.USER_JOINED, back)
-
-    def _announce_all(self, event: str, memberships: Iterable[Tuple[int, str]]) -> None:
-        # Every one is emitted before any publish is waited for: a wait lets the subscriber
-        # deliver other processes' news, and a stalled process's repair ("joined") must not
-        # reach a member between the reaper's "left"s.
-        sent = []
-        for pull_request_id, username in memberships:
-            if pull_request_id == CONNECTIONS:  # connection counts, not a room
-                continue
-            data = {"pullRequestId": pull_request_id, "username": username}
-            ticket, recoverable = self._publish_to_room(event, data, pull_request_id, None)
-            if ticket is not None:
-                sent.append((ticket, recoverable, data, pull_request_id))
-        for ticket, recoverable, data, pull_request_id in sent:
-            self.reached(ticket, recoverable, event, data, pull_request_id, None)
-
-    def _start_background_tasks(self) -> None:
-        # Started lazily: on the first connection we are surely inside the serving process
-        # (gunicorn forks after loading the app when preload is on).
-        if not self._sweeper_started:
-            self._sweeper_started = True
-            sweepers.start(self)
-
-
-class _AnswerOnReply:
-    """A clustered send's ack, answered from its publish's reply (``_broadcast_then``).
-
-    One small object per message in flight rather than nested closures: hundreds are alive
-    at any moment under load, and each closure's cells are more for the garbage collector
-    to look at."""
-
-    __slots__ = ("events", "ticket", "recoverable", "answer", "broadcast", "send")
-
-    def __init__(self, events: RoomEvents, ticket: Ticket, recoverable: bool,
-                 answer: Callable[[bool], Any], broadcast: Tuple[str, dict, int,
-                                                                 Optional[str]]) -> None:
-        self.events, self.ticket, self.recoverable = events, ticket, recoverable
-        self.answer, self.broadcast = answer, broadcast
-        self.send: Optional[socketio_hooks.SendAnswer] = None
-
-    def start(self, send: socketio_hooks.SendAnswer) -> None:
-        """The handler returned: answer with ``send`` once the reply is in."""
-        self.send = send
-        self.ticket.then(self.finish)
-
-    def finish(self, done: Ticket) -> None:
-        """The reply is in (or the publish failed): send the ack."""
-        assert self.send is not None
-        event = self.broadcast[0]
-        try:
-            body = self.answer(self.events.reached(done, self.recoverable, *self.broadcast))
-        except Exception:  # the client must hear back whatever went wrong
-            logger.exception("error answering %s", event)
-            body = protocol.failure(protocol.internal_error())
-        self.send(body)
 
 
 def _json_only(handler: Handler) -> Handler:
     """Refuse a payload that came with binary attachments (prroom's events are JSON)."""
-    def handle(sid: str, payload: Any) -> dict:
+    def handle(sid: str, payload: Any) -> Dict[str, Any]:
         if payload is socketio_hooks.BINARY_PAYLOAD:
             raise ProtocolError(ErrorCode.BINARY_PAYLOAD,
                                 "prroom's events take JSON only; send no binary data "
@@ -660,7 +376,7 @@ def _json_only(handler: Handler) -> Handler:
     return handle
 
 
-def _chain(first: Optional[Callable], then: Callable) -> Callable:
+def _chain(first: Optional[Callable[..., Any]], then: Callable[..., Any]) -> Callable[..., Any]:
     """Run a host app's existing lifecycle handler before prroom's; a refusal stops there."""
     if first is None:
         return then

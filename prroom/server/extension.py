@@ -4,20 +4,20 @@ As Flask's own extensions do it: one :class:`PRRoom` may serve several apps (an 
 tests), everything it builds for one app is that app's :class:`PRRoomState` in
 ``app.extensions["prroom"]``, and the decorators (:meth:`PRRoom.authenticator`,
 :meth:`PRRoom.room_authorizer`) are read when they are used, so they work whenever they
-are applied.
+are applied.  The state and how it is built from the settings are in
+:mod:`prroom.server.state`; what is done to the server before the handlers, in
+:mod:`prroom.server.startup` (both re-exported here).
 """
 from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
+from typing import Any, Callable, Dict, Iterable, List, Optional
 
 from flask import Flask, current_app, has_app_context
 from flask_socketio import SocketIO
 
 from prroom.cluster.managers import ClusterManager, IndexedManager
-from prroom.cluster.presence import create_presence
-from prroom.cluster.recovery_store import RedisRecoveryStore
 from prroom.core import logtext
 from prroom.core.config import DEFAULTS, ConfigError, Settings
 from prroom.core.identity import (
@@ -26,218 +26,40 @@ from prroom.core.identity import (
     IdentityPolicy,
     JoinNameIdentity,
     TokenIdentity,
-    issue_token,
     with_room_rule,
 )
-from prroom.core.limits import Rate, SocketLimiter
 from prroom.core.presence import Presence
-from prroom.core.protocol import ErrorCode, Limits, ProtocolError
+from prroom.core.protocol import ErrorCode, ProtocolError
 from prroom.core.rooms import RoomRegistry
-from prroom.diagnostics import gevent_traps, loop_monitor
-from prroom.diagnostics.loop_monitor import LoopMonitor
-from prroom.internals import host_server, packet_codec, seams, socketio_hooks, stacks
+from prroom.internals import host_server, seams, socketio_hooks
 from prroom.server import host_socketio
 from prroom.server.api import api
-from prroom.server.events import Caps, RoomEvents
+from prroom.server.events import RoomEvents
 from prroom.server.flask_commands import commands
 from prroom.server.metrics import Metrics
 from prroom.server.ops import metrics_view, ops
-from prroom.server.recovery import Recovery
+from prroom.server.startup import (
+    accepted_missing,
+    install_speed_seams,
+    label_requests,
+    resolve_async_mode,
+    watch_the_event_loop,
+)
+from prroom.server.state import (
+    Disconnected,
+    PRRoomState,
+    recovery_of,
+    recovery_store_of,
+    secret_key,
+    socket_limiter,
+)
 from prroom.server.web import blueprint
-from prroom.transport import event_path
-from prroom.transport import frames as websocket_frames
-from prroom.transport import writes as websocket_writes
+
+__all__ = ["PRRoom", "PRRoomState", "Disconnected", "resolve_async_mode", "recovery_of",
+           "recovery_store_of", "socket_limiter", "secret_key", "accepted_missing",
+           "install_speed_seams", "label_requests", "watch_the_event_loop"]
 
 logger = logging.getLogger("prroom")
-
-
-def resolve_async_mode(setting: str) -> str:
-    """``auto`` means gevent when gevent has patched the process (gunicorn, wsgi.py,
-    ``python -m prroom``) and threading otherwise (``flask run``, plain scripts)."""
-    if setting != "auto":
-        return setting
-    try:
-        from gevent import monkey
-    except ImportError:  # pragma: no cover - gevent is a dependency
-        return "threading"
-    return "gevent" if monkey.is_module_patched("socket") else "threading"
-
-
-def recovery_of(settings: Settings) -> Recovery:
-    """The recovery a server with ``settings`` runs (``window`` 0: none)."""
-    return Recovery(settings.recovery_window, settings.recovery_buffer,
-                    settings.recovery_sessions, settings.presence_grace)
-
-
-def recovery_store_of(settings: Settings) -> Optional[RedisRecoveryStore]:
-    """Clustered mode with recovery on: the deployment's sessions and packets in Redis."""
-    if not (settings.recovery_window and settings.message_queue):
-        return None
-    return RedisRecoveryStore(settings.message_queue, settings.channel,
-                              settings.recovery_window, settings.recovery_buffer,
-                              settings.recovery_sessions)
-
-
-class Disconnected(NamedTuple):
-    """What :meth:`PRRoom.disconnect_identity` did."""
-
-    #: connections closed on this process
-    closed: int
-    #: whether every other process was told (False: one process, nothing to tell)
-    published: bool
-
-
-class PRRoomState:
-    """Everything prroom holds for one Flask app: ``app.extensions["prroom"]``."""
-
-    def __init__(self, extension: "PRRoom", app: Flask, settings: Settings,
-                 socketio: SocketIO, identity: IdentityPolicy) -> None:
-        self.extension = extension
-        self.app = app
-        self.settings = settings
-        self.socketio = socketio
-        self.identity = identity
-        self.registry = RoomRegistry(typing_timeout=settings.typing_timeout)
-        self.presence: Presence = create_presence(settings.message_queue, settings.channel,
-                                                  settings.presence_ttl)
-        self.metrics = Metrics()
-        #: one bucket per bearer token of the HTTP posting endpoint
-        self.post_limiter = SocketLimiter(
-            {"post": Rate(settings.post_rate, settings.post_burst)}, disconnect_after=10 ** 9)
-        self.loop_monitor: Optional[LoopMonitor] = None
-        self.traps: List[str] = []
-        self.events = RoomEvents(
-            socketio.server, registry=self.registry, identity=identity,
-            limits=Limits.of(settings), limiter=socket_limiter(settings),
-            caps=Caps.of(settings), presence=self.presence, metrics=self.metrics,
-            recovery=recovery_of(settings), recovery_store=recovery_store_of(settings))
-
-    def queue_up(self) -> Optional[bool]:
-        """None when not clustered; else whether the message queue and presence are up."""
-        if not self.settings.message_queue:
-            return None
-        manager = self.socketio.server.manager
-        start_listening = getattr(manager, "start_listening", None)
-        if start_listening is not None:  # subscribed before the first client, not after
-            start_listening()
-        return bool(getattr(manager, "queue_healthy", True) and self.presence.healthy())
-
-    def seam_statuses(self) -> Dict[str, str]:
-        """Each library seam's status at start (the documentation's "Library internals")."""
-        return {outcome.seam.name: outcome.status
-                for outcome in seams.report(self.socketio.server)}
-
-    def shutdown(self) -> int:
-        """Tell this app's clients it is going away and close their connections.
-
-        Called by prroom's gunicorn worker on SIGTERM; call it yourself from other servers.
-        Returns the number of connections closed.
-        """
-        return self.events.shutdown()
-
-    def issue_token(self, username: str, pull_requests: Optional[Iterable[int]] = None) -> str:
-        """A token for ``token`` mode, valid ``PRROOM_TOKEN_MAX_AGE`` seconds from now."""
-        return issue_token(secret_key(self.app, self.settings), username, pull_requests)
-
-    def disconnect_identity(self, username: str) -> Disconnected:
-        """Close every connection of ``username`` on every process of the deployment.
-
-        Each gets ``pr-room-error`` ``identity-revoked``, then a Socket.IO disconnect (the
-        client does not reconnect by itself); in ``token`` mode the tokens signed until now
-        for that name are refused.  Raises QueueUnavailable if the other processes could
-        not be told (this one's connections are closed all the same).
-        """
-        closed, published = self.events.identities.disconnect_identity(username)
-        return Disconnected(closed, published)
-
-
-def watch_the_event_loop(app: Flask, state: PRRoomState) -> None:
-    """Under gevent: name the traps present now, and watch for blocks from now on."""
-    seams.apply("loop-monitor-stacks", stacks.available, server=state.socketio.server)
-    state.traps = gevent_traps.find_traps()
-    for trap in state.traps:
-        logger.warning("gevent trap: %s", trap)
-    app.wsgi_app = label_requests(app.wsgi_app)  # type: ignore[method-assign]
-    threshold = state.settings.blocking_threshold / 1000
-    if threshold > 0:
-        state.loop_monitor = loop_monitor.monitor_of_hub(threshold,
-                                                         state.metrics.record_loop_block)
-        monitor = state.loop_monitor
-        state.metrics.watch_loop(lambda: monitor.last_lag, monitor.worst_recent_lag)
-
-
-def label_requests(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
-    """WSGI middleware: label each request's greenlet (``GET /path``) for the loop monitor."""
-
-    def labelled(environ: Dict[str, Any], start_response: Callable[..., Any]) -> Any:
-        loop_monitor.serving(environ.get("REQUEST_METHOD", "-"), environ.get("PATH_INFO", "-"))
-        try:
-            return wsgi_app(environ, start_response)
-        finally:
-            loop_monitor.served()
-    return labelled
-
-
-def accepted_missing(settings: Settings) -> Tuple[str, ...]:
-    """``PRROOM_ACCEPT_MISSING``'s seam names; ConfigError for a name that is no protection."""
-    try:
-        return seams.parse_accepted(settings.accept_missing)
-    except ValueError as err:
-        raise ConfigError(f"PRROOM_ACCEPT_MISSING: {err}") from None
-
-
-def install_speed_seams(socketio: SocketIO, settings: Settings,
-                        accepted: Tuple[str, ...]) -> None:
-    """The seams installed on the server before prroom's handlers: the codec, the transport's
-    fast paths, and the cluster managers' reaches (each with its status for the report)."""
-    server = socketio.server
-    live = (server, server.eio)
-
-    def seam(name: str, install: Callable[[], Any]) -> seams.Outcome:
-        try:
-            return seams.apply(name, install, server=server, objects=live, accepted=accepted)
-        except seams.SeamRefused as refused:
-            raise ConfigError(str(refused)) from None
-
-    seams.warn_about_newer_releases()
-    seam("cluster-managers", lambda: True)  # prroom's managers subclass what it names
-    seam("packet-codec", lambda: packet_codec.install(server))
-    if socketio.async_mode != "gevent":
-        for name in ("refused-body-unread", "frame-size-bound", "frame-unmasking",
-                     "direct-writes", "ping-wheel", "event-path"):
-            seams.off(name, f"async mode {socketio.async_mode}", server)
-        return
-    seam("refused-body-unread", lambda: True)  # used per request (prroom.server.api)
-    seam("frame-size-bound", lambda: websocket_frames.install(server.eio))  # 1009 at the header
-    seam("frame-unmasking", socketio_hooks.accelerate_gevent_websocket)
-    if settings.websocket_writes != "direct":
-        seams.off("direct-writes", "PRROOM_WEBSOCKET_WRITES=library", server)
-        seams.off("ping-wheel", "PRROOM_WEBSOCKET_WRITES=library", server)
-    else:
-        wheel = seam("ping-wheel", lambda: True).status == seams.INSTALLED
-        seam("direct-writes", lambda: websocket_writes.install(server, ping_wheel=wheel))
-    if settings.event_path == "direct":
-        seam("event-path", lambda: event_path.install(server))
-    else:
-        seams.off("event-path", "PRROOM_EVENT_PATH=library", server)
-
-
-def socket_limiter(settings: Settings) -> SocketLimiter:
-    """The per-socket rate limits of ``settings``."""
-    return SocketLimiter(
-        {"message": Rate(settings.message_rate, settings.message_burst),
-         "typing": Rate(settings.typing_rate, settings.typing_burst),
-         "room": Rate(settings.room_rate, settings.room_burst)},
-        disconnect_after=settings.rate_limit_disconnect_after)
-
-
-def secret_key(app: Flask, settings: Settings) -> str:
-    """The key that signs tokens: ``PRROOM_SECRET_KEY``, else the app's ``SECRET_KEY``."""
-    key = settings.secret_key or app.config.get("SECRET_KEY")
-    if not key:
-        raise ConfigError("PRROOM_AUTH_MODE='token': expected PRROOM_SECRET_KEY or the "
-                          "app's SECRET_KEY to be set")
-    return str(key)
 
 
 class PRRoom:

@@ -20,16 +20,14 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 from prroom.core import protocol
 from prroom.core.expiry import ExpiryQueue
-from prroom.core.identity import Identity
+from prroom.core.identity import Identity, IdentityPolicy
 from prroom.core.protocol import ErrorCode, ProtocolError
 from prroom.internals import socketio_hooks
-
-if TYPE_CHECKING:  # pragma: no cover
-    from prroom.server.events import RoomEvents
+from prroom.server.broadcaster import Broadcaster
 
 logger = logging.getLogger("prroom")
 
@@ -46,13 +44,21 @@ SWEEP_INTERVAL = 1.0
 class IdentityControl:
     """Expiry and cluster-wide disconnects of one server's authenticated connections."""
 
-    def __init__(self, events: "RoomEvents") -> None:
-        self.events = events
+    def __init__(self, broadcaster: Broadcaster, policy: IdentityPolicy,
+                 identified: Dict[str, Identity], max_connections: int) -> None:
+        self.broadcaster = broadcaster
+        self.server = broadcaster.server
+        self.namespace = broadcaster.namespace
+        self.presence = broadcaster.presence
+        self.policy = policy
+        #: the handlers' table of authenticated connections (sid -> identity), read only
+        self.identified = identified
+        self.max_connections = max_connections
         self.expiries = ExpiryQueue()
 
     def install(self) -> None:
         """Answer the cluster-wide command on this process."""
-        manager = self.events.server.manager
+        manager = self.server.manager
         commands = getattr(manager, "commands", None)
         if commands is not None:
             commands[DISCONNECT_IDENTITY] = self._on_command
@@ -67,7 +73,7 @@ class IdentityControl:
     def disconnected(self, sid: str, name: str) -> None:
         """``sid`` (of identity ``name``) is gone: nothing to expire, one connection fewer."""
         self.expiries.discard(sid)
-        count = getattr(self.events.presence, "count_connection", None)
+        count = getattr(self.presence, "count_connection", None)
         if count is not None:
             try:
                 count(name, -1)
@@ -84,12 +90,12 @@ class IdentityControl:
         the caller refuses.  With one process, or Redis unreachable (logged), the answer is
         ``local``, this process's own count: the cap then holds per process.
         """
-        count = getattr(self.events.presence, "count_connection", None)
+        count = getattr(self.presence, "count_connection", None)
         if count is None:
             return local
         try:
-            total = count(name, 1)
-            if total > self.events.caps.max_connections_per_identity:
+            total: int = count(name, 1)
+            if total > self.max_connections:
                 count(name, -1)
         except Exception as exc:
             logger.error("connection count: Redis unreachable (%s); the cap holds per "
@@ -99,32 +105,22 @@ class IdentityControl:
 
     def expire_due(self, now: Optional[float] = None) -> int:
         """Close the connections whose identity expired by ``now``; return how many."""
-        events = self.events
         closed = 0
         for sid in self.expiries.due(time.time() if now is None else now):
-            identity = events.identified.get(sid)
+            identity = self.identified.get(sid)
             if identity is None:
                 continue
             logger.info("closing sid=%s identity=%s: its token expired", sid, identity.name)
-            events.to_socket(sid, protocol.ERROR, protocol.closing_event(ProtocolError(
+            self.broadcaster.to_socket(sid, protocol.ERROR, protocol.closing_event(ProtocolError(
                 ErrorCode.TOKEN_EXPIRED, "this connection's token expired; reconnect with a "
                 "fresh one", reconnect=True)))
             # a lost transport, not a Socket.IO disconnect: the client reconnects (with a
             # fresh token from its auth callback) and recovery, when on, keeps its session
-            eio_sid = events.server.manager.eio_sid_from_sid(sid, events.namespace)
+            eio_sid = self.server.manager.eio_sid_from_sid(sid, self.namespace)
             if eio_sid is not None:
-                socketio_hooks.close_transport(events.server, eio_sid, reason=LOST)
+                socketio_hooks.close_transport(self.server, eio_sid, reason=LOST)
                 closed += 1
         return closed
-
-    def sweep_forever(self) -> None:
-        """Expire connections once per :data:`SWEEP_INTERVAL`, forever."""
-        while True:
-            self.events.server.sleep(SWEEP_INTERVAL)
-            try:
-                self.expire_due()
-            except Exception:
-                logger.exception("identity expiry sweep failed; retrying")
 
     # -- disconnecting an identity --------------------------------------------------------
 
@@ -137,7 +133,7 @@ class IdentityControl:
         """
         at = time.time()
         args = {"name": name, "at": at}
-        manager = self.events.server.manager
+        manager = self.server.manager
         broadcast = getattr(manager, "broadcast_command", None)
         if broadcast is None:  # a manager that is not prroom's: this process only
             return self.disconnect_local(name, at), False
@@ -146,7 +142,7 @@ class IdentityControl:
             ticket.wait()
         return int(closed or 0), ticket is not None
 
-    def _on_command(self, args: dict) -> int:
+    def _on_command(self, args: Dict[str, Any]) -> int:
         name, at = args.get("name"), args.get("at")
         if not isinstance(name, str) or not isinstance(at, (int, float)):
             logger.warning("ignored a malformed %s command", DISCONNECT_IDENTITY)
@@ -155,15 +151,15 @@ class IdentityControl:
 
     def disconnect_local(self, name: str, at: float) -> int:
         """Close this process's connections of ``name``; refuse its tokens signed by ``at``."""
-        events = self.events
-        revoke: Any = getattr(events.identity, "revoke", None)
+        revoke: Any = getattr(self.policy, "revoke", None)
         if revoke is not None:
             revoke(name, at)
-        sids = [sid for sid, identity in events.identified.items() if identity.name == name]
+        sids = [sid for sid, identity in self.identified.items() if identity.name == name]
         for sid in sids:
-            events.to_socket(sid, protocol.ERROR, protocol.closing_event(ProtocolError(
-                ErrorCode.IDENTITY_REVOKED, "an operator disconnected this identity")))
-            events.server.disconnect(sid, namespace=events.namespace, ignore_queue=True)
+            self.broadcaster.to_socket(sid, protocol.ERROR, protocol.closing_event(
+                ProtocolError(ErrorCode.IDENTITY_REVOKED,
+                              "an operator disconnected this identity")))
+            self.server.disconnect(sid, namespace=self.namespace, ignore_queue=True)
         logger.warning("disconnected identity=%s: %d connections on this process", name,
                        len(sids))
         return len(sids)

@@ -50,7 +50,7 @@ class Metrics:
                                   "loop was held past PRROOM_BLOCKING_THRESHOLD, by how long "
                                   "(every connection of the process waited)",
                                   buckets=BLOCKED_BUCKETS, registry=self.registry)
-        self._children: Dict[Tuple[str, str], Tuple] = {}
+        self._children: Dict[Tuple[str, str], Tuple[Any, ...]] = {}
 
     def record_event(self, event: str, outcome: str, seconds: float) -> None:
         """One client event handled with ``outcome`` (``ok`` or an error code)."""
@@ -88,7 +88,7 @@ class Metrics:
         """Register the scrape-time event-loop gauges (last lag, worst of the last minute)."""
         self.registry.register(_LoopCollector(lag, worst))
 
-    def watch_state(self, sockets: Callable[[], int], room_sizes: Callable[[], list],
+    def watch_state(self, sockets: Callable[[], int], room_sizes: Callable[[], List[Any]],
                     queue_up: Callable[[], object]) -> None:
         """Register the scrape-time gauges; ``queue_up`` returns None when not clustered."""
         self.registry.register(_StateCollector(sockets, room_sizes, queue_up))
@@ -107,11 +107,11 @@ class Metrics:
 
 
 class _StateCollector:
-    def __init__(self, sockets: Callable[[], int], room_sizes: Callable[[], list],
+    def __init__(self, sockets: Callable[[], int], room_sizes: Callable[[], List[Any]],
                  queue_up: Callable[[], object]) -> None:
         self._sockets, self._room_sizes, self._queue_up = sockets, room_sizes, queue_up
 
-    def describe(self) -> list:
+    def describe(self) -> List[Any]:
         return []
 
     def collect(self) -> Iterator[Any]:
@@ -122,7 +122,8 @@ class _StateCollector:
                                 value=len(sizes))
         buckets = []
         for bound in MEMBER_BUCKETS:
-            buckets.append((floatToGoString(bound), sum(1 for size in sizes if size <= bound)))
+            label: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
+            buckets.append((label, sum(1 for size in sizes if size <= bound)))
         buckets.append(("+Inf", len(sizes)))
         total = sum(sizes)
         yield HistogramMetricFamily("prroom_room_members", "Members per room on this "
@@ -137,7 +138,7 @@ class _SeamCollector:
     def __init__(self, outcomes: Callable[[], List[Any]]) -> None:
         self._outcomes = outcomes
 
-    def describe(self) -> list:
+    def describe(self) -> List[Any]:
         return []
 
     def collect(self) -> Iterator[Any]:
@@ -153,7 +154,7 @@ class _LoopCollector:
     def __init__(self, lag: Callable[[], float], worst: Callable[[], float]) -> None:
         self._lag, self._worst = lag, worst
 
-    def describe(self) -> list:
+    def describe(self) -> List[Any]:
         return []
 
     def collect(self) -> Iterator[Any]:
@@ -168,7 +169,7 @@ class _RecoveryCollector:
     def __init__(self, sessions: Callable[[], int], packets: Callable[[], int]) -> None:
         self._sessions, self._packets = sessions, packets
 
-    def describe(self) -> list:
+    def describe(self) -> List[Any]:
         return []
 
     def collect(self) -> Iterator[Any]:

@@ -7,6 +7,8 @@
 """
 from __future__ import annotations
 
+from typing import Any, Dict
+
 from flask import Blueprint, Response, current_app, jsonify
 from flask.typing import ResponseReturnValue
 from prometheus_client import CONTENT_TYPE_LATEST
@@ -21,7 +23,7 @@ def readyz() -> ResponseReturnValue:
     """Readiness: can this process take traffic right now?"""
     state = current_app.extensions["prroom"]
     queue_up = state.queue_up()
-    checks: dict = {"queue": "not clustered" if queue_up is None else
+    checks: Dict[str, Any] = {"queue": "not clustered" if queue_up is None else
                     ("up" if queue_up else "unreachable"),
                     "seams": state.seam_statuses()}
     if queue_up is False:

@@ -41,7 +41,8 @@ def post_message(pull_request_id: int, username: str, message: str, *,
     request = {"pullRequestId": pull_request_id, "username": username, "message": message}
     state = _state_of(app)
     if state is not None:
-        return state.events.post(request)
+        posted: PostedMessage = state.events.post(request)
+        return posted
     settings = settings_from_environ()
     url = message_queue or settings.message_queue
     if not url:

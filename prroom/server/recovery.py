@@ -1,9 +1,12 @@
 """Connection state recovery on the Socket.IO side: pids, restores, the presence grace.
 
 :class:`SessionRecovery` is what :class:`~prroom.server.events.RoomEvents` asks when recovery
-is on (``PRROOM_RECOVERY_WINDOW`` > 0): the offset a room broadcast carries, the ``pid`` of
-a CONNECT reply, whether a CONNECT restores a session, what a recoverable disconnect leaves
-behind, and when a user hidden by the presence grace is announced as left.
+is on (``PRROOM_RECOVERY_WINDOW`` > 0): the ``pid`` of a CONNECT reply, whether a CONNECT
+restores a session, what a recoverable disconnect leaves behind, and when a user hidden by
+the presence grace is announced as left.  It is heard through the
+:class:`~prroom.server.broadcaster.Broadcaster` and reads the recoverable broadcasts'
+buffers (:mod:`prroom.server.recoverable`); it knows nothing of the handlers, and its
+sweep is run by :mod:`prroom.server.sweepers`.
 
 Sessions and recent packets live in this process's memory (:mod:`prroom.core.recovery`),
 or, in clustered mode, in Redis (:mod:`prroom.cluster.recovery_store`), where every process
@@ -14,38 +17,26 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import TYPE_CHECKING, Any, Dict, List, NamedTuple, Optional, Set, Tuple
+from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
-from prroom.cluster.recovery_store import (
-    PUBLISH_SCRIPT,
-    RedisRecoveryStore,
-    packet_of,
-    split_offset,
-)
+from prroom.cluster.recovery_store import packet_of, split_offset
 from prroom.core import protocol
 from prroom.core.config import DEFAULTS
-from prroom.core.identity import Identity
-from prroom.core.limits import export_state, import_state
-from prroom.core.protocol import ROOM_PREFIX, ErrorCode, ProtocolError, room_name
-from prroom.core.recovery import (
-    BufferedPacket,
-    RoomBuffers,
-    SentMessages,
-    Session,
-    SessionStore,
-    new_pid,
-)
-from prroom.core.rooms import Departure
+from prroom.core.identity import Identity, IdentityPolicy
+from prroom.core.limits import SocketLimiter, export_state, import_state
+from prroom.core.protocol import ErrorCode, ProtocolError, room_name
+from prroom.core.recovery import BufferedPacket, SentMessages, Session, SessionStore, new_pid
+from prroom.core.rooms import RoomRegistry
 from prroom.internals import socketio_hooks
-
-if TYPE_CHECKING:  # pragma: no cover
-    from prroom.server.events import RoomEvents
+from prroom.server.broadcaster import Broadcaster
+from prroom.server.grace import PresenceGrace
+from prroom.server.metrics import Metrics
+from prroom.server.recoverable import RECOVERABLE_EVENTS, RecoverableBroadcasts
 
 logger = logging.getLogger("prroom")
 
-#: Room broadcasts a returning client must not miss: they carry an offset and are buffered.
-#: Typing indicators are not: replayed seconds later they would be stale.
-RECOVERABLE_EVENTS = frozenset({protocol.MESSAGE, protocol.USER_JOINED, protocol.USER_LEFT})
+__all__ = ["RECOVERABLE_EVENTS", "RECOVERABLE_REASONS", "SHUTDOWN_REASON", "REPLACED_REASON",
+           "SESSION_EVENT", "Recovery", "SessionRecovery"]
 
 #: Disconnect reasons after which a client reconnects on its own (python-engineio's names);
 #: a client that disconnected on purpose, or was disconnected by the server, does not.
@@ -77,25 +68,32 @@ class Recovery(NamedTuple):
     presence_grace: float = DEFAULTS["PRROOM_PRESENCE_GRACE"]
 
 
-class SessionRecovery:
+class SessionRecovery(PresenceGrace):
     """One server's recovery state: the live connections' pids and the stored sessions."""
 
-    def __init__(self, events: "RoomEvents", settings: Recovery,
-                 shared: Optional[RedisRecoveryStore] = None) -> None:
-        self.events = events
+    def __init__(self, settings: Recovery, recoverable: RecoverableBroadcasts,
+                 broadcaster: Broadcaster, *, registry: RoomRegistry,
+                 identity: IdentityPolicy, limiter: SocketLimiter, metrics: Metrics,
+                 clock: Callable[[], float] = time.monotonic,
+                 wall: Callable[[], float] = time.time) -> None:
         self.settings = settings
-        window = settings.window
+        self.window = window = settings.window
         self.grace = min(settings.presence_grace, window)
-        self.buffers = RoomBuffers(window, settings.buffer)
-        self.sessions = SessionStore(window, settings.sessions)
+        self.recoverable = recoverable
+        self.buffers = recoverable.buffers
+        self.sessions = SessionStore(window, settings.sessions, clock=clock)
         #: clustered: the deployment's store; the clustered manager publishes through it
-        self.shared = shared
-        self._manager: Any = None
-        if shared is not None:
-            self._manager = events.server.manager
-            self._manager.enable_recovery(PUBLISH_SCRIPT, self._publish_args,
-                                          self._stream_of)
-        self.sent = SentMessages(window, MAX_CLIENT_MESSAGE_IDS)
+        self.shared = recoverable.shared
+        self._manager: Any = recoverable.manager
+        self.broadcaster = broadcaster
+        self.server = broadcaster.server
+        self.namespace = broadcaster.namespace
+        self.registry = registry
+        self.identity = identity
+        self.limiter = limiter
+        self.metrics = metrics
+        self._clock, self._wall = clock, wall
+        self.sent = SentMessages(window, MAX_CLIENT_MESSAGE_IDS, clock=clock)
         # sid -> (pid, its marker's sequence, identity name); pid -> its open connection's sid
         self._pids: Dict[str, Tuple[str, int, Optional[str]]] = {}
         self._live: Dict[str, str] = {}
@@ -118,37 +116,9 @@ class SessionRecovery:
 
     # -- what the event handlers ask --------------------------------------------------
 
-    def broadcast(self, event: str, data: dict, pull_request_id: int,
-                  skip_sid: Optional[str]) -> bool:
-        """Emit a room broadcast with its offset if ``event`` is recoverable; False if it
-        is not (the caller emits it as usual)."""
-        if event not in RECOVERABLE_EVENTS:
-            return False
-        events = self.events
-        if self.shared is not None:
-            self._manager.emit_recoverable(event, data, events.namespace,
-                                           room_name(pull_request_id), skip_sid)
-            return True
-        # the offset as last argument, as socket.io-client expects; one tuple for the
-        # whole room, so the packet is still encoded and framed once per broadcast
-        offset = self.buffers.record(pull_request_id, event, data, skip_sid)
-        events.server.emit(event, (data, offset), to=room_name(pull_request_id),
-                           skip_sid=skip_sid, namespace=events.namespace)
-        return True
-
-    def _stream_of(self, room: str) -> str:
-        assert self.shared is not None
-        return self.shared.room_key(int(room[len(ROOM_PREFIX):]))
-
-    def _publish_args(self, room: str, head: str, tail: str, command: str,
-                      channel: str) -> Tuple[List[str], List[Any]]:
-        assert self.shared is not None
-        return self.shared.publish_args(int(room[len(ROOM_PREFIX):]), head, tail, command,
-                                        channel)
-
-    def connect_reply(self, namespace: str, sid: str) -> Optional[dict]:
+    def connect_reply(self, namespace: str, sid: str) -> Optional[Dict[str, Any]]:
         """The ``pid`` next to ``sid`` in the CONNECT reply (connects.fix_connects)."""
-        if namespace != self.events.namespace or sid not in self._pids:
+        if namespace != self.namespace or sid not in self._pids:
             return None
         return {"pid": self._pids[sid][0]}
 
@@ -174,7 +144,7 @@ class SessionRecovery:
         if rooms is not None:
             rooms.pop(pull_request_id, None)
 
-    def client_message_id(self, payload: dict) -> Optional[str]:
+    def client_message_id(self, payload: Dict[str, Any]) -> Optional[str]:
         """``clientMessageId`` of a send (validated), if it has one."""
         if "clientMessageId" not in payload:
             return None
@@ -187,7 +157,7 @@ class SessionRecovery:
         return value
 
     def sent_before(self, sender: str, pull_request_id: int, client_id: str
-                    ) -> Optional[dict]:
+                    ) -> Optional[Dict[str, Any]]:
         """The ack of an earlier send with this ``clientMessageId`` within the window (on
         any process, clustered), or None."""
         if self.shared is None:
@@ -199,7 +169,7 @@ class SessionRecovery:
             return self.sent.get(sender, pull_request_id, client_id)
 
     def remember_sent(self, sender: str, pull_request_id: int, client_id: str,
-                      ack: dict) -> None:
+                      ack: Dict[str, Any]) -> None:
         """Remember a send's ack under its ``clientMessageId`` for the window."""
         self.sent.put(sender, pull_request_id, client_id, ack)
         if self.shared is not None:
@@ -218,7 +188,6 @@ class SessionRecovery:
         its CONNECT reply is held (fix_connects), so it follows the reply and precedes
         anything newer: nothing else runs on this process meanwhile.
         """
-        events = self.events
         session = after = None
         if isinstance(auth, dict):
             session = self._take(auth.get("pid"))
@@ -230,7 +199,7 @@ class SessionRecovery:
         if session is not None and after is not None and after >= session.min_seq \
                 and session.identity == name:
             rooms = {pr: username for pr, username in session.rooms.items()
-                     if events.identity.can_join(identity, pr)}
+                     if self.identity.can_join(identity, pr)}
             if self.shared is None:
                 missed = self.buffers.missed(rooms, after, session.old_sid, session.joined)
             else:
@@ -244,20 +213,19 @@ class SessionRecovery:
                 return False
             # no yield from here to the entered rooms: what the taps caught is all there is
             for pull_request_id, username in rooms.items():
-                events.registry.join(sid, pull_request_id, username)
-                events.server.enter_room(sid, room_name(pull_request_id), events.namespace)
+                self.registry.join(sid, pull_request_id, username)
+                self.server.enter_room(sid, room_name(pull_request_id), self.namespace)
         finally:
             if taps is not None:
                 self._manager.release_rooms([room_name(pr) for pr in rooms], taps,
-                                            events.namespace)
+                                            self.namespace)
         self._joined[sid] = {pr: session.joined.get(pr, 0) for pr in rooms}
-        events.limiter.put_state(sid, session.limiter_state)
+        self.limiter.put_state(sid, session.limiter_state)
         for packet in missed:
-            events.server.emit(packet.event, (packet.data, packet.offset), to=sid,
-                               namespace=events.namespace, ignore_queue=True)
+            self.broadcaster.to_socket(sid, packet.event, (packet.data, packet.offset))
         self._restore_presence(sid, session, rooms)
         self._open(sid, session.pid, self._send_marker(sid, True), name)
-        events.metrics.record_connection("recovered")
+        self.metrics.record_connection("recovered")
         return True
 
     def _open(self, sid: str, pid: str, marker: int, name: Optional[str]) -> None:
@@ -284,15 +252,14 @@ class SessionRecovery:
         after = self._parse(auth.get("offset"))
         if after is None or after < held[1] or held[2] != (identity.name if identity else None):
             return False
-        events = self.events
-        eio_sid = events.server.manager.eio_sid_from_sid(old_sid, events.namespace)
+        eio_sid = self.server.manager.eio_sid_from_sid(old_sid, self.namespace)
         if eio_sid is None:
             return False
         logger.info("recovery: sid=%s is replaced by a connection presenting its session",
                     old_sid)
         self._replacing.add(pid)
         try:  # the old connection's disconnect handlers run before this returns
-            socketio_hooks.close_replaced(events.server, eio_sid, events.namespace,
+            socketio_hooks.close_replaced(self.server, eio_sid, self.namespace,
                                           REPLACED_REASON)
         finally:
             self._replacing.discard(pid)
@@ -309,7 +276,7 @@ class SessionRecovery:
         if taken is None:
             return None
         session, limits, age = taken
-        session.limiter_state = import_state(limits, time.monotonic() - age)
+        session.limiter_state = import_state(limits, self._clock() - age)
         return session
 
     def _parse(self, offset: Any) -> Optional[int]:
@@ -321,7 +288,7 @@ class SessionRecovery:
             return None
 
     def _missed_in_cluster(self, session: Session, rooms: Dict[int, str], after: int,
-                           taps: List[List[dict]]) -> Optional[List[BufferedPacket]]:
+                           taps: List[List[Dict[str, Any]]]) -> Optional[List[BufferedPacket]]:
         """What Redis kept for the session, plus what arrived while it was read."""
         assert self.shared is not None
         try:
@@ -349,7 +316,7 @@ class SessionRecovery:
             self._flush_left(session.pid, announce=True)
         elif not session.left_announced:  # its grace was running on another process
             for pull_request_id, username in session.rooms.items():
-                self.events.announce(protocol.USER_LEFT, pull_request_id, username)
+                self.broadcaster.announce(protocol.USER_LEFT, pull_request_id, username)
 
     def _send_marker(self, sid: str, recovered: bool) -> int:
         if self.shared is not None:
@@ -362,8 +329,7 @@ class SessionRecovery:
                 seq, offset = 2 ** 62, "-"
         else:
             seq, offset = self.buffers.marker()
-        self.events.server.emit(SESSION_EVENT, ({"recovered": recovered}, offset), to=sid,
-                                namespace=self.events.namespace, ignore_queue=True)
+        self.broadcaster.to_socket(sid, SESSION_EVENT, ({"recovered": recovered}, offset))
         return seq
 
     def _restore_presence(self, sid: str, session: Session, kept: Dict[int, str]) -> None:
@@ -371,22 +337,21 @@ class SessionRecovery:
 
         After it, the user was announced as left: announce them joined again.
         """
-        events = self.events
         pending = self._pending_left.pop(session.pid, None)
         if pending is not None:
             for pull_request_id, username in pending[1]:
                 if pull_request_id not in kept:  # can_join now refuses: left after all
-                    events.presence_left(pull_request_id, username)
+                    self.broadcaster.presence_left(pull_request_id, username)
             return
         for pull_request_id, username in kept.items():
             if session.left_announced:
-                events.presence_joined(sid, pull_request_id, username)
+                self.broadcaster.presence_joined(sid, pull_request_id, username)
             else:  # another process holds the grace: the others never heard a leave
-                events.presence_joined(sid, pull_request_id, username, quietly=True)
+                self.broadcaster.presence_joined(sid, pull_request_id, username, quietly=True)
         if not session.left_announced:
             for pull_request_id, username in session.rooms.items():
                 if pull_request_id not in kept:
-                    events.announce(protocol.USER_LEFT, pull_request_id, username)
+                    self.broadcaster.announce(protocol.USER_LEFT, pull_request_id, username)
 
     # -- disconnect ---------------------------------------------------------------------
 
@@ -401,7 +366,7 @@ class SessionRecovery:
         if pid is None or str(reason) not in RECOVERABLE_REASONS | {SHUTDOWN_REASON,
                                                                     REPLACED_REASON}:
             return None
-        state = self.events.limiter.take_state(sid)
+        state = self.limiter.take_state(sid)
         name = identity.name if identity else None
         announced = not ((self.grace or pid[0] in self._replacing) and rooms)
         if self.shared is None:
@@ -411,110 +376,8 @@ class SessionRecovery:
         session = Session(pid[0], name, dict(rooms), None, sid, pid[1], 0.0, joined,
                           announced)
         try:
-            self.shared.persist(session, export_state(state, time.monotonic()))
+            self.shared.persist(session, export_state(state, self._clock()))
         except Exception as exc:  # Redis away: this session cannot come back
             logger.error("recovery: could not store the session in Redis: %s", exc)
             return None
         return pid[0]
-
-    def hold_departures(self, pid: str, departures: List[Departure]) -> bool:
-        """Hold a kept session's departures for the presence grace.
-
-        False when there is no grace (the departures are announced at once, as without
-        recovery), unless the session is being taken over by a new connection.
-        """
-        replaced = pid in self._replacing
-        if not ((self.grace or replaced) and departures):
-            return False
-        # a replaced session is restored right after this; if that fails, its users are
-        # announced as left at once (or, with the store away, when the window passes)
-        hold = self.settings.window if replaced and not self.grace else self.grace
-        self._pending_left[pid] = (time.monotonic() + hold,
-                                   [(d.pull_request_id, d.username) for d in departures])
-        if self._handed_off:  # a disconnect that was under way when shutdown began
-            self.hand_off()
-        return True
-
-    def hand_off(self) -> None:
-        """This server is stopping: the graces it holds end elsewhere.
-
-        Clustered, each held user is counted out of the room now, without a word, and the
-        session is handed to the rest of the cluster: the first process to sweep after the
-        grace announces the user as left, unless the session was restored meanwhile (then
-        nobody hears anything).  One process alone takes its graces with it.
-        """
-        self._handed_off = True
-        pending, self._pending_left = self._pending_left, {}
-        if self.shared is None or not pending:
-            return
-        logger.info("recovery: handing %d presence grace(s) over to the cluster", len(pending))
-        wall = time.time() - time.monotonic()
-        for _, users in pending.values():
-            for pull_request_id, username in users:
-                self.events.presence_left(pull_request_id, username, quietly=True)
-        try:
-            self.shared.hand_off({pid: due + wall for pid, (due, _) in pending.items()})
-        except Exception as exc:
-            logger.error("recovery: could not hand %d graces over to the cluster: %s",
-                         len(pending), exc)
-
-    def _flush_left(self, pid: str, announce: Optional[bool] = None) -> None:
-        """The grace hiding a session's users passed: they left.  The others are told,
-        unless (clustered) the session was restored on another process meanwhile."""
-        pending = self._pending_left.pop(pid, None)
-        if pending is None:
-            return
-        if announce is None:
-            announce = self._mark_left_announced(pid)
-        for pull_request_id, username in pending[1]:
-            self.events.presence_left(pull_request_id, username, quietly=not announce)
-
-    def _mark_left_announced(self, pid: str) -> bool:
-        if self.shared is None:
-            self.sessions.mark_left_announced(pid)
-            return True  # only this process could have restored it
-        try:
-            return self.shared.mark_left_announced(pid)
-        except Exception as exc:
-            logger.error("recovery: could not reach Redis about pid's grace: %s", exc)
-            return True
-
-    # -- sweeping -------------------------------------------------------------------------
-
-    def sweep(self) -> None:
-        """Announce the users whose grace passed; drop what the window no longer covers."""
-        now = time.monotonic()
-        for pid in [pid for pid, (due, _) in self._pending_left.items() if due <= now]:
-            self._flush_left(pid)
-        for session in self.sessions.expire():
-            self._flush_left(session.pid, announce=True)
-        if self.shared is not None:
-            self._announce_handed_off()
-        stored = self.sessions.rooms()
-        registry = self.events.registry
-        self.buffers.expire(lambda room: room in stored or bool(registry.members(room)))
-
-    def _announce_handed_off(self) -> None:
-        assert self.shared is not None
-        events = self.events
-        gone = self.shared.claim_due()
-        if gone:
-            logger.info("recovery: %d user(s) of a stopped server did not come back within "
-                        "the presence grace: announcing them as left", len(gone))
-        for pull_request_id, username in gone:
-            try:  # still there on some process (another tab): nobody left
-                present = username in events.presence.members(pull_request_id)
-            except Exception:
-                present = False
-            if not present:
-                events.announce(protocol.USER_LEFT, pull_request_id, username)
-
-    def sweep_forever(self) -> None:
-        """:meth:`sweep`, a few times per grace (or window), forever."""
-        interval = max(0.05, min(0.5, (self.grace or self.settings.window) / 4))
-        while True:
-            self.events.server.sleep(interval)
-            try:
-                self.sweep()
-            except Exception:
-                logger.exception("recovery sweeper failed; retrying")

@@ -8,39 +8,57 @@ survives its own failures (logged, retried next interval).
 from __future__ import annotations
 
 import logging
-from typing import TYPE_CHECKING
+from typing import Callable, Optional
 
 from prroom.core import protocol
+from prroom.core.presence import Presence
+from prroom.core.rooms import RoomRegistry
 from prroom.internals import socketio_hooks
-
-if TYPE_CHECKING:  # pragma: no cover
-    from prroom.server.events import RoomEvents
+from prroom.internals.types import SocketIOServer
+from prroom.server.broadcaster import Broadcaster
+from prroom.server.identities import SWEEP_INTERVAL, IdentityControl
+from prroom.server.recovery import SessionRecovery
 
 logger = logging.getLogger("prroom")
 
 
-def start(events: "RoomEvents") -> None:
-    """Start every loop ``events``' server needs (once, in the serving process)."""
-    server = events.server
-    server.start_background_task(expire_typing_forever, events)
-    server.start_background_task(drop_slow_consumers_forever, events)
-    if events.identity.authenticates:  # anonymous connections never expire
-        server.start_background_task(events.identities.sweep_forever)
-    events.presence.start(server.start_background_task, server.sleep, events.announce_left,
-                          events.announce_joined)
-    if events.resume:
-        server.start_background_task(events.resume.sweep_forever)
+def start(server: SocketIOServer, broadcaster: Broadcaster, registry: RoomRegistry,
+          presence: Presence, max_queued_packets: int, max_queued_bytes: int,
+          identities: Optional[IdentityControl] = None,
+          resume: Optional[SessionRecovery] = None) -> None:
+    """Start every loop a server needs (once, in the serving process): ``identities`` when
+    connections may expire, ``resume`` when recovery is on."""
+    server.start_background_task(expire_typing_forever, server, broadcaster, registry)
+    server.start_background_task(drop_slow_consumers_forever, server, max_queued_packets,
+                                 max_queued_bytes)
+    if identities is not None:
+        server.start_background_task(every, server, SWEEP_INTERVAL, identities.expire_due,
+                                     "identity expiry sweep")
+    presence.start(server.start_background_task, server.sleep, broadcaster.announce_left,
+                   broadcaster.announce_joined)
+    if resume is not None:
+        server.start_background_task(every, server, resume.sweep_interval(), resume.sweep,
+                                     "recovery sweeper")
 
 
-def drop_slow_consumers_forever(events: "RoomEvents") -> None:
+def every(server: SocketIOServer, interval: float, sweep: Callable[[], object],
+          what: str) -> None:
+    """``sweep()`` once per ``interval``, forever; a failure is logged and retried."""
+    while True:
+        server.sleep(interval)
+        try:
+            sweep()
+        except Exception:
+            logger.exception("%s failed; retrying", what)
+
+
+def drop_slow_consumers_forever(server: SocketIOServer, limit: int, max_bytes: int) -> None:
     """Close, once a second, the connections of clients that stopped reading.
 
     Engine.IO queues outgoing packets without bound; a client that stops reading would make
     the server hold every message for it.  Checked for all sockets at once, not per
     delivery, so a broadcast's cost stays per recipient.
     """
-    server, limit = events.server, events.caps.max_queued_packets
-    max_bytes = events.caps.max_queued_bytes
     while True:
         server.sleep(1.0)
         try:
@@ -52,15 +70,15 @@ def drop_slow_consumers_forever(events: "RoomEvents") -> None:
             logger.exception("slow-consumer check failed; retrying")
 
 
-def expire_typing_forever(events: "RoomEvents") -> None:
+def expire_typing_forever(server: SocketIOServer, broadcaster: Broadcaster,
+                          registry: RoomRegistry) -> None:
     """Tell the rooms ``stop-typing`` for typists whose indicator timed out."""
-    registry = events.registry
     interval = max(0.02, min(1.0, registry.typing_timeout / 5))
     while True:
-        events.server.sleep(interval)
+        server.sleep(interval)
         try:
             for sid, pull_request_id, username in registry.expire_typing():
-                events.announce(protocol.STOP_TYPING, pull_request_id, username,
+                broadcaster.announce(protocol.STOP_TYPING, pull_request_id, username,
                                 skip_sid=sid)
         except Exception:
             logger.exception("typing sweeper failed; retrying")

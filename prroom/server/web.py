@@ -9,7 +9,7 @@
 """
 from __future__ import annotations
 
-from typing import Any, Optional, Tuple
+from typing import Any, Dict, Optional, Tuple
 from urllib.parse import urlsplit
 
 from flask import (
@@ -70,7 +70,7 @@ def socketio_client() -> ResponseReturnValue:
     return send_file(path, mimetype="text/javascript")
 
 
-def page_identity(state: Any, pull_request_id: int) -> dict:
+def page_identity(state: Any, pull_request_id: int) -> Dict[str, Any]:
     """What the page is told about its user: the hook for token / session identity.
 
     If the identity policy has a ``page_identity(request, pull_request_id)`` method, its
@@ -153,5 +153,6 @@ def _engineio_path(state: Any) -> str:
     path = socketio_hooks.served_engineio_path(state.socketio)
     if path:
         return path
-    return "/" + state.settings.socketio_path.strip("/") + "/"
+    configured: str = state.settings.socketio_path
+    return "/" + configured.strip("/") + "/"
 

@@ -43,7 +43,7 @@ def create_app():
 
     rooms.init_app(app)
     if app.config.get("PRROOM_AUTH_MODE") == "token":
-        rooms.identity.page_identity = page_identity
+        rooms.identity.page_identity = page_identity  # type: ignore[attr-defined]
     return app
 
 

@@ -380,6 +380,7 @@ class SocketTap:
         upgraded = wait_until(lambda: self.upgraded, timeout=5, interval=0.025,
                               sleep=lambda seconds: page.wait_for_timeout(seconds * 1000))
         assert upgraded, "the page never upgraded to a WebSocket"
+        assert self.route is not None
         self.route.send("42" + json.dumps([event, payload]))
 
 

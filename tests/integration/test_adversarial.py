@@ -104,7 +104,7 @@ class RawSocket(RawWebSocket):
         """Emit with an ack id; return the ack and the events that arrived before it."""
         ack_id = next(self._ack_ids)
         self.ws.send(f"42{ack_id}" + json.dumps([event, payload]))
-        before = []
+        before: list = []
         while True:
             packet = self.next_packet(timeout)
             if isinstance(packet, str) and packet.startswith(f"3{ack_id}["):
@@ -642,7 +642,7 @@ def _session_open(server, sid: str) -> bool:
     """Whether Engine.IO still has session ``sid`` (a closed one answers 400)."""
     try:
         response = requests.get(server.url + "/socket.io/",
-                                params={"EIO": 4, "transport": "polling", "sid": sid},
+                                params={"EIO": "4", "transport": "polling", "sid": sid},
                                 timeout=3)
     except requests.Timeout:  # a long poll waiting for the next ping: alive
         return True

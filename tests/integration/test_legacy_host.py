@@ -85,7 +85,9 @@ def test_a_cpu_bound_view_is_named_with_its_stack_and_no_message_is_lost(blockin
     assert alice.expect("pr-room-message")["message"] == "sent during"
 
     warning = warning_naming(blocking_server, "/reports/diff", "render_huge_diff")
-    held = float(re.search(r"blocked for (\d+) ms", warning).group(1))
+    found = re.search(r"blocked for (\d+) ms", warning)
+    assert found is not None, warning
+    held = float(found.group(1))
     assert held >= 500
     assert "render_huge_diff" in warning and "blocking_app.py" in warning  # the stack
     assert blocked_count(blocking_server) >= before + 1

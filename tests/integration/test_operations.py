@@ -233,6 +233,7 @@ def test_prroom_issue_token_signs_with_the_configured_secret():
     assert done.returncode == 0, done.stderr
     from prroom.core.identity import Identity, TokenIdentity
     identity = TokenIdentity("cli-secret", 60).authenticate({}, {"token": done.stdout.strip()})
+    assert identity is not None
     assert identity._replace(expires_at=None) == Identity("alice", frozenset({5}))
     assert run_prroom("issue-token", "alice").returncode == 2  # no secret: usage error
 

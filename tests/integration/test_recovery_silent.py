@@ -65,7 +65,7 @@ def _token(username: str) -> dict:
 def _away_and_back(driver: NodeDriver, server: servers.ServerProcess, proxy: TcpProxy,
                    room: int, pace: float) -> list:
     """alice's path goes silent; bob talks until she is back; what bob said, in order."""
-    said = []
+    said: list = []
     proxy.stall()
     deadline = time.monotonic() + 120
     while not any(r["name"] == "alice" and r["ev"] == "connect" for r in driver.records):

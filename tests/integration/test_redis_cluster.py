@@ -147,7 +147,8 @@ def test_a_client_moved_to_the_other_process_gets_what_it_missed(pair) -> None:
 
 def test_after_the_owning_node_restarts_rooms_are_resubscribed_before_ready(connect):
     cluster = RedisClusterProcess()
-    procs = [servers.gunicorn(env=cluster_env(cluster, "restart")) for _ in range(2)]
+    procs = [servers.gunicorn(env=cluster_env(cluster, "restart"))  # type: ignore[arg-type]
+             for _ in range(2)]
     try:
         for proc in procs:
             proc.wait_ready()
@@ -163,7 +164,8 @@ def test_after_the_owning_node_restarts_rooms_are_resubscribed_before_ready(conn
                    what="readiness reports the lost node")
         owner.start()  # it keeps its slots (its cluster config) but no subscription
         for proc in procs:
-            eventually(lambda proc=proc: ready(proc), timeout=20, what="ready again")
+            eventually(lambda proc=proc: ready(proc),  # type: ignore[misc]
+                       timeout=20, what="ready again")
         assert shard_subscribers(cluster, channel) == 2
         near.say(room, "near", "after the restart")
         assert far.expect("pr-room-message")["message"] == "after the restart"

@@ -17,7 +17,7 @@ pytestmark = pytest.mark.integration
 def refused(url, **connect_args) -> dict:
     """Connect and return the connect_error the server answered with."""
     client = socketio.Client(reconnection=False)
-    errors = []
+    errors: list = []
     client.on("connect_error", errors.append)
     with pytest.raises(socketio.exceptions.ConnectionError):
         client.connect(url, transports=["websocket"], wait_timeout=5, **connect_args)

@@ -122,6 +122,7 @@ def frame_attack(server) -> FrameAttack:
     raw = RawWebSocket(server.url)  # an Engine.IO session, never authenticated
     try:
         header = b"\x82\xff" + ANNOUNCED.to_bytes(8, "big") + b"\x11\x22\x33\x44"
+        assert raw.ws.sock is not None
         raw.ws.sock.sendall(header + b"\0" * 4096)
         code = close_code(raw)
         sent = stream(raw.ws.sock, STREAMED)

@@ -281,6 +281,7 @@ def test_a_silent_client_times_out_and_a_shut_socket_wakes_the_reader(fast):
     handler = _Handler(server_end)
     ws = WebSocket({}, Stream(handler), handler)
     receive = event_path.text_frame_reader(ws) if fast else ws.receive
+    assert receive is not None
     assert receive() == "3"
     assert receive() is None and ws.closed  # nothing came within the socket's timeout
 
@@ -289,6 +290,7 @@ def test_a_silent_client_times_out_and_a_shut_socket_wakes_the_reader(fast):
     handler = _Handler(server_end)
     ws = WebSocket({}, Stream(handler), handler)
     receive = event_path.text_frame_reader(ws) if fast else ws.receive
+    assert receive is not None
     assert receive() == "3"
     gevent.spawn_later(0.1, server_end.shutdown, stdlib_socket.SHUT_RDWR)
     with gevent.Timeout(5):

@@ -8,7 +8,7 @@ import inspect
 import logging
 import time
 from http import client as http_client
-from typing import Callable, Iterator, List, Tuple
+from typing import Any, Callable, Iterator, List, Tuple
 
 import gevent
 import gevent.socket
@@ -174,8 +174,8 @@ def test_pywsgi_still_parses_headers_through_message_class_and_takes_an_rfile():
     factory = inspect.getsource(pywsgi.headers_factory)
     assert "client.parse_headers(fp, _class=OldMessage)" in factory
     assert "ret.status = 'Line too long'" in factory
-    assert http_client._MAXLINE == gunicorn_worker._MAX_LINE
-    assert http_client._MAXHEADERS == gunicorn_worker._MAX_HEADERS
+    assert http_client._MAXLINE == gunicorn_worker._MAX_LINE  # type: ignore[attr-defined]
+    assert http_client._MAXHEADERS == gunicorn_worker._MAX_HEADERS  # type: ignore[attr-defined]
 
 
 HEADER_BLOCKS = {
@@ -201,7 +201,7 @@ HEADER_BLOCKS = {
 }
 
 
-def _parsed(block: bytes, parse: Callable) -> object:
+def _parsed(block: bytes, parse: Callable) -> Any:
     server_end, client_end = gevent.socket.socketpair()
     try:
         client_end.sendall(block)
@@ -250,7 +250,7 @@ def test_the_handler_answers_an_overlong_header_line_as_pywsgi_does():
     client_end.sendall(HEADER_BLOCKS["line too long"])
     rfile = server_end.makefile("rb", 1024)
     handler = type("Handler", (), {"max_header_bytes": 1 << 20})()  # a cap past the line
-    ours = AccessLoggingWebSocketHandler.MessageClass(handler, rfile)  # type: ignore[arg-type]
+    ours = AccessLoggingWebSocketHandler.MessageClass(handler, rfile)
     assert ours.status == "Line too long" and not ours.items()
     server_end.close()
     client_end.close()

@@ -217,7 +217,7 @@ def test_same_sequence_same_results_as_stock_manager():
     rooms = ["pr:1", "pr:2", "pr:3"]
     observed = {}
     for name, mgr in (("indexed", indexed), ("stock", stock)):
-        log = []
+        log: list = []
         sids = [connect(mgr, f"eio{i}") for i in range(6)]
         for i, sid in enumerate(sids):
             for room in rooms[: i % 4]:
@@ -321,7 +321,7 @@ def cluster_node():
     manager = ClusterManager("redis://127.0.0.1:1/0", channel="prroom:test")
     manager._listening = True  # no listener thread: messages are fed by hand
     server = make_server(manager)
-    manager.publisher = _Recording()
+    manager.publisher = _Recording()  # type: ignore[assignment]
     sent: list = []
     server._send_eio_packet = lambda eio_sid, pkt: sent.append((eio_sid, pkt.encode()))
     return manager, sent
@@ -371,7 +371,7 @@ def test_a_binary_room_broadcast_takes_the_stock_path():
                                   [1, {"nested": b"\x01\x02"}]])
 @pytest.mark.parametrize("skip", [None, "first", ["first", "second"]])
 def test_an_indexed_broadcast_sends_each_member_what_the_stock_manager_sends(data, skip):
-    sent = {}
+    sent: dict = {}
     for name, mgr in (("stock", socketio.Manager()), ("indexed", IndexedManager())):
         server = make_server(mgr)
         out = sent[name] = []
@@ -410,14 +410,14 @@ def test_a_member_writing_directly_gets_the_packet_from_the_broadcast_itself():
     direct, shadowed = _Writer(), _Writer()
     sockets = {"direct": _Socket(direct), "polling": _Socket(),
                "closed": _Socket(_Writer(), closed=True), "shadowed": _Socket(shadowed)}
-    sockets["shadowed"].send = lambda packet: None  # a send of its own (connects.py)
+    sockets["shadowed"].send = lambda packet: None  # type: ignore[attr-defined]
     fallback = []
 
     class Server:
         class eio:  # noqa: N801 - stands for server.eio
             pass
         _send_eio_packet = staticmethod(lambda eio_sid, packet: fallback.append(eio_sid))
-    Server.eio.sockets = sockets
+    Server.eio.sockets = sockets  # type: ignore[attr-defined]
     send = member_sender(Server)
     for eio_sid in ("direct", "polling", "closed", "shadowed", "gone"):
         send(eio_sid, "packet")
@@ -438,7 +438,7 @@ def test_another_process_s_emit_reaches_handle_emit_which_runs_commands():
     source = inspect.getsource(PubSubManager._thread)
     assert "data.get('host_id') != self.host_id" in source
     assert "self._handle_emit(data)" in source
-    ran = []
+    ran: list = []
     manager = ClusterManager.__new__(ClusterManager)
     manager.commands = {"probe": ran.append}
     manager._handle_emit({"method": "emit", "event": COMMAND_EVENT, "room": COMMAND_ROOM,

@@ -66,7 +66,7 @@ def test_install_hands_pings_and_the_service_task_over():
     assert isinstance(service, ping_sweep._Sweeper)
     service.join()
     service._timer.close()
-    results = []
+    results: list = []
     eio.start_background_task(results.append, 1).join()  # anything else: a greenlet
     assert results == [1]
 
@@ -120,7 +120,7 @@ def test_closing_and_closed_sockets_get_no_ping():
 def test_a_socket_that_fails_to_send_does_not_stop_the_others(caplog):
     wheel = ping_sweep.PingWheel(gevent.get_hub(), 0.05)
     broken, fine = FakeSocket(), FakeSocket()
-    broken.send = lambda pkt: 1 / 0
+    broken.send = lambda pkt: 1 / 0  # type: ignore[method-assign]
     wheel.schedule(broken)
     wheel.schedule(fine)
     gevent.sleep(0.05 + 3 * wheel.tick)

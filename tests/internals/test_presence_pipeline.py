@@ -56,10 +56,10 @@ def two_processes(url: str, pipelined: bool) -> list:
     made = []
     for _ in range(2):
         presence = RedisPresence(url, "test", ttl=30)
-        presence.sent = None
+        presence.sent = None  # type: ignore[attr-defined]
         if pipelined:
-            presence.sent = Recorded(url)
-            presence.send_via(presence.sent)
+            presence.sent = Recorded(url)  # type: ignore[attr-defined]
+            presence.send_via(presence.sent)  # type: ignore[attr-defined]
         made.append(presence)
     return made
 

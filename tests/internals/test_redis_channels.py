@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import queue
 import threading
-from typing import Callable, List, Tuple
+from typing import Any, Callable, List, Tuple
 
 import pytest
 import redis
@@ -255,7 +255,7 @@ def start_subscriber(connection) -> Subscriber:
     return subscriber
 
 
-def until(check: Callable[[], bool]) -> None:
+def until(check: Callable[[], object]) -> None:
     done = threading.Event()
     for _ in range(int(WAIT / 0.01)):
         if check():
@@ -289,8 +289,9 @@ def test_an_old_confirmation_does_not_release_a_newer_subscription():
     connection.confirm(b"subscribe", "deploy")
     first = subscriber.want("deploy:pr:2")
     subscriber.drop("deploy:pr:2")  # the only member left before Redis answered
-    assert first.is_set()  # nobody waits on a subscription that is going away
+    assert first is not None and first.is_set()  # nobody waits on a subscription that is going away
     again = subscriber.want("deploy:pr:2")
+    assert again is not None
     assert connection.sent[-3:] == [("SSUBSCRIBE", "deploy:pr:2"),
                                     ("SUNSUBSCRIBE", "deploy:pr:2"),
                                     ("SSUBSCRIBE", "deploy:pr:2")]
@@ -367,9 +368,9 @@ def _parsers():
         from redis._parsers import _HiredisParser as hiredis_parser
         from redis._parsers import _RESP2Parser as python_parser
     except ImportError:
-        python_parser = redis.connection.PythonParser
-        hiredis_parser = redis.connection.HiredisParser
-    parsers = [("python", python_parser)]
+        python_parser = redis.connection.PythonParser  # type: ignore[misc]
+        hiredis_parser = redis.connection.HiredisParser  # type: ignore[misc]
+    parsers: List[Tuple[str, Any]] = [("python", python_parser)]
     try:
         import hiredis  # noqa: F401
         parsers.append(("hiredis", hiredis_parser))
@@ -399,7 +400,8 @@ def test_publisher_and_subscriber_on_a_real_redis(redis_server, parser, protocol
     mode = pubsub_mode("auto")
     subscriber = closed_after_the_test(Subscriber(connect, "real", lambda seconds: None, mode))
     received: "queue.Queue" = queue.Queue()
-    start(lambda: [received.put(message) for message in subscriber.messages()])
+    start(lambda: [received.put(message)  # type: ignore[func-returns-value]
+                   for message in subscriber.messages()])
     until(lambda: subscriber.healthy and subscriber.connected)
     pending = subscriber.want("real:pr:1")
     assert pending is None or pending.wait(WAIT)
@@ -459,7 +461,8 @@ def test_the_recovery_script_numbers_keeps_and_publishes_in_one_step(redis_serve
     mode = pubsub_mode("auto")
     subscriber = closed_after_the_test(Subscriber(connect, "script", lambda seconds: None, mode))
     received: "queue.Queue" = queue.Queue()
-    start(lambda: [received.put(message) for message in subscriber.messages()])
+    start(lambda: [received.put(message)  # type: ignore[func-returns-value]
+                   for message in subscriber.messages()])
     until(lambda: subscriber.healthy and subscriber.connected)
     pending = subscriber.want("script:pr:7")
     assert pending is None or pending.wait(WAIT)
@@ -479,7 +482,8 @@ def test_the_recovery_script_numbers_keeps_and_publishes_in_one_step(redis_serve
     assert [received.get(timeout=WAIT) for _ in range(3)] == [
         f'{{"event": "e", "data": ["m{n}", "{epoch}-{n + 1:x}"]}}'.encode() for n in range(3)]
     # the cap keeps the last two, and remembers that the first was dropped
-    assert [entry_id for entry_id, _ in client.xrange(store.room_key(7))] == [b"0-2", b"0-3"]
+    assert [entry_id for entry_id, _ in client.xrange(store.room_key(7)) or []] == [b"0-2",
+                                                                                b"0-3"]
     assert store.missed([7], 0, None) is None
     assert [packet.data for packet in store.missed([7], 1, None) or []] == ["m1", "m2"]
     assert store.parse(f"{epoch}-3") == 3 and store.parse("other-3") is None

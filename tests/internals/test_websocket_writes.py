@@ -65,7 +65,7 @@ def test_other_background_tasks_still_run_as_greenlets():
     server = socketio.Server(async_mode="gevent")
     websocket_writes.install(server)
     task = server.eio.start_background_task(lambda value: results.append(value), 7)
-    results = []
+    results: list = []
     task.join()
     assert results == [7]
 
@@ -106,7 +106,7 @@ class FakeWebSocket:
 def read_frames(sock, count, timeout=10):
     """``count`` text frames from ``sock``, decoded (server frames are unmasked)."""
     buffer = b""
-    frames = []
+    frames: list = []
     with gevent.Timeout(timeout):
         while len(frames) < count:
             while True:
@@ -129,7 +129,7 @@ def read_frames(sock, count, timeout=10):
 @pytest.fixture
 def socket_pair():
     """Factory ``socket_pair(small=False)``: a connected gevent socket pair, closed after."""
-    opened = []
+    opened: list = []
 
     def make(small=False):
         server_end, client_end = gevent.socket.socketpair()
@@ -248,7 +248,8 @@ def test_packets_sent_from_another_os_thread_reach_the_connection_in_order(socke
     server_end, client_end = socket_pair()
     writer = websocket_writes.DirectWriter(FakeWebSocket(), server_end)
     writer.put(message(0))
-    thread = threading.Thread(target=lambda: [writer.put(message(n)) for n in range(1, 4)])
+    thread = threading.Thread(target=lambda: [writer.put(message(n))  # type: ignore[func-returns-value]
+                                              for n in range(1, 4)])
     thread.start()
     thread.join()
     assert read_frames(client_end, 4) == [f"42[\"m\",{n}]" + "." * 100 for n in range(4)]

@@ -1,4 +1,6 @@
 """PRRoom as a Flask extension, driven through Flask's and Flask-SocketIO's test clients."""
+# PRRoom.socketio is Optional (None before init_app): these tests read it after.
+# mypy: disable-error-code="union-attr"
 from __future__ import annotations
 
 import gc
@@ -221,7 +223,7 @@ def test_url_prefix_without_slash_is_config_error():
 def make_host_app():
     app = Flask(__name__)
     socketio = SocketIO(app, async_mode="threading")
-    calls = []
+    calls: list = []
 
     @socketio.on("connect")
     def host_connect(auth=None):
@@ -537,3 +539,19 @@ def test_disconnected_test_client_leaves_no_trace(ext):
     alice.disconnect()
     assert not manager.is_connected(alice_sid, "/")
     assert all(alice_sid not in members for members in manager.rooms["/"].values())
+
+
+# -- background loops -----------------------------------------------------------------
+
+def test_the_app_state_starts_the_sweepers_once_at_the_first_connection(ext, monkeypatch):
+    from prroom.server import sweepers
+
+    started = []
+    monkeypatch.setattr(sweepers, "start", lambda *args, **kwargs: started.append(kwargs))
+    state = ext.state()
+    assert started == []  # not at init_app: gunicorn may fork after loading the app
+    client_of(ext)
+    client_of(ext)
+    assert len(started) == 1
+    # anonymous connections never expire; recovery is off by default
+    assert started[0] == {"identities": None, "resume": state.events.resume}

@@ -74,28 +74,40 @@ class _FakeTransport:
         self.server.closed_transports.append(self.eio_sid)
 
 
+class _FakeSockets(Dict[str, Any]):
+    """python-engineio's sessions by id: every id names a transport prroom may close."""
+
+    def __init__(self, server) -> None:
+        super().__init__()
+        self.server = server
+
+    def get(self, eio_sid, default=None):
+        return _FakeTransport(self.server, eio_sid)
+
+
 class _FakeEngine:
     """Just enough of python-engineio for prroom's compat layer: sockets to close."""
 
     def __init__(self, server) -> None:
         self.server = server
         self.handlers: Dict[str, Any] = {}
-        self.sockets = self
-
-    def get(self, eio_sid, default=None):
-        return _FakeTransport(self.server, eio_sid)
+        self.sockets = _FakeSockets(server)
 
 
 class _FakeManager:
     def eio_sid_from_sid(self, sid, namespace):
         return sid  # the fake uses one id for both
 
+    def sid_from_eio_sid(self, eio_sid, namespace):
+        return eio_sid
+
 
 class FakeServer:
     """Records what prroom asks of python-socketio; dispatches events like python-socketio."""
 
     def __init__(self) -> None:
-        self.handlers: Dict[str, Dict[Any, Any]] = {}
+        self.handlers: Dict[str, Dict[str, Any]] = {}
+        self.namespace_handlers: Dict[str, Any] = {}
         self.emits: List[dict] = []
         self.rooms: Dict[str, set] = {}           # sid -> Socket.IO rooms it was put in
         self.disconnects: List[tuple] = []
@@ -109,7 +121,7 @@ class FakeServer:
         self.handlers.setdefault(namespace or NS, {})[event] = handler
 
     def emit(self, event, data=None, to=None, room=None, skip_sid=None, namespace=None,
-             callback=None, **_ignored):
+             callback=None, ignore_queue=False, **_ignored):
         self.emits.append({"event": event, "data": data, "to": to if to is not None else room,
                            "skip_sid": skip_sid, "namespace": namespace})
 
@@ -121,13 +133,13 @@ class FakeServer:
         if sid in self.rooms and not self.rooms[sid]:
             del self.rooms[sid]
 
-    def disconnect(self, sid, namespace=None, **_ignored):
+    def disconnect(self, sid, namespace=None, ignore_queue=False, **_ignored):
         self.disconnects.append((sid, namespace))
 
     def start_background_task(self, target, *args, **kwargs):
         self.tasks.append((target, args, kwargs))  # recorded, never run
 
-    def sleep(self, seconds):  # pragma: no cover - only the (never run) sweepers sleep
+    def sleep(self, seconds=0):  # pragma: no cover - only the (never run) sweepers sleep
         pass
 
     # python-socketio's per-event entry point, which prroom's compat layer wraps
@@ -329,7 +341,7 @@ class HandlerMachine(RuleBasedStateMachine):
         # and some rooms already shared: alice with two tabs, carol in two rooms
         for slot, pull_request_id, name in [(0, 1, "alice"), (1, 1, "alice"), (2, 1, None),
                                             (2, 2, None), (3, 2, None)]:
-            payload = {"pullRequestId": pull_request_id}
+            payload: Dict[str, Any] = {"pullRequestId": pull_request_id}
             if name:
                 payload["username"] = name
             self.send_event(slot, protocol.JOIN, (payload,), ack=True)
@@ -407,6 +419,7 @@ class HandlerMachine(RuleBasedStateMachine):
             return
         slot = data.draw(st.sampled_from(members), label="slot")
         sid = self.sids[slot]
+        assert sid is not None
         pull_request_id = data.draw(st.sampled_from(sorted(self.model[sid])), label="room")
         payload: Dict[str, Any] = {"pullRequestId": pull_request_id}
         if named or self.identity_of[sid] is None:
@@ -470,8 +483,9 @@ class HandlerMachine(RuleBasedStateMachine):
             assert result["username"] == expected
             assert result["room"] == protocol.room_name(pull_request_id)
             assert names.get(pull_request_id, expected) == expected  # joined again: same name
-            if self.scope_of[sid] is not None:
-                assert pull_request_id in self.scope_of[sid]
+            scope = self.scope_of[sid]
+            if scope is not None:
+                assert pull_request_id in scope
             if pull_request_id in names:  # joined again: nothing happens, nobody is told
                 assert emitted == []
             else:
@@ -562,17 +576,16 @@ class HandlerMachine(RuleBasedStateMachine):
         assert self.events.connected == len(connected)
         counts: Dict[str, int] = {}
         for sid in connected:
-            if self.identity_of[sid] is not None:
-                counts[self.identity_of[sid]] = counts.get(self.identity_of[sid], 0) + 1
+            name = self.identity_of[sid]
+            if name is not None:
+                counts[name] = counts.get(name, 0) + 1
         assert self.events._connections_of == counts
         assert all(count <= MAX_CONNECTIONS for count in counts.values())
 
     @invariant()
-    def only_the_sweepers_were_started(self) -> None:
-        if self.events._sweeper_started:
-            assert [task[0].__name__ for task in self.server.tasks[:2]] == [
-                "expire_typing_forever", "drop_slow_consumers_forever"]
-        self.check_extra_tasks(self.server.tasks[2:])
+    def the_handlers_start_no_background_task(self) -> None:
+        # the sweepers are the app state's to start (PRRoomState), never the handlers'
+        self.check_extra_tasks(self.server.tasks)
 
     def check_extra_tasks(self, tasks: List[tuple]) -> None:
         assert tasks == []

@@ -11,7 +11,7 @@ draw the graph.
 """
 import ast
 from pathlib import Path
-from typing import List, Set
+from typing import Dict, List, Set
 
 import pytest
 
@@ -25,12 +25,15 @@ SUBSYSTEMS = ("internals", "cluster", "transport", "diagnostics")
 #: Underscore names that are public API: namedtuple's methods, Flask's documented proxy
 #: accessor.
 #: The longest a module may be.
-MAX_MODULE_LINES = 700
+MAX_MODULE_LINES = 450
+#: Modules still longer, each held at its length (a ratchet): being optimised on other
+#: branches when the rest was split, they are split after those are merged.
+LONGER_FOR_NOW = {"cluster/channels.py": 580, "cluster/managers.py": 523}
 PUBLIC_UNDERSCORE = {"_replace", "_asdict", "_fields", "_make", "_get_current_object"}
 
 
 def imports_of(path: Path) -> Set[str]:
-    names = set()
+    names: Set[str] = set()
     for node in ast.walk(ast.parse(path.read_text())):
         if isinstance(node, ast.Import):
             names.update(alias.name for alias in node.names)
@@ -107,9 +110,79 @@ def test_the_rule_above_sees_a_reach(tmp_path):
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_each_module_reads_in_one_sitting(path):
-    # a ratchet: lowered as the largest modules are split, towards 450
-    assert len(path.read_text().splitlines()) <= MAX_MODULE_LINES, \
+    limit = LONGER_FOR_NOW.get(f"{path.parent.name}/{path.name}", MAX_MODULE_LINES)
+    assert len(path.read_text().splitlines()) <= limit, \
         f"{path.name}: split it by what its parts are"
+
+
+def module_name(path: Path, package: Path = PACKAGE) -> str:
+    parts = path.relative_to(package.parent).with_suffix("").parts
+    return ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+
+
+def import_graph(package: Path) -> Dict[str, Set[str]]:
+    """Each module of ``package`` -> the modules of it that it imports, anywhere in its
+    text (under ``TYPE_CHECKING`` and inside functions too: a deferred import is still a
+    dependency, only hidden from the interpreter)."""
+    paths = {module_name(path, package): path for path in package.rglob("*.py")}
+    graph: Dict[str, Set[str]] = {}
+    for name, path in paths.items():
+        targets: Set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.Import):
+                targets.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                targets.add(node.module)  # and ``from package import module``:
+                targets.update(f"{node.module}.{alias.name}" for alias in node.names)
+        graph[name] = {target for target in targets if target in paths and target != name}
+    return graph
+
+
+def import_cycles(graph: Dict[str, Set[str]]) -> List[List[str]]:
+    """The strongly connected components of more than one module (Tarjan), sorted."""
+    index: Dict[str, int] = {}
+    low: Dict[str, int] = {}
+    stack: List[str] = []
+    cycles: List[List[str]] = []
+
+    def visit(module: str) -> None:
+        index[module] = low[module] = len(index)
+        stack.append(module)
+        for target in sorted(graph[module]):
+            if target not in index:
+                visit(target)
+                low[module] = min(low[module], low[target])
+            elif target in stack:
+                low[module] = min(low[module], index[target])
+        if low[module] == index[module]:
+            component = []
+            while True:
+                top = stack.pop()
+                component.append(top)
+                if top == module:
+                    break
+            if len(component) > 1:
+                cycles.append(sorted(component))
+
+    for module in sorted(graph):
+        if module not in index:
+            visit(module)
+    return sorted(cycles)
+
+
+def test_no_module_imports_one_that_imports_it_back():
+    # a cycle of imports is a cycle of objects reaching into each other: break it with a
+    # part both use (as prroom/server/broadcaster.py is for the handlers and recovery).
+    # The package's __init__ is left out: it imports its public names lazily (PEP 562),
+    # so nothing it names is loaded with it.
+    graph = import_graph(PACKAGE)
+    graph["prroom"] = set()
+    assert import_cycles(graph) == []
+
+
+def test_the_cycle_rule_sees_a_cycle():
+    graph = {"a": {"b"}, "b": {"c"}, "c": {"a"}, "d": {"a", "d2"}, "d2": {"d"}, "e": set()}
+    assert import_cycles(graph) == [["a", "b", "c"], ["d", "d2"]]
 
 
 def test_the_workers_old_dotted_path_still_names_it():

@@ -191,7 +191,7 @@ def test_message_control_characters_refused(char):
 
 
 def test_validation_order_pull_request_id_then_username_then_message():
-    bad = {"pullRequestId": "1", "username": "", "message": ""}
+    bad: dict = {"pullRequestId": "1", "username": "", "message": ""}
     assert refusal(parse_message_request, bad).details["field"] == "pullRequestId"
     bad["pullRequestId"] = 1
     assert refusal(parse_message_request, bad).details["field"] == "username"

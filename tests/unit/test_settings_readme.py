@@ -22,6 +22,7 @@ KEY = re.compile(r"^\| `(PRROOM_[A-Z_]+)` \| ([^|]*) \|")
 def _load_reference():
     path = ROOT / "docs" / "_ext" / "prroom_reference.py"
     spec = importlib.util.spec_from_file_location("prroom_reference_under_test", path)
+    assert spec is not None and spec.loader is not None, path
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)

@@ -23,6 +23,7 @@ def _load_matrix():
     # by path: tools/ is not a package (it is not shipped), and a `tools` package installed
     # in the environment would win over a namespace package of that name
     spec = importlib.util.spec_from_file_location("prroom_matrix", ROOT / "tools" / "matrix.py")
+    assert spec is not None and spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     sys.modules[spec.name] = module
     spec.loader.exec_module(module)
@@ -52,6 +53,7 @@ def requirements(block: str) -> List[Requirement]:
                 comment.append(text)
             elif text:
                 spec = re.match(r"([A-Za-z0-9._-]+)(\[[^\]]*\])?\s*([^;]*)", text)
+                assert spec is not None, text
                 specifiers = dict(re.findall(r"(===|==|>=|<=|~=|!=|<|>)\s*([^\s,]+)",
                                              spec.group(3)))
                 found.append(Requirement(matrix.normalise(spec.group(1)), specifiers,
@@ -86,8 +88,9 @@ def test_the_versions_page_renders_the_matrix():
 
 
 def test_python_requires_is_the_oldest_cells_python():
-    python_requires = re.search(r"^python_requires\s*=\s*(.+)$", SETUP_CFG.read_text(),
-                                re.M).group(1).strip()
+    found = re.search(r"^python_requires\s*=\s*(.+)$", SETUP_CFG.read_text(), re.M)
+    assert found is not None
+    python_requires = found.group(1).strip()
     assert python_requires == f">={OLDEST.python}"
     assert OLDEST.python == matrix.NEWEST_PYTHONS[0]
     assert min(matrix.version_key(cell.python) for cell in matrix.cells()) == \
