@@ -10,6 +10,7 @@ Checked on the syntax tree, so a stray import or reach fails here before anyone 
 draw the graph.
 """
 import ast
+import re
 from pathlib import Path
 from typing import Dict, List, Set
 
@@ -191,3 +192,11 @@ def test_the_workers_old_dotted_path_still_names_it():
     from prroom.transport.worker import WebSocketWorker
 
     assert old is WebSocketWorker
+
+
+def test_the_architecture_page_names_every_module():
+    page = (PACKAGE.parent / "docs" / "architecture.md").read_text()
+    missing = [f"{path.parent.name}/{path.name}" for path in sorted(PACKAGE.rglob("*.py"))
+               if path.name != "__init__.py"
+               and not re.search(r"(^|\s)" + re.escape(path.name) + r"[\s:]", page, re.M)]
+    assert missing == [], "docs/architecture.md's file list misses these: add a line each"
