@@ -67,8 +67,10 @@ def cap_sessions_per_address(server: Any, max_sessions: int, trusted: tuple) -> 
     """Refuse a handshake past ``max_sessions`` open sessions of its address (0: no cap)."""
     eio = getattr(server, "eio", None)
     handlers = getattr(eio, "handlers", None)
-    if not max_sessions or handlers is None:
+    if handlers is None:
         return False
+    if not max_sessions:
+        return True  # 0 is "no cap", as documented: nothing to install, nothing missing
     connect, disconnect = handlers.get("connect"), handlers.get("disconnect")
     if connect is None or disconnect is None or getattr(connect, "_prroom_capped", False):
         return False

@@ -467,7 +467,27 @@ def test_sessions_per_address_are_capped(session_server):
     assert len(refusals) == 1
 
 
+def test_no_session_cap_when_set_to_zero():
+    # 0 is documented as "no cap": the server starts (the protection does not count as
+    # missing) and still rate-limits control packets, the other half of the same seam
+    with servers.running(env={"PRROOM_MAX_SESSIONS_PER_ADDRESS": "0",
+                              "PRROOM_ROOM_RATE": "0.1", "PRROOM_ROOM_BURST": "3",
+                              "PRROOM_RATE_LIMIT_DISCONNECT_AFTER": "5"}) as server:
+        opened = [PollingSession(server.url) for _ in range(MAX_SESSIONS + 2)]
+        try:
+            assert _handshake(server)[0] == 200
+        finally:
+            for session in opened:
+                session.post("1")
+        assert "refusing Engine.IO sessions" not in server.log()
+        _assert_control_flood_limited(server)
+
+
 def test_connects_to_unknown_namespaces_are_rate_limited(session_server):
+    _assert_control_flood_limited(session_server)
+
+
+def _assert_control_flood_limited(session_server: servers.ServerProcess) -> None:
     raw = RawWebSocket(session_server.url)
     answers: List[str] = []
     try:
