@@ -5,6 +5,7 @@ plain Flask-SocketIO stack; or (``--cluster``) standalone vs clustered prroom pr
     python bench/run.py [--quick] [--peer [--peer-dir DIR]] [--plain]
                         [--url URL [--server-pid PID]] [--runs K] [--loadgens K]
                         [--scenarios rooms,fanout,idle] [--wait-quiet SECONDS]
+                        [--server-core CORE]
                         [--out bench/results/NAME.json]
     python bench/run.py --cluster [--quick] [--processes 2,3,4] [--no-observer] [--runs K]
 
@@ -32,9 +33,12 @@ delivery (scenarios 3 and 4), % of a core per 1,000 idle sockets.  Each run star
 servers; a figure is the median of ``--runs`` runs, servers taking turns; a run whose timed
 phases other processes disturbed is done again, at most ``--retries`` times.  With three or
 more cores, two load generator processes on cores of their own share scenarios 1-5.
-``--cluster``: see bench/harness/cluster.py.  Prints tables and writes JSON to
-``bench/results/``.  Exits 1 only when a server or the load generator cannot run at all,
-never because of a figure.
+``--server-core`` moves the server to another core (the load generator to the others).
+``--cluster``: see bench/harness/cluster.py.  Prints the CPU model, the kernel and the
+server's Python build above the tables, the peer's absolute figures beside each ratio with
+whether issue 26's targets hold, and writes JSON (those too) to ``bench/results/``.
+Exits 1 only when a server or the load generator cannot run at all, never because of a
+figure.
 """
 from __future__ import annotations
 
@@ -91,6 +95,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         "(default 10,000, --quick 1,000)")
     parser.add_argument("--scenarios", default="rooms,fanout,idle",
                         help="comma-separated subset of rooms (1, 2, 4), fanout (3), idle (5)")
+    parser.add_argument("--server-core", type=int, metavar="CORE",
+                        help="the core the server runs on (default the first allowed one); "
+                        "the load generator takes the others: on 2 cores, --server-core 1 "
+                        "swaps the two, to see whether a ratio depends on the placement")
     parser.add_argument("--loadgens", type=int, help="load generator processes of the rooms "
                         "scenario (default 2 with 3+ cores, each on a core of its own; else 1)")
     parser.add_argument("--recovery", type=float, metavar="SECONDS",
@@ -191,7 +199,11 @@ def main(argv: Optional[List[str]] = None) -> int:
     nofile = preflight(sizes)
     if nofile is None:
         return 1
-    layout = Layout(allowed_cores(), args.loadgens)
+    try:
+        layout = Layout(allowed_cores(), args.loadgens, args.server_core)
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
     command = " ".join(["python", "bench/run.py"] + given)
     if args.cluster:
         return run_cluster(args, sizes, layout, nofile, command)

@@ -46,18 +46,26 @@ class Layout:
     the limit of the rooms scenario.
     """
 
-    def __init__(self, allowed: Sequence[int], loadgens: Optional[int] = None) -> None:
+    def __init__(self, allowed: Sequence[int], loadgens: Optional[int] = None,
+                 server_core: Optional[int] = None) -> None:
         self.allowed = sorted(allowed)
         if loadgens is None:
             loadgens = 2 if len(self.allowed) >= 3 else 1
         self.loadgens = max(1, loadgens)   # processes of the rooms scenario
+        if server_core is not None and server_core not in self.allowed:
+            raise BenchError(f"--server-core {server_core} is not one of the allowed cores "
+                             f"({','.join(map(str, self.allowed))})")
         if len(self.allowed) < 2:
             self.server_cores: List[Optional[int]] = [None]
             self.loadgen_cores: List[Optional[int]] = [None]
         else:
-            own = min(self.loadgens, len(self.allowed) - 1)
-            self.server_cores = list(self.allowed[:-own])
-            self.loadgen_cores = list(self.allowed[-own:])
+            # --server-core puts that core first: the servers' share starts there, the load
+            # generators take the last of the others (on 2 cores: the two swap)
+            order = self.allowed if server_core is None else (
+                [server_core] + [c for c in self.allowed if c != server_core])
+            own = min(self.loadgens, len(order) - 1)
+            self.server_cores = list(order[:-own])
+            self.loadgen_cores = list(order[-own:])
 
     @property
     def pinned(self) -> bool:

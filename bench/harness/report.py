@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from .base import LOADGEN_DIR, Sizes, prroom_code
-from .stats import Row, Runs, figures, phase_medians, ratio_pairs
+from .stats import Row, Runs, figures, holds, phase_medians, ratio_pairs, target_of
 
 
 def grid(header: Sequence[str], table: Sequence[Sequence[Any]], right: range) -> None:
@@ -40,6 +40,38 @@ def print_table(rows: List[Row], names: List[str], sizes: Sizes) -> None:
         cells += [row.get(f"{name}_limit", "-") for name in names]
         table.append(cells)
     grid(header, table, right=range(1, 1 + len(names) + len(pairs)))   # values, ratios
+
+
+def print_against_peer(rows: List[Row], names: List[str], sizes: Sizes) -> None:
+    """Each server's ratio to the peer beside the peer's own absolute figure on this machine
+    (a ratio alone hides that the peer's cost moves between machines), the target and
+    whether it holds."""
+    if "peer" not in names:
+        return
+    fmt_of = {figure.label: figure.fmt for figure in figures(sizes)}
+    others = [name for name in names if name != "peer"]
+    header = ["figure", "peer (absolute)"] + [f"{name} / peer" for name in others]
+    header += ["target", "holds (" + others[0] + ")"] if others else []
+    table = []
+    for row in rows:
+        target = target_of(row)
+        peer = row.get("peer")
+        cells = [row["figure"], "n/a" if peer is None else fmt_of[row["figure"]].format(peer)]
+        for name in others:
+            ratio = row.get(f"ratio {name}/peer")
+            cells.append("-" if ratio is None else f"{ratio:.2f}")
+        if others:
+            verdict = holds(row.get(f"ratio {others[0]}/peer"), target) if target else None
+            cells += ["-" if not target else f"{target[0]} {target[1]:g}",
+                      "-" if verdict is None else ("yes" if verdict else "NO")]
+        table.append(cells)
+    print("\nAgainst the peer: its absolute figures on this machine, each ratio, the target:")
+    grid(header, table, right=range(1, len(header)))
+
+
+def print_machine(lines: List[str]) -> None:
+    """What the figures came from, printed with them."""
+    print("\n".join(lines))
 
 
 def print_detail(runs: Runs) -> None:

@@ -12,9 +12,17 @@ import tempfile
 from pathlib import Path
 from typing import Any, Dict, List
 
+from . import machine as machine_info
 from .base import BENCH, HIGH, SATURATED, BenchError, Layout, Sizes, log
-from .processes import ExternalServer, PeerServer, PlainServer, PrroomServer, Server
-from .report import print_detail, print_table, versions, write_json
+from .processes import ExternalServer, PeerServer, PlainServer, PrroomServer, Server, find_gunicorn
+from .report import (
+    print_against_peer,
+    print_detail,
+    print_machine,
+    print_table,
+    versions,
+    write_json,
+)
 from .sampling import background_busy
 from .scenarios import Bench, run_once
 from .stats import Runs, disturbed, problems, summarize
@@ -56,6 +64,9 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
                             f"{started_at:%Y%m%d-%H%M%S}{'-quick' if args.quick else ''}.json")
     runs: Runs = {}
     discarded: Runs = {}
+    described = machine_info.describe(None if args.url else find_gunicorn())
+    for line in machine_info.lines(described):
+        log(line)
     with tempfile.TemporaryDirectory(prefix="prroom-bench-") as tmp:
         workdir = Path(tmp)
         logs = workdir / "logs"
@@ -98,7 +109,8 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
             "started": started_at.isoformat(timespec="seconds"),
             "finished": datetime.datetime.now().isoformat(timespec="seconds"),
             "command": command,
-            "machine": machine(layout, load_before, idle_busy, servers[0].core),
+            "machine": {**machine(layout, load_before, idle_busy, servers[0].core),
+                        **described},
             "versions": versions(peer.dir if peer else None),
             "sizes": sizes,
             "server_env": {"rate limits": HIGH, "PRROOM_LOG_LEVEL": "warning",
@@ -107,7 +119,10 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
         }
     rows = summarize(sizes, runs)
     print()
+    print_machine(machine_info.lines(described) + [f"cores: {layout.describe()}"])
+    print()
     print_table(rows, list(runs), sizes)
+    print_against_peer(rows, list(runs), sizes)
     print_detail(runs)
     trouble = problems(runs)
     if any(discarded.values()):

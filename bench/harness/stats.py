@@ -59,6 +59,32 @@ def figures(sizes: Sizes) -> List[Figure]:
     ]
 
 
+# issue 26's targets, each a bound on prroom / peer: (scenario, key) -> (relation, bound)
+TARGETS: Dict[Tuple[str, str], Tuple[str, float]] = {
+    ("rooms", "deliveries_per_s"): (">=", 1.1),
+    ("rooms", "cpu_us_per_delivery"): ("<=", 0.9),
+    ("rooms", "kb_per_socket"): ("<=", 1.0),
+    ("idle", "kb_per_socket"): ("<=", 0.8),
+    ("idle", "cpu_percent_per_1000_sockets"): ("<=", 1.0),
+    ("rooms", "connect_cpu_ms_per_join"): ("<=", 0.9),
+    ("fanout", "p50_ms"): ("<=", 1.0),
+    ("fanout", "p99_ms"): ("<=", 1.0),
+}
+
+
+def target_of(row: Row) -> Optional[Tuple[str, float]]:
+    """The target a row's ratio against the peer is held to, if any."""
+    return TARGETS.get((row["scenario"], row["key"]))
+
+
+def holds(ratio: Optional[float], target: Tuple[str, float]) -> Optional[bool]:
+    """Whether a ratio meets its target (None without a ratio)."""
+    if ratio is None:
+        return None
+    relation, bound = target
+    return ratio >= bound if relation == ">=" else ratio <= bound
+
+
 def value_of(run: Run, scenario: str, key: str) -> Any:
     """One figure of one run (``lost`` is derived)."""
     result = run.get(scenario) or {}

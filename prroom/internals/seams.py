@@ -161,6 +161,11 @@ SEAMS: Tuple[Seam, ...] = (
         "packets written straight to the WebSocket, corked per loop turn, without a writer "
         "greenlet per connection",
         SPEED, "engine.io's writer greenlet per connection"),
+    Seam("ack-writes", _SIO, (
+        "socketio.server:Server._send_packet", "engineio.server:Server#sockets"),
+        "an event's ack goes straight to its connection's direct writer, not through "
+        "python-engineio's send, socket lookup, ping check and log call",
+        SPEED, "acks take python-engineio's send path"),
     Seam("ping-wheel", _EIO, (
         "engineio.socket:Socket._send_ping", "engineio.socket:Socket.schedule_ping",
         "engineio.server:Server._service_task", "engineio.server:Server#start_service_task",

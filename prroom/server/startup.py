@@ -12,7 +12,7 @@ from flask_socketio import SocketIO
 
 from prroom.core.config import ConfigError, Settings
 from prroom.diagnostics import gevent_traps, loop_monitor
-from prroom.internals import packet_codec, seams, socketio_hooks, stacks
+from prroom.internals import packet_codec, packet_writes, seams, socketio_hooks, stacks
 from prroom.server.state import PRRoomState
 from prroom.transport import event_path
 from prroom.transport import frames as websocket_frames
@@ -86,7 +86,7 @@ def install_speed_seams(socketio: SocketIO, settings: Settings,
     seam("packet-codec", lambda: packet_codec.install(server))
     if socketio.async_mode != "gevent":
         for name in ("refused-body-unread", "frame-size-bound", "frame-unmasking",
-                     "direct-writes", "ping-wheel", "event-path"):
+                     "direct-writes", "ack-writes", "ping-wheel", "event-path"):
             seams.off(name, f"async mode {socketio.async_mode}", server)
         return
     seam("refused-body-unread", lambda: True)  # used per request (prroom.server.api)
@@ -95,9 +95,11 @@ def install_speed_seams(socketio: SocketIO, settings: Settings,
     if settings.websocket_writes != "direct":
         seams.off("direct-writes", "PRROOM_WEBSOCKET_WRITES=library", server)
         seams.off("ping-wheel", "PRROOM_WEBSOCKET_WRITES=library", server)
+        seams.off("ack-writes", "PRROOM_WEBSOCKET_WRITES=library", server)
     else:
         wheel = seam("ping-wheel", lambda: True).status == seams.INSTALLED
         seam("direct-writes", lambda: websocket_writes.install(server, ping_wheel=wheel))
+        seam("ack-writes", lambda: packet_writes.install(server))
     if settings.event_path == "direct":
         seam("event-path", lambda: event_path.install(server))
     else:

@@ -1,0 +1,49 @@
+"""One Socket.IO packet to one connection (an event's ack), straight to its direct writer.
+
+python-socketio sends every event's ack through ``Server._send_packet``: the packet is
+encoded, then handed to python-engineio's ``Server.send``, which wraps it in an Engine.IO
+packet, finds the socket (``send_packet``, ``_get_socket``) and calls ``Socket.send``, which
+checks the ping timeout, queues the packet and logs it (an ``info`` call whose arguments are
+built whatever the level).  For a connection written through prroom's
+:class:`~prroom.transport.writes.DirectWriter`, the encoded text goes to the writer at once,
+as each member's copy of a room broadcast already does (``member_sender`` in
+:mod:`prroom.cluster.managers`; the ping sweep checks ping timeouts for every socket).
+
+Any other connection (long-polling, mid-upgrade, closed, or with a ``send`` of its own while
+its connect handlers run, see :mod:`connects`), and any binary packet, takes the library's
+path unchanged.  The reach is the ``ack-writes`` seam (:mod:`prroom.internals.seams`),
+checked by ``tests/internals/test_packet_writes.py``.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from engineio import packet as eio_packet
+from socketio import packet as sio_packet
+
+_BINARY = frozenset({sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK})
+
+
+def install(server: Any) -> bool:
+    """Send ``server``'s single-connection packets through direct writers; False if unsure."""
+    original = getattr(server, "_send_packet", None)
+    sockets = getattr(getattr(server, "eio", None), "sockets", None)
+    if original is None or not isinstance(sockets, dict):
+        return False
+    if getattr(original, "_prroom_wrapped", False):
+        return True
+    message = eio_packet.MESSAGE
+    make = eio_packet.Packet
+
+    def send_packet(eio_sid: str, pkt: Any) -> Any:
+        sock: Any = sockets.get(eio_sid)
+        writer = getattr(getattr(sock, "queue", None), "writer", None)
+        if writer is None or sock.closed or "send" in vars(sock) \
+                or pkt.packet_type in _BINARY:
+            return original(eio_sid, pkt)
+        writer.put(make(message, pkt.encode()))
+        return None
+
+    vars(send_packet)["_prroom_wrapped"] = True
+    server._send_packet = send_packet
+    return True
