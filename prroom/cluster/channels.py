@@ -110,6 +110,34 @@ def _lock_factory() -> Callable[[], Any]:
     return threading.Lock
 
 
+#: The start of a publish command in RESP: its length and its name.
+_PUBLISH, _SPUBLISH = b"*3\r\n$7\r\nPUBLISH\r\n", b"*3\r\n$8\r\nSPUBLISH\r\n"
+
+
+def _bulk(value: object) -> bytes:
+    if isinstance(value, str):
+        data = value.encode()
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        data = repr(value).encode()
+    else:  # what redis-py refuses too (it sends no bools, None or containers)
+        raise TypeError(f"a Redis command argument must be str, bytes or a number, not "
+                        f"{type(value).__name__}")
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def _publish_frame(head: bytes, channel: str, payload: str) -> bytes:
+    channel_bytes, payload_bytes = channel.encode(), payload.encode()
+    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        head, len(channel_bytes), channel_bytes, len(payload_bytes), payload_bytes)
+
+
+def frame(command: Command) -> bytes:
+    """``command`` in the Redis protocol (RESP), its arguments encoded as redis-py does."""
+    return b"*%d\r\n%s" % (len(command), b"".join([_bulk(arg) for arg in command]))
+
+
 class _Batch:
     """Commands written together, and their replies (an exception where one failed)."""
 
@@ -301,14 +329,17 @@ class Publisher:
                     time.monotonic() - self._failed_at < self.retry_after:
                 raise ConnectionError("unreachable a moment ago")
             connection = self._connected()
+            room = _SPUBLISH if self._sharded else _PUBLISH
             name = "SPUBLISH" if self._sharded else "PUBLISH"
-            packed = connection.pack_commands(
-                [channel if kind == "call" else
-                 self._script_command(channel, payload, name) if kind == "script" else
-                 (name if kind == "room" else "PUBLISH", channel, payload)
-                 for kind, channel, payload in batch.commands])
+            # One bytes object, one write: redis-py's pack_commands costs several times
+            # this per publish (it was a tenth of the publisher's time in a profile).
+            packed = b"".join([
+                frame(channel) if kind == "call" else
+                frame(self._script_command(channel, payload, name)) if kind == "script" else
+                _publish_frame(room if kind == "room" else _PUBLISH, channel, payload)
+                for kind, channel, payload in batch.commands])
             self._inflight.append(batch)  # before writing: the reader may answer at once
-            connection.send_packed_command(packed, check_health=False)
+            connection.send_packed_command([packed], check_health=False)
             self.batches += 1
             self.published += len(batch.commands)
         except Exception as exc:  # whatever broke, the callers are told

@@ -19,6 +19,7 @@ from prroom.cluster.channels import (
     Publisher,
     QueueUnavailable,
     Subscriber,
+    frame,
     pubsub_mode,
     redis_has_sharded_pubsub,
 )
@@ -41,6 +42,23 @@ def _close_channels():
         _opened.pop().close()
 
 
+def decoded(data: bytes) -> List[tuple]:
+    """The commands of a write in RESP (what the publisher sends), each a tuple of str."""
+    commands, lines = [], iter(data.split(b"\r\n"))
+    for head in lines:
+        if not head:
+            continue
+        assert head[:1] == b"*", head
+        arguments = []
+        for _ in range(int(head[1:])):
+            length = int(next(lines)[1:])
+            argument = next(lines)
+            assert len(argument) == length, (argument, length)
+            arguments.append(argument.decode())
+        commands.append(tuple(arguments))
+    return commands
+
+
 class ScriptedConnection:
     """Stands in for a redis-py Connection: records writes, answers from a script."""
 
@@ -61,6 +79,8 @@ class ScriptedConnection:
     def send_packed_command(self, commands, check_health=True) -> None:
         if self.fail_send:
             raise redis.ConnectionError("connection reset")
+        commands = [command for item in commands
+                    for command in (decoded(item) if isinstance(item, bytes) else [item])]
         self.writes.append(commands)
         for command in commands:
             self.replies.put(self.answer(command))
@@ -135,7 +155,7 @@ def test_other_commands_share_the_publishes_batch_in_order():
                publisher.publish("room", "ch", "b")]
     tasks.run_all()
     assert [ticket.wait() for ticket in tickets] == ["SPUBLISH", "EVAL", "SPUBLISH"]
-    assert connection.writes == [[("SPUBLISH", "ch", "a"), ("EVAL", "return 1", 0),
+    assert connection.writes == [[("SPUBLISH", "ch", "a"), ("EVAL", "return 1", "0"),
                                   ("SPUBLISH", "ch", "b")]]
 
 
@@ -513,3 +533,12 @@ def test_recovery_sessions_are_one_shot_with_or_without_the_pipeline(redis_serve
         store.remember_sent("user:alice", 7, "c1", {"ok": True, "id": "m1"})
         assert store.sent_before("user:alice", 7, "c1") == {"ok": True, "id": "m1"}
         assert store.take("p3") is not None
+
+
+def test_commands_are_framed_as_redis_py_frames_them():
+    packer = redis.connection.Connection()
+    for command in [("PUBLISH", "ch", "héllo\r\nworld"), ("EVALSHA", "ab" * 20, 2, "k", b"\x00b",
+                                                            -3, 1.5, "")]:
+        assert frame(command) == b"".join(packer.pack_command(*command))
+    with pytest.raises(TypeError):
+        frame(("SET", "k", None))
