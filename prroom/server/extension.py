@@ -8,6 +8,7 @@ are applied.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 import weakref
 from typing import Any, Callable, Dict, Iterable, List, NamedTuple, Optional, Tuple
@@ -35,7 +36,14 @@ from prroom.core.protocol import ErrorCode, Limits, ProtocolError
 from prroom.core.rooms import RoomRegistry
 from prroom.diagnostics import gevent_traps, loop_monitor
 from prroom.diagnostics.loop_monitor import LoopMonitor
-from prroom.internals import host_server, packet_codec, seams, socketio_hooks, stacks
+from prroom.internals import (
+    host_server,
+    packet_codec,
+    redis_sockets,
+    seams,
+    socketio_hooks,
+    stacks,
+)
 from prroom.server import host_socketio
 from prroom.server.api import api
 from prroom.server.events import Caps, RoomEvents
@@ -201,6 +209,10 @@ def install_speed_seams(socketio: SocketIO, settings: Settings,
 
     seams.warn_about_newer_releases()
     seam("cluster-managers", lambda: True)  # prroom's managers subclass what it names
+    if importlib.util.find_spec("redis") is not None:
+        seam("redis-raw-reads", redis_sockets.install)
+    else:
+        seams.off("redis-raw-reads", "redis-py is not installed", server)
     seam("packet-codec", lambda: packet_codec.install(server))
     if socketio.async_mode != "gevent":
         for name in ("refused-body-unread", "frame-size-bound", "frame-unmasking",

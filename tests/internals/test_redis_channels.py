@@ -23,6 +23,7 @@ from prroom.cluster.channels import (
     pubsub_mode,
     redis_has_sharded_pubsub,
 )
+from prroom.internals import redis_sockets
 
 WAIT = 5.0
 _opened: list = []  # publishers and subscribers of the running test
@@ -405,9 +406,12 @@ def _protocols():
     return [2, 3] if "protocol" in params else [None]  # redis-py 4 speaks RESP2 only
 
 
+@pytest.mark.parametrize("reads", ["raw", "redis-py"])
 @pytest.mark.parametrize("protocol", _protocols())
 @pytest.mark.parametrize("parser", [p for _, p in _parsers()], ids=[n for n, _ in _parsers()])
-def test_publisher_and_subscriber_on_a_real_redis(redis_server, parser, protocol):
+def test_publisher_and_subscriber_on_a_real_redis(redis_server, parser, protocol, reads,
+                                                  monkeypatch):
+    monkeypatch.setattr(redis_sockets, "enabled", reads == "raw")  # the seam, or its fallback
     options = {"parser_class": parser}
     if protocol is not None:
         options["protocol"] = protocol
@@ -542,3 +546,25 @@ def test_commands_are_framed_as_redis_py_frames_them():
         assert frame(command) == b"".join(packer.pack_command(*command))
     with pytest.raises(TypeError):
         frame(("SET", "k", None))
+
+
+@pytest.mark.parametrize("reads", ["raw", "redis-py"])
+def test_replies_of_every_shape_and_size_reach_their_callers(redis_server, reads, monkeypatch):
+    monkeypatch.setattr(redis_sockets, "enabled", reads == "raw")
+    client = redis.Redis.from_url(redis_server.url, protocol=2)
+    connect = client.connection_pool.make_connection
+
+    def start(target):
+        threading.Thread(target=target, daemon=True).start()
+    publisher = closed_after_the_test(Publisher(connect, start, pubsub_mode("auto")))
+    big = "x" * 300_000  # several reads' worth
+    tickets = [publisher.call("SET", "shapes:big", big), publisher.call("GET", "shapes:big"),
+               publisher.call("GET", "shapes:none"),
+               publisher.call("EVAL", "return {1, 'two', {3}, false}", 0),
+               publisher.call("EVAL", "return redis.error_reply('NOPE not today')", 0),
+               publisher.call("INCR", f"shapes:n:{reads}")]
+    assert [ticket.wait() for ticket in tickets[:4]] == [
+        b"OK", big.encode(), None, [1, b"two", [3], None]]
+    with pytest.raises(QueueUnavailable, match="NOPE not today"):
+        tickets[4].wait()
+    assert tickets[5].wait() == 1  # the replies after an error reply still match
