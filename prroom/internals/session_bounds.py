@@ -65,9 +65,11 @@ def client_address(environ: Dict[str, Any], trusted: tuple) -> str:
 
 def cap_sessions_per_address(server: Any, max_sessions: int, trusted: tuple) -> bool:
     """Refuse a handshake past ``max_sessions`` open sessions of its address (0: no cap)."""
+    if not max_sessions:
+        return True  # no cap asked for: nothing to install, nothing missing
     eio = getattr(server, "eio", None)
     handlers = getattr(eio, "handlers", None)
-    if not max_sessions or handlers is None:
+    if handlers is None:
         return False
     connect, disconnect = handlers.get("connect"), handlers.get("disconnect")
     if connect is None or disconnect is None or getattr(connect, "_prroom_capped", False):
