@@ -500,6 +500,22 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
 
     # -- listening ------------------------------------------------------------------------
 
+    def _deliver_broadcast(self, body: bytes) -> None:
+        """Another process's room broadcast, delivered here straight from the listener:
+        what :meth:`_handle_emit` does with it, without the message dict, python-socketio's
+        per-message debug line and its dispatch (most of what the listener receives)."""
+        header, _, encoded = body.partition(b"\n")
+        try:
+            room, skip_sid, namespace, event = _HEADER_DECODER.decode(header.decode())
+        except ValueError:
+            self._get_logger().warning("message queue: ignored a message that is not JSON")
+            return
+        try:
+            self._count_deliveries(event, namespace, room, skip_sid)
+            self._deliver(namespace, room, skip_sid, [encoded.decode()])
+        except Exception:  # as python-socketio's listener: one bad message, one log line
+            self._get_logger().exception("message queue: a room broadcast failed")
+
     def _listen(self) -> Iterator[dict]:
         own = self._own_prefix_bytes
         skip = len(own)
@@ -512,7 +528,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
                 if payload[:1] == b"{":  # a stock python-socketio emitter: bare JSON
                     yield loads(payload)
                 elif payload[skip:skip + 1] == b"[":  # a room broadcast: header, packet
-                    yield encoded_broadcast(payload[skip:])
+                    self._deliver_broadcast(payload[skip:])
                 else:
                     yield loads(payload[skip:])
             except ValueError:
