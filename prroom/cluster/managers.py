@@ -49,6 +49,19 @@ except (ImportError, AttributeError):  # the redis extra is not installed, or re
 # never holds a raw newline), so the first newline ends it whatever the packet holds.
 _HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
 _HEADER_DECODER = json.JSONDecoder()
+_quoted = json.encoder.encode_basestring_ascii  # what the encoder uses for a str (ensure_ascii)
+
+
+def broadcast_header(room: Any, skip_sid: Any, namespace: Any, event: Any) -> str:
+    """``[room, skip_sid, namespace, event]`` in JSON, as ``_HEADER_ENCODER`` writes it.
+
+    Strings are quoted by json's own C function: the encoder's ``encode`` of a list builds
+    a new C encoder per call, a measurable part of a clustered emit in a profile."""
+    if type(room) is str and type(namespace) is str and type(event) is str and \
+            (skip_sid is None or type(skip_sid) is str):
+        return "[%s,%s,%s,%s]" % (_quoted(room), "null" if skip_sid is None else
+                                  _quoted(skip_sid), _quoted(namespace), _quoted(event))
+    return _HEADER_ENCODER.encode([room, skip_sid, namespace, event])
 
 
 def encoded_broadcast(body: bytes) -> dict:
@@ -437,7 +450,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         small header, to the room's channel, where other processes pass it on as it is."""
         self._count_deliveries(event, namespace, room, skip_sid)
         self._deliver(namespace, room, skip_sid, [encoded])
-        header = _HEADER_ENCODER.encode([room, skip_sid, namespace, event])
+        header = broadcast_header(room, skip_sid, namespace, event)
         ticket = self.publisher.publish("room", channel,
                                         f"{self._own_prefix}{header}\n{encoded}")
         self._tickets.last = ticket
