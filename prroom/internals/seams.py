@@ -200,6 +200,10 @@ SEAMS: Tuple[Seam, ...] = (
         "O(rooms of a socket) membership; clustered broadcasts encoded once and published "
         "on per-room channels; cluster-wide commands (disconnect an identity)",
         PROTECTION, "none: the server refuses to start"),
+    Seam("redis-raw-reads", "redis", ("redis.connection:AbstractConnection#_sock",),
+        "the cluster's publisher and subscriber read Redis's replies straight from their "
+        "connection's socket, many per read, instead of one redis-py read_response each",
+        SPEED, "one redis-py read_response per reply"),
     Seam("refused-body-unread", "gevent", (
         "gevent.pywsgi:Input._discard", "gevent.pywsgi:Input.position",
         "gevent.pywsgi:Input.content_length", "gevent.pywsgi:Input.chunked_input"),

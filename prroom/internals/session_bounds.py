@@ -65,12 +65,12 @@ def client_address(environ: Dict[str, Any], trusted: Tuple[Any, ...]) -> str:
 
 def cap_sessions_per_address(server: Any, max_sessions: int, trusted: Tuple[Any, ...]) -> bool:
     """Refuse a handshake past ``max_sessions`` open sessions of its address (0: no cap)."""
+    if not max_sessions:
+        return True  # no cap asked for: nothing to install, nothing missing
     eio = getattr(server, "eio", None)
     handlers = getattr(eio, "handlers", None)
     if handlers is None:
         return False
-    if not max_sessions:
-        return True  # 0 is "no cap", as documented: nothing to install, nothing missing
     connect, disconnect = handlers.get("connect"), handlers.get("disconnect")
     if connect is None or disconnect is None or getattr(connect, "_prroom_capped", False):
         return False

@@ -4,6 +4,7 @@ cluster managers) and, under gevent, the watch on the event loop.
 """
 from __future__ import annotations
 
+import importlib.util
 import logging
 from typing import Any, Callable, Dict, Tuple
 
@@ -12,7 +13,14 @@ from flask_socketio import SocketIO
 
 from prroom.core.config import ConfigError, Settings
 from prroom.diagnostics import gevent_traps, loop_monitor
-from prroom.internals import packet_codec, packet_writes, seams, socketio_hooks, stacks
+from prroom.internals import (
+    packet_codec,
+    packet_writes,
+    redis_sockets,
+    seams,
+    socketio_hooks,
+    stacks,
+)
 from prroom.server.state import PRRoomState
 from prroom.transport import event_path
 from prroom.transport import frames as websocket_frames
@@ -83,6 +91,10 @@ def install_speed_seams(socketio: SocketIO, settings: Settings,
 
     seams.warn_about_newer_releases()
     seam("cluster-managers", lambda: True)  # prroom's managers subclass what it names
+    if importlib.util.find_spec("redis") is not None:
+        seam("redis-raw-reads", redis_sockets.install)
+    else:
+        seams.off("redis-raw-reads", "redis-py is not installed", server)
     seam("packet-codec", lambda: packet_codec.install(server))
     if socketio.async_mode != "gevent":
         for name in ("refused-body-unread", "frame-size-bound", "frame-unmasking",

@@ -445,3 +445,11 @@ def test_another_process_s_emit_reaches_handle_emit_which_runs_commands():
                           "data": [{"command": "probe", "args": {"x": 1}}],
                           "namespace": "/", "host_id": "elsewhere"})
     assert ran == [{"x": 1}]
+
+
+@pytest.mark.parametrize("skip", [None, "sid-1_A", ["a", "b"], 7])
+@pytest.mark.parametrize("room", ["pr:1", "pr:é \"\\\n\u2028", 5])
+def test_a_broadcast_header_is_the_json_the_encoder_writes(room, skip):
+    from prroom.cluster.managers import _HEADER_ENCODER, broadcast_header
+    expected = _HEADER_ENCODER.encode([room, skip, "/", "pr-room-message"])
+    assert broadcast_header(room, skip, "/", "pr-room-message") == expected

@@ -19,9 +19,11 @@ from prroom.cluster.channels import (
     Publisher,
     QueueUnavailable,
     Subscriber,
+    frame,
     pubsub_mode,
     redis_has_sharded_pubsub,
 )
+from prroom.internals import redis_sockets
 
 WAIT = 5.0
 _opened: list = []  # publishers and subscribers of the running test
@@ -39,6 +41,23 @@ def _close_channels():
     yield
     while _opened:
         _opened.pop().close()
+
+
+def decoded(data: bytes) -> List[tuple]:
+    """The commands of a write in RESP (what the publisher sends), each a tuple of str."""
+    commands, lines = [], iter(data.split(b"\r\n"))
+    for head in lines:
+        if not head:
+            continue
+        assert head[:1] == b"*", head
+        arguments = []
+        for _ in range(int(head[1:])):
+            length = int(next(lines)[1:])
+            argument = next(lines)
+            assert len(argument) == length, (argument, length)
+            arguments.append(argument.decode())
+        commands.append(tuple(arguments))
+    return commands
 
 
 class ScriptedConnection:
@@ -61,6 +80,8 @@ class ScriptedConnection:
     def send_packed_command(self, commands, check_health=True) -> None:
         if self.fail_send:
             raise redis.ConnectionError("connection reset")
+        commands = [command for item in commands
+                    for command in (decoded(item) if isinstance(item, bytes) else [item])]
         self.writes.append(commands)
         for command in commands:
             self.replies.put(self.answer(command))
@@ -135,7 +156,7 @@ def test_other_commands_share_the_publishes_batch_in_order():
                publisher.publish("room", "ch", "b")]
     tasks.run_all()
     assert [ticket.wait() for ticket in tickets] == ["SPUBLISH", "EVAL", "SPUBLISH"]
-    assert connection.writes == [[("SPUBLISH", "ch", "a"), ("EVAL", "return 1", 0),
+    assert connection.writes == [[("SPUBLISH", "ch", "a"), ("EVAL", "return 1", "0"),
                                   ("SPUBLISH", "ch", "b")]]
 
 
@@ -386,9 +407,12 @@ def _protocols():
     return [2, 3] if "protocol" in params else [None]  # redis-py 4 speaks RESP2 only
 
 
+@pytest.mark.parametrize("reads", ["raw", "redis-py"])
 @pytest.mark.parametrize("protocol", _protocols())
 @pytest.mark.parametrize("parser", [p for _, p in _parsers()], ids=[n for n, _ in _parsers()])
-def test_publisher_and_subscriber_on_a_real_redis(redis_server, parser, protocol):
+def test_publisher_and_subscriber_on_a_real_redis(redis_server, parser, protocol, reads,
+                                                  monkeypatch):
+    monkeypatch.setattr(redis_sockets, "enabled", reads == "raw")  # the seam, or its fallback
     options = {"parser_class": parser}
     if protocol is not None:
         options["protocol"] = protocol
@@ -517,3 +541,34 @@ def test_recovery_sessions_are_one_shot_with_or_without_the_pipeline(redis_serve
         store.remember_sent("user:alice", 7, "c1", {"ok": True, "id": "m1"})
         assert store.sent_before("user:alice", 7, "c1") == {"ok": True, "id": "m1"}
         assert store.take("p3") is not None
+
+
+def test_commands_are_framed_as_redis_py_frames_them():
+    packer = redis.connection.Connection()
+    for command in [("PUBLISH", "ch", "héllo\r\nworld"), ("EVALSHA", "ab" * 20, 2, "k", b"\x00b",
+                                                            -3, 1.5, "")]:
+        assert frame(command) == b"".join(packer.pack_command(*command))
+    with pytest.raises(TypeError):
+        frame(("SET", "k", None))
+
+
+@pytest.mark.parametrize("reads", ["raw", "redis-py"])
+def test_replies_of_every_shape_and_size_reach_their_callers(redis_server, reads, monkeypatch):
+    monkeypatch.setattr(redis_sockets, "enabled", reads == "raw")
+    client = redis.Redis.from_url(redis_server.url, protocol=2)
+    connect = client.connection_pool.make_connection
+
+    def start(target):
+        threading.Thread(target=target, daemon=True).start()
+    publisher = closed_after_the_test(Publisher(connect, start, pubsub_mode("auto")))
+    big = "x" * 300_000  # several reads' worth
+    tickets = [publisher.call("SET", "shapes:big", big), publisher.call("GET", "shapes:big"),
+               publisher.call("GET", "shapes:none"),
+               publisher.call("EVAL", "return {1, 'two', {3}, false}", 0),
+               publisher.call("EVAL", "return redis.error_reply('NOPE not today')", 0),
+               publisher.call("INCR", f"shapes:n:{reads}")]
+    assert [ticket.wait() for ticket in tickets[:4]] == [
+        b"OK", big.encode(), None, [1, b"two", [3], None]]
+    with pytest.raises(QueueUnavailable, match="NOPE not today"):
+        tickets[4].wait()
+    assert tickets[5].wait() == 1  # the replies after an error reply still match

@@ -35,3 +35,14 @@ def test_engineio_refuses_a_handshake_its_connect_handler_refuses():
     assert "return self._unauthorized(ret or None)" in source
     trigger = inspect.getsource(engineio.Server._trigger_event)
     assert "self.handlers[event]" in trigger
+
+
+def test_no_cap_per_address_starts_with_the_control_packet_limit_installed():
+    from prroom.app import create_app
+    from prroom.internals import seams
+
+    app = create_app(config={"PRROOM_AUTH_MODE": "token", "PRROOM_SECRET_KEY": "k",
+                             "PRROOM_MAX_SESSIONS_PER_ADDRESS": "0"})
+    server = app.extensions["socketio"].server
+    assert {o.seam.name: o.status for o in seams.report(server)}["session-bounds"] == \
+        seams.INSTALLED
