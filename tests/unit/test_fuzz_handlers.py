@@ -53,6 +53,7 @@ from prroom.core.rooms import RoomRegistry
 from prroom.internals import seams
 from prroom.internals.socketio_hooks import RESERVED_EVENT_NAMES
 from prroom.server.events import Caps, RoomEvents
+from tests.support.clock import FakeClock
 
 # The whole file runs in a few seconds; the bound is for a very busy 2-core machine.
 pytestmark = pytest.mark.timeout(60)
@@ -167,14 +168,6 @@ class MixedIdentity(JoinNameIdentity):
         if isinstance(auth, dict) and "token" in auth:
             return self.tokens.authenticate(environ, auth)
         return None
-
-
-class FakeClock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
 
 
 # -- strategies ---------------------------------------------------------------------------

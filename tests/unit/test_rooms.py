@@ -5,17 +5,7 @@ import pytest
 
 from prroom.core.protocol import ErrorCode, ProtocolError
 from prroom.core.rooms import Departure, RoomRegistry
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
+from tests.support.clock import FakeClock
 
 
 @pytest.fixture

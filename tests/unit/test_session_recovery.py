@@ -17,20 +17,10 @@ from prroom.core.recovery import RoomBuffers
 from prroom.core.rooms import RoomRegistry
 from prroom.server.recoverable import RecoverableBroadcasts
 from prroom.server.recovery import SESSION_EVENT, SHUTDOWN_REASON, Recovery, SessionRecovery
+from tests.support.clock import FakeClock
 
 NS = "/"
 WINDOW, GRACE = 30.0, 5.0
-
-
-class FakeClock:
-    def __init__(self, now: float = 1000.0) -> None:
-        self.now = now
-
-    def __call__(self) -> float:
-        return self.now
-
-    def advance(self, seconds: float) -> None:
-        self.now += seconds
 
 
 class FakeServer:
