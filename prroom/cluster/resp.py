@@ -21,12 +21,15 @@ try:
 
     #: error prefix -> the exception class redis-py gives that reply (the ones prroom acts on:
     #: a slot that moved, a server not ready; anything else is a ResponseError)
+    #: (a class an older redis-py lacks, such as OutOfMemoryError before 5.0, is left out:
+    #: that release gives those replies as a ResponseError too)
     ERROR_CLASSES: Dict[str, Type[Exception]] = {
-        "MOVED": _errors.MovedError, "ASK": _errors.AskError,
-        "TRYAGAIN": _errors.TryAgainError, "CLUSTERDOWN": _errors.ClusterDownError,
-        "LOADING": _errors.BusyLoadingError, "NOSCRIPT": _errors.NoScriptError,
-        "READONLY": _errors.ReadOnlyError, "OOM": _errors.OutOfMemoryError,
-    }
+        prefix: getattr(_errors, name) for prefix, name in (
+            ("MOVED", "MovedError"), ("ASK", "AskError"), ("TRYAGAIN", "TryAgainError"),
+            ("CLUSTERDOWN", "ClusterDownError"), ("LOADING", "BusyLoadingError"),
+            ("NOSCRIPT", "NoScriptError"), ("READONLY", "ReadOnlyError"),
+            ("OOM", "OutOfMemoryError"))
+        if hasattr(_errors, name)}
     _RESPONSE_ERROR: Type[Exception] = _errors.ResponseError
 except ImportError:  # the redis extra is not installed: nothing here will be used
     ERROR_CLASSES = {}

@@ -200,7 +200,7 @@ SEAMS: Tuple[Seam, ...] = (
         "O(rooms of a socket) membership; clustered broadcasts encoded once and published "
         "on per-room channels; cluster-wide commands (disconnect an identity)",
         PROTECTION, "none: the server refuses to start"),
-    Seam("redis-raw-reads", "redis", ("redis.connection:AbstractConnection#_sock",),
+    Seam("redis-raw-reads", "redis", ("redis.connection:Connection#_sock",),
         "the cluster's publisher and subscriber read Redis's replies straight from their "
         "connection's socket, many per read, instead of one redis-py read_response each",
         SPEED, "one redis-py read_response per reply"),
