@@ -10,6 +10,7 @@ import socket as stdlib_socket
 from typing import Any, List, Optional
 
 import engineio
+import gevent
 import gevent.socket
 import pytest
 import socketio
@@ -204,18 +205,25 @@ class _Handler:
         self.logger = logging.getLogger("test")
 
 
-def _read_all(stream: bytes, fast: bool) -> List[Any]:
-    """What each receive() returns for ``stream``, and what the server wrote back."""
+def _read_all(stream: bytes, fast: bool, limit: Optional[int] = None,
+              shut: bool = True) -> List[Any]:
+    """What each receive() returns for ``stream`` until the WebSocket closes (prroom's reader
+    with ``fast``, held to ``limit``; else gevent-websocket's), and what the server wrote back;
+    with ``shut``, the client has finished sending."""
     server_end, client_end = gevent.socket.socketpair()
     client_end.sendall(stream)
-    client_end.shutdown(stdlib_socket.SHUT_WR)
+    if shut:
+        client_end.shutdown(stdlib_socket.SHUT_WR)
     handler = _Handler(server_end)
     ws = WebSocket({}, Stream(handler), handler)
-    receive = event_path.text_frame_reader(ws) if fast else ws.receive
+    reader = event_path.text_frame_reader(ws) if limit is None \
+        else event_path.text_frame_reader(ws, limit)
+    receive = reader if fast else ws.receive
     assert receive is not None
     results: List[Any] = []
-    while not ws.closed and len(results) < 20:
-        results.append(receive())
+    with gevent.Timeout(5):  # a reader waiting for an announced payload would hang here
+        while not ws.closed and len(results) < 20:
+            results.append(receive())
     server_end.shutdown(stdlib_socket.SHUT_WR)
     written = b"".join(iter(lambda: client_end.recv(65536), b""))
     server_end.close()

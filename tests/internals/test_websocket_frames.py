@@ -6,19 +6,14 @@ the others run both frame readers (prroom's direct reader and the library's) on 
 socket pairs.  ``tests/integration/test_transport_bounds.py`` checks the worker's memory.
 """
 import inspect
-import socket as stdlib_socket
 import weakref
 from typing import Any, Iterator, List
 
-import gevent
-import gevent.socket
 import geventwebsocket.websocket
 import pytest
-from geventwebsocket.websocket import Stream, WebSocket
 
-from prroom.transport import event_path
 from prroom.transport import frames as websocket_frames
-from tests.internals.test_event_path import _client_frame, _Handler
+from tests.internals.test_event_path import _client_frame, _read_all
 
 LIMIT = 1000
 CLOSE_1009 = b"\x88\x02\x03\xf1"  # an unmasked close frame with code 1009
@@ -55,23 +50,7 @@ def limit(monkeypatch) -> Iterator[_Server]:
 
 def _receive_until_closed(stream: bytes, fast: bool, shut: bool = True) -> List[Any]:
     """What receive() returns until the WebSocket closes, and what the server wrote back."""
-    server_end, client_end = gevent.socket.socketpair()
-    client_end.sendall(stream)
-    if shut:
-        client_end.shutdown(stdlib_socket.SHUT_WR)
-    handler = _Handler(server_end)
-    ws = WebSocket({}, Stream(handler), handler)
-    receive = event_path.text_frame_reader(ws, LIMIT) if fast else ws.receive
-    assert receive is not None
-    results: List[Any] = []
-    with gevent.Timeout(5):  # a reader waiting for an announced payload would hang here
-        while not ws.closed and len(results) < 20:
-            results.append(receive())
-    server_end.shutdown(stdlib_socket.SHUT_WR)
-    written = b"".join(iter(lambda: client_end.recv(65536), b""))
-    server_end.close()
-    client_end.close()
-    return [results, written]
+    return _read_all(stream, fast, LIMIT, shut)
 
 
 HUGE_HEADER = b"\x82\xff" + (256 << 20).to_bytes(8, "big") + b"\x01\x02\x03\x04"
