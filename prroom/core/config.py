@@ -94,6 +94,7 @@ class Settings:
     blocking_threshold: float
     websocket_writes: str
     event_path: str
+    idle_connections: str
     socketio_client_url: str
     socketio_client_integrity: str
     socketio_client_file: str

@@ -225,6 +225,13 @@ SETTINGS: Tuple[Setting, ...] = (
             "prroom/transport/event_path.py) or `library` (through python-engineio's and "
             "python-socketio's packet layers, as every other packet is)",
             choices=("direct", "library")),
+    Setting("PRROOM_IDLE_CONNECTIONS", "loop", parse_str,
+            "What holds a WebSocket connection while its client is silent, under gevent and "
+            "prroom's gunicorn worker: `loop` (a callback on the socket's event-loop watcher; "
+            "a few shared greenlets read when input arrives; prroom/transport/idle.py) or "
+            "`greenlet` (the greenlet that accepted it, parked in python-engineio's read "
+            "loop). `loop` needs PRROOM_EVENT_PATH=direct and PRROOM_WEBSOCKET_WRITES=direct",
+            choices=("loop", "greenlet")),
     # The chat page (prroom/server/web.py) loads the official socket.io-client build from here.
     Setting("PRROOM_SOCKETIO_CLIENT_URL", DEFAULT_SOCKETIO_CLIENT_URL, parse_str,
             "Where the chat page loads socket.io-client from: an http(s) URL or a path "

@@ -1,6 +1,6 @@
 """gevent's sockets and python-engineio's gevent driver, as prroom's frame reader uses them.
 
-Both functions read names the libraries keep private: gevent's socket ``_wait`` and
+These functions read names the libraries keep private: gevent's socket ``_wait`` and
 ``_read_event`` (its read watcher), and the gevent-websocket socket that python-engineio's
 ``WebSocketWSGI`` keeps in ``_sock``.  They are part of the ``event-path`` seam
 (:mod:`prroom.internals.seams`).
@@ -32,3 +32,34 @@ def readable_waiter(sock: Any) -> Optional[Callable[[], None]]:
         if event is not None:  # None once closed: the read then fails at once, as it should
             wait(event)
     return wait_readable
+
+
+def read_watcher(sock: Any) -> Any:
+    """gevent's own read watcher of socket ``sock`` (its libev ``io``); None if it has none.
+
+    An idle connection waits on it with a callback instead of a parked greenlet
+    (:mod:`prroom.transport.idle`): the socket's own watcher, so nothing is added per
+    connection, and gevent's reads keep waiting on the same one.
+    """
+    watcher = getattr(sock, "_read_event", None)
+    if watcher is None or not callable(getattr(watcher, "start", None)):
+        return None
+    return watcher
+
+
+def read_watchers_available() -> bool:
+    """Whether gevent's sockets still carry the read watcher :func:`read_watcher` takes."""
+    import socket
+
+    from gevent import socket as gevent_socket
+
+    try:
+        left, right = gevent_socket.socketpair(socket.AF_UNIX, socket.SOCK_STREAM)
+    except Exception:  # gevent's socket itself changed: no watcher to take
+        return False
+    try:
+        watcher = read_watcher(left)
+        return watcher is not None and hasattr(watcher, "stop") and hasattr(watcher, "active")
+    finally:
+        left.close()
+        right.close()

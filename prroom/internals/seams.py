@@ -180,6 +180,13 @@ SEAMS: Tuple[Seam, ...] = (
         "a plain event for a prroom handler goes from the frame to the handler without "
         "two packet objects and two dispatch layers",
         SPEED, "every frame takes the library's path"),
+    Seam("idle-watchers", "gevent", (
+        "gevent._socket3:socket._read_event", "gevent.pywsgi:WSGIHandler.handle",
+        "geventwebsocket.handler:WebSocketHandler.run_websocket",
+        "engineio.socket:Socket._websocket_handler", "engineio.socket:Socket.receive"),
+        "a silent WebSocket connection is held by its socket's event-loop watcher, not by "
+        "a parked greenlet with its stacks; a few shared greenlets read when input arrives",
+        SPEED, "a parked greenlet per connection"),
     Seam("native-metric-locks", "prometheus-client", (
         "prometheus_client.values:Lock", "prometheus_client.values:MutexValue"),
         "metric values take the OS's lock (in C) instead of gevent's patched one",

@@ -13,6 +13,7 @@ from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
 from prometheus_client.utils import floatToGoString
 
 from prroom.internals import metric_locks, seams
+from prroom.transport import idle
 
 MEMBER_BUCKETS = (1, 2, 5, 10, 20, 50, 100, 200, 500, 1000)
 BLOCKED_BUCKETS = (0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0)
@@ -128,6 +129,10 @@ class _StateCollector:
         total = sum(sizes)
         yield HistogramMetricFamily("prroom_room_members", "Members per room on this "
                                     "process (sockets)", buckets=buckets, sum_value=total)
+        yield GaugeMetricFamily("prroom_loop_held_connections", "WebSocket connections of "
+                                "this process that are silent and held by their socket's "
+                                "event-loop watcher, with no greenlet of their own",
+                                value=idle.held())
         up = self._queue_up()
         if up is not None:
             yield GaugeMetricFamily("prroom_message_queue_up", "1 when the message queue "

@@ -22,7 +22,7 @@ from prroom.internals import (
     stacks,
 )
 from prroom.server.state import PRRoomState
-from prroom.transport import event_path
+from prroom.transport import event_path, idle
 from prroom.transport import frames as websocket_frames
 from prroom.transport import writes as websocket_writes
 
@@ -54,6 +54,12 @@ def watch_the_event_loop(app: Flask, state: PRRoomState) -> None:
                                                          state.metrics.record_loop_block)
         monitor = state.loop_monitor
         state.metrics.watch_loop(lambda: monitor.last_lag, monitor.worst_recent_lag)
+
+
+def _installed(server: Any, name: str) -> bool:
+    """Whether seam ``name`` was installed for ``server``."""
+    return any(outcome.seam.name == name and outcome.status == seams.INSTALLED
+               for outcome in seams.report(server))
 
 
 def label_requests(wsgi_app: Callable[..., Any]) -> Callable[..., Any]:
@@ -98,7 +104,8 @@ def install_speed_seams(socketio: SocketIO, settings: Settings,
     seam("packet-codec", lambda: packet_codec.install(server))
     if socketio.async_mode != "gevent":
         for name in ("refused-body-unread", "frame-size-bound", "frame-unmasking",
-                     "direct-writes", "ack-writes", "ping-wheel", "event-path"):
+                     "direct-writes", "ack-writes", "ping-wheel", "event-path",
+                     "idle-watchers"):
             seams.off(name, f"async mode {socketio.async_mode}", server)
         return
     seam("refused-body-unread", lambda: True)  # used per request (prroom.server.api)
@@ -113,6 +120,15 @@ def install_speed_seams(socketio: SocketIO, settings: Settings,
         seam("direct-writes", lambda: websocket_writes.install(server, ping_wheel=wheel))
         seam("ack-writes", lambda: packet_writes.install(server))
     if settings.event_path == "direct":
-        seam("event-path", lambda: event_path.install(server))
+        path = seam("event-path", lambda: event_path.install(server)).status
     else:
-        seams.off("event-path", "PRROOM_EVENT_PATH=library", server)
+        path = seams.off("event-path", "PRROOM_EVENT_PATH=library", server).status
+    idle.install(False)
+    if settings.idle_connections != "loop":
+        seams.off("idle-watchers", "PRROOM_IDLE_CONNECTIONS=greenlet", server)
+    elif settings.event_path != "direct" or settings.websocket_writes != "direct":
+        seams.off("idle-watchers", "needs PRROOM_EVENT_PATH=direct and "
+                  "PRROOM_WEBSOCKET_WRITES=direct", server)
+    else:  # falls back (one warning) when either path could not be installed
+        seam("idle-watchers", lambda: path == seams.INSTALLED
+             and _installed(server, "direct-writes") and idle.install(True))

@@ -34,6 +34,7 @@ except ImportError:  # pragma: no cover - dependencies of prroom; without them, 
     XorMaskerSimple = None
 
 from prroom.internals import gevent_io  # noqa: E402 - after the optional imports above
+from prroom.transport import idle  # noqa: E402
 
 logger = logging.getLogger("prroom")
 
@@ -81,40 +82,47 @@ def plain_event(text: str, loads: Callable[[str], Any]) -> Optional[Tuple[Option
     return ack_id, data
 
 
-def text_frame_reader(websocket: Any, limit: Optional[int] = None) -> Optional[Callable[[], Any]]:
-    """gevent-websocket's ``websocket.receive``, quicker for a small text frame; None if unsure.
+class FrameReader:
+    """gevent-websocket's ``websocket.receive``, quicker for a small text frame.
 
-    A final, masked text frame that its read buffer already holds whole (the common case:
-    a client's event is one small frame) is taken from the buffer in one read, unmasked
-    and decoded in C.  Anything else -- fragments, control frames, binary, a frame larger
-    than the buffer or not yet all there, a frame longer than ``limit`` -- is left in the
-    buffer for the library's ``receive``, which reads it as before (and refuses a frame
-    over the limit at its header: :mod:`prroom.transport.frames`).
+    Calling it reads one message.  A final, masked text frame that its read buffer already
+    holds whole (the common case: a client's event is one small frame) is taken from the
+    buffer in one read, unmasked and decoded in C.  Anything else -- fragments, control
+    frames, binary, a frame larger than the buffer or not yet all there, a frame longer
+    than ``limit`` -- is left in the buffer for the library's ``receive``, which reads it as
+    before (and refuses a frame over the limit at its header:
+    :mod:`prroom.transport.frames`).  ``drained`` says that the read buffer is known to be
+    empty (the last frame ended where the buffered bytes did).
     """
-    handler = getattr(websocket, "handler", None)
-    rfile = getattr(handler, "rfile", None)
-    peek, read = getattr(rfile, "peek", None), getattr(rfile, "read", None)
-    receive = getattr(websocket, "receive", None)
-    if peek is None or read is None or receive is None or XorMaskerSimple is None:
-        return None
-    wait_readable = gevent_io.readable_waiter(getattr(handler, "socket", None))
-    drained = False  # whether the read buffer is known to be empty
 
-    def receive_text() -> Any:
-        nonlocal drained
+    __slots__ = ("websocket", "sock", "limit", "drained", "_peek", "_read", "_receive",
+                 "_wait_readable")
+
+    def __init__(self, websocket: Any, limit: Optional[int], sock: Any, rfile: Any) -> None:
+        self.websocket = websocket
+        self.sock = sock
+        self.limit = limit
+        self.drained = False
+        self._peek, self._read = rfile.peek, rfile.read
+        self._receive = websocket.receive
+        self._wait_readable = gevent_io.readable_waiter(sock)
+
+    def __call__(self) -> Any:
+        websocket = self.websocket
+        receive = self._receive
         if websocket.closed:
             return receive()
         try:
-            if drained and wait_readable is not None:
-                wait_readable()  # a read now would only fail with EAGAIN, then wait
-            buffered = peek(1)  # at least a byte: waits for the client as receive would
+            if self.drained and self._wait_readable is not None:
+                self._wait_readable()  # a read now would only fail with EAGAIN, then wait
+            buffered = self._peek(1)  # at least a byte: waits for the client as receive would
         except OSError:  # the connection is gone (or timed out): as receive() answers that
             websocket.close()
             websocket.current_app.on_close(MSG_CLOSED)
             return None
         except ValueError:  # closed meanwhile
             return receive()
-        drained = False
+        self.drained = False
         available = len(buffered)
         if available < 6 or buffered[0] != _FINAL_TEXT or buffered[1] & 0x80 == 0:
             return receive()
@@ -127,10 +135,11 @@ def text_frame_reader(websocket: Any, limit: Optional[int] = None) -> Optional[C
         elif length == 127:
             return receive()
         end = start + length
+        limit = self.limit
         if end > available or (limit is not None and length > limit):
             return receive()
-        frame = read(end)  # what peek showed: no system call
-        drained = end == available  # peek shows all the buffer holds
+        frame = self._read(end)  # what peek showed: no system call
+        self.drained = end == available  # peek shows all the buffer holds
         payload = XorMaskerSimple(frame[start - 4:start]).process(frame[start:])
         try:
             return payload.decode("utf-8")
@@ -138,7 +147,31 @@ def text_frame_reader(websocket: Any, limit: Optional[int] = None) -> Optional[C
             websocket.close(1007)
             return None
 
-    return receive_text
+    def nothing_waiting(self) -> bool:
+        """Whether neither the read buffer nor the socket holds input now (never waits)."""
+        if self.drained:
+            return True
+        sock = self.sock
+        timeout = sock.gettimeout()
+        sock.settimeout(0.0)  # gevent's socket: a read that would wait fails instead
+        try:
+            return not self._peek(1)  # the buffer's bytes, else one non-blocking read
+        except (OSError, ValueError):
+            return False  # the next read finds out what is wrong
+        finally:
+            sock.settimeout(timeout)
+
+
+def text_frame_reader(websocket: Any, limit: Optional[int] = None) -> Optional[FrameReader]:
+    """A :class:`FrameReader` for gevent-websocket's ``websocket``; None if unsure."""
+    handler = getattr(websocket, "handler", None)
+    rfile = getattr(handler, "rfile", None)
+    sock = getattr(handler, "socket", None)
+    if (getattr(rfile, "peek", None) is None or getattr(rfile, "read", None) is None
+            or getattr(websocket, "receive", None) is None or XorMaskerSimple is None
+            or sock is None):
+        return None
+    return FrameReader(websocket, limit, sock, rfile)
 
 
 def install(server: Any) -> bool:
@@ -176,7 +209,10 @@ def install(server: Any) -> bool:
             websocket = gevent_io.websocket_of(ws)
             receive = vars(ws)[_READER_ATTRIBUTE] = (
                 text_frame_reader(websocket, eio.max_http_buffer_size) or websocket.receive)
+        reader = receive if isinstance(receive, FrameReader) else None
         while True:
+            if reader is not None and idle.enabled and reader.nothing_waiting():
+                idle.detach(socket, ws, reader, direct)  # raises idle.Detached, or returns
             data = receive()
             if (type(data) is not str or not data.startswith("42") or eio.async_handlers
                     or socket.closed or len(data) > eio.max_http_buffer_size):

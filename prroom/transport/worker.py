@@ -50,6 +50,7 @@ from gunicorn.workers.ggevent import PyWSGIHandler
 from prroom.core.config import SETTINGS_BY_KEY, ConfigError, server_settings
 from prroom.internals import http_bodies, seams
 from prroom.transport import frames as websocket_frames
+from prroom.transport import idle
 
 #: gunicorn's exit status for a worker that cannot boot (Arbiter.WORKER_BOOT_ERROR): the
 #: master then stops instead of starting the worker again and again.
@@ -213,6 +214,13 @@ def filter_session_ids() -> None:
             logger.addFilter(SessionIdFilter())
 
 
+class _DetachedWebSocket:
+    """What a detached connection's handler shows gevent-websocket's cleanup: closed already,
+    so that the cleanup leaves the real WebSocket open (:mod:`prroom.transport.idle`)."""
+
+    closed = True
+
+
 def _request_timeout(environ: Dict[str, Any], start_response: Any) -> List[bytes]:
     """The application for a request whose body did not arrive in time."""
     start_response("408 Request Timeout", [("Content-Length", "0"), ("Connection", "close")])
@@ -236,6 +244,10 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     keepalive_timeout = 5.0
     #: Whether this request's body failed to arrive in time (answered 408).
     body_missing = False
+    #: Whether an idle WebSocket connection may leave this handler's greenlet
+    #: (:mod:`prroom.transport.idle`), and whether it has (its log line then waits).
+    can_detach = True
+    detached = False
     # pywsgi's, set per request (declared for the type checker only)
     environ: Any
     wsgi_input: Any
@@ -353,8 +365,27 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
             self.close_connection = True
         return super().handle_one_response()
 
+    def detach(self) -> None:
+        """Let this greenlet return without closing the connection: it lives on detached.
+
+        gevent-websocket's and pywsgi's cleanups then find a WebSocket already closed and no
+        socket; :class:`prroom.transport.idle.IdleConnection` does the rest at the end.
+        """
+        self.detached = True
+        self.websocket = _DetachedWebSocket()
+        self.socket = None
+
+    def run_websocket(self) -> None:
+        """gevent-websocket's WebSocket session, which may end by detaching its connection."""
+        try:
+            super().run_websocket()
+        except idle.Detached:
+            pass
+
     def log_request(self) -> None:
         """Write the gunicorn access-log line, WebSocket upgrades included, no session id."""
+        if self.detached:
+            return  # written when the connection ends (its real duration)
         environ = self.environ
         if environ is None:  # refused before an environ was made (431): the line still tells
             method, _, rest = (self.requestline or "- -").partition(" ")

@@ -145,6 +145,7 @@ class DirectWriter:
         self._ending = False
         self._done = gevent.event.Event()
         self._held = 0  # while > 0, corked frames wait for release() (see hold_writes)
+        self._on_end: Optional[Callable[[], None]] = None
 
     def put(self, pkt: Any) -> None:
         """Send ``pkt`` (an Engine.IO packet), or end the connection's writing for ``None``.
@@ -239,6 +240,16 @@ class DirectWriter:
         # it must not hold the connection's WebSocket, handler and buffers with it.
         self._ws = self._sock = None
         self._done.set()
+        on_end, self._on_end = self._on_end, None
+        if on_end is not None:
+            on_end()
+
+    def on_end(self, callback: Callable[[], None]) -> None:
+        """Call ``callback()`` once the writer has ended and closed the WebSocket."""
+        if self._done.is_set():
+            callback()
+        else:
+            self._on_end = callback
 
     def pending(self) -> int:
         """Frames waiting for the socket (the slow-consumer watchdog reads this)."""

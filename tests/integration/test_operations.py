@@ -11,10 +11,10 @@ from typing import Dict, Optional
 import pytest
 import requests
 import socketio
-from prometheus_client.parser import text_string_to_metric_families
 
-from tests.support import servers
+from tests.support import metrics, servers
 from tests.support.environ import without_settings
+from tests.support.metrics import value
 
 pytestmark = pytest.mark.integration
 
@@ -29,20 +29,8 @@ observed = servers.server_fixture(
 
 
 def scrape(server) -> dict:
-    """``{(name, labels...): value}`` of every sample, scraped over HTTP."""
-    reply = requests.get(server.url + "/metrics", timeout=5,
-                         headers={"Authorization": f"Bearer {METRICS_TOKEN}"})
-    assert reply.status_code == 200 and reply.headers["Content-Type"].startswith("text/plain")
-    samples = {}
-    for family in text_string_to_metric_families(reply.text):
-        for sample in family.samples:
-            samples[(sample.name, *sorted(sample.labels.items()))] = sample.value
-    return samples
-
-
-def value(samples, name, **labels) -> float:
-    """One sample of a scrape (0 when absent)."""
-    return samples.get((name, *sorted(labels.items())), 0.0)
+    """Every sample of ``server``'s metrics, scraped over HTTP with the token."""
+    return metrics.scrape(server, METRICS_TOKEN)
 
 
 def test_metrics_are_guarded(observed):

@@ -56,6 +56,7 @@ class ServerProcess:
     def __init__(self, argv: List[str], port: int, env: Optional[Dict[str, str]] = None,
                  log_dir: Optional[Path] = None, health_path: str = "/healthz") -> None:
         self.port = port
+        self.env = dict(env or {})  # what it was started with, beside the shell's
         self.url = f"http://127.0.0.1:{port}"
         self.health_path = health_path
         log_dir = log_dir or ARTIFACTS
