@@ -2,12 +2,13 @@
 
 These functions read names the libraries keep private: gevent's socket ``_wait`` and
 ``_read_event`` (its read watcher), and the gevent-websocket socket that python-engineio's
-``WebSocketWSGI`` keeps in ``_sock``.  They are part of the ``event-path`` seam
+``WebSocketWSGI`` keeps in ``_sock``.  They are part of the ``event-path`` and
+``idle-watchers`` seams
 (:mod:`prroom.internals.seams`).
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Optional
+from typing import Any
 
 
 def websocket_of(ws: Any) -> Any:
@@ -15,23 +16,18 @@ def websocket_of(ws: Any) -> Any:
     return ws._sock
 
 
-def readable_waiter(sock: Any) -> Optional[Callable[[], None]]:
-    """Wait until gevent's socket ``sock`` is readable, under its timeout; None if unsure.
+def wait_readable(sock: Any) -> None:
+    """Wait until gevent's socket ``sock`` is readable, under its timeout.
 
     gevent's ``recv_into`` first tries the system call and waits only after ``EAGAIN``;
     a reader that knows its buffer is empty, and that the client has had no time to send,
     saves that failing call (and its exception) by waiting first, on the socket's own
-    read watcher, as ``recv_into`` itself then does.
+    read watcher, as ``recv_into`` itself then does.  Does not wait if ``sock`` has no
+    read watcher (closed: the read then fails at once, as it should).
     """
-    wait = getattr(sock, "_wait", None)
-    if wait is None or getattr(sock, "_read_event", None) is None:
-        return None
-
-    def wait_readable() -> None:
-        event = sock._read_event
-        if event is not None:  # None once closed: the read then fails at once, as it should
-            wait(event)
-    return wait_readable
+    event = getattr(sock, "_read_event", None)
+    if event is not None:  # None once closed: the read then fails at once, as it should
+        sock._wait(event)
 
 
 def read_watcher(sock: Any) -> Any:

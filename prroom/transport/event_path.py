@@ -95,27 +95,26 @@ class FrameReader:
     empty (the last frame ended where the buffered bytes did).
     """
 
-    __slots__ = ("websocket", "sock", "limit", "drained", "_peek", "_read", "_receive",
-                 "_wait_readable")
+    # a few attributes, no bound methods or closures: an idle connection keeps its reader
+    __slots__ = ("websocket", "sock", "rfile", "limit", "drained")
 
     def __init__(self, websocket: Any, limit: Optional[int], sock: Any, rfile: Any) -> None:
         self.websocket = websocket
         self.sock = sock
+        self.rfile = rfile
         self.limit = limit
         self.drained = False
-        self._peek, self._read = rfile.peek, rfile.read
-        self._receive = websocket.receive
-        self._wait_readable = gevent_io.readable_waiter(sock)
 
     def __call__(self) -> Any:
         websocket = self.websocket
-        receive = self._receive
+        receive = websocket.receive
         if websocket.closed:
             return receive()
+        rfile = self.rfile
         try:
-            if self.drained and self._wait_readable is not None:
-                self._wait_readable()  # a read now would only fail with EAGAIN, then wait
-            buffered = self._peek(1)  # at least a byte: waits for the client as receive would
+            if self.drained:  # a read now would only fail with EAGAIN, then wait
+                gevent_io.wait_readable(self.sock)
+            buffered = rfile.peek(1)  # at least a byte: waits for the client as receive would
         except OSError:  # the connection is gone (or timed out): as receive() answers that
             websocket.close()
             websocket.current_app.on_close(MSG_CLOSED)
@@ -138,7 +137,7 @@ class FrameReader:
         limit = self.limit
         if end > available or (limit is not None and length > limit):
             return receive()
-        frame = self._read(end)  # what peek showed: no system call
+        frame = rfile.read(end)  # what peek showed: no system call
         self.drained = end == available  # peek shows all the buffer holds
         payload = XorMaskerSimple(frame[start - 4:start]).process(frame[start:])
         try:
@@ -155,7 +154,7 @@ class FrameReader:
         timeout = sock.gettimeout()
         sock.settimeout(0.0)  # gevent's socket: a read that would wait fails instead
         try:
-            return not self._peek(1)  # the buffer's bytes, else one non-blocking read
+            return not self.rfile.peek(1)  # the buffer's bytes, else one non-blocking read
         except (OSError, ValueError):
             return False  # the next read finds out what is wrong
         finally:

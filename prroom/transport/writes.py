@@ -134,6 +134,10 @@ class DirectWriter:
     python-engineio expects of its writer.
     """
 
+    # one per connection, for its whole life: no instance dict
+    __slots__ = ("_ws", "_sock", "_corks", "_corked", "_backlog", "_flusher", "_ending",
+                 "_done", "_held", "_on_end")
+
     def __init__(self, ws: Any, sock: Any) -> None:
         self._ws = ws
         self._sock = sock

@@ -276,7 +276,8 @@ def test_gevent_sockets_wait_on_their_read_watcher_after_eagain():
     assert "self._wait(self._read_event)" in source
     server_end, client_end = gevent.socket.socketpair()
     assert server_end._read_event is not None
-    assert gevent_io.readable_waiter(server_end) is not None
+    assert gevent_io.read_watcher(server_end) is server_end._read_event
+    assert gevent_io.read_watchers_available()
     server_end.close()
     client_end.close()
 
