@@ -17,12 +17,10 @@ from gevent import pywsgi
 from gevent.pywsgi import WSGIServer
 from geventwebsocket.handler import WebSocketHandler
 
+from prroom.transport import headers as request_headers
 from prroom.transport import worker as gunicorn_worker
-from prroom.transport.worker import (
-    AccessLoggingWebSocketHandler,
-    HeaderTimeout,
-    RequestHeaders,
-)
+from prroom.transport.headers import RequestHeaders
+from prroom.transport.worker import AccessLoggingWebSocketHandler, HeaderTimeout
 
 
 def test_request_headers_come_back_from_the_environ_as_gunicorn_reads_them():
@@ -174,8 +172,8 @@ def test_pywsgi_still_parses_headers_through_message_class_and_takes_an_rfile():
     factory = inspect.getsource(pywsgi.headers_factory)
     assert "client.parse_headers(fp, _class=OldMessage)" in factory
     assert "ret.status = 'Line too long'" in factory
-    assert http_client._MAXLINE == gunicorn_worker._MAX_LINE  # type: ignore[attr-defined]
-    assert http_client._MAXHEADERS == gunicorn_worker._MAX_HEADERS  # type: ignore[attr-defined]
+    assert http_client._MAXLINE == request_headers._MAX_LINE  # type: ignore[attr-defined]
+    assert http_client._MAXHEADERS == request_headers._MAX_HEADERS  # type: ignore[attr-defined]
 
 
 HEADER_BLOCKS = {
@@ -225,7 +223,7 @@ def test_request_headers_parse_as_http_client_parses_them(block):
         return http_client.parse_headers(fp, _class=pywsgi.OldMessage)
 
     def ours(fp):  # with no total cap in the way (it is checked below)
-        return gunicorn_worker.parse_request_headers(fp, max_bytes=1 << 30)
+        return request_headers.parse_request_headers(fp, max_bytes=1 << 30)
 
     assert _parsed(block, ours) == _parsed(block, library)
 
@@ -235,14 +233,14 @@ def test_request_headers_are_capped_in_total_across_lines():
     exact = len(block)
 
     def capped(limit: int) -> Callable:
-        return lambda fp: gunicorn_worker.parse_request_headers(fp, max_bytes=limit)
+        return lambda fp: request_headers.parse_request_headers(fp, max_bytes=limit)
 
     assert _parsed(block, capped(exact))[0][0] == ("X-0", "v" * 40)
     assert _parsed(block, capped(exact - 1)) == (
-        gunicorn_worker.HeadersTooLarge, f"request headers over {exact - 1} bytes")
+        request_headers.HeadersTooLarge, f"request headers over {exact - 1} bytes")
     # one long line is refused by the same cap, before it is read whole
     assert _parsed(HEADER_BLOCKS["line too long"], capped(16384))[0] is \
-        gunicorn_worker.HeadersTooLarge
+        request_headers.HeadersTooLarge
 
 
 def test_the_handler_answers_an_overlong_header_line_as_pywsgi_does():
@@ -262,8 +260,8 @@ def test_plain_header_blocks_do_not_reach_the_email_parser(name, monkeypatch):
     def refused(*args, **kwargs):
         raise AssertionError("took the email parser")
 
-    monkeypatch.setattr(gunicorn_worker.email.parser, "Parser", refused)
-    parsed = _parsed(HEADER_BLOCKS[name], gunicorn_worker.parse_request_headers)
+    monkeypatch.setattr(request_headers.email.parser, "Parser", refused)
+    parsed = _parsed(HEADER_BLOCKS[name], request_headers.parse_request_headers)
     assert isinstance(parsed[0], list), parsed  # not an error caught by _parsed
 
 
