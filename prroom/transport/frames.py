@@ -81,13 +81,15 @@ def close_with_code(websocket: Any, code: int) -> None:
     The library's ``close(code)`` sends an empty close frame whatever the code; the frame is
     written here, and ``close`` then does the rest with its own write made a no-op.
     """
+    # the socket its stream writes to (a detached connection's handler has none any more)
+    sock = getattr(getattr(websocket.stream, "write", None), "__self__", None)
     try:
         websocket.send_frame(code.to_bytes(2, "big"), websocket.OPCODE_CLOSE)
     except OSError:  # gone already: closing is all that is left
         pass
     websocket.raw_write = lambda data: None
     websocket.close()
-    _linger(getattr(websocket.handler, "socket", None))
+    _linger(sock)
 
 
 def _linger(sock: Any) -> None:

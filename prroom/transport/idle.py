@@ -121,8 +121,6 @@ class IdleConnection:
         """Read and dispatch what arrived; arm the watcher again, or end the connection."""
         if self.ended:
             return
-        if getattr(self.handler, "socket", None) is None:
-            self.handler.socket = self.sock  # pywsgi dropped it; the 1009 close lingers on it
         self.reader.drained = False
         for _ in range(FRAMES_PER_TURN):
             outcome = self._one()
@@ -189,9 +187,8 @@ class IdleConnection:
         handler = self.handler
         handler.time_finish = time.time()
         handler.time_start = self.started
-        handler.detached = False
         try:
-            handler.log_request()
+            handler.log_detached_end()
         except Exception:  # a log line must not keep the socket open
             logger.exception("writing the access log failed")
         handler.socket = None
@@ -251,7 +248,7 @@ def detach(socket: Any, ws: Any, reader: Any, direct: Callable[[str, str], bool]
     connection.placeholder = placeholder
     writer.on_end(connection.closed_by_server)
     watcher.start(connection.readable)
-    handler.detach()
+    handler.detach(ws.environ)
     global _held
     _held += 1
     raise Detached()

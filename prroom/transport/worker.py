@@ -38,7 +38,7 @@ import re
 import sys
 import time
 from http import client
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Set
 
 import gevent
 from gevent.pywsgi import Input, OldMessage
@@ -87,6 +87,8 @@ class _UndrainedInput(Input):
         return None
 
 
+#: ids of the handlers whose connection is detached (their access-log line waits for its end).
+_detached: Set[int] = set()
 #: handler id -> the timer of the request whose line and headers it is reading.
 _header_timers: Dict[int, gevent.Timeout] = {}
 
@@ -174,9 +176,8 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     #: Whether this request's body failed to arrive in time (answered 408).
     body_missing = False
     #: Whether an idle WebSocket connection may leave this handler's greenlet
-    #: (:mod:`prroom.transport.idle`), and whether it has (its log line then waits).
+    #: (:mod:`prroom.transport.idle`).
     can_detach = True
-    detached = False
     # pywsgi's, set per request (declared for the type checker only)
     environ: Any
     wsgi_input: Any
@@ -294,15 +295,29 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
             self.close_connection = True
         return super().handle_one_response()
 
-    def detach(self) -> None:
+    def detach(self, environ: Dict[str, Any]) -> None:
         """Let this greenlet return without closing the connection: it lives on detached.
 
         gevent-websocket's and pywsgi's cleanups then find a WebSocket already closed and no
-        socket; :class:`prroom.transport.idle.IdleConnection` does the rest at the end.
+        socket; :class:`prroom.transport.idle.IdleConnection` does the rest at the end
+        (:meth:`log_detached_end`).  ``environ`` is the copy of this request's environ that
+        the application kept (Flask-SocketIO's): the access log reads it instead, and the
+        original is not kept for the connection's life beside it.
         """
-        self.detached = True
+        _detached.add(id(self))  # not an attribute: a new key would grow the instance dict
+        kept = self.__dict__.get("websocket")
+        if environ is not self.environ and environ.get("wsgi.websocket") is kept \
+                and kept is not None:
+            kept.environ = environ
+            self.environ = environ
+            self.headers = RequestHeaders(environ)
         self.websocket = _DetachedWebSocket()
         self.socket = None
+
+    def log_detached_end(self) -> None:
+        """The end of a detached connection: its access-log line, with its duration."""
+        _detached.discard(id(self))
+        self.log_request()
 
     def run_websocket(self) -> None:
         """gevent-websocket's WebSocket session, which may end by detaching its connection."""
@@ -313,7 +328,7 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
 
     def log_request(self) -> None:
         """Write the gunicorn access-log line, WebSocket upgrades included, no session id."""
-        if self.detached:
+        if _detached and id(self) in _detached:
             return  # written when the connection ends (its real duration)
         environ = self.environ
         if environ is None:  # refused before an environ was made (431): the line still tells
