@@ -46,6 +46,9 @@ _os_thread_id = get_original("_thread", "get_ident")
 
 logger = logging.getLogger("prroom")
 
+#: Connections with corked frames at which they are written before the loop turn ends.
+FLUSH_EARLY_AT = 64
+
 _WRITER_QUALNAME = "Socket._websocket_handler.<locals>.writer"
 _FRAME_ATTRIBUTE = "_prroom_ws_frame"
 
@@ -98,10 +101,15 @@ class _Corks:
         self._scheduled = False
 
     def add(self, writer: "DirectWriter") -> None:
-        self._writers.append(writer)
+        writers = self._writers
+        writers.append(writer)
         if not self._scheduled:
             self._scheduled = True
             self.loop.run_callback(self._uncork_all)
+        elif len(writers) >= FLUSH_EARLY_AT:
+            # a broadcast to a big room: its first members need not wait until every
+            # member's frame is queued (the rest of the turn's frames still leave together)
+            self._uncork_all()
 
     def _uncork_all(self) -> None:
         # runs in the hub, before it next waits for I/O; every send here is non-blocking
@@ -170,9 +178,10 @@ class DirectWriter:
         if self._flusher is not None:
             self._wait_in_backlog(frame)
             return
-        if not self._corked:  # the first this iteration: have the loop come back for it
+        corked = self._corked
+        corked.append(frame)
+        if len(corked) == 1:  # the first this iteration: have the loop come back for it
             corks.add(self)
-        self._corked.append(frame)
 
     def hold(self) -> None:
         """Keep corked frames past the end of the iteration, until :meth:`release`."""
