@@ -142,3 +142,27 @@ def test_the_codec_falls_back_to_engineio_json_for_other_calls():
     assert codec.dumps({"a": 1}) == '{"a": 1}'
     assert codec.dumps({"a": 1}, separators=(",", ":")) == '{"a":1}'
     assert codec.JSONDecodeError is json.JSONDecodeError
+
+
+def test_json_still_builds_its_c_encoder_per_call_from_these_arguments():
+    # the codec keeps one encoder built exactly so (json.encoder.JSONEncoder.iterencode)
+    source = inspect.getsource(json.encoder.JSONEncoder.iterencode)
+    assert "c_make_encoder(\n                markers, self.default, _encoder, self.indent,\n" \
+           "                self.key_separator, self.item_separator, self.sort_keys,\n" \
+           "                self.skipkeys, self.allow_nan)" in source
+
+
+def test_an_encode_that_fails_leaves_the_next_ones_right():
+    codec = packet_codec.PacketJSON()
+    loop: dict = {}
+    loop["self"] = loop
+    shared = {"k": [1]}
+    for bad, error in ((loop, ValueError), ({"b": b"x"}, TypeError), ([shared, loop], ValueError)):
+        with pytest.raises(error) as theirs:
+            json.dumps(bad, separators=(",", ":"))
+        with pytest.raises(error) as ours:
+            codec.dumps(bad, separators=(",", ":"))
+        assert str(ours.value) == str(theirs.value)
+        for good in ([shared, shared], {"a": [shared, {"b": shared}]}, "text", 1.5):
+            assert codec.dumps(good, separators=(",", ":")) == \
+                json.dumps(good, separators=(",", ":"))
