@@ -169,6 +169,22 @@ class DirectWriter:
             corks.add(self)
         self._corked.append(frame)
 
+    def put_frame(self, frame: bytes) -> None:
+        """Send one WebSocket frame built for this connection alone (an ack), as
+        :meth:`put` sends a packet's: no Engine.IO packet object to build and cache it on."""
+        corks = self._corks
+        if _os_thread_id() != corks.thread:
+            corks.loop.run_callback_threadsafe(self.put_frame, frame)
+            return
+        if self._ending:
+            return
+        if self._flusher is not None:
+            self._wait_in_backlog(frame)
+            return
+        if not self._corked:
+            corks.add(self)
+        self._corked.append(frame)
+
     def hold(self) -> None:
         """Keep corked frames past the end of the iteration, until :meth:`release`."""
         self._held += 1
