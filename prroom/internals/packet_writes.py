@@ -6,8 +6,8 @@ packet, finds the socket (``send_packet``, ``_get_socket``) and calls ``Socket.s
 checks the ping timeout, queues the packet and logs it (an ``info`` call whose arguments are
 built whatever the level).  For a connection written through prroom's
 :class:`~prroom.transport.writes.DirectWriter`, the encoded text goes to the writer at once,
-as each member's copy of a room broadcast already does (``member_sender`` in
-:mod:`prroom.cluster.managers`; the ping sweep checks ping timeouts for every socket): framed
+as each member's copy of a room broadcast already does (``fan_out`` in
+:mod:`prroom.transport.writes`; the ping sweep checks ping timeouts for every socket): framed
 at once, since only that connection gets it (no Engine.IO packet object to build and cache
 the frame on).
 
