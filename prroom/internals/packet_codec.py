@@ -4,7 +4,9 @@ Profiled under the rooms benchmark, three pieces of python-socketio's ``Packet``
 a twentieth of the server's CPU, none of it work on the message itself:
 
 * decoding: ``engineio.json.loads`` passes ``parse_int`` to ``json.loads``, so every
-  packet built a new ``JSONDecoder`` (and its scanner) before reading a byte;
+  packet built a new ``JSONDecoder`` (and its scanner) before reading a byte; the kept
+  decoder's scanner is called directly when the text is one JSON value with no space
+  around it;
 * encoding: ``json.dumps(data, separators=(",", ":"))`` built a new ``JSONEncoder`` each time,
   and even a kept encoder's ``encode`` builds a new C encoder (``c_make_encoder``, with its
   circular-reference dict and a float formatter) for every call;
@@ -22,12 +24,14 @@ from __future__ import annotations
 
 import json
 import json.encoder
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Optional, Tuple
 
 from engineio import json as engineio_json
 from socketio import packet as sio_packet
 
 _SEPARATORS = (",", ":")
+#: What JSON allows around a value (and the empty string, which only decode refuses right).
+_SPACE = frozenset(("", " ", "\t", "\n", "\r"))
 _MARK = "_prroom_codec"
 
 
@@ -39,6 +43,9 @@ class PacketJSON:
         # (prroom.internals.seams), it must not make prroom fail to import
         safe_int = getattr(engineio_json, "_safe_int", None)
         self._decoder = json.JSONDecoder(parse_int=safe_int)
+        # the scanner decode itself calls (set in JSONDecoder.__init__; typeshed omits it)
+        self._scan: Callable[[str, int], Tuple[Any, int]] = \
+            self._decoder.scan_once  # type: ignore[attr-defined]
         self._encoder = json.JSONEncoder(separators=_SEPARATORS)
         self._encode: Optional[Callable[[Any, int], Any]] = None  # made on first use
 
@@ -63,6 +70,16 @@ class PacketJSON:
         """``engineio.json.loads``: big integers refused, everything else as ``json.loads``."""
         if kwargs or not isinstance(s, str) or s.startswith("\ufeff"):
             return engineio_json.loads(s, **kwargs)  # rare shapes: the library's own path
+        if s[:1] not in _SPACE:
+            # the decoder's scanner, without decode's two whitespace matches and two calls
+            # around it; anything else (surrounding space, extra data, nothing to read) is
+            # decoded again by decode, which answers or raises as it always does
+            try:
+                data, end = self._scan(s, 0)
+            except StopIteration:
+                end = -1
+            if end == len(s):
+                return data
         return self._decoder.decode(s)
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:

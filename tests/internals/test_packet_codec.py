@@ -166,3 +166,22 @@ def test_an_encode_that_fails_leaves_the_next_ones_right():
         for good in ([shared, shared], {"a": [shared, {"b": shared}]}, "text", 1.5):
             assert codec.dumps(good, separators=(",", ":")) == \
                 json.dumps(good, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("text", [
+    '["e",1]', ' ["e",1]', '["e",1] ', '["e",1]x', '', ' ', '[', '["e",' + "9" * 101 + ']',
+    '"s"', '1', 'NaN', '{"a":[1,2.5,null,true]}', '["e"]["f"]', '\n{}', '{}\t',
+])
+def test_loads_answers_and_refuses_as_engineio_json(text):
+    def outcome(loads):
+        try:
+            return "ok", json.dumps(loads(text))
+        except Exception as exc:
+            return "error", type(exc), str(exc)
+    assert outcome(packet_codec.PacketJSON().loads) == outcome(engineio_json.loads)
+
+
+def test_json_still_decodes_with_the_scanner_it_keeps():
+    assert "self.scan_once(s, idx)" in inspect.getsource(json.JSONDecoder.raw_decode)
+    assert "self.scan_once = scanner.make_scanner(self)" in \
+        inspect.getsource(json.JSONDecoder.__init__)
