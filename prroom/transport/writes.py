@@ -357,7 +357,10 @@ def fan_out(sockets: Mapping[str, Any], fallback: Callable[[str, Any], None]) ->
             if sid in skip:
                 continue
             sock: Any = sockets.get(eio_sid)
-            writer = getattr(getattr(sock, "queue", None), "writer", None)
+            try:  # (no cost unless it raises, unlike getattr with a default)
+                writer = sock.queue.writer
+            except AttributeError:  # gone (None), or a queue of the library's own
+                writer = None
             if writer is None or sock.closed or "send" in vars(sock):
                 for packet in packets:
                     fallback(eio_sid, packet)
