@@ -84,31 +84,15 @@ def emit_arguments(data: Any) -> List[Any]:
     return list(data) if isinstance(data, tuple) else [] if data is None else [data]
 
 
-def member_sender(server: Any) -> Callable[[str, Any], None]:
-    """``send(eio_sid, packet)`` for each member of a broadcast.
-
-    A connection that writes through :mod:`websocket_writes`' ``DirectWriter`` (its socket's
-    queue has a ``writer``) gets the packet straight from here: not through
-    ``Server._send_eio_packet``, ``eio.send_packet``, ``_get_socket`` and ``Socket.send``,
-    four calls, a ping-timeout check (the ping sweep does that for every socket) and an
-    ``info`` log call per member.  Any other connection (long-polling, mid-upgrade, closed,
-    or with a ``send`` of its own, see :mod:`connects`) takes python-socketio's path.
-    """
-    sockets = server.eio.sockets
+def member_writer(server: Any) -> Callable[[Any, Any, List[Any]], None]:
+    """``deliver(members, skip, packets)`` for a broadcast: :func:`websocket_writes.fan_out`
+    over ``server``'s connections, python-socketio's own send for those it cannot write."""
     # imported here: posting from a sync (non-gevent) process imports this module, and
     # the hooks bring the gevent transport with them
     from prroom.internals import socketio_hooks
+    from prroom.transport import writes as websocket_writes
 
-    fallback = socketio_hooks.eio_packet_sender(server)
-
-    def send(eio_sid: str, packet: Any) -> None:
-        sock = sockets.get(eio_sid)
-        writer = getattr(getattr(sock, "queue", None), "writer", None)
-        if writer is None or sock.closed or "send" in vars(sock):
-            fallback(eio_sid, packet)
-        else:
-            writer.put(packet)
-    return send
+    return websocket_writes.fan_out(server.eio.sockets, socketio_hooks.eio_packet_sender(server))
 
 
 #: The event name a cluster-wide command travels under (:meth:`ClusterManager.broadcast_command`):
@@ -144,23 +128,20 @@ class IndexedRoomsMixin(_ManagerBase):
         # again for every client it creates, which must not forget connected sockets.
         self._rooms_by_sid: Dict[Tuple[str, str], Set[Optional[str]]] = {}
         self.commands = {}
-        self._member_send: Optional[Callable[[str, Any], None]] = None
+        self._member_send: Optional[Callable[[Any, Any, List[Any]], None]] = None
         super().__init__(*args, **kwargs)
 
     def _deliver(self, namespace: str, room: Any, skip_sid: Any, encoded: List[Any]) -> None:
         """python-socketio's ``Manager.emit`` without a callback, from the encoded packet
-        (its text, or text and attachments), through :func:`member_sender`."""
+        (its text, or text and attachments), through :func:`member_writer`."""
         if namespace not in self.rooms:
             return
-        skip = skip_sid if isinstance(skip_sid, list) else [skip_sid]
-        messages = [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded]
-        send = self._member_send
-        if send is None:
-            send = self._member_send = member_sender(self.server)
-        for sid, eio_sid in self.get_participants(namespace, room):
-            if sid not in skip:
-                for message in messages:
-                    send(eio_sid, message)
+        deliver = self._member_send
+        if deliver is None:
+            deliver = self._member_send = member_writer(self.server)
+        deliver(self.get_participants(namespace, room),
+                skip_sid if isinstance(skip_sid, list) else (skip_sid,),
+                [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded])
 
     def _count_deliveries(self, event: Any, namespace: Optional[str], room: Any,
                           skip_sid: Any) -> None:
@@ -212,7 +193,7 @@ class IndexedManager(IndexedRoomsMixin, socketio.Manager):
              skip_sid: Any = None, callback: Any = None, to: Any = None,
              **kwargs: Any) -> Any:
         """python-socketio's, counting deliveries for the metrics; without a callback, each
-        member's packet goes through :func:`member_sender`."""
+        member's packet goes through :func:`member_writer`."""
         room = to or room
         self._count_deliveries(event, namespace, room, skip_sid)
         if callback is not None:

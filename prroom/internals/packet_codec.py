@@ -4,8 +4,12 @@ Profiled under the rooms benchmark, three pieces of python-socketio's ``Packet``
 a twentieth of the server's CPU, none of it work on the message itself:
 
 * decoding: ``engineio.json.loads`` passes ``parse_int`` to ``json.loads``, so every
-  packet built a new ``JSONDecoder`` (and its scanner) before reading a byte;
-* encoding: ``json.dumps(data, separators=(",", ":"))`` built a new ``JSONEncoder`` each time;
+  packet built a new ``JSONDecoder`` (and its scanner) before reading a byte; the kept
+  decoder's scanner is called directly when the text is one JSON value with no space
+  around it;
+* encoding: ``json.dumps(data, separators=(",", ":"))`` built a new ``JSONEncoder`` each time,
+  and even a kept encoder's ``encode`` builds a new C encoder (``c_make_encoder``, with its
+  circular-reference dict and a float formatter) for every call;
 * every outgoing packet (each ack, each broadcast) asked ``data_is_binary``, which walks the
   payload building a list and a ``functools.reduce`` per level.
 
@@ -19,12 +23,15 @@ checked by ``tests/internals/test_packet_codec.py``, which fails loudly when it 
 from __future__ import annotations
 
 import json
-from typing import Any
+import json.encoder
+from typing import Any, Callable, Optional, Tuple
 
 from engineio import json as engineio_json
 from socketio import packet as sio_packet
 
 _SEPARATORS = (",", ":")
+#: What JSON allows around a value (and the empty string, which only decode refuses right).
+_SPACE = frozenset(("", " ", "\t", "\n", "\r"))
 _MARK = "_prroom_codec"
 
 
@@ -36,18 +43,56 @@ class PacketJSON:
         # (prroom.internals.seams), it must not make prroom fail to import
         safe_int = getattr(engineio_json, "_safe_int", None)
         self._decoder = json.JSONDecoder(parse_int=safe_int)
+        # the scanner decode itself calls (set in JSONDecoder.__init__; typeshed omits it)
+        self._scan: Callable[[str, int], Tuple[Any, int]] = \
+            self._decoder.scan_once  # type: ignore[attr-defined]
         self._encoder = json.JSONEncoder(separators=_SEPARATORS)
+        self._encode: Optional[Callable[[Any, int], Any]] = None  # made on first use
+
+    def _kept_encoder(self) -> Optional[Callable[[Any, int], Any]]:
+        """The C encoder ``self._encoder.encode`` builds for each call, built once.
+
+        Its circular-reference dict is empty again after each successful call; an encode
+        that fails may leave entries in it, so the caller drops the encoder then.  None
+        where the C encoder is missing (``encode`` is then used as is).
+        """
+        make = getattr(json.encoder, "c_make_encoder", None)
+        if make is None:
+            return None
+        encoder = self._encoder
+        kept: Callable[[Any, int], Any] = make(
+            {}, encoder.default, json.encoder.encode_basestring_ascii, None,
+            encoder.key_separator, encoder.item_separator, encoder.sort_keys,
+            encoder.skipkeys, encoder.allow_nan)
+        return kept
 
     def loads(self, s: Any, **kwargs: Any) -> Any:
         """``engineio.json.loads``: big integers refused, everything else as ``json.loads``."""
         if kwargs or not isinstance(s, str) or s.startswith("\ufeff"):
             return engineio_json.loads(s, **kwargs)  # rare shapes: the library's own path
+        if s[:1] not in _SPACE:
+            # the decoder's scanner, without decode's two whitespace matches and two calls
+            # around it; anything else (surrounding space, extra data, nothing to read) is
+            # decoded again by decode, which answers or raises as it always does
+            try:
+                data, end = self._scan(s, 0)
+            except StopIteration:
+                end = -1
+            if end == len(s):
+                return data
         return self._decoder.decode(s)
 
     def dumps(self, obj: Any, **kwargs: Any) -> str:
         """``json.dumps``; with only ``separators=(",", ":")``, through the kept encoder."""
         if len(kwargs) == 1 and kwargs.get("separators") == _SEPARATORS:
-            text: str = self._encoder.encode(obj)
+            encode, self._encode = self._encode, None  # taken: not kept if it raises
+            if encode is None:
+                encode = self._kept_encoder()
+            if encode is None or isinstance(obj, str):  # encode's own shortcut for a str
+                text: str = self._encoder.encode(obj)
+            else:
+                text = "".join(encode(obj, 0))
+            self._encode = encode
             return text
         dumped: str = engineio_json.dumps(obj, **kwargs)
         return dumped

@@ -6,8 +6,10 @@ packet, finds the socket (``send_packet``, ``_get_socket``) and calls ``Socket.s
 checks the ping timeout, queues the packet and logs it (an ``info`` call whose arguments are
 built whatever the level).  For a connection written through prroom's
 :class:`~prroom.transport.writes.DirectWriter`, the encoded text goes to the writer at once,
-as each member's copy of a room broadcast already does (``member_sender`` in
-:mod:`prroom.cluster.managers`; the ping sweep checks ping timeouts for every socket).
+as each member's copy of a room broadcast already does (``fan_out`` in
+:mod:`prroom.transport.writes`; the ping sweep checks ping timeouts for every socket): framed
+at once, since only that connection gets it (no Engine.IO packet object to build and cache
+the frame on).
 
 Any other connection (long-polling, mid-upgrade, closed, or with a ``send`` of its own while
 its connect handlers run, see :mod:`connects`), and any binary packet, takes the library's
@@ -21,6 +23,8 @@ from typing import Any
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from prroom.transport import writes as websocket_writes
+
 _BINARY = frozenset({sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK})
 
 
@@ -32,8 +36,7 @@ def install(server: Any) -> bool:
         return False
     if getattr(original, "_prroom_wrapped", False):
         return True
-    message = eio_packet.MESSAGE
-    make = eio_packet.Packet
+    message = str(eio_packet.MESSAGE)
 
     def send_packet(eio_sid: str, pkt: Any) -> Any:
         sock: Any = sockets.get(eio_sid)
@@ -41,7 +44,11 @@ def install(server: Any) -> bool:
         if writer is None or sock.closed or "send" in vars(sock) \
                 or pkt.packet_type in _BINARY:
             return original(eio_sid, pkt)
-        writer.put(make(message, pkt.encode()))
+        put_frame = getattr(writer, "put_frame", None)
+        if put_frame is None:  # a writer that takes Engine.IO packets only
+            writer.put(eio_packet.Packet(eio_packet.MESSAGE, pkt.encode()))
+        else:  # the Engine.IO packet's text, framed: what encoding that packet would write
+            put_frame(websocket_writes.websocket_frame(message + pkt.encode()))
         return None
 
     vars(send_packet)["_prroom_wrapped"] = True

@@ -191,6 +191,11 @@ SEAMS: Tuple[Seam, ...] = (
         "prometheus_client.values:Lock", "prometheus_client.values:MutexValue"),
         "metric values take the OS's lock (in C) instead of gevent's patched one",
         SPEED, "gevent's lock"),
+    Seam("batched-metrics", "prometheus-client", (
+        "prometheus_client.metrics:Histogram#_sum", "prometheus_client.metrics:Histogram#_buckets"),
+        "event counts and handling times are added to the metrics when they are scraped, "
+        "a histogram's many observations at once (its sum and bucket values)",
+        SPEED, "each event updates its counters and histogram as it is handled"),
     Seam("loop-monitor-stacks", "CPython", ("sys:_current_frames",),
         "the blocked-loop warning shows the stack of the code holding the event loop, "
         "read from the watchdog's thread",

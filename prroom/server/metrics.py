@@ -1,12 +1,18 @@
 """Prometheus metrics (official ``prometheus-client``), one registry per prroom instance.
 
-Counters and the handling-time histogram are updated on the event path at a fixed, small
-cost (label children are cached); everything that describes state — sockets, rooms,
-members per room, the message queue — is computed only when Prometheus scrapes.
+What the event path counts (events by outcome, their handling times, messages, deliveries)
+it counts in plain numbers; they are added to prometheus-client's counters and histogram
+when the metrics are collected (a scrape, :meth:`Metrics.render`): prometheus-client's own
+``inc`` and ``observe`` take a lock and several calls each, paid four times per message.
+That needs gevent's single thread (increments from several OS threads could be lost between
+two scrapes) and the ``batched-metrics`` seam; otherwise every event updates them at once.
+Everything that describes state — sockets, rooms, members per room, the message queue — is
+computed only when Prometheus scrapes.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Dict, Iterator, List, Tuple
+from bisect import bisect_left
+from typing import Any, Callable, Dict, Iterator, List, Optional, Tuple
 
 from prometheus_client import CollectorRegistry, Counter, Histogram, generate_latest
 from prometheus_client.core import GaugeMetricFamily, HistogramMetricFamily
@@ -26,11 +32,19 @@ class Metrics:
 
     def __init__(self) -> None:
         # before the values are made; without gevent's patched threading there is nothing to do
+        batched = False
         if metric_locks.applies():
             seams.apply("native-metric-locks", metric_locks.use_native_locks)
+            probe = metric_locks.histogram_probe()
+            batched = seams.apply("batched-metrics",
+                                  lambda: metric_locks.can_add_observations(probe),
+                                  objects=(probe,)).status == seams.INSTALLED
         else:
             seams.off("native-metric-locks", "threading is not patched by gevent")
+            seams.off("batched-metrics", "threading is not patched by gevent")
         self.registry = CollectorRegistry(auto_describe=True)
+        # first in the registry: every collection sees what was counted since the last one
+        self.registry.register(_Flush(self.flush))
         self._events = Counter("prroom_events", "Client events received, by event and "
                                "outcome (ok or the error code)", ["event", "outcome"],
                                registry=self.registry)
@@ -52,18 +66,57 @@ class Metrics:
                                   "(every connection of the process waited)",
                                   buckets=BLOCKED_BUCKETS, registry=self.registry)
         self._children: Dict[Tuple[str, str], Tuple[Any, ...]] = {}
+        #: counted since the last collection, when batched (None: updated at once)
+        self._counted: Optional[Dict[Tuple[str, str], _Counted]] = {} if batched else None
+        self._bounds = SECONDS_BUCKETS + (float("inf"),)
+        self._new_messages = self._new_deliveries = 0
 
     def record_event(self, event: str, outcome: str, seconds: float) -> None:
         """One client event handled with ``outcome`` (``ok`` or an error code)."""
+        counted = self._counted
+        if counted is not None:
+            tally = counted.get((event, outcome))
+            if tally is None:
+                self._children_of(event, outcome)  # the series exist from the first event
+                tally = counted[(event, outcome)] = _Counted(len(self._bounds))
+            tally.events += 1
+            tally.seconds += seconds
+            tally.buckets[bisect_left(self._bounds, seconds)] += 1
+            return
+        children = self._children_of(event, outcome)
+        children[0].inc()
+        children[1].observe(seconds)
+        if children[2] is not None:
+            children[2].inc()
+
+    def _children_of(self, event: str, outcome: str) -> Tuple[Any, ...]:
         children = self._children.get((event, outcome))
         if children is None:
             children = self._children[(event, outcome)] = (
                 self._events.labels(event, outcome), self._seconds.labels(event),
                 self._errors.labels(outcome) if outcome != "ok" else None)
-        children[0].inc()
-        children[1].observe(seconds)
-        if children[2] is not None:
-            children[2].inc()
+        return children
+
+    def flush(self) -> None:
+        """Add what was counted since the last collection to the metrics."""
+        if self._counted is None:
+            return
+        for (event, outcome), tally in self._counted.items():
+            if not tally.events:
+                continue
+            events, seconds, buckets = tally.events, tally.seconds, tally.buckets
+            tally.reset()
+            children = self._children_of(event, outcome)
+            children[0].inc(events)
+            metric_locks.add_observations(children[1], buckets, seconds)
+            if children[2] is not None:
+                children[2].inc(events)
+        messages, self._new_messages = self._new_messages, 0
+        deliveries, self._new_deliveries = self._new_deliveries, 0
+        if messages:
+            self._messages.inc(messages)
+        if deliveries:
+            self._delivered.inc(deliveries)
 
     def record_rate_limited(self, kind: str) -> None:
         """An event refused by the ``kind`` bucket."""
@@ -75,11 +128,17 @@ class Metrics:
 
     def record_message(self) -> None:
         """A chat message accepted for broadcast."""
-        self._messages.inc()
+        if self._counted is not None:
+            self._new_messages += 1
+        else:
+            self._messages.inc()
 
     def record_deliveries(self, count: int) -> None:
         """``count`` sockets of this process were sent a ``pr-room-message``."""
-        self._delivered.inc(count)
+        if self._counted is not None:
+            self._new_deliveries += count
+        else:
+            self._delivered.inc(count)
 
     def record_loop_block(self, seconds: float) -> None:
         """The event loop was held for ``seconds`` (past the threshold)."""
@@ -105,6 +164,38 @@ class Metrics:
     def render(self) -> bytes:
         """The Prometheus text exposition of every metric."""
         return generate_latest(self.registry)
+
+
+class _Counted:
+    """One (event, outcome)'s events since the last collection: how many, their handling
+    seconds in total and per histogram bucket."""
+
+    __slots__ = ("events", "seconds", "buckets")
+
+    def __init__(self, buckets: int) -> None:
+        self.events = 0
+        self.seconds = 0.0
+        self.buckets = [0] * buckets
+
+    def reset(self) -> None:
+        self.events = 0
+        self.seconds = 0.0
+        self.buckets = [0] * len(self.buckets)
+
+
+class _Flush:
+    """Collects nothing: brings the counted events into the metrics before the others are
+    collected."""
+
+    def __init__(self, flush: Callable[[], None]) -> None:
+        self._flush = flush
+
+    def describe(self) -> List[Any]:
+        return []
+
+    def collect(self) -> Iterator[Any]:
+        self._flush()
+        return iter(())
 
 
 class _StateCollector:

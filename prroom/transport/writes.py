@@ -32,7 +32,7 @@ from __future__ import annotations
 import collections
 import logging
 import struct
-from typing import Any, Callable, Deque, Dict, List, Optional, Union
+from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
 
 import gevent
 import gevent.event
@@ -182,6 +182,22 @@ class DirectWriter:
         corked.append(frame)
         if len(corked) == 1:  # the first this iteration: have the loop come back for it
             corks.add(self)
+
+    def put_frame(self, frame: bytes) -> None:
+        """Send one WebSocket frame built for this connection alone (an ack), as
+        :meth:`put` sends a packet's: no Engine.IO packet object to build and cache it on."""
+        corks = self._corks
+        if _os_thread_id() != corks.thread:
+            corks.loop.run_callback_threadsafe(self.put_frame, frame)
+            return
+        if self._ending:
+            return
+        if self._flusher is not None:
+            self._wait_in_backlog(frame)
+            return
+        if not self._corked:
+            corks.add(self)
+        self._corked.append(frame)
 
     def hold(self) -> None:
         """Keep corked frames past the end of the iteration, until :meth:`release`."""
@@ -340,6 +356,44 @@ class WriterQueue:
             queue.task_done()
             writer.put(item)
         self.writer = writer
+
+
+#: ``deliver(members, skip, packets)``: see :func:`fan_out`
+Deliver = Callable[[Any, Any, Sequence[Any]], None]
+
+
+def fan_out(sockets: Mapping[str, Any], fallback: Callable[[str, Any], None]) -> Deliver:
+    """``deliver(members, skip, packets)``: Engine.IO ``packets`` to each room member
+    ``(sid, eio_sid)`` whose sid is not in ``skip``, by the connections in ``sockets``.
+
+    A connection that writes through a :class:`DirectWriter` (its queue has a ``writer``)
+    gets the packets' frames, built once per broadcast, straight from here: not through
+    python-socketio's ``_send_eio_packet``, ``eio.send_packet``, ``_get_socket`` and
+    ``Socket.send``, four calls, a ping-timeout check (the ping sweep does that for every
+    socket) and an ``info`` log call per member.  Any other connection (long-polling,
+    mid-upgrade, closed, or with a ``send`` of its own, see
+    :mod:`prroom.internals.connects`) gets each packet through ``fallback(eio_sid, packet)``,
+    python-socketio's path.
+    """
+    def deliver(members: Any, skip: Any, packets: Sequence[Any]) -> None:
+        frames: Optional[List[bytes]] = None
+        for sid, eio_sid in members:
+            if sid in skip:
+                continue
+            sock: Any = sockets.get(eio_sid)
+            try:  # (no cost unless it raises, unlike getattr with a default)
+                writer = sock.queue.writer
+            except AttributeError:  # gone (None), or a queue of the library's own
+                writer = None
+            if writer is None or sock.closed or "send" in vars(sock):
+                for packet in packets:
+                    fallback(eio_sid, packet)
+                continue
+            if frames is None:
+                frames = [frame_of(packet) for packet in packets]
+            for frame in frames:
+                writer.put_frame(frame)
+    return deliver
 
 
 def hold_writes(server: Any, eio_sid: str) -> Optional[Callable[[], None]]:

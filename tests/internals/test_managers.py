@@ -6,13 +6,15 @@ import itertools
 
 import pytest
 import socketio
+from engineio import packet as eio_packet
 
 from prroom.cluster.managers import (
     ClusterManager,
     IndexedManager,
     IndexedRoomsMixin,
-    member_sender,
+    member_writer,
 )
+from prroom.transport.writes import websocket_frame
 
 NS = "/"
 
@@ -391,8 +393,8 @@ class _Writer:
     def __init__(self):
         self.packets = []
 
-    def put(self, packet):
-        self.packets.append(packet)
+    def put_frame(self, frame):
+        self.packets.append(frame)
 
 
 class _Queue:
@@ -418,10 +420,12 @@ def test_a_member_writing_directly_gets_the_packet_from_the_broadcast_itself():
             pass
         _send_eio_packet = staticmethod(lambda eio_sid, packet: fallback.append(eio_sid))
     Server.eio.sockets = sockets  # type: ignore[attr-defined]
-    send = member_sender(Server)
-    for eio_sid in ("direct", "polling", "closed", "shadowed", "gone"):
-        send(eio_sid, "packet")
-    assert direct.packets == ["packet"] and shadowed.packets == []
+    deliver = member_writer(Server)
+    packet = eio_packet.Packet(eio_packet.MESSAGE, '2["m",1]')
+    members = [(f"sid-{eio_sid}", eio_sid)
+               for eio_sid in ("direct", "polling", "closed", "shadowed", "gone", "skipped")]
+    deliver(members, ("sid-skipped",), [packet])
+    assert direct.packets == [websocket_frame('42["m",1]')] and shadowed.packets == []
     assert fallback == ["polling", "closed", "shadowed", "gone"]
 
 

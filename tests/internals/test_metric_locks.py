@@ -8,7 +8,9 @@ import subprocess
 import sys
 import textwrap
 
-from prometheus_client import values
+from prometheus_client import Histogram, values
+
+from prroom.internals import metric_locks
 
 
 def test_values_still_take_their_lock_from_the_module():
@@ -42,6 +44,7 @@ def test_metrics_made_after_the_swap_use_the_os_lock_and_still_count():
         gevent.joinall([gevent.spawn(bump) for _ in range(5)])
         threads = [threading.Thread(target=bump) for _ in range(2)]  # greenlets, patched
         [t.start() for t in threads]; [t.join() for t in threads]
+        metrics.flush()  # counted, then added when collected
         print(metrics._messages._value.get())
         from prroom.diagnostics.gevent_traps import find_traps
         print([trap for trap in find_traps() if "prometheus_client" in trap])
@@ -55,3 +58,37 @@ def test_nothing_changes_without_gevent_patching():
                            "print(metric_locks.use_native_locks())"],
                           capture_output=True, text=True, timeout=60)
     assert done.stdout.strip() == "False", done.stderr
+
+
+def test_a_histogram_still_keeps_its_sum_and_bucket_values():
+    source = inspect.getsource(Histogram._metric_init)
+    assert "self._sum = values.ValueClass(" in source
+    assert "self._buckets.append(values.ValueClass(" in source
+    observe = inspect.getsource(Histogram.observe)
+    assert "self._sum.inc(amount)" in observe and "if amount <= bound:" in observe
+    assert metric_locks.can_add_observations(metric_locks.histogram_probe())
+
+
+def test_counted_events_scrape_exactly_as_events_recorded_one_by_one():
+    out = run_patched("""
+        from prroom.server.metrics import Metrics
+        batched, direct = Metrics(), Metrics()
+        direct._counted = None  # each event straight into prometheus-client
+        assert batched._counted is not None
+        def record(metrics, rounds):
+            for n in range(rounds):
+                for seconds in (0.0, 0.00001, 0.0001, 0.00025, 0.0007, 0.3, 1.0, 7.5):
+                    metrics.record_event("send-message-to-pr-room", "ok", seconds * n)
+                metrics.record_event("join-pr-room", "not-a-member", 0.002)
+                metrics.record_message()
+                metrics.record_deliveries(n)
+        def text(metrics):
+            return [line for line in metrics.render().decode().splitlines()
+                    if "_created" not in line]
+        for rounds in (3, 0, 5):  # counted across several scrapes, and none in between
+            record(batched, rounds)
+            record(direct, rounds)
+            assert text(batched) == text(direct), (text(batched), text(direct))
+        print(batched.registry.get_sample_value("prroom_messages_total"))
+    """)
+    assert out == "8.0"

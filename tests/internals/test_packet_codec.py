@@ -142,3 +142,46 @@ def test_the_codec_falls_back_to_engineio_json_for_other_calls():
     assert codec.dumps({"a": 1}) == '{"a": 1}'
     assert codec.dumps({"a": 1}, separators=(",", ":")) == '{"a":1}'
     assert codec.JSONDecodeError is json.JSONDecodeError
+
+
+def test_json_still_builds_its_c_encoder_per_call_from_these_arguments():
+    # the codec keeps one encoder built exactly so (json.encoder.JSONEncoder.iterencode)
+    source = inspect.getsource(json.encoder.JSONEncoder.iterencode)
+    assert "c_make_encoder(\n                markers, self.default, _encoder, self.indent,\n" \
+           "                self.key_separator, self.item_separator, self.sort_keys,\n" \
+           "                self.skipkeys, self.allow_nan)" in source
+
+
+def test_an_encode_that_fails_leaves_the_next_ones_right():
+    codec = packet_codec.PacketJSON()
+    loop: dict = {}
+    loop["self"] = loop
+    shared = {"k": [1]}
+    for bad, error in ((loop, ValueError), ({"b": b"x"}, TypeError), ([shared, loop], ValueError)):
+        with pytest.raises(error) as theirs:
+            json.dumps(bad, separators=(",", ":"))
+        with pytest.raises(error) as ours:
+            codec.dumps(bad, separators=(",", ":"))
+        assert str(ours.value) == str(theirs.value)
+        for good in ([shared, shared], {"a": [shared, {"b": shared}]}, "text", 1.5):
+            assert codec.dumps(good, separators=(",", ":")) == \
+                json.dumps(good, separators=(",", ":"))
+
+
+@pytest.mark.parametrize("text", [
+    '["e",1]', ' ["e",1]', '["e",1] ', '["e",1]x', '', ' ', '[', '["e",' + "9" * 101 + ']',
+    '"s"', '1', 'NaN', '{"a":[1,2.5,null,true]}', '["e"]["f"]', '\n{}', '{}\t',
+])
+def test_loads_answers_and_refuses_as_engineio_json(text):
+    def outcome(loads):
+        try:
+            return "ok", json.dumps(loads(text))
+        except Exception as exc:
+            return "error", type(exc), str(exc)
+    assert outcome(packet_codec.PacketJSON().loads) == outcome(engineio_json.loads)
+
+
+def test_json_still_decodes_with_the_scanner_it_keeps():
+    assert "self.scan_once(s, idx)" in inspect.getsource(json.JSONDecoder.raw_decode)
+    assert "self.scan_once = scanner.make_scanner(self)" in \
+        inspect.getsource(json.JSONDecoder.__init__)

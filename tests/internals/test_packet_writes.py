@@ -9,6 +9,7 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from prroom.internals import packet_writes
+from prroom.transport import writes as websocket_writes
 
 
 def test_socketio_sends_a_packet_by_encoding_it_for_engineio():
@@ -27,6 +28,13 @@ class Writer:
 
     def put(self, pkt: Any) -> None:
         self.packets.append(pkt)
+
+
+class FrameWriter(Writer):
+    """A writer that also takes frames, as prroom's DirectWriter does."""
+
+    def put_frame(self, frame: bytes) -> None:
+        self.packets.append(frame)
 
 
 class Queue:
@@ -62,6 +70,17 @@ def test_an_ack_goes_to_the_direct_writer_as_engineio_would_queue_it():
     [pkt] = sock.queue.writer.packets
     assert library == []
     assert pkt.packet_type == eio_packet.MESSAGE and pkt.encode() == '437[{"ok":true}]'
+
+
+def test_a_writer_that_takes_frames_gets_the_acks_frame_built_once():
+    sock = Sock()
+    sock.queue.writer = FrameWriter()
+    server, library = server_with(sock)
+    body = {"ok": True, "text": "é" * 100}  # a frame with a 16-bit length
+    server._send_packet("e1", ack(body))
+    [frame] = sock.queue.writer.packets
+    expected = eio_packet.Packet(eio_packet.MESSAGE, ack(body).encode())
+    assert library == [] and frame == websocket_writes.frame_of(expected)
 
 
 def test_any_other_connection_or_packet_takes_the_library_path():

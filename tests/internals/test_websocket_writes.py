@@ -219,6 +219,21 @@ def test_frames_for_one_connection_in_one_loop_iteration_leave_in_one_send():
     assert second.calls == [frame(broadcast), frame(message(3))]
 
 
+def test_a_frame_put_alone_keeps_its_place_among_packets():
+    sock = RecordingSocket()
+    writer = websocket_writes.DirectWriter(FakeWebSocket(), sock)
+    frame = websocket_writes.frame_of
+    writer.put(message(1))
+    writer.put_frame(frame(message(2)))  # an ack, framed for this connection only
+    writer.put(message(3))
+    gevent.sleep(0)
+    assert sock.calls == [frame(message(1)) + frame(message(2)) + frame(message(3))]
+    writer.put(None)
+    writer.put_frame(frame(message(4)))  # after the end: not sent
+    writer.join(5)
+    assert sock.calls == [frame(message(1)) + frame(message(2)) + frame(message(3))]
+
+
 def test_held_frames_wait_for_the_release_and_leave_in_one_send():
     sock = RecordingSocket()
     writer = websocket_writes.DirectWriter(FakeWebSocket(), sock)
