@@ -286,7 +286,8 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         self.publisher = Publisher(self._new_connection, self._start_task, mode)
         self.subscriber = None if self.write_only else Subscriber(
             self._new_connection, channel, self._sleep, mode, retry_max=retry_max,
-            on_reconnect=self.publisher.reset, on_resubscribed=self._backfill)
+            on_reconnect=self.publisher.reset, on_resubscribed=self._backfill,
+            skip=self._own_prefix_bytes)  # own publishes come back: delivered already
         self._init_recovery()
 
     # -- connections and tasks ------------------------------------------------------------
@@ -533,13 +534,10 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
             self._get_logger().exception("message queue: a room broadcast failed")
 
     def _listen(self) -> Iterator[dict]:
-        own = self._own_prefix_bytes
-        skip = len(own)
+        skip = len(self._own_prefix_bytes)
         loads = self.json.loads
         assert self.subscriber is not None, "a write-only manager does not listen"
         for payload in self.subscriber.messages():
-            if payload.startswith(own):
-                continue  # our own publish coming back: delivered locally already
             try:
                 if payload[:1] == b"{":  # a stock python-socketio emitter: bare JSON
                     yield loads(payload)
