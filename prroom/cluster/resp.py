@@ -101,23 +101,31 @@ class RespReader:
     def drain(self) -> List[Any]:
         """Every complete reply in the bytes fed so far, in order (maybe none).
 
-        One call per read rather than one per reply, and an integer reply (what a publish
-        gets) parsed here without the general parser's calls."""
+        One call per read rather than one per reply; an integer reply (what a publish gets)
+        and a pub/sub message (what a subscriber gets) are parsed here, without the general
+        parser's calls."""
         data, pos, size, skip = self._data, self._pos, len(self._data), self._skip
         replies: List[Any] = []
         try:
             while pos < size:
-                if data[pos] == _INTEGER:
+                kind = data[pos]
+                if kind == _INTEGER:
                     end = data.find(_CRLF, pos)
                     if end < 0:
                         break
                     replies.append(int(data[pos + 1:end]))
                     pos = end + 2
                     continue
-                if skip is not None:
-                    skipped = self._skipped(pos)
-                    if skipped != pos:
-                        pos = skipped
+                if kind == _ARRAY:
+                    found = self._message(pos)
+                    if found is not None:
+                        head, channel, channel_end, start, stop = found
+                        if stop > size:
+                            break
+                        if skip is None or not data.startswith(skip, start):
+                            replies.append([data[pos + 8:head], data[channel:channel_end],
+                                            data[start:stop - 2]])
+                        pos = stop
                         continue
                 reply, pos = self._parse(pos)
                 replies.append(reply)
@@ -128,32 +136,45 @@ class RespReader:
         self._pos = pos
         return replies
 
+    def _message(self, pos: int) -> Optional[Tuple[int, int, int, int, int]]:
+        """Where the parts of the pub/sub message at ``pos`` are: the end of its kind, the
+        start and end of its channel, the start of its payload and the end of the message
+        (maybe past the bytes fed so far); None if no message starts there, or its
+        payload's length is not in yet."""
+        data = self._data
+        if data.startswith(_MESSAGE_HEADS[0], pos):
+            head = pos + len(_MESSAGE_HEADS[0]) - 3
+        elif data.startswith(_MESSAGE_HEADS[1], pos):
+            head = pos + len(_MESSAGE_HEADS[1]) - 3
+        else:
+            return None
+        end = data.find(_CRLF, head + 3)
+        if end < 0:
+            return None
+        channel = end + 2
+        channel_end = channel + int(data[head + 3:end])
+        dollar = channel_end + 2
+        end = data.find(_CRLF, dollar)
+        if end < 0:
+            return None
+        if data[dollar] != _BULK:
+            raise ValueError("a message's payload is not a bulk string")
+        start = end + 2
+        return head, channel, channel_end, start, start + int(data[dollar + 1:end]) + 2
+
     def _skipped(self, pos: int) -> int:
         """Past the messages from ``pos`` on whose payload starts with ``skip``."""
-        data, skip = self._data, self._skip
+        skip = self._skip
         assert skip is not None
         while True:
-            if data.startswith(_MESSAGE_HEADS[0], pos):
-                start = pos + len(_MESSAGE_HEADS[0])
-            elif data.startswith(_MESSAGE_HEADS[1], pos):
-                start = pos + len(_MESSAGE_HEADS[1])
-            else:
-                return pos
-            end = data.find(_CRLF, start)
-            if end < 0:
-                return pos
             try:
-                dollar = end + 4 + int(data[start:end])  # past the channel and its CRLF
-                end = data.find(_CRLF, dollar)
-                if end < 0 or data[dollar] != _BULK:
-                    return pos
-                start = end + 2
-                stop = start + int(data[dollar + 1:end]) + 2
+                found = self._message(pos)
             except ValueError:  # not RESP: the general parser says so
                 return pos
-            if stop > len(data) or not data.startswith(skip, start):
+            if found is None or found[4] > len(self._data) or \
+                    not self._data.startswith(skip, found[3]):
                 return pos
-            pos = stop
+            pos = found[4]
 
     def _parse(self, pos: int) -> Tuple[Any, int]:
         data = self._data
