@@ -189,8 +189,12 @@ class _AnswerOnReply:
         assert self.send is not None
         event = self.broadcast[0]
         try:
-            body = self.answer(self.broadcaster.reached(done, self.recoverable,
-                                                        *self.broadcast))
+            try:
+                done.result()  # the batch ended: no wait (what reached() would start with)
+                reached = True
+            except QueueUnavailable:
+                reached = self.broadcaster.reached(done, self.recoverable, *self.broadcast)
+            body = self.answer(reached)
         except Exception:  # the client must hear back whatever went wrong
             logger.exception("error answering %s", event)
             body = protocol.failure(protocol.internal_error())
