@@ -404,35 +404,39 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
     def emit(self, event: str, data: Any, namespace: Optional[str] = None, room: Any = None,
              skip_sid: Any = None, callback: Optional[Callable] = None, to: Any = None,
              **kwargs: Any) -> Optional[Ticket]:
-        """Deliver to local members now and queue the publish for the other processes.
-
-        Returns the publish's :class:`~prroom.cluster.channels.Ticket` (None when
-        nothing was published, ``ignore_queue=True``).
-        """
+        """Deliver to local members now and queue the publish for the other processes; the
+        publish's :class:`~prroom.cluster.channels.Ticket` (None: ``ignore_queue=True``)."""
         room = to or room
         if kwargs.get("ignore_queue") or callback is not None:  # callbacks stay local too
             return self._stock_emit(event, data, namespace, room, skip_sid, callback, kwargs)
+        ticket = self._tickets.last = self.emit_published(event, data, namespace or "/", room,
+                                                          skip_sid)
+        return ticket  # kept for take_ticket() too
+
+    def emit_published(self, event: str, data: Any, namespace: str, room: Any = None,
+                       skip_sid: Any = None) -> Optional[Ticket]:
+        """:meth:`emit` without a callback, its ticket returned only (not kept for
+        :meth:`take_ticket`: a greenlet-local's attribute cost per message)."""
         args = emit_arguments(data)
         channel = self.room_channel(room)
         if channel is not None:
-            namespace = namespace or "/"
             packet = self._packet_class(sio_packet.EVENT, namespace=namespace,
                                         data=[event, *args])
             if packet.packet_type != sio_packet.EVENT:  # attachments: a BINARY_EVENT
-                return self._stock_emit(event, data, namespace, room, skip_sid, None, kwargs)
+                return self._stock_emit(event, data, namespace, room, skip_sid, None, {})
             encoded = packet.encode()
             if isinstance(encoded, str):  # (another serializer may encode to bytes)
                 return self._emit_encoded(channel, event, namespace, room, skip_sid, encoded)
         elif data_is_binary(args):
-            return self._stock_emit(event, data, namespace, room, skip_sid, None, kwargs)
+            return self._stock_emit(event, data, namespace, room, skip_sid, None, {})
         # The stock message, built without its binary scan (python-socketio walks the data
         # with a list per level: measured a tenth of a clustered emit).
         message = {"method": "emit", "event": event,
                    "data": list(data) if isinstance(data, tuple) else [data],
-                   "binary": False, "namespace": namespace or "/", "room": room,
+                   "binary": False, "namespace": namespace, "room": room,
                    "skip_sid": skip_sid, "callback": None, "host_id": self.host_id}
         self._handle_emit(message)
-        return self._publish(message)  # also kept for take_ticket()
+        return self._publish(message)
 
     def _stock_emit(self, event: str, data: Any, namespace: Optional[str], room: Any,
                     skip_sid: Any, callback: Optional[Callable],
@@ -455,11 +459,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         self._count_deliveries(event, namespace, room, skip_sid)
         self._deliver(namespace, room, skip_sid, [encoded])
         header = broadcast_header(room, skip_sid, namespace, event)
-        ticket = self.publisher.publish("room", channel,
-                                        f"{self._own_prefix}{header}\n{encoded}")
-        self._tickets.last = ticket
-        return ticket
-
+        return self.publisher.publish("room", channel, f"{self._own_prefix}{header}\n{encoded}")
 
     def take_ticket(self) -> Optional[Ticket]:
         """The ticket of the last publish made on this greenlet (thread), once."""
