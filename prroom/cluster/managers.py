@@ -14,7 +14,6 @@ pipelined publisher and self-echo skipped undecoded; the Redis side is in
 from __future__ import annotations
 
 import inspect
-import json
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
@@ -30,6 +29,7 @@ from prroom.cluster.channels import (  # noqa: F401 - QueueUnavailable: re-expor
     Ticket,
     pubsub_mode,
 )
+from prroom.cluster.headers import broadcast_header, decoded_header
 from prroom.cluster.recovery import RecoverableRoomsMixin
 from prroom.cluster.urls import is_cluster_url, keyspace, redis_client
 from prroom.core.protocol import ROOM_PREFIX
@@ -41,35 +41,6 @@ try:  # redis-py 5+ can speak RESP3, and 8 does by default
     _SPEAKS_RESP3 = "protocol" in inspect.signature(_redis.connection.AbstractConnection).parameters
 except (ImportError, AttributeError):  # the redis extra is not installed, or redis-py 4
     _SPEAKS_RESP3 = False
-
-
-# A room broadcast on its channel: ``<host id>:["<room>",<skip sid>,"<namespace>","<event>"]``,
-# a newline, then the Socket.IO packet's text as members get it.  The header is JSON (it
-# never holds a raw newline), so the first newline ends it whatever the packet holds.
-_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
-_HEADER_DECODER = json.JSONDecoder()
-_quoted = json.encoder.encode_basestring_ascii  # what the encoder uses for a str (ensure_ascii)
-
-
-def broadcast_header(room: Any, skip_sid: Any, namespace: Any, event: Any) -> str:
-    """``[room, skip_sid, namespace, event]`` in JSON, as ``_HEADER_ENCODER`` writes it.
-
-    Strings are quoted by json's own C function: the encoder's ``encode`` of a list builds
-    a new C encoder per call, a measurable part of a clustered emit in a profile."""
-    if type(room) is str and type(namespace) is str and type(event) is str and \
-            (skip_sid is None or type(skip_sid) is str):
-        return "[%s,%s,%s,%s]" % (_quoted(room), "null" if skip_sid is None else
-                                  _quoted(skip_sid), _quoted(namespace), _quoted(event))
-    return _HEADER_ENCODER.encode([room, skip_sid, namespace, event])
-
-
-def encoded_broadcast(body: bytes) -> dict:
-    """The listener's message for a room broadcast published by :meth:`_emit_encoded`
-    (``body`` without the host id): the stock emit's keys, the packet's text for data."""
-    header, _, encoded = body.partition(b"\n")
-    room, skip_sid, namespace, event = _HEADER_DECODER.decode(header.decode())
-    return {"method": "emit", "event": event, "packet": encoded.decode(),
-            "namespace": namespace, "room": room, "skip_sid": skip_sid, "callback": None}
 
 
 if TYPE_CHECKING:  # pragma: no cover - what the mixin is mixed into
@@ -523,7 +494,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         per-message debug line and its dispatch (most of what the listener receives)."""
         header, _, encoded = body.partition(b"\n")
         try:
-            room, skip_sid, namespace, event = _HEADER_DECODER.decode(header.decode())
+            room, skip_sid, namespace, event = decoded_header(header)
         except ValueError:
             self._get_logger().warning("message queue: ignored a message that is not JSON")
             return
