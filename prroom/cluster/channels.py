@@ -37,7 +37,7 @@ import time
 from collections import Counter, deque
 from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
 
-from prroom.cluster.resp import INCOMPLETE, RespReader
+from prroom.cluster.resp import PUBLISH_HEAD, SPUBLISH_HEAD, RespReader, frame, publish_frame
 from prroom.internals import redis_sockets
 
 try:
@@ -103,13 +103,15 @@ def _reader_of(connection: Any) -> Callable[[], object]:
 TIMED_OUT = object()
 
 
-def _replies(connection: Any, timeout: float) -> Iterator[object]:
-    """Every reply on ``connection``, in order, forever; :data:`TIMED_OUT` after ``timeout``
-    seconds without one.  An error reply is yielded as its exception; one saying the
-    cluster moved the slot, and a lost connection, raise ``ConnectionError``.
+def _replies(connection: Any, timeout: float,
+             skip: Optional[bytes] = None) -> Iterator[Any]:
+    """The replies on ``connection``, in order, forever, as lists (what one read brought);
+    :data:`TIMED_OUT` after ``timeout`` seconds without any.  An error reply comes as its
+    exception; one saying the cluster moved the slot, and a lost connection, raise
+    ``ConnectionError``.  Pub/sub messages whose payload starts with ``skip`` are left out.
 
-    Read in bulk from the socket (what one read brought, parsed by :class:`RespReader`)
-    where :mod:`redis_sockets` has it, else one ``read_response`` per reply."""
+    Read in bulk from the socket (parsed by :class:`RespReader`) where
+    :mod:`redis_sockets` has it, else one ``read_response`` per reply."""
     sock = redis_sockets.socket_of(connection)
     if sock is None:
         read = _reader_of(connection)
@@ -123,29 +125,33 @@ def _replies(connection: Any, timeout: float) -> Iterator[object]:
                 raise ConnectionError(f"the cluster moved this slot: {err}") from err
             except ResponseError as err:  # that command's answer; the others follow
                 reply = err
-            yield reply
+            if not (skip and isinstance(reply, list) and len(reply) == 3 and
+                    reply[0] in (b"smessage", b"message") and reply[2].startswith(skip)):
+                yield [reply]
     # The connection is this task's alone from here: nothing else reads it, and a send that
     # stalls this long fails too (Redis stopped reading).
     sock.settimeout(timeout)
     recv = sock.recv
-    reader = RespReader()
+    reader = RespReader(skip)
     while True:
-        reply = reader.next()
-        if reply is INCOMPLETE:
-            try:
-                data = recv(_READ_SIZE)
-            except socket.timeout:
-                yield TIMED_OUT
-                continue
-            if not data:
-                raise ConnectionError("Connection closed by server.")
-            reader.feed(data)
+        try:
+            data = recv(_READ_SIZE)
+        except socket.timeout:
+            yield TIMED_OUT
             continue
-        if isinstance(reply, TOPOLOGY_CHANGED):
-            raise ConnectionError(f"the cluster moved this slot: {reply}")
-        if isinstance(reply, ConnectionError):  # redis-py raises these (LOADING)
-            raise reply
-        yield reply
+        if not data:
+            raise ConnectionError("Connection closed by server.")
+        reader.feed(data)
+        replies = reader.drain()
+        if reader.errors:
+            reader.errors = False
+            for reply in replies:
+                if isinstance(reply, TOPOLOGY_CHANGED):
+                    raise ConnectionError(f"the cluster moved this slot: {reply}")
+                if isinstance(reply, ConnectionError):  # redis-py raises these (LOADING)
+                    raise reply
+        if replies:
+            yield replies
 
 
 _READ_SIZE = 65536
@@ -164,34 +170,6 @@ def _lock_factory() -> Callable[[], Any]:
         native: Callable[[], Any] = monkey.get_original("threading", "Lock")
         return native
     return threading.Lock
-
-
-#: The start of a publish command in RESP: its length and its name.
-_PUBLISH, _SPUBLISH = b"*3\r\n$7\r\nPUBLISH\r\n", b"*3\r\n$8\r\nSPUBLISH\r\n"
-
-
-def _bulk(value: object) -> bytes:
-    if isinstance(value, str):
-        data = value.encode()
-    elif isinstance(value, (bytes, bytearray, memoryview)):
-        data = bytes(value)
-    elif isinstance(value, (int, float)) and not isinstance(value, bool):
-        data = repr(value).encode()
-    else:  # what redis-py refuses too (it sends no bools, None or containers)
-        raise TypeError(f"a Redis command argument must be str, bytes or a number, not "
-                        f"{type(value).__name__}")
-    return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-def _publish_frame(head: bytes, channel: str, payload: str) -> bytes:
-    channel_bytes, payload_bytes = channel.encode(), payload.encode()
-    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-        head, len(channel_bytes), channel_bytes, len(payload_bytes), payload_bytes)
-
-
-def frame(command: Command) -> bytes:
-    """``command`` in the Redis protocol (RESP), its arguments encoded as redis-py does."""
-    return b"*%d\r\n%s" % (len(command), b"".join([_bulk(arg) for arg in command]))
 
 
 class _Batch:
@@ -385,14 +363,14 @@ class Publisher:
                     time.monotonic() - self._failed_at < self.retry_after:
                 raise ConnectionError("unreachable a moment ago")
             connection = self._connected()
-            room = _SPUBLISH if self._sharded else _PUBLISH
+            room = SPUBLISH_HEAD if self._sharded else PUBLISH_HEAD
             name = "SPUBLISH" if self._sharded else "PUBLISH"
             # One bytes object, one write: redis-py's pack_commands costs several times
             # this per publish (it was a tenth of the publisher's time in a profile).
             packed = b"".join([
                 frame(channel) if kind == "call" else
                 frame(self._script_command(channel, payload, name)) if kind == "script" else
-                _publish_frame(room if kind == "room" else _PUBLISH, channel, payload)
+                publish_frame(room if kind == "room" else PUBLISH_HEAD, channel, payload)
                 for kind, channel, payload in batch.commands])
             self._inflight.append(batch)  # before writing: the reader may answer at once
             connection.send_packed_command([packed], check_health=False)
@@ -427,25 +405,30 @@ class Publisher:
     def _read_forever(self, connection: Any) -> None:
         inflight = self._inflight
         try:
-            for reply in _replies(connection, self.reply_timeout):
+            for replies in _replies(connection, self.reply_timeout):
                 if self._connection is not connection:
                     break
-                if reply is TIMED_OUT:
+                if replies is TIMED_OUT:
                     if inflight:
                         raise TimeoutError(f"no reply in {self.reply_timeout} s")
                     continue
-                if not inflight:
-                    raise ConnectionError(f"unexpected data from Redis: {reply!r:.80}")
-                batch = inflight[0]
-                results = batch.results
-                results.append(reply)
-                if len(results) == len(batch.commands):
-                    inflight.popleft()
-                    batch.finish()
-                    if not self.healthy:
-                        logger.warning("message queue reachable again for publishing")
-                    self.healthy = True
-                    self._failed_at = None
+                taken, count = 0, len(replies)
+                while taken < count:  # the replies in order, to the batches in order
+                    if not inflight:
+                        raise ConnectionError(f"unexpected data from Redis: "
+                                              f"{replies[taken]!r:.80}")
+                    batch = inflight[0]
+                    results = batch.results
+                    wanted = len(batch.commands) - len(results)
+                    results.extend(replies[taken:taken + wanted])
+                    taken += wanted
+                    if len(results) == len(batch.commands):
+                        inflight.popleft()
+                        batch.finish()
+                        if not self.healthy:
+                            logger.warning("message queue reachable again for publishing")
+                        self.healthy = True
+                        self._failed_at = None
         except Exception as exc:  # EOF (a restart), reset, timeout
             self._lost(connection, exc)
 
@@ -481,8 +464,11 @@ class Subscriber:
     def __init__(self, connect: Callable[[], Any], deployment: str,
                  sleep: Callable[[float], None], sharded: ModeProbe, retry_max: float = 2.0,
                  on_reconnect: Optional[Callable[[], None]] = None,
-                 on_resubscribed: Optional[Callable[[], None]] = None) -> None:
+                 on_resubscribed: Optional[Callable[[], None]] = None,
+                 skip: Optional[bytes] = None) -> None:
         self._connect = connect
+        #: messages whose payload starts with these bytes are not yielded (own publishes)
+        self.skip = skip
         self._deployment = deployment
         self._on_resubscribed = on_resubscribed
         self._sleep = sleep
@@ -613,8 +599,8 @@ class Subscriber:
     def _read(self) -> Iterator[bytes]:
         connection = self._connection
         pinged = False
-        for reply in _replies(connection, self.ping_interval):
-            if reply is TIMED_OUT:
+        for replies in _replies(connection, self.ping_interval, self.skip):
+            if replies is TIMED_OUT:
                 if pinged:
                     raise ConnectionError(f"no answer to PING in {self.ping_interval} s")
                 with self._send_lock:
@@ -622,24 +608,32 @@ class Subscriber:
                 pinged = True
                 continue
             pinged = False
-            if not isinstance(reply, list):
-                if isinstance(reply, Exception):  # a refused (un)subscribe: start over
-                    raise reply
-                continue  # PONG
-            kind = reply[0]
-            if kind == b"smessage" or kind == b"message":
-                yield reply[2]
-            elif kind == b"sunsubscribe" or kind == b"unsubscribe":
-                self._unsubscribed(reply[1].decode())
-            elif kind == b"subscribe" or kind == b"ssubscribe":
-                self._confirmed(reply[1].decode())
-                if self._lost and not self._resubscribing:
-                    self._lost = False
-                    logger.warning("message queue reachable again: subscribed to %d rooms",
-                                   len(self._wanted))
-                    if self._on_resubscribed is not None:
-                        # before any later message is yielded: what it delivers comes first
-                        self._on_resubscribed()
+            for reply in replies:
+                if isinstance(reply, list) and (reply[0] == b"smessage" or
+                                                reply[0] == b"message"):
+                    yield reply[2]
+                else:
+                    self._other(reply)
+
+    def _other(self, reply: Any) -> None:
+        """A reply that is not a message: a (un)subscription's confirmation, a PONG, an
+        error."""
+        if not isinstance(reply, list):
+            if isinstance(reply, Exception):  # a refused (un)subscribe: start over
+                raise reply
+            return  # PONG
+        kind = reply[0]
+        if kind == b"sunsubscribe" or kind == b"unsubscribe":
+            self._unsubscribed(reply[1].decode())
+        elif kind == b"subscribe" or kind == b"ssubscribe":
+            self._confirmed(reply[1].decode())
+            if self._lost and not self._resubscribing:
+                self._lost = False
+                logger.warning("message queue reachable again: subscribed to %d rooms",
+                               len(self._wanted))
+                if self._on_resubscribed is not None:
+                    # before any later message is yielded: what it delivers comes first
+                    self._on_resubscribed()
 
     def _unsubscribed(self, channel: str) -> None:
         with self._send_lock:

@@ -14,7 +14,6 @@ pipelined publisher and self-echo skipped undecoded; the Redis side is in
 from __future__ import annotations
 
 import inspect
-import json
 import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
@@ -30,6 +29,7 @@ from prroom.cluster.channels import (  # noqa: F401 - QueueUnavailable: re-expor
     Ticket,
     pubsub_mode,
 )
+from prroom.cluster.headers import broadcast_header, decoded_header
 from prroom.cluster.recovery import RecoverableRoomsMixin
 from prroom.cluster.urls import is_cluster_url, keyspace, redis_client
 from prroom.core.protocol import ROOM_PREFIX
@@ -41,35 +41,6 @@ try:  # redis-py 5+ can speak RESP3, and 8 does by default
     _SPEAKS_RESP3 = "protocol" in inspect.signature(_redis.connection.AbstractConnection).parameters
 except (ImportError, AttributeError):  # the redis extra is not installed, or redis-py 4
     _SPEAKS_RESP3 = False
-
-
-# A room broadcast on its channel: ``<host id>:["<room>",<skip sid>,"<namespace>","<event>"]``,
-# a newline, then the Socket.IO packet's text as members get it.  The header is JSON (it
-# never holds a raw newline), so the first newline ends it whatever the packet holds.
-_HEADER_ENCODER = json.JSONEncoder(separators=(",", ":"))
-_HEADER_DECODER = json.JSONDecoder()
-_quoted = json.encoder.encode_basestring_ascii  # what the encoder uses for a str (ensure_ascii)
-
-
-def broadcast_header(room: Any, skip_sid: Any, namespace: Any, event: Any) -> str:
-    """``[room, skip_sid, namespace, event]`` in JSON, as ``_HEADER_ENCODER`` writes it.
-
-    Strings are quoted by json's own C function: the encoder's ``encode`` of a list builds
-    a new C encoder per call, a measurable part of a clustered emit in a profile."""
-    if type(room) is str and type(namespace) is str and type(event) is str and \
-            (skip_sid is None or type(skip_sid) is str):
-        return "[%s,%s,%s,%s]" % (_quoted(room), "null" if skip_sid is None else
-                                  _quoted(skip_sid), _quoted(namespace), _quoted(event))
-    return _HEADER_ENCODER.encode([room, skip_sid, namespace, event])
-
-
-def encoded_broadcast(body: bytes) -> dict:
-    """The listener's message for a room broadcast published by :meth:`_emit_encoded`
-    (``body`` without the host id): the stock emit's keys, the packet's text for data."""
-    header, _, encoded = body.partition(b"\n")
-    room, skip_sid, namespace, event = _HEADER_DECODER.decode(header.decode())
-    return {"method": "emit", "event": event, "packet": encoded.decode(),
-            "namespace": namespace, "room": room, "skip_sid": skip_sid, "callback": None}
 
 
 if TYPE_CHECKING:  # pragma: no cover - what the mixin is mixed into
@@ -267,7 +238,8 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         self.publisher = Publisher(self._new_connection, self._start_task, mode)
         self.subscriber = None if self.write_only else Subscriber(
             self._new_connection, channel, self._sleep, mode, retry_max=retry_max,
-            on_reconnect=self.publisher.reset, on_resubscribed=self._backfill)
+            on_reconnect=self.publisher.reset, on_resubscribed=self._backfill,
+            skip=self._own_prefix_bytes)  # own publishes come back: delivered already
         self._init_recovery()
 
     # -- connections and tasks ------------------------------------------------------------
@@ -384,35 +356,39 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
     def emit(self, event: str, data: Any, namespace: Optional[str] = None, room: Any = None,
              skip_sid: Any = None, callback: Optional[Callable] = None, to: Any = None,
              **kwargs: Any) -> Optional[Ticket]:
-        """Deliver to local members now and queue the publish for the other processes.
-
-        Returns the publish's :class:`~prroom.cluster.channels.Ticket` (None when
-        nothing was published, ``ignore_queue=True``).
-        """
+        """Deliver to local members now and queue the publish for the other processes; the
+        publish's :class:`~prroom.cluster.channels.Ticket` (None: ``ignore_queue=True``)."""
         room = to or room
         if kwargs.get("ignore_queue") or callback is not None:  # callbacks stay local too
             return self._stock_emit(event, data, namespace, room, skip_sid, callback, kwargs)
+        ticket = self._tickets.last = self.emit_published(event, data, namespace or "/", room,
+                                                          skip_sid)
+        return ticket  # kept for take_ticket() too
+
+    def emit_published(self, event: str, data: Any, namespace: str, room: Any = None,
+                       skip_sid: Any = None) -> Optional[Ticket]:
+        """:meth:`emit` without a callback, its ticket returned only (not kept for
+        :meth:`take_ticket`: a greenlet-local's attribute cost per message)."""
         args = emit_arguments(data)
         channel = self.room_channel(room)
         if channel is not None:
-            namespace = namespace or "/"
             packet = self._packet_class(sio_packet.EVENT, namespace=namespace,
                                         data=[event, *args])
             if packet.packet_type != sio_packet.EVENT:  # attachments: a BINARY_EVENT
-                return self._stock_emit(event, data, namespace, room, skip_sid, None, kwargs)
+                return self._stock_emit(event, data, namespace, room, skip_sid, None, {})
             encoded = packet.encode()
             if isinstance(encoded, str):  # (another serializer may encode to bytes)
                 return self._emit_encoded(channel, event, namespace, room, skip_sid, encoded)
         elif data_is_binary(args):
-            return self._stock_emit(event, data, namespace, room, skip_sid, None, kwargs)
+            return self._stock_emit(event, data, namespace, room, skip_sid, None, {})
         # The stock message, built without its binary scan (python-socketio walks the data
         # with a list per level: measured a tenth of a clustered emit).
         message = {"method": "emit", "event": event,
                    "data": list(data) if isinstance(data, tuple) else [data],
-                   "binary": False, "namespace": namespace or "/", "room": room,
+                   "binary": False, "namespace": namespace, "room": room,
                    "skip_sid": skip_sid, "callback": None, "host_id": self.host_id}
         self._handle_emit(message)
-        return self._publish(message)  # also kept for take_ticket()
+        return self._publish(message)
 
     def _stock_emit(self, event: str, data: Any, namespace: Optional[str], room: Any,
                     skip_sid: Any, callback: Optional[Callable],
@@ -435,11 +411,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         self._count_deliveries(event, namespace, room, skip_sid)
         self._deliver(namespace, room, skip_sid, [encoded])
         header = broadcast_header(room, skip_sid, namespace, event)
-        ticket = self.publisher.publish("room", channel,
-                                        f"{self._own_prefix}{header}\n{encoded}")
-        self._tickets.last = ticket
-        return ticket
-
+        return self.publisher.publish("room", channel, f"{self._own_prefix}{header}\n{encoded}")
 
     def take_ticket(self) -> Optional[Ticket]:
         """The ticket of the last publish made on this greenlet (thread), once."""
@@ -503,7 +475,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         per-message debug line and its dispatch (most of what the listener receives)."""
         header, _, encoded = body.partition(b"\n")
         try:
-            room, skip_sid, namespace, event = _HEADER_DECODER.decode(header.decode())
+            room, skip_sid, namespace, event = decoded_header(header)
         except ValueError:
             self._get_logger().warning("message queue: ignored a message that is not JSON")
             return
@@ -514,13 +486,10 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
             self._get_logger().exception("message queue: a room broadcast failed")
 
     def _listen(self) -> Iterator[dict]:
-        own = self._own_prefix_bytes
-        skip = len(own)
+        skip = len(self._own_prefix_bytes)
         loads = self.json.loads
         assert self.subscriber is not None, "a write-only manager does not listen"
         for payload in self.subscriber.messages():
-            if payload.startswith(own):
-                continue  # our own publish coming back: delivered locally already
             try:
                 if payload[:1] == b"{":  # a stock python-socketio emitter: bare JSON
                     yield loads(payload)

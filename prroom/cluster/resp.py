@@ -1,12 +1,13 @@
-"""Redis replies parsed from the bytes of a connection (RESP2), as many as a read brought.
+"""Redis replies parsed from the bytes of a connection (RESP2), as many as a read brought;
+and commands framed for one.
 
 redis-py parses one reply per ``read_response`` call, through several layers (a socket
 buffer, a parser, the connection's error handling) that together cost more than what the
 cluster does with the reply.  Profiled in a clustered process, reading its own room
 messages back and the publishes' replies that way was most of the cluster's CPU per
-message.  :class:`RespReader` takes the bytes of one read (``feed``) and hands out each
-reply it completes (``next``); no I/O here (the bytes come from
-:mod:`prroom.internals.redis_sockets`).
+message.  :class:`RespReader` takes the bytes of one read (``feed``) and hands out the
+replies it completes (``drain``, or one by one with ``next``); no I/O here (the bytes come
+from :mod:`prroom.internals.redis_sockets`).
 
 Replies come as redis-py returns them with ``decode_responses`` off: simple strings and bulk
 strings as ``bytes``, integers as ``int``, nulls as ``None``, arrays as ``list``, and an
@@ -14,7 +15,7 @@ error reply as an exception *value* of the class redis-py would give it.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 try:
     from redis import exceptions as _errors
@@ -49,6 +50,8 @@ INCOMPLETE = object()
 
 _CRLF = b"\r\n"
 _BULK, _ARRAY, _INTEGER, _SIMPLE, _ERROR = b"$"[0], b"*"[0], b":"[0], b"+"[0], b"-"[0]
+#: How a pub/sub message starts, up to its channel's length (RESP2).
+_MESSAGE_HEADS = (b"*3\r\n$8\r\nsmessage\r\n$", b"*3\r\n$7\r\nmessage\r\n$")
 
 
 def error_reply(text: str) -> Exception:
@@ -61,13 +64,21 @@ def error_reply(text: str) -> Exception:
 
 
 class RespReader:
-    """The replies in a stream of RESP2 bytes, in order."""
+    """The replies in a stream of RESP2 bytes, in order.
 
-    __slots__ = ("_data", "_pos")
+    With ``skip``, a pub/sub message whose payload starts with those bytes is passed over
+    unparsed (a process's own publishes coming back to its subscriber: most of what it
+    reads, and nothing to do with them)."""
 
-    def __init__(self) -> None:
+    __slots__ = ("_data", "_pos", "_skip", "errors")
+
+    def __init__(self, skip: Optional[bytes] = None) -> None:
         self._data = b""
         self._pos = 0
+        self._skip = skip or None
+        #: Set once an error reply was parsed (the caller resets it): the replies of a
+        #: :meth:`drain` hold no exception while this is False.
+        self.errors = False
 
     def feed(self, data: bytes) -> None:
         """Add the bytes of one read."""
@@ -79,11 +90,91 @@ class RespReader:
 
     def next(self) -> Any:
         """The next complete reply, or :data:`INCOMPLETE` (feed more bytes)."""
+        if self._skip is not None:
+            self._pos = self._skipped(self._pos)
         try:
             reply, self._pos = self._parse(self._pos)
         except _Incomplete:
             return INCOMPLETE
         return reply
+
+    def drain(self) -> List[Any]:
+        """Every complete reply in the bytes fed so far, in order (maybe none).
+
+        One call per read rather than one per reply; an integer reply (what a publish gets)
+        and a pub/sub message (what a subscriber gets) are parsed here, without the general
+        parser's calls."""
+        data, pos, size, skip = self._data, self._pos, len(self._data), self._skip
+        replies: List[Any] = []
+        try:
+            while pos < size:
+                kind = data[pos]
+                if kind == _INTEGER:
+                    end = data.find(_CRLF, pos)
+                    if end < 0:
+                        break
+                    replies.append(int(data[pos + 1:end]))
+                    pos = end + 2
+                    continue
+                if kind == _ARRAY:
+                    found = self._message(pos)
+                    if found is not None:
+                        head, channel, channel_end, start, stop = found
+                        if stop > size:
+                            break
+                        if skip is None or not data.startswith(skip, start):
+                            replies.append([data[pos + 8:head], data[channel:channel_end],
+                                            data[start:stop - 2]])
+                        pos = stop
+                        continue
+                reply, pos = self._parse(pos)
+                replies.append(reply)
+        except _Incomplete:
+            pass
+        except ValueError:
+            raise ProtocolError(f"not a Redis reply: {data[pos:pos + 40]!r}") from None
+        self._pos = pos
+        return replies
+
+    def _message(self, pos: int) -> Optional[Tuple[int, int, int, int, int]]:
+        """Where the parts of the pub/sub message at ``pos`` are: the end of its kind, the
+        start and end of its channel, the start of its payload and the end of the message
+        (maybe past the bytes fed so far); None if no message starts there, or its
+        payload's length is not in yet."""
+        data = self._data
+        if data.startswith(_MESSAGE_HEADS[0], pos):
+            head = pos + len(_MESSAGE_HEADS[0]) - 3
+        elif data.startswith(_MESSAGE_HEADS[1], pos):
+            head = pos + len(_MESSAGE_HEADS[1]) - 3
+        else:
+            return None
+        end = data.find(_CRLF, head + 3)
+        if end < 0:
+            return None
+        channel = end + 2
+        channel_end = channel + int(data[head + 3:end])
+        dollar = channel_end + 2
+        end = data.find(_CRLF, dollar)
+        if end < 0:
+            return None
+        if data[dollar] != _BULK:
+            raise ValueError("a message's payload is not a bulk string")
+        start = end + 2
+        return head, channel, channel_end, start, start + int(data[dollar + 1:end]) + 2
+
+    def _skipped(self, pos: int) -> int:
+        """Past the messages from ``pos`` on whose payload starts with ``skip``."""
+        skip = self._skip
+        assert skip is not None
+        while True:
+            try:
+                found = self._message(pos)
+            except ValueError:  # not RESP: the general parser says so
+                return pos
+            if found is None or found[4] > len(self._data) or \
+                    not self._data.startswith(skip, found[3]):
+                return pos
+            pos = found[4]
 
     def _parse(self, pos: int) -> Tuple[Any, int]:
         data = self._data
@@ -116,7 +207,39 @@ class RespReader:
             if kind == _SIMPLE:
                 return data[pos + 1:end], end + 2
             if kind == _ERROR:
+                self.errors = True
                 return error_reply(data[pos + 1:end].decode("utf-8", "replace")), end + 2
         except ValueError:  # a length or integer that is not one
             pass
         raise ProtocolError(f"not a Redis reply: {data[pos:pos + 40]!r}")
+
+
+#: The start of a publish command in RESP: its length and its name.
+PUBLISH_HEAD, SPUBLISH_HEAD = b"*3\r\n$7\r\nPUBLISH\r\n", b"*3\r\n$8\r\nSPUBLISH\r\n"
+
+
+def _bulk(value: object) -> bytes:
+    if isinstance(value, str):
+        data = value.encode()
+    elif isinstance(value, (bytes, bytearray, memoryview)):
+        data = bytes(value)
+    elif isinstance(value, (int, float)) and not isinstance(value, bool):
+        data = repr(value).encode()
+    else:  # what redis-py refuses too (it sends no bools, None or containers)
+        raise TypeError(f"a Redis command argument must be str, bytes or a number, not "
+                        f"{type(value).__name__}")
+    return b"$%d\r\n%s\r\n" % (len(data), data)
+
+
+def publish_frame(head: bytes, channel: str, payload: str) -> bytes:
+    """A publish of ``payload`` on ``channel``, ``head`` saying which command
+    (:data:`PUBLISH_HEAD` or :data:`SPUBLISH_HEAD`): what :func:`frame` makes of it, with
+    fewer calls (one per message published)."""
+    channel_bytes, payload_bytes = channel.encode(), payload.encode()
+    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        head, len(channel_bytes), channel_bytes, len(payload_bytes), payload_bytes)
+
+
+def frame(command: Tuple[Any, ...]) -> bytes:
+    """``command`` in the Redis protocol (RESP), its arguments encoded as redis-py does."""
+    return b"*%d\r\n%s" % (len(command), b"".join([_bulk(arg) for arg in command]))

@@ -7,9 +7,10 @@ sweepers send through, so none of them reaches into another to be heard.
 Two seams for clustered mode, where an ack must say whether the broadcast reached Redis
 (``warning: cluster-unavailable``):
 
-- python-socketio's ``emit`` returns nothing, so the clustered manager keeps the ticket of
-  the publish it just made per greenlet; :meth:`Broadcaster.publish_to_room` takes it right
-  after its emit with ``managers.published_ticket(server)`` (None with one process).
+- python-socketio's ``emit`` returns nothing, so :meth:`Broadcaster.publish_to_room` emits
+  a room broadcast through the clustered manager's ``emit_published``, which returns the
+  publish's ticket; a recoverable one's ticket the manager keeps per greenlet, taken right
+  after with ``managers.published_ticket(server)`` (None with one process).
 - rather than hold the connection's reader until its batch's reply,
   :meth:`Broadcaster.broadcast_then` may answer the ack later, from the reply itself
   (``socketio_hooks.answer_later``).
@@ -86,6 +87,10 @@ class Broadcaster:
         recoverable = numbered is not None and numbered.broadcast(event, data, pull_request_id,
                                                                   skip_sid)
         if not recoverable:
+            publish = getattr(getattr(self.server, "manager", None), "emit_published", None)
+            if publish is not None:  # clustered: the ticket comes back from the emit itself
+                return publish(event, data, self.namespace, room_name(pull_request_id),
+                               skip_sid), False
             self.server.emit(event, data, to=room_name(pull_request_id), skip_sid=skip_sid,
                              namespace=self.namespace)
         ticket = published_ticket(self.server)
@@ -189,8 +194,12 @@ class _AnswerOnReply:
         assert self.send is not None
         event = self.broadcast[0]
         try:
-            body = self.answer(self.broadcaster.reached(done, self.recoverable,
-                                                        *self.broadcast))
+            try:
+                done.result()  # the batch ended: no wait (what reached() would start with)
+                reached = True
+            except QueueUnavailable:
+                reached = self.broadcaster.reached(done, self.recoverable, *self.broadcast)
+            body = self.answer(reached)
         except Exception:  # the client must hear back whatever went wrong
             logger.exception("error answering %s", event)
             body = protocol.failure(protocol.internal_error())

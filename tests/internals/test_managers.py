@@ -454,6 +454,20 @@ def test_another_process_s_emit_reaches_handle_emit_which_runs_commands():
 @pytest.mark.parametrize("skip", [None, "sid-1_A", ["a", "b"], 7])
 @pytest.mark.parametrize("room", ["pr:1", "pr:é \"\\\n\u2028", 5])
 def test_a_broadcast_header_is_the_json_the_encoder_writes(room, skip):
-    from prroom.cluster.managers import _HEADER_ENCODER, broadcast_header
+    from prroom.cluster.headers import _HEADER_ENCODER, broadcast_header
     expected = _HEADER_ENCODER.encode([room, skip, "/", "pr-room-message"])
     assert broadcast_header(room, skip, "/", "pr-room-message") == expected
+    from prroom.cluster.headers import decoded_header
+    header = expected.encode()
+    assert decoded_header(header) == (room, skip, "/", "pr-room-message")
+    assert decoded_header(header) == (room, skip, "/", "pr-room-message")  # remembered
+
+
+def test_remembered_headers_are_bounded_and_bad_ones_refused():
+    from prroom.cluster import headers
+    for n in range(5000):
+        headers.decoded_header(headers.broadcast_header("pr:1", f"sid-{n}", "/", "x").encode())
+    assert len(headers._headers) <= 4096
+    for bad in (b"not json", b"[1,2]", b"\xff"):
+        with pytest.raises(ValueError):
+            headers.decoded_header(bad)

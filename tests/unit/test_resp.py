@@ -46,3 +46,52 @@ def test_bytes_that_are_not_resp_end_the_connection(garbage):
     reader.feed(garbage)
     with pytest.raises(ProtocolError):
         reader.next()
+
+
+def drained(chunks, skip=None):
+    reader, out = RespReader(skip), []
+    for chunk in chunks:
+        reader.feed(chunk)
+        out.extend(reader.drain())
+    return out
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 13, len(STREAM)])
+def test_drain_gives_every_reply_of_the_reads_so_far(size):
+    check(drained([STREAM[n:n + size] for n in range(0, len(STREAM), size)]))
+
+
+def message(kind, channel, payload):
+    return b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
+        len(kind), kind, len(channel), channel, len(payload), payload)
+
+
+OWN = [message(b"smessage", b"ch:pr:1", b"me:[\"pr:1\"]\nhello\r\nthere"),
+       message(b"message", b"ch", b"me:{}")]
+MIXED = (OWN[0] + b":1\r\n" + OWN[1] + OWN[0] + message(b"smessage", b"ch:pr:1", b"you:[1]")
+         + message(b"message", b"ch", b"m") + OWN[1]
+         + b"*3\r\n$9\r\nsubscribe\r\n$2\r\nch\r\n:1\r\n"
+         + message(b"smessage", b"me:", b"not me: only the payload counts") + OWN[0])
+
+
+@pytest.mark.parametrize("size", [1, 2, 3, 5, 7, 13, len(MIXED)])
+def test_a_processs_own_messages_are_skipped_however_the_reads_split_them(size):
+    chunks = [MIXED[n:n + size] for n in range(0, len(MIXED), size)]
+    expected = [1, [b"smessage", b"ch:pr:1", b"you:[1]"], [b"message", b"ch", b"m"],
+                [b"subscribe", b"ch", 1],
+                [b"smessage", b"me:", b"not me: only the payload counts"]]
+    assert drained(chunks, skip=b"me:") == expected
+    reader, one_by_one = RespReader(b"me:"), []
+    for chunk in chunks:
+        reader.feed(chunk)
+        while (reply := reader.next()) is not INCOMPLETE:
+            one_by_one.append(reply)
+    assert one_by_one == expected
+    assert len(drained(chunks)) == len(expected) + 5  # no skip: every message
+
+
+def test_drain_refuses_bytes_that_are_not_resp():
+    reader = RespReader(b"me:")
+    reader.feed(b":1\r\n:x\r\n")
+    with pytest.raises(ProtocolError):
+        reader.drain()
