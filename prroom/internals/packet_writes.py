@@ -23,7 +23,7 @@ from typing import Any
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from prroom.transport import writes as websocket_writes
+from prroom.transport import framing
 
 _BINARY = frozenset({sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK})
 
@@ -48,7 +48,7 @@ def install(server: Any) -> bool:
         if put_frame is None:  # a writer that takes Engine.IO packets only
             writer.put(eio_packet.Packet(eio_packet.MESSAGE, pkt.encode()))
         else:  # the Engine.IO packet's text, framed: what encoding that packet would write
-            put_frame(websocket_writes.websocket_frame(message + pkt.encode()))
+            put_frame(framing.websocket_frame(message + pkt.encode()))
         return None
 
     vars(send_packet)["_prroom_wrapped"] = True

@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import struct
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
 
 import gevent
@@ -40,6 +39,7 @@ import gevent.queue
 from gevent.monkey import get_original
 
 from prroom.transport import ping_wheel as ping_sweep
+from prroom.transport.framing import frame_of
 
 #: The OS thread's id, even where gevent made threads greenlets.
 _os_thread_id = get_original("_thread", "get_ident")
@@ -50,36 +50,6 @@ logger = logging.getLogger("prroom")
 FLUSH_EARLY_AT = 64
 
 _WRITER_QUALNAME = "Socket._websocket_handler.<locals>.writer"
-_FRAME_ATTRIBUTE = "_prroom_ws_frame"
-
-
-def websocket_frame(data: Union[str, bytes]) -> bytes:
-    """One unmasked, final WebSocket frame: text for ``str``, binary for bytes (RFC 6455)."""
-    if isinstance(data, str):
-        data, opcode = data.encode("utf-8"), 0x81
-    else:
-        data, opcode = bytes(data), 0x82
-    length = len(data)
-    if length < 126:
-        header = struct.pack("!BB", opcode, length)
-    elif length < 65536:
-        header = struct.pack("!BBH", opcode, 126, length)
-    else:
-        header = struct.pack("!BBQ", opcode, 127, length)
-    return header + data
-
-
-def frame_of(pkt: Any) -> bytes:
-    """``pkt``'s WebSocket frame, built on first use and kept on the packet.
-
-    python-socketio sends the very same Engine.IO packet object to every member of a room,
-    so a broadcast encodes and frames its message once.
-    """
-    frame = pkt.__dict__.get(_FRAME_ATTRIBUTE)
-    if frame is None:
-        frame = websocket_frame(pkt.encode())
-        setattr(pkt, _FRAME_ATTRIBUTE, frame)
-    return frame
 
 
 #: Each event loop's corks (one hub per thread; a hub lives as long as its thread).

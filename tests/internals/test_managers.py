@@ -14,7 +14,7 @@ from prroom.cluster.managers import (
     IndexedRoomsMixin,
     member_writer,
 )
-from prroom.transport.writes import websocket_frame
+from prroom.transport.framing import websocket_frame
 
 NS = "/"
 

@@ -9,7 +9,7 @@ from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from prroom.internals import packet_writes
-from prroom.transport import writes as websocket_writes
+from prroom.transport import framing
 
 
 def test_socketio_sends_a_packet_by_encoding_it_for_engineio():
@@ -80,7 +80,7 @@ def test_a_writer_that_takes_frames_gets_the_acks_frame_built_once():
     server._send_packet("e1", ack(body))
     [frame] = sock.queue.writer.packets
     expected = eio_packet.Packet(eio_packet.MESSAGE, ack(body).encode())
-    assert library == [] and frame == websocket_writes.frame_of(expected)
+    assert library == [] and frame == framing.frame_of(expected)
 
 
 def test_any_other_connection_or_packet_takes_the_library_path():

@@ -17,6 +17,7 @@ from engineio import packet
 from engineio.async_drivers import gevent as engineio_gevent
 from geventwebsocket.websocket import Header, WebSocket
 
+from prroom.transport import framing
 from prroom.transport import writes as websocket_writes
 
 # -- what the transport relies on --------------------------------------------------------
@@ -77,18 +78,18 @@ def test_frames_match_gevent_websocket_for_every_length_class(length):
     text = "é" * (length // 2) + "x" * (length % 2)  # multi-byte UTF-8 too
     data = text.encode()
     expected = bytes(Header.encode_header(True, WebSocket.OPCODE_TEXT, b"", len(data), 0)) + data
-    assert websocket_writes.websocket_frame(text) == expected
+    assert framing.websocket_frame(text) == expected
     binary = bytes(range(256)) * (length // 256) + bytes(length % 256)
     expected = bytes(Header.encode_header(True, WebSocket.OPCODE_BINARY, b"", length, 0)) \
         + binary
-    assert websocket_writes.websocket_frame(binary) == expected
+    assert framing.websocket_frame(binary) == expected
 
 
 def test_a_packet_is_framed_once_however_many_recipients():
     pkt = packet.Packet(packet.MESSAGE, data='2["pr-room-message",{"message":"hi"}]')
-    first = websocket_writes.frame_of(pkt)
-    assert first == websocket_writes.websocket_frame('42["pr-room-message",{"message":"hi"}]')
-    assert websocket_writes.frame_of(pkt) is first
+    first = framing.frame_of(pkt)
+    assert first == framing.websocket_frame('42["pr-room-message",{"message":"hi"}]')
+    assert framing.frame_of(pkt) is first
 
 
 # -- the writer over a real socket pair --------------------------------------------------
@@ -211,7 +212,7 @@ def test_frames_for_one_connection_in_one_loop_iteration_leave_in_one_send():
         writer.put(broadcast)
     writers[0].put(message(2))  # e.g. the sender's ack, in the same handler
     gevent.sleep(0)  # the loop comes round
-    frame = websocket_writes.frame_of
+    frame = framing.frame_of
     assert first.calls == [frame(broadcast) + frame(message(2))]
     assert second.calls == [frame(broadcast)]
     writers[1].put(message(3))  # the next iteration: a send of its own
@@ -222,7 +223,7 @@ def test_frames_for_one_connection_in_one_loop_iteration_leave_in_one_send():
 def test_a_frame_put_alone_keeps_its_place_among_packets():
     sock = RecordingSocket()
     writer = websocket_writes.DirectWriter(FakeWebSocket(), sock)
-    frame = websocket_writes.frame_of
+    frame = framing.frame_of
     writer.put(message(1))
     writer.put_frame(frame(message(2)))  # an ack, framed for this connection only
     writer.put(message(3))
@@ -245,7 +246,7 @@ def test_held_frames_wait_for_the_release_and_leave_in_one_send():
     writer.put(message(2))  # its ack, once Redis answered
     writer.release()
     gevent.sleep(0)
-    frame = websocket_writes.frame_of
+    frame = framing.frame_of
     assert sock.calls == [frame(message(1)) + frame(message(2))]
     writer.put(message(3))  # nothing held any more
     gevent.sleep(0)

@@ -29,7 +29,7 @@ SUBSYSTEMS = ("internals", "cluster", "transport", "diagnostics")
 MAX_MODULE_LINES = 450
 #: Modules still longer, each held at its length (a ratchet): being optimised on other
 #: branches when the rest was split, they are split after those are merged.
-LONGER_FOR_NOW = {"cluster/channels.py": 656, "cluster/managers.py": 521}
+LONGER_FOR_NOW = {"cluster/channels.py": 656, "cluster/managers.py": 502}
 PUBLIC_UNDERSCORE = {"_replace", "_asdict", "_fields", "_make", "_get_current_object"}
 
 
