@@ -144,14 +144,7 @@ class DirectWriter:
             return
         if self._ending:
             return  # python-engineio's writer also sent nothing after the end
-        frame = frame_of(pkt)
-        if self._flusher is not None:
-            self._wait_in_backlog(frame)
-            return
-        corked = self._corked
-        corked.append(frame)
-        if len(corked) == 1:  # the first this iteration: have the loop come back for it
-            corks.add(self)
+        self.put_frame(frame_of(pkt))
 
     def put_frame(self, frame: bytes) -> None:
         """Send one WebSocket frame built for this connection alone (an ack), as
@@ -165,9 +158,10 @@ class DirectWriter:
         if self._flusher is not None:
             self._wait_in_backlog(frame)
             return
-        if not self._corked:
+        corked = self._corked
+        corked.append(frame)  # before joining the corks: a big broadcast flushes them early
+        if len(corked) == 1:  # the first this iteration: have the loop come back for it
             corks.add(self)
-        self._corked.append(frame)
 
     def hold(self) -> None:
         """Keep corked frames past the end of the iteration, until :meth:`release`."""

@@ -220,6 +220,21 @@ def test_frames_for_one_connection_in_one_loop_iteration_leave_in_one_send():
     assert second.calls == [frame(broadcast), frame(message(3))]
 
 
+@pytest.mark.parametrize("put", ["packet", "frame"])
+def test_a_broadcast_to_a_big_room_reaches_every_member_and_the_first_early(put):
+    members = websocket_writes.FLUSH_EARLY_AT * 2 + 3
+    sockets = [RecordingSocket() for _ in range(members)]
+    writers = [websocket_writes.DirectWriter(FakeWebSocket(), sock) for sock in sockets]
+    broadcast = message(1)
+    frame = framing.frame_of(broadcast)
+    for writer in writers:
+        writer.put(broadcast) if put == "packet" else writer.put_frame(frame)
+    # before the loop comes round, the first members' frames are written already
+    assert sockets[0].calls == [frame]
+    gevent.sleep(0)
+    assert [sock.calls for sock in sockets] == [[frame]] * members  # once each, none lost
+
+
 def test_a_frame_put_alone_keeps_its_place_among_packets():
     sock = RecordingSocket()
     writer = websocket_writes.DirectWriter(FakeWebSocket(), sock)
