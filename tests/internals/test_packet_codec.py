@@ -7,6 +7,7 @@ class relies on (prroom would then quietly use the library's codec, or a wrong o
 import inspect
 import json
 import math
+import re
 
 import pytest
 import socketio
@@ -146,10 +147,11 @@ def test_the_codec_falls_back_to_engineio_json_for_other_calls():
 
 def test_json_still_builds_its_c_encoder_per_call_from_these_arguments():
     # the codec keeps one encoder built exactly so (json.encoder.JSONEncoder.iterencode)
-    source = inspect.getsource(json.encoder.JSONEncoder.iterencode)
-    assert "c_make_encoder(\n                markers, self.default, _encoder, self.indent,\n" \
-           "                self.key_separator, self.item_separator, self.sort_keys,\n" \
-           "                self.skipkeys, self.allow_nan)" in source
+    # (Python 3.13 passes the indent it normalised first; prroom's encoder has none)
+    source = " ".join(inspect.getsource(json.encoder.JSONEncoder.iterencode).split())
+    assert re.search(r"c_make_encoder\( markers, self\.default, _encoder, (self\.)?indent, "
+                     r"self\.key_separator, self\.item_separator, self\.sort_keys, "
+                     r"self\.skipkeys, self\.allow_nan\)", source)
 
 
 def test_an_encode_that_fails_leaves_the_next_ones_right():
