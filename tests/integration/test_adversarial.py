@@ -17,7 +17,7 @@ import statistics
 import threading
 import time
 from pathlib import Path
-from typing import Any, Iterator, List, NamedTuple, Optional, Tuple
+from typing import Iterator, List, NamedTuple, Optional
 
 import pytest
 import requests
@@ -27,7 +27,7 @@ from prroom.core.identity import issue_token
 from prroom.transport.worker import session_tag
 from tests.support import servers
 from tests.support.clients import Clients, RoomClient, new_pull_request_id
-from tests.support.raw import Closed, Packet, RawWebSocket
+from tests.support.raw import Closed, RawSocket
 from tests.support.servers import TOKEN_SECRET
 from tests.support.waiting import wait_until
 
@@ -41,14 +41,6 @@ MAX_FRAME_BYTES = 65536  # PRROOM_MAX_FRAME_BYTES' default, which these servers 
 short_ping_server = servers.server_fixture(
     {"PRROOM_PING_INTERVAL": "1", "PRROOM_PING_TIMEOUT": "1"},
     doc="Engine.IO pings every second and gives up after one more: dead sessions go fast.")
-
-
-def worker_pid(server) -> int:
-    """gunicorn's one worker: the only child of the master process."""
-    master = server.proc.pid
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    assert len(children) == 1, children
-    return int(children[0])
 
 
 def rss_mb(pid: int) -> float:
@@ -70,53 +62,7 @@ def percentile(values: List[float], fraction: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(fraction * (len(ordered) - 1))))]
 
 
-# -- a hand-driven Engine.IO v4 / Socket.IO v5 client ----------------------------------
-
-class RawSocket(RawWebSocket):
-    """A raw WebSocket (tests/support/raw.py) that also speaks prroom's events, for frames no
-    real client sends."""
-
-    def __init__(self, server, rcvbuf: Optional[int] = None, timeout: float = 5.0) -> None:
-        super().__init__(server.url, timeout=timeout, rcvbuf=rcvbuf)
-        self.eio_sid = super().sid
-        self.socketio_sid: Optional[str] = None
-        self._ack_ids = iter(range(1, 1_000_000))
-
-    @property
-    def sid(self) -> str:  # the Socket.IO session id, once connected
-        assert self.socketio_sid is not None, "connect_namespace() first"
-        return self.socketio_sid
-
-    def connect_namespace(self, auth: Any = None) -> str:
-        reply = self.connect(auth=auth)
-        assert reply.startswith("0{"), reply
-        self.socketio_sid = json.loads(reply[1:])["sid"]
-        return self.socketio_sid
-
-    def next_packet(self, timeout: float = 5.0) -> Packet:
-        """The next Socket.IO packet (text without the Engine.IO ``4``, or bytes)."""
-        return self.recv_socketio(timeout)
-
-    def emit(self, event: str, payload: Any) -> None:
-        self.ws.send("42" + json.dumps([event, payload]))
-
-    def call(self, event: str, payload: Any, timeout: float = 5.0) -> Tuple[Any, List[list]]:
-        """Emit with an ack id; return the ack and the events that arrived before it."""
-        ack_id = next(self._ack_ids)
-        self.ws.send(f"42{ack_id}" + json.dumps([event, payload]))
-        before: list = []
-        while True:
-            packet = self.next_packet(timeout)
-            if isinstance(packet, str) and packet.startswith(f"3{ack_id}["):
-                return json.loads(packet[len(f"3{ack_id}"):])[0], before
-            before.append(packet)
-
-    def join(self, pull_request_id: int, username: str) -> dict:
-        ack, _ = self.call("join-pr-room", {"pullRequestId": pull_request_id,
-                                            "username": username})
-        assert ack["ok"] is True, ack
-        return ack
-
+# -- reading what a raw client got ------------------------------------------------------
 
 def event_of(packet) -> list:
     """``2["name",{...}]`` -> ``["name", {...}]``."""
@@ -617,7 +563,7 @@ def settled_rss(server, pid: int) -> float:
 @pytest.mark.timeout(150)
 def test_connection_churn_does_not_grow_memory():
     with servers.running(env=CHURN_ENV) as server:
-        pid = worker_pid(server)
+        pid = server.worker_pid()
         for number in range(WARM_UP_CYCLES):
             one_cycle(server, 1 + number % 10, number)
         before = settled_rss(server, pid)
@@ -764,7 +710,7 @@ def slow_consumer(slow_server: servers.ServerProcess) -> Iterator[SlowConsumer]:
     server = slow_server
     pull_request_id = new_pull_request_id()
     with Clients(server) as connect:
-        pid = worker_pid(server)
+        pid = server.worker_pid()
         flooder, third, bystander = connect.many(3)
         flooder.join(pull_request_id, "flooder")
         third.join(pull_request_id, "third")
@@ -873,7 +819,7 @@ def test_an_event_named_disconnect_keeps_the_token_identity(token_server, pr_id)
 @pytest.mark.stress
 @pytest.mark.timeout(90)
 def test_lying_attachment_counts_cannot_make_the_server_hoard(server):
-    pid = worker_pid(server)
+    pid = server.worker_pid()
     before = rss_mb(pid)
     raw = RawSocket(server)
     closed = False

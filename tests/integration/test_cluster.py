@@ -8,7 +8,6 @@ import subprocess
 import sys
 import time
 from contextlib import ExitStack
-from pathlib import Path
 from typing import Dict, Iterator, List, NamedTuple, Optional
 
 import pytest
@@ -218,14 +217,6 @@ def test_a_killed_process_is_reaped_within_its_ttl(redis_server, cluster, connec
     assert killed.after <= TTL + TTL / 3 + 2, killed.after
 
 
-def worker_of(server: servers.ServerProcess) -> int:
-    """gunicorn's one worker: the only child of the master process."""
-    master = server.proc.pid
-    children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
-    assert len(children) == 1, children
-    return int(children[0])
-
-
 def test_a_process_stalled_past_its_ttl_is_reaped_then_its_users_are_back(redis_server,
                                                                           connect):
     # SIGSTOP stands for a long GC pause or a partition: the process is gone long enough to
@@ -247,7 +238,7 @@ def test_a_process_stalled_past_its_ttl_is_reaped_then_its_users_are_back(redis_
         for tab in both:  # a user with a tab on each process never left
             tab.join(room, "both")
         assert observer.expect("pr-room-user-joined")["username"] == "both"
-        worker = worker_of(stalling)
+        worker = stalling.worker_pid()
         os.kill(worker, signal.SIGSTOP)
         stopped = time.monotonic()
         try:

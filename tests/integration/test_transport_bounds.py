@@ -19,7 +19,7 @@ import requests
 from websocket import ABNF
 
 from prroom.transport.worker import session_tag
-from tests.integration.test_adversarial import rss_mb, worker_pid
+from tests.integration.test_adversarial import rss_mb
 from tests.support import servers
 from tests.support.clients import RoomClient
 from tests.support.raw import PollingSession, RawWebSocket, still_open
@@ -117,7 +117,7 @@ class FrameAttack(NamedTuple):
 @pytest.fixture(scope="module")
 def frame_attack(server) -> FrameAttack:
     """Announce a 256 MB frame, then stream 64 MB; once per server."""
-    pid = worker_pid(server)
+    pid = server.worker_pid()
     before = settled_rss(pid)
     raw = RawWebSocket(server.url)  # an Engine.IO session, never authenticated
     try:
@@ -283,7 +283,7 @@ def _status_of(conn: socket.socket) -> str:
 @pytest.fixture(scope="module")
 def oversized_headers(server) -> Tuple[str, bool, float]:
     """(status, still open, MB of worker RSS gained) for 100 header lines of 64 KB."""
-    pid = worker_pid(server)
+    pid = server.worker_pid()
     before = settled_rss(pid)
     with socket.create_connection(("127.0.0.1", server.port), timeout=5) as conn:
         conn.sendall(b"GET /socket.io/?EIO=4&transport=polling HTTP/1.1\r\nHost: x\r\n")

@@ -9,7 +9,7 @@ from __future__ import annotations
 import json
 import socket
 import time
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import requests
 import websocket
@@ -125,6 +125,53 @@ class RawWebSocket:
             self.ws.close(timeout=1)
         except Exception:  # already closed by the server: nothing to do
             pass
+
+
+class RawSocket(RawWebSocket):
+    """A :class:`RawWebSocket` to a test server that also speaks prroom's events, for frames
+    no real client sends and ends no real client makes."""
+
+    def __init__(self, server: Any, rcvbuf: Optional[int] = None, timeout: float = 5.0,
+                 answer_pings: bool = True) -> None:
+        super().__init__(server.url, timeout=timeout, rcvbuf=rcvbuf, answer_pings=answer_pings)
+        self.eio_sid = super().sid
+        self.socketio_sid: Optional[str] = None
+        self._ack_ids = iter(range(1, 1_000_000))
+
+    @property
+    def sid(self) -> str:  # the Socket.IO session id, once connected
+        assert self.socketio_sid is not None, "connect_namespace() first"
+        return self.socketio_sid
+
+    def connect_namespace(self, auth: Any = None) -> str:
+        reply = self.connect(auth=auth)
+        assert reply.startswith("0{"), reply
+        self.socketio_sid = json.loads(reply[1:])["sid"]
+        return self.socketio_sid
+
+    def next_packet(self, timeout: float = 5.0) -> Packet:
+        """The next Socket.IO packet (text without the Engine.IO ``4``, or bytes)."""
+        return self.recv_socketio(timeout)
+
+    def emit(self, event: str, payload: Any) -> None:
+        self.ws.send("42" + json.dumps([event, payload]))
+
+    def call(self, event: str, payload: Any, timeout: float = 5.0) -> Tuple[Any, List[list]]:
+        """Emit with an ack id; return the ack and the events that arrived before it."""
+        ack_id = next(self._ack_ids)
+        self.ws.send(f"42{ack_id}" + json.dumps([event, payload]))
+        before: list = []
+        while True:
+            packet = self.next_packet(timeout)
+            if isinstance(packet, str) and packet.startswith(f"3{ack_id}["):
+                return json.loads(packet[len(f"3{ack_id}"):])[0], before
+            before.append(packet)
+
+    def join(self, pull_request_id: int, username: str) -> dict:
+        ack, _ = self.call("join-pr-room", {"pullRequestId": pull_request_id,
+                                            "username": username})
+        assert ack["ok"] is True, ack
+        return ack
 
 
 def socketio_event(packet: Packet) -> list:

@@ -88,6 +88,13 @@ class ServerProcess:
         """Everything the server printed so far."""
         return self.log_path.read_text(errors="replace")
 
+    def worker_pid(self) -> int:
+        """gunicorn's one worker: the only child of the master process."""
+        master = self.proc.pid
+        children = Path(f"/proc/{master}/task/{master}/children").read_text().split()
+        assert len(children) == 1, children
+        return int(children[0])
+
     def stop(self, timeout: float = 15.0) -> int:
         """SIGTERM, then SIGKILL after ``timeout``; returns the exit code.  Idempotent."""
         if self.proc.poll() is None:
