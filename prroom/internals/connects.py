@@ -33,7 +33,11 @@ def fix_connects(server: Any, connect_timeout: Optional[float] = None,
     * With ``connect_timeout``, an Engine.IO session that has not connected to any
       namespace within that many seconds is closed (Node's ``connectTimeout``):
       authentication happens at CONNECT, so unauthenticated sessions must not be held.  One
-      background sweep for all sessions, oldest first, instead of a timer per session.
+      background sweep for all sessions, oldest first, instead of a timer per session.  A
+      session whose last namespace was disconnected (by its client's DISCONNECT, or by the
+      server: an operator, a revoked identity) waits again: a client that ignores the
+      server's DISCONNECT, or leaves every namespace, does not keep its connection for
+      ever either.
     * With ``reply_extra(namespace, sid)``, the fields it returns are added to a successful
       CONNECT reply's ``{"sid": ...}`` (connection state recovery's ``pid``): python-socketio
       builds that reply itself, with the sid only.
@@ -145,7 +149,34 @@ def _start_connect_timeout(server: Any, waiting: Dict[str, float], timeout: floa
             except Exception:
                 logger.exception("connect-timeout sweep failed; retrying")
 
+    def wait_again_if_unconnected(eio_sid: Optional[str]) -> None:
+        sock = eio.sockets.get(eio_sid) if eio_sid is not None else None
+        if eio_sid is None or sock is None or sock.closed or sock.closing or eio_sid in waiting:
+            return  # gone or going (the transport's own end runs these handlers too)
+        manager = server.manager
+        if not any(manager.sid_from_eio_sid(eio_sid, namespace) is not None
+                   for namespace in list(manager.get_namespaces())):
+            waiting[eio_sid] = time.monotonic()
+
+    handle_disconnect, disconnect_sid = server._handle_disconnect, server.disconnect
+
+    def on_namespace_left(eio_sid: str, namespace: Optional[str], *args: Any, **kwargs: Any
+                          ) -> Any:
+        try:
+            return handle_disconnect(eio_sid, namespace, *args, **kwargs)
+        finally:
+            wait_again_if_unconnected(eio_sid)
+
+    def on_server_disconnect(sid: str, namespace: Optional[str] = None, *args: Any,
+                             **kwargs: Any) -> Any:
+        eio_sid = server.manager.eio_sid_from_sid(sid, namespace or "/")
+        try:
+            return disconnect_sid(sid, namespace, *args, **kwargs)
+        finally:
+            wait_again_if_unconnected(eio_sid)
+
     eio.handlers["connect"], eio.handlers["disconnect"] = on_eio_connect, on_eio_disconnect
+    server._handle_disconnect, server.disconnect = on_namespace_left, on_server_disconnect
 
 
 def _close_expired(eio: Any, waiting: Dict[str, float], opened_before: float) -> int:

@@ -104,8 +104,11 @@ SEAMS: Tuple[Seam, ...] = (
         PROTECTION, "none: the server refuses to start"),
     Seam("connect-handling", _SIO, (
         "socketio.server:Server._handle_connect", "socketio.server:Server._send_packet",
+        "socketio.server:Server._handle_disconnect", "socketio.server:Server.disconnect",
+        "socketio.base_manager:BaseManager.get_namespaces",
         "socketio.server:Server#namespace_handlers", "engineio.socket:Socket.send"),
-        "PRROOM_CONNECT_TIMEOUT; the CONNECT reply before what connect handlers emit; "
+        "PRROOM_CONNECT_TIMEOUT (also once a session has left its last namespace); the "
+        "CONNECT reply before what connect handlers emit; "
         "Node's refusal of an unknown namespace; recovery's pid in the reply",
         PROTECTION, "none: the server refuses to start"),
     Seam("slow-consumer-drop", _EIO, (

@@ -64,6 +64,21 @@ def test_sessions_that_never_connect_are_closed_after_the_timeout() -> None:
     assert not server.eio.sockets[connected_sid].closed
 
 
+@pytest.mark.parametrize("left_by", ["client", "server"])
+def test_sessions_that_left_their_last_namespace_are_closed_after_the_timeout(
+        left_by: str) -> None:
+    server, client = host_with_greeting()
+    assert connects.fix_connects(server, connect_timeout=0.2) is True
+    left, staying = connected(client), connected(client)
+    if left_by == "client":
+        client.post(left, "41")
+    else:  # an operator's disconnect that the client ignores
+        server.disconnect(server.manager.sid_from_eio_sid(left, "/"), namespace="/")
+    assert wait_until(lambda: left not in server.eio.sockets or server.eio.sockets[left].closed,
+                      timeout=5, interval=0.02)
+    assert not server.eio.sockets[staying].closed
+
+
 def test_the_connect_reply_carries_what_reply_extra_adds() -> None:
     # connection state recovery's pid, next to the sid python-socketio put there
     server, client = host_with_greeting()
