@@ -123,7 +123,7 @@ def install_speed_seams(socketio: SocketIO, settings: Settings,
         path = seam("event-path", lambda: event_path.install(server)).status
     else:
         path = seams.off("event-path", "PRROOM_EVENT_PATH=library", server).status
-    idle.install(False)
+    idle.install(server.eio, False)
     if settings.idle_connections != "loop":
         seams.off("idle-watchers", "PRROOM_IDLE_CONNECTIONS=greenlet", server)
     elif settings.event_path != "direct" or settings.websocket_writes != "direct":
@@ -131,4 +131,4 @@ def install_speed_seams(socketio: SocketIO, settings: Settings,
                   "PRROOM_WEBSOCKET_WRITES=direct", server)
     else:  # falls back (one warning) when either path could not be installed
         seam("idle-watchers", lambda: path == seams.INSTALLED
-             and _installed(server, "direct-writes") and idle.install(True))
+             and _installed(server, "direct-writes") and idle.install(server.eio, True))

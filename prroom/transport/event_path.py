@@ -208,9 +208,9 @@ def install(server: Any) -> bool:
             websocket = gevent_io.websocket_of(ws)
             receive = vars(ws)[_READER_ATTRIBUTE] = (
                 text_frame_reader(websocket, eio.max_http_buffer_size) or websocket.receive)
-        reader = receive if isinstance(receive, FrameReader) else None
+        reader = receive if isinstance(receive, FrameReader) and idle.enabled(eio) else None
         while True:
-            if reader is not None and idle.enabled and reader.nothing_waiting():
+            if reader is not None and reader.nothing_waiting():
                 idle.detach(socket, ws, reader, direct)  # raises idle.Detached, or returns
             data = receive()
             if (type(data) is not str or not data.startswith("42") or eio.async_handlers

@@ -22,8 +22,8 @@ never started: ``worker_connections`` still bounds it, the graceful shutdown sti
 for it, and gunicorn's forced stop (which kills what the pool holds) ends it.
 
 A connection the server closes while it is detached (a disconnect, a ping timeout, a
-shutdown, a slow consumer dropped) gets :data:`LINGER_SECONDS` for its client to close
-its side after the close frame, then is closed.
+shutdown, a slow consumer dropped) ends when its client answers the close frame, or when
+its writer cuts it (:mod:`prroom.transport.writes`): either way its watcher sees it.
 
 Only prroom's worker can detach a connection (its handler knows how:
 :meth:`prroom.transport.worker.AccessLoggingWebSocketHandler.run_websocket`); anything
@@ -35,6 +35,7 @@ from __future__ import annotations
 import collections
 import logging
 import time
+import weakref
 from typing import Any, Callable, Deque, List, Optional
 
 import gevent
@@ -44,16 +45,16 @@ from prroom.internals import gevent_io
 
 logger = logging.getLogger("prroom")
 
-#: After the server closed a detached connection, how long its client has to close its side.
-LINGER_SECONDS = 1.0
 #: Reader greenlets kept parked for the next connection with input; more are started when
-#: every one is busy (a handler waiting on I/O), and end when they have nothing to do.
+#: every one is busy (a handler waiting on I/O, a client stalled inside a frame), and end
+#: when they have nothing to do.
 PARKED_READERS = 4
 #: Frames one connection may have read in a row before the others get their turn.
 FRAMES_PER_TURN = 32
 
-#: Whether connections detach (``PRROOM_IDLE_CONNECTIONS``; set by :func:`install`).
-enabled = False
+#: The engine.io servers whose connections detach (``PRROOM_IDLE_CONNECTIONS``; see
+#: :func:`install`): a setting of each app, as two apps in one process may differ.
+_servers: "weakref.WeakSet[Any]" = weakref.WeakSet()
 #: Connections detached now (the ``prroom_loop_held_connections`` gauge).
 _held = 0
 
@@ -61,6 +62,11 @@ _held = 0
 def held() -> int:
     """How many connections of this process are detached now."""
     return _held
+
+
+def enabled(eio: Any) -> bool:
+    """Whether the connections of the engine.io server ``eio`` detach when idle."""
+    return eio in _servers
 
 
 class Detached(BaseException):
@@ -75,7 +81,7 @@ class IdleConnection:
     """One detached WebSocket connection: what its unwound stack held, and its end."""
 
     __slots__ = ("socket", "ws", "handler", "sock", "rfile", "reader", "direct", "watcher",
-                 "placeholder", "linger", "ended", "started")
+                 "placeholder", "ended", "started")
 
     def __init__(self, socket: Any, ws: Any, handler: Any, reader: Any,
                  direct: Callable[[str, str], bool], watcher: Any) -> None:
@@ -88,7 +94,6 @@ class IdleConnection:
         self.direct = direct
         self.watcher = watcher
         self.placeholder: Optional[gevent.Greenlet] = None
-        self.linger: Any = None
         self.ended = False
         self.started = handler.time_start
 
@@ -98,16 +103,6 @@ class IdleConnection:
         """The watcher's callback: input (or the client's close) arrived."""
         self.watcher.stop()
         _readers.hand(self.serve)
-
-    def closed_by_server(self) -> None:
-        """The writer ended (the server closed the connection): close soon."""
-        if not self.ended and self.linger is None:
-            self.linger = gevent.get_hub().loop.timer(LINGER_SECONDS)
-            self.linger.start(self._linger_over)
-
-    def _linger_over(self) -> None:
-        self.watcher.stop()
-        _readers.hand(self.end)
 
     def killed(self, placeholder: Any) -> None:
         """The pool's slot was killed (gunicorn's forced stop): end the connection."""
@@ -168,9 +163,6 @@ class IdleConnection:
         self.ended = True
         _held -= 1
         self.watcher.stop()
-        if self.linger is not None:
-            self.linger.close()
-            self.linger = None
         socket = self.socket
         try:
             socket.queue.put(None)  # the writer flushes what is left and closes the WebSocket
@@ -231,7 +223,8 @@ def detach(socket: Any, ws: Any, reader: Any, direct: Callable[[str, str], bool]
     websocket = gevent_io.websocket_of(ws)
     handler: Any = getattr(websocket, "handler", None)
     writer = getattr(socket.queue, "writer", None)
-    if (not enabled or not getattr(handler, "can_detach", False) or writer is None
+    if (socket.server not in _servers or not getattr(handler, "can_detach", False)
+            or writer is None
             or not socket.upgraded or socket.upgrading or socket.closed or websocket.closed):
         return
     watcher = gevent_io.read_watcher(handler.socket)
@@ -246,7 +239,6 @@ def detach(socket: Any, ws: Any, reader: Any, direct: Callable[[str, str], bool]
         return
     placeholder.rawlink(connection.killed)
     connection.placeholder = placeholder
-    writer.on_end(connection.closed_by_server)
     watcher.start(connection.readable)
     handler.detach(ws.environ)
     global _held
@@ -281,6 +273,11 @@ class _Readers:
         while True:
             while self.ready:
                 work = self.ready.popleft()
+                if self.ready and not self.parked and not self.starting:
+                    # this work may wait (a stalled client, a handler's I/O): the rest must
+                    # not wait behind it, so at worst a reader per waiting connection
+                    self.starting = True
+                    gevent.spawn(self._run)
                 try:
                     work()
                 except Exception:  # one connection must not stop the others' reads
@@ -299,8 +296,12 @@ class _Readers:
 _readers = _Readers()
 
 
-def install(on: bool) -> bool:
-    """Let connections detach when idle (``on``); True when they will."""
-    global enabled
-    enabled = on and gevent_io.read_watchers_available()
-    return enabled
+def install(eio: Any, on: bool) -> bool:
+    """Let the connections of the engine.io server ``eio`` detach when idle (``on``).
+
+    True when they will: gevent's sockets must have the read watcher this module arms.
+    """
+    _servers.discard(eio)
+    if on and gevent_io.read_watchers_available():
+        _servers.add(eio)
+    return eio in _servers

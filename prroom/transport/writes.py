@@ -31,6 +31,7 @@ from __future__ import annotations
 
 import collections
 import logging
+import socket
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
 
 import gevent
@@ -39,6 +40,7 @@ import gevent.queue
 from gevent.monkey import get_original
 
 from prroom.transport import ping_wheel as ping_sweep
+from prroom.transport.frames import LINGER_SECONDS
 from prroom.transport.framing import frame_of
 
 #: The OS thread's id, even where gevent made threads greenlets.
@@ -101,6 +103,28 @@ class _Corks:
         return corks
 
 
+def _cut_after_linger(sock: Any) -> None:
+    """After the server's close frame, give the client a moment to close its side, then cut.
+
+    Whatever reads the connection (its own greenlet, or the loop's watcher for an idle one)
+    waits for the client's answer; a client that never answers must not keep the connection,
+    its socket and its reader for ever.  The cut is a shutdown: the reader sees the end of
+    the stream and the connection ends as if the client had closed it.
+    """
+    if sock is None:
+        return
+    timer = gevent.get_hub().loop.timer(LINGER_SECONDS, ref=False)
+    timer.start(_cut, sock, timer)
+
+
+def _cut(sock: Any, timer: Any) -> None:
+    timer.close()
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # closed already: the client answered in time
+        pass
+
+
 class DirectWriter:
     """Writes one connection's packets straight to its socket; replaces the writer greenlet.
 
@@ -114,7 +138,7 @@ class DirectWriter:
 
     # one per connection, for its whole life: no instance dict
     __slots__ = ("_ws", "_sock", "_corks", "_corked", "_backlog", "_flusher", "_ending",
-                 "_done", "_held", "_on_end")
+                 "_done", "_held")
 
     def __init__(self, ws: Any, sock: Any) -> None:
         self._ws = ws
@@ -127,7 +151,6 @@ class DirectWriter:
         self._ending = False
         self._done = gevent.event.Event()
         self._held = 0  # while > 0, corked frames wait for release() (see hold_writes)
-        self._on_end: Optional[Callable[[], None]] = None
 
     def put(self, pkt: Any) -> None:
         """Send ``pkt`` (an Engine.IO packet), or end the connection's writing for ``None``.
@@ -225,6 +248,7 @@ class DirectWriter:
         if not self._ending:
             self._flusher = None  # no yield since the backlog was seen empty
             return
+        sock = self._sock
         try:
             self._ws.close()
         except Exception:  # closing a dead socket; nothing to tell
@@ -232,17 +256,8 @@ class DirectWriter:
         # The Engine.IO socket outlives the connection a while (its ping timer holds it);
         # it must not hold the connection's WebSocket, handler and buffers with it.
         self._ws = self._sock = None
+        _cut_after_linger(sock)
         self._done.set()
-        on_end, self._on_end = self._on_end, None
-        if on_end is not None:
-            on_end()
-
-    def on_end(self, callback: Callable[[], None]) -> None:
-        """Call ``callback()`` once the writer has ended and closed the WebSocket."""
-        if self._done.is_set():
-            callback()
-        else:
-            self._on_end = callback
 
     def pending(self) -> int:
         """Frames waiting for the socket (the slow-consumer watchdog reads this)."""

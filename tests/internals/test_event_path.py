@@ -178,6 +178,19 @@ def test_prroom_event_path_chooses_the_path(setting, direct):
     assert callable(getattr(server.eio.handlers["message"], event_path.DIRECT_ATTRIBUTE))
 
 
+def test_idle_connections_is_a_setting_of_each_app():
+    from prroom.app import create_app
+    from prroom.transport import idle
+
+    def eio(config):
+        return create_app({"PRROOM_ASYNC_MODE": "gevent", **config}).extensions[
+            "prroom"].socketio.server.eio
+
+    loop = eio({})
+    greenlet = eio({"PRROOM_IDLE_CONNECTIONS": "greenlet"})  # built last: must not turn off
+    assert idle.enabled(loop) and not idle.enabled(greenlet)
+
+
 # -- reading frames --------------------------------------------------------------------------
 
 def _client_frame(payload: bytes, first: int = 0x81, mask: bytes = b"\x37\xfa\x21\x3d",
