@@ -246,7 +246,8 @@ SETTINGS: Tuple[Setting, ...] = (
             "connection (socket.io's maxAttachments)", 1, 1000),
     Setting("PRROOM_CONNECT_TIMEOUT", 45.0, parse_float,
             "Seconds an Engine.IO session may stay without connecting to a Socket.IO "
-            "namespace (where authentication happens) before it is closed", 1, 3600),
+            "namespace (where authentication happens), or after leaving its last one, "
+            "before it is closed", 1, 3600),
     Setting("PRROOM_RECOVERY_WINDOW", 0.0, parse_float,
             "Seconds a lost connection's session (rooms, identity, missed room messages) is "
             "kept for socket.io-client's connection state recovery (in Redis when "
