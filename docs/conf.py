@@ -22,8 +22,7 @@ extensions = [
 source_suffix = {".md": "markdown"}
 myst_enable_extensions = ["colon_fence", "deflist"]
 myst_heading_anchors = 3
-# docs/cluster-ceiling.md is included into a page of its own (scaling.md), not built alone
-exclude_patterns = ["_build", "cluster-ceiling.md", "README.md"]
+exclude_patterns = ["_build", "README.md"]
 
 # quotes are code here ('self', 'none'), never typography
 smartquotes = False

@@ -7,19 +7,16 @@ compatibility matrix's own module).  A setting declared without a description st
 build (:class:`sphinx.errors.ExtensionError`), whatever the warning settings.
 
 Each directive produces Markdown that MyST parses in place, so the tables look like the
-pages' own.  The ``scaling`` page is docs/cluster-ceiling.md when that file exists (it is
-written with the cluster code), else a placeholder.
+pages' own.
 """
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Any, Dict, List
 
 from docutils import nodes
 from docutils.parsers.rst import directives
 from docutils.statemachine import StringList
 from prroom_reference import (
-    CLUSTER_CEILING,
     MATRIX_DIRECTIVE,
     ROOT,
     SEAMS_DIRECTIVE,
@@ -82,30 +79,9 @@ class MatrixDirective(_MarkdownDirective):
         return str(load_matrix().table())
 
 
-def include_cluster_ceiling(app: Sphinx, docname: str, source: List[str]) -> None:
-    """docs/cluster-ceiling.md, when it exists, is the whole of the ``scaling`` page.
-
-    It is written beside the code it measures and may not exist yet: the page then keeps
-    its placeholder.  Taken in whole (not by an include directive) so its own headings are
-    the page's; a file without a top-level heading gets the placeholder's title.
-    """
-    if docname != "scaling":
-        return
-    path = Path(app.srcdir) / CLUSTER_CEILING
-    app.env.note_dependency(str(path))
-    if not path.exists():
-        return
-    text = path.read_text(encoding="utf-8")
-    if not text.lstrip().startswith("# "):
-        title = source[0].lstrip().splitlines()[0]
-        text = f"{title}\n\n{text}"
-    source[0] = text
-
-
 def setup(app: Sphinx) -> Dict[str, Any]:
     """Register the directives."""
     app.add_directive(SETTINGS_DIRECTIVE, SettingsDirective)
     app.add_directive(SEAMS_DIRECTIVE, SeamsDirective)
     app.add_directive(MATRIX_DIRECTIVE, MatrixDirective)
-    app.connect("source-read", include_cluster_ceiling)
     return {"version": "1", "parallel_read_safe": True, "parallel_write_safe": True}

@@ -16,8 +16,6 @@ ROOT = Path(__file__).resolve().parents[2]
 SETTINGS_DIRECTIVE = "prroom-settings"
 SEAMS_DIRECTIVE = "prroom-seams"
 MATRIX_DIRECTIVE = "prroom-matrix"
-#: The cluster ceiling's own page, written with the cluster code; rendered as ``scaling``.
-CLUSTER_CEILING = "cluster-ceiling.md"
 
 
 class Undocumented(ValueError):
