@@ -62,11 +62,21 @@ def print_against_peer(rows: List[Row], names: List[str], sizes: Sizes) -> None:
             cells.append("-" if ratio is None else f"{ratio:.2f}")
         if others:
             verdict = holds(row.get(f"ratio {others[0]}/peer"), target) if target else None
-            cells += ["-" if not target else f"{target[0]} {target[1]:g}",
-                      "-" if verdict is None else ("yes" if verdict else "NO")]
+            shown = "-" if verdict is None else ("yes" if verdict else "NO")
+            if target and target[0] == ">=" and loadgen_bound(row, (others[0], "peer")):
+                # a rate the load generator capped says nothing about either server
+                shown = "n/a: load generator saturated"
+            cells += ["-" if not target else f"{target[0]} {target[1]:g}", shown]
         table.append(cells)
     print("\nAgainst the peer: its absolute figures on this machine, each ratio, the target:")
     grid(header, table, right=range(1, len(header)))
+
+
+def loadgen_bound(row: Row, names: Sequence[str]) -> bool:
+    """Whether the load generator's core ran out in any of ``names``' runs of this row
+    (see ``stats.limit_side``): its rate is then the load generator's, not the server's."""
+    return any(str(row.get(f"{name}_limit", "")).startswith(("loadgen", "both"))
+               for name in names)
 
 
 def print_machine(lines: List[str]) -> None:
