@@ -390,6 +390,11 @@ def _start_direct_writer(target: Callable[[], Any]) -> Optional["DirectWriter"]:
     if not isinstance(queue, WriterQueue) or sock is None or queue.writer is not None:
         return None
     writer = DirectWriter(ws, sock)
+    # the handler's 101 reply, held for the first frame (OPEN): both leave in one send
+    take_reply = getattr(handler, "take_upgrade_reply", None)
+    reply = take_reply() if take_reply is not None else None
+    if reply:
+        writer.put_frame(reply)
     queue.hand_over(writer)
     return writer
 
