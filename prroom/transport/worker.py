@@ -289,7 +289,7 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     def release_upgrade_reply(self) -> None:
         """Send the held 101 reply now, if one is still held."""
         reply = self.take_upgrade_reply()
-        sock = self.socket
+        sock = getattr(self, "socket", None)  # pywsgi drops it when the connection ends
         if reply is not None and sock is not None:
             try:
                 sock.sendall(reply)
