@@ -112,7 +112,9 @@ class Broadcaster:
 
     def to_socket(self, sid: str, event: str, data: Any) -> None:
         """Send one event to one connection of this process (no trip through the queue)."""
-        if not packet_writes.send_event(self.server, sid, self.namespace, event, data):
+        # a chat message (a recovery replay) goes through the manager, which counts deliveries
+        if event == protocol.MESSAGE or not packet_writes.send_event(
+                self.server, sid, self.namespace, event, data):
             self.server.emit(event, data, to=sid, namespace=self.namespace, ignore_queue=True)
 
     def presence_left(self, pull_request_id: int, username: str,
