@@ -41,6 +41,18 @@ def test_engineio_hands_a_message_to_its_message_handler_and_nothing_else():
     assert "run_async=self.server.async_handlers" in source
 
 
+@pytest.mark.parametrize("text", ["40", '40{"token":"t"}', "40/chat,", "41", "43[1]", "42[\"x\"]",
+                                  "4" + "0" * 30, "40.5", "4٣x"])
+def test_engineio_decodes_a_message_holding_a_socketio_packet_to_the_text_after_its_type(text):
+    # the idle connections' reader hands ``text[1:]`` to the message handler itself for
+    # these (a digit after the type: python-engineio never tries them as JSON)
+    pkt = engineio.packet.Packet(encoded_packet=text)
+    assert pkt.packet_type == engineio.packet.MESSAGE and pkt.data == text[1:]
+    source = inspect.getsource(engineio.server.Server._trigger_event)
+    assert "return self.handlers[event](*args)" in source
+    assert "self.logger.exception(event + ' handler error')" in source
+
+
 def test_socketio_dispatches_a_plain_event_to_handle_event_internal():
     source = inspect.getsource(socketio.Server._handle_event)
     assert "sid = self.manager.sid_from_eio_sid(eio_sid, namespace)" in source
