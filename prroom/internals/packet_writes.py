@@ -64,7 +64,7 @@ def send_event(server: Any, sid: str, namespace: str, event: str, data: Any) -> 
     False, nothing sent, when :func:`install` did not take ``server``'s ``_send_packet``
     (the caller emits instead) or ``sid`` is not connected here.
     """
-    send = getattr(server, "_send_packet", None)
+    send: Any = getattr(server, "_send_packet", None)
     if not getattr(send, "_prroom_wrapped", False):
         return False
     eio_sid = server.manager.eio_sid_from_sid(sid, namespace)

@@ -114,7 +114,7 @@ class DirectWriter:
 
     # one per connection, for its whole life: no instance dict
     __slots__ = ("_ws", "_sock", "_corks", "_corked", "_backlog", "_flusher", "_ending",
-                 "_done", "_held", "_on_end")
+                 "_done", "_ended", "_held", "_on_end")
 
     def __init__(self, ws: Any, sock: Any) -> None:
         self._ws = ws
@@ -125,7 +125,10 @@ class DirectWriter:
         self._backlog: Optional[Deque[Union[bytes, memoryview]]] = None
         self._flusher: Optional[gevent.Greenlet] = None
         self._ending = False
-        self._done = gevent.event.Event()
+        # an Event only once someone waits for the end (join): most connections end with
+        # nobody waiting, and making one cost every connection its time
+        self._done: Optional[gevent.event.Event] = None
+        self._ended = False
         self._held = 0  # while > 0, corked frames wait for release() (see hold_writes)
         self._on_end: Optional[Callable[[], None]] = None
 
@@ -232,14 +235,16 @@ class DirectWriter:
         # The Engine.IO socket outlives the connection a while (its ping timer holds it);
         # it must not hold the connection's WebSocket, handler and buffers with it.
         self._ws = self._sock = None
-        self._done.set()
+        self._ended = True
+        if self._done is not None:
+            self._done.set()
         on_end, self._on_end = self._on_end, None
         if on_end is not None:
             on_end()
 
     def on_end(self, callback: Callable[[], None]) -> None:
         """Call ``callback()`` once the writer has ended and closed the WebSocket."""
-        if self._done.is_set():
+        if self._ended:
             callback()
         else:
             self._on_end = callback
@@ -254,6 +259,10 @@ class DirectWriter:
 
     def join(self, timeout: Optional[float] = None) -> None:
         """Wait until the writer has ended (as python-engineio joins its writer thread)."""
+        if self._ended:
+            return
+        if self._done is None:
+            self._done = gevent.event.Event()
         self._done.wait(timeout)
 
 

@@ -325,7 +325,7 @@ def test_pywsgi_writes_the_response_head_through_sendall_and_the_upgrade_replies
     # gevent-websocket sending the 101 before the application runs, writing frames through
     # the WebSocket's raw_write
     assert "self._sendall(towrite)" in inspect.getsource(
-        pywsgi.WSGIHandler._write_with_headers)  # type: ignore[attr-defined]
+        pywsgi.WSGIHandler._write_with_headers)
     run_application = inspect.getsource(WebSocketHandler.run_application)
     assert run_application.index("self.write(") < run_application.index("self.run_websocket()")
     from geventwebsocket.websocket import WebSocket
