@@ -270,27 +270,37 @@ class WriterQueue:
     """An Engine.IO socket's outgoing queue that can hand its packets to a DirectWriter.
 
     Until the WebSocket writer starts (long-polling, the upgrade handshake) it is gevent's
-    ``JoinableQueue``, made on first use (it weighs 2.5 KB, and a socket that connects over
-    WebSocket puts one packet in it).  Afterwards ``put`` writes through the
+    ``JoinableQueue``, made when something reads or waits on it (it weighs 2.5 KB and took
+    its time to make; a socket that connects over WebSocket only puts its OPEN packet in
+    it, held in a list until the writer takes it).  Afterwards ``put`` writes through the
     :class:`DirectWriter` and the queue is gone.
     """
 
-    __slots__ = ("_queue", "writer")
+    __slots__ = ("_queue", "_put", "writer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._queue: Optional[gevent.queue.JoinableQueue] = None
+        self._put: Optional[List[Any]] = None  # put before anything read or waited
         self.writer: Optional[DirectWriter] = None
 
     def _real(self) -> gevent.queue.JoinableQueue:
         if self._queue is None:
             self._queue = gevent.queue.JoinableQueue()
+            put, self._put = self._put, None
+            for item in put or ():
+                self._queue.put(item)
         return self._queue
 
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         writer = self.writer
-        if writer is None:
-            return self._real().put(item, block, timeout)
-        writer.put(item)
+        if writer is not None:
+            writer.put(item)
+        elif self._queue is not None:
+            self._queue.put(item, block, timeout)
+        elif self._put is None:  # unbounded: a put never waits, and nobody waits to get yet
+            self._put = [item]
+        else:
+            self._put.append(item)
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         return self._real().get(block, timeout)
@@ -304,7 +314,9 @@ class WriterQueue:
     def qsize(self) -> int:
         if self.writer is not None:
             return self.writer.pending()
-        return 0 if self._queue is None else self._queue.qsize()
+        if self._queue is None:
+            return len(self._put or ())
+        return self._queue.qsize()
 
     def qbytes(self) -> int:
         """Bytes waiting to be written; 0 until a DirectWriter writes (packets are not
@@ -319,11 +331,16 @@ class WriterQueue:
         if self.writer is not None:
             self.writer.join(timeout)
             return True
-        return True if self._queue is None else self._queue.join(timeout)
+        if self._queue is None and not self._put:
+            return True
+        return self._real().join(timeout)
 
     def hand_over(self, writer: DirectWriter) -> None:
         """From now on write through ``writer``, after what is queued already (in order)."""
         queue, self._queue = self._queue, None
+        put, self._put = self._put, None
+        for item in put or ():
+            writer.put(item)
         while queue is not None and queue.qsize():
             item = queue.get_nowait()
             queue.task_done()
