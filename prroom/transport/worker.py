@@ -47,7 +47,7 @@ from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import PyWSGIHandler
 
 from prroom.core.config import SETTINGS_BY_KEY, ConfigError, server_settings
-from prroom.internals import seams
+from prroom.internals import gevent_io, seams
 from prroom.transport import frames as websocket_frames
 from prroom.transport import idle
 from prroom.transport.headers import HeadersTooLarge, RequestHeaders, parse_request_headers
@@ -191,7 +191,7 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
 
     def __init__(self, sock: Any, address: Any, server: Any, *args: Any, **kwargs: Any) -> None:
         # pywsgi's own would be an 8 KB buffer, made and dropped for every connection
-        kwargs.setdefault("rfile", sock.makefile("rb", READ_BUFFER_BYTES))
+        kwargs.setdefault("rfile", gevent_io.counted_reader(sock, READ_BUFFER_BYTES))
         super().__init__(sock, address, server, *args, **kwargs)
 
     def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 - pywsgi's name

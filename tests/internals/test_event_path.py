@@ -11,6 +11,7 @@ from typing import Any, List, Optional
 
 import engineio
 import gevent
+import gevent.event
 import gevent.socket
 import pytest
 import socketio
@@ -292,6 +293,39 @@ def test_gevent_sockets_wait_on_their_read_watcher_after_eagain():
     assert gevent_io.read_watchers_available()
     server_end.close()
     client_end.close()
+
+
+def test_a_counted_reader_knows_what_its_buffer_holds_without_reading():
+    server_end, client_end = gevent.socket.socketpair()
+    rfile = gevent_io.counted_reader(server_end, 64)
+    assert gevent_io.buffered_bytes(rfile) == 0
+    client_end.sendall(b"abcdef")
+    assert rfile.readline(2) == b"ab" and gevent_io.buffered_bytes(rfile) == 4
+    assert rfile.peek(1)[:4] == b"cdef" and gevent_io.buffered_bytes(rfile) == 4
+    assert rfile.read(4) == b"cdef" and gevent_io.buffered_bytes(rfile) == 0
+    assert gevent_io.buffered_bytes(server_end.makefile("rb")) is None  # not counted
+    rfile.close()
+    assert gevent_io.buffered_bytes(rfile) is None
+    server_end.close()  # the counted reader was one of its files: now it closes
+    assert server_end.fileno() == -1
+    client_end.close()
+
+
+def test_a_read_watcher_started_after_input_arrived_fires_at_once():
+    # a connection detaches once its buffer is empty, whatever its socket holds: the
+    # watcher is level-triggered, so input that came first still wakes it
+    server_end, client_end = gevent.socket.socketpair()
+    client_end.sendall(b"early")
+    gevent.sleep(0.05)
+    fired = gevent.event.Event()
+    watcher = gevent_io.read_watcher(server_end)
+    watcher.start(fired.set)
+    try:
+        assert fired.wait(2)
+    finally:
+        watcher.stop()
+        server_end.close()
+        client_end.close()
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["prroom's reader", "library reader"])
