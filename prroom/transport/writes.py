@@ -125,8 +125,7 @@ class DirectWriter:
         self._backlog: Optional[Deque[Union[bytes, memoryview]]] = None
         self._flusher: Optional[gevent.Greenlet] = None
         self._ending = False
-        # an Event only once someone waits for the end (join): most connections end with
-        # nobody waiting, and making one cost every connection its time
+        # made once someone waits for the end (join): most connections end unwaited for
         self._done: Optional[gevent.event.Event] = None
         self._ended = False
         self._held = 0  # while > 0, corked frames wait for release() (see hold_writes)
@@ -270,10 +269,9 @@ class WriterQueue:
     """An Engine.IO socket's outgoing queue that can hand its packets to a DirectWriter.
 
     Until the WebSocket writer starts (long-polling, the upgrade handshake) it is gevent's
-    ``JoinableQueue``, made when something reads or waits on it (it weighs 2.5 KB and took
-    its time to make; a socket that connects over WebSocket only puts its OPEN packet in
-    it, held in a list until the writer takes it).  Afterwards ``put`` writes through the
-    :class:`DirectWriter` and the queue is gone.
+    ``JoinableQueue``, made when something reads or waits on it (2.5 KB, slow to make: a
+    WebSocket's OPEN packet waits in a list for the writer).  Afterwards ``put`` writes
+    through the :class:`DirectWriter` and the queue is gone.
     """
 
     __slots__ = ("_queue", "_put", "writer")
@@ -297,10 +295,8 @@ class WriterQueue:
             writer.put(item)
         elif self._queue is not None:
             self._queue.put(item, block, timeout)
-        elif self._put is None:  # unbounded: a put never waits, and nobody waits to get yet
-            self._put = [item]
-        else:
-            self._put.append(item)
+        else:  # unbounded: a put never waits, and nobody waits to get yet
+            self._put = (self._put or []) + [item]
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         return self._real().get(block, timeout)
@@ -314,9 +310,7 @@ class WriterQueue:
     def qsize(self) -> int:
         if self.writer is not None:
             return self.writer.pending()
-        if self._queue is None:
-            return len(self._put or ())
-        return self._queue.qsize()
+        return len(self._put or ()) if self._queue is None else self._queue.qsize()
 
     def qbytes(self) -> int:
         """Bytes waiting to be written; 0 until a DirectWriter writes (packets are not
@@ -331,9 +325,7 @@ class WriterQueue:
         if self.writer is not None:
             self.writer.join(timeout)
             return True
-        if self._queue is None and not self._put:
-            return True
-        return self._real().join(timeout)
+        return True if self._queue is None and not self._put else self._real().join(timeout)
 
     def hand_over(self, writer: DirectWriter) -> None:
         """From now on write through ``writer``, after what is queued already (in order)."""
@@ -417,8 +409,7 @@ def _start_direct_writer(target: Callable[[], Any]) -> Optional["DirectWriter"]:
         return None
     writer = DirectWriter(ws, sock)
     # the handler's 101 reply, held for the first frame (OPEN): both leave in one send
-    take_reply = getattr(handler, "take_upgrade_reply", None)
-    reply = take_reply() if take_reply is not None else None
+    reply = getattr(handler, "take_upgrade_reply", lambda: None)()
     if reply:
         writer.put_frame(reply)
     queue.hand_over(writer)
