@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import json
 import logging
+import re
 import urllib.parse
 from typing import Any, Callable, Dict, Iterable, Optional
 
@@ -34,6 +35,9 @@ logger = logging.getLogger("prroom")
 #: Marks an ``engineio.Server`` whose sockets get the fixed long-polling behaviour.
 _MARK = "_prroom_conformance"
 _METHODS = ("GET", "POST", "OPTIONS")
+#: A ``transport`` parameter with a value, as clients write it: parse_qs would find a
+#: non-empty value too (a non-empty value never decodes to an empty one), so it need not run.
+_PLAIN_TRANSPORT = re.compile(r"(?:^|&)transport=[^&]")
 
 
 def install(server: Any) -> bool:
@@ -76,8 +80,8 @@ def _check_handshakes(eio: Any) -> None:
         if environ.get("REQUEST_METHOD") not in _METHODS:
             return _refusal(start_response, 2, "Bad handshake method")
         query = environ.get("QUERY_STRING", "")
-        if "transport=" not in query or \
-                not urllib.parse.parse_qs(query).get("transport", [""])[0]:
+        if "transport=" not in query or (_PLAIN_TRANSPORT.search(query) is None and not
+                                         urllib.parse.parse_qs(query).get("transport", [""])[0]):
             return _refusal(start_response, 0, "Transport unknown")
         body: Iterable[bytes] = handle_request(environ, start_response)
         return body

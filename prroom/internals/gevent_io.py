@@ -4,11 +4,15 @@ These functions read names the libraries keep private: gevent's socket ``_wait``
 ``_read_event`` (its read watcher), and the gevent-websocket socket that python-engineio's
 ``WebSocketWSGI`` keeps in ``_sock``.  They are part of the ``event-path`` and
 ``idle-watchers`` seams
-(:mod:`prroom.internals.seams`).
+(:mod:`prroom.internals.seams`).  A connection's read buffer is made over a raw reader that
+counts what it read (:func:`counted_reader`), so that whether the buffer is empty is known
+without a read.
 """
 from __future__ import annotations
 
-from typing import Any
+import io
+import socket
+from typing import Any, Optional
 
 
 def websocket_of(ws: Any) -> Any:
@@ -59,3 +63,45 @@ def read_watchers_available() -> bool:
     finally:
         left.close()
         right.close()
+
+
+class CountedSocketIO(socket.SocketIO):
+    """A socket's raw reader (what ``makefile`` wraps) that counts the bytes it has read.
+
+    With that count as its ``tell()``, the buffered reader over it can say how many bytes
+    its buffer holds (:func:`buffered_bytes`) without reading: the only other way to know
+    is a read, which fails with ``EAGAIN`` when nothing is there.
+    """
+
+    bytes_read = 0
+
+    def readinto(self, b: Any) -> Optional[int]:
+        """``SocketIO.readinto``, counted."""
+        count: Optional[int] = super().readinto(b)
+        if count:
+            self.bytes_read += count
+        return count
+
+    def tell(self) -> int:
+        """The bytes read so far (the buffered reader's position is this less its buffer)."""
+        return self.bytes_read
+
+
+def counted_reader(sock: Any, buffer_size: int) -> Any:
+    """``sock.makefile("rb", buffer_size)``, over a :class:`CountedSocketIO`."""
+    raw = sock.makefile("rb", 0)  # the raw reader, counted among the socket's own files
+    if type(raw) is socket.SocketIO:
+        raw.__class__ = CountedSocketIO
+    return io.BufferedReader(raw, buffer_size)
+
+
+def buffered_bytes(rfile: Any) -> Optional[int]:
+    """How many bytes ``rfile``'s buffer holds; None if it is not a :func:`counted_reader`."""
+    raw = getattr(rfile, "raw", None)
+    if type(raw) is not CountedSocketIO or rfile.closed:
+        return None
+    try:
+        held: int = raw.bytes_read - rfile.tell()
+    except (OSError, ValueError):  # closed: a read finds out
+        return None
+    return held

@@ -146,3 +146,26 @@ def install(server: Any) -> bool:
         return False
     server.packet_class = Packet
     return True
+
+
+#: The kept codec for Engine.IO packets' own payloads (the handshake's OPEN), made on first use.
+_engineio_codec: Optional[PacketJSON] = None
+
+
+def engineio_text(pkt: Any) -> str:
+    """``pkt.encode()`` of an Engine.IO text packet, a dict payload (the handshake's OPEN)
+    through the kept encoder: ``Packet.encode`` builds a JSON encoder for it each time.
+
+    Only while engine.io's packets use engine.io's JSON module (a host's ``json=`` is left
+    alone); anything else is ``pkt.encode()``.
+    """
+    global _engineio_codec
+    if type(pkt.data) is not dict or pkt.binary or pkt.encode_cache \
+            or getattr(type(pkt), "json", None) is not engineio_json:
+        text: str = pkt.encode()
+        return text
+    if _engineio_codec is None:
+        _engineio_codec = PacketJSON()
+    pkt.encode_cache = text = str(pkt.packet_type) + _engineio_codec.dumps(
+        pkt.data, separators=_SEPARATORS)
+    return text

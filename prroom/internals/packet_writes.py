@@ -54,3 +54,23 @@ def install(server: Any) -> bool:
     vars(send_packet)["_prroom_wrapped"] = True
     server._send_packet = send_packet
     return True
+
+
+def send_event(server: Any, sid: str, namespace: str, event: str, data: Any) -> bool:
+    """Event ``event`` to the one connection ``sid`` of this process, by the path acks take.
+
+    What ``server.emit(event, data, to=sid, ignore_queue=True)`` sends (``data`` a tuple:
+    several arguments), without python-socketio's emit, its log call and the room lookup.
+    False, nothing sent, when :func:`install` did not take ``server``'s ``_send_packet``
+    (the caller emits instead) or ``sid`` is not connected here.
+    """
+    send: Any = getattr(server, "_send_packet", None)
+    if not getattr(send, "_prroom_wrapped", False):
+        return False
+    eio_sid = server.manager.eio_sid_from_sid(sid, namespace)
+    if eio_sid is None:
+        return False
+    args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
+    send(eio_sid, server.packet_class(sio_packet.EVENT, namespace=namespace,
+                                      data=[event, *args]))
+    return True

@@ -226,12 +226,14 @@ SEAMS: Tuple[Seam, ...] = (
         PROTECTION, "none: the server refuses to start"),
     Seam("gunicorn-worker", "gevent", (
         "gevent.pywsgi:WSGIHandler.handle_one_request", "gevent.pywsgi:WSGIHandler.MessageClass",
-        "gevent.pywsgi:WSGIHandler.finalize_headers", "gevent.pywsgi:Input._discard",
+        "gevent.pywsgi:WSGIHandler.finalize_headers", "gevent.pywsgi:WSGIHandler._sendall",
+        "gevent.pywsgi:Input._discard",
         "gunicorn.workers.ggevent:PyWSGIHandler.log_request", "http.client:_MAXLINE",
         "http.client:_MAXHEADERS"),
         "PRROOM_HEADER_TIMEOUT, PRROOM_BODY_TIMEOUT, PRROOM_MAX_HEADER_BYTES and the "
         "keep-alive timeout; gunicorn's access log for WebSocket sessions, without session "
-        "ids; no parsed headers kept per connection",
+        "ids; no parsed headers kept per connection; a WebSocket upgrade's 101 reply sent "
+        "with the first frame",
         PROTECTION, "none: the worker refuses to boot"),
 )
 

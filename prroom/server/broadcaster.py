@@ -24,7 +24,7 @@ from prroom.cluster.managers import QueueUnavailable, Ticket, published_ticket
 from prroom.core import protocol
 from prroom.core.presence import CONNECTIONS, Joined, Left, Presence
 from prroom.core.protocol import room_name
-from prroom.internals import socketio_hooks
+from prroom.internals import packet_writes, socketio_hooks
 from prroom.internals.types import SocketIOServer
 from prroom.server.recoverable import RecoverableBroadcasts
 
@@ -112,7 +112,10 @@ class Broadcaster:
 
     def to_socket(self, sid: str, event: str, data: Any) -> None:
         """Send one event to one connection of this process (no trip through the queue)."""
-        self.server.emit(event, data, to=sid, namespace=self.namespace, ignore_queue=True)
+        # a chat message (a recovery replay) goes through the manager, which counts deliveries
+        if event == protocol.MESSAGE or not packet_writes.send_event(
+                self.server, sid, self.namespace, event, data):
+            self.server.emit(event, data, to=sid, namespace=self.namespace, ignore_queue=True)
 
     def presence_left(self, pull_request_id: int, username: str,
                       skip_sid: Optional[str] = None, quietly: bool = False) -> None:

@@ -66,6 +66,8 @@ class Metrics:
                                   "(every connection of the process waited)",
                                   buckets=BLOCKED_BUCKETS, registry=self.registry)
         self._children: Dict[Tuple[str, str], Tuple[Any, ...]] = {}
+        # outcome -> its prroom_connections child: labels() takes a lock and several calls
+        self._connection_children: Dict[str, Any] = {}
         #: counted since the last collection, when batched (None: updated at once)
         self._counted: Optional[Dict[Tuple[str, str], _Counted]] = {} if batched else None
         self._bounds = SECONDS_BUCKETS + (float("inf"),)
@@ -124,7 +126,10 @@ class Metrics:
 
     def record_connection(self, outcome: str) -> None:
         """A connection accepted (``accepted``) or refused (its error code)."""
-        self._connections.labels(outcome).inc()
+        child = self._connection_children.get(outcome)
+        if child is None:
+            child = self._connection_children[outcome] = self._connections.labels(outcome)
+        child.inc()
 
     def record_message(self) -> None:
         """A chat message accepted for broadcast."""

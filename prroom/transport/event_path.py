@@ -147,9 +147,19 @@ class FrameReader:
             return None
 
     def nothing_waiting(self) -> bool:
-        """Whether neither the read buffer nor the socket holds input now (never waits)."""
+        """Whether the connection may wait on its socket's read watcher now (never waits).
+
+        True when the read buffer is empty: anything the socket holds wakes the watcher at
+        once.  When the buffer's fill is not known (a reader not made by prroom's worker),
+        only if the socket holds nothing either, which takes a non-blocking read.
+        """
         if self.drained:
             return True
+        buffered = gevent_io.buffered_bytes(self.rfile)
+        if buffered is not None:
+            # an empty buffer is enough: what the socket holds wakes the read watcher a
+            # detached connection waits on, as after a drained frame
+            return buffered == 0
         sock = self.sock
         timeout = sock.gettimeout()
         sock.settimeout(0.0)  # gevent's socket: a read that would wait fails instead

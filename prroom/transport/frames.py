@@ -15,6 +15,9 @@ The limit is the largest ``max_http_buffer_size`` of the engine.io servers insta
 prroom's direct event path (:mod:`prroom.transport.event_path`) reads small frames itself
 and applies the same limit before handing anything else to this reader.
 ``tests/internals/test_websocket_frames.py`` fails if any of these reaches changes.
+
+Whatever the reason the server closes a WebSocket, its client gets :data:`LINGER_SECONDS`
+to answer the close frame before the connection is cut (:func:`cut_after_linger`).
 """
 from __future__ import annotations
 
@@ -119,6 +122,30 @@ def _linger(sock: Any) -> None:
                 drained += received
         except OSError:
             pass
+
+
+def cut_after_linger(sock: Any) -> None:
+    """After the server's close frame, give the client a moment to close its side, then cut.
+
+    Whatever reads the connection (its own greenlet, or the loop's watcher for an idle one)
+    waits for the client's answer; a client that never answers must not keep the connection,
+    its socket and its reader for ever.  The cut is a shutdown: the reader sees the end of
+    the stream and the connection ends as if the client had closed it.
+    """
+    if sock is None:
+        return
+    import gevent  # only ever called under gevent, where this module's patches apply
+
+    timer = gevent.get_hub().loop.timer(LINGER_SECONDS, ref=False)
+    timer.start(_cut, sock, timer)
+
+
+def _cut(sock: Any, timer: Any) -> None:
+    timer.close()
+    try:
+        sock.shutdown(socket.SHUT_RDWR)
+    except OSError:  # closed already: the client answered in time
+        pass
 
 
 def install(eio: Any) -> bool:

@@ -4,6 +4,8 @@ from __future__ import annotations
 import struct
 from typing import Any, Union
 
+from prroom.internals.packet_codec import engineio_text
+
 _FRAME_ATTRIBUTE = "_prroom_ws_frame"
 
 
@@ -31,6 +33,6 @@ def frame_of(pkt: Any) -> bytes:
     """
     frame = pkt.__dict__.get(_FRAME_ATTRIBUTE)
     if frame is None:
-        frame = websocket_frame(pkt.encode())
+        frame = websocket_frame(engineio_text(pkt))
         setattr(pkt, _FRAME_ATTRIBUTE, frame)
     return frame

@@ -48,8 +48,10 @@ class RequestHeaders:
 #: http.client's limits on one header line and on their number (its private names).
 _MAX_LINE: int = getattr(client, "_MAXLINE", 65536)
 _MAX_HEADERS: int = getattr(client, "_MAXHEADERS", 100)
-#: A header line as most clients send it: a token, a colon, printable ASCII (or tabs).
-_PLAIN_HEADER = re.compile(rb"([!-9;-~]+):[ \t]*([\t -~]*?)\r?\n")
+#: A header line as most clients send it: a token, a colon, printable ASCII (or tabs).  The
+#: value is matched greedily: it cannot hold the line's end, and a lazy match tried the end
+#: after every one of its characters.
+_PLAIN_HEADER = re.compile(rb"([!-9;-~]+):[ \t]*([\t -~]*)\r?\n")
 
 
 class HeadersTooLarge(ValueError):

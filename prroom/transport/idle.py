@@ -8,9 +8,10 @@ its client sent, it *detaches*: its read watcher (the socket's own libev watcher
 with a callback, and the greenlet returns through that stack without closing anything.
 When the client sends again, the callback hands the connection to one of a few shared
 reader greenlets, which reads and dispatches what arrived exactly as the connection's own
-greenlet would have (:mod:`prroom.transport.event_path`'s reader, then python-engineio's
-``Socket.receive`` for anything that is not one of prroom's plain events), and arms the
-watcher again when the input is drained.
+greenlet would have (:mod:`prroom.transport.event_path`'s reader; a Socket.IO packet that
+is not one of prroom's plain events straight to the engine.io server's ``message`` handler,
+as python-engineio's ``Socket.receive`` would hand it; anything else to ``Socket.receive``),
+and arms the watcher again when the input is drained.
 
 What the unwound stack would have done at the end is done here when the connection ends
 (:meth:`IdleConnection.end`): python-engineio's end of the read loop (the writer ended and
@@ -145,14 +146,24 @@ class IdleConnection:
             return None
         if data is None:
             return None
-        if type(data) is str and data.startswith("42") and not eio.async_handlers \
-                and not socket.closed:
+        if type(data) is str and data[:1] == "4" and data[1:2].isnumeric() \
+                and not eio.async_handlers and not socket.closed:
+            # an Engine.IO message holding a Socket.IO packet: python-engineio would decode
+            # it to exactly ``data[1:]`` (a digit first is never JSON to it) and hand that to
+            # its ``message`` handler; prroom's own events go straight to theirs
             try:
-                if self.direct(socket.sid, data[1:]):
+                if data[1] == "2" and self.direct(socket.sid, data[1:]):
                     return True
             except Exception:  # as python-engineio's dispatch of a message does
                 logger.exception("message handler error")
                 return True
+            on_message = eio.handlers.get("message")
+            if on_message is not None:
+                try:
+                    on_message(socket.sid, data[1:])
+                except Exception:  # python-engineio's own line for it
+                    eio.logger.exception("message handler error")
+            return True
         return receive_packet(socket, data)
 
     def end(self) -> None:

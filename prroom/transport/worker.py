@@ -38,7 +38,7 @@ import re
 import sys
 import time
 from http import client
-from typing import Any, Dict, List, Optional, Set
+from typing import Any, Dict, List, Optional, Set, Tuple
 
 import gevent
 from gevent.pywsgi import Input, OldMessage
@@ -47,7 +47,7 @@ from geventwebsocket.handler import WebSocketHandler
 from gunicorn.workers.ggevent import PyWSGIHandler
 
 from prroom.core.config import SETTINGS_BY_KEY, ConfigError, server_settings
-from prroom.internals import seams
+from prroom.internals import gevent_io, seams
 from prroom.transport import frames as websocket_frames
 from prroom.transport import idle
 from prroom.transport.headers import HeadersTooLarge, RequestHeaders, parse_request_headers
@@ -91,6 +91,9 @@ class _UndrainedInput(Input):
 _detached: Set[int] = set()
 #: handler id -> the timer of the request whose line and headers it is reading.
 _header_timers: Dict[int, gevent.Timeout] = {}
+#: handler id -> its WebSocket upgrade's 101 reply, not sent yet, with its WebSocket and that
+#: WebSocket's own ``raw_write`` (see AccessLoggingWebSocketHandler.hold_upgrade_reply).
+_held_replies: Dict[int, Tuple[bytes, Any, Any]] = {}
 
 
 class HeaderTimeout(BaseException):
@@ -178,6 +181,9 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     #: Whether an idle WebSocket connection may leave this handler's greenlet
     #: (:mod:`prroom.transport.idle`).
     can_detach = True
+    #: Whether a WebSocket upgrade's 101 reply waits for the connection's first frame (at
+    #: most until the event loop comes round), to leave with it in one ``send``.
+    hold_upgrade_reply = True
     # pywsgi's, set per request (declared for the type checker only)
     environ: Any
     wsgi_input: Any
@@ -185,7 +191,7 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
 
     def __init__(self, sock: Any, address: Any, server: Any, *args: Any, **kwargs: Any) -> None:
         # pywsgi's own would be an 8 KB buffer, made and dropped for every connection
-        kwargs.setdefault("rfile", sock.makefile("rb", READ_BUFFER_BYTES))
+        kwargs.setdefault("rfile", gevent_io.counted_reader(sock, READ_BUFFER_BYTES))
         super().__init__(sock, address, server, *args, **kwargs)
 
     def MessageClass(self, fp: Any, *args: Any) -> Any:  # noqa: N802 - pywsgi's name
@@ -243,6 +249,52 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
         if self.close_connection and self.request_version == "HTTP/1.1" and self.code != 101 \
                 and not any(name.lower() == b"connection" for name, _ in self.response_headers):
             self.response_headers.append((b"Connection", b"close"))
+
+    def _sendall(self, data: Any) -> None:
+        """pywsgi's write of response bytes; a WebSocket upgrade's 101 reply is held.
+
+        Engine.IO's first packet (OPEN) follows the reply at once, from the same greenlet:
+        the connection's writer (:func:`prroom.transport.writes.DirectWriter`) takes the held
+        reply as its first frame (:meth:`take_upgrade_reply`), and both leave in one
+        ``send`` instead of two.  Whatever else comes first sends the reply before it: a
+        frame written by the WebSocket itself (gevent-websocket's ``raw_write``, its close
+        frame too), the end of the session, or the event loop coming round (a read that
+        waits, for one), so a client never waits for it.
+        """
+        websocket = self.__dict__.get("websocket")
+        if self.code != 101 or not self.hold_upgrade_reply or websocket is None \
+                or self.response_length or id(self) in _held_replies:
+            super()._sendall(data)
+            return
+        raw_write = websocket.raw_write
+
+        def write_after_reply(frame: bytes) -> None:
+            self.release_upgrade_reply()
+            raw_write(frame)
+
+        _held_replies[id(self)] = (bytes(data), websocket, raw_write)
+        websocket.raw_write = write_after_reply
+        self.response_length += len(data)
+        gevent.get_hub().loop.run_callback(self.release_upgrade_reply)
+
+    def take_upgrade_reply(self) -> Optional[bytes]:
+        """The held 101 reply, now the caller's to send first; None if none is held."""
+        held = _held_replies.pop(id(self), None)
+        if held is None:
+            return None
+        reply, websocket, raw_write = held
+        websocket.raw_write = raw_write
+        return reply
+
+    def release_upgrade_reply(self) -> None:
+        """Send the held 101 reply now, if one is still held."""
+        reply = self.take_upgrade_reply()
+        sock = getattr(self, "socket", None)  # pywsgi drops it when the connection ends
+        if reply is not None and sock is not None:
+            try:
+                sock.sendall(reply)
+            except OSError:  # gone: the session's reads and writes find out
+                pass
 
     def _handle_client_error(self, ex: Exception) -> Any:
         """pywsgi's answer to a bad request; 431 for headers over the size cap."""
@@ -325,6 +377,8 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
             super().run_websocket()
         except idle.Detached:
             pass
+        finally:
+            self.release_upgrade_reply()  # nothing was written: the reply, at least
 
     def log_request(self) -> None:
         """Write the gunicorn access-log line, WebSocket upgrades included, no session id."""

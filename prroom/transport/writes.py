@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import collections
 import logging
-import socket
 from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
 
 import gevent
@@ -40,7 +39,7 @@ import gevent.queue
 from gevent.monkey import get_original
 
 from prroom.transport import ping_wheel as ping_sweep
-from prroom.transport.frames import LINGER_SECONDS
+from prroom.transport.frames import cut_after_linger
 from prroom.transport.framing import frame_of
 
 #: The OS thread's id, even where gevent made threads greenlets.
@@ -103,28 +102,6 @@ class _Corks:
         return corks
 
 
-def _cut_after_linger(sock: Any) -> None:
-    """After the server's close frame, give the client a moment to close its side, then cut.
-
-    Whatever reads the connection (its own greenlet, or the loop's watcher for an idle one)
-    waits for the client's answer; a client that never answers must not keep the connection,
-    its socket and its reader for ever.  The cut is a shutdown: the reader sees the end of
-    the stream and the connection ends as if the client had closed it.
-    """
-    if sock is None:
-        return
-    timer = gevent.get_hub().loop.timer(LINGER_SECONDS, ref=False)
-    timer.start(_cut, sock, timer)
-
-
-def _cut(sock: Any, timer: Any) -> None:
-    timer.close()
-    try:
-        sock.shutdown(socket.SHUT_RDWR)
-    except OSError:  # closed already: the client answered in time
-        pass
-
-
 class DirectWriter:
     """Writes one connection's packets straight to its socket; replaces the writer greenlet.
 
@@ -138,7 +115,7 @@ class DirectWriter:
 
     # one per connection, for its whole life: no instance dict
     __slots__ = ("_ws", "_sock", "_corks", "_corked", "_backlog", "_flusher", "_ending",
-                 "_done", "_held")
+                 "_done", "_ended", "_held")
 
     def __init__(self, ws: Any, sock: Any) -> None:
         self._ws = ws
@@ -149,7 +126,9 @@ class DirectWriter:
         self._backlog: Optional[Deque[Union[bytes, memoryview]]] = None
         self._flusher: Optional[gevent.Greenlet] = None
         self._ending = False
-        self._done = gevent.event.Event()
+        # made once someone waits for the end (join): most connections end unwaited for
+        self._done: Optional[gevent.event.Event] = None
+        self._ended = False
         self._held = 0  # while > 0, corked frames wait for release() (see hold_writes)
 
     def put(self, pkt: Any) -> None:
@@ -256,8 +235,10 @@ class DirectWriter:
         # The Engine.IO socket outlives the connection a while (its ping timer holds it);
         # it must not hold the connection's WebSocket, handler and buffers with it.
         self._ws = self._sock = None
-        _cut_after_linger(sock)
-        self._done.set()
+        cut_after_linger(sock)
+        self._ended = True
+        if self._done is not None:
+            self._done.set()
 
     def pending(self) -> int:
         """Frames waiting for the socket (the slow-consumer watchdog reads this)."""
@@ -269,6 +250,10 @@ class DirectWriter:
 
     def join(self, timeout: Optional[float] = None) -> None:
         """Wait until the writer has ended (as python-engineio joins its writer thread)."""
+        if self._ended:
+            return
+        if self._done is None:
+            self._done = gevent.event.Event()
         self._done.wait(timeout)
 
 
@@ -276,27 +261,34 @@ class WriterQueue:
     """An Engine.IO socket's outgoing queue that can hand its packets to a DirectWriter.
 
     Until the WebSocket writer starts (long-polling, the upgrade handshake) it is gevent's
-    ``JoinableQueue``, made on first use (it weighs 2.5 KB, and a socket that connects over
-    WebSocket puts one packet in it).  Afterwards ``put`` writes through the
-    :class:`DirectWriter` and the queue is gone.
+    ``JoinableQueue``, made when something reads or waits on it (2.5 KB, slow to make: a
+    WebSocket's OPEN packet waits in a list for the writer).  Afterwards ``put`` writes
+    through the :class:`DirectWriter` and the queue is gone.
     """
 
-    __slots__ = ("_queue", "writer")
+    __slots__ = ("_queue", "_put", "writer")
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._queue: Optional[gevent.queue.JoinableQueue] = None
+        self._put: Optional[List[Any]] = None  # put before anything read or waited
         self.writer: Optional[DirectWriter] = None
 
     def _real(self) -> gevent.queue.JoinableQueue:
         if self._queue is None:
             self._queue = gevent.queue.JoinableQueue()
+            put, self._put = self._put, None
+            for item in put or ():
+                self._queue.put(item)
         return self._queue
 
     def put(self, item: Any, block: bool = True, timeout: Optional[float] = None) -> None:
         writer = self.writer
-        if writer is None:
-            return self._real().put(item, block, timeout)
-        writer.put(item)
+        if writer is not None:
+            writer.put(item)
+        elif self._queue is not None:
+            self._queue.put(item, block, timeout)
+        else:  # unbounded: a put never waits, and nobody waits to get yet
+            self._put = (self._put or []) + [item]
 
     def get(self, block: bool = True, timeout: Optional[float] = None) -> Any:
         return self._real().get(block, timeout)
@@ -310,7 +302,7 @@ class WriterQueue:
     def qsize(self) -> int:
         if self.writer is not None:
             return self.writer.pending()
-        return 0 if self._queue is None else self._queue.qsize()
+        return len(self._put or ()) if self._queue is None else self._queue.qsize()
 
     def qbytes(self) -> int:
         """Bytes waiting to be written; 0 until a DirectWriter writes (packets are not
@@ -325,11 +317,14 @@ class WriterQueue:
         if self.writer is not None:
             self.writer.join(timeout)
             return True
-        return True if self._queue is None else self._queue.join(timeout)
+        return True if self._queue is None and not self._put else self._real().join(timeout)
 
     def hand_over(self, writer: DirectWriter) -> None:
         """From now on write through ``writer``, after what is queued already (in order)."""
         queue, self._queue = self._queue, None
+        put, self._put = self._put, None
+        for item in put or ():
+            writer.put(item)
         while queue is not None and queue.qsize():
             item = queue.get_nowait()
             queue.task_done()
@@ -405,6 +400,10 @@ def _start_direct_writer(target: Callable[[], Any]) -> Optional["DirectWriter"]:
     if not isinstance(queue, WriterQueue) or sock is None or queue.writer is not None:
         return None
     writer = DirectWriter(ws, sock)
+    # the handler's 101 reply, held for the first frame (OPEN): both leave in one send
+    reply = getattr(handler, "take_upgrade_reply", lambda: None)()
+    if reply:
+        writer.put_frame(reply)
     queue.hand_over(writer)
     return writer
 

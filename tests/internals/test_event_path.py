@@ -11,6 +11,7 @@ from typing import Any, List, Optional
 
 import engineio
 import gevent
+import gevent.event
 import gevent.socket
 import pytest
 import socketio
@@ -39,6 +40,18 @@ def test_engineio_hands_a_message_to_its_message_handler_and_nothing_else():
     source = inspect.getsource(engineio.socket.Socket.receive)
     assert "self.server._trigger_event('message', self.sid, pkt.data," in source
     assert "run_async=self.server.async_handlers" in source
+
+
+@pytest.mark.parametrize("text", ["40", '40{"token":"t"}', "40/chat,", "41", "43[1]", "42[\"x\"]",
+                                  "4" + "0" * 30, "40.5", "4٣x"])
+def test_engineio_decodes_a_message_holding_a_socketio_packet_to_the_text_after_its_type(text):
+    # the idle connections' reader hands ``text[1:]`` to the message handler itself for
+    # these (a digit after the type: python-engineio never tries them as JSON)
+    pkt = engineio.packet.Packet(encoded_packet=text)
+    assert pkt.packet_type == engineio.packet.MESSAGE and pkt.data == text[1:]
+    source = inspect.getsource(engineio.server.Server._trigger_event)
+    assert "return self.handlers[event](*args)" in source
+    assert "self.logger.exception(event + ' handler error')" in source
 
 
 def test_socketio_dispatches_a_plain_event_to_handle_event_internal():
@@ -293,6 +306,39 @@ def test_gevent_sockets_wait_on_their_read_watcher_after_eagain():
     assert gevent_io.read_watchers_available()
     server_end.close()
     client_end.close()
+
+
+def test_a_counted_reader_knows_what_its_buffer_holds_without_reading():
+    server_end, client_end = gevent.socket.socketpair()
+    rfile = gevent_io.counted_reader(server_end, 64)
+    assert gevent_io.buffered_bytes(rfile) == 0
+    client_end.sendall(b"abcdef")
+    assert rfile.readline(2) == b"ab" and gevent_io.buffered_bytes(rfile) == 4
+    assert rfile.peek(1)[:4] == b"cdef" and gevent_io.buffered_bytes(rfile) == 4
+    assert rfile.read(4) == b"cdef" and gevent_io.buffered_bytes(rfile) == 0
+    assert gevent_io.buffered_bytes(server_end.makefile("rb")) is None  # not counted
+    rfile.close()
+    assert gevent_io.buffered_bytes(rfile) is None
+    server_end.close()  # the counted reader was one of its files: now it closes
+    assert server_end.fileno() == -1
+    client_end.close()
+
+
+def test_a_read_watcher_started_after_input_arrived_fires_at_once():
+    # a connection detaches once its buffer is empty, whatever its socket holds: the
+    # watcher is level-triggered, so input that came first still wakes it
+    server_end, client_end = gevent.socket.socketpair()
+    client_end.sendall(b"early")
+    gevent.sleep(0.05)
+    fired = gevent.event.Event()
+    watcher = gevent_io.read_watcher(server_end)
+    watcher.start(fired.set)
+    try:
+        assert fired.wait(2)
+    finally:
+        watcher.stop()
+        server_end.close()
+        client_end.close()
 
 
 @pytest.mark.parametrize("fast", [True, False], ids=["prroom's reader", "library reader"])

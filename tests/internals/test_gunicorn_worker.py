@@ -312,3 +312,78 @@ def test_the_error_log_shows_no_engineio_session_id(message, args):
     kept = logging.LogRecord("prroom", logging.INFO, __file__, 1, "connect sid=%s", ("abc",), None)
     gunicorn_worker.SessionIdFilter().filter(kept)
     assert kept.getMessage() == "connect sid=abc"  # a Socket.IO id stays
+
+
+# -- a WebSocket upgrade's 101 reply, held for the first frame --------------------------------
+
+UPGRADE = (b"GET /ws HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+           b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
+
+
+def test_pywsgi_writes_the_response_head_through_sendall_and_the_upgrade_replies_first():
+    # the held reply rests on pywsgi sending the head with self._sendall, and on
+    # gevent-websocket sending the 101 before the application runs, writing frames through
+    # the WebSocket's raw_write
+    assert "self._sendall(towrite)" in inspect.getsource(
+        pywsgi.WSGIHandler._write_with_headers)
+    run_application = inspect.getsource(WebSocketHandler.run_application)
+    assert run_application.index("self.write(") < run_application.index("self.run_websocket()")
+    from geventwebsocket.websocket import WebSocket
+    assert "self.raw_write(" in inspect.getsource(WebSocket.send_frame)
+
+
+def serve_websocket(app: Callable) -> Tuple[WSGIServer, gevent.socket.socket]:
+    server = WSGIServer(("127.0.0.1", 0), app, handler_class=QuietHandler, log=None)
+    server.start()
+    conn = gevent.socket.create_connection(server.address)
+    conn.settimeout(5)
+    conn.sendall(UPGRADE)
+    return server, conn
+
+
+def received_until(conn: gevent.socket.socket, end: bytes) -> bytes:
+    received = b""
+    while end not in received:
+        chunk = conn.recv(4096)
+        assert chunk, f"closed after {received!r}"
+        received += chunk
+    return received
+
+
+def test_a_frame_written_at_once_comes_after_the_whole_101_reply():
+    def app(environ: dict, start_response: Callable) -> List[bytes]:
+        environ["wsgi.websocket"].send("hello")
+        return []
+
+    server, conn = serve_websocket(app)
+    try:
+        received = received_until(conn, b"hello")
+    finally:
+        server.stop(timeout=1)
+    head, _, frame = received.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 101 ") and frame.startswith(b"\x81\x05hello")
+
+
+def test_an_application_that_reads_first_still_gets_its_101_out():
+    def app(environ: dict, start_response: Callable) -> List[bytes]:
+        websocket = environ["wsgi.websocket"]
+        websocket.send("echo: " + websocket.receive())
+        return []
+
+    server, conn = serve_websocket(app)
+    try:
+        assert received_until(conn, b"\r\n\r\n").startswith(b"HTTP/1.1 101 ")
+        conn.sendall(b"\x81\x82abcd" + bytes(a ^ b for a, b in zip(b"hi", b"abcd")))
+        assert b"\x81\x08echo: hi" in received_until(conn, b"echo: hi")
+    finally:
+        server.stop(timeout=1)
+
+
+def test_an_application_that_writes_nothing_still_sends_the_101_then_closes():
+    server, conn = serve_websocket(lambda environ, start_response: [])
+    try:
+        received, _ = read_until_closed(conn)
+    finally:
+        server.stop(timeout=1)
+    # the reply, then the close frame gevent-websocket sends at the session's end
+    assert received.startswith(b"HTTP/1.1 101 ") and received.endswith(b"\r\n\r\n\x88\x00")

@@ -187,3 +187,19 @@ def test_json_still_decodes_with_the_scanner_it_keeps():
     assert "self.scan_once(s, idx)" in inspect.getsource(json.JSONDecoder.raw_decode)
     assert "self.scan_once = scanner.make_scanner(self)" in \
         inspect.getsource(json.JSONDecoder.__init__)
+
+
+@pytest.mark.parametrize("module", [engineio_json, json])
+def test_engineio_packets_encode_a_dict_payload_as_the_kept_encoder_does(module, monkeypatch):
+    from engineio import packet as eio_packet
+
+    assert "self.json.dumps(self.data,\n" in inspect.getsource(eio_packet.Packet.encode)
+    # engine.io's own JSON module (the kept encoder), or a host's json= (its own encode)
+    monkeypatch.setattr(eio_packet.Packet, "json", module)
+    handshake = {"sid": "AbC-_1", "upgrades": [], "pingTimeout": 20000,
+                 "pingInterval": 25000, "maxPayload": 1000000, "text": "caf\u00e9 \"q\""}
+    for data in (handshake, {}, "3probe", None):
+        kept = eio_packet.Packet(eio_packet.OPEN, data)
+        assert packet_codec.engineio_text(kept) == \
+            eio_packet.Packet(eio_packet.OPEN, data).encode()
+        assert kept.encode() == packet_codec.engineio_text(kept)  # its cache agrees
