@@ -47,7 +47,7 @@ _os_thread_id = get_original("_thread", "get_ident")
 
 logger = logging.getLogger("prroom")
 
-#: Connections with corked frames at which they are written before the loop turn ends.
+#: Members of one broadcast after which the corked frames are written before the turn ends.
 FLUSH_EARLY_AT = 64
 
 _WRITER_QUALNAME = "Socket._websocket_handler.<locals>.writer"
@@ -72,14 +72,18 @@ class _Corks:
         self._scheduled = False
 
     def add(self, writer: "DirectWriter") -> None:
-        writers = self._writers
-        writers.append(writer)
+        self._writers.append(writer)
         if not self._scheduled:
             self._scheduled = True
             self.loop.run_callback(self._uncork_all)
-        elif len(writers) >= FLUSH_EARLY_AT:
-            # a broadcast to a big room: its first members need not wait until every
-            # member's frame is queued (the rest of the turn's frames still leave together)
+
+    def flush(self) -> None:
+        """Write what is corked now, before the turn ends (a big room's first members).
+
+        Only a broadcast asks (:func:`fan_out`): a count of connections per turn would also
+        split a busy turn of many small rooms' messages, and a connection written early then
+        gets a second write in the same turn for the frames that come after."""
+        if self._writers:
             self._uncork_all()
 
     def _uncork_all(self) -> None:
@@ -164,6 +168,13 @@ class DirectWriter:
         corked.append(frame)  # before joining the corks: a big broadcast flushes them early
         if len(corked) == 1:  # the first this iteration: have the loop come back for it
             corks.add(self)
+
+    def flush_turn(self) -> None:
+        """Write every connection's corked frames now rather than at the end of the turn
+        (for a broadcast to a big room: see :func:`fan_out`); from the loop's thread only."""
+        corks = self._corks
+        if _os_thread_id() == corks.thread:
+            corks.flush()
 
     def hold(self) -> None:
         """Keep corked frames past the end of the iteration, until :meth:`release`."""
@@ -351,6 +362,7 @@ def fan_out(sockets: Mapping[str, Any], fallback: Callable[[str, Any], None]) ->
     """
     def deliver(members: Any, skip: Any, packets: Sequence[Any]) -> None:
         frames: Optional[List[bytes]] = None
+        countdown = FLUSH_EARLY_AT
         for sid, eio_sid in members:
             if sid in skip:
                 continue
@@ -367,6 +379,12 @@ def fan_out(sockets: Mapping[str, Any], fallback: Callable[[str, Any], None]) ->
                 frames = [frame_of(packet) for packet in packets]
             for frame in frames:
                 writer.put_frame(frame)
+            countdown -= 1
+            if not countdown:
+                # a big room: its first members need not wait until every member's frame
+                # is queued (the rest of the turn's frames still leave together)
+                countdown = FLUSH_EARLY_AT
+                writer.flush_turn()
     return deliver
 
 

@@ -7,6 +7,7 @@ transport relies on (it would then quietly fall back to engine.io's own writer).
 import inspect
 import socket as stdlib_socket
 import struct
+import types
 
 import engineio
 import gevent
@@ -220,19 +221,52 @@ def test_frames_for_one_connection_in_one_loop_iteration_leave_in_one_send():
     assert second.calls == [frame(broadcast), frame(message(3))]
 
 
-@pytest.mark.parametrize("put", ["packet", "frame"])
-def test_a_broadcast_to_a_big_room_reaches_every_member_and_the_first_early(put):
+class FanOutSocket:
+    """What fan_out reads of an Engine.IO socket written by a DirectWriter."""
+
+    closed = False
+
+    def __init__(self, writer):
+        self.queue = types.SimpleNamespace(writer=writer)
+
+
+def fan_out_over(count):
+    """``deliver`` over ``count`` direct-written connections, and their recording sockets."""
+    sockets = [RecordingSocket() for _ in range(count)]
+    eio_sockets = {f"e{n}": FanOutSocket(websocket_writes.DirectWriter(FakeWebSocket(), sock))
+                   for n, sock in enumerate(sockets)}
+    deliver = websocket_writes.fan_out(eio_sockets, lambda eio_sid, packet: None)
+    return deliver, sockets
+
+
+def test_a_broadcast_to_a_big_room_reaches_every_member_and_the_first_early():
     members = websocket_writes.FLUSH_EARLY_AT * 2 + 3
-    sockets = [RecordingSocket() for _ in range(members)]
-    writers = [websocket_writes.DirectWriter(FakeWebSocket(), sock) for sock in sockets]
+    deliver, sockets = fan_out_over(members)
     broadcast = message(1)
+    deliver([(f"s{n}", f"e{n}") for n in range(members)], (), [broadcast])
     frame = framing.frame_of(broadcast)
-    for writer in writers:
-        writer.put(broadcast) if put == "packet" else writer.put_frame(frame)
     # before the loop comes round, the first members' frames are written already
     assert sockets[0].calls == [frame]
     gevent.sleep(0)
     assert [sock.calls for sock in sockets] == [[frame]] * members  # once each, none lost
+
+
+def test_a_turn_of_many_small_rooms_writes_each_connection_once():
+    # Each connection is in two small rooms, and both rooms' messages come in one loop
+    # turn: however many connections that turn reaches, each gets one write, not one
+    # before and one after an early flush.
+    count, size = websocket_writes.FLUSH_EARLY_AT * 3, 4
+    deliver, sockets = fan_out_over(count)
+    first, second = message(1), message(2)
+    for start in range(0, count, size):
+        deliver([(f"s{n}", f"e{n}") for n in range(start, start + size)], (), [first])
+    for start in range(size // 2, count + size // 2, size):
+        deliver([(f"s{n % count}", f"e{n % count}") for n in range(start, start + size)],
+                (), [second])
+    assert all(sock.calls == [] for sock in sockets)
+    gevent.sleep(0)
+    frame = framing.frame_of
+    assert [sock.calls for sock in sockets] == [[frame(first) + frame(second)]] * count
 
 
 def test_a_frame_put_alone_keeps_its_place_among_packets():
