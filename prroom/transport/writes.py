@@ -11,8 +11,9 @@ With :func:`install`, for WebSocket connections served by gevent-websocket:
 
 * a packet is written to the socket without blocking, by the event loop at the end of the
   iteration in which it was sent, together with every other packet sent to the same
-  connection in that iteration (one system call, not one per packet); the frame is built
-  once per packet, so a room broadcast builds one frame for all members.  Only when the
+  connection in that iteration (one system call, not one per packet; clustered, while a
+  sender waits for its ack, until a reply: :mod:`~prroom.transport.corks`); the frame is
+  built once per packet, so a room broadcast builds one frame for all members.  Only when the
   kernel's buffer is full is the rest queued and a greenlet started to flush it (as the
   writer did, with the same socket timeout); it ends when the backlog does;
 * pings are sent by the event loop's ping wheel instead of a sleeping greenlet, and ping
@@ -31,19 +32,17 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any, Callable, Deque, Dict, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Deque, List, Mapping, Optional, Sequence, Union
 
 import gevent
 import gevent.event
 import gevent.queue
-from gevent.monkey import get_original
 
 from prroom.transport import ping_wheel as ping_sweep
+from prroom.transport.corks import Corks
+from prroom.transport.corks import os_thread_id as _os_thread_id
 from prroom.transport.frames import cut_after_linger
 from prroom.transport.framing import frame_of
-
-#: The OS thread's id, even where gevent made threads greenlets.
-_os_thread_id = get_original("_thread", "get_ident")
 
 logger = logging.getLogger("prroom")
 
@@ -53,68 +52,15 @@ FLUSH_EARLY_AT = 64
 _WRITER_QUALNAME = "Socket._websocket_handler.<locals>.writer"
 
 
-#: Each event loop's corks (one hub per thread; a hub lives as long as its thread).
-_corks_of: Dict[Any, "_Corks"] = {}
-
-
-class _Corks:
-    """Writers with frames held until the end of this event-loop iteration, per hub.
-
-    Frames sent to one connection while the loop runs its ready greenlets (a member's own
-    message and its ack, messages of several members of a busy room) leave in one
-    ``send``: under load the system call per delivery was the largest single cost left.
-    """
-
-    def __init__(self, hub: Any) -> None:
-        self.thread = _os_thread_id()
-        self.loop = hub.loop
-        self._writers: List[DirectWriter] = []
-        self._scheduled = False
-
-    def add(self, writer: "DirectWriter") -> None:
-        self._writers.append(writer)
-        if not self._scheduled:
-            self._scheduled = True
-            self.loop.run_callback(self._uncork_all)
-
-    def flush(self) -> None:
-        """Write what is corked now, before the turn ends (a big room's first members).
-
-        Only a broadcast asks (:func:`fan_out`): a count of connections per turn would also
-        split a busy turn of many small rooms' messages, and a connection written early then
-        gets a second write in the same turn for the frames that come after."""
-        if self._writers:
-            self._uncork_all()
-
-    def _uncork_all(self) -> None:
-        # runs in the hub, before it next waits for I/O; every send here is non-blocking
-        self._scheduled = False
-        writers, self._writers = self._writers, []
-        for writer in writers:
-            try:
-                writer.uncork()
-            except Exception:  # one connection must not stall the others
-                logger.exception("writing to a WebSocket failed")
-                writer.end()
-
-    @staticmethod
-    def of_current_hub() -> "_Corks":
-        hub = gevent.get_hub()
-        corks = _corks_of.get(hub)
-        if corks is None:
-            corks = _corks_of[hub] = _Corks(hub)
-        return corks
-
-
 class DirectWriter:
     """Writes one connection's packets straight to its socket; replaces the writer greenlet.
 
     A packet's frame is held until the current event-loop iteration ends (see
-    :class:`_Corks`), then written without blocking with the others held for the same
-    connection.  What the kernel does not take waits, in order, in a backlog that a
-    greenlet flushes; it exists only while there is a backlog.  ``put(None)`` ends it: the
-    rest is flushed, the WebSocket closed, and :meth:`join` returns, which is what
-    python-engineio expects of its writer.
+    :class:`~prroom.transport.corks.Corks`), then written without blocking with the others
+    held for the same connection.  What the kernel does not take waits, in order, in a
+    backlog that a greenlet flushes; it exists only while there is a backlog.  ``put(None)``
+    ends it: the rest is flushed, the WebSocket closed, and :meth:`join` returns, which is
+    what python-engineio expects of its writer.
     """
 
     # one per connection, for its whole life: no instance dict
@@ -124,7 +70,7 @@ class DirectWriter:
     def __init__(self, ws: Any, sock: Any) -> None:
         self._ws = ws
         self._sock = sock
-        self._corks = _Corks.of_current_hub()
+        self._corks = Corks.of_current_hub()
         self._corked: List[bytes] = []
         # a deque while the kernel's buffer is full (rare: made then)
         self._backlog: Optional[Deque[Union[bytes, memoryview]]] = None
@@ -177,14 +123,23 @@ class DirectWriter:
             corks.flush()
 
     def hold(self) -> None:
-        """Keep corked frames past the end of the iteration, until :meth:`release`."""
+        """Keep corked frames past the end of the iteration, until :meth:`release`; while
+        any connection is held, the others' frames wait for a release too (see
+        :mod:`~prroom.transport.corks`)."""
+        if not self._held:
+            self._corks.holding += 1
         self._held += 1
 
     def release(self) -> None:
         """End one :meth:`hold`; what it kept leaves at the end of this iteration."""
         self._held -= 1
-        if not self._held and self._corked and not self._ending:
-            self._corks.add(self)
+        if self._held:
+            return
+        corks = self._corks
+        corks.holding -= 1
+        if self._corked and not self._ending:
+            corks.add(self)
+        corks.replied()
 
     def uncork(self) -> None:
         """Write what was held for the end of this loop turn (the corks call it)."""

@@ -18,8 +18,9 @@ from engineio import packet
 from engineio.async_drivers import gevent as engineio_gevent
 from geventwebsocket.websocket import Header, WebSocket
 
-from prroom.transport import framing
+from prroom.transport import corks, framing
 from prroom.transport import writes as websocket_writes
+from tests.support.waiting import wait_until
 
 # -- what the transport relies on --------------------------------------------------------
 
@@ -300,6 +301,47 @@ def test_held_frames_wait_for_the_release_and_leave_in_one_send():
     writer.put(message(3))  # nothing held any more
     gevent.sleep(0)
     assert sock.calls[-1] == frame(message(3))
+
+
+def test_while_a_sender_waits_for_its_ack_the_others_frames_wait_and_leave_with_it():
+    # Clustered: a sender's ack comes with its publish's reply.  Meanwhile the other
+    # members' frames wait too, so that each connection gets one write per reply rather
+    # than one per loop turn and one more for its ack.
+    sender_sock, member_sock = RecordingSocket(), RecordingSocket()
+    sender = websocket_writes.DirectWriter(FakeWebSocket(), sender_sock)
+    member = websocket_writes.DirectWriter(FakeWebSocket(), member_sock)
+    for writer in (sender, member):
+        writer.put(message(1))  # the sender's message, to the room
+    sender.hold()
+    gevent.sleep(0)
+    member.put(message(2))  # another member's message, a turn later
+    gevent.sleep(0)
+    assert sender_sock.calls == [] and member_sock.calls == []
+    sender.put(message(3))  # the ack, once Redis answered
+    sender.release()
+    gevent.sleep(0)
+    frame = framing.frame_of
+    assert sender_sock.calls == [frame(message(1)) + frame(message(3))]
+    assert member_sock.calls == [frame(message(1)) + frame(message(2))]
+    member.put(message(4))  # nobody held: the end of the turn writes, as in one process
+    gevent.sleep(0)
+    assert member_sock.calls[-1] == frame(message(4))
+
+
+def test_frames_wait_for_a_held_connection_only_a_moment():
+    held, waiting = RecordingSocket(), RecordingSocket()
+    writer = websocket_writes.DirectWriter(FakeWebSocket(), held)
+    other = websocket_writes.DirectWriter(FakeWebSocket(), waiting)
+    writer.hold()  # whose reply never comes (Redis stalled)
+    other.put(message(1))
+    gevent.sleep(0)
+    assert waiting.calls == []
+    # nothing announces the moment: the frames leave by the loop's timer, unasked
+    assert wait_until(lambda: waiting.calls, timeout=corks.REPLY_WAIT_AT_MOST * 100,
+                      interval=corks.REPLY_WAIT_AT_MOST / 5, sleep=gevent.sleep)
+    assert waiting.calls == [framing.frame_of(message(1))] and held.calls == []
+    writer.release()
+    gevent.sleep(0)
 
 
 def test_only_direct_writers_can_be_held():
