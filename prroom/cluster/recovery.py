@@ -23,8 +23,8 @@ logger = logging.getLogger("prroom")
 #: Where the offset goes in a recoverable message, until the publish script fills it in.
 _OFFSET_SLOT = "\x00offset"
 #: Builds the publish script's KEYS and ARGV: (room, message head, message tail, publish
-#: command, channel) -> (keys, args).
-RecoverableArgs = Callable[[str, str, str, str, str], Tuple[List[str], List[Any]]]
+#: command, channel, what ``emit_recoverable`` was given as ``once``) -> (keys, args).
+RecoverableArgs = Callable[[str, str, str, str, str, Any], Tuple[List[str], List[Any]]]
 
 if TYPE_CHECKING:  # pragma: no cover - what the mixin is mixed into
     from socketio import RedisManager as _Base
@@ -97,12 +97,13 @@ class RecoverableRoomsMixin(_Base):
         self._stream_of = stream_of
 
     def emit_recoverable(self, event: str, data: Any, namespace: str, room: str,
-                         skip_sid: Optional[str] = None) -> Ticket:
+                         skip_sid: Optional[str] = None, once: Any = None) -> Ticket:
         """Broadcast ``data`` to ``room`` with an offset as last argument, on every process.
 
         Local members get it when it comes back from Redis, like everyone else: the order
         in which Redis numbered the room's packets is then the order every member received
-        them in, which is what makes an offset exact.
+        them in, which is what makes an offset exact.  ``once`` goes to the script's
+        arguments as it is (a send's duplicate check, which may then publish nothing).
         """
         assert self._recovery is not None, "enable_recovery() first"
         sha, arguments = self._recovery
@@ -115,7 +116,7 @@ class RecoverableRoomsMixin(_Base):
         # only the data can hold the slot's text before it; the keys after it are ours
         head, _, tail = self.json.dumps(message).rpartition(self.json.dumps(_OFFSET_SLOT))
         channel = self.room_channel(room)
-        keys, args = arguments(room, head, tail, ROOM_PUBLISH, channel or self.channel)
+        keys, args = arguments(room, head, tail, ROOM_PUBLISH, channel or self.channel, once)
         ticket = self.publisher.run_script(sha, keys, args)
         self._tickets.last = ticket
         return ticket

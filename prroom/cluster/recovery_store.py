@@ -27,7 +27,7 @@ import json
 import secrets
 import time
 from collections import deque
-from typing import Any, Collection, Deque, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Collection, Deque, Dict, List, Mapping, NamedTuple, Optional, Tuple
 
 from prroom.cluster.presence import Pipeline
 from prroom.cluster.urls import keyspace, redis_client
@@ -40,10 +40,17 @@ STREAM_MARGIN = 60.0
 #: Connections to Redis for sessions and offsets, at most (callers beyond wait their turn).
 POOL_SIZE = 16
 
-# KEYS: epoch, sequence, room stream, room dropped-marker.  ARGV: a candidate epoch,
-# message head, message tail (the offset goes between, quoted), command (SPUBLISH or
-# PUBLISH), channel, cap, stream lifetime in ms.  Returns the sequence.
+# KEYS: epoch, sequence, room stream, room dropped-marker; for a send with a
+# clientMessageId, its key too.  ARGV: a candidate epoch, message head, message tail (the
+# offset goes between, quoted), command (SPUBLISH or PUBLISH), channel, cap, stream
+# lifetime in ms; with the send's key, its ack and the window in ms.  Returns the
+# sequence; or, publishing nothing, the ack of a first send with the same key.
 PUBLISH_SCRIPT = """
+if KEYS[5] then
+  local first = redis.call('GET', KEYS[5])
+  if first then return first end
+  redis.call('SET', KEYS[5], ARGV[8], 'PX', ARGV[9])
+end
 local epoch = redis.call('GET', KEYS[1])
 if not epoch then
   epoch = ARGV[1]
@@ -97,6 +104,29 @@ for _, member in ipairs(due) do
 end
 return claimed
 """
+
+
+class FirstSend(NamedTuple):
+    """A send with a clientMessageId, to publish only if it is the first with that id:
+    the check, the ack kept for a retry and the publish are one atomic step in Redis, so a
+    retry reaching another process while the first is in flight (or after its process
+    stopped) is answered with the first's ack and never published twice."""
+
+    key: str
+    #: the ack (JSON) a retry gets
+    ack: str
+
+
+def earlier_ack(reply: object) -> Optional[Dict[str, Any]]:
+    """The first send's ack, if :data:`PUBLISH_SCRIPT` answered with one (else None:
+    its reply is the new packet's sequence)."""
+    if not isinstance(reply, (bytes, str)):
+        return None
+    try:
+        ack = json.loads(reply)
+    except ValueError:
+        return None
+    return ack if isinstance(ack, dict) else None
 
 
 class RedisRecoveryStore:
@@ -158,12 +188,17 @@ class RedisRecoveryStore:
 
     # -- publishing (the script runs in the clustered manager's pipeline) -----------------
 
-    def publish_args(self, room: int, head: str, tail: str, command: str,
-                     channel: str) -> Tuple[List[str], List[Any]]:
-        """KEYS and ARGV of :data:`PUBLISH_SCRIPT` for one broadcast to ``room``."""
+    def publish_args(self, room: int, head: str, tail: str, command: str, channel: str,
+                     once: Optional["FirstSend"] = None) -> Tuple[List[str], List[Any]]:
+        """KEYS and ARGV of :data:`PUBLISH_SCRIPT` for one broadcast to ``room``; with
+        ``once``, published only if no send with its key was, and its ack kept."""
         lifetime = int((self.window + STREAM_MARGIN) * 1000)
-        return ([self._epoch_key, self._seq_key, self.room_key(room), self._dropped_key(room)],
-                [self._candidate_epoch, head, tail, command, channel, self.cap, lifetime])
+        keys = [self._epoch_key, self._seq_key, self.room_key(room), self._dropped_key(room)]
+        args = [self._candidate_epoch, head, tail, command, channel, self.cap, lifetime]
+        if once is not None:
+            keys.append(once.key)
+            args += [once.ack, max(1, int(self.window * 1000))]
+        return keys, args
 
     # -- offsets ----------------------------------------------------------------------------
 
@@ -283,16 +318,14 @@ class RedisRecoveryStore:
     def _sent_key(self, sender: str, room: int, client_id: str) -> str:
         return f"{self.prefix}sent:{room}:" + _digest(f"{sender}\x00{client_id}")
 
-    def sent_before(self, sender: str, room: int, client_id: str) -> Optional[Dict[str, Any]]:
-        """The ack the first send with this ``clientMessageId`` got, within the window."""
-        raw = self._call("GET", self._sent_key(sender, room, client_id))
-        try:
-            return dict(json.loads(raw)) if raw else None
-        except (TypeError, ValueError):
-            return None
+    def first_send(self, sender: str, room: int, client_id: str, ack: Dict[str, Any]
+                   ) -> "FirstSend":
+        """What makes a send's publish its first and only one (:meth:`publish_args`)."""
+        return FirstSend(self._sent_key(sender, room, client_id), json.dumps(ack))
 
     def remember_sent(self, sender: str, room: int, client_id: str, ack: Dict[str, Any]) -> None:
-        """Keep a send's ack for the window, for a retry reaching any process."""
+        """Keep a send's ack for the window, for a retry reaching any process (a send whose
+        publish did not keep it: the publish failed, and members here got it directly)."""
         self._call("SET", self._sent_key(sender, room, client_id), json.dumps(ack),
                    "PX", max(1, int(self.window * 1000)), "NX")
 

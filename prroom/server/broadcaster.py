@@ -21,6 +21,7 @@ import logging
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
 from prroom.cluster.managers import QueueUnavailable, Ticket, published_ticket
+from prroom.cluster.recovery_store import FirstSend, earlier_ack
 from prroom.core import protocol
 from prroom.core.presence import CONNECTIONS, Joined, Left, Presence
 from prroom.core.protocol import room_name
@@ -79,13 +80,27 @@ class Broadcaster:
         return answer(self.reached(ticket, recoverable, event, data, pull_request_id,
                                    skip_sid))
 
+    def broadcast_once(self, event: str, data: Dict[str, Any], pull_request_id: int,
+                       once: FirstSend) -> Tuple[bool, Optional[Dict[str, Any]]]:
+        """Clustered with recovery: emit a send to a room unless a send with the same
+        clientMessageId was published first, on any process.  Returns whether Redis was
+        reached, and the first send's ack if there was one (then nothing was emitted)."""
+        ticket, recoverable = self.publish_to_room(event, data, pull_request_id, None, once)
+        if ticket is None:
+            return True, None
+        try:
+            return True, earlier_ack(ticket.wait())
+        except QueueUnavailable:
+            return self.reached(ticket, recoverable, event, data, pull_request_id, None), None
+
     def publish_to_room(self, event: str, data: Dict[str, Any], pull_request_id: int,
-                        skip_sid: Optional[str]) -> Tuple[Optional[Ticket], bool]:
+                        skip_sid: Optional[str], once: Optional[FirstSend] = None
+                        ) -> Tuple[Optional[Ticket], bool]:
         """Emit; the publish's ticket (None if nothing was published), and whether local
         members get the broadcast only back from Redis (a recoverable one, clustered)."""
         numbered = self.recoverable
         recoverable = numbered is not None and numbered.broadcast(event, data, pull_request_id,
-                                                                  skip_sid)
+                                                                  skip_sid, once)
         if not recoverable:
             publish = getattr(getattr(self.server, "manager", None), "emit_published", None)
             if publish is not None:  # clustered: the ticket comes back from the emit itself

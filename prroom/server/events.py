@@ -23,7 +23,7 @@ import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
 from prroom.cluster.managers import QueueUnavailable
-from prroom.cluster.recovery_store import RedisRecoveryStore
+from prroom.cluster.recovery_store import FirstSend, RedisRecoveryStore
 from prroom.core import protocol
 from prroom.core.identity import Identity, IdentityPolicy
 from prroom.core.limits import STRIKE_WINDOW, SocketLimiter
@@ -231,6 +231,12 @@ class RoomEvents(ConnectionLifecycle):
             self.broadcaster.announce(protocol.STOP_TYPING, pull_request_id, username, skip_sid=sid)
         message = chat_message(self.message_ids, pull_request_id, username, request.message)
         reply = ok(pullRequestId=pull_request_id, id=message["id"], sentAt=message["sentAt"])
+        if client_id is not None:
+            assert resume is not None
+            once = resume.first_send(sender, pull_request_id, client_id, reply)
+            if once is not None:  # clustered: the publish itself finds a retry's first send
+                return self._send_once(resume, (sender, pull_request_id, client_id),
+                                       message, reply, once)
         self.metrics.record_message()
 
         def answer(reached: bool) -> Dict[str, Any]:
@@ -239,12 +245,26 @@ class RoomEvents(ConnectionLifecycle):
             if client_id is not None and resume is not None:
                 resume.remember_sent(sender, pull_request_id, client_id, reply)
             return reply
-        # With a clientMessageId the answer is stored in Redis (a wait of its own), so it is
-        # made here, not from the publish's completion
         body: Dict[str, Any] = self.broadcaster.broadcast_then(
             protocol.MESSAGE, dict(message), pull_request_id, answer,
             may_defer=client_id is None)
         return body
+
+    def _send_once(self, resume: SessionRecovery, send: Tuple[str, int, str],
+                   message: ChatMessage, reply: Dict[str, Any], once: FirstSend
+                   ) -> Dict[str, Any]:
+        """Clustered, a send with a clientMessageId: published unless a send with the same
+        id was (on any process, maybe one that stopped since); then that one's ack."""
+        reached, earlier = self.broadcaster.broadcast_once(protocol.MESSAGE, dict(message),
+                                                           send[1], once)
+        if earlier is not None:
+            resume.remember_sent(*send, earlier, kept=True)
+            return earlier
+        self.metrics.record_message()
+        if not reached:
+            reply["warning"] = protocol.CLUSTER_UNAVAILABLE
+        resume.remember_sent(*send, reply, kept=reached)
+        return reply
 
     def post(self, request: Any) -> ChatMessage:
         """A message from outside any socket (bots, the HTTP API); no membership needed.

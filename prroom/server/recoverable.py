@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any, Dict, List, Optional, Tuple
 
-from prroom.cluster.recovery_store import PUBLISH_SCRIPT, RedisRecoveryStore
+from prroom.cluster.recovery_store import PUBLISH_SCRIPT, FirstSend, RedisRecoveryStore
 from prroom.core import protocol
 from prroom.core.protocol import ROOM_PREFIX, room_name
 from prroom.core.recovery import RoomBuffers
@@ -40,14 +40,15 @@ class RecoverableBroadcasts:
             self.manager.enable_recovery(PUBLISH_SCRIPT, self._publish_args, self._stream_of)
 
     def broadcast(self, event: str, data: Dict[str, Any], pull_request_id: int,
-                  skip_sid: Optional[str]) -> bool:
+                  skip_sid: Optional[str], once: Optional[FirstSend] = None) -> bool:
         """Emit a room broadcast with its offset if ``event`` is recoverable; False if it
-        is not (the caller emits it as usual)."""
+        is not (the caller emits it as usual).  Clustered, ``once`` makes the publish
+        check for an earlier send with its key first (see :class:`FirstSend`)."""
         if event not in RECOVERABLE_EVENTS:
             return False
         if self.shared is not None:
             self.manager.emit_recoverable(event, data, self.namespace,
-                                          room_name(pull_request_id), skip_sid)
+                                          room_name(pull_request_id), skip_sid, once)
             return True
         # the offset as last argument, as socket.io-client expects; one tuple for the
         # whole room, so the packet is still encoded and framed once per broadcast
@@ -61,7 +62,7 @@ class RecoverableBroadcasts:
         return self.shared.room_key(int(room[len(ROOM_PREFIX):]))
 
     def _publish_args(self, room: str, head: str, tail: str, command: str,
-                      channel: str) -> Tuple[List[str], List[Any]]:
+                      channel: str, once: Optional[FirstSend]) -> Tuple[List[str], List[Any]]:
         assert self.shared is not None
         return self.shared.publish_args(int(room[len(ROOM_PREFIX):]), head, tail, command,
-                                        channel)
+                                        channel, once)

@@ -19,7 +19,7 @@ import logging
 import time
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Set, Tuple
 
-from prroom.cluster.recovery_store import packet_of, split_offset
+from prroom.cluster.recovery_store import FirstSend, packet_of, split_offset
 from prroom.core import protocol
 from prroom.core.config import DEFAULTS
 from prroom.core.identity import Identity, IdentityPolicy
@@ -158,21 +158,26 @@ class SessionRecovery(PresenceGrace):
 
     def sent_before(self, sender: str, pull_request_id: int, client_id: str
                     ) -> Optional[Dict[str, Any]]:
-        """The ack of an earlier send with this ``clientMessageId`` within the window (on
-        any process, clustered), or None."""
+        """The ack of an earlier send with this ``clientMessageId`` this process answered
+        within the window, or None.  Clustered, a send on another process is found by the
+        publish itself (:meth:`first_send`), in the same atomic step."""
+        return self.sent.get(sender, pull_request_id, client_id)
+
+    def first_send(self, sender: str, pull_request_id: int, client_id: str,
+                   ack: Dict[str, Any]) -> Optional[FirstSend]:
+        """Clustered: what makes this send's publish check for an earlier send with its
+        ``clientMessageId`` on any process and keep ``ack`` for a retry, atomically
+        (:meth:`Broadcaster.broadcast_once`); None with one process."""
         if self.shared is None:
-            return self.sent.get(sender, pull_request_id, client_id)
-        try:
-            return self.shared.sent_before(sender, pull_request_id, client_id)
-        except Exception as exc:  # Redis away: this process's memory is all there is
-            logger.error("recovery: could not look up a clientMessageId: %s", exc)
-            return self.sent.get(sender, pull_request_id, client_id)
+            return None
+        return self.shared.first_send(sender, pull_request_id, client_id, ack)
 
     def remember_sent(self, sender: str, pull_request_id: int, client_id: str,
-                      ack: Dict[str, Any]) -> None:
-        """Remember a send's ack under its ``clientMessageId`` for the window."""
+                      ack: Dict[str, Any], kept: bool = False) -> None:
+        """Remember a send's ack under its ``clientMessageId`` for the window; clustered,
+        also in Redis unless its publish ``kept`` it there already."""
         self.sent.put(sender, pull_request_id, client_id, ack)
-        if self.shared is not None:
+        if self.shared is not None and not kept:
             try:
                 self.shared.remember_sent(sender, pull_request_id, client_id, ack)
             except Exception as exc:

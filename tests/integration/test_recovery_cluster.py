@@ -270,3 +270,30 @@ def test_a_retried_send_reaching_the_other_process_is_delivered_once(cluster, dr
     driver.expect(lambda r: r["name"] == "bob" and r.get("event") == MESSAGE
                   and r["args"][0]["message"] == "done")
     assert driver.texts("bob") == ["merge it"]
+
+
+def test_a_retry_racing_its_first_send_on_the_other_process_is_delivered_once(
+        cluster, driver) -> None:
+    # A rolling restart: the first send is still in flight on the stopping process when
+    # the client's retry reaches the other one.  Whichever is numbered first is the send;
+    # the other gets its ack and publishes nothing.
+    first, second = cluster
+    room = next(_rooms)
+    for name, server in (("bob", first), ("alice", first), ("alice-again", second)):
+        driver.connect(name, server.url)
+        reply = driver.call(name, "join-pr-room", {"pullRequestId": room, "username": "alice"
+                                                   if name.startswith("alice") else name})
+        assert reply["ok"], reply
+    for n in range(10):
+        payload = {"pullRequestId": room, "username": "alice", "message": f"race {n}",
+                   "clientMessageId": f"race-{n}"}
+        for seq, name in ((2 * n, "alice"), (2 * n + 1, "alice-again")):
+            driver.send("emit", name=name, event=SEND, ack=True, seq=seq, payload=payload)
+        acks = [driver.expect(lambda r, s=seq: r["ev"] == "ack" and r.get("seq") == s)
+                for seq in (2 * n, 2 * n + 1)]
+        assert acks[0]["reply"]["ok"], acks
+        assert acks[0]["reply"] == acks[1]["reply"]  # one id, one sentAt
+    assert "warning" not in driver.say("bob", room, "done")
+    driver.expect(lambda r: r["name"] == "bob" and r.get("event") == MESSAGE
+                  and r["args"][0]["message"] == "done")
+    assert driver.texts("bob") == [f"race {n}" for n in range(10)]
