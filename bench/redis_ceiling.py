@@ -11,7 +11,9 @@ publisher got a reply for.  Each case is a message as a clustered process publis
 
 * ``SPUBLISH`` to a room channel with 0, 1 or 2 processes subscribed (hosting the room);
 * recovery on: the publish script (numbered, kept in the room's stream capped at
-  PRROOM_RECOVERY_BUFFER's default, published), with 1 or 2 processes subscribed.
+  PRROOM_RECOVERY_BUFFER's default, published), with 1 or 2 processes subscribed; and a
+  send with a ``clientMessageId`` (the script first checks for an earlier send with that id
+  and keeps this one's ack for retries), with 1 process subscribed.
 
 No prroom server or Socket.IO is involved: Redis's share does not depend on how many members
 a room has on each process (a process gets one copy and fans it out itself), only on how
@@ -47,14 +49,18 @@ HEAD = ('abcdef0123456789:{"method":"emit","event":"pr-room-message","data":[{"p
         '"sentAt":"2026-12-05T21:00:00Z","id":"abcdefabcdef"},')
 TAIL = ('],"binary":false,"namespace":"/","room":"pr:123","skip_sid":null,"callback":null,'
         '"host_id":null,"recoverable":true}')
-CASES = [("SPUBLISH, no process hosts the room", 0, False),
-         ("SPUBLISH, 1 process hosts the room", 1, False),
-         ("SPUBLISH, 2 processes host the room", 2, False),
-         ("recovery script, 1 process hosts the room", 1, True),
-         ("recovery script, 2 processes host the room", 2, True)]
+# An ack as a send with a clientMessageId keeps it for retries.
+ACK = '{"ok":true,"pullRequestId":123,"id":"abcdefabcdef","sentAt":"2026-12-05T21:00:00Z"}'
+PLAIN, SCRIPT, WITH_ID = "publish", "script", "script with a clientMessageId"
+CASES = [("SPUBLISH, no process hosts the room", 0, PLAIN),
+         ("SPUBLISH, 1 process hosts the room", 1, PLAIN),
+         ("SPUBLISH, 2 processes host the room", 2, PLAIN),
+         ("recovery script, 1 process hosts the room", 1, SCRIPT),
+         ("recovery script, 2 processes host the room", 2, SCRIPT),
+         ("recovery script, clientMessageId, 1 process", 1, WITH_ID)]
 
 
-def measure(url: str, subscribers: int, script: bool, rooms: int, senders: int,
+def measure(url: str, subscribers: int, kind: str, rooms: int, senders: int,
             seconds: float) -> tuple:
     """(messages/s offered, Redis CPU us per message) of one case."""
     admin = redis.Redis.from_url(url)
@@ -85,6 +91,7 @@ def measure(url: str, subscribers: int, script: bool, rooms: int, senders: int,
         args = ["e1", HEAD, TAIL, ROOM_PUBLISH, channels[room],
                 DEFAULTS["PRROOM_RECOVERY_BUFFER"], 120_000]
         payload = HEAD + '"x-1"' + TAIL
+        sent = 0
 
         def answer(ticket: Ticket) -> None:
             ticket.result()
@@ -92,8 +99,15 @@ def measure(url: str, subscribers: int, script: bool, rooms: int, senders: int,
             answered.set()
         while not stop[0]:
             answered.clear()
-            ticket = publisher.run_script(sha, keys, args) if script else \
-                publisher.publish("room", channels[room], payload)
+            sent += 1
+            if kind == PLAIN:
+                ticket = publisher.publish("room", channels[room], payload)
+            elif kind == SCRIPT:
+                ticket = publisher.run_script(sha, keys, args)
+            else:  # each send a new id: the check finds none, and the ack is kept
+                ticket = publisher.run_script(
+                    sha, [*keys, f"prroom:bench:recovery:sent:{room}:{number}-{sent}"],
+                    [*args, ACK, 30_000])
             ticket.then(answer)
             answered.wait()
 
@@ -130,8 +144,8 @@ def main() -> int:
             print(f"redis-server {version}; {args.rooms} rooms, {args.senders} messages in "
                   f"flight, {args.seconds:g} s per case")
             for _ in range(args.repeat):
-                for label, subscribers, script in CASES:
-                    rate, cost = measure(server.url, subscribers, script, args.rooms,
+                for label, subscribers, kind in CASES:
+                    rate, cost = measure(server.url, subscribers, kind, args.rooms,
                                          args.senders, args.seconds)
                     print(f"{label:44s} {rate:9.0f} msg/s offered  Redis {cost:5.2f} us/msg"
                           f"  -> {1e6 / cost:9.0f} msg/s per Redis core", flush=True)
