@@ -93,6 +93,9 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         "(default 2,000, --quick 400)")
     parser.add_argument("--idle-sockets", type=int, help="sockets of scenario 5 "
                         "(default 10,000, --quick 1,000)")
+    parser.add_argument("--fanout-ack", action="store_true",
+                        help="the fan-out's sender asks an ack for each message, as the chat "
+                             "page does (clustered, its ack waits for Redis's reply)")
     parser.add_argument("--scenarios", default="rooms,fanout,idle",
                         help="comma-separated subset of rooms (1, 2, 4), fanout (3), idle (5)")
     parser.add_argument("--server-core", type=int, metavar="CORE",
@@ -156,6 +159,7 @@ def sizes_of(args: argparse.Namespace) -> Sizes:
     for key in ("runs", "retries", "duration", "sockets", "idle_sockets"):
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
+    sizes["fanout_ack"] = args.fanout_ack
     return sizes
 
 

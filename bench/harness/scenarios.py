@@ -162,7 +162,8 @@ class Bench:
         [result] = self.loadgen(
             server, [dict(scenario="fanout", members=s["fanout_members"],
                           messages=s["fanout_messages"], intervalMs=s["fanout_interval_ms"],
-                          prBase=self.next_pr_base(), drainSeconds=15)],
+                          prBase=self.next_pr_base(), drainSeconds=15,
+                          ack=bool(s.get("fanout_ack")))],
             self.sampler(server, snaps), timeout=180)
         fan = self.phase(server, snaps, "fanout:start", "fanout:end", [result], "fanout")
         return {

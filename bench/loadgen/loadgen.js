@@ -15,7 +15,8 @@
 //           `warmup`); counts pr-room-message deliveries received by all sockets.
 //   fanout  `members` sockets in one room; one of them sends `messages` messages
 //           `intervalMs` apart, each carrying its send time; latency = receive − send time,
-//           over every delivery (same process, same monotonic clock).
+//           over every delivery (same process, same monotonic clock); with `ack`, each
+//           send asks for an ack (as the chat page's do).
 //   idle    connect `sockets` sockets into rooms of `roomSize` and hold them until told to
 //           stop; counts disconnects and the Engine.IO pings each socket answered.
 //
@@ -272,10 +273,12 @@ async function fanout() {
     const wait = due - performance.now();
     if (wait > 0) await sleep(wait); else if (wait < -config.intervalMs) lateSends += 1;
     // "<seq> <send time>": the time is performance.now() of this process, read just before.
-    sender.emit('send-message-to-pr-room', {
+    const payload = {
       pullRequestId: config.prBase, username: sender.benchUser,
       message: `${i} ${performance.now()}`,
-    });
+    };
+    if (config.ack) sender.emit('send-message-to-pr-room', payload, () => {});
+    else sender.emit('send-message-to-pr-room', payload);
   }
   const expectedNow = sockets.length * config.messages;
   if (received < expectedNow) {

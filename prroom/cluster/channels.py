@@ -35,7 +35,7 @@ import sys
 import threading
 import time
 from collections import Counter, deque
-from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Deque, Dict, Iterator, List, Optional, Set, Tuple, Union
 
 from prroom.cluster.resp import PUBLISH_HEAD, SPUBLISH_HEAD, RespReader, frame, publish_frame
 from prroom.internals import redis_sockets
@@ -288,8 +288,8 @@ class Publisher:
         self.batches = 0
         self.published = 0
 
-    def publish(self, kind: str, channel: str, payload: str) -> Ticket:
-        """Queue ``payload`` for ``channel`` (``kind`` ``"room"`` or ``"deployment"``)."""
+    def publish(self, kind: str, channel: str, payload: Union[str, bytes]) -> Ticket:
+        """Queue ``payload`` (text or UTF-8) for ``channel`` (kind ``"room"``/``"deployment"``)."""
         return self._queue((kind, channel, payload))
 
     def load_script(self, source: str) -> str:

@@ -28,6 +28,26 @@ def broadcast_header(room: Any, skip_sid: Any, namespace: Any, event: Any) -> st
     return _HEADER_ENCODER.encode([room, skip_sid, namespace, event])
 
 
+_heads: Dict[Tuple[str, Any, Any, Any, Any], bytes] = {}
+
+
+def published_head(host: str, room: Any, skip_sid: Any, namespace: Any, event: Any) -> bytes:
+    """What a room broadcast's payload starts with, up to its packet: ``host`` (the
+    publishing process's prefix), the header, a newline; as bytes, remembered, as a room's
+    messages share one."""
+    if not (type(room) is str and type(namespace) is str and type(event) is str and
+            (skip_sid is None or type(skip_sid) is str)):  # not remembered: 1 == True
+        return f"{host}{broadcast_header(room, skip_sid, namespace, event)}\n".encode()
+    key = (host, room, skip_sid, namespace, event)
+    found = _heads.get(key)
+    if found is not None:
+        return found
+    if len(_heads) >= 4096:  # a bound: senders' sids make some headers one-off
+        _heads.clear()
+    found = _heads[key] = f"{host}{broadcast_header(room, skip_sid, namespace, event)}\n".encode()
+    return found
+
+
 _headers: Dict[bytes, Tuple[Any, Any, Any, Any]] = {}  # a header's bytes -> its decoding
 
 
@@ -42,3 +62,12 @@ def decoded_header(header: bytes) -> Tuple[Any, Any, Any, Any]:
             _headers.clear()
         found = _headers[header] = (room, skip_sid, namespace, event)
     return found
+
+
+def read_broadcast(payload: bytes, start: int = 0) -> Tuple[Any, Any, Any, Any, bytes]:
+    """``(room, skip_sid, namespace, event, packet)`` of the room broadcast in ``payload``
+    from ``start`` on (ValueError if it is not one), the packet's text as bytes."""
+    newline = payload.find(b"\n", start)
+    if newline < 0:
+        raise ValueError("a room broadcast without its header")
+    return (*decoded_header(payload[start:newline]), payload[newline + 1:])

@@ -19,7 +19,6 @@ import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 import socketio
-from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from prroom.cluster.channels import (  # noqa: F401 - QueueUnavailable: re-exported
@@ -29,11 +28,12 @@ from prroom.cluster.channels import (  # noqa: F401 - QueueUnavailable: re-expor
     Ticket,
     pubsub_mode,
 )
-from prroom.cluster.headers import broadcast_header, decoded_header
+from prroom.cluster.headers import published_head, read_broadcast
 from prroom.cluster.recovery import RecoverableRoomsMixin
 from prroom.cluster.urls import is_cluster_url, keyspace, redis_client
 from prroom.core.protocol import ROOM_PREFIX
 from prroom.internals.packet_codec import data_is_binary
+from prroom.transport.framing import message_packet, message_packets
 
 try:  # redis-py 5+ can speak RESP3, and 8 does by default
     import redis as _redis
@@ -104,7 +104,7 @@ class IndexedRoomsMixin(_ManagerBase):
 
     def _deliver(self, namespace: str, room: Any, skip_sid: Any, encoded: List[Any]) -> None:
         """python-socketio's ``Manager.emit`` without a callback, from the encoded packet
-        (its text, or text and attachments), through :func:`member_writer`."""
+        (text, or text and attachments: :func:`message_packets`) through :func:`member_writer`."""
         if namespace not in self.rooms:
             return
         deliver = self._member_send
@@ -112,7 +112,7 @@ class IndexedRoomsMixin(_ManagerBase):
             deliver = self._member_send = member_writer(self.server)
         deliver(self.get_participants(namespace, room),
                 skip_sid if isinstance(skip_sid, list) else (skip_sid,),
-                [eio_packet.Packet(eio_packet.MESSAGE, part) for part in encoded])
+                message_packets(encoded))
 
     def _count_deliveries(self, event: Any, namespace: Optional[str], room: Any,
                           skip_sid: Any) -> None:
@@ -408,10 +408,11 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
                       skip_sid: Any, encoded: str) -> Ticket:
         """A room broadcast encoded once: the same text goes to local members and, after a
         small header, to the room's channel, where other processes pass it on as it is."""
+        utf8 = encoded.encode()  # once, for the members' frame and the publish alike
         self._count_deliveries(event, namespace, room, skip_sid)
-        self._deliver(namespace, room, skip_sid, [encoded])
-        header = broadcast_header(room, skip_sid, namespace, event)
-        return self.publisher.publish("room", channel, f"{self._own_prefix}{header}\n{encoded}")
+        self._deliver(namespace, room, skip_sid, [message_packet(encoded, utf8)])
+        head = published_head(self._own_prefix, room, skip_sid, namespace, event)
+        return self.publisher.publish("room", channel, head + utf8)
 
     def take_ticket(self) -> Optional[Ticket]:
         """The ticket of the last publish made on this greenlet (thread), once."""
@@ -469,19 +470,18 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
 
     # -- listening ------------------------------------------------------------------------
 
-    def _deliver_broadcast(self, body: bytes) -> None:
-        """Another process's room broadcast, delivered here straight from the listener:
-        what :meth:`_handle_emit` does with it, without the message dict, python-socketio's
-        per-message debug line and its dispatch (most of what the listener receives)."""
-        header, _, encoded = body.partition(b"\n")
+    def _deliver_broadcast(self, payload: bytes, start: int = 0) -> None:
+        """Another process's room broadcast (``payload`` from ``start``), delivered from the
+        listener: :meth:`_handle_emit`'s work without the message dict, python-socketio's
+        debug line and dispatch (most of what the listener gets), and framed from its bytes."""
         try:
-            room, skip_sid, namespace, event = decoded_header(header)
+            room, skip_sid, namespace, event, utf8 = read_broadcast(payload, start)
         except ValueError:
             self._get_logger().warning("message queue: ignored a message that is not JSON")
             return
         try:
             self._count_deliveries(event, namespace, room, skip_sid)
-            self._deliver(namespace, room, skip_sid, [encoded.decode()])
+            self._deliver(namespace, room, skip_sid, [message_packet(utf8.decode(), utf8)])
         except Exception:  # as python-socketio's listener: one bad message, one log line
             self._get_logger().exception("message queue: a room broadcast failed")
 
@@ -494,7 +494,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
                 if payload[:1] == b"{":  # a stock python-socketio emitter: bare JSON
                     yield loads(payload)
                 elif payload[skip:skip + 1] == b"[":  # a room broadcast: header, packet
-                    self._deliver_broadcast(payload[skip:])
+                    self._deliver_broadcast(payload, skip)
                 else:
                     yield loads(payload[skip:])
             except ValueError:

@@ -15,7 +15,7 @@ error reply as an exception *value* of the class redis-py would give it.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Type
+from typing import Any, Dict, List, Optional, Tuple, Type, Union
 
 try:
     from redis import exceptions as _errors
@@ -231,11 +231,12 @@ def _bulk(value: object) -> bytes:
     return b"$%d\r\n%s\r\n" % (len(data), data)
 
 
-def publish_frame(head: bytes, channel: str, payload: str) -> bytes:
-    """A publish of ``payload`` on ``channel``, ``head`` saying which command
-    (:data:`PUBLISH_HEAD` or :data:`SPUBLISH_HEAD`): what :func:`frame` makes of it, with
-    fewer calls (one per message published)."""
-    channel_bytes, payload_bytes = channel.encode(), payload.encode()
+def publish_frame(head: bytes, channel: str, payload: Union[str, bytes]) -> bytes:
+    """A publish of ``payload`` (text, or its UTF-8 bytes) on ``channel``, ``head`` saying
+    which command (:data:`PUBLISH_HEAD` or :data:`SPUBLISH_HEAD`): what :func:`frame` makes
+    of it, with fewer calls (one per message published)."""
+    channel_bytes = channel.encode()
+    payload_bytes = payload if type(payload) is bytes else payload.encode()  # type: ignore
     return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
         head, len(channel_bytes), channel_bytes, len(payload_bytes), payload_bytes)
 

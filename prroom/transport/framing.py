@@ -2,11 +2,21 @@
 from __future__ import annotations
 
 import struct
-from typing import Any, Union
+from typing import Any, List, Union
+
+from engineio import packet as eio_packet
 
 from prroom.internals.packet_codec import engineio_text
 
 _FRAME_ATTRIBUTE = "_prroom_ws_frame"
+
+
+def _frame_header(opcode: int, length: int) -> bytes:
+    if length < 126:
+        return struct.pack("!BB", opcode, length)
+    if length < 65536:
+        return struct.pack("!BBH", opcode, 126, length)
+    return struct.pack("!BBQ", opcode, 127, length)
 
 
 def websocket_frame(data: Union[str, bytes]) -> bytes:
@@ -15,14 +25,18 @@ def websocket_frame(data: Union[str, bytes]) -> bytes:
         data, opcode = data.encode("utf-8"), 0x81
     else:
         data, opcode = bytes(data), 0x82
-    length = len(data)
-    if length < 126:
-        header = struct.pack("!BB", opcode, length)
-    elif length < 65536:
-        header = struct.pack("!BBH", opcode, 126, length)
-    else:
-        header = struct.pack("!BBQ", opcode, 127, length)
-    return header + data
+    return _frame_header(opcode, len(data)) + data
+
+
+def message_packet(text: str, utf8: bytes) -> Any:
+    """An Engine.IO MESSAGE packet of the Socket.IO packet ``text``, its frame (what
+    :func:`frame_of` gives) built from ``utf8``, the same text already encoded.
+
+    A clustered room broadcast has its packet's bytes anyway (it publishes them, or read
+    them from Redis): framing from them skips encoding the text again."""
+    pkt = eio_packet.Packet(eio_packet.MESSAGE, text)
+    pkt.__dict__[_FRAME_ATTRIBUTE] = b"".join((_frame_header(0x81, len(utf8) + 1), b"4", utf8))
+    return pkt
 
 
 def frame_of(pkt: Any) -> bytes:
@@ -36,3 +50,10 @@ def frame_of(pkt: Any) -> bytes:
         frame = websocket_frame(engineio_text(pkt))
         setattr(pkt, _FRAME_ATTRIBUTE, frame)
     return frame
+
+
+def message_packets(parts: List[Any]) -> List[Any]:
+    """Engine.IO MESSAGE packets of an encoded Socket.IO packet's ``parts`` (its text, or
+    text and attachments); a part that is such a packet already is kept as it is."""
+    return [part if isinstance(part, eio_packet.Packet) else
+            eio_packet.Packet(eio_packet.MESSAGE, part) for part in parts]

@@ -315,7 +315,7 @@ class _Recording:
 
     def messages(self):
         for _, _, payload in self.published:
-            yield payload.encode()
+            yield payload if isinstance(payload, bytes) else payload.encode()
 
 
 def cluster_node():
@@ -352,7 +352,8 @@ def test_a_room_broadcast_is_encoded_once_and_reaches_every_process_as_stock_sen
     assert sent_here == expected and len(expected) == 2
     [(kind, channel, payload)] = here.publisher.published
     assert (kind, channel) == ("room", "prroom:test:pr:7")
-    assert payload.count(expected[0][1][1:]) == 1  # the packet's text, once, as members get it
+    # the packet's text, once, as members get it
+    assert payload.count(expected[0][1][1:].encode()) == 1
     there.subscriber = here.publisher  # what Redis hands the other process
     for message in there._listen():
         there._handle_emit(message)
@@ -471,3 +472,32 @@ def test_remembered_headers_are_bounded_and_bad_ones_refused():
     for bad in (b"not json", b"[1,2]", b"\xff"):
         with pytest.raises(ValueError):
             headers.decoded_header(bad)
+
+
+@pytest.mark.parametrize("skip", [None, "sid-1_A", ["a", "b"], 7])
+def test_a_published_head_is_the_prefix_and_header_and_remembered_only_when_safe(skip):
+    from prroom.cluster import headers
+    expected = f"host:{headers.broadcast_header('pr:1', skip, '/', 'e')}\n".encode()
+    assert headers.published_head("host:", "pr:1", skip, "/", "e") == expected
+    assert headers.published_head("host:", "pr:1", skip, "/", "e") == expected
+    # 1 == True as a dict key: only str (and None) parts are remembered
+    remembered = [key for key in headers._heads if key[2] == skip]
+    assert bool(remembered) == (skip is None or isinstance(skip, str))
+    assert headers.published_head("host:", "pr:1", skip, "/", True) != \
+        headers.published_head("host:", "pr:1", skip, "/", 1)
+
+
+def test_remembered_heads_are_bounded():
+    from prroom.cluster import headers
+    for n in range(5000):
+        headers.published_head("host:", "pr:1", f"sid-{n}", "/", "x")
+    assert len(headers._heads) <= 4096
+
+
+def test_a_broadcast_is_read_from_where_the_host_prefix_ends():
+    from prroom.cluster.headers import published_head, read_broadcast
+    payload = published_head("h:", "pr:1", None, "/", "e") + '2["e","a\\nb"]'.encode()
+    assert read_broadcast(payload, 2) == ("pr:1", None, "/", "e", b'2["e","a\\nb"]')
+    for bad in (b"h:no newline", b"h:not json\n2[]"):
+        with pytest.raises(ValueError):
+            read_broadcast(bad, 2)

@@ -23,6 +23,7 @@ from prroom.cluster.channels import (
     pubsub_mode,
     redis_has_sharded_pubsub,
 )
+from prroom.cluster.resp import PUBLISH_HEAD, publish_frame
 from prroom.internals import redis_sockets
 
 WAIT = 5.0
@@ -564,6 +565,9 @@ def test_commands_are_framed_as_redis_py_frames_them():
         assert frame(command) == b"".join(packer.pack_command(*command))
     with pytest.raises(TypeError):
         frame(("SET", "k", None))
+    for payload in ("héllo\r\nworld", "héllo\r\nworld".encode()):  # text, or its UTF-8
+        assert publish_frame(PUBLISH_HEAD, "ch", payload) == \
+            frame(("PUBLISH", "ch", "héllo\r\nworld"))
 
 
 @pytest.mark.parametrize("reads", ["raw", "redis-py"])

@@ -94,6 +94,20 @@ def test_a_packet_is_framed_once_however_many_recipients():
     assert framing.frame_of(pkt) is first
 
 
+@pytest.mark.parametrize("length", [0, 124, 125, 126, 65534, 65535, 70000])
+def test_a_packet_framed_from_its_bytes_is_framed_as_from_its_text(length):
+    text = '2["m","' + "é" * (length // 2) + "x" * (length % 2) + '"]'
+    made = framing.message_packet(text, text.encode())
+    assert made.encode() == "4" + text  # what a member not written directly gets
+    assert framing.frame_of(made) == framing.frame_of(packet.Packet(packet.MESSAGE, text))
+
+
+def test_message_packets_keeps_packets_and_makes_the_others():
+    kept = packet.Packet(packet.MESSAGE, "2[]")
+    made = framing.message_packets([kept, "2[1]", b"\x00"])
+    assert made[0] is kept and [p.encode() for p in made[1:]] == ["42[1]", b"\x00"]
+
+
 # -- the writer over a real socket pair --------------------------------------------------
 
 class FakeWebSocket:
