@@ -251,9 +251,8 @@ def test_a_process_cut_off_from_redis_catches_up_from_the_streams(
         redis_link.close()
 
 
-def test_a_retried_send_reaching_the_other_process_is_delivered_once(cluster, driver) -> None:
-    # socket.io-client retries a send whose ack it lost; after a reconnect the retry may
-    # reach the other process: same clientMessageId, same ack, one broadcast
+def _alice_on_both(cluster, driver: NodeDriver) -> int:
+    """A new room with bob and alice on the first process, alice again on the second."""
     first, second = cluster
     room = next(_rooms)
     for name, server in (("bob", first), ("alice", first), ("alice-again", second)):
@@ -261,6 +260,13 @@ def test_a_retried_send_reaching_the_other_process_is_delivered_once(cluster, dr
         reply = driver.call(name, "join-pr-room", {"pullRequestId": room, "username": "alice"
                                                    if name.startswith("alice") else name})
         assert reply["ok"], reply
+    return room
+
+
+def test_a_retried_send_reaching_the_other_process_is_delivered_once(cluster, driver) -> None:
+    # socket.io-client retries a send whose ack it lost; after a reconnect the retry may
+    # reach the other process: same clientMessageId, same ack, one broadcast
+    room = _alice_on_both(cluster, driver)
     payload = {"pullRequestId": room, "username": "alice", "message": "merge it",
                "clientMessageId": "c-1"}
     sent = driver.call("alice", SEND, payload)
@@ -277,13 +283,7 @@ def test_a_retry_racing_its_first_send_on_the_other_process_is_delivered_once(
     # A rolling restart: the first send is still in flight on the stopping process when
     # the client's retry reaches the other one.  Whichever is numbered first is the send;
     # the other gets its ack and publishes nothing.
-    first, second = cluster
-    room = next(_rooms)
-    for name, server in (("bob", first), ("alice", first), ("alice-again", second)):
-        driver.connect(name, server.url)
-        reply = driver.call(name, "join-pr-room", {"pullRequestId": room, "username": "alice"
-                                                   if name.startswith("alice") else name})
-        assert reply["ok"], reply
+    room = _alice_on_both(cluster, driver)
     for n in range(10):
         payload = {"pullRequestId": room, "username": "alice", "message": f"race {n}",
                    "clientMessageId": f"race-{n}"}
