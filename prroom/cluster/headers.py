@@ -28,27 +28,35 @@ def broadcast_header(room: Any, skip_sid: Any, namespace: Any, event: Any) -> st
     return _HEADER_ENCODER.encode([room, skip_sid, namespace, event])
 
 
-_heads: Dict[Tuple[str, Any, Any, Any, Any], bytes] = {}
+#: Bound of each remembered mapping below: a sender's sid makes some headers one-off, so
+#: a mapping that reaches it is emptied and fills again with the rooms still talking.
+REMEMBERED = 4096
+
+_heads: Dict[Tuple[str, Any, Any, Any, Any], bytes] = {}  # (host, header) -> its bytes
+_headers: Dict[bytes, Tuple[Any, Any, Any, Any]] = {}  # a header's bytes -> its decoding
+
+
+def _remember(cache: Dict[Any, Any], key: Any, value: Any) -> Any:
+    """``value``, kept in ``cache`` under ``key`` (emptied first when full)."""
+    if len(cache) >= REMEMBERED:
+        cache.clear()
+    cache[key] = value
+    return value
 
 
 def published_head(host: str, room: Any, skip_sid: Any, namespace: Any, event: Any) -> bytes:
     """What a room broadcast's payload starts with, up to its packet: ``host`` (the
     publishing process's prefix), the header, a newline; as bytes, remembered, as a room's
     messages share one."""
-    if not (type(room) is str and type(namespace) is str and type(event) is str and
-            (skip_sid is None or type(skip_sid) is str)):  # not remembered: 1 == True
-        return f"{host}{broadcast_header(room, skip_sid, namespace, event)}\n".encode()
+    remembered = (type(room) is str and type(namespace) is str and type(event) is str and
+                  (skip_sid is None or type(skip_sid) is str))  # 1 == True: keys must not mix
     key = (host, room, skip_sid, namespace, event)
-    found = _heads.get(key)
-    if found is not None:
-        return found
-    if len(_heads) >= 4096:  # a bound: senders' sids make some headers one-off
-        _heads.clear()
-    found = _heads[key] = f"{host}{broadcast_header(room, skip_sid, namespace, event)}\n".encode()
+    found = _heads.get(key) if remembered else None
+    if found is None:
+        found = f"{host}{broadcast_header(room, skip_sid, namespace, event)}\n".encode()
+        if remembered:
+            _remember(_heads, key, found)
     return found
-
-
-_headers: Dict[bytes, Tuple[Any, Any, Any, Any]] = {}  # a header's bytes -> its decoding
 
 
 def decoded_header(header: bytes) -> Tuple[Any, Any, Any, Any]:
@@ -58,9 +66,7 @@ def decoded_header(header: bytes) -> Tuple[Any, Any, Any, Any]:
     found = _headers.get(header)
     if found is None:
         room, skip_sid, namespace, event = _HEADER_DECODER.decode(header.decode())
-        if len(_headers) >= 4096:  # a bound: senders' sids make some headers one-off
-            _headers.clear()
-        found = _headers[header] = (room, skip_sid, namespace, event)
+        found = _remember(_headers, header, (room, skip_sid, namespace, event))
     return found
 
 

@@ -236,7 +236,7 @@ def publish_frame(head: bytes, channel: str, payload: Union[str, bytes]) -> byte
     which command (:data:`PUBLISH_HEAD` or :data:`SPUBLISH_HEAD`): what :func:`frame` makes
     of it, with fewer calls (one per message published)."""
     channel_bytes = channel.encode()
-    payload_bytes = payload if type(payload) is bytes else payload.encode()  # type: ignore
+    payload_bytes = payload.encode() if isinstance(payload, str) else payload
     return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
         head, len(channel_bytes), channel_bytes, len(payload_bytes), payload_bytes)
 

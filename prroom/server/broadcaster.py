@@ -91,7 +91,8 @@ class Broadcaster:
         try:
             return True, earlier_ack(ticket.wait())
         except QueueUnavailable:
-            return self.reached(ticket, recoverable, event, data, pull_request_id, None), None
+            self._unpublished(recoverable, event, data, pull_request_id, None)
+            return False, None
 
     def publish_to_room(self, event: str, data: Dict[str, Any], pull_request_id: int,
                         skip_sid: Optional[str], once: Optional[FirstSend] = None
@@ -119,11 +120,16 @@ class Broadcaster:
             ticket.wait()
             return True
         except QueueUnavailable:
-            if recoverable:
-                self.server.emit(event, data, to=room_name(pull_request_id),
-                                 skip_sid=skip_sid, namespace=self.namespace,
-                                 ignore_queue=True)
+            self._unpublished(recoverable, event, data, pull_request_id, skip_sid)
             return False
+
+    def _unpublished(self, recoverable: bool, event: str, data: Dict[str, Any],
+                     pull_request_id: int, skip_sid: Optional[str]) -> None:
+        """A publish did not reach Redis: local members who would have got the broadcast
+        back from Redis get it directly."""
+        if recoverable:
+            self.server.emit(event, data, to=room_name(pull_request_id), skip_sid=skip_sid,
+                             namespace=self.namespace, ignore_queue=True)
 
     def to_socket(self, sid: str, event: str, data: Any) -> None:
         """Send one event to one connection of this process (no trip through the queue)."""

@@ -468,7 +468,7 @@ def test_remembered_headers_are_bounded_and_bad_ones_refused():
     from prroom.cluster import headers
     for n in range(5000):
         headers.decoded_header(headers.broadcast_header("pr:1", f"sid-{n}", "/", "x").encode())
-    assert len(headers._headers) <= 4096
+    assert len(headers._headers) <= headers.REMEMBERED
     for bad in (b"not json", b"[1,2]", b"\xff"):
         with pytest.raises(ValueError):
             headers.decoded_header(bad)
@@ -491,7 +491,7 @@ def test_remembered_heads_are_bounded():
     from prroom.cluster import headers
     for n in range(5000):
         headers.published_head("host:", "pr:1", f"sid-{n}", "/", "x")
-    assert len(headers._heads) <= 4096
+    assert len(headers._heads) <= headers.REMEMBERED
 
 
 def test_a_broadcast_is_read_from_where_the_host_prefix_ends():

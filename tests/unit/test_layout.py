@@ -70,6 +70,13 @@ def test_subsystems_and_adapters_know_nothing_of_the_server_side(path):
     assert bad == set()
 
 
+@pytest.mark.parametrize("path", modules("transport", "diagnostics"), ids=lambda p: p.name)
+def test_the_transport_knows_nothing_of_the_cluster(path):
+    # the cluster manager hands a room broadcast's frame to the transport's writers, so
+    # cluster/ imports transport/; the other way round would be a cycle between them
+    assert {name for name in imports_of(path) if name.startswith("prroom.cluster")} == set()
+
+
 @pytest.mark.parametrize("path", modules("server"), ids=lambda p: p.name)
 def test_server_side_never_imports_an_entry_point(path):
     assert {name for name in imports_of(path) if name in ENTRY_POINTS} == set()
