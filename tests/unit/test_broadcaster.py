@@ -169,3 +169,13 @@ def test_a_reaper_s_news_is_all_sent_before_any_publish_is_waited_for() -> None:
     say.announce_left([(7, "alice"), (CONNECTIONS, "alice"), (8, "bob")])
     assert [e["to"] for e in emits(say)] == ["pr:7", "pr:8"]  # no room for connection counts
     assert manager.order == ["emit pr:7", "emit pr:8", "wait publish-0", "wait publish-1"]
+
+
+def test_a_once_only_send_whose_publish_failed_says_so_after_one_wait() -> None:
+    from prroom.cluster.recovery_store import FirstSend
+    manager = FakeManager(clustered=True, fails=True)
+    say = broadcaster(manager)
+    reached, earlier = say.broadcast_once(protocol.MESSAGE, {"message": "hi"}, 7,
+                                          FirstSend("sent:alice:m1", "{}"))
+    assert (reached, earlier) == (False, None)
+    assert manager.waits == ["publish-0"]  # an ended ticket is not waited for again
