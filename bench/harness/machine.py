@@ -25,7 +25,7 @@ LSCPU_KEYS = {"Hypervisor vendor": "hypervisor", "Virtualization type": "virtual
 
 # the server's interpreter describes itself: the same fields whichever python runs the bench
 INTERPRETER_PROBE = (
-    "import json, platform, sys, sysconfig\n"
+    "import json, os, platform, sys, sysconfig\n"
     "args = sysconfig.get_config_var('CONFIG_ARGS') or ''\n"
     "print(json.dumps({'version': platform.python_version(),\n"
     "    'implementation': platform.python_implementation(),\n"
@@ -33,6 +33,8 @@ INTERPRETER_PROBE = (
     "    'executable': sys.executable,\n"
     "    'pgo': '--enable-optimizations' in args, 'lto': '--with-lto' in args,\n"
     "    'shared': bool(sysconfig.get_config_var('Py_ENABLE_SHARED')),\n"
+    "    'libpython_loaded': os.path.exists('/proc/self/maps') and\n"
+    "        'libpython' in open('/proc/self/maps').read(),\n"
     "    'debug': hasattr(sys, 'gettotalrefcount')}))\n")
 
 
@@ -96,6 +98,20 @@ def describe(gunicorn: Optional[str] = None) -> Dict[str, Any]:
             "python": interpreter(server_python(gunicorn))}
 
 
+def build_flags(python: Dict[str, Any]) -> str:
+    """How the interpreter was built, as far as it can tell.
+
+    ``--enable-optimizations`` and ``--with-lto`` show in its configure arguments when it
+    was built from source with them; a distribution's build (Debian's, for one) profiles and
+    links its own way and may show neither, so their absence alone proves nothing.  What a
+    running interpreter does show is whether it runs from a shared libpython."""
+    said = [name for name, key in (("PGO", "pgo"), ("LTO", "lto")) if python.get(key)]
+    linked = python.get("libpython_loaded", python.get("shared"))
+    return ", ".join([" and ".join(said) + " configured" if said else
+                      "no PGO or LTO in its configure arguments"]
+                     + ["shared libpython" if linked else "libpython linked in"])
+
+
 def lines(described: Dict[str, Any]) -> List[str]:
     """The same, as the lines printed above the table."""
     c, p = described.get("cpu", {}), described.get("python", {})
@@ -106,10 +122,7 @@ def lines(described: Dict[str, Any]) -> List[str]:
         f"{float(c['mhz']):.0f} MHz" if c.get("mhz") else "",
         f"L2 {c['l2']}" if c.get("l2") else "", f"L3 {c['l3']}" if c.get("l3") else "",
         f"{c['hypervisor']} guest" if c.get("hypervisor") else ""]))
-    built = ", ".join([("" if p.get("pgo") else "no ") + "PGO",
-                       ("" if p.get("lto") else "no ") + "LTO"]
-                      + [name for name, on in (("shared libpython", p.get("shared")),
-                                               ("debug build", p.get("debug"))) if on])
+    built = ", ".join([build_flags(p)] + (["debug build"] if p.get("debug") else []))
     return [f"CPU: {chip}" + (f"; {clock}" if clock else ""),
             f"kernel: {described.get('kernel', '?')}"
             + (f"; Spectre v2: {c['spectre_v2']}" if c.get("spectre_v2") else ""),
