@@ -22,14 +22,13 @@ import socketio
 from socketio import packet as sio_packet
 
 from prroom.cluster.channels import (  # noqa: F401 - QueueUnavailable: re-exported
-    Publisher,
     QueueUnavailable,
-    Subscriber,
-    Ticket,
     pubsub_mode,
 )
 from prroom.cluster.headers import published_head, read_broadcast
+from prroom.cluster.publisher import Publisher, Ticket
 from prroom.cluster.recovery import RecoverableRoomsMixin
+from prroom.cluster.subscriber import Subscriber
 from prroom.cluster.urls import is_cluster_url, keyspace, redis_client
 from prroom.core.protocol import ROOM_PREFIX
 from prroom.internals.packet_codec import data_is_binary
