@@ -87,11 +87,11 @@ def _reader_of(connection: Any) -> Callable[[], object]:
     return connection.read_response
 
 
-#: What :func:`_replies` yields when nothing came for its timeout.
+#: What :func:`read_replies` yields when nothing came for its timeout.
 TIMED_OUT = object()
 
 
-def _replies(connection: Any, timeout: float,
+def read_replies(connection: Any, timeout: float,
              skip: Optional[bytes] = None) -> Iterator[Any]:
     """The replies on ``connection``, in order, forever, as lists (what one read brought);
     :data:`TIMED_OUT` after ``timeout`` seconds without any.  An error reply comes as its

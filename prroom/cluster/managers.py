@@ -21,10 +21,8 @@ from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 import socketio
 from socketio import packet as sio_packet
 
-from prroom.cluster.channels import (  # noqa: F401 - QueueUnavailable: re-exported
-    QueueUnavailable,
-    pubsub_mode,
-)
+# QueueUnavailable stays importable from here: post_message's docstring named this path
+from prroom.cluster.channels import QueueUnavailable, pubsub_mode  # noqa: F401
 from prroom.cluster.headers import published_head, read_broadcast
 from prroom.cluster.publisher import Publisher, Ticket
 from prroom.cluster.recovery import RecoverableRoomsMixin

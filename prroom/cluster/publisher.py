@@ -14,7 +14,7 @@ import time
 from collections import deque
 from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Union
 
-from prroom.cluster.channels import TIMED_OUT, ModeProbe, QueueUnavailable, _replies
+from prroom.cluster.channels import TIMED_OUT, ModeProbe, QueueUnavailable, read_replies
 from prroom.cluster.resp import PUBLISH_HEAD, SPUBLISH_HEAD, frame, publish_frame
 
 logger = logging.getLogger("prroom")
@@ -272,7 +272,7 @@ class Publisher:
     def _read_forever(self, connection: Any) -> None:
         inflight = self._inflight
         try:
-            for replies in _replies(connection, self.reply_timeout):
+            for replies in read_replies(connection, self.reply_timeout):
                 if self._connection is not connection:
                     break
                 if replies is TIMED_OUT:

@@ -12,7 +12,7 @@ import threading
 from collections import Counter
 from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple
 
-from prroom.cluster.channels import TIMED_OUT, ModeProbe, _replies
+from prroom.cluster.channels import TIMED_OUT, ModeProbe, read_replies
 
 logger = logging.getLogger("prroom")
 Command = Tuple  # ("PUBLISH", channel, payload), as redis-py packs it
@@ -168,7 +168,7 @@ class Subscriber:
     def _read(self) -> Iterator[bytes]:
         connection = self._connection
         pinged = False
-        for replies in _replies(connection, self.ping_interval, self.skip):
+        for replies in read_replies(connection, self.ping_interval, self.skip):
             if replies is TIMED_OUT:
                 if pinged:
                     raise ConnectionError(f"no answer to PING in {self.ping_interval} s")
