@@ -1,30 +1,22 @@
-"""Redis pub/sub for a prroom cluster: one publisher connection, one subscriber connection.
+"""What the cluster's two Redis connections share: their replies read, and the pub/sub mode.
 
 python-socketio's Redis manager publishes each message with a blocking ``PUBLISH`` from the
 emitting greenlet, through a connection pool that grows to one connection per concurrent
 publisher (redis-py 8 reads package metadata from disk for every new connection), and has
 every process subscribe to one channel for the whole deployment.  Profiled under load, the
-pool and connection set-up were two thirds of a clustered process's CPU.  This module holds
-the two connections that replace that, with no Socket.IO knowledge:
-
-* :class:`Publisher` - one long-lived connection.  Commands published while the event loop
-  runs its ready greenlets are queued and written together, pipelined, when the loop comes
-  round (a flusher greenlet; a thread outside gevent); the replies come back in order, so
-  each caller can learn whether *its* command reached Redis (:meth:`Ticket.wait`).  A batch
-  that fails is not sent again (a message is never delivered twice); its callers are told.
-* :class:`Subscriber` - one long-lived connection subscribed to the deployment channel and
-  to each room channel this process wants.  ``want(channel)`` subscribes and returns an
-  event set once Redis confirmed the subscription (so a join can be acked only when no later
-  message can miss it); ``drop(channel)`` unsubscribes.  After the connection is lost it
-  reconnects with a capped backoff and subscribes again to every channel still wanted, and
-  :attr:`Subscriber.healthy` stays False until Redis confirmed all of them.
+pool and connection set-up were two thirds of a clustered process's CPU.  Two long-lived
+connections replace that, with no Socket.IO knowledge: :mod:`prroom.cluster.publisher`
+and :mod:`prroom.cluster.subscriber`.  This module is what both use: a connection's
+replies read in order (:func:`read_replies`), the Redis Cluster errors that mean the
+connection must be given up, and the error a publisher's caller is told when its command
+did not reach Redis (:class:`QueueUnavailable`).
 
 Room channels use Redis 7's sharded pub/sub (``SSUBSCRIBE``/``SPUBLISH``: a channel lives
 on the shard owning its hash slot, as Redis Cluster requires) when the server has it, and
-plain ``SUBSCRIBE``/``PUBLISH`` otherwise; the deployment channel is always plain (it
-carries little, and stock python-socketio emitters publish there).  Both connections come
-from a caller-supplied factory, so standalone Redis and Sentinel (``redis+sentinel://``,
-which resolves the current master on every connect) work alike.
+plain ``SUBSCRIBE``/``PUBLISH`` otherwise (:func:`pubsub_mode`); the deployment channel is
+always plain (it carries little, and stock python-socketio emitters publish there).  Both
+connections come from a caller-supplied factory, so standalone Redis and Sentinel
+(``redis+sentinel://``, which resolves the current master on every connect) work alike.
 """
 from __future__ import annotations
 

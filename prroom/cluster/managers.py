@@ -1,14 +1,9 @@
-"""python-socketio's client managers: a per-socket room index, and the clustered manager.
+"""The clustered manager: python-socketio's Redis manager with a channel per room.
 
-The stock manager finds a socket's rooms (``rooms(sid)``, and every disconnect) by scanning
-every room of the namespace, including one private room per connected socket, so each
-disconnect costs O(sockets on the server).  The mixin below keeps the reverse index
-``(namespace, sid) -> rooms`` so both cost O(rooms of that socket).  It is a mixin so the same
-index serves the in-memory manager and the message-queue managers of a clustered deployment.
-
-:class:`ClusterManager` is python-socketio's Redis manager with a channel per room, a
-pipelined publisher and self-echo skipped undecoded; the Redis side is in
-:mod:`prroom.cluster.channels`, connection state recovery's part in
+:class:`ClusterManager` adds to python-socketio's Redis manager a channel per room, a
+pipelined publisher and self-echo skipped undecoded, on the room index of
+:mod:`prroom.cluster.room_index`; its Redis connections are :mod:`prroom.cluster.publisher`
+and :mod:`prroom.cluster.subscriber`, connection state recovery's part is
 :mod:`prroom.cluster.recovery`.
 """
 from __future__ import annotations
@@ -60,7 +55,8 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
     """python-socketio's Redis manager with a channel per room and a pipelined publisher.
 
     The stock manager publishes every emit synchronously on one deployment-wide channel,
-    which every process receives and decodes.  Here (see :mod:`redis_channels`):
+    which every process receives and decodes.  Here (see :mod:`prroom.cluster.publisher`
+    and :mod:`prroom.cluster.subscriber`):
 
     * an emit to a room named ``room_prefix...`` is published on that room's own channel
       (``{channel}:{room}``, sharded pub/sub where Redis has it), and a process is
@@ -71,7 +67,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
       deployment channel ``channel``;
     * local members get an emit at once; the publish is queued and pipelined with every
       other one of the same event-loop turn on one long-lived connection, and :meth:`emit`
-      returns a :class:`~prroom.cluster.channels.Ticket` whose ``wait()`` says
+      returns a :class:`~prroom.cluster.publisher.Ticket` whose ``wait()`` says
       whether it reached Redis (raising :class:`QueueUnavailable` if not);
     * a published message starts with the publishing process's id, so a process skips its
       own copies coming back without decoding them.
@@ -226,7 +222,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
              skip_sid: Any = None, callback: Optional[Callable] = None, to: Any = None,
              **kwargs: Any) -> Optional[Ticket]:
         """Deliver to local members now and queue the publish for the other processes; the
-        publish's :class:`~prroom.cluster.channels.Ticket` (None: ``ignore_queue=True``)."""
+        publish's :class:`~prroom.cluster.publisher.Ticket` (None: ``ignore_queue=True``)."""
         room = to or room
         if kwargs.get("ignore_queue") or callback is not None:  # callbacks stay local too
             return self._stock_emit(event, data, namespace, room, skip_sid, callback, kwargs)

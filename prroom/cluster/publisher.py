@@ -1,8 +1,12 @@
-""":class:`Publisher` - one long-lived connection.  Commands published while the event loop
-runs its ready greenlets are queued and written together, pipelined, when the loop comes
-round (a flusher greenlet; a thread outside gevent); the replies come back in order, so
-each caller can learn whether *its* command reached Redis (:meth:`Ticket.wait`).  A batch
-that fails is not sent again (a message is never delivered twice); its callers are told.
+"""The cluster's publishing connection: what one event-loop turn queued, in one write.
+
+:class:`Publisher` holds one long-lived connection.  Commands published while the event
+loop runs its ready greenlets are queued and written together, pipelined, when the loop
+comes round (a flusher greenlet; a thread outside gevent); the replies come back in order,
+so each caller can learn whether *its* command reached Redis (:meth:`Ticket.wait`).  A
+batch that fails is not sent again (a message is never delivered twice); its callers are
+told (:class:`~prroom.cluster.channels.QueueUnavailable`).  Lua scripts and any other
+command go through the same batches, in order with the publishes.
 """
 from __future__ import annotations
 

@@ -1,8 +1,12 @@
-"""The stock manager finds a socket's rooms (``rooms(sid)``, and every disconnect) by scanning
+"""python-socketio's manager with a per-socket room index: one process's, and the cluster's base.
+
+The stock manager finds a socket's rooms (``rooms(sid)``, and every disconnect) by scanning
 every room of the namespace, including one private room per connected socket, so each
-disconnect costs O(sockets on the server).  The mixin below keeps the reverse index
-``(namespace, sid) -> rooms`` so both cost O(rooms of that socket).  It is a mixin so the same
-index serves the in-memory manager and the message-queue managers of a clustered deployment.
+disconnect costs O(sockets on the server).  :class:`IndexedRoomsMixin` keeps the reverse
+index ``(namespace, sid) -> rooms`` so both cost O(rooms of that socket), and hands a
+broadcast's encoded packet to the transport's fan-out (:func:`member_writer`).  It is a
+mixin so the same index serves the in-memory manager (:class:`IndexedManager`) and the
+clustered one (:class:`~prroom.cluster.managers.ClusterManager`).
 """
 from __future__ import annotations
 

@@ -1,5 +1,7 @@
-""":class:`Subscriber` - one long-lived connection subscribed to the deployment channel and
-to each room channel this process wants.  ``want(channel)`` subscribes and returns an
+"""The cluster's subscribing connection: the deployment channel and the rooms wanted here.
+
+:class:`Subscriber` holds one long-lived connection subscribed to the deployment channel
+and to each room channel this process wants.  ``want(channel)`` subscribes and returns an
 event set once Redis confirmed the subscription (so a join can be acked only when no later
 message can miss it); ``drop(channel)`` unsubscribes.  After the connection is lost it
 reconnects with a capped backoff and subscribes again to every channel still wanted, and

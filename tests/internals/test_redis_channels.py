@@ -1,4 +1,5 @@
-"""The cluster's Redis connections: batching, failures, subscriptions (redis_channels.py).
+"""The cluster's Redis connections: batching, failures, subscriptions (channels.py,
+publisher.py, subscriber.py).
 
 The batching logic runs against a scripted connection, so what goes out in which write is
 exact; the redis-py calls it relies on (``pack_commands``, ``send_packed_command``,
