@@ -38,8 +38,9 @@ from gevent.event import Event  # noqa: E402
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from bench.harness.processes import RedisServer  # noqa: E402
-from prroom.cluster.channels import ROOM_PUBLISH, Publisher, Subscriber, Ticket  # noqa: E402
+from prroom.cluster.publisher import ROOM_PUBLISH, Publisher, Ticket  # noqa: E402
 from prroom.cluster.recovery_store import PUBLISH_SCRIPT  # noqa: E402
+from prroom.cluster.subscriber import Subscriber  # noqa: E402
 from prroom.core.config import DEFAULTS  # noqa: E402
 
 # A chat message as the clustered manager publishes it (recovery's JSON message; the offset

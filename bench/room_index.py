@@ -13,7 +13,7 @@ import time
 
 import socketio
 
-from prroom.cluster.managers import IndexedManager
+from prroom.cluster.room_index import IndexedManager
 
 
 def measure(manager_class, sockets: int) -> tuple:

@@ -178,7 +178,7 @@ def issue_token(username: str, pull_requests: Tuple[int, ...]) -> None:
 def post(pull_request_id: int, username: str, message: str, message_queue: Optional[str],
          channel: Optional[str]) -> None:
     """Post MESSAGE as USERNAME to a pull request's room, through the message queue."""
-    from prroom.cluster.managers import QueueUnavailable
+    from prroom.cluster.channels import QueueUnavailable
     from prroom.core.protocol import ProtocolError
     from prroom.server.posting import PostingUnavailable, post_message
 
@@ -211,7 +211,7 @@ def disconnect_identity(username: str, message_queue: Optional[str],
     refused. A server without PRROOM_MESSAGE_QUEUE is reached through its admin endpoint
     (PRROOM_ADMIN_TOKEN) instead.
     """
-    from prroom.cluster.managers import QueueUnavailable
+    from prroom.cluster.channels import QueueUnavailable
     from prroom.server.identities import publish_disconnect
 
     settings = _settings()

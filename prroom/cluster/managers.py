@@ -1,14 +1,9 @@
-"""python-socketio's client managers: a per-socket room index, and the clustered manager.
+"""The clustered manager: python-socketio's Redis manager with a channel per room.
 
-The stock manager finds a socket's rooms (``rooms(sid)``, and every disconnect) by scanning
-every room of the namespace, including one private room per connected socket, so each
-disconnect costs O(sockets on the server).  The mixin below keeps the reverse index
-``(namespace, sid) -> rooms`` so both cost O(rooms of that socket).  It is a mixin so the same
-index serves the in-memory manager and the message-queue managers of a clustered deployment.
-
-:class:`ClusterManager` is python-socketio's Redis manager with a channel per room, a
-pipelined publisher and self-echo skipped undecoded; the Redis side is in
-:mod:`prroom.cluster.channels`, connection state recovery's part in
+:class:`ClusterManager` adds to python-socketio's Redis manager a channel per room, a
+pipelined publisher and self-echo skipped undecoded, on the room index of
+:mod:`prroom.cluster.room_index`; its Redis connections are :mod:`prroom.cluster.publisher`
+and :mod:`prroom.cluster.subscriber`, connection state recovery's part is
 :mod:`prroom.cluster.recovery`.
 """
 from __future__ import annotations
@@ -16,24 +11,22 @@ from __future__ import annotations
 import inspect
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, Optional, Tuple
 
 import socketio
 from socketio import packet as sio_packet
 
-from prroom.cluster.channels import (  # noqa: F401 - QueueUnavailable: re-exported
-    Publisher,
-    QueueUnavailable,
-    Subscriber,
-    Ticket,
-    pubsub_mode,
-)
+# QueueUnavailable stays importable from here: post_message's docstring named this path
+from prroom.cluster.channels import QueueUnavailable, pubsub_mode  # noqa: F401
 from prroom.cluster.headers import published_head, read_broadcast
+from prroom.cluster.publisher import Publisher, Ticket
 from prroom.cluster.recovery import RecoverableRoomsMixin
+from prroom.cluster.room_index import IndexedRoomsMixin, emit_arguments
+from prroom.cluster.subscriber import Subscriber
 from prroom.cluster.urls import is_cluster_url, keyspace, redis_client
 from prroom.core.protocol import ROOM_PREFIX
 from prroom.internals.packet_codec import data_is_binary
-from prroom.transport.framing import message_packet, message_packets
+from prroom.transport.framing import message_packet
 
 try:  # redis-py 5+ can speak RESP3, and 8 does by default
     import redis as _redis
@@ -43,140 +36,11 @@ except (ImportError, AttributeError):  # the redis extra is not installed, or re
     _SPEAKS_RESP3 = False
 
 
-if TYPE_CHECKING:  # pragma: no cover - what the mixin is mixed into
-    from socketio import Manager as _ManagerBase
-else:
-    _ManagerBase = object
-
-
-def emit_arguments(data: Any) -> List[Any]:
-    """An emit's ``data`` as the packet's arguments, as python-socketio reads it: a tuple is
-    several arguments, None is none, anything else is one."""
-    return list(data) if isinstance(data, tuple) else [] if data is None else [data]
-
-
-def member_writer(server: Any) -> Callable[[Any, Any, List[Any]], None]:
-    """``deliver(members, skip, packets)`` for a broadcast: :func:`websocket_writes.fan_out`
-    over ``server``'s connections, python-socketio's own send for those it cannot write."""
-    # imported here: posting from a sync (non-gevent) process imports this module, and
-    # the hooks bring the gevent transport with them
-    from prroom.internals import socketio_hooks
-    from prroom.transport import writes as websocket_writes
-
-    return websocket_writes.fan_out(server.eio.sockets, socketio_hooks.eio_packet_sender(server))
-
-
 #: The event name a cluster-wide command travels under (:meth:`ClusterManager.broadcast_command`):
 #: an ordinary python-socketio emit on the deployment channel, to a room nobody is ever in,
 #: so a process that does not know it (or a stock manager) delivers it to nobody.
 COMMAND_EVENT = "prroom:command"
 COMMAND_ROOM = "prroom:command"
-
-Command = Callable[[dict], Any]
-
-
-class IndexedRoomsMixin(_ManagerBase):
-    """Keeps ``self._rooms_by_sid[(namespace, sid)] = {room, ...}`` beside ``self.rooms``."""
-
-    #: Event whose deliveries are counted, and the callable told how many (metrics).
-    counted_event = "pr-room-message"
-    on_delivered: Optional[Callable[[int], None]] = None
-    #: name -> handler of the commands :meth:`broadcast_command` may run on every process
-    commands: Dict[str, Command]
-
-    def run_command(self, name: str, args: dict) -> Any:
-        """Run command ``name`` here; None if this process has no handler for it."""
-        handler = self.commands.get(name)
-        return handler(args) if handler is not None else None
-
-    def broadcast_command(self, name: str, args: dict) -> Tuple[Any, Optional[Ticket]]:
-        """Run command ``name`` on this process (its result) and, clustered, publish it to
-        every other process (the publish's ticket; None with one process)."""
-        return self.run_command(name, args), None
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        # Built here, not in initialize(): Flask-SocketIO's test client calls initialize()
-        # again for every client it creates, which must not forget connected sockets.
-        self._rooms_by_sid: Dict[Tuple[str, str], Set[Optional[str]]] = {}
-        self.commands = {}
-        self._member_send: Optional[Callable[[Any, Any, List[Any]], None]] = None
-        super().__init__(*args, **kwargs)
-
-    def _deliver(self, namespace: str, room: Any, skip_sid: Any, encoded: List[Any]) -> None:
-        """python-socketio's ``Manager.emit`` without a callback, from the encoded packet
-        (text, or text and attachments: :func:`message_packets`) through :func:`member_writer`."""
-        if namespace not in self.rooms:
-            return
-        deliver = self._member_send
-        if deliver is None:
-            deliver = self._member_send = member_writer(self.server)
-        deliver(self.get_participants(namespace, room),
-                skip_sid if isinstance(skip_sid, list) else (skip_sid,),
-                message_packets(encoded))
-
-    def _count_deliveries(self, event: Any, namespace: Optional[str], room: Any,
-                          skip_sid: Any) -> None:
-        if self.on_delivered is None or event != self.counted_event:
-            return
-        members = self.rooms.get(namespace or "/", {}).get(room, ())
-        self.on_delivered(len(members) - (1 if skip_sid in members else 0))
-
-    def basic_enter_room(self, sid: str, namespace: str, room: Optional[str],
-                         eio_sid: Optional[str] = None) -> None:
-        """python-socketio's, plus the index."""
-        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
-        self._rooms_by_sid.setdefault((namespace, sid), set()).add(room)
-
-    def basic_leave_room(self, sid: str, namespace: str, room: Optional[str]) -> None:
-        """python-socketio's, plus the index."""
-        super().basic_leave_room(sid, namespace, room)
-        rooms = self._rooms_by_sid.get((namespace, sid))
-        if rooms is not None:
-            rooms.discard(room)
-            if not rooms:
-                del self._rooms_by_sid[(namespace, sid)]
-
-    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
-        """Leave the socket's rooms from the index: no scan of every room."""
-        rooms = self._rooms_by_sid.pop((namespace, sid), ())
-        for room in list(rooms):
-            # skip our own override: the index entry is already gone
-            super(IndexedRoomsMixin, self).basic_leave_room(sid, namespace, room)
-        # The rest of the parent's bookkeeping, without its scan of every room.
-        if sid in self.callbacks:
-            del self.callbacks[sid]
-        for name in ("pending_connect", "pending_disconnect"):
-            pending = getattr(self, name, {})
-            if namespace in pending and sid in pending[namespace]:
-                pending[namespace].remove(sid)
-                if not pending[namespace]:
-                    del pending[namespace]
-
-    def get_rooms(self, sid: str, namespace: str) -> List[str]:
-        """The socket's rooms, from the index."""
-        return [room for room in self._rooms_by_sid.get((namespace, sid), ()) if room is not None]
-
-
-class IndexedManager(IndexedRoomsMixin, socketio.Manager):
-    """In-memory manager (single process) with O(rooms of the socket) lookups."""
-
-    def emit(self, event: str, data: Any, namespace: str, room: Any = None,
-             skip_sid: Any = None, callback: Any = None, to: Any = None,
-             **kwargs: Any) -> Any:
-        """python-socketio's, counting deliveries for the metrics; without a callback, each
-        member's packet goes through :func:`member_writer`."""
-        room = to or room
-        self._count_deliveries(event, namespace, room, skip_sid)
-        if callback is not None:
-            return super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
-                                callback=callback, **kwargs)
-        if namespace not in self.rooms:
-            return None
-        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
-                                           data=[event, *emit_arguments(data)]).encode()
-        self._deliver(namespace, room, skip_sid,
-                      encoded if isinstance(encoded, list) else [encoded])
-        return None
 
 
 def published_ticket(server: Any) -> Optional[Ticket]:
@@ -191,7 +55,8 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
     """python-socketio's Redis manager with a channel per room and a pipelined publisher.
 
     The stock manager publishes every emit synchronously on one deployment-wide channel,
-    which every process receives and decodes.  Here (see :mod:`redis_channels`):
+    which every process receives and decodes.  Here (see :mod:`prroom.cluster.publisher`
+    and :mod:`prroom.cluster.subscriber`):
 
     * an emit to a room named ``room_prefix...`` is published on that room's own channel
       (``{channel}:{room}``, sharded pub/sub where Redis has it), and a process is
@@ -202,7 +67,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
       deployment channel ``channel``;
     * local members get an emit at once; the publish is queued and pipelined with every
       other one of the same event-loop turn on one long-lived connection, and :meth:`emit`
-      returns a :class:`~prroom.cluster.channels.Ticket` whose ``wait()`` says
+      returns a :class:`~prroom.cluster.publisher.Ticket` whose ``wait()`` says
       whether it reached Redis (raising :class:`QueueUnavailable` if not);
     * a published message starts with the publishing process's id, so a process skips its
       own copies coming back without decoding them.
@@ -357,7 +222,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
              skip_sid: Any = None, callback: Optional[Callable] = None, to: Any = None,
              **kwargs: Any) -> Optional[Ticket]:
         """Deliver to local members now and queue the publish for the other processes; the
-        publish's :class:`~prroom.cluster.channels.Ticket` (None: ``ignore_queue=True``)."""
+        publish's :class:`~prroom.cluster.publisher.Ticket` (None: ``ignore_queue=True``)."""
         room = to or room
         if kwargs.get("ignore_queue") or callback is not None:  # callbacks stay local too
             return self._stock_emit(event, data, namespace, room, skip_sid, callback, kwargs)

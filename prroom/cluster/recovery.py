@@ -15,8 +15,9 @@ import threading
 import time
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Tuple
 
-from prroom.cluster.channels import ROOM_PUBLISH, Publisher, Subscriber, Ticket
+from prroom.cluster.publisher import ROOM_PUBLISH, Publisher, Ticket
 from prroom.cluster.recovery_store import split_offset
+from prroom.cluster.subscriber import Subscriber
 
 logger = logging.getLogger("prroom")
 

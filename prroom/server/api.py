@@ -23,7 +23,7 @@ from typing import Any, Iterable, Optional, TypeVar
 
 from flask import Blueprint, Response, current_app, jsonify, request
 
-from prroom.cluster.managers import QueueUnavailable
+from prroom.cluster.channels import QueueUnavailable
 from prroom.core.config import PostToken
 from prroom.core.protocol import ErrorCode, ProtocolError, parse_username
 from prroom.internals.http_bodies import leave_body_unread

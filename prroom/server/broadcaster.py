@@ -20,7 +20,9 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Dict, Iterable, Optional, Tuple
 
-from prroom.cluster.managers import QueueUnavailable, Ticket, published_ticket
+from prroom.cluster.channels import QueueUnavailable
+from prroom.cluster.managers import published_ticket
+from prroom.cluster.publisher import Ticket
 from prroom.cluster.recovery_store import FirstSend, earlier_ack
 from prroom.core import protocol
 from prroom.core.presence import CONNECTIONS, Joined, Left, Presence

@@ -22,7 +22,7 @@ import logging
 import time
 from typing import Any, Callable, Dict, List, Optional, Tuple
 
-from prroom.cluster.managers import QueueUnavailable
+from prroom.cluster.channels import QueueUnavailable
 from prroom.cluster.recovery_store import FirstSend, RedisRecoveryStore
 from prroom.core import protocol
 from prroom.core.identity import Identity, IdentityPolicy

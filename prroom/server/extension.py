@@ -17,7 +17,8 @@ from typing import Any, Callable, Dict, Iterable, List, Optional
 from flask import Flask, current_app, has_app_context
 from flask_socketio import SocketIO
 
-from prroom.cluster.managers import ClusterManager, IndexedManager
+from prroom.cluster.managers import ClusterManager
+from prroom.cluster.room_index import IndexedManager
 from prroom.core import logtext
 from prroom.core.config import DEFAULTS, ConfigError, Settings
 from prroom.core.identity import (

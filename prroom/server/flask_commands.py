@@ -33,7 +33,7 @@ def issue_token_command(username: str, pull_requests: Tuple[int, ...]) -> None:
 def disconnect_identity_command(username: str) -> None:
     """Disconnect USERNAME on every server process of the app's deployment, through its
     PRROOM_MESSAGE_QUEUE (a single-process server: POST /admin/disconnect-identity)."""
-    from prroom.cluster.managers import QueueUnavailable
+    from prroom.cluster.channels import QueueUnavailable
     from prroom.server.identities import publish_disconnect
 
     settings = current_app.extensions["prroom"].settings

@@ -20,7 +20,8 @@ from __future__ import annotations
 import logging
 from typing import Any, Callable, Collection, List, Mapping
 
-from prroom.cluster.managers import ClusterManager, IndexedManager
+from prroom.cluster.managers import ClusterManager
+from prroom.cluster.room_index import IndexedManager
 from prroom.core.config import ConfigError, Settings
 from prroom.internals import host_server
 

@@ -8,12 +8,8 @@ import pytest
 import socketio
 from engineio import packet as eio_packet
 
-from prroom.cluster.managers import (
-    ClusterManager,
-    IndexedManager,
-    IndexedRoomsMixin,
-    member_writer,
-)
+from prroom.cluster.managers import ClusterManager
+from prroom.cluster.room_index import IndexedManager, IndexedRoomsMixin, member_writer
 from prroom.transport.framing import websocket_frame
 
 NS = "/"

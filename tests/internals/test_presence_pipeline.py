@@ -12,8 +12,9 @@ from typing import Any, Callable, List
 import pytest
 import redis
 
-from prroom.cluster.channels import Publisher, QueueUnavailable, pubsub_mode
+from prroom.cluster.channels import QueueUnavailable, pubsub_mode
 from prroom.cluster.presence import RedisPresence
+from prroom.cluster.publisher import Publisher
 
 # the publisher's connection speaks RESP2, as the clustered manager's does (redis-py 4 has
 # no protocol option: RESP2 is all it speaks)

@@ -1,4 +1,5 @@
-"""The cluster's Redis connections: batching, failures, subscriptions (redis_channels.py).
+"""The cluster's Redis connections: batching, failures, subscriptions (channels.py,
+publisher.py, subscriber.py).
 
 The batching logic runs against a scripted connection, so what goes out in which write is
 exact; the redis-py calls it relies on (``pack_commands``, ``send_packed_command``,
@@ -15,15 +16,10 @@ import pytest
 import redis
 from redis.exceptions import ResponseError
 
-from prroom.cluster.channels import (
-    Publisher,
-    QueueUnavailable,
-    Subscriber,
-    frame,
-    pubsub_mode,
-    redis_has_sharded_pubsub,
-)
-from prroom.cluster.resp import PUBLISH_HEAD, publish_frame
+from prroom.cluster.channels import QueueUnavailable, pubsub_mode, redis_has_sharded_pubsub
+from prroom.cluster.publisher import Publisher
+from prroom.cluster.resp import PUBLISH_HEAD, frame, publish_frame
+from prroom.cluster.subscriber import Subscriber
 from prroom.internals import redis_sockets
 
 WAIT = 5.0
@@ -475,7 +471,7 @@ def test_redis_7_has_sharded_pubsub(redis_server):
 
 def test_the_recovery_script_numbers_keeps_and_publishes_in_one_step(redis_server):
     # the script the clustered manager pipelines for a recoverable broadcast (recovery_redis)
-    from prroom.cluster.channels import ROOM_PUBLISH
+    from prroom.cluster.publisher import ROOM_PUBLISH
     from prroom.cluster.recovery_store import PUBLISH_SCRIPT, RedisRecoveryStore, earlier_ack
 
     client = redis.Redis.from_url(redis_server.url)

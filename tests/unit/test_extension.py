@@ -10,7 +10,7 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from prroom import PRRoom, create_app
-from prroom.cluster.managers import IndexedManager
+from prroom.cluster.room_index import IndexedManager
 from prroom.core.config import ConfigError
 from prroom.server.extension import resolve_async_mode
 from tests.support.clients import PRESENCE_EVENTS

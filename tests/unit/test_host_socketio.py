@@ -12,7 +12,8 @@ from flask import Flask
 from flask_socketio import SocketIO
 
 from prroom import PRRoom
-from prroom.cluster.managers import ClusterManager, IndexedManager
+from prroom.cluster.managers import ClusterManager
+from prroom.cluster.room_index import IndexedManager
 from prroom.core.config import ConfigError
 
 QUEUE = "redis://127.0.0.1:1/0"  # never connected to in these tests

@@ -23,13 +23,10 @@ FRAMEWORKS = {"flask", "flask_socketio", "socketio", "engineio", "gevent", "geve
               "gunicorn", "werkzeug"}
 LAYERS = {"core", "server", "internals", "cluster", "transport", "diagnostics"}
 SUBSYSTEMS = ("internals", "cluster", "transport", "diagnostics")
-#: Underscore names that are public API: namedtuple's methods, Flask's documented proxy
-#: accessor.
 #: The longest a module may be.
 MAX_MODULE_LINES = 450
-#: Modules still longer, each held at its length (a ratchet): being optimised on other
-#: branches when the rest was split, they are split after those are merged.
-LONGER_FOR_NOW = {"cluster/channels.py": 656, "cluster/managers.py": 502}
+#: Underscore names that are public API: namedtuple's methods, Flask's documented proxy
+#: accessor.
 PUBLIC_UNDERSCORE = {"_replace", "_asdict", "_fields", "_make", "_get_current_object"}
 
 
@@ -118,8 +115,7 @@ def test_the_rule_above_sees_a_reach(tmp_path):
 @pytest.mark.parametrize("path", sorted(PACKAGE.rglob("*.py")),
                          ids=lambda p: f"{p.parent.name}/{p.name}")
 def test_each_module_reads_in_one_sitting(path):
-    limit = LONGER_FOR_NOW.get(f"{path.parent.name}/{path.name}", MAX_MODULE_LINES)
-    assert len(path.read_text().splitlines()) <= limit, \
+    assert len(path.read_text().splitlines()) <= MAX_MODULE_LINES, \
         f"{path.name}: split it by what its parts are"
 
 

@@ -1,0 +1,148 @@
+"""python-socketio's manager with a per-socket room index: one process's, and the cluster's base.
+
+The stock manager finds a socket's rooms (``rooms(sid)``, and every disconnect) by scanning
+every room of the namespace, including one private room per connected socket, so each
+disconnect costs O(sockets on the server).  :class:`IndexedRoomsMixin` keeps the reverse
+index ``(namespace, sid) -> rooms`` so both cost O(rooms of that socket), and hands a
+broadcast's encoded packet to the transport's fan-out (:func:`member_writer`).  It is a
+mixin so the same index serves the in-memory manager (:class:`IndexedManager`) and the
+clustered one (:class:`~prroom.cluster.managers.ClusterManager`).
+"""
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
+
+import socketio
+from socketio import packet as sio_packet
+
+from prroom.cluster.publisher import Ticket
+from prroom.transport.framing import message_packets
+
+if TYPE_CHECKING:  # pragma: no cover - what the mixin is mixed into
+    from socketio import Manager as _ManagerBase
+else:
+    _ManagerBase = object
+
+
+def emit_arguments(data: Any) -> List[Any]:
+    """An emit's ``data`` as the packet's arguments, as python-socketio reads it: a tuple is
+    several arguments, None is none, anything else is one."""
+    return list(data) if isinstance(data, tuple) else [] if data is None else [data]
+
+
+def member_writer(server: Any) -> Callable[[Any, Any, List[Any]], None]:
+    """``deliver(members, skip, packets)`` for a broadcast: :func:`websocket_writes.fan_out`
+    over ``server``'s connections, python-socketio's own send for those it cannot write."""
+    # imported here: posting from a sync (non-gevent) process imports this module, and
+    # the hooks bring the gevent transport with them
+    from prroom.internals import socketio_hooks
+    from prroom.transport import writes as websocket_writes
+
+    return websocket_writes.fan_out(server.eio.sockets, socketio_hooks.eio_packet_sender(server))
+
+
+Command = Callable[[dict], Any]
+
+
+class IndexedRoomsMixin(_ManagerBase):
+    """Keeps ``self._rooms_by_sid[(namespace, sid)] = {room, ...}`` beside ``self.rooms``."""
+
+    #: Event whose deliveries are counted, and the callable told how many (metrics).
+    counted_event = "pr-room-message"
+    on_delivered: Optional[Callable[[int], None]] = None
+    #: name -> handler of the commands :meth:`broadcast_command` may run on every process
+    commands: Dict[str, Command]
+
+    def run_command(self, name: str, args: dict) -> Any:
+        """Run command ``name`` here; None if this process has no handler for it."""
+        handler = self.commands.get(name)
+        return handler(args) if handler is not None else None
+
+    def broadcast_command(self, name: str, args: dict) -> Tuple[Any, Optional[Ticket]]:
+        """Run command ``name`` on this process (its result) and, clustered, publish it to
+        every other process (the publish's ticket; None with one process)."""
+        return self.run_command(name, args), None
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        # Built here, not in initialize(): Flask-SocketIO's test client calls initialize()
+        # again for every client it creates, which must not forget connected sockets.
+        self._rooms_by_sid: Dict[Tuple[str, str], Set[Optional[str]]] = {}
+        self.commands = {}
+        self._member_send: Optional[Callable[[Any, Any, List[Any]], None]] = None
+        super().__init__(*args, **kwargs)
+
+    def _deliver(self, namespace: str, room: Any, skip_sid: Any, encoded: List[Any]) -> None:
+        """python-socketio's ``Manager.emit`` without a callback, from the encoded packet
+        (text, or text and attachments: :func:`message_packets`) through :func:`member_writer`."""
+        if namespace not in self.rooms:
+            return
+        deliver = self._member_send
+        if deliver is None:
+            deliver = self._member_send = member_writer(self.server)
+        deliver(self.get_participants(namespace, room),
+                skip_sid if isinstance(skip_sid, list) else (skip_sid,),
+                message_packets(encoded))
+
+    def _count_deliveries(self, event: Any, namespace: Optional[str], room: Any,
+                          skip_sid: Any) -> None:
+        if self.on_delivered is None or event != self.counted_event:
+            return
+        members = self.rooms.get(namespace or "/", {}).get(room, ())
+        self.on_delivered(len(members) - (1 if skip_sid in members else 0))
+
+    def basic_enter_room(self, sid: str, namespace: str, room: Optional[str],
+                         eio_sid: Optional[str] = None) -> None:
+        """python-socketio's, plus the index."""
+        super().basic_enter_room(sid, namespace, room, eio_sid=eio_sid)
+        self._rooms_by_sid.setdefault((namespace, sid), set()).add(room)
+
+    def basic_leave_room(self, sid: str, namespace: str, room: Optional[str]) -> None:
+        """python-socketio's, plus the index."""
+        super().basic_leave_room(sid, namespace, room)
+        rooms = self._rooms_by_sid.get((namespace, sid))
+        if rooms is not None:
+            rooms.discard(room)
+            if not rooms:
+                del self._rooms_by_sid[(namespace, sid)]
+
+    def basic_disconnect(self, sid: str, namespace: str, **kwargs: Any) -> None:
+        """Leave the socket's rooms from the index: no scan of every room."""
+        rooms = self._rooms_by_sid.pop((namespace, sid), ())
+        for room in list(rooms):
+            # skip our own override: the index entry is already gone
+            super(IndexedRoomsMixin, self).basic_leave_room(sid, namespace, room)
+        # The rest of the parent's bookkeeping, without its scan of every room.
+        if sid in self.callbacks:
+            del self.callbacks[sid]
+        for name in ("pending_connect", "pending_disconnect"):
+            pending = getattr(self, name, {})
+            if namespace in pending and sid in pending[namespace]:
+                pending[namespace].remove(sid)
+                if not pending[namespace]:
+                    del pending[namespace]
+
+    def get_rooms(self, sid: str, namespace: str) -> List[str]:
+        """The socket's rooms, from the index."""
+        return [room for room in self._rooms_by_sid.get((namespace, sid), ()) if room is not None]
+
+
+class IndexedManager(IndexedRoomsMixin, socketio.Manager):
+    """In-memory manager (single process) with O(rooms of the socket) lookups."""
+
+    def emit(self, event: str, data: Any, namespace: str, room: Any = None,
+             skip_sid: Any = None, callback: Any = None, to: Any = None,
+             **kwargs: Any) -> Any:
+        """python-socketio's, counting deliveries for the metrics; without a callback, each
+        member's packet goes through :func:`member_writer`."""
+        room = to or room
+        self._count_deliveries(event, namespace, room, skip_sid)
+        if callback is not None:
+            return super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
+                                callback=callback, **kwargs)
+        if namespace not in self.rooms:
+            return None
+        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
+                                           data=[event, *emit_arguments(data)]).encode()
+        self._deliver(namespace, room, skip_sid,
+                      encoded if isinstance(encoded, list) else [encoded])
+        return None
