@@ -76,7 +76,8 @@ def _reader_of(connection: Any) -> Callable[[], object]:
     asked to, and redis-py 8 by default), where subscribed connections get their messages."""
     if str(getattr(connection, "protocol", 2)) == "3":
         return lambda: connection.read_response(push_request=True)
-    return connection.read_response
+    read: Callable[[], object] = connection.read_response
+    return read
 
 
 #: What :func:`read_replies` yields when nothing came for its timeout.
