@@ -41,7 +41,7 @@ def member_writer(server: Any) -> Callable[[Any, Any, List[Any]], None]:
     return websocket_writes.fan_out(server.eio.sockets, socketio_hooks.eio_packet_sender(server))
 
 
-Command = Callable[[dict], Any]
+Command = Callable[[Dict[str, Any]], Any]
 
 
 class IndexedRoomsMixin(_ManagerBase):
@@ -53,12 +53,12 @@ class IndexedRoomsMixin(_ManagerBase):
     #: name -> handler of the commands :meth:`broadcast_command` may run on every process
     commands: Dict[str, Command]
 
-    def run_command(self, name: str, args: dict) -> Any:
+    def run_command(self, name: str, args: Dict[str, Any]) -> Any:
         """Run command ``name`` here; None if this process has no handler for it."""
         handler = self.commands.get(name)
         return handler(args) if handler is not None else None
 
-    def broadcast_command(self, name: str, args: dict) -> Tuple[Any, Optional[Ticket]]:
+    def broadcast_command(self, name: str, args: Dict[str, Any]) -> Tuple[Any, Optional[Ticket]]:
         """Run command ``name`` on this process (its result) and, clustered, publish it to
         every other process (the publish's ticket; None with one process)."""
         return self.run_command(name, args), None
