@@ -52,7 +52,7 @@ class _Batch:
         # (kind, channel, payload); ("call", the whole command, "") for any other command,
         # ("script", sha1, (keys, args)) for a loaded script
         self.commands: List[Tuple[str, Any, Any]] = []
-        self.results: list = []
+        self.results: List[object] = []
         self.done = threading.Event()
         self._callbacks: Optional[List[Tuple[Callable[[Any], None], Any]]] = None
         self._lock = lock  # a thread (no gevent) may add while another ends the batch
@@ -137,7 +137,7 @@ class Publisher:
     #: Written commands that got no reply for this long fail, and the connection is dropped.
     reply_timeout = 5.0
 
-    def __init__(self, connect: Callable[[], Any], start: Callable[[Callable], object],
+    def __init__(self, connect: Callable[[], Any], start: Callable[[Callable[[], None]], object],
                  sharded: ModeProbe) -> None:
         self._connect = connect
         self._start = start
@@ -255,7 +255,8 @@ class Publisher:
             batch.fail(exc)  # no-op if _lost failed it already
 
     @staticmethod
-    def _script_command(sha: str, keys_args: Tuple[List[str], List[Any]], name: str) -> tuple:
+    def _script_command(sha: str, keys_args: Tuple[List[str], List[Any]],
+                        name: str) -> Tuple[object, ...]:
         keys, args = keys_args
         return ("EVALSHA", sha, len(keys), *keys,
                 *(name if arg is ROOM_PUBLISH else arg for arg in args))
