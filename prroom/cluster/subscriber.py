@@ -17,7 +17,7 @@ from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple
 from prroom.cluster.channels import TIMED_OUT, ModeProbe, read_replies
 
 logger = logging.getLogger("prroom")
-Command = Tuple  # ("PUBLISH", channel, payload), as redis-py packs it
+Command = Tuple[str, ...]  # ("SUBSCRIBE", channel), as redis-py packs it
 
 
 class Subscriber:
@@ -55,10 +55,10 @@ class Subscriber:
         # SUBSCRIBE/SSUBSCRIBE commands sent on this connection and not yet confirmed.  Kept
         # apart from _wanted: a subscribe, unsubscribe, subscribe sequence gets two
         # confirmations, and only the second may release the new joiner.
-        self._outstanding: Counter = Counter()
+        self._outstanding: Counter[str] = Counter()
         # UNSUBSCRIBE/SUNSUBSCRIBE sent and not yet confirmed: any other (s)unsubscribe is
         # Redis Cluster dropping a channel whose slot moved, and calls for a reconnect
-        self._unsubscribing: Counter = Counter()
+        self._unsubscribing: Counter[str] = Counter()
         self._resubscribing: Set[str] = set()
         self._started = False
         self._lost = False
@@ -125,16 +125,22 @@ class Subscriber:
                 delay = 0.1
                 yield from self._read()
             except Exception as exc:  # any failure: start over
-                if self._closed:
+                if self._is_closed():
                     return
                 if not self._lost:  # once per outage
                     self._lost = True
                     logger.error("message queue unreachable (%s); retrying", exc)
             self._close()
-            if self._closed:
+            if self._is_closed():
                 return
             self._sleep(delay)
             delay = min(delay * 2, self.retry_max)
+
+    def _is_closed(self) -> bool:
+        # A call, not the attribute: close() runs on another task while messages() waits
+        # in a read or a connect, and a type checker would take the attribute as still
+        # False there (the loop's condition said so).  Once per reconnect, not per message.
+        return self._closed
 
     def _open(self) -> None:
         connection = self._connect()
