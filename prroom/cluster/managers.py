@@ -17,7 +17,8 @@ import socketio
 from socketio import packet as sio_packet
 
 # QueueUnavailable stays importable from here: post_message's docstring named this path
-from prroom.cluster.channels import QueueUnavailable, pubsub_mode  # noqa: F401
+from prroom.cluster.channels import QueueUnavailable as QueueUnavailable
+from prroom.cluster.channels import pubsub_mode
 from prroom.cluster.headers import published_head, read_broadcast
 from prroom.cluster.publisher import Publisher, Ticket
 from prroom.cluster.recovery import RecoverableRoomsMixin

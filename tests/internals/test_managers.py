@@ -64,6 +64,14 @@ def test_is_a_socketio_manager():
     assert issubclass(IndexedManager, IndexedRoomsMixin)
 
 
+def test_queue_unavailable_is_still_importable_from_the_managers_module():
+    # host applications catch it under the path post_message's docstring names, and their
+    # type checker must see it exported there
+    from prroom.cluster import channels, managers
+
+    assert managers.QueueUnavailable is channels.QueueUnavailable
+
+
 def test_server_keeps_our_manager(indexed):
     assert indexed.server.manager is indexed
 
