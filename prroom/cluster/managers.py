@@ -129,7 +129,8 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         """python-socketio's, which knows no Redis Cluster: for ``redis+cluster://``, a
         redis-py ``RedisCluster`` (prroom's listener replaces the stock one's pubsub)."""
         if not self._on_cluster:
-            return super()._redis_connect()
+            super()._redis_connect()
+            return
         self.redis = redis_client(self.redis_url, **self.redis_options)
         self.connected = True
 
@@ -142,8 +143,9 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
 
     def _sleep(self, seconds: float) -> None:
         if self.server is not None:
-            return self.server.sleep(seconds)
-        return time.sleep(seconds)
+            self.server.sleep(seconds)
+        else:
+            time.sleep(seconds)
 
     @property
     def queue_healthy(self) -> bool:
@@ -194,12 +196,11 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
     def enter_room(self, sid: str, namespace: str, room: Any,
                    eio_sid: Optional[str] = None) -> None:
         """Add a local socket to ``room``; return once its channel is subscribed."""
-        result = super().enter_room(sid, namespace, room, eio_sid=eio_sid)
+        super().enter_room(sid, namespace, room, eio_sid=eio_sid)
         pending = self._subscribe_rooms(namespace, room)
         if pending is not None and not pending.wait(self.subscribe_timeout):
             self._get_logger().error("message queue: no confirmation of the subscription to "
                                      "%s within %s s", room, self.subscribe_timeout)
-        return result
 
     #: How long a first join waits for Redis to confirm the room's subscription.
     subscribe_timeout = 2.0
@@ -220,7 +221,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
     # -- publishing -----------------------------------------------------------------------
 
     def emit(self, event: str, data: Any, namespace: Optional[str] = None, room: Any = None,
-             skip_sid: Any = None, callback: Optional[Callable] = None, to: Any = None,
+             skip_sid: Any = None, callback: Optional[Callable[..., object]] = None, to: Any = None,
              **kwargs: Any) -> Optional[Ticket]:
         """Deliver to local members now and queue the publish for the other processes; the
         publish's :class:`~prroom.cluster.publisher.Ticket` (None: ``ignore_queue=True``)."""
@@ -257,7 +258,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         return self._publish(message)
 
     def _stock_emit(self, event: str, data: Any, namespace: Optional[str], room: Any,
-                    skip_sid: Any, callback: Optional[Callable],
+                    skip_sid: Any, callback: Optional[Callable[..., object]],
                     kwargs: Dict[str, Any]) -> Optional[Ticket]:
         # python-socketio's path: callbacks, binary attachments, local-only emits
         self._tickets.last = None
@@ -287,7 +288,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         tickets.last = None
         return ticket
 
-    def _publish(self, data: dict) -> Ticket:
+    def _publish(self, data: Dict[str, Any]) -> Ticket:
         encoded = self._own_prefix + self.json.dumps(data)
         channel = self.room_channel(data.get("room")) if data.get("method") == "emit" else None
         ticket = self.publisher.publish("room" if channel else "deployment",
@@ -295,7 +296,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         self._tickets.last = ticket
         return ticket
 
-    def broadcast_command(self, name: str, args: dict) -> Tuple[Any, Optional[Ticket]]:
+    def broadcast_command(self, name: str, args: Dict[str, Any]) -> Tuple[Any, Optional[Ticket]]:
         """Run command ``name`` here and publish it on the deployment channel: every other
         process of the deployment runs it too (a write-only manager only publishes)."""
         result = self.run_command(name, args) if self.server is not None else None
@@ -306,7 +307,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         self._tickets.last = None  # not an emit's: take_ticket() must not hand it out
         return result, ticket
 
-    def _handle_emit(self, message: dict) -> None:
+    def _handle_emit(self, message: Dict[str, Any]) -> None:
         # every delivery in this process, of local and remote emits alike, passes here
         room: Any = message.get("room")
         if message.get("event") == COMMAND_EVENT and room == COMMAND_ROOM:
@@ -320,9 +321,9 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
             return None  # delivered already (a catch-up after an outage had it)
         self._count_deliveries(message.get("event"), message.get("namespace"),
                                room, message.get("skip_sid"))
-        return super()._handle_emit(message)
+        super()._handle_emit(message)
 
-    def _handle_command(self, message: dict) -> None:
+    def _handle_command(self, message: Dict[str, Any]) -> None:
         data = message.get("data")
         body = data[0] if isinstance(data, list) and data else None
         if not isinstance(body, dict) or not isinstance(body.get("args"), dict) or \
@@ -351,7 +352,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         except Exception:  # as python-socketio's listener: one bad message, one log line
             self._get_logger().exception("message queue: a room broadcast failed")
 
-    def _listen(self) -> Iterator[dict]:
+    def _listen(self) -> Iterator[Dict[str, Any]]:
         skip = len(self._own_prefix_bytes)
         loads = self.json.loads
         assert self.subscriber is not None, "a write-only manager does not listen"
