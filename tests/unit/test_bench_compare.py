@@ -4,8 +4,10 @@ and the statistics behind its verdicts."""
 from __future__ import annotations
 
 import itertools
+import math
 from typing import Any, Dict, List, Sequence
 
+import compare
 import pytest
 from harness import ab
 from harness.base import QUICK
@@ -122,3 +124,11 @@ def test_collect_keeps_each_sides_values_and_a_figure_only_one_side_has() -> Non
 def test_figures_are_shown_with_digits_to_their_size(value: float, text: str) -> None:
     assert ab.shown(value) == text
 
+
+def test_options_compare_sets_itself_are_refused() -> None:
+    with pytest.raises(SystemExit):
+        compare.parse_args(["--base", "main", "--", "--quick", "--runs", "3"])
+    args, bench_args = compare.parse_args(["--base", "main", "--rounds", "2", "--",
+                                           "--quick"])
+    assert (args.rounds, bench_args) == (2, ["--quick"])
+    assert math.isclose(args.run_timeout, 30)
