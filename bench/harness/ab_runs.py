@@ -50,10 +50,15 @@ class Tree:
         if not (self.path / "bench" / "run.py").is_file():
             self.remove()
             raise BenchError(f"{side}: no bench/run.py in {self.path}")
-        self.commit = git("rev-parse", "--short", "HEAD", cwd=self.path) + (
-            "+changes" if git("status", "--porcelain", "--", "prroom", cwd=self.path) else "")
+        try:
+            self.commit = git("rev-parse", "--short", "HEAD", cwd=self.path) + (
+                "+changes" if git("status", "--porcelain", "--", "prroom", cwd=self.path)
+                else "")
+        except BenchError:
+            self.commit = "no git checkout"
         modules = self.path / "bench" / "loadgen" / "node_modules"
-        if not modules.exists() and (LOADGEN_DIR / "node_modules").is_dir():
+        if (modules.parent.is_dir() and not modules.exists() and not modules.is_symlink()
+                and (LOADGEN_DIR / "node_modules").is_dir()):
             # the load generator's npm modules are shared rather than installed again
             modules.symlink_to((LOADGEN_DIR / "node_modules").resolve())
 
@@ -101,6 +106,23 @@ class Outcome(NamedTuple):
     failure: str
 
 
+def interruptible() -> None:
+    """In the child: SIGINT as Python's default (a KeyboardInterrupt, which stops the run's
+    servers), even when we were started in the background with SIGINT ignored."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
+def stop(proc: "subprocess.Popen[bytes]") -> None:
+    """SIGINT to a run, SIGKILL if it has not ended STOP_GRACE seconds later."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+    try:
+        proc.wait(STOP_GRACE)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def run_bench(tree: Tree, python: str, bench_args: List[str], out: Path,
               timeout: float) -> Outcome:
     """``bench/run.py`` of ``tree`` once (``--runs 1 --out``), its output in ``out``'s .log;
@@ -110,17 +132,15 @@ def run_bench(tree: Tree, python: str, bench_args: List[str], out: Path,
     started = time.monotonic()
     with open(out.with_suffix(".log"), "w") as output:
         proc = subprocess.Popen(command, env=tree.environment(), stdout=output,
-                                stderr=subprocess.STDOUT)
+                                stderr=subprocess.STDOUT, preexec_fn=interruptible)
         try:
             code: Optional[int] = proc.wait(timeout)
         except subprocess.TimeoutExpired:
             code = None
-            proc.send_signal(signal.SIGINT)
-            try:
-                proc.wait(STOP_GRACE)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            stop(proc)
+        except BaseException:   # interrupted: the run stops its servers before we go on
+            stop(proc)
+            raise
     seconds = time.monotonic() - started
     if code is None:
         return Outcome(None, seconds, f"stopped after {timeout / 60:g} min (its output: "
