@@ -1,4 +1,4 @@
-"""The load benchmark's parts, used by ``bench/run.py``.
+"""The load benchmark's parts, used by ``bench/run.py`` and ``bench/compare.py``.
 
 base        paths, sizes, logging, the one error that stops a run
 sampling    /proc: a process's CPU and RSS, each core's busy time
@@ -10,4 +10,6 @@ stats       medians, which side was the limit, what makes a figure suspect
 report      the tables on stdout and the JSON file
 cluster     standalone vs clustered prroom processes on one private Redis
 cluster_report  the cluster benchmark's medians, tables and what they imply
+ab          A/B comparison of two trees (bench/compare.py): run order, figures, p values
+ab_runs     its trees (a directory or a temporary git worktree) and one run from either
 """
