@@ -1,6 +1,6 @@
 """Redis's own CPU per room message: the ceiling of one clustered deployment.
 
-    flock /tmp/prroom-bench.lock python bench/redis_ceiling.py [--seconds 3] [--rooms 100]
+    python bench/redis_ceiling.py [--seconds 3] [--rooms 100]   # with no other benchmark running
 
 A deployment's room channels, and with recovery on its one sequence, live in one hash slot,
 so one Redis core carries all of its messages.  This measures what Redis spends on each,
