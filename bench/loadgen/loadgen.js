@@ -16,7 +16,10 @@
 //   fanout  `members` sockets in one room; one of them sends `messages` messages
 //           `intervalMs` apart, each carrying its send time; latency = receive − send time,
 //           over every delivery (same process, same monotonic clock); with `ack`, each
-//           send asks for an ack (as the chat page's do).
+//           send asks for an ack (as the chat page's do).  Per message it also notes when
+//           its first and last copies came in: the first copy's latency is the server's
+//           (and the wire's) share; the spread after it is mostly this process reading
+//           the other copies one after another.
 //   idle    connect `sockets` sockets into rooms of `roomSize` and hold them until told to
 //           stop; counts disconnects and the Engine.IO pings each socket answered.
 //
@@ -242,6 +245,9 @@ async function rooms() {
 async function fanout() {
   const expected = config.members * config.messages;
   const latencies = new Float64Array(expected);
+  const firstAt = new Float64Array(config.messages).fill(NaN); // latency of the first copy
+  const lastAt = new Float64Array(config.messages);   // receive time of the latest copy
+  const sentAt = new Float64Array(config.messages);
   let received = 0;
   let counting = false;
   let extra = 0;
@@ -251,7 +257,14 @@ async function fanout() {
     if (!counting) return;
     const now = performance.now();
     if (received >= expected) { extra += 1; return; }
-    latencies[received++] = now - Number(message.message.split(' ')[1]);
+    const [seq, sent] = message.message.split(' ');
+    const latency = now - Number(sent);
+    latencies[received++] = latency;
+    if (Number.isNaN(firstAt[seq])) {
+      firstAt[seq] = latency;
+      sentAt[seq] = Number(sent);
+    }
+    lastAt[seq] = now;
     if (received === expected) resolveAll();
   };
 
@@ -293,6 +306,14 @@ async function fanout() {
   const pct = (p) => (received ? sorted[Math.min(received - 1, Math.floor((p / 100) * received))] : null);
   let sum = 0;
   for (let i = 0; i < received; i += 1) sum += sorted[i];
+  const firsts = [];
+  const spreads = [];
+  for (let i = 0; i < config.messages; i += 1) {
+    if (Number.isNaN(firstAt[i])) continue;
+    firsts.push(firstAt[i]);
+    spreads.push(lastAt[i] - sentAt[i] - firstAt[i]);
+  }
+  const median = (xs) => (xs.length ? xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)] : null);
   return {
     members: config.members,
     joined: sockets.length,
@@ -306,6 +327,8 @@ async function fanout() {
     p99Ms: pct(99),
     maxMs: received ? sorted[received - 1] : null,
     meanMs: received ? sum / received : null,
+    firstP50Ms: median(firsts), // per message, the first copy's latency: median of messages
+    spreadP50Ms: median(spreads), // per message, last copy's arrival - first's: median
     connect,
     fanout: fan,
   };
