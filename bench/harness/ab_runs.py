@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any, Dict, List, NamedTuple, Optional
 
 from .base import LOADGEN_DIR, REPO, BenchError, log
+from .processes import stop_process
 
 STOP_GRACE = 60.0   # seconds a run gets to stop its servers after SIGINT, then SIGKILL
 
@@ -113,14 +114,9 @@ def interruptible() -> None:
 
 
 def stop(proc: "subprocess.Popen[bytes]") -> None:
-    """SIGINT to a run, SIGKILL if it has not ended STOP_GRACE seconds later."""
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
-    try:
-        proc.wait(STOP_GRACE)
-    except subprocess.TimeoutExpired:
-        proc.kill()
-        proc.wait()
+    """SIGINT to a run (it stops its servers), SIGKILL if it has not ended STOP_GRACE
+    seconds later."""
+    stop_process(proc, STOP_GRACE, signal.SIGINT)
 
 
 def run_bench(tree: Tree, python: str, bench_args: List[str], out: Path,

@@ -63,11 +63,13 @@ def wait_http(url: str, proc: Optional[subprocess.Popen], seconds: float = 30.0)
     raise BenchError(f"no answer from {url} within {seconds:.0f} s")
 
 
-def stop_process(proc: Optional[subprocess.Popen], seconds: float = 15.0) -> None:
-    """SIGTERM, then SIGKILL after ``seconds``; only the process we started."""
+def stop_process(proc: Optional[subprocess.Popen], seconds: float = 15.0,
+                 first: int = signal.SIGTERM) -> None:
+    """Signal ``first`` (SIGTERM), then SIGKILL after ``seconds``; only the process we
+    started."""
     if proc is None or proc.poll() is not None:
         return
-    proc.send_signal(signal.SIGTERM)
+    proc.send_signal(first)
     try:
         proc.wait(seconds)
     except subprocess.TimeoutExpired:
