@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import struct
-from typing import Any, List, Union
+from typing import Any, List, Optional, Union
 
 from engineio import packet as eio_packet
 
@@ -45,7 +45,7 @@ def frame_of(pkt: Any) -> bytes:
     python-socketio sends the very same Engine.IO packet object to every member of a room,
     so a broadcast encodes and frames its message once.
     """
-    frame = pkt.__dict__.get(_FRAME_ATTRIBUTE)
+    frame: Optional[bytes] = pkt.__dict__.get(_FRAME_ATTRIBUTE)
     if frame is None:
         frame = websocket_frame(engineio_text(pkt))
         setattr(pkt, _FRAME_ATTRIBUTE, frame)
