@@ -25,7 +25,7 @@ from __future__ import annotations
 
 import logging
 import weakref
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 try:
     from geventwebsocket.websocket import MSG_CLOSED
@@ -56,7 +56,8 @@ Direct = Callable[[str, str], bool]
 _servers: "weakref.WeakSet[Any]" = weakref.WeakSet()
 
 
-def plain_event(text: str, loads: Callable[[str], Any]) -> Optional[Tuple[Optional[int], list]]:
+def plain_event(text: str,
+                loads: Callable[[str], Any]) -> Optional[Tuple[Optional[int], List[Any]]]:
     """``(ack id or None, [event, *args])`` of a Socket.IO EVENT packet on ``/``; else None.
 
     ``text`` is the Engine.IO message's data (``2[<ack id>][...]``).  Only the plain shape
