@@ -4,6 +4,7 @@ The timeout tests serve a real gevent pywsgi server with the worker's handler on
 """
 from __future__ import annotations
 
+import email.parser
 import inspect
 import logging
 import time
@@ -260,7 +261,7 @@ def test_plain_header_blocks_do_not_reach_the_email_parser(name, monkeypatch):
     def refused(*args, **kwargs):
         raise AssertionError("took the email parser")
 
-    monkeypatch.setattr(request_headers.email.parser, "Parser", refused)
+    monkeypatch.setattr(email.parser, "Parser", refused)
     parsed = _parsed(HEADER_BLOCKS[name], request_headers.parse_request_headers)
     assert isinstance(parsed[0], list), parsed  # not an error caught by _parsed
 
