@@ -104,7 +104,7 @@ class PingWheel:
     def of_current_hub(interval: float) -> "PingWheel":
         """The wheel of the calling thread's event loop for pings ``interval`` apart."""
         hub = gevent.get_hub()
-        wheels = hub.__dict__.setdefault(_WHEEL_ATTRIBUTE, {})
+        wheels: Dict[float, PingWheel] = hub.__dict__.setdefault(_WHEEL_ATTRIBUTE, {})
         wheel = wheels.get(interval)
         if wheel is None:
             wheel = wheels[interval] = PingWheel(hub, interval)
