@@ -263,7 +263,7 @@ class WriterQueue:
         return self._real().get_nowait()
 
     def task_done(self) -> None:
-        return self._real().task_done()
+        self._real().task_done()
 
     def qsize(self) -> int:
         if self.writer is not None:
