@@ -306,11 +306,14 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
     def get_environ(self) -> Dict[str, Any]:
         """The WSGI environ, its body already read; the headers are then kept as plain pairs."""
         self._stop_header_timer()  # the request is read: no deadline for the application
-        environ = super().get_environ()
+        environ: Dict[str, Any] = super().get_environ()
         self.headers = RequestHeaders(environ)
         self.body_missing = False
         wsgi_input = self.wsgi_input
-        if environ.get("wsgi.input") is not wsgi_input:
+        # Any, not the dict lookup's Optional: past the identity test, mypy would otherwise
+        # take wsgi_input for possibly None
+        environ_input: Any = environ.get("wsgi.input")
+        if environ_input is not wsgi_input:
             return environ  # an upgrade: no body
         length = int(self.content_length or 0)
         if length and not wsgi_input.chunked_input \
@@ -333,12 +336,13 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
 
     def _read_body(self, length: int) -> Optional[bytes]:
         """The body's ``length`` bytes, or None if the client did not send them in time."""
+        body: Optional[bytes] = None  # still None if the deadline ends the block
         with gevent.Timeout(self.body_timeout, False):
             try:
-                return self.wsgi_input.read(length)
+                body = self.wsgi_input.read(length)
             except OSError:  # gone, or closed early (pywsgi: "unexpected end of file")
-                return None
-        return None
+                pass
+        return body
 
     def handle_one_response(self) -> Any:
         """pywsgi's response; ``408`` and close instead when the body did not arrive."""
