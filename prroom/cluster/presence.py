@@ -377,7 +377,9 @@ class RedisPresence:
         self._forgotten = True
         self._send_resync(False, {})
         pipe = self.redis.pipeline()
-        pipe.delete(f"{self._prefix}alive:{self.server_id}", self._mine, self._reaped)
+        # one key per DEL: a Redis Cluster pipeline refuses a multi-key one
+        for key in (f"{self._prefix}alive:{self.server_id}", self._mine, self._reaped):
+            pipe.delete(key)
         pipe.srem(self._prefix + "servers", self.server_id)
         pipe.execute()
 

@@ -175,3 +175,21 @@ def test_after_the_owning_node_restarts_rooms_are_resubscribed_before_ready(conn
             proc.stop()
         cluster.stop()
 
+
+def test_a_process_stopped_gracefully_leaves_no_trace_in_the_cluster(connect, redis_cluster):
+    """SIGTERM takes the process out of the deployment's presence at once, not after its
+    keys expire: other processes stop counting its members straight away."""
+    proc = servers.gunicorn(env=cluster_env(redis_cluster, "leaving"))
+    owner = redis_cluster.client(redis_cluster.owner_of("{leaving}"))
+    try:
+        proc.wait_ready()
+        member = connect(proc, presence=True)
+        member.join(next(_rooms), "leaver")
+        member.expect("pr-room-members")
+        assert owner.keys("prroom:{leaving}:alive:*"), "registered while running"
+        assert owner.smembers("prroom:{leaving}:servers")
+    finally:
+        proc.stop()
+    assert owner.keys("prroom:{leaving}:alive:*") == []
+    assert owner.smembers("prroom:{leaving}:servers") == set()
+    assert "could not deregister" not in proc.log()
