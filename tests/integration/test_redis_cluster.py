@@ -145,6 +145,14 @@ def test_a_client_moved_to_the_other_process_gets_what_it_missed(pair) -> None:
         driver.close()
 
 
+def subscriptions_on(cluster: RedisClusterProcess, node) -> str:
+    """What the node says of its clients' subscriptions (``sub``/``ssub`` counts), for a
+    failure message."""
+    clients = cluster.client(node).client_list()
+    return "; ".join(f"{c['addr']} sub={c.get('sub')} ssub={c.get('ssub')} cmd={c.get('cmd')}"
+                     for c in clients)
+
+
 def test_after_the_owning_node_restarts_rooms_are_resubscribed_before_ready(connect):
     cluster = RedisClusterProcess()
     procs = [servers.gunicorn(env=cluster_env(cluster, "restart"))  # type: ignore[arg-type]
@@ -163,10 +171,20 @@ def test_after_the_owning_node_restarts_rooms_are_resubscribed_before_ready(conn
         eventually(lambda: not ready(procs[0]) and not ready(procs[1]), timeout=10,
                    what="readiness reports the lost node")
         owner.start()  # it keeps its slots (its cluster config) but no subscription
-        for proc in procs:
-            eventually(lambda proc=proc: ready(proc),  # type: ignore[misc]
-                       timeout=20, what="ready again")
-        assert shard_subscribers(cluster, channel) == 2
+
+        def settled() -> bool:
+            # Readiness asked before and after counting: a process that says ready on both
+            # sides of the count must be among the subscribers (one that lost its
+            # connection again in between says not ready, and is waited for).
+            before = all(ready(proc) for proc in procs)
+            count = shard_subscribers(cluster, channel)
+            after = all(ready(proc) for proc in procs)
+            assert count == 2 or not (before and after), (
+                f"both processes ready but {count} subscribed to {channel}: "
+                f"{subscriptions_on(cluster, owner)}\n"
+                + "\n".join(proc.log()[-3000:] for proc in procs))
+            return before and after
+        eventually(settled, timeout=20, what="both processes ready again")
         near.say(room, "near", "after the restart")
         assert far.expect("pr-room-message")["message"] == "after the restart"
     finally:
