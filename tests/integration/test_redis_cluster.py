@@ -195,8 +195,8 @@ def test_after_the_owning_node_restarts_rooms_are_resubscribed_before_ready(conn
 
 
 def test_a_process_stopped_gracefully_leaves_no_trace_in_the_cluster(connect, redis_cluster):
-    """SIGTERM takes the process out of the deployment's presence at once, not after its
-    keys expire: other processes stop counting its members straight away."""
+    """SIGTERM takes the process out of the deployment's presence at once (its liveness
+    key and its entry among the servers), instead of leaving them to expire."""
     proc = servers.gunicorn(env=cluster_env(redis_cluster, "leaving"))
     owner = redis_cluster.client(redis_cluster.owner_of("{leaving}"))
     try:
