@@ -20,6 +20,8 @@ from prroom.transport.framing import message_packets
 
 if TYPE_CHECKING:  # pragma: no cover - what the mixin is mixed into
     from socketio import Manager as _ManagerBase
+
+    from prroom.transport.writes import Deliver
 else:
     _ManagerBase = object
 
@@ -30,8 +32,8 @@ def emit_arguments(data: Any) -> List[Any]:
     return list(data) if isinstance(data, tuple) else [] if data is None else [data]
 
 
-def member_writer(server: Any) -> Callable[[Any, Any, List[Any]], None]:
-    """``deliver(members, skip, packets)`` for a broadcast: :func:`websocket_writes.fan_out`
+def member_writer(server: Any) -> "Deliver":
+    """``deliver(members, skip, packets, size)`` for a broadcast: :func:`websocket_writes.fan_out`
     over ``server``'s connections, python-socketio's own send for those it cannot write."""
     # imported here: posting from a sync (non-gevent) process imports this module, and
     # the hooks bring the gevent transport with them
@@ -68,20 +70,23 @@ class IndexedRoomsMixin(_ManagerBase):
         # again for every client it creates, which must not forget connected sockets.
         self._rooms_by_sid: Dict[Tuple[str, str], Set[Optional[str]]] = {}
         self.commands = {}
-        self._member_send: Optional[Callable[[Any, Any, List[Any]], None]] = None
+        self._member_send: Optional[Deliver] = None
         super().__init__(*args, **kwargs)
 
     def _deliver(self, namespace: str, room: Any, skip_sid: Any, encoded: List[Any]) -> None:
         """python-socketio's ``Manager.emit`` without a callback, from the encoded packet
         (text, or text and attachments: :func:`message_packets`) through :func:`member_writer`."""
-        if namespace not in self.rooms:
+        rooms = self.rooms.get(namespace)
+        if rooms is None:
             return
         deliver = self._member_send
         if deliver is None:
             deliver = self._member_send = member_writer(self.server)
+        # how many members (a room's, not a list of rooms'): a big room is written as it goes
+        size = len(rooms.get(room, ())) if isinstance(room, str) else 0
         deliver(self.get_participants(namespace, room),
                 skip_sid if isinstance(skip_sid, list) else (skip_sid,),
-                message_packets(encoded))
+                message_packets(encoded), size)
 
     def _count_deliveries(self, event: Any, namespace: Optional[str], room: Any,
                           skip_sid: Any) -> None:

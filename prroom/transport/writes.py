@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import collections
 import logging
-from typing import Any, Callable, Deque, List, Mapping, Optional, Sequence, Union
+from typing import Any, Callable, Deque, List, Mapping, Optional, Protocol, Sequence, Union
 
 import gevent
 import gevent.event
@@ -298,13 +298,17 @@ class WriterQueue:
         self.writer = writer
 
 
-#: ``deliver(members, skip, packets)``: see :func:`fan_out`
-Deliver = Callable[[Any, Any, Sequence[Any]], None]
+class Deliver(Protocol):
+    """``deliver(members, skip, packets, size=0)``: see :func:`fan_out`."""
+
+    def __call__(self, members: Any, skip: Any, packets: Sequence[Any],
+                 size: int = 0) -> None:
+        """Write ``packets`` to ``members``; ``size`` is how many there are, if known."""
 
 
 def fan_out(sockets: Mapping[str, Any], fallback: Callable[[str, Any], None]) -> Deliver:
-    """``deliver(members, skip, packets)``: Engine.IO ``packets`` to each room member
-    ``(sid, eio_sid)`` whose sid is not in ``skip``, by the connections in ``sockets``.
+    """``deliver(members, skip, packets, size=0)``: Engine.IO ``packets`` to each room
+    member ``(sid, eio_sid)`` whose sid is not in ``skip``, by the connections in ``sockets``.
 
     A connection that writes through a :class:`DirectWriter` (its queue has a ``writer``)
     gets the packets' frames, built once per broadcast, straight from here: not through
@@ -314,10 +318,15 @@ def fan_out(sockets: Mapping[str, Any], fallback: Callable[[str, Any], None]) ->
     mid-upgrade, closed, or with a ``send`` of its own, see
     :mod:`prroom.internals.connects`) gets each packet through ``fallback(eio_sid, packet)``,
     python-socketio's path.
+
+    Frames wait for the end of the event-loop turn (:mod:`~prroom.transport.corks`), except
+    in a room of more than :data:`FLUSH_EARLY_AT` members (``size``): there the first
+    member's is written at once, so the first copies travel while the rest are queued, and
+    then every :data:`FLUSH_EARLY_AT` members'.
     """
-    def deliver(members: Any, skip: Any, packets: Sequence[Any]) -> None:
+    def deliver(members: Any, skip: Any, packets: Sequence[Any], size: int = 0) -> None:
         frames: Optional[List[bytes]] = None
-        countdown = FLUSH_EARLY_AT
+        countdown = 1 if size > FLUSH_EARLY_AT else FLUSH_EARLY_AT
         for sid, eio_sid in members:
             if sid in skip:
                 continue
@@ -336,8 +345,8 @@ def fan_out(sockets: Mapping[str, Any], fallback: Callable[[str, Any], None]) ->
                 writer.put_frame(frame)
             countdown -= 1
             if not countdown:
-                # a big room: its first members need not wait until every member's frame
-                # is queued (the rest of the turn's frames still leave together)
+                # a big room: its members need not wait until every member's frame is
+                # queued (the rest of the turn's frames still leave together)
                 countdown = FLUSH_EARLY_AT
                 writer.flush_turn()
     return deliver

@@ -266,6 +266,26 @@ def test_a_broadcast_to_a_big_room_reaches_every_member_and_the_first_early():
     assert [sock.calls for sock in sockets] == [[frame]] * members  # once each, none lost
 
 
+def test_in_a_big_room_the_first_copy_leaves_before_the_others_are_queued():
+    # The first member reads the message while the server still queues the others' (the
+    # fan-out's first copy, and so its median, come that much sooner).
+    members = websocket_writes.FLUSH_EARLY_AT * 2 + 3
+    deliver, sockets = fan_out_over(members)
+    broadcast = message(1)
+    frame = framing.frame_of(broadcast)
+    written_by_the_second = []
+
+    def room():
+        for n in range(members):
+            if n == 1:
+                written_by_the_second.append(list(sockets[0].calls))
+            yield f"s{n}", f"e{n}"
+    deliver(room(), (), [broadcast], members)
+    assert written_by_the_second == [[frame]]
+    gevent.sleep(0)
+    assert [sock.calls for sock in sockets] == [[frame]] * members
+
+
 def test_a_turn_of_many_small_rooms_writes_each_connection_once():
     # Each connection is in two small rooms, and both rooms' messages come in one loop
     # turn: however many connections that turn reaches, each gets one write, not one
@@ -274,10 +294,10 @@ def test_a_turn_of_many_small_rooms_writes_each_connection_once():
     deliver, sockets = fan_out_over(count)
     first, second = message(1), message(2)
     for start in range(0, count, size):
-        deliver([(f"s{n}", f"e{n}") for n in range(start, start + size)], (), [first])
+        deliver([(f"s{n}", f"e{n}") for n in range(start, start + size)], (), [first], size)
     for start in range(size // 2, count + size // 2, size):
         deliver([(f"s{n % count}", f"e{n % count}") for n in range(start, start + size)],
-                (), [second])
+                (), [second], size)
     assert all(sock.calls == [] for sock in sockets)
     gevent.sleep(0)
     frame = framing.frame_of
