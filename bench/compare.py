@@ -36,6 +36,7 @@ from harness import machine as machine_info
 from harness.ab_runs import Outcome, Tree, run_bench
 from harness.base import BENCH, BenchError, log
 from harness.processes import find_gunicorn
+from harness.stats import speed_moved
 
 # compare.py sets these per run, or needs servers it starts itself
 RESERVED = ("--runs", "--out", "--url", "--server-pid")
@@ -133,6 +134,10 @@ def report(trees: Dict[str, Tree], runs: Dict[str, List[Dict[str, Any]]],
     noted = [f"{side} run {i}: {problem}" for side in ab.SIDES
              for i, document in enumerate(runs[side], 1)
              for problem in document.get("problems") or []]
+    noted += [f"across both sides' runs: {line}" for line in speed_moved(
+        [run for side in ab.SIDES for document in runs[side]
+         for server_runs in (document.get("runs") or {}).values()
+         if isinstance(server_runs, list) for run in server_runs])]
     if noted:
         print("\nProblems the runs noted (figures may be off):\n  " + "\n  ".join(noted))
     if failures:

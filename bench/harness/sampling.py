@@ -2,8 +2,10 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
-from typing import Any, Dict, List, Mapping, Optional, Tuple
+from typing import Any, Dict, Iterable, List, Mapping, Optional, Tuple
 
 from .base import log
 
@@ -150,3 +152,56 @@ def children_of(pid: int) -> List[int]:
             except (OSError, ValueError, IndexError):
                 pass
     return found
+
+
+#: A fixed piece of pure-Python work (JSON both ways, integer sums), timed in CPU time: the
+#: best of five, so an interruption does not count.  Printed in µs.
+_SPEED_PROBE = """
+import json, time
+def work():
+    data, text, total = {"pullRequestId": 1, "username": "u", "message": "x" * 100}, \\
+        '{"a": [1, 2, 3], "b": "text"}', 0
+    for _ in range(2000):
+        total += len(json.dumps(data)) + len(json.loads(text)) + sum(range(50))
+    return total
+best = None
+for _ in range(5):
+    start = time.process_time()
+    work()
+    took = time.process_time() - start
+    best = took if best is None else min(best, took)
+print(round(best * 1e6, 1))
+"""
+
+
+def core_speed(cores: Iterable[int], samples: int = 3) -> Dict[int, List[float]]:
+    """CPU µs a fixed piece of work takes on each core, ``samples`` times, just now.
+
+    On a virtual machine the same work can take half as long again from one second to the
+    next (its host's other guests, the host's clock), on one core and not the other: two
+    runs' figures compare only at the same speed, and this says what the speed was around a
+    run.  A probe that fails is left out."""
+    speeds: Dict[int, List[float]] = {}
+    for _ in range(samples):
+        for core in cores:
+            try:
+                done = subprocess.run(
+                    [sys.executable, "-c", _SPEED_PROBE], capture_output=True, text=True,
+                    timeout=30, preexec_fn=lambda core=core: os.sched_setaffinity(0, {core}))
+                speeds.setdefault(core, []).append(float(done.stdout.strip()))
+            except (OSError, ValueError, subprocess.SubprocessError):
+                continue
+    return speeds
+
+
+def speed_spread(runs: Iterable[Mapping[str, Any]]) -> Dict[int, Tuple[float, float]]:
+    """Each core's shortest and longest probe time (:func:`core_speed`) over ``runs``'
+    records (``core_speed_us``; a core's number may be a string, as JSON keeps it)."""
+    spread: Dict[int, Tuple[float, float]] = {}
+    for run in runs:
+        for core, values in (run.get("core_speed_us") or {}).items():
+            if not values:
+                continue
+            low, high = spread.get(int(core), (min(values), max(values)))
+            spread[int(core)] = (min(low, *values), max(high, *values))
+    return spread

@@ -10,7 +10,15 @@ from typing import Any, Callable, Dict, List, Optional, Sequence, Set, Tuple
 from .base import CONNECT_WINDOW, SOCKETS_PER_LOADGEN, Layout, Sizes, log, prroom_code
 from .loadgen import Loadgen, Message, OnBarrier, loadgen_cpu
 from .processes import PrroomServer, Server
-from .sampling import Snapshot, core_busy, quiesce, server_side, snapshot, wait_for_quiet
+from .sampling import (
+    Snapshot,
+    core_busy,
+    core_speed,
+    quiesce,
+    server_side,
+    snapshot,
+    wait_for_quiet,
+)
 
 Result = Dict[str, Any]
 
@@ -250,7 +258,8 @@ def guarded(scenario: Callable[[Server], Result], server: Server) -> Result:
 
 def run_once(bench: Bench, server: Server, scenarios: Set[str], wait_quiet: float) -> Result:
     """One run of the asked scenarios on fresh server processes."""
-    out: Result = {"background_core_busy": wait_for_quiet(wait_quiet)}
+    out: Result = {"background_core_busy": wait_for_quiet(wait_quiet),
+                   "core_speed_us": core_speed(bench.layout.allowed)}
     if isinstance(server, PrroomServer):
         out["prroom_code"] = prroom_code()
     if scenarios & {"rooms", "fanout"}:

@@ -6,6 +6,7 @@ import statistics
 from typing import Any, Callable, Dict, List, NamedTuple, Optional, Sequence, Tuple
 
 from .base import SATURATED, Sizes
+from .sampling import speed_spread
 
 Run = Dict[str, Any]
 Runs = Dict[str, List[Run]]
@@ -236,10 +237,30 @@ def problems(runs: Runs) -> List[str]:
     for name, name_runs in runs.items():
         for number, run in enumerate(name_runs, 1):
             for scenario, result in run.items():
-                if isinstance(result, dict) and scenario != "background_core_busy":
+                if isinstance(result, dict) and scenario not in RUN_RECORDS:
                     found += result_problems(f"{name} run {number} {scenario}", result)
             found += [f"{name} run {number} {noise}" for noise in disturbed(run)]
         codes = sorted({run["prroom_code"] for run in name_runs if "prroom_code" in run})
         if len(codes) > 1:
             found.append(f"{name}: the code changed between runs ({', '.join(codes)})")
+    return found + speed_moved([run for name_runs in runs.values() for run in name_runs])
+
+
+#: What a run records beside its scenarios' results.
+RUN_RECORDS = ("background_core_busy", "core_speed_us")
+
+#: A core whose probe times differ by more than this factor over the runs is reported.
+SPEED_MOVED = 1.15
+
+
+def speed_moved(runs: List[Dict[str, Any]]) -> List[str]:
+    """A line per core whose speed (:func:`~harness.sampling.core_speed`, probed before each
+    run) moved by more than :data:`SPEED_MOVED` over ``runs``."""
+    found = []
+    for core, (low, high) in sorted(speed_spread(runs).items()):
+        if high > low * SPEED_MOVED:
+            found.append(f"the machine's speed moved: a fixed piece of work took "
+                         f"{low:,.0f}–{high:,.0f} µs on core {core} ({high / low:.2f}×) in the "
+                         "probes before the runs; a median mixes speeds (each run's probes: "
+                         "core_speed_us in the JSON)")
     return found
