@@ -6,6 +6,7 @@ import os
 
 import compare
 from harness import sampling, stats
+from harness.ab_runs import Tree
 
 
 def test_the_probe_times_the_same_work_on_each_allowed_core():
@@ -38,15 +39,10 @@ def test_runs_without_probes_are_read_as_before():
 
 
 def test_a_comparison_says_when_the_speed_moved_between_its_sides(capsys):
-    class Tree:
-        commit = "abc1234"
-
-        def describe(self):
-            return "a tree"
-
     runs = {"base": [{"runs": {"prroom": [run(c0=[6000])]}}],
             "branch": [{"runs": {"prroom": [run(c0=[9000])]}}]}
-    compare.report({"base": Tree(), "branch": Tree()}, runs, [], ["--quick"])
+    trees = {side: Tree(side, None) for side in runs}  # this checkout, on both sides
+    compare.report(trees, runs, [], ["--quick"])
     printed = capsys.readouterr().out
     assert "across both sides' runs: the machine's speed moved" in printed
     assert "6,000–9,000 µs on core 0 (1.50×)" in printed
