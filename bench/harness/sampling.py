@@ -197,11 +197,8 @@ def core_speed(cores: Iterable[int], samples: int = 3) -> Dict[int, List[float]]
 def speed_spread(runs: Iterable[Mapping[str, Any]]) -> Dict[int, Tuple[float, float]]:
     """Each core's shortest and longest probe time (:func:`core_speed`) over ``runs``'
     records (``core_speed_us``; a core's number may be a string, as JSON keeps it)."""
-    spread: Dict[int, Tuple[float, float]] = {}
+    seen: Dict[int, List[float]] = {}
     for run in runs:
         for core, values in (run.get("core_speed_us") or {}).items():
-            if not values:
-                continue
-            low, high = spread.get(int(core), (min(values), max(values)))
-            spread[int(core)] = (min(low, *values), max(high, *values))
-    return spread
+            seen.setdefault(int(core), []).extend(values)
+    return {core: (min(values), max(values)) for core, values in seen.items() if values}
