@@ -317,8 +317,11 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
             namespace, skip_sid = message["namespace"], message["skip_sid"]
             self._count_deliveries(message["event"], namespace, room, skip_sid)
             return self._deliver(namespace, room, skip_sid, [encoded])
-        if message.get("recoverable") and not self._track_recoverable(room, message):
-            return None  # delivered already (a catch-up after an outage had it)
+        if message.get("recoverable"):
+            if not self._track_recoverable(room, message):
+                return None  # delivered already (a catch-up after an outage had it)
+            if self._replayed:
+                message = self._skip_replayed(room, message)
         self._count_deliveries(message.get("event"), message.get("namespace"),
                                room, message.get("skip_sid"))
         super()._handle_emit(message)

@@ -63,6 +63,8 @@ class RecoverableRoomsMixin(_Base):
         self._delivered_seq: Dict[str, int] = {}
         self._taps: Dict[str, List[List[Dict[str, Any]]]] = {}
         self._preparing: Dict[str, int] = {}
+        # room -> {sid: the newest sequence a restore replayed to it, not delivered here yet}
+        self._replayed: Dict[str, Dict[str, int]] = {}
 
     def preparing(self, room: str) -> bool:
         """Whether a restore is about to enter ``room`` (keep its subscription)."""
@@ -71,6 +73,34 @@ class RecoverableRoomsMixin(_Base):
     def forget_room(self, room: str) -> None:
         """This process no longer hosts ``room``."""
         self._delivered_seq.pop(room, None)
+        self._replayed.pop(room, None)
+
+    def replayed(self, room: str, sid: str, seq: int) -> None:
+        """A restore just put ``sid`` in ``room`` and sends it the room's packets up to
+        ``seq``, read from Redis.  The listener may not have read all of them yet (the
+        read's reply and the subscription are two connections): their live copies, when
+        they come, go to the room's other members but not to ``sid`` a second time."""
+        if seq > self._delivered_seq.get(room, -1):
+            self._replayed.setdefault(room, {})[sid] = seq
+
+    def _skip_replayed(self, room: str, message: Dict[str, Any]) -> Dict[str, Any]:
+        """``message`` (recoverable, about to be delivered), skipping the sockets that a
+        restore sent it to already (:meth:`replayed`)."""
+        marks = self._replayed.get(room)
+        seq = offset_of(message.get("data"))[1]
+        if not marks or seq is None:
+            return message
+        skips = [sid for sid, upto in marks.items() if seq <= upto]
+        for sid in [sid for sid, upto in marks.items() if upto <= seq]:
+            del marks[sid]  # caught up: later packets reach it live only
+        if not marks:
+            del self._replayed[room]
+        if not skips:
+            return message
+        skip_sid = message.get("skip_sid")
+        if skip_sid is not None:
+            skips += skip_sid if isinstance(skip_sid, list) else [skip_sid]
+        return dict(message, skip_sid=skips)
 
     def _track_recoverable(self, room: str, message: Dict[str, Any]) -> bool:
         """Note a recoverable packet about to be delivered; False if it was already."""
@@ -78,6 +108,7 @@ class RecoverableRoomsMixin(_Base):
         if epoch != self._epoch:
             if self._epoch is not None:  # Redis restarted empty: numbers start again
                 self._delivered_seq.clear()
+                self._replayed.clear()
             self._epoch = epoch
         if seq is not None:
             if seq <= self._delivered_seq.get(room, -1):

@@ -333,8 +333,21 @@ class RedisRecoveryStore:
 
     def missed(self, rooms: Collection[int], after: int, old_sid: Optional[str],
                joined: Optional[Mapping[int, int]] = None) -> Optional[List[BufferedPacket]]:
-        """Packets of ``rooms`` after ``after`` (and after each room's join), in order;
-        None if the cap dropped one the session had not seen."""
+        """Packets of ``rooms`` after ``after`` (and after each room's join), in order, but
+        those that skipped ``old_sid``; None if the cap dropped one the session had not seen."""
+        by_room = self.missed_by_room(rooms, after, joined)
+        if by_room is None:
+            return None
+        found = [packet for packets in by_room.values() for packet in packets
+                 if packet.skip_sid is None or packet.skip_sid != old_sid]
+        found.sort(key=lambda packet: packet.seq)
+        return found
+
+    def missed_by_room(self, rooms: Collection[int], after: int,
+                       joined: Optional[Mapping[int, int]] = None
+                       ) -> Optional[Dict[int, List[BufferedPacket]]]:
+        """Each of ``rooms``' packets after ``after`` (and after its join), in order, in one
+        read; None if the cap dropped one the session had not seen."""
         order = list(rooms)
         since = {room: max(after, (joined or {}).get(room, 0)) for room in order}
         pipe = self.redis.pipeline(transaction=False)
@@ -342,17 +355,16 @@ class RedisRecoveryStore:
             pipe.get(self._dropped_key(room))
             pipe.xrange(self.room_key(room), f"0-{since[room] + 1}", "+")
         replies = pipe.execute()
-        found: List[BufferedPacket] = []
+        found: Dict[int, List[BufferedPacket]] = {}
         for index, room in enumerate(order):
             dropped, entries = replies[2 * index], replies[2 * index + 1]
             if dropped and _seq_of(dropped) > since[room]:
                 return None
+            packets = found[room] = []
             for entry_id, fields in entries:
                 packet = decode_packet(_seq_of(entry_id), fields.get(b"m") or fields.get("m"))
-                if packet is not None and (packet.skip_sid is None or
-                                           packet.skip_sid != old_sid):
-                    found.append(packet)
-        found.sort(key=lambda packet: packet.seq)
+                if packet is not None:
+                    packets.append(packet)
         return found
 
     def memory_per_packet(self, rooms: Collection[int]) -> Optional[float]:

@@ -93,7 +93,10 @@ class IndexedRoomsMixin(_ManagerBase):
         if self.on_delivered is None or event != self.counted_event:
             return
         members = self.rooms.get(namespace or "/", {}).get(room, ())
-        self.on_delivered(len(members) - (1 if skip_sid in members else 0))
+        if isinstance(skip_sid, list):
+            self.on_delivered(len(members) - sum(1 for sid in set(skip_sid) if sid in members))
+        else:
+            self.on_delivered(len(members) - (1 if skip_sid in members else 0))
 
     def basic_enter_room(self, sid: str, namespace: str, room: Optional[str],
                          eio_sid: Optional[str] = None) -> None:

@@ -201,6 +201,7 @@ class SessionRecovery(PresenceGrace):
         missed = None
         rooms: Dict[int, str] = {}
         taps: Any = None
+        newest: Dict[int, int] = {}
         if session is not None and after is not None and after >= session.min_seq \
                 and session.identity == name:
             rooms = {pr: username for pr, username in session.rooms.items()
@@ -209,7 +210,7 @@ class SessionRecovery(PresenceGrace):
                 missed = self.buffers.missed(rooms, after, session.old_sid, session.joined)
             else:
                 taps = self._manager.prepare_rooms([room_name(pr) for pr in rooms])
-                missed = self._missed_in_cluster(session, rooms, after, taps)
+                missed = self._missed_in_cluster(session, rooms, after, taps, newest)
         try:
             if session is None or missed is None:
                 if session is not None:  # the session is gone for good: announce it now
@@ -220,6 +221,10 @@ class SessionRecovery(PresenceGrace):
             for pull_request_id, username in rooms.items():
                 self.registry.join(sid, pull_request_id, username)
                 self.server.enter_room(sid, room_name(pull_request_id), self.namespace)
+            # what Redis answered may be ahead of what this process's listener has read:
+            # those packets' live copies, still on their way here, must not reach sid again
+            for pull_request_id, seq in newest.items():
+                self._manager.replayed(room_name(pull_request_id), sid, seq)
         finally:
             if taps is not None:
                 self._manager.release_rooms([room_name(pr) for pr in rooms], taps,
@@ -293,17 +298,25 @@ class SessionRecovery(PresenceGrace):
             return None
 
     def _missed_in_cluster(self, session: Session, rooms: Dict[int, str], after: int,
-                           taps: List[List[Dict[str, Any]]]) -> Optional[List[BufferedPacket]]:
-        """What Redis kept for the session, plus what arrived while it was read."""
+                           taps: List[List[Dict[str, Any]]], newest: Dict[int, int]
+                           ) -> Optional[List[BufferedPacket]]:
+        """What Redis kept for the session, plus what arrived while it was read; ``newest``
+        gets each room's newest sequence that the read saw."""
         assert self.shared is not None
         try:
-            stored = self.shared.missed(rooms, after, session.old_sid, session.joined)
+            stored = self.shared.missed_by_room(rooms, after, session.joined)
         except Exception as exc:
             logger.error("recovery: could not read the rooms' packets from Redis: %s", exc)
             return None
         if stored is None:
             return None
-        by_seq = {packet.seq: packet for packet in stored}
+        by_seq: Dict[int, BufferedPacket] = {}
+        for pull_request_id, packets in stored.items():
+            if packets:
+                newest[pull_request_id] = packets[-1].seq
+            for kept in packets:
+                if kept.skip_sid is None or kept.skip_sid != session.old_sid:
+                    by_seq[kept.seq] = kept
         for pull_request_id, tap in zip(rooms, taps):
             since = max(after, session.joined.get(pull_request_id, 0))
             for message in tap:
