@@ -180,10 +180,12 @@ def test_an_instance_stopped_mid_conversation_loses_nothing(deployment: Deployme
 
     seen = {name: [args[0]["message"] for args in driver.events(name, MESSAGE)]
             for name in users}
-    for sender in users:  # once each, in the order sent
-        said = [m for m in seen["alice"] if m.startswith(sender + " ")]
-        assert said == [f"{sender} {n}" for n in range(3 * ROUNDS)], seen
-    assert seen["alice"] == seen["bob"], seen  # and both sides saw one conversation
+    story = f"{seen}\n-- leaving --\n{leaving.log()}\n-- survivor --\n{survivor.log()}"
+    for name in users:
+        for sender in users:  # each side got every message once, in the order sent
+            said = [m for m in seen[name] if m.startswith(sender + " ")]
+            assert said == [f"{sender} {n}" for n in range(3 * ROUNDS)], story
+    assert seen["alice"] == seen["bob"], story  # and both sides saw one conversation
     for name in users:
         assert not driver.events(name, "pr-room-user-left"), "a recovered user was seen leave"
 
