@@ -1,6 +1,7 @@
 """Fixtures every test may use; each wires a factory of tests/support/."""
 from __future__ import annotations
 
+import threading
 from typing import Iterator
 
 import pytest
@@ -49,3 +50,14 @@ def pr_id() -> int:
 def no_prroom_settings_from_the_shell(monkeypatch: pytest.MonkeyPatch) -> None:
     """create_app() reads PRROOM_* from the environment: every test starts from none."""
     clear_settings(monkeypatch)
+
+
+@pytest.fixture(autouse=True)
+def no_client_left_reconnecting() -> Iterator[None]:
+    """A python-socketio client a test leaves reconnecting would try that test's port for
+    the rest of the run, and reach a later test's server there (``Client.disconnect()``
+    does not stop a reconnection under way; ``Client.shutdown()`` does)."""
+    yield
+    left = [thread.name for thread in threading.enumerate()
+            if thread.name.endswith("(_handle_reconnect)")]
+    assert not left, f"a socketio.Client is still reconnecting: {left}"

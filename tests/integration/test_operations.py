@@ -134,7 +134,7 @@ def test_sigterm_tells_clients_and_they_reconnect_to_the_next_instance():
                                {"pullRequestId": 3, "username": "rita", "message": "back"},
                                timeout=5)["ok"]
     finally:
-        client.disconnect()
+        client.shutdown()  # the servers are gone: disconnect() would leave it reconnecting
     assert "back" in received
 
 
