@@ -87,8 +87,10 @@ class RecoverableRoomsMixin(_Base):
         """``message`` (recoverable, about to be delivered), skipping the sockets that a
         restore sent it to already (:meth:`replayed`)."""
         marks = self._replayed.get(room)
+        if not marks:
+            return message
         seq = offset_of(message.get("data"))[1]
-        if not marks or seq is None:
+        if seq is None:
             return message
         skips = [sid for sid, upto in marks.items() if seq <= upto]
         for sid in [sid for sid, upto in marks.items() if upto <= seq]:

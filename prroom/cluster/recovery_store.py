@@ -331,23 +331,12 @@ class RedisRecoveryStore:
 
     # -- room streams -----------------------------------------------------------------------
 
-    def missed(self, rooms: Collection[int], after: int, old_sid: Optional[str],
-               joined: Optional[Mapping[int, int]] = None) -> Optional[List[BufferedPacket]]:
-        """Packets of ``rooms`` after ``after`` (and after each room's join), in order, but
-        those that skipped ``old_sid``; None if the cap dropped one the session had not seen."""
-        by_room = self.missed_by_room(rooms, after, joined)
-        if by_room is None:
-            return None
-        found = [packet for packets in by_room.values() for packet in packets
-                 if packet.skip_sid is None or packet.skip_sid != old_sid]
-        found.sort(key=lambda packet: packet.seq)
-        return found
-
     def missed_by_room(self, rooms: Collection[int], after: int,
                        joined: Optional[Mapping[int, int]] = None
                        ) -> Optional[Dict[int, List[BufferedPacket]]]:
         """Each of ``rooms``' packets after ``after`` (and after its join), in order, in one
-        read; None if the cap dropped one the session had not seen."""
+        read; None if the cap dropped one the session had not seen.  Those that skipped the
+        session's old socket are the caller's to leave out (it also wants their sequences)."""
         order = list(rooms)
         since = {room: max(after, (joined or {}).get(room, 0)) for room in order}
         pipe = self.redis.pipeline(transaction=False)

@@ -505,8 +505,8 @@ def test_the_recovery_script_numbers_keeps_and_publishes_in_one_step(redis_serve
     # the cap keeps the last two, and remembers that the first was dropped
     assert [entry_id for entry_id, _ in client.xrange(store.room_key(7)) or []] == [b"0-2",
                                                                                 b"0-3"]
-    assert store.missed([7], 0, None) is None
-    assert [packet.data for packet in store.missed([7], 1, None) or []] == ["m1", "m2"]
+    assert store.missed_by_room([7], 0) is None
+    assert [packet.data for packet in (store.missed_by_room([7], 1) or {})[7]] == ["m1", "m2"]
     assert store.parse(f"{epoch}-3") == 3 and store.parse("other-3") is None
 
     # a send with a clientMessageId: published once, whichever process its retry reaches
