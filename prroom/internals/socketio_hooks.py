@@ -16,19 +16,23 @@ binary attachments (:func:`guard_packets`).  Everything else it reserves, it res
 namespace only, and only for the events it handles itself.
 
 What prroom does to one Engine.IO session (find the clients too slow to read, close a
-transport as lost, refuse new sessions) is in :mod:`prroom.internals.sockets`, re-exported
-here.
+transport as lost, refuse new sessions) is in :mod:`prroom.internals.sockets`, and whether
+the event being handled asked for an ack (and answering it later) in
+:mod:`prroom.internals.acks`; both are re-exported here.
 """
 from __future__ import annotations
 
-import contextvars
 import logging
 from typing import Any, Callable, Collection, Dict, Iterable, List, Optional
 
-from socketio import packet as _sio_packet
-
 from prroom.diagnostics import loop_monitor
 from prroom.internals import packet_codec
+from prroom.internals.acks import ACK_REQUESTED, ANSWER_LATER, start_answer
+from prroom.internals.acks import SendAnswer as SendAnswer
+from prroom.internals.acks import ack_requested as ack_requested
+from prroom.internals.acks import answer_later as answer_later
+from prroom.internals.acks import answer_unread as answer_unread
+from prroom.internals.acks import send_ack as send_ack
 from prroom.internals.sockets import can_find_slow_consumers as can_find_slow_consumers
 from prroom.internals.sockets import close_replaced as close_replaced
 from prroom.internals.sockets import close_transport as close_transport
@@ -38,7 +42,6 @@ from prroom.internals.sockets import overfull_sockets as overfull_sockets
 from prroom.internals.sockets import refuse_new_connections as refuse_new_connections
 from prroom.internals.types import SocketIOServer
 from prroom.transport import event_path
-from prroom.transport import writes as websocket_writes
 
 logger = logging.getLogger("prroom")
 
@@ -52,15 +55,6 @@ RESERVED_EVENT_NAMES = frozenset({"connect", "disconnect", "*"})
 #: Node's socket.io-parser refuses a binary packet announcing more attachments than this
 #: (its ``maxAttachments``); python-socketio would wait for (and hold) as many as claimed.
 DEFAULT_MAX_ATTACHMENTS = 10
-
-_ack_requested: "contextvars.ContextVar[Optional[bool]]" = contextvars.ContextVar(
-    "prroom_ack_requested", default=None)
-#: Set by :func:`answer_later` during a handler: who will produce the ack, and when.
-_answer_later: "contextvars.ContextVar[Any]" = contextvars.ContextVar("prroom_answer_later",
-                                                                     default=None)
-#: Answer senders take the ack's body.
-SendAnswer = Callable[[Any], None]
-
 
 #: ``on_handler_error(eio_sid, event, exception, acked)``: a handler raised; returns the body
 #: of the event's ack when ``acked``.
@@ -93,8 +87,8 @@ def track_ack_requests(server: Any, namespace: str = "/",
                 data = [f"(reserved) {str(name)[:50]}", *data[1:]]
         # named in the blocked-loop warning if this event holds the loop (host events too)
         loop_monitor.serving("event", name, 50)
-        token = _ack_requested.set(id is not None)
-        later = _answer_later.set(None)
+        token = ACK_REQUESTED.set(id is not None)
+        later = ANSWER_LATER.set(None)
         try:
             try:
                 result = original(server_, sid, eio_sid, data, namespace_, id)
@@ -106,97 +100,18 @@ def track_ack_requests(server: Any, namespace: str = "/",
                     server_._send_packet(eio_sid, server_.packet_class(
                         _ACK, namespace=namespace_, data=[body], id=id))
                 return None
-            start = _answer_later.get()
+            start = ANSWER_LATER.get()
             if start is not None and id is not None:
-                _start_answer(start, server_, eio_sid, namespace_, id)
+                start_answer(start, server_, eio_sid, namespace_, id)
             return result
         finally:
-            _answer_later.reset(later)
-            _ack_requested.reset(token)
+            ANSWER_LATER.reset(later)
+            ACK_REQUESTED.reset(token)
             loop_monitor.served()
 
     vars(handle_event_internal)["_prroom_wrapped"] = True
     server._handle_event_internal = handle_event_internal
     return True
-
-
-def ack_requested() -> bool:
-    """Whether the event being handled asked for an ack.
-
-    False when it cannot be known, so the caller also sends the error event: the client
-    then hears about a refusal twice rather than never.
-    """
-    return bool(_ack_requested.get())
-
-
-def answer_later(server: Any, start: Callable[[SendAnswer], None]) -> Any:
-    """Have the ack of the event being handled sent later, not from the handler's return.
-
-    Returns what the handler must return for that (python-socketio's ``not_handled``, so
-    it sends no ack of its own), and once the handler returned ``start(send)`` is called:
-    ``send(body)`` sends the ack, from any task.  Returns None when that cannot be done
-    (no ack asked for, or the event entry point is not wrapped): the handler answers now.
-    """
-    not_handled = getattr(server, "not_handled", None)
-    if not_handled is None or not _ack_requested.get():
-        return None
-    _answer_later.set(start)
-    return not_handled
-
-
-def _start_answer(start: Callable[[SendAnswer], None], server: Any, eio_sid: str,
-                  namespace: str, ack_id: int) -> None:
-    # What the handler already sent this connection (its own copy of a broadcast) waits
-    # for the ack, so that both leave in one write.
-    sender = _AckSender(server, eio_sid, namespace, ack_id,
-                        websocket_writes.hold_writes(server, eio_sid))
-    try:
-        start(sender.send)
-    except BaseException:
-        sender.release()
-        raise
-
-
-class _AckSender:
-    """Sends one event's ack later, then lets the connection's held writes go (an object,
-    not a closure: one is alive per message waiting for its answer)."""
-
-    __slots__ = ("server", "eio_sid", "namespace", "ack_id", "_release")
-
-    def __init__(self, server: Any, eio_sid: str, namespace: str, ack_id: int,
-                 release: Optional[Callable[[], None]]) -> None:
-        self.server = server
-        self.eio_sid = eio_sid
-        self.namespace = namespace
-        self.ack_id = ack_id
-        self._release = release
-
-    def send(self, body: Any) -> None:
-        """Send the ack with ``body``."""
-        try:
-            send_ack(self.server, self.eio_sid, self.namespace, self.ack_id, body)
-        finally:
-            self.release()
-
-    def release(self) -> None:
-        """Let the held writes go (once)."""
-        release, self._release = self._release, None
-        if release is not None:
-            release()
-
-
-def send_ack(server: Any, eio_sid: str, namespace: str, ack_id: int, body: Any) -> None:
-    """Send the ACK packet for event ``ack_id`` with ``body``, as python-socketio does."""
-    server._send_packet(eio_sid, server.packet_class(_sio_packet.ACK, namespace=namespace,
-                                                     id=ack_id, data=[body]))
-
-
-def answer_unread() -> bool:
-    """Whether the event being handled asked for no ack (so nobody reads its answer).
-
-    False outside a client event (HTTP posts, background tasks) and when unknown.
-    """
-    return _ack_requested.get() is False
 
 
 class BinaryPayload:
