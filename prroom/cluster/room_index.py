@@ -16,6 +16,7 @@ import socketio
 from socketio import packet as sio_packet
 
 from prroom.cluster.publisher import Ticket
+from prroom.internals import packet_codec
 from prroom.transport.framing import message_packets
 
 if TYPE_CHECKING:  # pragma: no cover - what the mixin is mixed into
@@ -149,8 +150,14 @@ class IndexedManager(IndexedRoomsMixin, socketio.Manager):
                                 callback=callback, **kwargs)
         if namespace not in self.rooms:
             return None
-        encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
-                                           data=[event, *emit_arguments(data)]).encode()
+        args = [event, *emit_arguments(data)]
+        # the text alone where it is plain JSON on "/": the packet object, built for each
+        # broadcast only to be encoded, is left out (a binary one is built as before)
+        encoded = packet_codec.plain_text(sio_packet.EVENT, args) \
+            if namespace == "/" and self.server.packet_class is packet_codec.Packet else None
+        if encoded is None:
+            encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
+                                               data=args).encode()
         self._deliver(namespace, room, skip_sid,
                       encoded if isinstance(encoded, list) else [encoded])
         return None

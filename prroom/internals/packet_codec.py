@@ -136,6 +136,22 @@ class Packet(sio_packet.Packet):
         return data_is_binary(data)
 
 
+def plain_text(packet_type: int, data: Any, ack_id: Optional[int] = None) -> Optional[str]:
+    """``Packet(packet_type, data, namespace="/", id=ack_id).encode()`` when ``data`` holds
+    no bytes, without building the packet (or walking ``data`` for bytes first).
+
+    None when the JSON encoder refuses ``data`` -- bytes in it (the packet is a binary one,
+    with attachments) or anything else JSON cannot hold: the caller builds the ``Packet``,
+    which then answers exactly as it always does.  For servers whose ``packet_class`` is
+    :class:`Packet` (the caller checks).
+    """
+    try:
+        body = Packet.json.dumps(data, separators=_SEPARATORS)
+    except TypeError:
+        return None
+    return f"{packet_type}{body}" if ack_id is None else f"{packet_type}{ack_id}{body}"
+
+
 def install(server: Any) -> bool:
     """Give ``server`` the faster packet class; False when it uses another codec."""
     current = getattr(server, "packet_class", None)

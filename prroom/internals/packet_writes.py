@@ -18,14 +18,16 @@ checked by ``tests/internals/test_packet_writes.py``.
 """
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, List
 
 from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
+from prroom.internals import packet_codec
 from prroom.transport import framing
 
 _BINARY = frozenset({sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK})
+_MESSAGE = str(eio_packet.MESSAGE)
 
 
 def install(server: Any) -> bool:
@@ -73,4 +75,28 @@ def send_event(server: Any, sid: str, namespace: str, event: str, data: Any) -> 
     args = list(data) if isinstance(data, tuple) else [] if data is None else [data]
     send(eio_sid, server.packet_class(sio_packet.EVENT, namespace=namespace,
                                       data=[event, *args]))
+    return True
+
+
+def write_ack(server: Any, eio_sid: str, ack_id: int, data: List[Any]) -> bool:
+    """The ACK of event ``ack_id`` on ``/`` with arguments ``data``, straight to the direct
+    writer of connection ``eio_sid``: the frame :func:`install`'s ``send_packet`` would write
+    for ``packet_class(ACK, namespace="/", id=ack_id, data=data)``, without the packet.
+
+    False, nothing sent, where that path would not take it (another packet class, a
+    connection without a frame-taking direct writer, ``data`` that is binary or not JSON):
+    the caller sends the packet through ``server._send_packet``.
+    """
+    send: Any = getattr(server, "_send_packet", None)
+    if not getattr(send, "_prroom_wrapped", False) \
+            or server.packet_class is not packet_codec.Packet:
+        return False
+    sock: Any = server.eio.sockets.get(eio_sid)
+    put_frame = getattr(getattr(getattr(sock, "queue", None), "writer", None), "put_frame", None)
+    if put_frame is None or sock.closed or "send" in vars(sock):
+        return False
+    text = packet_codec.plain_text(sio_packet.ACK, data, ack_id)
+    if text is None:
+        return False
+    put_frame(framing.websocket_frame(_MESSAGE + text))
     return True

@@ -23,10 +23,10 @@ the event being handled asked for an ack (and answering it later) in
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Collection, Dict, Iterable, List, Optional
+from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Tuple
 
 from prroom.diagnostics import loop_monitor
-from prroom.internals import packet_codec
+from prroom.internals import packet_codec, packet_writes
 from prroom.internals.acks import ACK_REQUESTED, ANSWER_LATER, start_answer
 from prroom.internals.acks import SendAnswer as SendAnswer
 from prroom.internals.acks import ack_requested as ack_requested
@@ -79,19 +79,15 @@ def track_ack_requests(server: Any, namespace: str = "/",
     if getattr(original, "_prroom_wrapped", False):
         return True
 
-    def handle_event_internal(server_: Any, sid: str, eio_sid: str, data: List[Any],
-                              namespace_: str, id: Optional[int]) -> Any:
-        name = data[0] if data else None
-        if namespace_ == namespace:
-            if not isinstance(name, str) or name in RESERVED_EVENT_NAMES:
-                data = [f"(reserved) {str(name)[:50]}", *data[1:]]
+    def serve(server_: Any, eio_sid: str, namespace_: str, id: Optional[int], name: Any,
+              call: Callable[..., Any], args: Tuple[Any, ...]) -> Any:
         # named in the blocked-loop warning if this event holds the loop (host events too)
         loop_monitor.serving("event", name, 50)
         token = ACK_REQUESTED.set(id is not None)
         later = ANSWER_LATER.set(None)
         try:
             try:
-                result = original(server_, sid, eio_sid, data, namespace_, id)
+                result = call(*args)
             except Exception as exc:  # the handler's (or its ack's), never the client's
                 if on_handler_error is None:
                     raise
@@ -109,9 +105,41 @@ def track_ack_requests(server: Any, namespace: str = "/",
             ACK_REQUESTED.reset(token)
             loop_monitor.served()
 
+    def handle_event_internal(server_: Any, sid: str, eio_sid: str, data: List[Any],
+                              namespace_: str, id: Optional[int]) -> Any:
+        name = data[0] if data else None
+        if namespace_ == namespace:
+            if not isinstance(name, str) or name in RESERVED_EVENT_NAMES:
+                data = [f"(reserved) {str(name)[:50]}", *data[1:]]
+        return serve(server_, eio_sid, namespace_, id, name, original,
+                     (server_, sid, eio_sid, data, namespace_, id))
+
+    def run_own(server_: Any, handler: Callable[..., Any], sid: str, eio_sid: str,
+                data: List[Any], id: Optional[int]) -> None:
+        serve(server_, eio_sid, "/", id, data[0], _call_and_ack,
+              (server_, handler, sid, eio_sid, data, id))
+
     vars(handle_event_internal)["_prroom_wrapped"] = True
+    vars(handle_event_internal)[_RUN_OWN] = run_own
     server._handle_event_internal = handle_event_internal
     return True
+
+
+#: The attribute of the wrapped event entry point that runs one of prroom's own handlers.
+_RUN_OWN = "_prroom_run_own"
+
+
+def _call_and_ack(server: Any, handler: Callable[..., Any], sid: str, eio_sid: str,
+                  data: List[Any], id: Optional[int]) -> None:
+    """What python-socketio's ``_handle_event_internal`` does for a handler it found: call
+    it, and answer an ack request with what it returned (None: no arguments; a tuple:
+    several), the ack's frame written straight to the connection where it can be."""
+    result = handler(sid, *data[1:])
+    if id is None or result is server.not_handled:
+        return
+    body = [] if result is None else list(result) if isinstance(result, tuple) else [result]
+    if not packet_writes.write_ack(server, eio_sid, id, body):
+        server._send_packet(eio_sid, server.packet_class(_ACK, namespace="/", id=id, data=body))
 
 
 class BinaryPayload:
@@ -283,15 +311,25 @@ def guard_packets(server: Any, on_violation: Callable[[str, str], None], namespa
         if event is None:
             return False
         ack_id, data = event
-        if server.handlers.get("/", {}).get(data[0]) not in handlers:
+        handler = server.handlers.get("/", {}).get(data[0])
+        if handler not in handlers:
             return False
         manager = server.manager
         sid = manager.sid_from_eio_sid(eio_sid, "/")
         if sid is None or not manager.is_connected(sid, "/"):
             return False
         take_turn()
+        entry = server._handle_event_internal
+        # one of prroom's own events goes straight to its handler (no event lookup, the ack
+        # written without a packet object); a reserved name's handler is a lifecycle one,
+        # which the entry point renames the event away from
+        run_own = getattr(entry, _RUN_OWN, None) if data[0] not in RESERVED_EVENT_NAMES \
+            else None
         try:
-            server._handle_event_internal(server, sid, eio_sid, data, "/", ack_id)
+            if run_own is None:
+                entry(server, sid, eio_sid, data, "/", ack_id)
+            else:
+                run_own(server, handler, sid, eio_sid, data, ack_id)
         except Exception as exc:  # as the library path's guard above
             on_violation(eio_sid, f"malformed packet ({type(exc).__name__})")
         return True
