@@ -27,14 +27,11 @@ larger than the frame limit are left to the application, which refuses them by t
 ``Content-Length`` before reading (python-engineio and prroom's posting endpoint do).
 
 The access log never shows a session id: the ``sid`` query parameter of a long-polling
-request is a bearer secret for its session, logged as a short hash of it
-(:func:`session_tag`), in the access log and in the error log (:class:`SessionIdFilter`).
+request is a bearer secret for its session, logged as a short hash of it, in the access log
+and in the error log (:mod:`prroom.transport.session_ids`, re-exported here).
 """
-import hashlib
 import io
-import logging
 import os
-import re
 import sys
 import time
 from http import client
@@ -51,6 +48,10 @@ from prroom.internals import gevent_io, seams
 from prroom.transport import frames as websocket_frames
 from prroom.transport import idle
 from prroom.transport.headers import HeadersTooLarge, RequestHeaders, parse_request_headers
+from prroom.transport.session_ids import SessionIdFilter as SessionIdFilter
+from prroom.transport.session_ids import filter_session_ids as filter_session_ids
+from prroom.transport.session_ids import redact_session_ids as redact_session_ids
+from prroom.transport.session_ids import session_tag as session_tag
 
 #: gunicorn's exit status for a worker that cannot boot (Arbiter.WORKER_BOOT_ERROR): the
 #: master then stops instead of starting the worker again and again.
@@ -71,13 +72,6 @@ gevent.config.track_greenlet_tree = False
 _DEFAULT_BODY_BYTES = 1_000_000
 _HEADERS_TOO_LARGE = (b"HTTP/1.1 431 Request Header Fields Too Large\r\nConnection: close\r\n"
                       b"Content-Length: 0\r\n\r\n")
-#: ``sid=<value>`` in a query string or request line (the value ends at & or a space).
-_SESSION_ID = re.compile(r"(?<![^?&])sid=([^& ]*)")
-#: An Engine.IO session id in a log message: prroom's ``eio_sid=<id>``, and python-engineio's
-#: "Invalid session <id>", "... for session <id> ...", "Cannot send to sid <id>".
-_LOGGED_SESSION_ID = re.compile(r"(\beio_sid=|\bsession |\bto sid )([A-Za-z0-9_-]{8,})")
-
-
 class _UndrainedInput(Input):
     """pywsgi's request body, not read to its end after the response (see get_environ)."""
 
@@ -102,50 +96,6 @@ class HeaderTimeout(BaseException):
     A BaseException, like gevent.Timeout itself, so that pywsgi's own ``except socket.error``
     and ``except Exception`` around the reads let it through to the handler.
     """
-
-
-def session_tag(session_id: str) -> str:
-    """What the logs show for an Engine.IO session id: a short hash (``~`` and 10 hex digits).
-
-    The id is a bearer secret for its session (a long-polling request needs nothing else);
-    its tag still lets an operator follow one session's lines, and gives the id away to no
-    one.
-    """
-    return "~" + hashlib.sha256(session_id.encode()).hexdigest()[:10]
-
-
-def redact_session_ids(text: str) -> str:
-    """``text`` (a query string, a request line) with each ``sid=`` value as its tag."""
-    if "sid=" not in text:
-        return text
-    return _SESSION_ID.sub(lambda found: "sid=" + session_tag(found[1]), text)
-
-
-class SessionIdFilter(logging.Filter):
-    """Show Engine.IO session ids in log records as their :func:`session_tag`.
-
-    For the ``prroom``, ``engineio.server`` and ``socketio.server`` loggers (prroom's
-    ``eio_sid=`` and python-engineio's own "Invalid session <id>"...).  Socket.IO session
-    ids (``sid=`` in prroom's connect and join lines) stay: no client can use one.
-    """
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        """Rewrite the record's message when it holds a session id; never drop a record."""
-        message = record.getMessage()
-        if "sid" in message or "session" in message:
-            redacted = _LOGGED_SESSION_ID.sub(
-                lambda found: found[1] + session_tag(found[2]), message)
-            if redacted != message:
-                record.msg, record.args = redacted, ()
-        return True
-
-
-def filter_session_ids() -> None:
-    """Add :class:`SessionIdFilter` to the loggers that may name an Engine.IO session."""
-    for name in ("prroom", "engineio.server", "socketio.server"):
-        logger = logging.getLogger(name)
-        if not any(isinstance(each, SessionIdFilter) for each in logger.filters):
-            logger.addFilter(SessionIdFilter())
 
 
 class _DetachedWebSocket:
