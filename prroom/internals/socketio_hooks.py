@@ -23,7 +23,7 @@ the event being handled asked for an ack (and answering it later) in
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable, Collection, Dict, Iterable, List, Optional, Tuple
+from typing import Any, Callable, Collection, Dict, Iterable, List, Optional
 
 from prroom.diagnostics import loop_monitor
 from prroom.internals import packet_codec, packet_writes
@@ -79,22 +79,31 @@ def track_ack_requests(server: Any, namespace: str = "/",
     if getattr(original, "_prroom_wrapped", False):
         return True
 
-    def serve(server_: Any, eio_sid: str, namespace_: str, id: Optional[int], name: Any,
-              call: Callable[..., Any], args: Tuple[Any, ...]) -> Any:
+    def failed(server_: Any, eio_sid: str, namespace_: str, id: Optional[int], name: Any,
+               exc: Exception) -> None:
+        # the handler's (or its ack's) error, never the client's
+        if on_handler_error is None:
+            raise exc
+        body = on_handler_error(eio_sid, str(name)[:50], exc, id is not None)
+        if id is not None:  # the client waits for an answer: give it the error
+            server_._send_packet(eio_sid, server_.packet_class(
+                _ACK, namespace=namespace_, data=[body], id=id))
+
+    def handle_event_internal(server_: Any, sid: str, eio_sid: str, data: List[Any],
+                              namespace_: str, id: Optional[int]) -> Any:
+        name = data[0] if data else None
+        if namespace_ == namespace:
+            if not isinstance(name, str) or name in RESERVED_EVENT_NAMES:
+                data = [f"(reserved) {str(name)[:50]}", *data[1:]]
         # named in the blocked-loop warning if this event holds the loop (host events too)
         loop_monitor.serving("event", name, 50)
         token = ACK_REQUESTED.set(id is not None)
         later = ANSWER_LATER.set(None)
         try:
             try:
-                result = call(*args)
-            except Exception as exc:  # the handler's (or its ack's), never the client's
-                if on_handler_error is None:
-                    raise
-                body = on_handler_error(eio_sid, str(name)[:50], exc, id is not None)
-                if id is not None:  # the client waits for an answer: give it the error
-                    server_._send_packet(eio_sid, server_.packet_class(
-                        _ACK, namespace=namespace_, data=[body], id=id))
+                result = original(server_, sid, eio_sid, data, namespace_, id)
+            except Exception as exc:
+                failed(server_, eio_sid, namespace_, id, name, exc)
                 return None
             start = ANSWER_LATER.get()
             if start is not None and id is not None:
@@ -105,19 +114,29 @@ def track_ack_requests(server: Any, namespace: str = "/",
             ACK_REQUESTED.reset(token)
             loop_monitor.served()
 
-    def handle_event_internal(server_: Any, sid: str, eio_sid: str, data: List[Any],
-                              namespace_: str, id: Optional[int]) -> Any:
-        name = data[0] if data else None
-        if namespace_ == namespace:
-            if not isinstance(name, str) or name in RESERVED_EVENT_NAMES:
-                data = [f"(reserved) {str(name)[:50]}", *data[1:]]
-        return serve(server_, eio_sid, namespace_, id, name, original,
-                     (server_, sid, eio_sid, data, namespace_, id))
-
     def run_own(server_: Any, handler: Callable[..., Any], sid: str, eio_sid: str,
                 data: List[Any], id: Optional[int]) -> None:
-        serve(server_, eio_sid, "/", id, data[0], _call_and_ack,
-              (server_, handler, sid, eio_sid, data, id))
+        # handle_event_internal for one of prroom's own handlers (``handler``, found by the
+        # caller): called at once, and its ack written without a packet object
+        name = data[0]
+        loop_monitor.serving("event", name, 50)
+        token = ACK_REQUESTED.set(id is not None)
+        later = ANSWER_LATER.set(None)
+        try:
+            try:
+                result = handler(sid, *data[1:])
+                if id is not None and result is not server_.not_handled:
+                    _ack(server_, eio_sid, id, result)
+            except Exception as exc:
+                failed(server_, eio_sid, "/", id, name, exc)
+                return
+            start = ANSWER_LATER.get()
+            if start is not None and id is not None:
+                start_answer(start, server_, eio_sid, "/", id)
+        finally:
+            ANSWER_LATER.reset(later)
+            ACK_REQUESTED.reset(token)
+            loop_monitor.served()
 
     vars(handle_event_internal)["_prroom_wrapped"] = True
     vars(handle_event_internal)[_RUN_OWN] = run_own
@@ -129,14 +148,10 @@ def track_ack_requests(server: Any, namespace: str = "/",
 _RUN_OWN = "_prroom_run_own"
 
 
-def _call_and_ack(server: Any, handler: Callable[..., Any], sid: str, eio_sid: str,
-                  data: List[Any], id: Optional[int]) -> None:
-    """What python-socketio's ``_handle_event_internal`` does for a handler it found: call
-    it, and answer an ack request with what it returned (None: no arguments; a tuple:
-    several), the ack's frame written straight to the connection where it can be."""
-    result = handler(sid, *data[1:])
-    if id is None or result is server.not_handled:
-        return
+def _ack(server: Any, eio_sid: str, id: int, result: Any) -> None:
+    """The ack python-socketio's ``_handle_event_internal`` sends for what a handler
+    returned (None: no arguments; a tuple: several), its frame written straight to the
+    connection where it can be."""
     body = [] if result is None else list(result) if isinstance(result, tuple) else [result]
     if not packet_writes.write_ack(server, eio_sid, id, body):
         server._send_packet(eio_sid, server.packet_class(_ACK, namespace="/", id=id, data=body))

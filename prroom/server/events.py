@@ -141,7 +141,7 @@ class RoomEvents(ConnectionLifecycle):
                                (protocol.SEND_MESSAGE, self.send_message),
                                (protocol.TYPING, self.typing),
                                (protocol.STOP_TYPING, self.stop_typing)):
-            on(event, self._guarded(event, _json_only(handler)))
+            on(event, self._guarded(event, handler))
         if "*" not in existing:  # a host app's own catch-all wins
             on("*", socketio_hooks.host_class_first(self.server, ns, self.unknown_event))
         seam("packet-guard", lambda: socketio_hooks.guard_packets(
@@ -312,7 +312,8 @@ class RoomEvents(ConnectionLifecycle):
     # -- plumbing ---------------------------------------------------------------------
 
     def _guarded(self, event: str, handler: Handler) -> Callable[..., Optional[Dict[str, Any]]]:
-        """Wrap a handler: refusals and bugs become error replies, never a dropped socket."""
+        """Wrap a handler: refusals and bugs become error replies, never a dropped socket;
+        a payload that came with binary attachments is refused (prroom's events are JSON)."""
         kind = RATE_KIND[event]
 
         def guarded(sid: str, payload: Any = None, *_ignored: Any) -> Optional[Dict[str, Any]]:
@@ -320,6 +321,10 @@ class RoomEvents(ConnectionLifecycle):
             outcome = "ok"
             try:
                 self._charge(sid, kind)  # before parsing: invalid floods cost the same
+                if payload is socketio_hooks.BINARY_PAYLOAD:
+                    raise ProtocolError(ErrorCode.BINARY_PAYLOAD,
+                                        "prroom's events take JSON only; send no binary data "
+                                        "(Buffer, ArrayBuffer, Blob, bytes)")
                 return handler(sid, payload)
             except ProtocolError as err:
                 outcome = err.code
@@ -382,18 +387,6 @@ class RoomEvents(ConnectionLifecycle):
             self.broadcaster.to_socket(sid, protocol.ERROR,
                                        protocol.error_event(event, err, pull_request_id))
         return protocol.failure(err)
-
-
-def _json_only(handler: Handler) -> Handler:
-    """Refuse a payload that came with binary attachments (prroom's events are JSON)."""
-    def handle(sid: str, payload: Any) -> Dict[str, Any]:
-        if payload is socketio_hooks.BINARY_PAYLOAD:
-            raise ProtocolError(ErrorCode.BINARY_PAYLOAD,
-                                "prroom's events take JSON only; send no binary data "
-                                "(Buffer, ArrayBuffer, Blob, bytes)")
-        return handler(sid, payload)
-    handle.__name__ = handler.__name__
-    return handle
 
 
 def _chain(first: Optional[Callable[..., Any]], then: Callable[..., Any]) -> Callable[..., Any]:

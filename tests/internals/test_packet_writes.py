@@ -1,7 +1,7 @@
 """prroom.internals.packet_writes: an ack straight to the connection's direct writer, and what
 it stands in for in python-socketio and python-engineio (these fail loudly if that changes)."""
 import inspect
-from typing import Any, List
+from typing import Any, List, Tuple
 
 import engineio
 import socketio
@@ -102,3 +102,52 @@ def test_no_install_without_the_library_names():
     server = socketio.Server(async_mode="threading")
     del server.eio.sockets
     assert packet_writes.install(server) is False
+
+
+def codec_server_with(sock: Any):
+    """A server with prroom's packet class, its ack path installed, and connection e1."""
+    from prroom.internals import packet_codec
+
+    server, library = server_with(sock)
+    assert packet_codec.install(server)
+    return server, library
+
+
+def test_an_ack_written_from_its_body_is_the_frame_the_packet_would_have_made():
+    sock = Sock()
+    sock.queue.writer = FrameWriter()
+    server, library = codec_server_with(sock)
+    for body in ({"ok": True, "text": "é" * 100}, {"ok": False, "error": {"code": "x"}}):
+        assert packet_writes.write_ack(server, "e1", 7, [body])
+        server._send_packet("e1", ack(body))  # the packet's way, for comparison
+    written = sock.queue.writer.packets
+    assert library == [] and len(written) == 4
+    assert written[0] == written[1] and written[2] == written[3]
+
+
+def test_an_ack_that_cannot_be_written_directly_is_left_to_the_caller():
+    from prroom.internals import packet_codec
+
+    closed, shadowed, unframed = Sock(), Sock(), Sock()
+    closed.closed = True
+    shadowed.send = lambda pkt: None  # type: ignore[attr-defined]
+    for sock in (closed, shadowed):
+        sock.queue.writer = FrameWriter()
+    cases: List[Tuple[Any, List[Any]]] = [(closed, [1]), (shadowed, [1]), (unframed, [1]),
+                                          (object(), [1])]
+    framed = Sock()
+    framed.queue.writer = FrameWriter()
+    cases += [(framed, [b"\x00"]), (framed, [object()])]  # binary; not JSON at all
+    for sock, body in cases:
+        server, library = codec_server_with(sock)
+        assert packet_writes.write_ack(server, "e1", 7, body) is False
+        assert getattr(getattr(sock, "queue", None), "writer", Writer()).packets == []
+    # nothing written either for a server with the library's packets, or an uninstalled path
+    server, _ = server_with(framed)
+    assert server.packet_class is not packet_codec.Packet
+    assert packet_writes.write_ack(server, "e1", 7, [1]) is False
+    bare = socketio.Server(async_mode="threading")
+    packet_codec.install(bare)
+    bare.eio.sockets["e1"] = framed
+    assert packet_writes.write_ack(bare, "e1", 7, [1]) is False
+    assert framed.queue.writer.packets == []

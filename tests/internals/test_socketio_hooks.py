@@ -11,7 +11,8 @@ import pytest
 import socketio
 
 from prroom.diagnostics import loop_monitor
-from prroom.internals import socketio_hooks
+from prroom.internals import packet_codec, socketio_hooks
+from prroom.transport import event_path
 from tests.support.wsgi import WsgiPolling, connected, polling_server
 
 
@@ -312,3 +313,98 @@ def test_engineio_socket_close_takes_the_reason_close_transport_passes():
     from engineio.socket import Socket
 
     assert "reason" in inspect.signature(Socket.close).parameters
+
+
+# -- prroom's own events, dispatched straight to their handlers ------------------------------
+
+def own_events_server() -> Tuple[socketio.Server, WsgiPolling, List[tuple], Any]:
+    """A server whose "/" handlers are prroom's (guarded, acks tracked), and its direct
+    dispatch: ``direct(eio_sid, text)`` as the WebSocket reader calls it."""
+    server, client = polling_server()
+    seen: List[tuple] = []
+
+    def answers(sid: str, payload: Any = None, *extra: Any) -> Any:
+        seen.append(("answers", payload, extra, socketio_hooks.ack_requested()))
+        return {"ok": True, "echo": payload}
+
+    def pair(sid: str, payload: Any = None) -> Any:
+        return 1, "two"
+
+    def silent(sid: str, payload: Any = None) -> Any:
+        return None
+
+    def lifecycle(sid: str, *args: Any) -> None:
+        seen.append(("lifecycle",))
+
+    def catch_all(event: str, sid: str, *args: Any) -> Any:
+        seen.append(("*", event))
+        return {"ok": False}
+
+    def broken(sid: str, payload: Any = None) -> Any:
+        raise RuntimeError("a bug")
+
+    mine = [answers, pair, silent, lifecycle, catch_all, broken]
+    for name, handler in (("answers", answers), ("pair", pair), ("silent", silent),
+                          ("connect", lifecycle), ("*", catch_all), ("broken", broken)):
+        server.on(name, handler, namespace="/")
+    failed: List[str] = []
+
+    def on_error(eio_sid: str, event: str, error: BaseException, acked: bool) -> Any:
+        failed.append(event)
+        return {"ok": False, "error": "internal"}
+
+    assert socketio_hooks.track_ack_requests(server, "/", on_error)
+    assert packet_codec.install(server)  # the direct dispatch takes prroom's packets only
+    socketio_hooks.guard_packets(server, lambda eio_sid, reason: failed.append(reason), "/",
+                                 mine)
+    direct = getattr(server.eio.handlers["message"], event_path.DIRECT_ATTRIBUTE)
+    return server, client, seen, (direct, failed)
+
+
+def test_own_events_dispatched_directly_answer_as_the_library_path_does() -> None:
+    server, client, seen, (direct, failed) = own_events_server()
+    eio_sid = connected(client)
+    assert seen == [("lifecycle",)]  # the connect itself
+    seen.clear()
+    texts = ['21["answers",{"pullRequestId":1}]', '2["answers",{"a":"é"}]',
+             '22["answers",1,2]', '23["pair"]', '24["silent",{}]', '25["broken",{}]',
+             '26["connect",{}]', '2["connect"]', '27["*",{}]']
+    for text in texts:  # the library's path
+        client.post(eio_sid, "4" + text)
+    library = (client.packets(eio_sid), list(seen), list(failed))
+    seen[:] = []
+    failed[:] = []
+    for text in texts:  # the direct one
+        assert direct(eio_sid, text) is True
+    assert (client.packets(eio_sid), seen, failed) == library
+    answers, seen_events, errors = library
+    assert answers == ['431[{"ok":true,"echo":{"pullRequestId":1}}]',
+                       '432[{"ok":true,"echo":1}]', '433[1,"two"]', "434[]",
+                       '435[{"ok":false,"error":"internal"}]', '436[{"ok":false}]',
+                       '437[{"ok":false}]']
+    assert seen_events == [("answers", {"pullRequestId": 1}, (), True),
+                           ("answers", {"a": "é"}, (), False), ("answers", 1, (2,), True),
+                           ("*", "(reserved) connect"), ("*", "(reserved) connect"),
+                           ("*", "(reserved) *")]  # the lifecycle handler never ran again
+    assert errors == ["broken"]
+
+
+def test_an_own_event_answered_later_is_answered_once_by_either_path() -> None:
+    server, client = polling_server()
+    later: List[Any] = []
+
+    def slow(sid: str, payload: Any = None) -> Any:
+        return socketio_hooks.answer_later(server, later.append)
+
+    server.on("slow", slow)
+    assert socketio_hooks.track_ack_requests(server, "/")
+    assert packet_codec.install(server)
+    socketio_hooks.guard_packets(server, lambda eio_sid, reason: None, "/", [slow])
+    direct = getattr(server.eio.handlers["message"], event_path.DIRECT_ATTRIBUTE)
+    eio_sid = connected(client)
+    assert direct(eio_sid, '21["slow",{}]') is True
+    client.post(eio_sid, '422["slow",{}]')
+    assert len(later) == 2
+    later.pop()({"n": 2})
+    later.pop()({"n": 1})
+    assert client.packets(eio_sid) == ['432[{"n":2}]', '431[{"n":1}]']
