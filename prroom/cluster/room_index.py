@@ -83,10 +83,17 @@ class IndexedRoomsMixin(_ManagerBase):
         deliver = self._member_send
         if deliver is None:
             deliver = self._member_send = member_writer(self.server)
-        # how many members (a room's, not a list of rooms'): a big room is written as it goes
-        size = len(rooms.get(room, ())) if isinstance(room, str) else 0
-        deliver(self.get_participants(namespace, room),
-                skip_sid if isinstance(skip_sid, list) else (skip_sid,),
+        if isinstance(room, str):
+            # one room: its members as get_participants would give them (a copy, taken
+            # before anything is sent), without a generator step per member
+            members = rooms.get(room)
+            if not members:
+                return
+            participants: Any = list(members.items())
+            size = len(participants)  # a big room is written as it goes
+        else:
+            participants, size = self.get_participants(namespace, room), 0
+        deliver(participants, skip_sid if isinstance(skip_sid, list) else (skip_sid,),
                 message_packets(encoded), size)
 
     def _count_deliveries(self, event: Any, namespace: Optional[str], room: Any,

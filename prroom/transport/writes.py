@@ -326,6 +326,7 @@ def fan_out(sockets: Mapping[str, Any], fallback: Callable[[str, Any], None]) ->
     """
     def deliver(members: Any, skip: Any, packets: Sequence[Any], size: int = 0) -> None:
         frames: Optional[List[bytes]] = None
+        single: Optional[bytes] = None
         countdown = 1 if size > FLUSH_EARLY_AT else FLUSH_EARLY_AT
         for sid, eio_sid in members:
             if sid in skip:
@@ -341,8 +342,12 @@ def fan_out(sockets: Mapping[str, Any], fallback: Callable[[str, Any], None]) ->
                 continue
             if frames is None:
                 frames = [frame_of(packet) for packet in packets]
-            for frame in frames:
-                writer.put_frame(frame)
+                single = frames[0] if len(frames) == 1 else None
+            if single is not None:  # nearly always: a text packet, one frame
+                writer.put_frame(single)
+            else:
+                for frame in frames:
+                    writer.put_frame(frame)
             countdown -= 1
             if not countdown:
                 # a big room: its members need not wait until every member's frame is
