@@ -50,18 +50,18 @@ class PacketJSON:
         self._encode: Optional[Callable[[Any, int], Any]] = None  # made on first use
 
     def _kept_encoder(self) -> Optional[Callable[[Any, int], Any]]:
-        """The C encoder ``self._encoder.encode`` builds for each call, built once.
-
-        Its circular-reference dict is empty again after each successful call; an encode
-        that fails may leave entries in it, so the caller drops the encoder then.  None
-        where the C encoder is missing (``encode`` is then used as is).
+        """The C encoder ``self._encoder.encode`` builds for each call, built once, and
+        without its circular-reference dict (an entry made and removed for every list and
+        dict encoded): a structure that holds itself ends in RecursionError instead, and
+        :meth:`dumps` then encodes it again with the check, which raises as ``json.dumps``
+        does.  None where the C encoder is missing (``encode`` is then used as is).
         """
         make = getattr(json.encoder, "c_make_encoder", None)
         if make is None:
             return None
         encoder = self._encoder
         kept: Callable[[Any, int], Any] = make(
-            {}, encoder.default, json.encoder.encode_basestring_ascii, None,
+            None, encoder.default, json.encoder.encode_basestring_ascii, None,
             encoder.key_separator, encoder.item_separator, encoder.sort_keys,
             encoder.skipkeys, encoder.allow_nan)
         return kept
@@ -91,7 +91,10 @@ class PacketJSON:
             if encode is None or isinstance(obj, str):  # encode's own shortcut for a str
                 text: str = self._encoder.encode(obj)
             else:
-                text = "".join(encode(obj, 0))
+                try:
+                    text = "".join(encode(obj, 0))
+                except RecursionError:  # circular, or too deep: as json.dumps answers it
+                    text = self._encoder.encode(obj)
             self._encode = encode
             return text
         dumped: str = engineio_json.dumps(obj, **kwargs)

@@ -89,6 +89,22 @@ def test_packets_encode_to_the_same_text(data):
 
 
 @pytest.mark.parametrize("data", PAYLOADS)
+def test_plain_text_is_the_packets_text_on_the_default_namespace(data):
+    for kind, ack_id in ((sio_packet.EVENT, None), (sio_packet.ACK, 7), (sio_packet.ACK, 0)):
+        packet = sio_packet.Packet(kind, data=data, namespace="/", id=ack_id)
+        assert packet_codec.plain_text(kind, data, ack_id) == packet.encode()
+
+
+@pytest.mark.parametrize("data", [["e", b"x"], ["e", {"a": [bytearray(b"x")]}], ["e", {1j}],
+                                  ("tuple", b"x"), ["e", memoryview(b"x")]])
+def test_plain_text_leaves_binary_and_non_json_data_to_the_packet(data):
+    assert packet_codec.plain_text(sio_packet.EVENT, data) is None
+    assert packet_codec.plain_text(sio_packet.ACK, data, 7) is None
+    # and the encoder it keeps is right for the next packet
+    assert packet_codec.plain_text(sio_packet.EVENT, ["e", 1]) == '2["e",1]'
+
+
+@pytest.mark.parametrize("data", PAYLOADS)
 def test_packets_decode_to_the_same_objects(data):
     encoded = sio_packet.Packet(sio_packet.EVENT, data=data, id=12).encode()
     theirs = sio_packet.Packet(encoded_packet=encoded)
@@ -203,3 +219,23 @@ def test_engineio_packets_encode_a_dict_payload_as_the_kept_encoder_does(module,
         assert packet_codec.engineio_text(kept) == \
             eio_packet.Packet(eio_packet.OPEN, data).encode()
         assert kept.encode() == packet_codec.engineio_text(kept)  # its cache agrees
+
+
+def test_circular_and_too_deep_data_fail_as_json_dumps_fails_and_the_codec_goes_on():
+    loop: list = []
+    loop.append(loop)
+    deep: list = []
+    for _ in range(5000):
+        deep = [deep]
+
+    def outcome(dumps):
+        try:
+            return "ok", dumps()
+        except (ValueError, RecursionError) as exc:
+            return "error", type(exc), str(exc)[:40]
+    for data in (loop, {"k": [1, loop]}, deep):
+        ours = outcome(lambda data=data: packet_codec.Packet.json.dumps(data,
+                                                                       separators=(",", ":")))
+        theirs = outcome(lambda data=data: json.dumps(data, separators=(",", ":")))
+        assert ours == theirs and ours[0] == "error"
+    assert packet_codec.plain_text(sio_packet.EVENT, ["e", {"a": [1]}]) == '2["e",{"a":[1]}]'
