@@ -31,6 +31,7 @@ request is a bearer secret for its session, logged as a short hash of it, in the
 and in the error log (:mod:`prroom.transport.session_ids`, re-exported here).
 """
 import io
+import logging
 import os
 import sys
 import time
@@ -338,6 +339,8 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
         """Write the gunicorn access-log line, WebSocket upgrades included, no session id."""
         if _detached and id(self) in _detached:
             return  # written when the connection ends (its real duration)
+        if not _access_logged(self.server):
+            return  # the line would go nowhere (PRROOM_ACCESS_LOG off): not built at all
         environ = self.environ
         if environ is None:  # refused before an environ was made (431): the line still tells
             method, _, rest = (self.requestline or "- -").partition(" ")
@@ -361,6 +364,14 @@ class AccessLoggingWebSocketHandler(WebSocketHandler, PyWSGIHandler):
             PyWSGIHandler.log_request(self)
         finally:
             self.environ = kept
+
+
+def _access_logged(server: Any) -> bool:
+    """Whether gunicorn's access-log line would reach a handler; with an access log off,
+    its logger has none, and gunicorn would still build every line (and its atoms)."""
+    access = getattr(getattr(server, "log", None), "access_log", None)
+    return not isinstance(access, logging.Logger) or (
+        access.isEnabledFor(logging.INFO) and access.hasHandlers())
 
 
 class WebSocketWorker(GeventWebSocketWorker):

@@ -388,3 +388,34 @@ def test_an_application_that_writes_nothing_still_sends_the_101_then_closes():
         server.stop(timeout=1)
     # the reply, then the close frame gevent-websocket sends at the session's end
     assert received.startswith(b"HTTP/1.1 101 ") and received.endswith(b"\r\n\r\n\x88\x00")
+
+
+# -- the access log, off ------------------------------------------------------------------
+
+def test_gunicorn_writes_its_access_line_through_its_access_log_logger():
+    from gunicorn import glogging
+
+    assert "self.access_log.info(" in inspect.getsource(glogging.Logger.access)
+    assert "self.access_log = logging.getLogger(\"gunicorn.access\")" in \
+        inspect.getsource(glogging.Logger.__init__)
+
+
+def test_an_access_line_is_built_only_when_a_handler_would_write_it():
+    class Server:
+        def __init__(self, access_log: Any) -> None:
+            self.log = type("GunicornLog", (), {"access_log": access_log})()
+
+    off = logging.getLogger("prroom-test.access-off")  # as prroom's config leaves it when off
+    off.handlers, off.propagate = [], False
+    on = logging.getLogger("prroom-test.access-on")
+    on.propagate = False
+    on.setLevel(logging.INFO)
+    on.addHandler(logging.NullHandler())
+    quiet = logging.getLogger("prroom-test.access-quiet")
+    quiet.propagate = False
+    quiet.addHandler(logging.NullHandler())
+    quiet.setLevel(logging.WARNING)
+    assert gunicorn_worker._access_logged(Server(off)) is False
+    assert gunicorn_worker._access_logged(Server(quiet)) is False
+    assert gunicorn_worker._access_logged(Server(on)) is True
+    assert gunicorn_worker._access_logged(object()) is True  # not gunicorn's: left to it
