@@ -46,7 +46,7 @@ WARMUP = 500
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
-def inner(rooms: int, size: int, messages: int, timed: bool) -> None:
+def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str]) -> None:
     """The measured process: set up the rooms, send ``messages`` after the warm-up."""
     from gevent import monkey
 
@@ -60,6 +60,8 @@ def inner(rooms: int, size: int, messages: int, timed: bool) -> None:
     config = {"PRROOM_ASYNC_MODE": "gevent", "PRROOM_MAX_SESSIONS_PER_ADDRESS": 0}
     for kind in ("MESSAGE", "TYPING", "ROOM"):
         config[f"PRROOM_{kind}_RATE"] = config[f"PRROOM_{kind}_BURST"] = 1_000_000
+    if queue:  # clustered: a channel of this process's own on the queue
+        config.update(PRROOM_MESSAGE_QUEUE=queue, PRROOM_CHANNEL=f"handler-cost-{os.getpid()}")
     app = create_app(config)
     server = app.extensions["prroom"].socketio.server
 
@@ -122,7 +124,10 @@ def inner(rooms: int, size: int, messages: int, timed: bool) -> None:
               '"message":"a review comment of an ordinary length"}]' % (n, room, user))
              for n, (sid, room, user) in enumerate(senders)]
 
+    expected = 0
+
     def send(count: int) -> None:
+        nonlocal expected
         sent = 0
         while sent < count:
             for sid, text in texts[:count - sent]:
@@ -130,8 +135,13 @@ def inner(rooms: int, size: int, messages: int, timed: bool) -> None:
                     raise BenchError("the direct dispatch declined a chat message")
             sent += min(len(texts), count - sent)
         gevent.sleep(0)  # the last corked writes
+        if queue:  # clustered acks come with their publish's reply
+            deadline = time.monotonic() + 30
+            while written["acks"] < expected + count and time.monotonic() < deadline:
+                gevent.sleep(0.001)
 
     send(WARMUP)
+    expected = WARMUP
     started = time.process_time()
     send(messages)
     if timed:
@@ -146,7 +156,7 @@ def instructions(tree: Tree, args: argparse.Namespace, messages: int) -> int:
     command = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
                "--cachegrind-out-file=/dev/null", sys.executable, __file__, "--inner",
                "--rooms", str(args.rooms), "--size", str(args.size), "--messages",
-               str(messages)]
+               str(messages), *(["--queue", args.queue] if args.queue else [])]
     done = subprocess.run(command, env=tree.environment(), cwd=tree.path,
                           capture_output=True, text=True)
     found = _REFS.search(done.stderr)
@@ -160,7 +170,9 @@ def per_message(tree: Tree, args: argparse.Namespace) -> float:
     if args.timed:
         done = subprocess.run([sys.executable, __file__, "--inner", "--timed", "--rooms",
                                str(args.rooms), "--size", str(args.size), "--messages",
-                               str(args.messages)], env=tree.environment(), cwd=tree.path,
+                               str(args.messages),
+                               *(["--queue", args.queue] if args.queue else [])],
+                              env=tree.environment(), cwd=tree.path,
                               capture_output=True, text=True)
         found = re.search(r"cpu_us_per_message ([\d.]+)", done.stdout)
         if done.returncode or not found:
@@ -183,10 +195,12 @@ def main() -> int:
     parser.add_argument("--repeat", type=int, default=1, help="measurements per side")
     parser.add_argument("--timed", action="store_true",
                         help="CPU µs per message instead of instructions (noisy)")
+    parser.add_argument("--queue", help="clustered: this PRROOM_MESSAGE_QUEUE (redis://...); "
+                        "Redis's own work is not counted")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        inner(args.rooms, args.size, args.messages, args.timed)
+        inner(args.rooms, args.size, args.messages, args.timed, args.queue)
         return 0
     unit = "CPU µs" if args.timed else "instructions"
     trees: List[Tree] = []
@@ -201,7 +215,8 @@ def main() -> int:
                 log(f"{tree.side} ({tree.describe()}): {figures[tree.side][-1]:,.0f} {unit} "
                     f"per message")
         print(f"\n{unit} per chat message (rooms of {args.size}, acked; "
-              f"{args.messages:,} counted after {WARMUP:,}):")
+              f"{args.messages:,} counted after {WARMUP:,}"
+              f"{'; clustered on ' + args.queue if args.queue else ''}):")
         for tree in trees:
             values = ", ".join(f"{value:,.0f}" for value in figures[tree.side])
             print(f"  {tree.side:6} {tree.describe()}: {values}")

@@ -26,6 +26,7 @@ from prroom.cluster.room_index import IndexedRoomsMixin, emit_arguments
 from prroom.cluster.subscriber import Subscriber
 from prroom.cluster.urls import is_cluster_url, keyspace, redis_client
 from prroom.core.protocol import ROOM_PREFIX
+from prroom.internals import packet_codec
 from prroom.internals.packet_codec import data_is_binary
 from prroom.transport.framing import message_packet
 
@@ -239,11 +240,16 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         args = emit_arguments(data)
         channel = self.room_channel(room)
         if channel is not None:
-            packet = self._packet_class(sio_packet.EVENT, namespace=namespace,
-                                        data=[event, *args])
-            if packet.packet_type != sio_packet.EVENT:  # attachments: a BINARY_EVENT
-                return self._stock_emit(event, data, namespace, room, skip_sid, None, {})
-            encoded = packet.encode()
+            packet_class = self._packet_class
+            # plain JSON on "/": the text alone, without a packet object (room_index.emit)
+            encoded: Any = packet_codec.plain_text(sio_packet.EVENT, [event, *args]) \
+                if namespace == "/" and packet_class is packet_codec.Packet else None
+            if encoded is None:
+                packet = packet_class(sio_packet.EVENT, namespace=namespace,
+                                      data=[event, *args])
+                if packet.packet_type != sio_packet.EVENT:  # attachments: a BINARY_EVENT
+                    return self._stock_emit(event, data, namespace, room, skip_sid, None, {})
+                encoded = packet.encode()
             if isinstance(encoded, str):  # (another serializer may encode to bytes)
                 return self._emit_encoded(channel, event, namespace, room, skip_sid, encoded)
         elif data_is_binary(args):

@@ -14,6 +14,7 @@ from typing import Any, Callable, Optional
 
 from socketio import packet as sio_packet
 
+from prroom.internals import packet_writes
 from prroom.transport import writes as websocket_writes
 
 #: Whether the event being handled asked for an ack (None outside an event, or unknown).
@@ -93,7 +94,10 @@ class _AckSender:
 
 
 def send_ack(server: Any, eio_sid: str, namespace: str, ack_id: int, body: Any) -> None:
-    """Send the ACK packet for event ``ack_id`` with ``body``, as python-socketio does."""
+    """Send the ACK packet for event ``ack_id`` with ``body``, as python-socketio does
+    (its frame written straight to the connection where it can be)."""
+    if namespace == "/" and packet_writes.write_ack(server, eio_sid, ack_id, [body]):
+        return
     server._send_packet(eio_sid, server.packet_class(sio_packet.ACK, namespace=namespace,
                                                      id=ack_id, data=[body]))
 

@@ -10,6 +10,7 @@ from engineio import packet as eio_packet
 
 from prroom.cluster.managers import ClusterManager
 from prroom.cluster.room_index import IndexedManager, IndexedRoomsMixin, member_writer
+from prroom.internals import packet_codec
 from prroom.transport.framing import websocket_frame
 
 NS = "/"
@@ -322,11 +323,14 @@ class _Recording:
             yield payload if isinstance(payload, bytes) else payload.encode()
 
 
-def cluster_node():
-    """A ClusterManager on a threading server, no Redis: publishes recorded, sends too."""
+def cluster_node(codec: bool = False):
+    """A ClusterManager on a threading server, no Redis: publishes recorded, sends too;
+    with ``codec``, the server has prroom's packet class (as prroom's servers do)."""
     manager = ClusterManager("redis://127.0.0.1:1/0", channel="prroom:test")
     manager._listening = True  # no listener thread: messages are fed by hand
     server = make_server(manager)
+    if codec:
+        assert packet_codec.install(server)
     manager.publisher = _Recording()  # type: ignore[assignment]
     sent: list = []
     server._send_eio_packet = lambda eio_sid, pkt: sent.append((eio_sid, pkt.encode()))
@@ -336,15 +340,16 @@ def cluster_node():
 @pytest.mark.parametrize("data", [{"message": "é \n \u2028 \"quoted\"", "n": 1}, ("two", 2),
                                   None, [1, {"x": None}]])
 @pytest.mark.parametrize("namespace", ["/", "/chat"])
+@pytest.mark.parametrize("codec", [False, True], ids=["library-packets", "prroom-packets"])
 def test_a_room_broadcast_is_encoded_once_and_reaches_every_process_as_stock_sends_it(
-        data, namespace):
+        data, namespace, codec):
     stock = socketio.Manager()
     stock_server = make_server(stock)
     expected: list = []
     stock_server._send_eio_packet = lambda eio_sid, pkt: expected.append((eio_sid,
                                                                           pkt.encode()))
-    here, sent_here = cluster_node()
-    there, sent_there = cluster_node()
+    here, sent_here = cluster_node(codec)
+    there, sent_there = cluster_node(codec)
     for mgr in (stock, here, there):
         sids = [connect(mgr, eio, namespace) for eio in ("eio1", "eio2", "eio3")]
         for sid in sids:  # basic_: no wait for a Redis confirmation of the subscription
@@ -377,10 +382,13 @@ def test_a_binary_room_broadcast_takes_the_stock_path():
 @pytest.mark.parametrize("data", [{"message": "hi"}, ("two", "args"), None, {"blob": b"\x00"},
                                   [1, {"nested": b"\x01\x02"}]])
 @pytest.mark.parametrize("skip", [None, "first", ["first", "second"]])
-def test_an_indexed_broadcast_sends_each_member_what_the_stock_manager_sends(data, skip):
+@pytest.mark.parametrize("codec", [False, True], ids=["library-packets", "prroom-packets"])
+def test_an_indexed_broadcast_sends_each_member_what_the_stock_manager_sends(data, skip, codec):
     sent: dict = {}
     for name, mgr in (("stock", socketio.Manager()), ("indexed", IndexedManager())):
         server = make_server(mgr)
+        if codec and name == "indexed":
+            assert packet_codec.install(server)
         out = sent[name] = []
         server._send_eio_packet = lambda eio_sid, pkt, out=out: out.append(
             (eio_sid, pkt.encode()))

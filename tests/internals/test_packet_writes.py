@@ -151,3 +151,17 @@ def test_an_ack_that_cannot_be_written_directly_is_left_to_the_caller():
     bare.eio.sockets["e1"] = framed
     assert packet_writes.write_ack(bare, "e1", 7, [1]) is False
     assert framed.queue.writer.packets == []
+
+
+def test_an_ack_answered_later_is_written_directly_too():
+    from prroom.internals import acks
+
+    sock = Sock()
+    sock.queue.writer = FrameWriter()
+    server, library = codec_server_with(sock)
+    acks.send_ack(server, "e1", "/", 7, {"ok": True})
+    server._send_packet("e1", ack({"ok": True}))
+    written = sock.queue.writer.packets
+    assert library == [] and len(written) == 2 and written[0] == written[1]
+    acks.send_ack(server, "e1", "/other", 7, {"ok": True})  # another namespace: the packet's way
+    assert len(library) == 0 and len(written) == 3
