@@ -157,8 +157,9 @@ def instructions(tree: Tree, args: argparse.Namespace, messages: int) -> int:
                "--cachegrind-out-file=/dev/null", sys.executable, __file__, "--inner",
                "--rooms", str(args.rooms), "--size", str(args.size), "--messages",
                str(messages), *(["--queue", args.queue] if args.queue else [])]
-    done = subprocess.run(command, env=tree.environment(), cwd=tree.path,
-                          capture_output=True, text=True)
+    # one string hashing for every run: set and dict layouts (so their probing) the same
+    env = {**tree.environment(), "PYTHONHASHSEED": "0"}
+    done = subprocess.run(command, env=env, cwd=tree.path, capture_output=True, text=True)
     found = _REFS.search(done.stderr)
     if done.returncode or not found:
         raise BenchError(f"{tree.side}: valgrind run failed: {done.stderr.strip()[-800:]}")

@@ -7,12 +7,12 @@ its own, looks at its type in ``_handle_eio_message``, logs it again and checks 
 connection in ``_handle_event``: generic Python work paid for every incoming event.  Nearly
 everything prroom's clients send has one shape, a text frame ``42[<ack id>][...]`` on the
 default namespace naming one of prroom's events; those frames are decoded once here and
-handed to the entry point python-socketio itself calls for an event,
-``Server._handle_event_internal`` (which prroom wraps to learn whether an ack was asked
-for: :func:`socketio_hooks.track_ack_requests`), so the handler, its ack, its errors and its
-metrics are the same.  Every other frame -- pings and pongs, connects, acks, binary packets,
-other namespaces, the host's events, anything malformed, oversized or unusual -- takes
-python-engineio's and python-socketio's path unchanged.
+handed to prroom's wrapper of the entry point python-socketio itself calls for an event,
+``Server._handle_event_internal`` (:func:`socketio_hooks.track_ack_requests`), which calls
+the handler it was given at once and writes its ack without a packet object; the handler,
+its ack, its errors and its metrics are the same.  Every other frame -- pings and pongs,
+connects, acks, binary packets, other namespaces, the host's events, anything malformed,
+oversized or unusual -- takes python-engineio's and python-socketio's path unchanged.
 
 The frame is taken where python-engineio's WebSocket loop reads it: the gevent driver's
 ``WebSocketWSGI.wait``, whose ``app`` is the bound ``Socket._websocket_handler`` of the
