@@ -237,5 +237,8 @@ def test_circular_and_too_deep_data_fail_as_json_dumps_fails_and_the_codec_goes_
         ours = outcome(lambda data=data: packet_codec.Packet.json.dumps(data,
                                                                        separators=(",", ":")))
         theirs = outcome(lambda data=data: json.dumps(data, separators=(",", ":")))
-        assert ours == theirs and ours[0] == "error"
+        assert ours == theirs
+        # circular data always fails; how deep a structure may go is the interpreter's
+        # (Python 3.13 encodes this one)
+        assert ours[0] == "error" or data is deep
     assert packet_codec.plain_text(sio_packet.EVENT, ["e", {"a": [1]}]) == '2["e",{"a":[1]}]'
