@@ -242,8 +242,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         if channel is not None:
             packet_class = self._packet_class
             # plain JSON on "/": the text alone, without a packet object (room_index.emit)
-            encoded: Any = packet_codec.plain_text(sio_packet.EVENT, [event, *args]) \
-                if namespace == "/" and packet_class is packet_codec.Packet else None
+            encoded: Any = packet_codec.event_text(packet_class, namespace, [event, *args])
             if encoded is None:
                 packet = packet_class(sio_packet.EVENT, namespace=namespace,
                                       data=[event, *args])

@@ -160,8 +160,7 @@ class IndexedManager(IndexedRoomsMixin, socketio.Manager):
         args = [event, *emit_arguments(data)]
         # the text alone where it is plain JSON on "/": the packet object, built for each
         # broadcast only to be encoded, is left out (a binary one is built as before)
-        encoded = packet_codec.plain_text(sio_packet.EVENT, args) \
-            if namespace == "/" and self.server.packet_class is packet_codec.Packet else None
+        encoded = packet_codec.event_text(self.server.packet_class, namespace, args)
         if encoded is None:
             encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
                                                data=args).encode()

@@ -24,7 +24,7 @@ from __future__ import annotations
 
 import json
 import json.encoder
-from typing import Any, Callable, Optional, Tuple
+from typing import Any, Callable, List, Optional, Tuple
 
 from engineio import json as engineio_json
 from socketio import packet as sio_packet
@@ -153,6 +153,14 @@ def plain_text(packet_type: int, data: Any, ack_id: Optional[int] = None) -> Opt
     except TypeError:
         return None
     return f"{packet_type}{body}" if ack_id is None else f"{packet_type}{ack_id}{body}"
+
+
+def event_text(packet_class: Any, namespace: str, data: List[Any]) -> Optional[str]:
+    """:func:`plain_text` of an EVENT with ``data`` where ``packet_class`` is this module's
+    and ``namespace`` the default one; None elsewhere (the caller builds the packet)."""
+    if namespace != "/" or packet_class is not Packet:
+        return None
+    return plain_text(sio_packet.EVENT, data)
 
 
 def install(server: Any) -> bool:

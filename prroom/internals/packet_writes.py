@@ -38,19 +38,15 @@ def install(server: Any) -> bool:
         return False
     if getattr(original, "_prroom_wrapped", False):
         return True
-    message = str(eio_packet.MESSAGE)
-
     def send_packet(eio_sid: str, pkt: Any) -> Any:
-        sock: Any = sockets.get(eio_sid)
-        writer = getattr(getattr(sock, "queue", None), "writer", None)
-        if writer is None or sock.closed or "send" in vars(sock) \
-                or pkt.packet_type in _BINARY:
+        writer = _direct_writer(sockets, eio_sid)
+        if writer is None or pkt.packet_type in _BINARY:
             return original(eio_sid, pkt)
         put_frame = getattr(writer, "put_frame", None)
         if put_frame is None:  # a writer that takes Engine.IO packets only
             writer.put(eio_packet.Packet(eio_packet.MESSAGE, pkt.encode()))
         else:  # the Engine.IO packet's text, framed: what encoding that packet would write
-            put_frame(framing.websocket_frame(message + pkt.encode()))
+            put_frame(framing.websocket_frame(_MESSAGE + pkt.encode()))
         return None
 
     vars(send_packet)["_prroom_wrapped"] = True
@@ -91,12 +87,22 @@ def write_ack(server: Any, eio_sid: str, ack_id: int, data: List[Any]) -> bool:
     if not getattr(send, "_prroom_wrapped", False) \
             or server.packet_class is not packet_codec.Packet:
         return False
-    sock: Any = server.eio.sockets.get(eio_sid)
-    put_frame = getattr(getattr(getattr(sock, "queue", None), "writer", None), "put_frame", None)
-    if put_frame is None or sock.closed or "send" in vars(sock):
+    put_frame = getattr(_direct_writer(server.eio.sockets, eio_sid), "put_frame", None)
+    if put_frame is None:
         return False
     text = packet_codec.plain_text(sio_packet.ACK, data, ack_id)
     if text is None:
         return False
     put_frame(framing.websocket_frame(_MESSAGE + text))
     return True
+
+
+def _direct_writer(sockets: Any, eio_sid: str) -> Any:
+    """The direct writer of connection ``eio_sid``, or None where a packet must take the
+    library's path: no such connection, one without a direct writer, closed, or with a
+    ``send`` of its own while its connect handlers run (:mod:`connects`)."""
+    sock: Any = sockets.get(eio_sid)
+    writer = getattr(getattr(sock, "queue", None), "writer", None)
+    if writer is None or sock.closed or "send" in vars(sock):
+        return None
+    return writer
