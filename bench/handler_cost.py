@@ -3,7 +3,8 @@
 revisions can be compared by on a noisy machine.
 
     python bench/handler_cost.py [--base REV|DIR] [--branch REV|DIR] [--rooms N] [--size N]
-                                 [--messages N] [--repeat K] [--timed]
+                                 [--messages N] [--repeat K] [--timed] [--variant V]
+                                 [--queue redis://...] [--parts]
 
 ``bench/run.py`` measures the whole server, sockets and kernel included; on a shared virtual
 machine its figures move by a tenth from one run to the next, so a change worth a few per
@@ -23,6 +24,12 @@ Not in it: reading frames from sockets, the system calls that write them, the ev
 own waiting (``bench/run.py`` has all of those), and what caches and branch prediction do to
 time.  Two runs of the same tree agree to well under a per cent, whatever else the machine
 runs.  ``--timed`` prints CPU µs per message instead (no valgrind: as noisy as the machine).
+
+``--parts`` (with ``--queue``) splits what clustering adds to a message: six measurements
+of one tree, standalone and clustered, acked and not, and clustered with its publishes
+answered in the process (so without Redis) or sent where no process listens (so without
+the copy of each message that comes back to its own process); ``--variant`` takes one of
+them alone.
 
 Each side is a tree, as in ``bench/compare.py``: a directory, or a git revision checked out
 into a temporary worktree; ``--branch`` defaults to this working tree.  Needs valgrind
@@ -46,7 +53,14 @@ WARMUP = 500
 _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 
-def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str]) -> None:
+#: What the measured process varies (``--variant``): the messages asked for no ack; or,
+#: clustered, publishes answered in the process without reaching Redis, or published on
+#: channels no process listens to (so no copy of a message comes back to its sender).
+VARIANTS = ("acked", "unacked", "answered", "unheard")
+
+
+def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str],
+          variant: str = "acked") -> None:
     """The measured process: set up the rooms, send ``messages`` after the warm-up."""
     from gevent import monkey
 
@@ -64,6 +78,9 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
         config.update(PRROOM_MESSAGE_QUEUE=queue, PRROOM_CHANNEL=f"handler-cost-{os.getpid()}")
     app = create_app(config)
     server = app.extensions["prroom"].socketio.server
+    if variant in ("answered", "unheard") and not queue:
+        raise BenchError(f"--variant {variant} measures a clustered process: give --queue")
+    acked = variant != "unacked"
 
     def request(method: str, query: str, body: str = "") -> str:
         import io
@@ -120,9 +137,18 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
     direct = getattr(server.eio.handlers["message"], event_path.DIRECT_ATTRIBUTE, None)
     if direct is None:
         raise BenchError("this tree has no direct event dispatch to measure")
-    texts = [(sid, '2%d["send-message-to-pr-room",{"pullRequestId":%d,"username":"%s",'
-              '"message":"a review comment of an ordinary length"}]' % (n, room, user))
+    texts = [(sid, '2%s["send-message-to-pr-room",{"pullRequestId":%d,"username":"%s",'
+              '"message":"a review comment of an ordinary length"}]'
+              % (n if acked else "", room, user))
              for n, (sid, room, user) in enumerate(senders)]
+    manager = server.manager
+    if variant == "answered":  # the cluster's own work without Redis: replies at once
+        from prroom.cluster.publisher import Ticket
+        reply = Ticket.answered(1)
+        manager.publisher.publish = lambda kind, channel, payload: reply
+    elif variant == "unheard":  # rooms stay subscribed; their messages go elsewhere
+        room_channel = manager.room_channel
+        manager.room_channel = lambda room: f"{room_channel(room)}:unheard"
 
     expected = 0
 
@@ -135,7 +161,7 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
                     raise BenchError("the direct dispatch declined a chat message")
             sent += min(len(texts), count - sent)
         gevent.sleep(0)  # the last corked writes
-        if queue:  # clustered acks come with their publish's reply
+        if queue and acked:  # clustered acks come with their publish's reply
             deadline = time.monotonic() + 30
             while written["acks"] < expected + count and time.monotonic() < deadline:
                 gevent.sleep(0.001)
@@ -147,16 +173,15 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
     if timed:
         print(f"cpu_us_per_message {(time.process_time() - started) / messages * 1e6:.2f}")
     sent = WARMUP + messages
-    if written != {"deliveries": sent * size, "acks": sent}:  # every message, whole
+    if written != {"deliveries": sent * size, "acks": sent if acked else 0}:  # whole
         raise BenchError(f"{sent} messages to rooms of {size}, but written: {written}")
 
 
 def instructions(tree: Tree, args: argparse.Namespace, messages: int) -> int:
     """Instructions of one measured process of ``tree`` sending ``messages``."""
     command = ["valgrind", "--tool=cachegrind", "--cache-sim=no",
-               "--cachegrind-out-file=/dev/null", sys.executable, __file__, "--inner",
-               "--rooms", str(args.rooms), "--size", str(args.size), "--messages",
-               str(messages), *(["--queue", args.queue] if args.queue else [])]
+               "--cachegrind-out-file=/dev/null", sys.executable, __file__,
+               *_inner_arguments(args, messages)]
     # one string hashing for every run: set and dict layouts (so their probing) the same
     env = {**tree.environment(), "PYTHONHASHSEED": "0"}
     done = subprocess.run(command, env=env, cwd=tree.path, capture_output=True, text=True)
@@ -166,13 +191,17 @@ def instructions(tree: Tree, args: argparse.Namespace, messages: int) -> int:
     return int(found[1].replace(",", ""))
 
 
+def _inner_arguments(args: argparse.Namespace, messages: int) -> List[str]:
+    return ["--inner", "--rooms", str(args.rooms), "--size", str(args.size), "--messages",
+            str(messages), "--variant", args.variant,
+            *(["--queue", args.queue] if args.queue else [])]
+
+
 def per_message(tree: Tree, args: argparse.Namespace) -> float:
     """Instructions one message costs in ``tree`` (or CPU µs with ``--timed``)."""
     if args.timed:
-        done = subprocess.run([sys.executable, __file__, "--inner", "--timed", "--rooms",
-                               str(args.rooms), "--size", str(args.size), "--messages",
-                               str(args.messages),
-                               *(["--queue", args.queue] if args.queue else [])],
+        done = subprocess.run([sys.executable, __file__, "--timed",
+                               *_inner_arguments(args, args.messages)],
                               env=tree.environment(), cwd=tree.path,
                               capture_output=True, text=True)
         found = re.search(r"cpu_us_per_message ([\d.]+)", done.stdout)
@@ -183,6 +212,51 @@ def per_message(tree: Tree, args: argparse.Namespace) -> float:
     more = instructions(tree, args, args.messages)
     counted: int = args.messages
     return (more - fewer) / counted
+
+
+#: The measurements of ``--parts``: (label, clustered, variant).
+PARTS = (("standalone, acked", False, "acked"), ("standalone, unacked", False, "unacked"),
+         ("clustered, acked", True, "acked"), ("clustered, unacked", True, "unacked"),
+         ("clustered, publishes answered in process", True, "answered"),
+         ("clustered, no copy comes back", True, "unheard"))
+
+
+def parts(args: argparse.Namespace) -> int:
+    """Print what clustering adds to one message, and which part of it is which."""
+    if not args.queue or args.timed or args.base:
+        print("handler_cost: --parts counts one tree, clustered: give --queue, without "
+              "--timed or --base", file=sys.stderr)
+        return 2
+    tree = Tree("branch", args.branch)
+    got: Dict[str, float] = {}
+    try:
+        for label, clustered, variant in PARTS:
+            got[variant if not clustered else f"cluster-{variant}"] = value = per_message(
+                tree, argparse.Namespace(**{**vars(args), "variant": variant,
+                                            "queue": args.queue if clustered else None}))
+            log(f"{label}: {value:,.0f} instructions per message")
+    except BenchError as error:
+        print(f"handler_cost: {error}", file=sys.stderr)
+        return 1
+    finally:
+        tree.remove()
+    print(f"\ninstructions per chat message, {tree.describe()} (rooms of {args.size}, "
+          f"{args.messages:,} counted after {WARMUP:,}; clustered on {args.queue}):")
+    for label, clustered, variant in PARTS:
+        print(f"  {label:42} {got[variant if not clustered else f'cluster-{variant}']:>9,.0f}")
+    rows = (
+        ("clustering adds, in all", got["cluster-acked"] - got["acked"]),
+        ("  Redis's part: publish, its reply, the copy read back",
+         got["cluster-acked"] - got["cluster-answered"]),
+        ("    of which the copy read back", got["cluster-acked"] - got["cluster-unheard"]),
+        ("  answering the ack from the reply, not at once",
+         got["cluster-answered"] - got["acked"]),
+        ("an ack, standalone", got["acked"] - got["unacked"]),
+        ("an ack, clustered", got["cluster-acked"] - got["cluster-unacked"]),
+    )
+    for label, value in rows:
+        print(f"  {label:56} {value:>+9,.0f}")
+    return 0
 
 
 def main() -> int:
@@ -198,11 +272,20 @@ def main() -> int:
                         help="CPU µs per message instead of instructions (noisy)")
     parser.add_argument("--queue", help="clustered: this PRROOM_MESSAGE_QUEUE (redis://...); "
                         "Redis's own work is not counted")
+    parser.add_argument("--variant", choices=VARIANTS, default="acked",
+                        help="acked (default); unacked: no ack asked for; clustered only: "
+                        "answered (publishes answered in the process, Redis never reached), "
+                        "unheard (published where no process listens: no copy comes back)")
+    parser.add_argument("--parts", action="store_true",
+                        help="with --queue: what clustering adds to a message, part by part "
+                        "(six measurements of this working tree)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
-        inner(args.rooms, args.size, args.messages, args.timed, args.queue)
+        inner(args.rooms, args.size, args.messages, args.timed, args.queue, args.variant)
         return 0
+    if args.parts:
+        return parts(args)
     unit = "CPU µs" if args.timed else "instructions"
     trees: List[Tree] = []
     try:
@@ -215,7 +298,7 @@ def main() -> int:
                 figures[tree.side].append(per_message(tree, args))
                 log(f"{tree.side} ({tree.describe()}): {figures[tree.side][-1]:,.0f} {unit} "
                     f"per message")
-        print(f"\n{unit} per chat message (rooms of {args.size}, acked; "
+        print(f"\n{unit} per chat message (rooms of {args.size}, {args.variant}; "
               f"{args.messages:,} counted after {WARMUP:,}"
               f"{'; clustered on ' + args.queue if args.queue else ''}):")
         for tree in trees:

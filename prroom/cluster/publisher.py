@@ -94,6 +94,15 @@ class Ticket:
     def __init__(self, batch: _Batch, index: int) -> None:
         self._batch, self._index = batch, index
 
+    @classmethod
+    def answered(cls, reply: object) -> "Ticket":
+        """A ticket whose command was answered ``reply`` already (a stand-in publisher's)."""
+        batch = _Batch(threading.Lock())
+        batch.commands.append(("call", (), ""))
+        batch.results.append(reply)
+        batch.finish()
+        return cls(batch, 0)
+
     def wait(self) -> object:
         """Block until Redis answered the command; return the reply, or raise
         :class:`QueueUnavailable` if the command did not reach Redis.

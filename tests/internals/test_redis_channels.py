@@ -17,7 +17,7 @@ import redis
 from redis.exceptions import ResponseError
 
 from prroom.cluster.channels import QueueUnavailable, pubsub_mode, redis_has_sharded_pubsub
-from prroom.cluster.publisher import Publisher
+from prroom.cluster.publisher import Publisher, Ticket
 from prroom.cluster.resp import PUBLISH_HEAD, frame, publish_frame
 from prroom.cluster.subscriber import Subscriber
 from prroom.internals import redis_sockets
@@ -177,6 +177,13 @@ def test_a_ticket_calls_back_with_its_outcome_instead_of_being_waited_for():
     assert [outcomes.get(timeout=WAIT), outcomes.get(timeout=WAIT)] == [1, "unavailable"]
     good.then(outcome)  # after the batch ended: called at once
     assert outcomes.get_nowait() == 1
+
+
+def test_an_answered_ticket_is_one_whose_reply_came_already():
+    ticket = Ticket.answered(3)
+    told: List[Any] = []
+    ticket.then(told.append)  # called at once
+    assert told == [ticket] and ticket.wait() == 3 and ticket.result() == 3
 
 
 def test_a_failed_batch_calls_back_too():

@@ -5,22 +5,57 @@ from __future__ import annotations
 import subprocess
 import sys
 from pathlib import Path
+from typing import List
 
 import handler_cost
+import pytest
+
+from tests.support.redis_server import RedisProcess
 
 SCRIPT = Path(handler_cost.__file__)
 
 
-def test_the_measured_process_sends_every_message_through_the_direct_dispatch() -> None:
-    done = subprocess.run([sys.executable, str(SCRIPT), "--inner", "--timed", "--rooms", "2",
-                           "--size", "3", "--messages", "60"], capture_output=True, text=True,
-                          timeout=120, cwd=SCRIPT.parents[1])
+def measured(*extra: str) -> "subprocess.CompletedProcess[str]":
+    return subprocess.run([sys.executable, str(SCRIPT), "--inner", "--timed", "--rooms", "2",
+                           "--size", "3", "--messages", "60", *extra], capture_output=True,
+                          text=True, timeout=120, cwd=SCRIPT.parents[1])
+
+
+@pytest.mark.parametrize("variant", ["acked", "unacked"])
+def test_the_measured_process_sends_every_message_through_the_direct_dispatch(
+        variant: str) -> None:
+    done = measured("--variant", variant)
     assert done.returncode == 0, done.stderr[-2000:]
-    # it checks itself that every message reached each member and was acked, or fails
+    # it checks itself that every message reached each member and was acked (or, unacked,
+    # that no ack went out), or fails
     assert float(done.stdout.split("cpu_us_per_message")[1]) > 0
+
+
+@pytest.mark.parametrize("variant", ["acked", "answered", "unheard"])
+def test_the_clustered_variants_deliver_every_message_too(redis_server: RedisProcess,
+                                                          variant: str) -> None:
+    done = measured("--variant", variant, "--queue", redis_server.url)
+    assert done.returncode == 0, done.stderr[-2000:]
+    assert float(done.stdout.split("cpu_us_per_message")[1]) > 0
+
+
+def test_the_clustered_variants_refuse_a_standalone_process() -> None:
+    done = measured("--variant", "answered")
+    assert done.returncode != 0 and "give --queue" in done.stderr
+
+
+def test_parts_needs_a_queue() -> None:
+    done = subprocess.run([sys.executable, str(SCRIPT), "--parts"], capture_output=True,
+                          text=True, timeout=60, cwd=SCRIPT.parents[1])
+    assert done.returncode == 2 and "give --queue" in done.stderr
 
 
 def test_instructions_are_read_from_cachegrinds_summary() -> None:
     summary = "==12== \n==12== I   refs:      3,179,707,955\n"
     found = handler_cost._REFS.search(summary)
     assert found is not None and int(found[1].replace(",", "")) == 3_179_707_955
+
+
+def test_every_part_is_measured_once() -> None:
+    labels: List[str] = [label for label, _, _ in handler_cost.PARTS]
+    assert len(set(labels)) == len(labels) == 6
