@@ -97,7 +97,7 @@ class Ticket:
     @classmethod
     def answered(cls, reply: object) -> "Ticket":
         """A ticket whose command was answered ``reply`` already (a stand-in publisher's)."""
-        batch = _Batch(threading.Lock())
+        batch = _Batch(_lock_factory()())
         batch.commands.append(("call", (), ""))
         batch.results.append(reply)
         batch.finish()
