@@ -56,8 +56,13 @@ def start_answer(start: Callable[[SendAnswer], None], server: Any, eio_sid: str,
     """Call ``start(send)``: the handler asked for its ack to be answered later."""
     # What the handler already sent this connection (its own copy of a broadcast) waits
     # for the ack, so that both leave in one write.
-    sender = _AckSender(server, eio_sid, namespace, ack_id,
-                        websocket_writes.hold_writes(server, eio_sid))
+    writer = packet_writes.ack_writer(server, eio_sid) if namespace == "/" else None
+    sender: Any
+    if isinstance(writer, websocket_writes.DirectWriter):
+        sender = _HeldAck(server, eio_sid, ack_id, writer)
+    else:
+        sender = _AckSender(server, eio_sid, namespace, ack_id,
+                            websocket_writes.hold_writes(server, eio_sid))
     try:
         start(sender.send)
     except BaseException:
@@ -91,6 +96,34 @@ class _AckSender:
         release, self._release = self._release, None
         if release is not None:
             release()
+
+
+class _HeldAck:
+    """An ack on ``/`` sent later to a connection whose direct writer takes acks: the writer
+    held until then, and the ack written to it straight (:class:`_AckSender` otherwise)."""
+
+    __slots__ = ("server", "eio_sid", "ack_id", "_writer")
+
+    def __init__(self, server: Any, eio_sid: str, ack_id: int,
+                 writer: "websocket_writes.DirectWriter") -> None:
+        self.server, self.eio_sid, self.ack_id = server, eio_sid, ack_id
+        self._writer: Optional[websocket_writes.DirectWriter] = writer
+        writer.hold()
+
+    def send(self, body: Any) -> None:
+        """Send the ack with ``body``."""
+        writer = self._writer
+        try:
+            if writer is None or not packet_writes.write_ack_to(writer, self.ack_id, [body]):
+                send_ack(self.server, self.eio_sid, "/", self.ack_id, body)  # binary
+        finally:
+            self.release()
+
+    def release(self) -> None:
+        """Let the held writes go (once)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.release()
 
 
 def send_ack(server: Any, eio_sid: str, namespace: str, ack_id: int, body: Any) -> None:

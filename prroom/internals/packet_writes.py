@@ -83,6 +83,7 @@ def write_ack(server: Any, eio_sid: str, ack_id: int, data: List[Any]) -> bool:
     connection without a frame-taking direct writer, ``data`` that is binary or not JSON):
     the caller sends the packet through ``server._send_packet``.
     """
+    # ack_writer and write_ack_to, inline: this runs for every acked event
     send: Any = getattr(server, "_send_packet", None)
     if not getattr(send, "_prroom_wrapped", False) \
             or server.packet_class is not packet_codec.Packet:
@@ -94,6 +95,28 @@ def write_ack(server: Any, eio_sid: str, ack_id: int, data: List[Any]) -> bool:
     if text is None:
         return False
     put_frame(framing.websocket_frame(_MESSAGE + text))
+    return True
+
+
+def ack_writer(server: Any, eio_sid: str) -> Any:
+    """The writer :func:`write_ack` writes connection ``eio_sid``'s acks to (a direct writer
+    that takes frames), or None where an ack takes the packet's path: for an ack answered
+    later, looked up once, when its connection's writes are held."""
+    send: Any = getattr(server, "_send_packet", None)
+    if not getattr(send, "_prroom_wrapped", False) \
+            or server.packet_class is not packet_codec.Packet:
+        return None
+    writer = _direct_writer(server.eio.sockets, eio_sid)
+    return writer if getattr(writer, "put_frame", None) is not None else None
+
+
+def write_ack_to(writer: Any, ack_id: int, data: List[Any]) -> bool:
+    """:func:`write_ack` to a writer :func:`ack_writer` gave; False, nothing written, for
+    ``data`` the JSON encoder refuses (binary, or not JSON)."""
+    text = packet_codec.plain_text(sio_packet.ACK, data, ack_id)
+    if text is None:
+        return False
+    writer.put_frame(framing.websocket_frame(_MESSAGE + text))
     return True
 
 

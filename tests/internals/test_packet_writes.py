@@ -165,3 +165,45 @@ def test_an_ack_answered_later_is_written_directly_too():
     assert library == [] and len(written) == 2 and written[0] == written[1]
     acks.send_ack(server, "e1", "/other", 7, {"ok": True})  # another namespace: the packet's way
     assert len(library) == 0 and len(written) == 3
+
+
+class _Closable:
+    def close(self) -> None:
+        pass
+
+
+class _Recording:
+    """A socket that takes every send whole (one call = one system call)."""
+
+    def __init__(self) -> None:
+        self.calls: List[bytes] = []
+
+    def send(self, data: Any, flags: int = 0, timeout: Any = None) -> int:
+        self.calls.append(bytes(data))
+        return len(data)
+
+
+def test_an_ack_answered_later_holds_the_connection_and_is_then_written_straight_to_it():
+    import gevent
+
+    from prroom.internals import acks
+    from prroom.transport.writes import DirectWriter
+
+    for body, direct in (({"ok": True, "n": 1}, True), (b"\x00", False)):
+        sock, wire = Sock(), _Recording()
+        writer = DirectWriter(_Closable(), wire)
+        sock.queue.writer = writer  # type: ignore[assignment]
+        server, library = codec_server_with(sock)
+        sends: List[Any] = []
+        acks.start_answer(sends.append, server, "e1", "/", 7)
+        writer.put_frame(b"own copy")  # the sender's copy of its broadcast
+        gevent.sleep(0)
+        assert wire.calls == [] and len(sends) == 1  # held for the answer
+        sends[0](body)
+        gevent.sleep(0)
+        if direct:  # the frame write_ack makes, after what waited for it, in one send
+            assert library == [] and wire.calls == [
+                b"own copy" + framing.websocket_frame("4" + ack(body).encode())]
+        else:  # binary: the packet's way, and the hold let go all the same
+            assert len(library) == 1 and library[0][1].data == [body]
+            assert wire.calls == [b"own copy"]
