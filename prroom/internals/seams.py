@@ -224,6 +224,11 @@ SEAMS: Tuple[Seam, ...] = (
         "gevent.pywsgi:Input.content_length", "gevent.pywsgi:Input.chunked_input"),
         "an HTTP body refused by its headers (411, 413) is not read: the connection closes",
         PROTECTION, "none: the server refuses to start"),
+    Seam("websocket-close", "gevent-websocket", (
+        "geventwebsocket.websocket:WebSocket.current_app",),
+        "gevent-websocket finds a listener for closes on the served application instead of "
+        "building a stand-in class at each close (several per connection)",
+        SPEED, "a class built at each close of a WebSocket"),
     Seam("gunicorn-worker", "gevent", (
         "gevent.pywsgi:WSGIHandler.handle_one_request", "gevent.pywsgi:WSGIHandler.MessageClass",
         "gevent.pywsgi:WSGIHandler.finalize_headers", "gevent.pywsgi:WSGIHandler._sendall",

@@ -47,7 +47,7 @@ from gunicorn.workers.ggevent import PyWSGIHandler
 from prroom.core.config import SETTINGS_BY_KEY, ConfigError, server_settings
 from prroom.internals import gevent_io, seams
 from prroom.transport import frames as websocket_frames
-from prroom.transport import idle
+from prroom.transport import idle, served_app
 from prroom.transport.headers import HeadersTooLarge, RequestHeaders, parse_request_headers
 from prroom.transport.session_ids import SessionIdFilter as SessionIdFilter
 from prroom.transport.session_ids import filter_session_ids as filter_session_ids
@@ -402,9 +402,14 @@ class WebSocketWorker(GeventWebSocketWorker):
             "keepalive_timeout": float(self.cfg.keepalive)})
         super().init_process()
 
+    def load_wsgi(self) -> None:
+        """Load the application as gunicorn does, then serve it as :mod:`served_app` says."""
+        super().load_wsgi()
+        self.wsgi: Any = served_app.served_app(self.wsgi)
+
     def handle_exit(self, sig: int, frame: Any) -> None:
         """SIGTERM: stop as gunicorn does, and have prroom close its connections now."""
-        extension = getattr(self.wsgi, "extensions", {}).get("prroom")
+        extension = getattr(served_app.unwrapped(self.wsgi), "extensions", {}).get("prroom")
         if extension is not None:
             # out of the signal handler: shutdown does I/O
             gevent.spawn(extension.shutdown)

@@ -419,3 +419,69 @@ def test_an_access_line_is_built_only_when_a_handler_would_write_it():
     assert gunicorn_worker._access_logged(Server(quiet)) is False
     assert gunicorn_worker._access_logged(Server(on)) is True
     assert gunicorn_worker._access_logged(object()) is True  # not gunicorn's: left to it
+
+
+# -- the application as the worker serves it (the websocket-close seam) ----------------------
+
+def _websocket_of(application: Any) -> Any:
+    from geventwebsocket.websocket import WebSocket
+
+    class Stream:
+        def write(self, data: bytes) -> None:
+            pass
+
+        def read(self, count: int) -> bytes:
+            return b""
+
+    class Server:
+        pass
+
+    class Handler:
+        logger = logging.getLogger("test")
+        server = Server()  # gevent-websocket reads handler.server.application
+    vars(Handler.server)["application"] = application
+    return WebSocket({}, Stream(), Handler())
+
+
+def test_gevent_websocket_takes_the_served_applications_close_listener() -> None:
+    from prroom.transport.served_app import ServedApp
+
+    def app(environ: Any, start_response: Any) -> List[bytes]:
+        return [b"ok"]
+    plain, served = _websocket_of(app), _websocket_of(ServedApp(app))
+    # without one, each close builds a class of its own: what the seam saves
+    assert type(plain.current_app) is not type(plain.current_app)
+    assert served.current_app is served.current_app is ServedApp.current_app
+    served.close()
+    served.close()  # closed already: told to the listener, which does nothing
+    assert served.closed
+
+
+def test_the_served_application_is_the_app_to_its_callers() -> None:
+    from flask import Flask
+
+    from prroom.internals import seams
+    from prroom.transport.served_app import ServedApp, served_app, unwrapped
+
+    app = Flask("served")
+    app.extensions["marker"] = 1
+
+    @app.route("/")
+    def index() -> str:
+        return "hello"
+    served = served_app(app)
+    assert isinstance(served, ServedApp) and unwrapped(served) is app and unwrapped(app) is app
+    replies: List[str] = []
+    body = b"".join(served({"REQUEST_METHOD": "GET", "PATH_INFO": "/", "SERVER_NAME": "x",
+                            "SERVER_PORT": "80", "wsgi.url_scheme": "http"},
+                           lambda status, headers, exc_info=None: replies.append(status)))
+    assert (replies, body) == (["200 OK"], b"hello")
+    assert {o.seam.name: o.status for o in seams.report()}["websocket-close"] == seams.INSTALLED
+
+    class OwnListener:
+        current_app = object()
+
+        def __call__(self, environ: Any, start_response: Any) -> List[bytes]:
+            return []
+    own = OwnListener()
+    assert served_app(own) is own

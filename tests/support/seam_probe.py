@@ -70,7 +70,8 @@ def probe(touch: str, accept: str) -> Dict[str, Any]:
         config = {"PRROOM_ASYNC_MODE": "gevent", "PRROOM_AUTH_MODE": "token",
                   "PRROOM_SECRET_KEY": "probe", "PRROOM_ACCEPT_MISSING": accept}
         try:
-            create_app(config=config)
+            from prroom.transport.served_app import served_app
+            served_app(create_app(config=config))
             seams.apply("gunicorn-worker", lambda: True,
                         accepted=seams.parse_accepted(accept.split(",") if accept else ()))
             result["started"] = True
