@@ -45,7 +45,7 @@ import time
 from pathlib import Path
 from typing import Dict, List, Tuple
 
-from harness.ab_runs import Tree
+from harness.ab_runs import Tree, print_counts, with_trees
 from harness.base import BenchError, log
 from harness.processes import find_gunicorn, free_port, wait_http
 
@@ -177,12 +177,9 @@ def main() -> int:
     parser.add_argument("--close", action="store_true",
                         help="also count each connection's close")
     args = parser.parse_args()
-    trees: List[Tree] = []
     kinds = ["connect+join"] + (["close"] if args.close else [])
-    try:
-        if args.base:
-            trees.append(Tree("base", args.base))
-        trees.append(Tree("branch", args.branch))
+
+    def measure(trees: List[Tree]) -> None:
         figures: Dict[str, Dict[str, List[float]]] = {
             tree.side: {kind: [] for kind in kinds} for tree in trees}
         started = time.monotonic()
@@ -204,20 +201,8 @@ def main() -> int:
               f"{time.monotonic() - started:.0f} s):")
         for kind in kinds:
             print(f"  {kind}:")
-            for tree in trees:
-                values = ", ".join(f"{value:,.0f}" for value in figures[tree.side][kind])
-                print(f"    {tree.side:6} {tree.describe()}: {values}")
-            if args.base:
-                base, branch = min(figures["base"][kind]), min(figures["branch"][kind])
-                print(f"    branch / base: {branch / base:.3f}")
-    except BenchError as error:
-        print(f"connect_cost: {error}", file=sys.stderr)
-        return 1
-    finally:
-        for tree in trees:
-            tree.remove()
-    return 0
-
+            print_counts(trees, {side: got[kind] for side, got in figures.items()}, "    ")
+    return with_trees("connect_cost", args.base, args.branch, measure)
 
 if __name__ == "__main__":
     sys.exit(main())

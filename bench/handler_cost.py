@@ -45,7 +45,7 @@ import sys
 import time
 from typing import Any, Dict, List, Optional
 
-from harness.ab_runs import Tree
+from harness.ab_runs import Tree, print_counts, with_trees
 from harness.base import BenchError, log
 
 #: Messages sent before the counted ones (first calls, caches filled, dicts grown).
@@ -287,11 +287,8 @@ def main() -> int:
     if args.parts:
         return parts(args)
     unit = "CPU µs" if args.timed else "instructions"
-    trees: List[Tree] = []
-    try:
-        if args.base:
-            trees.append(Tree("base", args.base))
-        trees.append(Tree("branch", args.branch))
+
+    def measure(trees: List[Tree]) -> None:
         figures: Dict[str, List[float]] = {tree.side: [] for tree in trees}
         for _ in range(args.repeat):
             for tree in trees:
@@ -301,20 +298,8 @@ def main() -> int:
         print(f"\n{unit} per chat message (rooms of {args.size}, {args.variant}; "
               f"{args.messages:,} counted after {WARMUP:,}"
               f"{'; clustered on ' + args.queue if args.queue else ''}):")
-        for tree in trees:
-            values = ", ".join(f"{value:,.0f}" for value in figures[tree.side])
-            print(f"  {tree.side:6} {tree.describe()}: {values}")
-        if args.base:
-            base, branch = min(figures["base"]), min(figures["branch"])
-            print(f"  branch / base: {branch / base:.3f}")
-    except BenchError as error:
-        print(f"handler_cost: {error}", file=sys.stderr)
-        return 1
-    finally:
-        for tree in trees:
-            tree.remove()
-    return 0
-
+        print_counts(trees, figures)
+    return with_trees("handler_cost", args.base, args.branch, measure)
 
 if __name__ == "__main__":
     os.environ.setdefault("PRROOM_LOG_LEVEL", "error")

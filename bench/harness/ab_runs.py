@@ -8,10 +8,11 @@ import os
 import shutil
 import signal
 import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Any, Dict, List, NamedTuple, Optional
+from typing import Any, Callable, Dict, List, NamedTuple, Optional
 
 from .base import LOADGEN_DIR, REPO, BenchError, log
 from .processes import stop_process
@@ -97,6 +98,38 @@ class Tree:
             log(f"{self.side}: {error}")
         shutil.rmtree(self.temp, ignore_errors=True)
         self.temp = None
+
+
+def print_counts(trees: List[Tree], values: Dict[str, List[float]], indent: str = "  ") -> None:
+    """Each tree's figures (``values`` by side), then branch / base of their lowest when a
+    base was measured: the lowest count is the one least inflated by what timing adds."""
+    for tree in trees:
+        shown = ", ".join(f"{value:,.0f}" for value in values[tree.side])
+        print(f"{indent}{tree.side:6} {tree.describe()}: {shown}")
+    if "base" in values:
+        print(f"{indent}branch / base: {min(values['branch']) / min(values['base']):.3f}")
+
+
+def with_trees(name: str, base: Optional[str], branch: Optional[str],
+               measure: Callable[[List[Tree]], None]) -> int:
+    """Make the trees (``base`` if given, then ``branch``), ``measure`` them, remove them.
+
+    The exit status: 0, or 1 with one line on stderr, named ``name``, when a measurement
+    failed (:class:`BenchError`).
+    """
+    trees: List[Tree] = []
+    try:
+        if base:
+            trees.append(Tree("base", base))
+        trees.append(Tree("branch", branch))
+        measure(trees)
+    except BenchError as error:
+        print(f"{name}: {error}", file=sys.stderr)
+        return 1
+    finally:
+        for tree in trees:
+            tree.remove()
+    return 0
 
 
 class Outcome(NamedTuple):
