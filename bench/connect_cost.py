@@ -10,11 +10,12 @@ moves by a tenth from one run to the next, so a change worth a few per cent cann
 there.  This script counts instead.  ``gunicorn wsgi:app`` of a tree, with the tree's own
 settings, runs under valgrind's cachegrind (no cache simulation), and npm socket.io-client
 (``bench/loadgen/connects.js``) opens sockets over WebSocket, each joining a room of
-``--room-size`` with an ack, as the rooms scenario connects but one at a time (so that every
-run writes in the same batches).  Then the worker is made to exit at once (``os._exit`` on
-SIGUSR2, a hook of this script's own config file), so that its count holds the connects and
-nothing after them: accepting each connection, its HTTP upgrade request, the Engine.IO
-handshake, the Socket.IO CONNECT, the join with its announcements and ack, and their writes.
+``--room-size`` with an ack, as the rooms scenario connects but one at a time (so that runs
+write in the same batches, as far as timing lets them).  Then the worker is made to exit at
+once (``os._exit`` on SIGUSR2, a hook of this script's own config file), so that its count
+holds the connects and nothing after them: accepting each connection, its HTTP upgrade
+request, the Engine.IO handshake, the Socket.IO CONNECT, the join with its announcements
+and ack, and their writes.
 Counted with ``--sockets`` sockets and with twice as many, the difference divided by
 ``--sockets`` is what one connect+join costs the worker, as ``bench/run.py`` times it.
 
@@ -23,8 +24,9 @@ it does in production: the difference from the first figure is what a connection
 costs (its close frame, the session's end, the room's "left" announcements).
 
 Not in it: the kernel's work (system calls are counted as the instructions that make
-them), and what caches and branch prediction do to time.  The worker's timers tick while it
-runs, slowed by valgrind, so two runs of one tree agree to about a per cent, not better.
+them), and what caches and branch prediction do to time.  Where timing drives the work (the
+event loop's turns, its timers, slowed by valgrind), runs of one tree spread by a few per
+cent: a change must be larger than that to show.
 
 Each side is a tree, as in ``bench/compare.py``: a directory, or a git revision checked out
 into a temporary worktree; ``--branch`` defaults to this working tree.  Needs valgrind

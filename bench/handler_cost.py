@@ -301,6 +301,7 @@ def main() -> int:
         print_counts(trees, figures)
     return with_trees("handler_cost", args.base, args.branch, measure)
 
+
 if __name__ == "__main__":
     os.environ.setdefault("PRROOM_LOG_LEVEL", "error")
     sys.exit(main())

@@ -3,9 +3,9 @@
 gevent-websocket asks the server's application for ``current_app`` (its own
 ``WebSocketApplication`` convention) whenever a WebSocket is closed or written after it
 closed, to tell it ``on_close``.  An application without one, a Flask app, makes it build
-a stand-in class each time: with the close frame, python-engineio's close and the
-WebSocket's ``__del__``, four new classes for every connection that ends, a measurable
-part of a connection's cost.  :class:`ServedApp` is the application itself, with a
+a stand-in class each time.  After a WebSocket's close frame, python-engineio's close and the
+WebSocket's ``__del__`` each close it again: four new classes for every connection that
+ends, a measurable part of what its end costs.  :class:`ServedApp` is the application itself, with a
 ``current_app`` whose ``on_close`` does nothing, as the stand-in's did.  It relies on
 gevent-websocket's ``WebSocket.current_app`` (the ``websocket-close`` seam, checked in
 ``tests/internals/test_gunicorn_worker.py``); without it, the application is served as is.
