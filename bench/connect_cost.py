@@ -49,7 +49,7 @@ from typing import Dict, List, Tuple
 
 from harness.ab_runs import Tree, print_counts, with_trees
 from harness.base import BenchError, log
-from harness.processes import find_gunicorn, free_port, wait_http
+from harness.processes import PrroomServer, find_gunicorn, free_port, wait_http
 
 #: "==PID== I refs: N" lines of the processes valgrind ran.
 _REFS = re.compile(r"==(\d+)==\s+I\s+refs:\s+([\d,]+)")
@@ -57,20 +57,14 @@ _REFS = re.compile(r"==(\d+)==\s+I\s+refs:\s+([\d,]+)")
 START_SECONDS, STOP_SECONDS = 240.0, 120.0
 
 
-def server_environment(tree: Tree, port: int) -> Dict[str, str]:
-    """The server's settings: bench/run.py's (no rate limits, one address for every
-    socket), one string hashing for every run (so set and dict layouts are the same), and no
-    Engine.IO pings while counting (slowed by valgrind, a run outlasts a ping interval, and
-    the longer run would count more pings)."""
-    env = {key: value for key, value in tree.environment().items()
-           if not key.startswith("PRROOM_") and key not in ("PORT", "WEB_CONCURRENCY")}
-    env.update({"PRROOM_HOST": "127.0.0.1", "PRROOM_PORT": str(port),
-                "PRROOM_LOG_LEVEL": "warning", "PRROOM_ACCESS_LOG": "",
-                "PRROOM_MAX_SESSIONS_PER_ADDRESS": "0", "PRROOM_PING_INTERVAL": "3600",
-                "PYTHONHASHSEED": "0"})
-    for kind in ("MESSAGE", "TYPING", "ROOM"):
-        env[f"PRROOM_{kind}_RATE"] = env[f"PRROOM_{kind}_BURST"] = "1000000"
-    return env
+def server_environment(tree: Tree, port: int, sockets: int) -> Dict[str, str]:
+    """The settings ``bench/run.py`` gives prroom (:class:`PrroomServer`), ``tree`` first on
+    the import path, one string hashing for every run (so set and dict layouts are the same),
+    and no Engine.IO pings while counting (slowed by valgrind, a run outlasts a ping
+    interval, and the longer run would count more pings)."""
+    server = PrroomServer(None, Path(), sockets, {"PRROOM_PING_INTERVAL": "3600"})
+    return {**server.environment(port, None), "PYTHONHASHSEED": "0",
+            "PYTHONPATH": tree.environment()["PYTHONPATH"]}
 
 
 #: The config file the measured server runs with: the tree's settings, and a way to make
@@ -116,7 +110,7 @@ def serve(tree: Tree, sockets: int, room_size: int, close: bool, config: Path,
     the server's stderr."""
     port = free_port()
     command = [*prefix, sys.executable, find_gunicorn(), "-c", str(config), "wsgi:app"]
-    proc = subprocess.Popen(command, cwd=tree.path, env=server_environment(tree, port),
+    proc = subprocess.Popen(command, cwd=tree.path, env=server_environment(tree, port, sockets),
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         wait_http(f"http://127.0.0.1:{port}/healthz", proc, START_SECONDS)
@@ -205,6 +199,7 @@ def main() -> int:
             print(f"  {kind}:")
             print_counts(trees, {side: got[kind] for side, got in figures.items()}, "    ")
     return with_trees("connect_cost", args.base, args.branch, measure)
+
 
 if __name__ == "__main__":
     sys.exit(main())
