@@ -32,7 +32,10 @@ def broadcast_header(room: Any, skip_sid: Any, namespace: Any, event: Any) -> st
 #: a mapping that reaches it is emptied and fills again with the rooms still talking.
 REMEMBERED = 4096
 
-_heads: Dict[Tuple[str, Any, Any, Any, Any], bytes] = {}  # (host, header) -> its bytes
+#: (host, room, skip_sid, namespace, event) -> what :func:`published_head` made of it; read
+#: straight by the publishing path (a call fewer per message), filled only here, and only
+#: with keys of strings and None, so no key of other types can find another's entry.
+HEADS: Dict[Tuple[str, Any, Any, Any, Any], bytes] = {}
 _headers: Dict[bytes, Tuple[Any, Any, Any, Any]] = {}  # a header's bytes -> its decoding
 
 
@@ -51,11 +54,11 @@ def published_head(host: str, room: Any, skip_sid: Any, namespace: Any, event: A
     remembered = (type(room) is str and type(namespace) is str and type(event) is str and
                   (skip_sid is None or type(skip_sid) is str))  # 1 == True: keys must not mix
     key = (host, room, skip_sid, namespace, event)
-    found = _heads.get(key) if remembered else None
+    found = HEADS.get(key) if remembered else None
     if found is None:
         found = f"{host}{broadcast_header(room, skip_sid, namespace, event)}\n".encode()
         if remembered:
-            _remember(_heads, key, found)
+            _remember(HEADS, key, found)
     return found
 
 

@@ -19,7 +19,7 @@ from socketio import packet as sio_packet
 # QueueUnavailable stays importable from here: post_message's docstring named this path
 from prroom.cluster.channels import QueueUnavailable as QueueUnavailable
 from prroom.cluster.channels import pubsub_mode
-from prroom.cluster.headers import published_head, read_broadcast
+from prroom.cluster.headers import HEADS, published_head, read_broadcast
 from prroom.cluster.publisher import Publisher, Ticket
 from prroom.cluster.recovery import RecoverableRoomsMixin
 from prroom.cluster.room_index import IndexedRoomsMixin, emit_arguments
@@ -236,11 +236,18 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
     def emit_published(self, event: str, data: Any, namespace: str, room: Any = None,
                        skip_sid: Any = None) -> Optional[Ticket]:
         """:meth:`emit` without a callback, its ticket returned only (not kept for
-        :meth:`take_ticket`: a greenlet-local's attribute cost per message)."""
+        :meth:`take_ticket`: a greenlet-local's attribute cost per message).
+
+        A room broadcast is encoded once: the same text goes to local members and, after a
+        small header, to the room's channel, where other processes pass it on as it is.
+        That path runs for every chat message, so the room's channel, the packet class and
+        the remembered header are looked up here rather than through their helpers (each
+        Python call per message showed in the cost of a clustered one)."""
         args = emit_arguments(data)
-        channel = self.room_channel(room)
-        if channel is not None:
-            packet_class = self._packet_class
+        if isinstance(room, str) and room.startswith(self.room_prefix):
+            server = self.server
+            # a write-only manager (a posting app) has no server, and the stock codec
+            packet_class = sio_packet.Packet if server is None else server.packet_class
             # plain JSON on "/": the text alone, without a packet object (room_index.emit)
             encoded: Any = packet_codec.event_text(packet_class, namespace, [event, *args])
             if encoded is None:
@@ -250,7 +257,16 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
                     return self._stock_emit(event, data, namespace, room, skip_sid, None, {})
                 encoded = packet.encode()
             if isinstance(encoded, str):  # (another serializer may encode to bytes)
-                return self._emit_encoded(channel, event, namespace, room, skip_sid, encoded)
+                utf8 = encoded.encode()  # once, for the members' frame and the publish alike
+                self._count_deliveries(event, namespace, room, skip_sid)
+                self._deliver(namespace, room, skip_sid, [message_packet(encoded, utf8)])
+                prefix = self._own_prefix
+                # (a list of sids to skip cannot be a key: published_head builds that head)
+                head = HEADS.get((prefix, room, skip_sid, namespace, event)) \
+                    if skip_sid is None or type(skip_sid) is str else None
+                if head is None:
+                    head = published_head(prefix, room, skip_sid, namespace, event)
+                return self.publisher.publish("room", f"{self.channel}:{room}", head + utf8)
         elif data_is_binary(args):
             return self._stock_emit(event, data, namespace, room, skip_sid, None, {})
         # The stock message, built without its binary scan (python-socketio walks the data
@@ -270,21 +286,6 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         super().emit(event, data, namespace=namespace, room=room, skip_sid=skip_sid,
                      callback=callback, **kwargs)
         return getattr(self._tickets, "last", None)
-
-    @property
-    def _packet_class(self) -> Any:
-        # a write-only manager (a posting app) has no server, and the stock codec
-        return sio_packet.Packet if self.server is None else self.server.packet_class
-
-    def _emit_encoded(self, channel: str, event: str, namespace: str, room: str,
-                      skip_sid: Any, encoded: str) -> Ticket:
-        """A room broadcast encoded once: the same text goes to local members and, after a
-        small header, to the room's channel, where other processes pass it on as it is."""
-        utf8 = encoded.encode()  # once, for the members' frame and the publish alike
-        self._count_deliveries(event, namespace, room, skip_sid)
-        self._deliver(namespace, room, skip_sid, [message_packet(encoded, utf8)])
-        head = published_head(self._own_prefix, room, skip_sid, namespace, event)
-        return self.publisher.publish("room", channel, head + utf8)
 
     def take_ticket(self) -> Optional[Ticket]:
         """The ticket of the last publish made on this greenlet (thread), once."""
@@ -318,7 +319,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
         if message.get("event") == COMMAND_EVENT and room == COMMAND_ROOM:
             return self._handle_command(message)
         encoded = message.get("packet")
-        if encoded is not None:  # another process's room broadcast (_emit_encoded)
+        if encoded is not None:  # another process's room broadcast (emit_published)
             namespace, skip_sid = message["namespace"], message["skip_sid"]
             self._count_deliveries(message["event"], namespace, room, skip_sid)
             return self._deliver(namespace, room, skip_sid, [encoded])

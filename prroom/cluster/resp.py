@@ -15,7 +15,7 @@ error reply as an exception *value* of the class redis-py would give it.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Type, Union
+from typing import Any, Dict, List, Optional, Tuple, Type
 
 try:
     from redis import exceptions as _errors
@@ -229,16 +229,6 @@ def _bulk(value: object) -> bytes:
         raise TypeError(f"a Redis command argument must be str, bytes or a number, not "
                         f"{type(value).__name__}")
     return b"$%d\r\n%s\r\n" % (len(data), data)
-
-
-def publish_frame(head: bytes, channel: str, payload: Union[str, bytes]) -> bytes:
-    """A publish of ``payload`` (text, or its UTF-8 bytes) on ``channel``, ``head`` saying
-    which command (:data:`PUBLISH_HEAD` or :data:`SPUBLISH_HEAD`): what :func:`frame` makes
-    of it, with fewer calls (one per message published)."""
-    channel_bytes = channel.encode()
-    payload_bytes = payload.encode() if isinstance(payload, str) else payload
-    return b"%s$%d\r\n%s\r\n$%d\r\n%s\r\n" % (
-        head, len(channel_bytes), channel_bytes, len(payload_bytes), payload_bytes)
 
 
 def frame(command: Tuple[Any, ...]) -> bytes:

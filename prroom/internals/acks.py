@@ -12,10 +12,14 @@ from __future__ import annotations
 import contextvars
 from typing import Any, Callable, Optional
 
+from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
-from prroom.internals import packet_writes
+from prroom.internals import packet_codec, packet_writes
+from prroom.transport import framing
 from prroom.transport import writes as websocket_writes
+
+_MESSAGE = str(eio_packet.MESSAGE)
 
 #: Whether the event being handled asked for an ack (None outside an event, or unknown).
 ACK_REQUESTED: "contextvars.ContextVar[Optional[bool]]" = contextvars.ContextVar(
@@ -55,8 +59,12 @@ def start_answer(start: Callable[[SendAnswer], None], server: Any, eio_sid: str,
                   namespace: str, ack_id: int) -> None:
     """Call ``start(send)``: the handler asked for its ack to be answered later."""
     # What the handler already sent this connection (its own copy of a broadcast) waits
-    # for the ack, so that both leave in one write.
-    writer = packet_writes.ack_writer(server, eio_sid) if namespace == "/" else None
+    # for the ack, so that both leave in one write.  Its writer is looked up as
+    # packet_writes.write_ack does, inline: this runs for every clustered message.
+    writer: Any = None
+    if namespace == "/" and server.packet_class is packet_codec.Packet and \
+            getattr(getattr(server, "_send_packet", None), "_prroom_wrapped", False):
+        writer = packet_writes.direct_writer(server.eio.sockets, eio_sid)
     sender: Any
     if isinstance(writer, websocket_writes.DirectWriter):
         sender = _HeldAck(server, eio_sid, ack_id, writer)
@@ -112,12 +120,18 @@ class _HeldAck:
 
     def send(self, body: Any) -> None:
         """Send the ack with ``body``."""
-        writer = self._writer
+        # the frame packet_writes.write_ack writes, and release(), inline: this runs for
+        # every clustered message
+        writer, self._writer = self._writer, None
         try:
-            if writer is None or not packet_writes.write_ack_to(writer, self.ack_id, [body]):
-                send_ack(self.server, self.eio_sid, "/", self.ack_id, body)  # binary
+            text = packet_codec.plain_text(sio_packet.ACK, [body], self.ack_id)
+            if writer is None or text is None:  # released already; or binary
+                send_ack(self.server, self.eio_sid, "/", self.ack_id, body)
+            else:
+                writer.put_frame(framing.websocket_frame(_MESSAGE + text))
         finally:
-            self.release()
+            if writer is not None:
+                writer.release()
 
     def release(self) -> None:
         """Let the held writes go (once)."""
@@ -133,11 +147,3 @@ def send_ack(server: Any, eio_sid: str, namespace: str, ack_id: int, body: Any) 
         return
     server._send_packet(eio_sid, server.packet_class(sio_packet.ACK, namespace=namespace,
                                                      id=ack_id, data=[body]))
-
-
-def answer_unread() -> bool:
-    """Whether the event being handled asked for no ack (so nobody reads its answer).
-
-    False outside a client event (HTTP posts, background tasks) and when unknown.
-    """
-    return ACK_REQUESTED.get() is False

@@ -39,7 +39,7 @@ def install(server: Any) -> bool:
     if getattr(original, "_prroom_wrapped", False):
         return True
     def send_packet(eio_sid: str, pkt: Any) -> Any:
-        writer = _direct_writer(sockets, eio_sid)
+        writer = direct_writer(sockets, eio_sid)
         if writer is None or pkt.packet_type in _BINARY:
             return original(eio_sid, pkt)
         put_frame = getattr(writer, "put_frame", None)
@@ -83,12 +83,11 @@ def write_ack(server: Any, eio_sid: str, ack_id: int, data: List[Any]) -> bool:
     connection without a frame-taking direct writer, ``data`` that is binary or not JSON):
     the caller sends the packet through ``server._send_packet``.
     """
-    # ack_writer and write_ack_to, inline: this runs for every acked event
     send: Any = getattr(server, "_send_packet", None)
     if not getattr(send, "_prroom_wrapped", False) \
             or server.packet_class is not packet_codec.Packet:
         return False
-    put_frame = getattr(_direct_writer(server.eio.sockets, eio_sid), "put_frame", None)
+    put_frame = getattr(direct_writer(server.eio.sockets, eio_sid), "put_frame", None)
     if put_frame is None:
         return False
     text = packet_codec.plain_text(sio_packet.ACK, data, ack_id)
@@ -98,32 +97,11 @@ def write_ack(server: Any, eio_sid: str, ack_id: int, data: List[Any]) -> bool:
     return True
 
 
-def ack_writer(server: Any, eio_sid: str) -> Any:
-    """The writer :func:`write_ack` writes connection ``eio_sid``'s acks to (a direct writer
-    that takes frames), or None where an ack takes the packet's path: for an ack answered
-    later, looked up once, when its connection's writes are held."""
-    send: Any = getattr(server, "_send_packet", None)
-    if not getattr(send, "_prroom_wrapped", False) \
-            or server.packet_class is not packet_codec.Packet:
-        return None
-    writer = _direct_writer(server.eio.sockets, eio_sid)
-    return writer if getattr(writer, "put_frame", None) is not None else None
-
-
-def write_ack_to(writer: Any, ack_id: int, data: List[Any]) -> bool:
-    """:func:`write_ack` to a writer :func:`ack_writer` gave; False, nothing written, for
-    ``data`` the JSON encoder refuses (binary, or not JSON)."""
-    text = packet_codec.plain_text(sio_packet.ACK, data, ack_id)
-    if text is None:
-        return False
-    writer.put_frame(framing.websocket_frame(_MESSAGE + text))
-    return True
-
-
-def _direct_writer(sockets: Any, eio_sid: str) -> Any:
-    """The direct writer of connection ``eio_sid``, or None where a packet must take the
-    library's path: no such connection, one without a direct writer, closed, or with a
-    ``send`` of its own while its connect handlers run (:mod:`connects`)."""
+def direct_writer(sockets: Any, eio_sid: str) -> Any:
+    """The direct writer of connection ``eio_sid`` (``sockets``: python-engineio's
+    ``Server.sockets``), or None where a packet must take the library's path: no such
+    connection, one without a direct writer, closed, or with a ``send`` of its own while its
+    connect handlers run (:mod:`connects`)."""
     sock: Any = sockets.get(eio_sid)
     writer = getattr(getattr(sock, "queue", None), "writer", None)
     if writer is None or sock.closed or "send" in vars(sock):

@@ -31,7 +31,6 @@ from prroom.internals.acks import ACK_REQUESTED, ANSWER_LATER, start_answer
 from prroom.internals.acks import SendAnswer as SendAnswer
 from prroom.internals.acks import ack_requested as ack_requested
 from prroom.internals.acks import answer_later as answer_later
-from prroom.internals.acks import answer_unread as answer_unread
 from prroom.internals.acks import send_ack as send_ack
 from prroom.internals.sockets import can_find_slow_consumers as can_find_slow_consumers
 from prroom.internals.sockets import close_replaced as close_replaced

@@ -28,6 +28,7 @@ from prroom.core import protocol
 from prroom.core.presence import CONNECTIONS, Joined, Left, Presence
 from prroom.core.protocol import room_name
 from prroom.internals import packet_writes, socketio_hooks
+from prroom.internals.acks import ACK_REQUESTED
 from prroom.internals.types import SocketIOServer
 from prroom.server.recoverable import RecoverableBroadcasts
 
@@ -70,8 +71,9 @@ class Broadcaster:
         block).
         """
         ticket, recoverable = self.publish_to_room(event, data, pull_request_id, skip_sid)
-        if ticket is None or (not recoverable and socketio_hooks.answer_unread()):
-            # one process; or the client asked for no ack, so nobody would read the answer
+        if ticket is None or (not recoverable and ACK_REQUESTED.get() is False):
+            # one process; or the client asked for no ack (False: None is "not known"), so
+            # nobody would read the answer
             return answer(True)
         if may_defer:
             deferred = _AnswerOnReply(self, ticket, recoverable, answer,

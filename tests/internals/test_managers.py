@@ -493,7 +493,7 @@ def test_a_published_head_is_the_prefix_and_header_and_remembered_only_when_safe
     assert headers.published_head("host:", "pr:1", skip, "/", "e") == expected
     assert headers.published_head("host:", "pr:1", skip, "/", "e") == expected
     # 1 == True as a dict key: only str (and None) parts are remembered
-    remembered = [key for key in headers._heads if key[2] == skip]
+    remembered = [key for key in headers.HEADS if key[2] == skip]
     assert bool(remembered) == (skip is None or isinstance(skip, str))
     assert headers.published_head("host:", "pr:1", skip, "/", True) != \
         headers.published_head("host:", "pr:1", skip, "/", 1)
@@ -503,7 +503,7 @@ def test_remembered_heads_are_bounded():
     from prroom.cluster import headers
     for n in range(5000):
         headers.published_head("host:", "pr:1", f"sid-{n}", "/", "x")
-    assert len(headers._heads) <= headers.REMEMBERED
+    assert len(headers.HEADS) <= headers.REMEMBERED
 
 
 def test_a_broadcast_is_read_from_where_the_host_prefix_ends():

@@ -18,7 +18,7 @@ from redis.exceptions import ResponseError
 
 from prroom.cluster.channels import QueueUnavailable, pubsub_mode, redis_has_sharded_pubsub
 from prroom.cluster.publisher import Publisher, Ticket
-from prroom.cluster.resp import PUBLISH_HEAD, frame, publish_frame
+from prroom.cluster.resp import frame
 from prroom.cluster.subscriber import Subscriber
 from prroom.internals import redis_sockets
 
@@ -568,9 +568,25 @@ def test_commands_are_framed_as_redis_py_frames_them():
         assert frame(command) == b"".join(packer.pack_command(*command))
     with pytest.raises(TypeError):
         frame(("SET", "k", None))
-    for payload in ("héllo\r\nworld", "héllo\r\nworld".encode()):  # text, or its UTF-8
-        assert publish_frame(PUBLISH_HEAD, "ch", payload) == \
-            frame(("PUBLISH", "ch", "héllo\r\nworld"))
+
+
+@pytest.mark.parametrize("kind", ["room", "deployment"])
+def test_a_publish_reaches_subscribers_byte_for_byte_as_text_or_utf8(redis_server, kind):
+    client = redis.Redis.from_url(redis_server.url)
+    listener = client.pubsub(ignore_subscribe_messages=True)
+    listener.subscribe(f"framing:{kind}:é")
+    assert listener.get_message(timeout=5) is None  # the subscription's confirmation
+    publisher = closed_after_the_test(Publisher(
+        client.connection_pool.make_connection,
+        lambda target: threading.Thread(target=target, daemon=True).start(),
+        pubsub_mode("plain")))
+    payloads: List[Any] = ["héllo\r\nworld", "héllo\r\nworld".encode(), "", "$3\r\n*1\r\n"]
+    tickets = [publisher.publish(kind, f"framing:{kind}:é", payload) for payload in payloads]
+    assert [ticket.wait() for ticket in tickets] == [1, 1, 1, 1]  # one subscriber each
+    got = [listener.get_message(timeout=5) for _ in payloads]
+    assert [message["data"] for message in got if message] == [
+        payload if isinstance(payload, bytes) else payload.encode() for payload in payloads]
+    listener.close()
 
 
 @pytest.mark.parametrize("reads", ["raw", "redis-py"])
