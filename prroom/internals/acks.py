@@ -27,10 +27,6 @@ ACK_REQUESTED: "contextvars.ContextVar[Optional[bool]]" = contextvars.ContextVar
 #: Set by :func:`answer_later` during a handler: who will produce the ack, and when.
 ANSWER_LATER: "contextvars.ContextVar[Any]" = contextvars.ContextVar("prroom_answer_later",
                                                                     default=None)
-#: Answer senders take the ack's body.
-SendAnswer = Callable[[Any], None]
-
-
 def ack_requested() -> bool:
     """Whether the event being handled asked for an ack.
 
@@ -40,104 +36,100 @@ def ack_requested() -> bool:
     return bool(ACK_REQUESTED.get())
 
 
-def answer_later(server: Any, start: Callable[[SendAnswer], None]) -> Any:
-    """Have the ack of the event being handled sent later, not from the handler's return.
+class LaterAnswer:
+    """An event's ack sent after its handler returned: subclass it with :meth:`start`.
 
-    Returns what the handler must return for that (python-socketio's ``not_handled``, so
-    it sends no ack of its own), and once the handler returned ``start(send)`` is called:
-    ``send(body)`` sends the ack, from any task.  Returns None when that cannot be done
-    (no ack asked for, or the event entry point is not wrapped): the handler answers now.
+    The handler returns :func:`answer_later` of one; once it returned, the event's entry
+    point ties it to the event's connection and ack id and calls :meth:`start`, which
+    arranges for :meth:`send` to be called once, from any task.  Meanwhile what the handler
+    sent the connection (its own copy of a broadcast) waits, to leave with the ack in one
+    write.  One object per waiting ack, the subclass's state and the connection's together:
+    hundreds wait at any moment under load, and a clustered message makes one.
     """
-    not_handled = getattr(server, "not_handled", None)
-    if not_handled is None or not ACK_REQUESTED.get():
-        return None
-    ANSWER_LATER.set(start)
-    return not_handled
 
+    __slots__ = ("_server", "_eio_sid", "_namespace", "_ack_id", "_writer", "_release")
+    # set by start_answer before start(): the event's connection and ack, and what holds
+    # its writes (its direct writer, or the release of hold_writes)
+    _server: Any
+    _eio_sid: str
+    _namespace: str
+    _ack_id: int
+    _writer: Optional[websocket_writes.DirectWriter]
+    _release: Optional[Callable[[], None]]
 
-def start_answer(start: Callable[[SendAnswer], None], server: Any, eio_sid: str,
-                  namespace: str, ack_id: int) -> None:
-    """Call ``start(send)``: the handler asked for its ack to be answered later."""
-    # What the handler already sent this connection (its own copy of a broadcast) waits
-    # for the ack, so that both leave in one write.  Its writer is looked up as
-    # packet_writes.write_ack does, inline: this runs for every clustered message.
-    writer: Any = None
-    if namespace == "/" and server.packet_class is packet_codec.Packet and \
-            getattr(getattr(server, "_send_packet", None), "_prroom_wrapped", False):
-        writer = packet_writes.direct_writer(server.eio.sockets, eio_sid)
-    sender: Any
-    if isinstance(writer, websocket_writes.DirectWriter):
-        sender = _HeldAck(server, eio_sid, ack_id, writer)
-    else:
-        sender = _AckSender(server, eio_sid, namespace, ack_id,
-                            websocket_writes.hold_writes(server, eio_sid))
-    try:
-        start(sender.send)
-    except BaseException:
-        sender.release()
-        raise
-
-
-class _AckSender:
-    """Sends one event's ack later, then lets the connection's held writes go (an object,
-    not a closure: one is alive per message waiting for its answer)."""
-
-    __slots__ = ("server", "eio_sid", "namespace", "ack_id", "_release")
-
-    def __init__(self, server: Any, eio_sid: str, namespace: str, ack_id: int,
-                 release: Optional[Callable[[], None]]) -> None:
-        self.server = server
-        self.eio_sid = eio_sid
-        self.namespace = namespace
-        self.ack_id = ack_id
-        self._release = release
+    def start(self) -> None:
+        """The handler returned: arrange for :meth:`send` to be called once."""
+        raise NotImplementedError
 
     def send(self, body: Any) -> None:
-        """Send the ack with ``body``."""
+        """Send the ack with ``body``, then let the held writes go."""
+        # the frame packet_writes.write_ack writes, to the writer held for it, inline: this
+        # runs for every clustered message
+        writer, self._writer = self._writer, None
         try:
-            send_ack(self.server, self.eio_sid, self.namespace, self.ack_id, body)
+            if writer is not None:
+                text = packet_codec.plain_text(sio_packet.ACK, [body], self._ack_id)
+                if text is not None:
+                    writer.put_frame(framing.websocket_frame(_MESSAGE + text))
+                    return
+            # no direct writer (or released already); or binary: python-socketio's way
+            send_ack(self._server, self._eio_sid, self._namespace, self._ack_id, body)
         finally:
-            self.release()
+            if writer is not None:
+                writer.release()
+            else:
+                self.release()
 
     def release(self) -> None:
-        """Let the held writes go (once)."""
+        """Let the held writes go without sending (once)."""
+        writer, self._writer = self._writer, None
+        if writer is not None:
+            writer.release()
         release, self._release = self._release, None
         if release is not None:
             release()
 
 
-class _HeldAck:
-    """An ack on ``/`` sent later to a connection whose direct writer takes acks: the writer
-    held until then, and the ack written to it straight (:class:`_AckSender` otherwise)."""
+def answer_later(server: Any, answer: LaterAnswer) -> Any:
+    """Have the ack of the event being handled sent later by ``answer``, not from the
+    handler's return.
 
-    __slots__ = ("server", "eio_sid", "ack_id", "_writer")
+    Returns what the handler must return for that (python-socketio's ``not_handled``, so
+    it sends no ack of its own); once the handler returned, ``answer.start()`` is called.
+    Returns None when that cannot be done (no ack asked for, or the event entry point is not
+    wrapped): the handler answers now.
+    """
+    not_handled = getattr(server, "not_handled", None)
+    if not_handled is None or not ACK_REQUESTED.get():
+        return None
+    ANSWER_LATER.set(answer)
+    return not_handled
 
-    def __init__(self, server: Any, eio_sid: str, ack_id: int,
-                 writer: "websocket_writes.DirectWriter") -> None:
-        self.server, self.eio_sid, self.ack_id = server, eio_sid, ack_id
-        self._writer: Optional[websocket_writes.DirectWriter] = writer
+
+def start_answer(answer: LaterAnswer, server: Any, eio_sid: str, namespace: str,
+                 ack_id: int) -> None:
+    """Tie ``answer`` to event ``ack_id`` of connection ``eio_sid`` and start it: the
+    handler asked for its ack to be answered later."""
+    answer._server, answer._eio_sid, answer._namespace, answer._ack_id = \
+        server, eio_sid, namespace, ack_id
+    # What the handler already sent this connection waits for the ack.  Its writer is
+    # looked up as packet_writes.write_ack does, inline: this runs for every clustered
+    # message.
+    writer: Any = None
+    if namespace == "/" and server.packet_class is packet_codec.Packet and \
+            getattr(getattr(server, "_send_packet", None), "_prroom_wrapped", False):
+        writer = packet_writes.direct_writer(server.eio.sockets, eio_sid)
+    if isinstance(writer, websocket_writes.DirectWriter):
         writer.hold()
-
-    def send(self, body: Any) -> None:
-        """Send the ack with ``body``."""
-        # the frame packet_writes.write_ack writes, and release(), inline: this runs for
-        # every clustered message
-        writer, self._writer = self._writer, None
-        try:
-            text = packet_codec.plain_text(sio_packet.ACK, [body], self.ack_id)
-            if writer is None or text is None:  # released already; or binary
-                send_ack(self.server, self.eio_sid, "/", self.ack_id, body)
-            else:
-                writer.put_frame(framing.websocket_frame(_MESSAGE + text))
-        finally:
-            if writer is not None:
-                writer.release()
-
-    def release(self) -> None:
-        """Let the held writes go (once)."""
-        writer, self._writer = self._writer, None
-        if writer is not None:
-            writer.release()
+        answer._writer, answer._release = writer, None
+    else:
+        answer._writer = None
+        answer._release = websocket_writes.hold_writes(server, eio_sid)
+    try:
+        answer.start()
+    except BaseException:
+        answer.release()
+        raise
 
 
 def send_ack(server: Any, eio_sid: str, namespace: str, ack_id: int, body: Any) -> None:

@@ -28,7 +28,7 @@ from typing import Any, Callable, Collection, Dict, Iterable, List, Optional
 from prroom.diagnostics import loop_monitor
 from prroom.internals import packet_codec, packet_writes
 from prroom.internals.acks import ACK_REQUESTED, ANSWER_LATER, start_answer
-from prroom.internals.acks import SendAnswer as SendAnswer
+from prroom.internals.acks import LaterAnswer as LaterAnswer
 from prroom.internals.acks import ack_requested as ack_requested
 from prroom.internals.acks import answer_later as answer_later
 from prroom.internals.acks import send_ack as send_ack

@@ -78,7 +78,7 @@ class Broadcaster:
         if may_defer:
             deferred = _AnswerOnReply(self, ticket, recoverable, answer,
                                       (event, data, pull_request_id, skip_sid))
-            later = socketio_hooks.answer_later(self.server, deferred.start)
+            later = socketio_hooks.answer_later(self.server, deferred)
             if later is not None:
                 return later
         return answer(self.reached(ticket, recoverable, event, data, pull_request_id,
@@ -196,30 +196,28 @@ class Broadcaster:
             self.reached(ticket, recoverable, event, data, pull_request_id, None)
 
 
-class _AnswerOnReply:
+class _AnswerOnReply(socketio_hooks.LaterAnswer):
     """A clustered send's ack, answered from its publish's reply (``broadcast_then``).
 
-    One small object per message in flight rather than nested closures: hundreds are alive
-    at any moment under load, and each closure's cells are more for the garbage collector
-    to look at."""
+    One small object per message in flight, which also holds the connection's part
+    (:class:`~prroom.internals.acks.LaterAnswer`), rather than nested closures: hundreds
+    are alive at any moment under load, and each closure's cells are more for the garbage
+    collector to look at."""
 
-    __slots__ = ("broadcaster", "ticket", "recoverable", "answer", "broadcast", "send")
+    __slots__ = ("broadcaster", "ticket", "recoverable", "answer", "broadcast")
 
     def __init__(self, broadcaster: Broadcaster, ticket: Ticket, recoverable: bool,
                  answer: Callable[[bool], Any], broadcast: Tuple[str, Dict[str, Any], int,
                                                                  Optional[str]]) -> None:
         self.broadcaster, self.ticket, self.recoverable = broadcaster, ticket, recoverable
         self.answer, self.broadcast = answer, broadcast
-        self.send: Optional[socketio_hooks.SendAnswer] = None
 
-    def start(self, send: socketio_hooks.SendAnswer) -> None:
-        """The handler returned: answer with ``send`` once the reply is in."""
-        self.send = send
+    def start(self) -> None:
+        """The handler returned: answer once the reply is in."""
         self.ticket.then(self.finish)
 
     def finish(self, done: Ticket) -> None:
         """The reply is in (or the publish failed): send the ack."""
-        assert self.send is not None
         event = self.broadcast[0]
         try:
             try:

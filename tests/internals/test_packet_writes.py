@@ -10,6 +10,7 @@ from socketio import packet as sio_packet
 
 from prroom.internals import packet_writes
 from prroom.transport import framing
+from tests.support.wsgi import Postponed
 
 
 def test_socketio_sends_a_packet_by_encoding_it_for_engineio():
@@ -195,7 +196,7 @@ def test_an_ack_answered_later_holds_the_connection_and_is_then_written_straight
         sock.queue.writer = writer  # type: ignore[assignment]
         server, library = codec_server_with(sock)
         sends: List[Any] = []
-        acks.start_answer(sends.append, server, "e1", "/", 7)
+        acks.start_answer(Postponed(sends), server, "e1", "/", 7)
         writer.put_frame(b"own copy")  # the sender's copy of its broadcast
         gevent.sleep(0)
         assert wire.calls == [] and len(sends) == 1  # held for the answer

@@ -13,7 +13,7 @@ import socketio
 from prroom.diagnostics import loop_monitor
 from prroom.internals import packet_codec, socketio_hooks
 from prroom.transport import event_path
-from tests.support.wsgi import WsgiPolling, connected, polling_server
+from tests.support.wsgi import Postponed, WsgiPolling, connected, polling_server
 
 
 def test_websocket_unmasking_is_accelerated_and_still_correct():
@@ -263,7 +263,7 @@ def test_an_ack_can_be_sent_after_the_handler_returned() -> None:
     later: List[Any] = []
 
     def slow(sid: str, payload: Any = None) -> Any:
-        answer = socketio_hooks.answer_later(server, later.append)
+        answer = socketio_hooks.answer_later(server, Postponed(later))
         answers.append(answer)
         return answer if answer is not None else {"ok": "at once"}
 
@@ -284,7 +284,7 @@ def test_an_ack_can_be_sent_after_the_handler_returned() -> None:
 
 def test_without_the_entry_point_wrapped_the_handler_answers_at_once() -> None:
     server = socketio.Server(async_mode="threading")
-    assert socketio_hooks.answer_later(server, lambda send: None) is None
+    assert socketio_hooks.answer_later(server, Postponed([])) is None
 
 
 def test_a_replaced_connection_is_told_and_its_handlers_run_with_the_reason() -> None:
@@ -394,7 +394,7 @@ def test_an_own_event_answered_later_is_answered_once_by_either_path() -> None:
     later: List[Any] = []
 
     def slow(sid: str, payload: Any = None) -> Any:
-        return socketio_hooks.answer_later(server, later.append)
+        return socketio_hooks.answer_later(server, Postponed(later))
 
     server.on("slow", slow)
     assert socketio_hooks.track_ack_requests(server, "/")

@@ -12,6 +12,8 @@ from typing import Any, Dict, List, Tuple
 
 import socketio
 
+from prroom.internals import socketio_hooks
+
 Response = Tuple[str, str]
 
 
@@ -85,3 +87,17 @@ def connected(client: WsgiPolling, *namespaces: str) -> str:
         client.post(sid, "40" + prefix)
         assert client.packets(sid)[0].startswith("40" + prefix), namespace
     return sid
+
+
+class Postponed(socketio_hooks.LaterAnswer):
+    """An ack answered later by the test itself: once started, its ``send`` waits in
+    ``sends`` (call ``sends.pop()(body)`` from any thread to answer)."""
+
+    __slots__ = ("sends",)
+
+    def __init__(self, sends: List[Any]) -> None:
+        self.sends = sends
+
+    def start(self) -> None:
+        """The handler returned: the test answers with the ``send`` it finds in ``sends``."""
+        self.sends.append(self.send)
