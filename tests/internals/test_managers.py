@@ -480,7 +480,7 @@ def test_remembered_headers_are_bounded_and_bad_ones_refused():
     from prroom.cluster import headers
     for n in range(5000):
         headers.decoded_header(headers.broadcast_header("pr:1", f"sid-{n}", "/", "x").encode())
-    assert len(headers._headers) <= headers.REMEMBERED
+    assert len(headers.HEADERS) <= headers.REMEMBERED
     for bad in (b"not json", b"[1,2]", b"\xff"):
         with pytest.raises(ValueError):
             headers.decoded_header(bad)
