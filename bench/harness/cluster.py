@@ -39,11 +39,12 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence, Tuple
 
+from . import machine as machine_info
 from .base import BENCH, CONNECT_WINDOW, BenchError, Layout, Sizes, log, prroom_code
 from .cluster_report import print_cluster, summarize_cluster
 from .loadgen import Loadgen, Message
-from .processes import PrroomServer, RedisServer
-from .report import versions, write_json
+from .processes import PrroomServer, RedisServer, find_gunicorn
+from .report import print_machine, versions, write_json
 from .sampling import (
     Snapshot,
     background_busy,
@@ -296,6 +297,7 @@ def run_cluster(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile: 
     runs: Dict[str, List[Dict[str, Any]]] = {c.label: [] for c in configs}
     discarded: Dict[str, List[Dict[str, Any]]] = {c.label: [] for c in configs}
     busy_before = background_busy(1.0)
+    described = machine_info.describe(find_gunicorn())  # what the figures come from
     log(f"cluster benchmark: {layout.describe()}; {len(configs)} configurations x "
         f"{sizes['runs']} run(s); busy before we start: "
         + ", ".join(f"core {c} {b:.0f}%" for c, b in busy_before.items()))
@@ -327,6 +329,8 @@ def run_cluster(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile: 
             if redis is not None:
                 redis.stop()
     summary = summarize_cluster(configs, runs)
+    print()
+    print_machine(machine_info.lines(described) + [f"cores: {layout.describe()}"])
     print_cluster(summary, sizes, layout)
     trouble = [problem for label, label_runs in runs.items()
                for number, result in enumerate(label_runs, 1)
@@ -337,7 +341,8 @@ def run_cluster(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile: 
     write_json(out_path, {
         "meta": {"started": started_at.isoformat(timespec="seconds"),
                  "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-                 "command": command, "sizes": sizes, "allowed_cores": layout.allowed,
+                 "command": command, "machine": described, "sizes": sizes,
+                 "allowed_cores": layout.allowed,
                  "server_cores": layout.server_cores, "loadgen_cores": layout.loadgen_cores,
                  "core_busy_before_start": busy_before, "versions": versions(None),
                  "server_env": dict(args.server_env)},
