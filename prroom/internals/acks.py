@@ -12,14 +12,11 @@ from __future__ import annotations
 import contextvars
 from typing import Any, Callable, Optional
 
-from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from prroom.internals import packet_codec, packet_writes
 from prroom.transport import framing
 from prroom.transport import writes as websocket_writes
-
-_MESSAGE = str(eio_packet.MESSAGE)
 
 #: Whether the event being handled asked for an ack (None outside an event, or unknown).
 ACK_REQUESTED: "contextvars.ContextVar[Optional[bool]]" = contextvars.ContextVar(
@@ -27,6 +24,8 @@ ACK_REQUESTED: "contextvars.ContextVar[Optional[bool]]" = contextvars.ContextVar
 #: Set by :func:`answer_later` during a handler: who will produce the ack, and when.
 ANSWER_LATER: "contextvars.ContextVar[Any]" = contextvars.ContextVar("prroom_answer_later",
                                                                     default=None)
+
+
 def ack_requested() -> bool:
     """Whether the event being handled asked for an ack.
 
@@ -70,7 +69,8 @@ class LaterAnswer:
             if writer is not None:
                 text = packet_codec.plain_text(sio_packet.ACK, [body], self._ack_id)
                 if text is not None:
-                    writer.put_frame(framing.websocket_frame(_MESSAGE + text))
+                    writer.put_frame(
+                        framing.websocket_frame(packet_writes.ENGINEIO_MESSAGE + text))
                     return
             # no direct writer (or released already); or binary: python-socketio's way
             send_ack(self._server, self._eio_sid, self._namespace, self._ack_id, body)

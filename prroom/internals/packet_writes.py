@@ -27,7 +27,8 @@ from prroom.internals import packet_codec
 from prroom.transport import framing
 
 _BINARY = frozenset({sio_packet.BINARY_EVENT, sio_packet.BINARY_ACK})
-_MESSAGE = str(eio_packet.MESSAGE)
+#: An Engine.IO MESSAGE packet's type, as its text starts (what a frame of one starts with).
+ENGINEIO_MESSAGE = str(eio_packet.MESSAGE)
 
 
 def install(server: Any) -> bool:
@@ -46,7 +47,7 @@ def install(server: Any) -> bool:
         if put_frame is None:  # a writer that takes Engine.IO packets only
             writer.put(eio_packet.Packet(eio_packet.MESSAGE, pkt.encode()))
         else:  # the Engine.IO packet's text, framed: what encoding that packet would write
-            put_frame(framing.websocket_frame(_MESSAGE + pkt.encode()))
+            put_frame(framing.websocket_frame(ENGINEIO_MESSAGE + pkt.encode()))
         return None
 
     vars(send_packet)["_prroom_wrapped"] = True
@@ -93,7 +94,7 @@ def write_ack(server: Any, eio_sid: str, ack_id: int, data: List[Any]) -> bool:
     text = packet_codec.plain_text(sio_packet.ACK, data, ack_id)
     if text is None:
         return False
-    put_frame(framing.websocket_frame(_MESSAGE + text))
+    put_frame(framing.websocket_frame(ENGINEIO_MESSAGE + text))
     return True
 
 
