@@ -28,7 +28,7 @@ from prroom.cluster.urls import is_cluster_url, keyspace, redis_client
 from prroom.core.protocol import ROOM_PREFIX
 from prroom.internals import packet_codec
 from prroom.internals.packet_codec import data_is_binary
-from prroom.transport.framing import message_packet
+from prroom.transport.framing import message_packet, message_packets
 
 try:  # redis-py 5+ can speak RESP3, and 8 does by default
     import redis as _redis
@@ -258,8 +258,7 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
                 encoded = packet.encode()
             if isinstance(encoded, str):  # (another serializer may encode to bytes)
                 utf8 = encoded.encode()  # once, for the members' frame and the publish alike
-                self._count_deliveries(event, namespace, room, skip_sid)
-                self._deliver(namespace, room, skip_sid, [message_packet(encoded, utf8)])
+                self._deliver(namespace, room, skip_sid, [message_packet(encoded, utf8)], event)
                 prefix = self._own_prefix
                 # (a list of sids to skip cannot be a key: published_head builds that head)
                 head = HEADS.get((prefix, room, skip_sid, namespace, event)) \
@@ -320,9 +319,8 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
             return self._handle_command(message)
         encoded = message.get("packet")
         if encoded is not None:  # another process's room broadcast (emit_published)
-            namespace, skip_sid = message["namespace"], message["skip_sid"]
-            self._count_deliveries(message["event"], namespace, room, skip_sid)
-            return self._deliver(namespace, room, skip_sid, [encoded])
+            return self._deliver(message["namespace"], room, message["skip_sid"],
+                                 message_packets([encoded]), message["event"])
         if message.get("recoverable"):
             if not self._track_recoverable(room, message):
                 return None  # delivered already (a catch-up after an outage had it)
@@ -346,42 +344,42 @@ class ClusterManager(RecoverableRoomsMixin, IndexedRoomsMixin, socketio.RedisMan
 
     # -- listening ------------------------------------------------------------------------
 
-    def _deliver_broadcast(self, payload: bytes, start: int = 0) -> None:
-        """Another process's room broadcast (``payload`` from ``start``), delivered from the
-        listener: :meth:`_handle_emit`'s work without the message dict, python-socketio's
-        debug line and dispatch (most of what the listener gets), and framed from its bytes."""
-        # A header seen before is read straight from headers.HEADERS, the packet after
-        # it: read_broadcast's work without its two calls, for every message another
-        # process published.
-        newline = payload.find(b"\n", start)
-        header = HEADERS.get(payload[start:newline]) if newline >= 0 else None
-        try:
-            if header is None:
-                room, skip_sid, namespace, event, utf8 = read_broadcast(payload, start)
-            else:
-                room, skip_sid, namespace, event = header
-                utf8 = payload[newline + 1:]
-        except ValueError:
-            self._get_logger().warning("message queue: ignored a message that is not JSON")
-            return
-        try:
-            self._count_deliveries(event, namespace, room, skip_sid)
-            self._deliver(namespace, room, skip_sid, [message_packet(utf8.decode(), utf8)])
-        except Exception:  # as python-socketio's listener: one bad message, one log line
-            self._get_logger().exception("message queue: a room broadcast failed")
-
     def _listen(self) -> Iterator[Dict[str, Any]]:
+        """python-socketio's listener loop, fed by the subscriber: another process's room
+        broadcast is delivered here (what most of the traffic is), anything else is yielded
+        as a message dict to python-socketio's dispatch.
+
+        A room broadcast skips the message dict, python-socketio's debug line and dispatch,
+        and is framed from its bytes.  Its header, when seen before, is read straight from
+        headers.HEADERS (read_broadcast's work without its two calls); this loop's body
+        does it inline, with the subscriber's batches taken a read at a time: it runs for
+        every message another process published."""
         skip = len(self._own_prefix_bytes)
         loads = self.json.loads
         assert self.subscriber is not None, "a write-only manager does not listen"
-        for payload in self.subscriber.messages():
-            try:
-                if payload[:1] == b"{":  # a stock python-socketio emitter: bare JSON
-                    yield loads(payload)
-                elif payload[skip:skip + 1] == b"[":  # a room broadcast: header, packet
-                    self._deliver_broadcast(payload, skip)
-                else:
-                    yield loads(payload[skip:])
-            except ValueError:
-                self._get_logger().warning("message queue: ignored a message that is not "
-                                           "JSON")
+        for payloads in self.subscriber.batches():
+            for payload in payloads:
+                if payload[skip:skip + 1] != b"[" or payload[:1] == b"{":
+                    try:  # a stock python-socketio emitter's bare JSON, or our own message
+                        yield loads(payload if payload[:1] == b"{" else payload[skip:])
+                    except ValueError:
+                        self._get_logger().warning("message queue: ignored a message that "
+                                                   "is not JSON")
+                    continue
+                newline = payload.find(b"\n", skip)
+                header = HEADERS.get(payload[skip:newline]) if newline >= 0 else None
+                try:
+                    if header is None:
+                        room, skip_sid, namespace, event, utf8 = read_broadcast(payload, skip)
+                    else:
+                        room, skip_sid, namespace, event = header
+                        utf8 = payload[newline + 1:]
+                except ValueError:
+                    self._get_logger().warning("message queue: ignored a message that is not "
+                                               "JSON")
+                    continue
+                try:
+                    self._deliver(namespace, room, skip_sid,
+                                  [message_packet(utf8.decode(), utf8)], event)
+                except Exception:  # as python-socketio's listener: one bad message, one line
+                    self._get_logger().exception("message queue: a room broadcast failed")

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
 import socketio
+from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from prroom.cluster.publisher import Ticket
@@ -42,6 +43,14 @@ def member_writer(server: Any) -> "Deliver":
     from prroom.transport import writes as websocket_writes
 
     return websocket_writes.fan_out(server.eio.sockets, socketio_hooks.eio_packet_sender(server))
+
+
+def _skipped(members: Any, skip_sid: Any) -> int:
+    """How many of ``members`` (sid -> eio_sid) an emit's ``skip_sid`` (a sid, a list of
+    them, or None) leaves out."""
+    if isinstance(skip_sid, list):
+        return sum(1 for sid in set(skip_sid) if sid in members)
+    return 1 if skip_sid in members else 0
 
 
 Command = Callable[[Dict[str, Any]], Any]
@@ -74,9 +83,13 @@ class IndexedRoomsMixin(_ManagerBase):
         self._member_send: Optional[Deliver] = None
         super().__init__(*args, **kwargs)
 
-    def _deliver(self, namespace: str, room: Any, skip_sid: Any, encoded: List[Any]) -> None:
-        """python-socketio's ``Manager.emit`` without a callback, from the encoded packet
-        (text, or text and attachments: :func:`message_packets`) through :func:`member_writer`."""
+    def _deliver(self, namespace: str, room: Any, skip_sid: Any, packets: List[Any],
+                 event: Any = None) -> None:
+        """python-socketio's ``Manager.emit`` without a callback: the Engine.IO ``packets``
+        of an encoded Socket.IO packet (:func:`message_packets`) through
+        :func:`member_writer`; the deliveries counted for the metrics if ``event`` is the
+        counted one (from the room's members here, not in a call of their own: this runs
+        for every message, and a second time for every message another process sent)."""
         rooms = self.rooms.get(namespace)
         if rooms is None:
             return
@@ -87,24 +100,29 @@ class IndexedRoomsMixin(_ManagerBase):
             # one room: its members as get_participants would give them (a copy, taken
             # before anything is sent), without a generator step per member
             members = rooms.get(room)
-            if not members:
+            if members is None:
                 return
             participants: Any = list(members.items())
             size = len(participants)  # a big room is written as it goes
+            if not size:  # (asked of the list: a room's truth value is a Python call)
+                return
+            if event is not None and self.on_delivered is not None and \
+                    event == self.counted_event:
+                self.on_delivered(size if skip_sid is None else
+                                  size - _skipped(members, skip_sid))
         else:
+            if event is not None:
+                self._count_deliveries(event, namespace, room, skip_sid)
             participants, size = self.get_participants(namespace, room), 0
         deliver(participants, skip_sid if isinstance(skip_sid, list) else (skip_sid,),
-                message_packets(encoded), size)
+                packets, size)
 
     def _count_deliveries(self, event: Any, namespace: Optional[str], room: Any,
                           skip_sid: Any) -> None:
         if self.on_delivered is None or event != self.counted_event:
             return
         members = self.rooms.get(namespace or "/", {}).get(room, ())
-        if isinstance(skip_sid, list):
-            self.on_delivered(len(members) - sum(1 for sid in set(skip_sid) if sid in members))
-        else:
-            self.on_delivered(len(members) - (1 if skip_sid in members else 0))
+        self.on_delivered(len(members) - _skipped(members, skip_sid))
 
     def basic_enter_room(self, sid: str, namespace: str, room: Optional[str],
                          eio_sid: Optional[str] = None) -> None:
@@ -151,8 +169,8 @@ class IndexedManager(IndexedRoomsMixin, socketio.Manager):
         """python-socketio's, counting deliveries for the metrics; without a callback, each
         member's packet goes through :func:`member_writer`."""
         room = to or room
-        self._count_deliveries(event, namespace, room, skip_sid)
         if callback is not None:
+            self._count_deliveries(event, namespace, room, skip_sid)
             return super().emit(event, data, namespace, room=room, skip_sid=skip_sid,
                                 callback=callback, **kwargs)
         if namespace not in self.rooms:
@@ -165,5 +183,8 @@ class IndexedManager(IndexedRoomsMixin, socketio.Manager):
             encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
                                                data=args).encode()
         self._deliver(namespace, room, skip_sid,
-                      encoded if isinstance(encoded, list) else [encoded])
+                      [eio_packet.Packet(eio_packet.MESSAGE, encoded)]
+                      if isinstance(encoded, str) else
+                      message_packets(encoded if isinstance(encoded, list) else [encoded]),
+                      event)
         return None

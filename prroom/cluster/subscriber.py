@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 import threading
 from collections import Counter
-from typing import Any, Callable, Dict, Iterator, Optional, Set, Tuple
+from typing import Any, Callable, Dict, Iterator, List, Optional, Set, Tuple
 
 from prroom.cluster.channels import TIMED_OUT, ModeProbe, read_replies
 
@@ -117,6 +117,14 @@ class Subscriber:
 
     def messages(self) -> Iterator[bytes]:
         """Yield every message's payload; reconnect and resubscribe until :meth:`close`."""
+        for payloads in self.batches():
+            yield from payloads
+
+    def batches(self) -> Iterator[List[bytes]]:
+        """:meth:`messages` as lists: the payloads of what one read brought, in order.
+
+        The listener's loop takes these: one generator step per read instead of two per
+        message."""
         self._started = True
         delay = 0.1
         while not self._closed:
@@ -173,7 +181,7 @@ class Subscriber:
                 event.set()
             self._wanted = {channel: threading.Event() for channel in self._wanted}
 
-    def _read(self) -> Iterator[bytes]:
+    def _read(self) -> Iterator[List[bytes]]:
         connection = self._connection
         pinged = False
         for replies in read_replies(connection, self.ping_interval, self.skip):
@@ -185,12 +193,18 @@ class Subscriber:
                 pinged = True
                 continue
             pinged = False
+            payloads: List[bytes] = []
             for reply in replies:
                 if isinstance(reply, list) and (reply[0] == b"smessage" or
                                                 reply[0] == b"message"):
-                    yield reply[2]
+                    payloads.append(reply[2])
                 else:
+                    if payloads:  # the messages before it go first (a resubscription's
+                        yield payloads  # catch-up must come after them)
+                        payloads = []
                     self._other(reply)
+            if payloads:
+                yield payloads
 
     def _other(self, reply: Any) -> None:
         """A reply that is not a message: a (un)subscription's confirmation, a PONG, an

@@ -340,8 +340,9 @@ def fan_out(sockets: Mapping[str, Any], fallback: Callable[[str, Any], None]) ->
                 for packet in packets:
                     fallback(eio_sid, packet)
                 continue
-            if frames is None:
-                frames = [frame_of(packet) for packet in packets]
+            if frames is None:  # (one packet, nearly always: framed without a list built)
+                frames = [frame_of(packets[0])] if len(packets) == 1 else \
+                    [frame_of(packet) for packet in packets]
                 single = frames[0] if len(frames) == 1 else None
             if single is not None:  # nearly always: a text packet, one frame
                 writer.put_frame(single)

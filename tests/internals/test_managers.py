@@ -318,9 +318,9 @@ class _Recording:
         self.published.append((kind, channel, payload))
         return None
 
-    def messages(self):
-        for _, _, payload in self.published:
-            yield payload if isinstance(payload, bytes) else payload.encode()
+    def batches(self):
+        yield [payload if isinstance(payload, bytes) else payload.encode()
+               for _, _, payload in self.published]
 
 
 def cluster_node(codec: bool = False):
