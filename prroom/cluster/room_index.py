@@ -13,12 +13,11 @@ from __future__ import annotations
 from typing import TYPE_CHECKING, Any, Callable, Dict, List, Optional, Set, Tuple
 
 import socketio
-from engineio import packet as eio_packet
 from socketio import packet as sio_packet
 
 from prroom.cluster.publisher import Ticket
 from prroom.internals import packet_codec
-from prroom.transport.framing import message_packets
+from prroom.transport.framing import message_packet, message_packets
 
 if TYPE_CHECKING:  # pragma: no cover - what the mixin is mixed into
     from socketio import Manager as _ManagerBase
@@ -183,7 +182,7 @@ class IndexedManager(IndexedRoomsMixin, socketio.Manager):
             encoded = self.server.packet_class(sio_packet.EVENT, namespace=namespace,
                                                data=args).encode()
         self._deliver(namespace, room, skip_sid,
-                      [eio_packet.Packet(eio_packet.MESSAGE, encoded)]
+                      [message_packet(encoded, encoded.encode())]
                       if isinstance(encoded, str) else
                       message_packets(encoded if isinstance(encoded, list) else [encoded]),
                       event)

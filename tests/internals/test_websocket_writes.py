@@ -102,6 +102,21 @@ def test_a_packet_framed_from_its_bytes_is_framed_as_from_its_text(length):
     assert framing.frame_of(made) == framing.frame_of(packet.Packet(packet.MESSAGE, text))
 
 
+@pytest.mark.parametrize("size", [125, 126, 65535, 65536])
+def test_a_packet_framed_from_its_bytes_is_python_engineios_own_packet_of_that_text(size):
+    # message_packet copies the attributes Packet(MESSAGE, text) sets: a python-engineio
+    # release that sets others, or sets them from the text, fails here
+    text = '2["m","' + "x" * (size - 10) + '"]'  # framed: "4" + text, size bytes
+    made = framing.message_packet(text, text.encode())
+    own = packet.Packet(packet.MESSAGE, text)
+    extra = set(vars(made)) - set(vars(own))
+    assert len(extra) == 1 and {k: v for k, v in vars(made).items() if k not in extra} == \
+        vars(own)
+    assert type(made) is packet.Packet and made.encode() == own.encode() == "4" + text
+    assert framing.frame_of(made) == framing.websocket_frame("4" + text)
+    assert len("4" + text) == size
+
+
 def test_message_packets_keeps_packets_and_makes_the_others():
     kept = packet.Packet(packet.MESSAGE, "2[]")
     made = framing.message_packets([kept, "2[1]", b"\x00"])
