@@ -104,8 +104,8 @@ def test_a_packet_framed_from_its_bytes_is_framed_as_from_its_text(length):
 
 @pytest.mark.parametrize("size", [125, 126, 65535, 65536])
 def test_a_packet_framed_from_its_bytes_is_python_engineios_own_packet_of_that_text(size):
-    # message_packet copies the attributes Packet(MESSAGE, text) sets: a python-engineio
-    # release that sets others, or sets them from the text, fails here
+    # the frame's header is packed inline for some sizes: at each boundary, the packet is
+    # python-engineio's own packet of the text, with the frame it would be given
     text = '2["m","' + "x" * (size - 10) + '"]'  # framed: "4" + text, size bytes
     made = framing.message_packet(text, text.encode())
     own = packet.Packet(packet.MESSAGE, text)
