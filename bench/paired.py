@@ -28,7 +28,7 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from harness.base import BenchError, Layout, allowed_cores, log
 from harness.loadgen import Loadgen
@@ -107,6 +107,24 @@ def one_round(shape: str, layout: Layout, logs: Path, redis: RedisServer, socket
                 proc.stop()
 
 
+def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path) -> List[float]:
+    """Every round, with one private Redis for all of them; the ratios, in order."""
+    ratios: List[float] = []
+    redis = RedisServer([c for c in layout.server_cores if c is not None], logs)
+    try:
+        for number in range(args.rounds):
+            figures = one_round(args.shape, layout, logs, redis, args.sockets, args.duration,
+                                number, args.sockets + 200)
+            ratio = figures["clustered"] / figures["standalone"]
+            ratios.append(ratio)
+            print(f"round {number + 1}: standalone {figures['standalone']:.2f} µs per "
+                  f"delivery, clustered {figures['clustered']:.2f}, clustered / "
+                  f"standalone {ratio:.3f}", flush=True)
+    finally:
+        redis.stop()
+    return ratios
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--shape", choices=("x1", "span"), default="x1",
@@ -122,26 +140,12 @@ def main() -> int:
     for line in lines(describe(find_gunicorn())):  # what the figures come from
         print(line)
     log(f"paired {args.shape}: {layout.describe()}; {args.rounds} round(s)")
-    ratios: List[float] = []
-    with tempfile.TemporaryDirectory(prefix="prroom-bench-paired-") as tmp:
-        logs = Path(tmp)
-        redis: Optional[RedisServer] = None
-        try:
-            redis = RedisServer([c for c in layout.server_cores if c is not None], logs)
-            for number in range(args.rounds):
-                figures = one_round(args.shape, layout, logs, redis, args.sockets,
-                                    args.duration, number, args.sockets + 200)
-                ratio = figures["clustered"] / figures["standalone"]
-                ratios.append(ratio)
-                print(f"round {number + 1}: standalone {figures['standalone']:.2f} µs per "
-                      f"delivery, clustered {figures['clustered']:.2f}, clustered / "
-                      f"standalone {ratio:.3f}", flush=True)
-        except BenchError as error:
-            print(f"bench: {error}", file=sys.stderr)
-            return 1
-        finally:
-            if redis is not None:
-                redis.stop()
+    try:
+        with tempfile.TemporaryDirectory(prefix="prroom-bench-paired-") as tmp:
+            ratios = run_rounds(args, layout, Path(tmp))
+    except BenchError as error:
+        print(f"bench: {error}", file=sys.stderr)
+        return 1
     print(f"{args.shape}: clustered / standalone, CPU µs per delivery: median "
           f"{statistics.median(ratios):.3f}, rounds {', '.join(f'{r:.3f}' for r in ratios)}")
     return 0
