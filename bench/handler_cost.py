@@ -68,6 +68,7 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
     import gevent
 
     from prroom.app import create_app
+    from prroom.gunicorn_config import post_worker_init
     from prroom.transport import event_path
     from prroom.transport.writes import DirectWriter
 
@@ -77,6 +78,10 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
     if queue:  # clustered: a channel of this process's own on the queue
         config.update(PRROOM_MESSAGE_QUEUE=queue, PRROOM_CHANNEL=f"handler-cost-{os.getpid()}")
     app = create_app(config)
+    # the garbage collector tuned as gunicorn's worker has it once the app is loaded: with
+    # Python's defaults, collections (several times more frequent clustered) would be
+    # counted that a served worker does not make
+    post_worker_init(None)
     server = app.extensions["prroom"].socketio.server
     if variant in ("answered", "unheard") and not queue:
         raise BenchError(f"--variant {variant} measures a clustered process: give --queue")
@@ -147,8 +152,17 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
         reply = Ticket.answered(1)
         manager.publisher.publish = lambda kind, channel, payload: reply
     elif variant == "unheard":  # rooms stay subscribed; their messages go elsewhere
-        room_channel = manager.room_channel
-        manager.room_channel = lambda room: f"{room_channel(room)}:unheard"
+        # (a room's channel is built from this prefix where it is published)
+        manager.channel = f"{manager.channel}-unheard"
+    last: List[Any] = []
+    if queue and variant != "answered":  # a publish's reply: how many processes heard it
+        publish = manager.publisher.publish
+
+        def publish_and_keep(kind: str, channel: Any, payload: Any) -> Any:
+            ticket = publish(kind, channel, payload)
+            last[:] = [ticket]
+            return ticket
+        manager.publisher.publish = publish_and_keep
 
     expected = 0
 
@@ -175,6 +189,10 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
     sent = WARMUP + messages
     if written != {"deliveries": sent * size, "acks": sent if acked else 0}:  # whole
         raise BenchError(f"{sent} messages to rooms of {size}, but written: {written}")
+    if last:
+        heard = last[0].wait()
+        if heard != (0 if variant == "unheard" else 1):
+            raise BenchError(f"the last publish reached {heard} listener(s)")
 
 
 def instructions(tree: Tree, args: argparse.Namespace, messages: int) -> int:
