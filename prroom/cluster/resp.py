@@ -15,7 +15,9 @@ error reply as an exception *value* of the class redis-py would give it.
 """
 from __future__ import annotations
 
-from typing import Any, Dict, List, Optional, Tuple, Type
+import re
+from collections import deque
+from typing import Any, Deque, Dict, List, Optional, Tuple, Type
 
 try:
     from redis import exceptions as _errors
@@ -50,8 +52,10 @@ INCOMPLETE = object()
 
 _CRLF = b"\r\n"
 _BULK, _ARRAY, _INTEGER, _SIMPLE, _ERROR = b"$"[0], b"*"[0], b":"[0], b"+"[0], b"-"[0]
-#: How a pub/sub message starts, up to its channel's length (RESP2).
-_MESSAGE_HEADS = (b"*3\r\n$8\r\nsmessage\r\n$", b"*3\r\n$7\r\nmessage\r\n$")
+#: How a pub/sub message starts, up to its channel (RESP2): group 1 is the channel's length.
+_MESSAGE_HEAD = re.compile(rb"\*3\r\n\$(?:8\r\ns|7\r\n)message\r\n\$(\d+)\r\n")
+#: A bulk string's head: group 1 is its length.
+_BULK_HEAD = re.compile(rb"\$(\d+)\r\n")
 
 
 def error_reply(text: str) -> Exception:
@@ -70,12 +74,13 @@ class RespReader:
     unparsed (a process's own publishes coming back to its subscriber: most of what it
     reads, and nothing to do with them)."""
 
-    __slots__ = ("_data", "_pos", "_skip", "errors")
+    __slots__ = ("_data", "_pos", "_skip", "_pending", "errors")
 
     def __init__(self, skip: Optional[bytes] = None) -> None:
         self._data = b""
         self._pos = 0
         self._skip = skip or None
+        self._pending: Deque[Any] = deque()  # drained, not yet taken by next()
         #: Set once an error reply was parsed (the caller resets it): the replies of a
         #: :meth:`drain` hold no exception while this is False.
         self.errors = False
@@ -90,21 +95,20 @@ class RespReader:
 
     def next(self) -> Any:
         """The next complete reply, or :data:`INCOMPLETE` (feed more bytes)."""
-        if self._skip is not None:
-            self._pos = self._skipped(self._pos)
-        try:
-            reply, self._pos = self._parse(self._pos)
-        except _Incomplete:
-            return INCOMPLETE
-        return reply
+        pending = self._pending
+        if not pending:
+            pending.extend(self.drain())
+        return pending.popleft() if pending else INCOMPLETE
 
     def drain(self) -> List[Any]:
         """Every complete reply in the bytes fed so far, in order (maybe none).
 
         One call per read rather than one per reply; an integer reply (what a publish gets)
-        and a pub/sub message (what a subscriber gets) are parsed here, without the general
-        parser's calls."""
+        and a pub/sub message (what a subscriber gets, its own publishes among them) are
+        parsed here, inline and by two compiled patterns, without the general parser's
+        calls: this loop runs for every message a clustered process publishes or hears."""
         data, pos, size, skip = self._data, self._pos, len(self._data), self._skip
+        message_head, bulk_head = _MESSAGE_HEAD.match, _BULK_HEAD.match
         replies: List[Any] = []
         try:
             while pos < size:
@@ -117,17 +121,25 @@ class RespReader:
                     pos = end + 2
                     continue
                 if kind == _ARRAY:
-                    found = self._message(pos)
-                    if found is not None:
-                        head, channel, channel_end, start, stop = found
-                        if stop > size:
-                            break
-                        if skip is None or not data.startswith(skip, start):
-                            replies.append([data[pos + 8:head], data[channel:channel_end],
-                                            data[start:stop - 2]])
-                        pos = stop
-                        continue
-                reply, pos = self._parse(pos)
+                    head = message_head(data, pos)
+                    if head is not None:
+                        channel = head.end()
+                        channel_end = channel + int(head[1])
+                        payload = bulk_head(data, channel_end + 2)
+                        if payload is not None:
+                            start = payload.end()
+                            stop = start + int(payload[1]) + 2
+                            if stop > size:
+                                break
+                            if skip is None or not data.startswith(skip, start):
+                                replies.append([data[pos + 8:head.start(1) - 3],
+                                                data[channel:channel_end],
+                                                data[start:stop - 2]])
+                            pos = stop
+                            continue
+                        if channel_end + 2 < size and data[channel_end + 2] != _BULK:
+                            raise ValueError("a message's payload is not a bulk string")
+                reply, pos = self._parse(pos)  # anything else, or not all in yet
                 replies.append(reply)
         except _Incomplete:
             pass
@@ -135,46 +147,6 @@ class RespReader:
             raise ProtocolError(f"not a Redis reply: {data[pos:pos + 40]!r}") from None
         self._pos = pos
         return replies
-
-    def _message(self, pos: int) -> Optional[Tuple[int, int, int, int, int]]:
-        """Where the parts of the pub/sub message at ``pos`` are: the end of its kind, the
-        start and end of its channel, the start of its payload and the end of the message
-        (maybe past the bytes fed so far); None if no message starts there, or its
-        payload's length is not in yet."""
-        data = self._data
-        if data.startswith(_MESSAGE_HEADS[0], pos):
-            head = pos + len(_MESSAGE_HEADS[0]) - 3
-        elif data.startswith(_MESSAGE_HEADS[1], pos):
-            head = pos + len(_MESSAGE_HEADS[1]) - 3
-        else:
-            return None
-        end = data.find(_CRLF, head + 3)
-        if end < 0:
-            return None
-        channel = end + 2
-        channel_end = channel + int(data[head + 3:end])
-        dollar = channel_end + 2
-        end = data.find(_CRLF, dollar)
-        if end < 0:
-            return None
-        if data[dollar] != _BULK:
-            raise ValueError("a message's payload is not a bulk string")
-        start = end + 2
-        return head, channel, channel_end, start, start + int(data[dollar + 1:end]) + 2
-
-    def _skipped(self, pos: int) -> int:
-        """Past the messages from ``pos`` on whose payload starts with ``skip``."""
-        skip = self._skip
-        assert skip is not None
-        while True:
-            try:
-                found = self._message(pos)
-            except ValueError:  # not RESP: the general parser says so
-                return pos
-            if found is None or found[4] > len(self._data) or \
-                    not self._data.startswith(skip, found[3]):
-                return pos
-            pos = found[4]
 
     def _parse(self, pos: int) -> Tuple[Any, int]:
         data = self._data

@@ -95,3 +95,21 @@ def test_drain_refuses_bytes_that_are_not_resp():
     reader.feed(b":1\r\n:x\r\n")
     with pytest.raises(ProtocolError):
         reader.drain()
+
+
+@pytest.mark.parametrize("skip", [None, b"me:"])
+def test_a_message_whose_payload_is_not_a_bulk_string_ends_the_connection(skip):
+    reader = RespReader(skip)
+    reader.feed(b"*3\r\n$8\r\nsmessage\r\n$2\r\nch\r\n:5\r\n")
+    with pytest.raises(ProtocolError):
+        reader.drain()
+
+
+def test_a_message_cut_inside_its_lengths_waits_for_the_rest():
+    whole = message(b"smessage", b"ch:pr:12", b"hello")
+    for cut in range(1, len(whole)):
+        reader = RespReader()
+        reader.feed(whole[:cut])
+        assert reader.drain() == []
+        reader.feed(whole[cut:])
+        assert reader.drain() == [[b"smessage", b"ch:pr:12", b"hello"]]
