@@ -15,8 +15,12 @@ def _frame_header(opcode: int, length: int) -> bytes:
     if length < 126:
         return struct.pack("!BB", opcode, length)
     if length < 65536:
-        return struct.pack("!BBH", opcode, 126, length)
+        return _MEDIUM_HEAD(opcode, 126, length)
     return struct.pack("!BBQ", opcode, 127, length)
+
+
+#: A frame header with a 16-bit length (what a chat message gets).
+_MEDIUM_HEAD = struct.Struct("!BBH").pack
 
 
 def websocket_frame(data: Union[str, bytes]) -> bytes:
@@ -26,9 +30,6 @@ def websocket_frame(data: Union[str, bytes]) -> bytes:
     else:
         data, opcode = bytes(data), 0x82
     return _frame_header(opcode, len(data)) + data
-
-
-_MEDIUM_HEAD = struct.Struct("!BBH").pack
 
 
 def message_packet(text: str, utf8: bytes) -> Any:
