@@ -58,6 +58,22 @@ _MESSAGE_HEAD = re.compile(rb"\*3\r\n\$(?:8\r\ns|7\r\n)message\r\n\$(\d+)\r\n")
 _BULK_HEAD = re.compile(rb"\$(\d+)\r\n")
 
 
+def _own_run(skip: bytes) -> Any:
+    """The ``match`` of a pattern for consecutive pub/sub messages whose payloads start with
+    ``skip``, each followed by the next one's ``*``.
+
+    What a clustered process mostly reads back is its own publishes, one after another;
+    one call passes over all of them, without reading their lengths.  Their channels and
+    payloads hold no CR: the channels are prroom's names, and the payloads are prroom's
+    JSON, where a CR is always escaped.  Even where a payload held one (a host's JSON
+    module writing CRLF between tokens), no message is misread: a CR ends the match unless
+    it comes as CRLF followed by ``*``, which JSON never writes there, so that message is
+    left to the exact parse.  The last message of a read is always left to it too (nothing
+    follows it yet)."""
+    return re.compile(rb"(?:\*3\r\n\$(?:8\r\ns|7\r\n)message\r\n\$\d+\r\n[^\r]*\r\n\$\d+\r\n"
+                      + re.escape(skip) + rb"[^\r]*\r\n(?=\*))+").match
+
+
 def error_reply(text: str) -> Exception:
     """The exception value of error reply ``text`` (without its ``-``)."""
     code, _, rest = text.partition(" ")
@@ -74,12 +90,13 @@ class RespReader:
     unparsed (a process's own publishes coming back to its subscriber: most of what it
     reads, and nothing to do with them)."""
 
-    __slots__ = ("_data", "_pos", "_skip", "_pending", "errors")
+    __slots__ = ("_data", "_pos", "_skip", "_own_run", "_pending", "errors")
 
     def __init__(self, skip: Optional[bytes] = None) -> None:
         self._data = b""
         self._pos = 0
         self._skip = skip or None
+        self._own_run = None if self._skip is None else _own_run(self._skip)
         self._pending: Deque[Any] = deque()  # drained, not yet taken by next()
         #: Set once an error reply was parsed (the caller resets it): the replies of a
         #: :meth:`drain` hold no exception while this is False.
@@ -108,7 +125,7 @@ class RespReader:
         parsed here, inline and by two compiled patterns, without the general parser's
         calls: this loop runs for every message a clustered process publishes or hears."""
         data, pos, size, skip = self._data, self._pos, len(self._data), self._skip
-        message_head, bulk_head = _MESSAGE_HEAD.match, _BULK_HEAD.match
+        message_head, bulk_head, own_run = _MESSAGE_HEAD.match, _BULK_HEAD.match, self._own_run
         replies: List[Any] = []
         try:
             while pos < size:
@@ -121,6 +138,11 @@ class RespReader:
                     pos = end + 2
                     continue
                 if kind == _ARRAY:
+                    if own_run is not None:
+                        run = own_run(data, pos)
+                        if run is not None:  # this process's own messages: passed over
+                            pos = run.end()
+                            continue
                     head = message_head(data, pos)
                     if head is not None:
                         channel = head.end()

@@ -113,3 +113,24 @@ def test_a_message_cut_inside_its_lengths_waits_for_the_rest():
         assert reader.drain() == []
         reader.feed(whole[cut:])
         assert reader.drain() == [[b"smessage", b"ch:pr:12", b"hello"]]
+
+
+@pytest.mark.parametrize("size", [1, 7, 64, 1000, 100_000])
+def test_a_long_run_of_own_messages_is_passed_over_to_the_others_after_it(size):
+    own = [message(b"smessage", b"ch:pr:%d" % n, b'me:["pr:%d"]\n2["m",{"n":%d}]' % (n, n))
+           for n in range(50)]
+    others = [message(b"smessage", b"ch:pr:7", b"you:[7]"), message(b"message", b"ch", b"x")]
+    stream = b"".join(own[:30] + others[:1] + own[30:] + others[1:] + own[:3])
+    chunks = [stream[n:n + size] for n in range(0, len(stream), size)]
+    assert drained(chunks, skip=b"me:") == [[b"smessage", b"ch:pr:7", b"you:[7]"],
+                                            [b"message", b"ch", b"x"]]
+
+
+def test_own_payloads_holding_crlf_are_read_by_their_lengths():
+    # a host's JSON module could write CRLF between tokens: such a message is not misread
+    crlf = [message(b"smessage", b"ch:pr:1", b'me:["pr:1"]\r\n\r\n2["m",\r\n{"n":1}]'),
+            message(b"smessage", b"ch:pr:1", b"me:x\r\n")]
+    stream = crlf[0] + crlf[1] + crlf[0] + message(b"smessage", b"ch:pr:2", b"you:y") + crlf[1]
+    for size in (1, 5, len(stream)):
+        chunks = [stream[n:n + size] for n in range(0, len(stream), size)]
+        assert drained(chunks, skip=b"me:") == [[b"smessage", b"ch:pr:2", b"you:y"]]
