@@ -52,8 +52,10 @@ INCOMPLETE = object()
 
 _CRLF = b"\r\n"
 _BULK, _ARRAY, _INTEGER, _SIMPLE, _ERROR = b"$"[0], b"*"[0], b":"[0], b"+"[0], b"-"[0]
-#: How a pub/sub message starts, up to its channel (RESP2): group 1 is the channel's length.
-_MESSAGE_HEAD = re.compile(rb"\*3\r\n\$(?:8\r\ns|7\r\n)message\r\n\$(\d+)\r\n")
+#: How a pub/sub message (``smessage`` or ``message``) starts, up to its channel's length.
+_MESSAGE_START = rb"\*3\r\n\$(?:8\r\ns|7\r\n)message\r\n\$"
+#: The same up to its channel (RESP2): group 1 is the channel's length.
+_MESSAGE_HEAD = re.compile(_MESSAGE_START + rb"(\d+)\r\n")
 #: A bulk string's head: group 1 is its length.
 _BULK_HEAD = re.compile(rb"\$(\d+)\r\n")
 
@@ -70,7 +72,7 @@ def _own_run(skip: bytes) -> Any:
     it comes as CRLF followed by ``*``, which JSON never writes there, so that message is
     left to the exact parse.  The last message of a read is always left to it too (nothing
     follows it yet)."""
-    return re.compile(rb"(?:\*3\r\n\$(?:8\r\ns|7\r\n)message\r\n\$\d+\r\n[^\r]*\r\n\$\d+\r\n"
+    return re.compile(rb"(?:" + _MESSAGE_START + rb"\d+\r\n[^\r]*\r\n\$\d+\r\n"
                       + re.escape(skip) + rb"[^\r]*\r\n(?=\*))+").match
 
 
