@@ -438,3 +438,40 @@ def test_prroom_websocket_writes_chooses_the_write_path(writes, direct):
     eio = app.extensions["prroom"].socketio.server.eio
     assert (eio.create_queue is websocket_writes.WriterQueue) is direct
     assert getattr(eio.start_background_task, "_prroom_wrapped", False) is direct
+
+
+def test_a_connection_held_and_released_in_one_turn_is_written_once_with_everything():
+    sock = RecordingSocket()
+    writer = websocket_writes.DirectWriter(FakeWebSocket(), sock)
+    writer.put(message(1))
+    writer.hold()
+    writer.put(message(2))  # its ack: the reply came in the same turn
+    writer.release()
+    gevent.sleep(0)
+    gevent.sleep(0)
+    frame = framing.frame_of
+    assert sock.calls == [frame(message(1)) + frame(message(2))]
+
+
+def test_a_held_connection_passed_over_by_another_release_is_written_at_its_own():
+    # two senders wait for replies of different batches: the first reply writes every
+    # connection but the second sender, whose frames must still leave at its own reply
+    first_sock, second_sock = RecordingSocket(), RecordingSocket()
+    first = websocket_writes.DirectWriter(FakeWebSocket(), first_sock)
+    second = websocket_writes.DirectWriter(FakeWebSocket(), second_sock)
+    for writer in (first, second):
+        writer.put(message(1))
+        writer.hold()
+    gevent.sleep(0)
+    first.put(message(2))
+    first.release()
+    gevent.sleep(0)
+    gevent.sleep(0)
+    frame = framing.frame_of
+    assert first_sock.calls == [frame(message(1)) + frame(message(2))]
+    assert second_sock.calls == []
+    second.put(message(3))
+    second.release()
+    gevent.sleep(0)
+    gevent.sleep(0)
+    assert second_sock.calls == [frame(message(1)) + frame(message(3))]
