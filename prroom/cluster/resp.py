@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import re
 from collections import deque
-from typing import Any, Deque, Dict, List, Optional, Tuple, Type
+from typing import Any, Callable, Deque, Dict, List, Optional, Tuple, Type
 
 try:
     from redis import exceptions as _errors
@@ -60,7 +60,11 @@ _MESSAGE_HEAD = re.compile(_MESSAGE_START + rb"(\d+)\r\n")
 _BULK_HEAD = re.compile(rb"\$(\d+)\r\n")
 
 
-def _own_run(skip: bytes) -> Any:
+#: A compiled pattern's ``match``: (bytes, position) -> the match there, or None.
+Matcher = Callable[[bytes, int], Optional["re.Match[bytes]"]]
+
+
+def _own_run(skip: bytes) -> Matcher:
     """The ``match`` of a pattern for consecutive pub/sub messages whose payloads start with
     ``skip``, each followed by the next one's ``*``.
 
@@ -98,7 +102,7 @@ class RespReader:
         self._data = b""
         self._pos = 0
         self._skip = skip or None
-        self._own_run = None if self._skip is None else _own_run(self._skip)
+        self._own_run: Optional[Matcher] = None if self._skip is None else _own_run(self._skip)
         self._pending: Deque[Any] = deque()  # drained, not yet taken by next()
         #: Set once an error reply was parsed (the caller resets it): the replies of a
         #: :meth:`drain` hold no exception while this is False.
