@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import os
+import random
 import resource
 import shutil
 import signal
@@ -11,7 +12,7 @@ import sys
 import time
 import urllib.request
 from pathlib import Path
-from typing import Callable, Collection, Dict, List, Optional, Tuple, Union
+from typing import Callable, Collection, Dict, List, Optional, Set, Tuple, Union
 
 from .base import HIGH, PEER_PING_PRELOAD, REPO, BenchError, log
 from .sampling import children_of, start_time
@@ -19,11 +20,40 @@ from .sampling import children_of, start_time
 Cores = Union[int, Collection[int], None]
 
 
+#: Where the kernel picks the local ports of outgoing connections (Linux's default range
+#: when it cannot be read).
+_EPHEMERAL = Path("/proc/sys/net/ipv4/ip_local_port_range")
+#: Ports handed out already: two servers started one after the other get different ones.
+_GIVEN: Set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port on loopback that nothing listens on right now."""
-    with socket.socket() as s:
+    """A TCP port on loopback that nothing uses right now, below the range the kernel takes
+    outgoing connections' local ports from.
+
+    A port the kernel hands out for ``bind(0)`` is in that range: between this call and the
+    server's own bind, one of a load generator's thousands of connections may take it as its
+    local port, and the server then fails with "Address already in use"."""
+    try:
+        low = int(_EPHEMERAL.read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        low = 32768
+    ports = list(range(max(1024, low - 12000), low))
+    random.shuffle(ports)
+    for port in ports[:200]:
+        if port in _GIVEN:
+            continue
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _GIVEN.add(port)
+            return port
+    with socket.socket() as s:  # nothing free below the range: the kernel's choice
         s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+        port: int = s.getsockname()[1]
+        return port
 
 
 def pinned(command: List[str], cores: Cores,

@@ -7,7 +7,6 @@ they share.
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 from contextlib import contextmanager
@@ -16,6 +15,7 @@ from typing import Any, Callable, Dict, Iterator, List, Literal, Optional, Seque
 
 import pytest
 import requests
+from harness.processes import free_port as free_port  # one way to pick a port, for both
 
 from tests.support.environ import without_settings
 from tests.support.waiting import wait_until
@@ -43,11 +43,6 @@ TOKEN_SERVER_ENV = {
     "PRROOM_RATE_LIMIT_DISCONNECT_AFTER": "10"}
 
 
-def free_port() -> int:
-    """A TCP port nobody listens on right now."""
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 class ServerProcess:
