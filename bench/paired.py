@@ -14,12 +14,17 @@ slows both:
   them, alternately (one load generator process);
 * ``span``: two clustered processes sharing every room (half of each room's members on
   each) beside two standalone processes with the rooms spread over them (its control);
-  one load generator process per side.
+  one load generator process per side;
+* ``peer``: one standalone process against the Node peer (``bench/run.py --peer``'s), every
+  room on one of them, alternately (one load generator process): ``bench/run.py --peer``'s
+  CPU ratios, measured in the same seconds.
 
 Each round starts fresh processes (and the private Redis once); the figure is each side's
 CPU µs per delivery over the sending phase (its workers' CPU time over the deliveries
-their sockets received), and the ratio clustered / standalone.  Rate-limited and pinned as
-``bench/run.py`` does it; Redis shares the servers' core.
+their sockets received), and the ratio clustered / standalone (prroom / peer).  With
+``peer``, also each side's CPU per connect+join over the connecting phase (its CPU time over
+the sockets that joined it: connects to the two sides interleave).  Rate-limited and pinned
+as ``bench/run.py`` does it; Redis shares the servers' core.
 """
 from __future__ import annotations
 
@@ -28,39 +33,57 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from harness.base import BenchError, Layout, allowed_cores, log
 from harness.loadgen import Loadgen
 from harness.machine import describe, lines
-from harness.processes import PrroomServer, RedisServer, find_gunicorn
+from harness.processes import (
+    PeerServer,
+    PrroomServer,
+    RedisServer,
+    Server,
+    find_gunicorn,
+    resolve_peer_dir,
+)
 from harness.sampling import Snapshot, snapshot
 
-Side = List[PrroomServer]
+Side = List[Server]
+#: Each shape's two sides: (the one measured, the one it is measured against).
+SIDES = {"x1": ("clustered", "standalone"), "span": ("clustered", "standalone"),
+         "peer": ("prroom", "peer")}
 
 
-def start_sides(shape: str, layout: Layout, logs: Path, redis: RedisServer, sockets: int,
-                channel: str) -> Dict[str, Side]:
-    """The standalone and the clustered processes of one round, started and ready."""
-    clustered_env = {"PRROOM_MESSAGE_QUEUE": redis.url, "PRROOM_CHANNEL": channel}
-    count = 1 if shape == "x1" else 2
+def start_sides(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServer],
+                sockets: int, channel: str, peer: Optional[PeerServer]) -> Dict[str, Side]:
+    """The two sides' processes of one round, started and ready."""
+    count = 2 if shape == "span" else 1
     per_process = sockets // (2 * count) + 200
     core = layout.server_core(0)
-    sides = {
-        "standalone": [PrroomServer(core, logs, per_process, {}, name=f"s{n + 1}")
-                       for n in range(count)],
-        "clustered": [PrroomServer(core, logs, per_process, clustered_env, name=f"c{n + 1}")
-                      for n in range(count)],
-    }
-    every = [proc for side in sides.values() for proc in side]
+    standalone: List[PrroomServer] = [PrroomServer(core, logs, per_process, {}, name=f"s{n + 1}")
+                                      for n in range(count)]
+    if shape == "peer":
+        assert peer is not None
+        standalone[0].name = "prroom"
+        sides: Dict[str, Side] = {"prroom": list(standalone), "peer": [peer]}
+    else:
+        assert redis is not None
+        clustered_env = {"PRROOM_MESSAGE_QUEUE": redis.url, "PRROOM_CHANNEL": channel}
+        sides = {"standalone": list(standalone),
+                 "clustered": [PrroomServer(core, logs, per_process, clustered_env,
+                                            name=f"c{n + 1}") for n in range(count)]}
+    prroom = [p for side in sides.values() for p in side if isinstance(p, PrroomServer)]
     try:
-        for proc in every:
+        for proc in prroom:
             proc.launch()
-        for proc in every:
+        if peer is not None:
+            peer.start()
+        for proc in prroom:
             proc.wait_ready()
     except BaseException:
-        for proc in every:
-            proc.stop()
+        for side in sides.values():
+            for started in side:
+                started.stop()
         raise
     return sides
 
@@ -69,8 +92,9 @@ def loadgen_configs(shape: str, sides: Dict[str, Side], sockets: int, pr_base: i
                     duration: float) -> List[Dict[str, Any]]:
     """The load generator processes' configurations (one per side, except ``x1``'s one)."""
     common = dict(scenario="rooms", roomSize=10, warmup=2, duration=duration)
-    if shape == "x1":
-        urls = [sides["standalone"][0].url, sides["clustered"][0].url]
+    if shape != "span":
+        measured, against = SIDES[shape]
+        urls = [sides[against][0].url, sides[measured][0].url]
         return [dict(common, urls=urls, sockets=sockets, prBase=pr_base)]
     return [dict(common, urls=[p.url for p in sides["clustered"]], spread="span",
                  sockets=sockets // 2, prBase=pr_base),
@@ -78,28 +102,33 @@ def loadgen_configs(shape: str, sides: Dict[str, Side], sockets: int, pr_base: i
                  prBase=pr_base + 1_000_000)]
 
 
-def one_round(shape: str, layout: Layout, logs: Path, redis: RedisServer, sockets: int,
-              duration: float, number: int, nofile: int) -> Dict[str, float]:
-    """Each side's µs per delivery in one round."""
-    sides = start_sides(shape, layout, logs, redis, sockets, f"paired-{number}")
+def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServer],
+              sockets: int, duration: float, number: int, nofile: int,
+              peer: Optional[PeerServer] = None) -> Dict[str, Dict[str, float]]:
+    """Each side's figures in one round: ``delivery``, CPU µs per delivery; ``connect``,
+    CPU ms per connect+join."""
+    sides = start_sides(shape, layout, logs, redis, sockets, f"paired-{number}", peer)
     try:
         pids = {p.name: p.pid for side in sides.values() for p in side}
         snaps: Dict[str, Snapshot] = {}
         configs = loadgen_configs(shape, sides, sockets, 1000 + number * 10_000_000, duration)
         results = Loadgen(configs, [layout.loadgen_core(0)] * len(configs), logs, nofile).run(
             lambda name, data: snaps.__setitem__(name, snapshot(pids)), 180 + duration)
-        delivered: Dict[str, int] = {}
+        by_url: Dict[str, Dict[str, int]] = {}
         for result in results:
             for server in result.get("byServer", []):
-                delivered[server["url"]] = server["delivered"]
-        start, end = snaps["throughput:start"], snaps["throughput:end"]
-        figures = {}
+                by_url[server["url"]] = server
+        figures: Dict[str, Dict[str, float]] = {}
         for label, side in sides.items():
-            cpu = sum(end["cpu"][p.name] - start["cpu"][p.name] for p in side)
-            count = sum(delivered.get(str(p.url), 0) for p in side)
-            if not count:
-                raise BenchError(f"round {number + 1}: the {label} side delivered nothing")
-            figures[label] = cpu / count * 1e6
+            figures[label] = {}
+            for figure, phase, count_key, scale in (("delivery", "throughput", "delivered", 1e6),
+                                                    ("connect", "connect", "sockets", 1e3)):
+                start, end = snaps[f"{phase}:start"], snaps[f"{phase}:end"]
+                cpu = sum(end["cpu"][p.name] - start["cpu"][p.name] for p in side)
+                count = sum(by_url.get(str(p.url), {}).get(count_key, 0) for p in side)
+                if not count:
+                    raise BenchError(f"round {number + 1}: the {label} side had no {count_key}")
+                figures[label][figure] = cpu / count * scale
         return figures
     finally:
         for side in sides.values():
@@ -107,29 +136,52 @@ def one_round(shape: str, layout: Layout, logs: Path, redis: RedisServer, socket
                 proc.stop()
 
 
-def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path) -> List[float]:
-    """Every round, with one private Redis for all of them; the ratios, in order."""
-    ratios: List[float] = []
-    redis = RedisServer([c for c in layout.server_cores if c is not None], logs)
+def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path
+               ) -> Dict[str, List[float]]:
+    """Every round, with one private Redis (or one copy of the peer) for all of them; the
+    ratios of each figure, in order."""
+    measured, against = SIDES[args.shape]
+    figures_shown = ("delivery", "connect") if args.shape == "peer" else ("delivery",)
+    ratios: Dict[str, List[float]] = {figure: [] for figure in figures_shown}
+    redis: Optional[RedisServer] = None
+    peer: Optional[PeerServer] = None
+    if args.shape == "peer":
+        peer = PeerServer(resolve_peer_dir(args.peer_dir), layout.server_core(0), logs, logs)
+    else:
+        redis = RedisServer([c for c in layout.server_cores if c is not None], logs)
     try:
         for number in range(args.rounds):
             figures = one_round(args.shape, layout, logs, redis, args.sockets, args.duration,
-                                number, args.sockets + 200)
-            ratio = figures["clustered"] / figures["standalone"]
-            ratios.append(ratio)
-            print(f"round {number + 1}: standalone {figures['standalone']:.2f} µs per "
-                  f"delivery, clustered {figures['clustered']:.2f}, clustered / "
-                  f"standalone {ratio:.3f}", flush=True)
+                                number, args.sockets + 200, peer)
+            said = []
+            for figure in figures_shown:
+                ratio = figures[measured][figure] / figures[against][figure]
+                ratios[figure].append(ratio)
+                digits = DIGITS[figure]
+                said.append(f"{against} {figures[against][figure]:.{digits}f} {UNITS[figure]}, "
+                            f"{measured} {figures[measured][figure]:.{digits}f}, {measured} / "
+                            f"{against} {ratio:.3f}")
+            print(f"round {number + 1}: " + "; ".join(said), flush=True)
     finally:
-        redis.stop()
+        if redis is not None:
+            redis.stop()
     return ratios
+
+
+#: How each figure is said.
+UNITS = {"delivery": "µs per delivery", "connect": "ms per connect+join"}
+DIGITS = {"delivery": 2, "connect": 3}
 
 
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--shape", choices=("x1", "span"), default="x1",
+    parser.add_argument("--shape", choices=tuple(SIDES), default="x1",
                         help="x1: one clustered process against one standalone; span: two "
-                             "clustered processes sharing every room against two standalone")
+                             "clustered processes sharing every room against two standalone; "
+                             "peer: one standalone process against the Node peer")
+    parser.add_argument("--peer-dir", type=Path,
+                        help="with --shape peer: the peer's sources (default "
+                             "$PRROOM_PEER_DIR, else ../shared/peer beside the checkout)")
     parser.add_argument("--rounds", type=int, default=5, help="rounds (default 5)")
     parser.add_argument("--sockets", type=int, default=2000,
                         help="sockets of both sides together (default 2,000)")
@@ -146,8 +198,10 @@ def main() -> int:
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1
-    print(f"{args.shape}: clustered / standalone, CPU µs per delivery: median "
-          f"{statistics.median(ratios):.3f}, rounds {', '.join(f'{r:.3f}' for r in ratios)}")
+    measured, against = SIDES[args.shape]
+    for figure, values in ratios.items():
+        print(f"{args.shape}: {measured} / {against}, CPU {UNITS[figure]}: median "
+              f"{statistics.median(values):.3f}, rounds {', '.join(f'{r:.3f}' for r in values)}")
     return 0
 
 

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import paired
 import pytest
+from harness.base import BenchError
+from harness.processes import resolve_peer_dir
 
 ROOT = Path(paired.__file__).parents[1]
 
@@ -49,3 +51,28 @@ def test_a_small_run_gives_both_sides_figures_and_their_ratio(shape: str) -> Non
     standalone, clustered, ratio = map(float, found.groups())
     assert standalone > 0 and clustered > 0
     assert ratio == pytest.approx(clustered / standalone, abs=0.002)
+
+
+def test_peer_puts_the_rooms_on_prroom_and_the_peer_under_one_load_generator() -> None:
+    sides = {"prroom": [_Server("http://p")], "peer": [_Server("http://n")]}
+    [config] = paired.loadgen_configs("peer", sides, 2000, 7, 10)  # type: ignore[arg-type]
+    assert sorted(config["urls"]) == ["http://n", "http://p"] and config["sockets"] == 2000
+
+
+def test_a_small_run_against_the_peer_gives_both_figures_of_both_sides() -> None:
+    try:
+        peer = resolve_peer_dir(None)
+    except BenchError as unavailable:  # the peer's sources are not beside this checkout
+        pytest.skip(str(unavailable))
+    env = {**os.environ, "NODE_PATH": str(ROOT / "tests" / "node" / "node_modules")}
+    done = subprocess.run([sys.executable, "bench/paired.py", "--shape", "peer", "--rounds", "1",
+                           "--sockets", "40", "--duration", "1", "--peer-dir", str(peer)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    for unit in ("µs per delivery", "ms per connect\\+join"):
+        found = re.search(rf"peer ([\d.]+) {unit}, prroom ([\d.]+), prroom / peer ([\d.]+)",
+                          done.stdout)
+        assert found, done.stdout
+        peer_cost, prroom_cost, ratio = map(float, found.groups())
+        assert peer_cost > 0 and prroom_cost > 0
+        assert ratio == pytest.approx(prroom_cost / peer_cost, rel=0.01)
