@@ -33,107 +33,12 @@ import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Dict, List, Optional
 
 from harness.base import BenchError, Layout, allowed_cores, log
-from harness.loadgen import Loadgen
 from harness.machine import describe, lines
-from harness.processes import (
-    PeerServer,
-    PrroomServer,
-    RedisServer,
-    Server,
-    find_gunicorn,
-    resolve_peer_dir,
-)
-from harness.sampling import Snapshot, snapshot
-
-Side = List[Server]
-#: Each shape's two sides: (the one measured, the one it is measured against).
-SIDES = {"x1": ("clustered", "standalone"), "span": ("clustered", "standalone"),
-         "peer": ("prroom", "peer")}
-
-
-def start_sides(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServer],
-                sockets: int, channel: str, peer: Optional[PeerServer]) -> Dict[str, Side]:
-    """The two sides' processes of one round, started and ready."""
-    count = 2 if shape == "span" else 1
-    per_process = sockets // (2 * count) + 200
-    core = layout.server_core(0)
-    standalone: List[PrroomServer] = [PrroomServer(core, logs, per_process, {}, name=f"s{n + 1}")
-                                      for n in range(count)]
-    if shape == "peer":
-        assert peer is not None
-        standalone[0].name = "prroom"
-        sides: Dict[str, Side] = {"prroom": list(standalone), "peer": [peer]}
-    else:
-        assert redis is not None
-        clustered_env = {"PRROOM_MESSAGE_QUEUE": redis.url, "PRROOM_CHANNEL": channel}
-        sides = {"standalone": list(standalone),
-                 "clustered": [PrroomServer(core, logs, per_process, clustered_env,
-                                            name=f"c{n + 1}") for n in range(count)]}
-    prroom = [p for side in sides.values() for p in side if isinstance(p, PrroomServer)]
-    try:
-        for proc in prroom:
-            proc.launch()
-        if peer is not None:
-            peer.start()
-        for proc in prroom:
-            proc.wait_ready()
-    except BaseException:
-        for side in sides.values():
-            for started in side:
-                started.stop()
-        raise
-    return sides
-
-
-def loadgen_configs(shape: str, sides: Dict[str, Side], sockets: int, pr_base: int,
-                    duration: float) -> List[Dict[str, Any]]:
-    """The load generator processes' configurations (one per side, except ``x1``'s one)."""
-    common = dict(scenario="rooms", roomSize=10, warmup=2, duration=duration)
-    if shape != "span":
-        measured, against = SIDES[shape]
-        urls = [sides[against][0].url, sides[measured][0].url]
-        return [dict(common, urls=urls, sockets=sockets, prBase=pr_base)]
-    return [dict(common, urls=[p.url for p in sides["clustered"]], spread="span",
-                 sockets=sockets // 2, prBase=pr_base),
-            dict(common, urls=[p.url for p in sides["standalone"]], sockets=sockets // 2,
-                 prBase=pr_base + 1_000_000)]
-
-
-def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServer],
-              sockets: int, duration: float, number: int, nofile: int,
-              peer: Optional[PeerServer] = None) -> Dict[str, Dict[str, float]]:
-    """Each side's figures in one round: ``delivery``, CPU µs per delivery; ``connect``,
-    CPU ms per connect+join."""
-    sides = start_sides(shape, layout, logs, redis, sockets, f"paired-{number}", peer)
-    try:
-        pids = {p.name: p.pid for side in sides.values() for p in side}
-        snaps: Dict[str, Snapshot] = {}
-        configs = loadgen_configs(shape, sides, sockets, 1000 + number * 10_000_000, duration)
-        results = Loadgen(configs, [layout.loadgen_core(0)] * len(configs), logs, nofile).run(
-            lambda name, data: snaps.__setitem__(name, snapshot(pids)), 180 + duration)
-        by_url: Dict[str, Dict[str, int]] = {}
-        for result in results:
-            for server in result.get("byServer", []):
-                by_url[server["url"]] = server
-        figures: Dict[str, Dict[str, float]] = {}
-        for label, side in sides.items():
-            figures[label] = {}
-            for figure, phase, count_key, scale in (("delivery", "throughput", "delivered", 1e6),
-                                                    ("connect", "connect", "sockets", 1e3)):
-                start, end = snaps[f"{phase}:start"], snaps[f"{phase}:end"]
-                cpu = sum(end["cpu"][p.name] - start["cpu"][p.name] for p in side)
-                count = sum(by_url.get(str(p.url), {}).get(count_key, 0) for p in side)
-                if not count:
-                    raise BenchError(f"round {number + 1}: the {label} side had no {count_key}")
-                figures[label][figure] = cpu / count * scale
-        return figures
-    finally:
-        for side in sides.values():
-            for proc in side:
-                proc.stop()
+from harness.processes import PeerServer, RedisServer, find_gunicorn, resolve_peer_dir
+from harness.side_by_side import DIGITS, SIDES, UNITS, one_round
 
 
 def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path
@@ -166,11 +71,6 @@ def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path
         if redis is not None:
             redis.stop()
     return ratios
-
-
-#: How each figure is said.
-UNITS = {"delivery": "µs per delivery", "connect": "ms per connect+join"}
-DIGITS = {"delivery": 2, "connect": 3}
 
 
 def main() -> int:

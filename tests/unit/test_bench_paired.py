@@ -9,6 +9,7 @@ from pathlib import Path
 
 import paired
 import pytest
+from harness import side_by_side
 from harness.base import BenchError
 from harness.processes import resolve_peer_dir
 
@@ -22,7 +23,7 @@ class _Server:
 
 def test_x1_puts_the_rooms_on_both_processes_under_one_load_generator() -> None:
     sides = {"standalone": [_Server("http://s")], "clustered": [_Server("http://c")]}
-    [config] = paired.loadgen_configs("x1", sides, 2000, 7, 10)  # type: ignore[arg-type]
+    [config] = side_by_side.loadgen_configs("x1", sides, 2000, 7, 10)  # type: ignore[arg-type]
     assert config["urls"] == ["http://s", "http://c"] and config["sockets"] == 2000
     assert "spread" not in config
 
@@ -30,7 +31,7 @@ def test_x1_puts_the_rooms_on_both_processes_under_one_load_generator() -> None:
 def test_span_shares_every_clustered_room_and_spreads_the_control() -> None:
     sides = {"standalone": [_Server("http://s1"), _Server("http://s2")],
              "clustered": [_Server("http://c1"), _Server("http://c2")]}
-    clustered, control = paired.loadgen_configs("span", sides, 2000, 7, 10)  # type: ignore[arg-type]
+    clustered, control = side_by_side.loadgen_configs("span", sides, 2000, 7, 10)  # type: ignore[arg-type]
     assert clustered["urls"] == ["http://c1", "http://c2"] and clustered["spread"] == "span"
     assert control["urls"] == ["http://s1", "http://s2"] and "spread" not in control
     assert clustered["sockets"] == control["sockets"] == 1000
@@ -55,7 +56,7 @@ def test_a_small_run_gives_both_sides_figures_and_their_ratio(shape: str) -> Non
 
 def test_peer_puts_the_rooms_on_prroom_and_the_peer_under_one_load_generator() -> None:
     sides = {"prroom": [_Server("http://p")], "peer": [_Server("http://n")]}
-    [config] = paired.loadgen_configs("peer", sides, 2000, 7, 10)  # type: ignore[arg-type]
+    [config] = side_by_side.loadgen_configs("peer", sides, 2000, 7, 10)  # type: ignore[arg-type]
     assert sorted(config["urls"]) == ["http://n", "http://p"] and config["sockets"] == 2000
 
 
