@@ -98,6 +98,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                              "page does (clustered, its ack waits for Redis's reply)")
     parser.add_argument("--scenarios", default="rooms,fanout,idle",
                         help="comma-separated subset of rooms (1, 2, 4), fanout (3), idle (5)")
+    parser.add_argument("--side-by-side", type=int, metavar="ROUNDS",
+                        help="with --peer and the rooms scenario: rounds in which prroom and "
+                        "the peer run at once on the server core, for CPU ratios a drifting "
+                        "machine cannot move (default 3, --quick 1; 0: none)")
     parser.add_argument("--server-core", type=int, metavar="CORE",
                         help="the core the server runs on (default the first allowed one); "
                         "the load generator takes the others: on 2 cores, --server-core 1 "
@@ -136,6 +140,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
         parser.error("--recovery takes seconds from 0 to 3600 (not 0: that is off)")
     if args.recovery and args.url:
         parser.error("--recovery starts prroom itself: not with --url")
+    if args.side_by_side is not None and args.side_by_side < 0:
+        parser.error("--side-by-side takes 0 or more rounds")
     if args.loadgens is not None and args.loadgens < 1:
         parser.error("--loadgens takes 1 or more")
     if args.cluster:
@@ -156,7 +162,7 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
 def sizes_of(args: argparse.Namespace) -> Sizes:
     """The run's sizes: --quick or full, with the options given on top."""
     sizes = dict(QUICK if args.quick else FULL)
-    for key in ("runs", "retries", "duration", "sockets", "idle_sockets"):
+    for key in ("runs", "retries", "duration", "sockets", "idle_sockets", "side_by_side"):
         if getattr(args, key) is not None:
             sizes[key] = getattr(args, key)
     sizes["fanout_ack"] = args.fanout_ack

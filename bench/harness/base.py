@@ -17,10 +17,10 @@ Sizes = Dict[str, Any]
 
 FULL: Sizes = dict(runs=3, retries=2, sockets=2000, room_size=10, fanout_members=500,
                    fanout_messages=200, fanout_interval_ms=10, duration=10.0, warmup=1.0,
-                   idle_sockets=10_000, idle_ping=5.0)
+                   idle_sockets=10_000, idle_ping=5.0, side_by_side=3)
 QUICK: Sizes = dict(runs=1, retries=0, sockets=400, room_size=10, fanout_members=100,
                     fanout_messages=50, fanout_interval_ms=10, duration=3.0, warmup=0.5,
-                    idle_sockets=1000, idle_ping=1.0)
+                    idle_sockets=1000, idle_ping=1.0, side_by_side=1)
 SOCKETS_PER_LOADGEN = 5000   # idle scenario: more sockets are split over several processes
 CONNECT_WINDOW = 200         # sockets connecting at once, over all load generator processes
 SATURATED = 85.0             # CPU% of one core from which a side counts as the limit

@@ -76,6 +76,27 @@ def print_against_peer(rows: List[Row], names: List[str], sizes: Sizes) -> None:
     grid(header, table, right=range(1, len(header)))
 
 
+def print_side_by_side(result: Dict[str, Any]) -> None:
+    """The side-by-side rounds' CPU figures (``side_by_side.against_peer``): both sides'
+    medians, the rounds' ratios, the target and whether it holds."""
+    rounds = len(result["rounds"])
+    print(f"\nSide by side: prroom and the peer at once on the server core, rooms alternately "
+          f"on each, {rounds} round(s) (the same seconds for both: a ratio the machine's "
+          "drift does not move; both share one core, so the absolute figures are not the "
+          "ones above):")
+    header = ["figure", "peer", "prroom", "prroom / peer", "rounds", "target", "holds"]
+    table = []
+    for figure in result["figures"]:
+        verdict = holds(figure["ratio"], figure["target"])
+        digits = 3 if figure["figure"] == "connect" else 2
+        table.append([f"server CPU {figure['unit']}", f"{figure['peer']:.{digits}f}",
+                      f"{figure['prroom']:.{digits}f}", f"{figure['ratio']:.2f}",
+                      ", ".join(f"{ratio:.3f}" for ratio in figure["ratios"]),
+                      f"{figure['target'][0]} {figure['target'][1]:g}",
+                      "yes" if verdict else "NO"])
+    grid(header, table, right=range(1, 4))
+
+
 def loadgen_bound(row: Row, names: Sequence[str]) -> bool:
     """Whether the load generator's core ran out in any of ``names``' runs of this row
     (see ``stats.limit_side``): its rate is then the load generator's, not the server's."""

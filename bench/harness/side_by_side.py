@@ -7,13 +7,15 @@ slows both; each side's figures are its own CPU time over its own deliveries and
 """
 from __future__ import annotations
 
+import statistics
 from pathlib import Path
 from typing import Any, Dict, List, Optional
 
-from .base import BenchError, Layout
+from .base import BenchError, Layout, log
 from .loadgen import Loadgen
 from .processes import PeerServer, PrroomServer, RedisServer, Server
 from .sampling import Snapshot, snapshot
+from .stats import TARGETS
 
 Side = List[Server]
 #: Each shape's two sides: (the one measured, the one it is measured against).
@@ -22,13 +24,16 @@ SIDES = {"x1": ("clustered", "standalone"), "span": ("clustered", "standalone"),
 
 
 def start_sides(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServer],
-                sockets: int, channel: str, peer: Optional[PeerServer]) -> Dict[str, Side]:
-    """The two sides' processes of one round, started and ready."""
+                sockets: int, channel: str, peer: Optional[PeerServer],
+                extra_env: Optional[Dict[str, str]] = None) -> Dict[str, Side]:
+    """The two sides' processes of one round, started and ready (``extra_env`` for the
+    standalone ones)."""
     count = 2 if shape == "span" else 1
     per_process = sockets // (2 * count) + 200
     core = layout.server_core(0)
-    standalone: List[PrroomServer] = [PrroomServer(core, logs, per_process, {}, name=f"s{n + 1}")
-                                      for n in range(count)]
+    standalone: List[PrroomServer] = [
+        PrroomServer(core, logs, per_process, dict(extra_env or {}), name=f"s{n + 1}")
+        for n in range(count)]
     if shape == "peer":
         assert peer is not None
         standalone[0].name = "prroom"
@@ -71,10 +76,12 @@ def loadgen_configs(shape: str, sides: Dict[str, Side], sockets: int, pr_base: i
 
 def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServer],
               sockets: int, duration: float, number: int, nofile: int,
-              peer: Optional[PeerServer] = None) -> Dict[str, Dict[str, float]]:
+              peer: Optional[PeerServer] = None, extra_env: Optional[Dict[str, str]] = None
+              ) -> Dict[str, Dict[str, float]]:
     """Each side's figures in one round: ``delivery``, CPU µs per delivery; ``connect``,
     CPU ms per connect+join."""
-    sides = start_sides(shape, layout, logs, redis, sockets, f"paired-{number}", peer)
+    sides = start_sides(shape, layout, logs, redis, sockets, f"paired-{number}", peer,
+                        extra_env)
     try:
         pids = {p.name: p.pid for side in sides.values() for p in side}
         snaps: Dict[str, Snapshot] = {}
@@ -106,3 +113,34 @@ def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServe
 #: How each figure is said.
 UNITS = {"delivery": "µs per delivery", "connect": "ms per connect+join"}
 DIGITS = {"delivery": 2, "connect": 3}
+
+#: The peer table's targets the side-by-side figures are held to (``stats.TARGETS``' keys).
+TARGET_KEYS = {"delivery": ("rooms", "cpu_us_per_delivery"),
+               "connect": ("rooms", "connect_cpu_ms_per_join")}
+
+
+def against_peer(peer: PeerServer, layout: Layout, logs: Path, sizes: Dict[str, Any],
+                 nofile: int, extra_env: Dict[str, str]) -> Dict[str, Any]:
+    """``bench/run.py --peer``'s side-by-side rounds: prroom and the peer at once, every
+    room on one of them, alternately; each round's figures, and per figure both sides'
+    medians and the median and range of the rounds' ratios."""
+    rounds = []
+    for number in range(sizes["side_by_side"]):
+        log(f"side by side {number + 1}/{sizes['side_by_side']}: prroom and the peer at once")
+        rounds.append(one_round("peer", layout, logs, None, sizes["sockets"], sizes["duration"],
+                                number, nofile, peer, extra_env))
+    return summary_of(rounds)
+
+
+def summary_of(rounds: List[Dict[str, Dict[str, float]]]) -> Dict[str, Any]:
+    """The rounds, and per figure both sides' medians, the rounds' ratios and their median,
+    and the target."""
+    figures = []
+    for figure in ("delivery", "connect"):
+        ratios = [r["prroom"][figure] / r["peer"][figure] for r in rounds]
+        figures.append({"figure": figure, "unit": UNITS[figure],
+                        "prroom": statistics.median(r["prroom"][figure] for r in rounds),
+                        "peer": statistics.median(r["peer"][figure] for r in rounds),
+                        "ratio": statistics.median(ratios), "ratios": ratios,
+                        "target": TARGETS[TARGET_KEYS[figure]]})
+    return {"rounds": rounds, "figures": figures}

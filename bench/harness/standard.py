@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List
+from typing import Any, Dict, List, Optional
 
 from . import machine as machine_info
 from .base import BENCH, HIGH, SATURATED, BenchError, Layout, Sizes, log
@@ -19,12 +19,14 @@ from .report import (
     print_against_peer,
     print_detail,
     print_machine,
+    print_side_by_side,
     print_table,
     versions,
     write_json,
 )
 from .sampling import background_busy
 from .scenarios import Bench, run_once
+from .side_by_side import against_peer
 from .stats import Runs, disturbed, problems, summarize
 
 
@@ -64,6 +66,7 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
                             f"{started_at:%Y%m%d-%H%M%S}{'-quick' if args.quick else ''}.json")
     runs: Runs = {}
     discarded: Runs = {}
+    side_by_side: Optional[Dict[str, Any]] = None
     described = machine_info.describe(None if args.url else find_gunicorn())
     for line in machine_info.lines(described):
         log(line)
@@ -98,6 +101,11 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
                         log(f"  disturbed, run again: {'; '.join(noise)}")
                         discarded[server.name].append(run)
                     runs[server.name].append(run)
+            peer_server = next((s for s in servers if isinstance(s, PeerServer)), None)
+            if peer_server is not None and not args.url and "rooms" in args.scenarios and \
+                    sizes["side_by_side"]:
+                side_by_side = against_peer(peer_server, layout, logs, sizes, nofile,
+                                            dict(args.server_env))
         except BenchError as error:
             print(f"bench: {error}", file=sys.stderr)
             return 1
@@ -123,6 +131,8 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
     print()
     print_table(rows, list(runs), sizes)
     print_against_peer(rows, list(runs), sizes)
+    if side_by_side is not None:
+        print_side_by_side(side_by_side)
     print_detail(runs)
     trouble = problems(runs)
     if any(discarded.values()):
@@ -131,7 +141,7 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
     if trouble:
         print("\nProblems (figures above may be off):\n  " + "\n  ".join(trouble))
     write_json(out_path, {"meta": meta, "summary": rows, "problems": trouble, "runs": runs,
-                          "discarded_runs": discarded})
+                          "discarded_runs": discarded, "side_by_side": side_by_side})
     return 0
 
 

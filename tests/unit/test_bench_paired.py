@@ -6,10 +6,11 @@ import re
 import subprocess
 import sys
 from pathlib import Path
+from typing import Dict, Tuple
 
 import paired
 import pytest
-from harness import side_by_side
+from harness import report, side_by_side
 from harness.base import BenchError
 from harness.processes import resolve_peer_dir
 
@@ -77,3 +78,34 @@ def test_a_small_run_against_the_peer_gives_both_figures_of_both_sides() -> None
         peer_cost, prroom_cost, ratio = map(float, found.groups())
         assert peer_cost > 0 and prroom_cost > 0
         assert ratio == pytest.approx(prroom_cost / peer_cost, rel=0.01)
+
+
+def _round(prroom: Tuple[float, float], peer: Tuple[float, float]) -> Dict[str, Dict[str, float]]:
+    """One side-by-side round's figures: (µs per delivery, ms per connect+join) per side."""
+    return {"prroom": {"delivery": prroom[0], "connect": prroom[1]},
+            "peer": {"delivery": peer[0], "connect": peer[1]}}
+
+
+def test_side_by_side_rounds_are_judged_by_the_median_of_their_ratios(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rounds = [_round((8.0, 0.80), (10.0, 1.0)), _round((9.9, 0.95), (11.0, 1.0)),
+              _round((7.0, 0.72), (10.0, 0.8))]
+    summary = side_by_side.summary_of(rounds)
+    delivery, connect = summary["figures"]
+    assert delivery["ratios"] == pytest.approx([0.8, 0.9, 0.7])
+    assert delivery["ratio"] == pytest.approx(0.8) and delivery["target"] == ("<=", 0.9)
+    assert connect["ratio"] == pytest.approx(0.9) and connect["peer"] == 1.0
+    report.print_side_by_side(summary)
+    out = capsys.readouterr().out
+    assert "3 round(s)" in out
+    assert re.search(r"server CPU µs per delivery +\| +10\.00 \| +8\.00 \| +0\.80 \| "
+                     r"0\.800, 0\.900, 0\.700 \| <= 0\.9 +\| yes", out), out
+    assert re.search(r"server CPU ms per connect\+join +\| +1\.000 \| +0\.800 \| +0\.90 \|",
+                     out), out
+
+
+def test_a_ratio_past_its_target_side_by_side_is_said_not_to_hold(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    report.print_side_by_side(side_by_side.summary_of([_round((9.5, 0.5), (10.0, 1.0))]))
+    line = next(line for line in capsys.readouterr().out.splitlines() if "per delivery" in line)
+    assert line.rstrip().endswith("NO"), line
