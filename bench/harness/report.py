@@ -42,10 +42,14 @@ def print_table(rows: List[Row], names: List[str], sizes: Sizes) -> None:
     grid(header, table, right=range(1, 1 + len(names) + len(pairs)))   # values, ratios
 
 
-def print_against_peer(rows: List[Row], names: List[str], sizes: Sizes) -> None:
+def print_against_peer(rows: List[Row], names: List[str], sizes: Sizes,
+                       side_by_side: Optional[Dict[str, Any]] = None) -> None:
     """Each server's ratio to the peer beside the peer's own absolute figure on this machine
     (a ratio alone hides that the peer's cost moves between machines), the target and
-    whether it holds."""
+    whether it holds.  A figure the side-by-side rounds also measured is judged by their
+    ratio (the same seconds for both sides), said so in its verdict."""
+    judged = {tuple(figure["key"]): figure["ratio"]
+              for figure in (side_by_side or {}).get("figures", [])}
     if "peer" not in names:
         return
     fmt_of = {figure.label: figure.fmt for figure in figures(sizes)}
@@ -61,8 +65,14 @@ def print_against_peer(rows: List[Row], names: List[str], sizes: Sizes) -> None:
             ratio = row.get(f"ratio {name}/peer")
             cells.append("-" if ratio is None else f"{ratio:.2f}")
         if others:
-            verdict = holds(row.get(f"ratio {others[0]}/peer"), target) if target else None
+            side_ratio = judged.get((row["scenario"], row["key"])) if others[0] == "prroom" \
+                else None
+            ratio_judged = side_ratio if side_ratio is not None else \
+                row.get(f"ratio {others[0]}/peer")
+            verdict = holds(ratio_judged, target) if target else None
             shown = "-" if verdict is None else ("yes" if verdict else "NO")
+            if verdict is not None and side_ratio is not None:
+                shown += f" (side by side: {side_ratio:.2f})"
             if target and target[0] == ">=" and loadgen_bound(row, (others[0], "peer")):
                 # a rate the load generator capped says nothing about either server
                 shown = "n/a: load generator saturated"

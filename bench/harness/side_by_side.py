@@ -138,7 +138,7 @@ def summary_of(rounds: List[Dict[str, Dict[str, float]]]) -> Dict[str, Any]:
     figures = []
     for figure in ("delivery", "connect"):
         ratios = [r["prroom"][figure] / r["peer"][figure] for r in rounds]
-        figures.append({"figure": figure, "unit": UNITS[figure],
+        figures.append({"figure": figure, "unit": UNITS[figure], "key": TARGET_KEYS[figure],
                         "prroom": statistics.median(r["prroom"][figure] for r in rounds),
                         "peer": statistics.median(r["peer"][figure] for r in rounds),
                         "ratio": statistics.median(ratios), "ratios": ratios,

@@ -130,7 +130,7 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
     print_machine(machine_info.lines(described) + [f"cores: {layout.describe()}"])
     print()
     print_table(rows, list(runs), sizes)
-    print_against_peer(rows, list(runs), sizes)
+    print_against_peer(rows, list(runs), sizes, side_by_side)
     if side_by_side is not None:
         print_side_by_side(side_by_side)
     print_detail(runs)

@@ -10,8 +10,8 @@ from typing import Dict, Tuple
 
 import paired
 import pytest
-from harness import report, side_by_side
-from harness.base import BenchError
+from harness import report, side_by_side, stats
+from harness.base import FULL, BenchError
 from harness.processes import resolve_peer_dir
 
 ROOT = Path(paired.__file__).parents[1]
@@ -109,3 +109,18 @@ def test_a_ratio_past_its_target_side_by_side_is_said_not_to_hold(
     report.print_side_by_side(side_by_side.summary_of([_round((9.5, 0.5), (10.0, 1.0))]))
     line = next(line for line in capsys.readouterr().out.splitlines() if "per delivery" in line)
     assert line.rstrip().endswith("NO"), line
+
+
+def test_the_peer_table_judges_a_figure_measured_side_by_side_by_that_ratio(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    label = next(figure.label for figure in stats.figures(FULL)
+                 if figure.key == "connect_cpu_ms_per_join")
+    rows = [{"figure": label, "scenario": "rooms", "key": "connect_cpu_ms_per_join",
+             "prroom": 0.97, "peer": 1.0, "ratio prroom/peer": 0.97}]
+    summary = side_by_side.summary_of([_round((8.0, 0.81), (10.0, 1.0))])
+    report.print_against_peer(rows, ["prroom", "peer"], FULL)
+    alone = capsys.readouterr().out
+    report.print_against_peer(rows, ["prroom", "peer"], FULL, summary)
+    judged = capsys.readouterr().out
+    assert re.search(r"0\.97 \| <= 0\.9 \| +NO", alone), alone
+    assert re.search(r"0\.97 \| <= 0\.9 \| +yes \(side by side: 0\.81\)", judged), judged
