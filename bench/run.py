@@ -99,9 +99,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
     parser.add_argument("--scenarios", default="rooms,fanout,idle",
                         help="comma-separated subset of rooms (1, 2, 4), fanout (3), idle (5)")
     parser.add_argument("--side-by-side", type=int, metavar="ROUNDS",
-                        help="with --peer and the rooms scenario: rounds in which prroom and "
-                        "the peer run at once on the server core, for CPU ratios a drifting "
-                        "machine cannot move (default 3, --quick 1; 0: none)")
+                        help="with --peer and the rooms scenario, or --cluster: rounds in "
+                        "which the two sides (prroom and the peer; clustered and standalone) "
+                        "run at once on the server core, for CPU ratios a drifting machine "
+                        "cannot move (default 3, --quick 1; 0: none)")
     parser.add_argument("--server-core", type=int, metavar="CORE",
                         help="the core the server runs on (default the first allowed one); "
                         "the load generator takes the others: on 2 cores, --server-core 1 "

@@ -44,7 +44,7 @@ from .base import BENCH, CONNECT_WINDOW, BenchError, Layout, Sizes, log, prroom_
 from .cluster_report import print_cluster, summarize_cluster
 from .loadgen import Loadgen, Message
 from .processes import PrroomServer, RedisServer, find_gunicorn
-from .report import print_machine, versions, write_json
+from .report import print_machine, print_side_by_side, versions, write_json
 from .sampling import (
     Snapshot,
     background_busy,
@@ -55,6 +55,7 @@ from .sampling import (
     wait_for_quiet,
 )
 from .scenarios import loadgen_side, merged_counts, per_unit, split_rooms
+from .side_by_side import rounds_of
 from .stats import limit_side, result_problems
 
 
@@ -296,6 +297,7 @@ def run_cluster(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile: 
     configs = configs_of(args.processes, not args.no_observer, args.recovery)
     runs: Dict[str, List[Dict[str, Any]]] = {c.label: [] for c in configs}
     discarded: Dict[str, List[Dict[str, Any]]] = {c.label: [] for c in configs}
+    side_by_side: List[Dict[str, Any]] = []
     busy_before = background_busy(1.0)
     described = machine_info.describe(find_gunicorn())  # what the figures come from
     log(f"cluster benchmark: {layout.describe()}; {len(configs)} configurations x "
@@ -322,6 +324,10 @@ def run_cluster(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile: 
                         log(f"  disturbed, run again: {'; '.join(noise)}")
                         discarded[config.label].append(result)
                     runs[config.label].append(result)
+            if sizes["side_by_side"]:
+                for shape in ("x1", "span") if 2 in args.processes else ("x1",):
+                    side_by_side.append(rounds_of(shape, layout, logs, sizes, nofile,
+                                                  dict(args.server_env), redis=redis))
         except BenchError as error:
             print(f"bench: {error}", file=sys.stderr)
             return 1
@@ -332,6 +338,8 @@ def run_cluster(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile: 
     print()
     print_machine(machine_info.lines(described) + [f"cores: {layout.describe()}"])
     print_cluster(summary, sizes, layout)
+    for result in side_by_side:
+        print_side_by_side(result)
     trouble = [problem for label, label_runs in runs.items()
                for number, result in enumerate(label_runs, 1)
                for problem in result_problems(f"{label} run {number}", result)
@@ -347,5 +355,5 @@ def run_cluster(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile: 
                  "core_busy_before_start": busy_before, "versions": versions(None),
                  "server_env": dict(args.server_env)},
         "configs": [asdict(c) for c in configs], "summary": summary, "problems": trouble,
-        "runs": runs, "discarded_runs": discarded})
+        "runs": runs, "discarded_runs": discarded, "side_by_side": side_by_side})
     return 0

@@ -87,22 +87,22 @@ def print_against_peer(rows: List[Row], names: List[str], sizes: Sizes,
 
 
 def print_side_by_side(result: Dict[str, Any]) -> None:
-    """The side-by-side rounds' CPU figures (``side_by_side.against_peer``): both sides'
-    medians, the rounds' ratios, the target and whether it holds."""
-    rounds = len(result["rounds"])
-    print(f"\nSide by side: prroom and the peer at once on the server core, rooms alternately "
-          f"on each, {rounds} round(s) (the same seconds for both: a ratio the machine's "
-          "drift does not move; both share one core, so the absolute figures are not the "
-          "ones above):")
-    header = ["figure", "peer", "prroom", "prroom / peer", "rounds", "target", "holds"]
+    """Side-by-side rounds' CPU figures (``side_by_side.rounds_of``): both sides' medians,
+    the rounds' ratios, the target and whether it holds."""
+    measured, against = result["measured"], result["against"]
+    print(f"\nSide by side: {result['description']}, {len(result['rounds'])} round(s) (the "
+          "same seconds for both: a ratio the machine's drift does not move; both share the "
+          "server core, so the absolute figures are not the ones above):")
+    header = ["figure", against, measured, f"{measured} / {against}", "rounds", "target",
+              "holds"]
     table = []
     for figure in result["figures"]:
         verdict = holds(figure["ratio"], figure["target"])
         digits = 3 if figure["figure"] == "connect" else 2
-        table.append([f"server CPU {figure['unit']}", f"{figure['peer']:.{digits}f}",
-                      f"{figure['prroom']:.{digits}f}", f"{figure['ratio']:.2f}",
+        table.append([f"server CPU {figure['unit']}", f"{figure[against]:.{digits}f}",
+                      f"{figure[measured]:.{digits}f}", f"{figure['ratio']:.2f}",
                       ", ".join(f"{ratio:.3f}" for ratio in figure["ratios"]),
-                      f"{figure['target'][0]} {figure['target'][1]:g}",
+                      f"{figure['target'][0]} {figure['target'][1]:.3g}",
                       "yes" if verdict else "NO"])
     grid(header, table, right=range(1, 4))
 

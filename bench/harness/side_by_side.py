@@ -117,30 +117,45 @@ DIGITS = {"delivery": 2, "connect": 3}
 #: The peer table's targets the side-by-side figures are held to (``stats.TARGETS``' keys).
 TARGET_KEYS = {"delivery": ("rooms", "cpu_us_per_delivery"),
                "connect": ("rooms", "connect_cpu_ms_per_join")}
+#: The cluster's targets, on clustered / standalone CPU µs per delivery: ``x1`` at least 0.9
+#: of standalone's deliveries/s, which is at most 1 / 0.9 of its CPU per delivery where the
+#: server's core is what limits the rate; ``span`` at most 1.2 of the standalone control's.
+CLUSTER_TARGETS = {"x1": ("<=", 1 / 0.9), "span": ("<=", 1.2)}
+#: What each shape's rounds put side by side, for the table's title.
+DESCRIPTIONS = {
+    "peer": "prroom and the peer at once on the server core, rooms alternately on each",
+    "x1": "one clustered and one standalone process at once, rooms alternately on each",
+    "span": "two clustered processes sharing every room beside two standalone ones, at once",
+}
 
 
-def against_peer(peer: PeerServer, layout: Layout, logs: Path, sizes: Dict[str, Any],
-                 nofile: int, extra_env: Dict[str, str]) -> Dict[str, Any]:
-    """``bench/run.py --peer``'s side-by-side rounds: prroom and the peer at once, every
-    room on one of them, alternately; each round's figures, and per figure both sides'
-    medians and the median and range of the rounds' ratios."""
+def rounds_of(shape: str, layout: Layout, logs: Path, sizes: Dict[str, Any], nofile: int,
+              extra_env: Dict[str, str], redis: Optional[RedisServer] = None,
+              peer: Optional[PeerServer] = None) -> Dict[str, Any]:
+    """``bench/run.py``'s side-by-side rounds of ``shape`` (``sizes["side_by_side"]`` of
+    them): each round's figures, and per figure both sides' medians, the rounds' ratios and
+    their median, and the target."""
     rounds = []
     for number in range(sizes["side_by_side"]):
-        log(f"side by side {number + 1}/{sizes['side_by_side']}: prroom and the peer at once")
-        rounds.append(one_round("peer", layout, logs, None, sizes["sockets"], sizes["duration"],
-                                number, nofile, peer, extra_env))
-    return summary_of(rounds)
+        log(f"side by side {number + 1}/{sizes['side_by_side']}: {DESCRIPTIONS[shape]}")
+        rounds.append(one_round(shape, layout, logs, redis, sizes["sockets"],
+                                sizes["duration"], number, nofile, peer, extra_env))
+    return summary_of(rounds, shape)
 
 
-def summary_of(rounds: List[Dict[str, Dict[str, float]]]) -> Dict[str, Any]:
+def summary_of(rounds: List[Dict[str, Dict[str, float]]], shape: str = "peer"
+               ) -> Dict[str, Any]:
     """The rounds, and per figure both sides' medians, the rounds' ratios and their median,
     and the target."""
+    measured, against = SIDES[shape]
     figures = []
-    for figure in ("delivery", "connect"):
-        ratios = [r["prroom"][figure] / r["peer"][figure] for r in rounds]
+    for figure in ("delivery", "connect") if shape == "peer" else ("delivery",):
+        ratios = [r[measured][figure] / r[against][figure] for r in rounds]
+        target = TARGETS[TARGET_KEYS[figure]] if shape == "peer" else CLUSTER_TARGETS[shape]
         figures.append({"figure": figure, "unit": UNITS[figure], "key": TARGET_KEYS[figure],
-                        "prroom": statistics.median(r["prroom"][figure] for r in rounds),
-                        "peer": statistics.median(r["peer"][figure] for r in rounds),
+                        measured: statistics.median(r[measured][figure] for r in rounds),
+                        against: statistics.median(r[against][figure] for r in rounds),
                         "ratio": statistics.median(ratios), "ratios": ratios,
-                        "target": TARGETS[TARGET_KEYS[figure]]})
-    return {"rounds": rounds, "figures": figures}
+                        "target": target})
+    return {"shape": shape, "measured": measured, "against": against,
+            "description": DESCRIPTIONS[shape], "rounds": rounds, "figures": figures}

@@ -26,7 +26,7 @@ from .report import (
 )
 from .sampling import background_busy
 from .scenarios import Bench, run_once
-from .side_by_side import against_peer
+from .side_by_side import rounds_of
 from .stats import Runs, disturbed, problems, summarize
 
 
@@ -104,8 +104,8 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
             peer_server = next((s for s in servers if isinstance(s, PeerServer)), None)
             if peer_server is not None and not args.url and "rooms" in args.scenarios and \
                     sizes["side_by_side"]:
-                side_by_side = against_peer(peer_server, layout, logs, sizes, nofile,
-                                            dict(args.server_env))
+                side_by_side = rounds_of("peer", layout, logs, sizes, nofile,
+                                         dict(args.server_env), peer=peer_server)
         except BenchError as error:
             print(f"bench: {error}", file=sys.stderr)
             return 1

@@ -6,7 +6,7 @@ import re
 import subprocess
 import sys
 from pathlib import Path
-from typing import Dict, Tuple
+from typing import Dict, List, Tuple
 
 import paired
 import pytest
@@ -124,3 +124,25 @@ def test_the_peer_table_judges_a_figure_measured_side_by_side_by_that_ratio(
     judged = capsys.readouterr().out
     assert re.search(r"0\.97 \| <= 0\.9 \| +NO", alone), alone
     assert re.search(r"0\.97 \| <= 0\.9 \| +yes \(side by side: 0\.81\)", judged), judged
+
+
+def _cluster(*pairs: Tuple[float, float]) -> List[Dict[str, Dict[str, float]]]:
+    """Cluster rounds: (clustered, standalone) µs per delivery each."""
+    return [{"clustered": {"delivery": c}, "standalone": {"delivery": s}} for c, s in pairs]
+
+
+def test_cluster_rounds_are_held_to_the_cluster_targets(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    x1 = side_by_side.summary_of(_cluster((11.0, 10.0), (11.5, 10.0), (10.8, 10.0)), "x1")
+    span = side_by_side.summary_of(_cluster((12.3, 10.0)), "span")
+    [x1_delivery], [span_delivery] = x1["figures"], span["figures"]
+    assert x1_delivery["ratio"] == pytest.approx(1.1)
+    assert x1_delivery["target"][1] == pytest.approx(1 / 0.9)
+    assert span_delivery["target"] == ("<=", 1.2)
+    report.print_side_by_side(x1)
+    report.print_side_by_side(span)
+    out = capsys.readouterr().out
+    assert re.search(r"standalone \| clustered \| clustered / standalone", out), out
+    assert re.search(r"10\.00 \| +11\.00 \| +1\.10 \| 1\.100, 1\.150, 1\.080 \| <= 1\.11 \| yes",
+                     out), out
+    assert re.search(r"10\.00 \| +12\.30 \| +1\.23 \| 1\.230 +\| <= 1\.2 +\| NO", out), out
