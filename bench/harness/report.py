@@ -49,7 +49,7 @@ def print_against_peer(rows: List[Row], names: List[str], sizes: Sizes,
     whether it holds.  A figure the side-by-side rounds also measured is judged by their
     ratio (the same seconds for both sides), said so in its verdict."""
     judged = {tuple(figure["key"]): figure["ratio"]
-              for figure in (side_by_side or {}).get("figures", [])}
+              for figure in (side_by_side or {}).get("figures", []) if figure.get("key")}
     if "peer" not in names:
         return
     fmt_of = {figure.label: figure.fmt for figure in figures(sizes)}

@@ -1,5 +1,5 @@
-"""Two servers measured in the same seconds: one round of ``bench/paired.py`` (and of
-``bench/run.py --peer``'s side-by-side rounds).
+"""Two servers measured in the same seconds: the rounds of ``bench/paired.py``, and the
+side-by-side rounds that end ``bench/run.py --peer`` and ``bench/run.py --cluster``.
 
 Both sides run on the server core at once under one load generator process per side (one
 for both where every room lives on one of them, alternately), so whatever slows the machine
@@ -152,7 +152,9 @@ def summary_of(rounds: List[Dict[str, Dict[str, float]]], shape: str = "peer"
     for figure in ("delivery", "connect") if shape == "peer" else ("delivery",):
         ratios = [r[measured][figure] / r[against][figure] for r in rounds]
         target = TARGETS[TARGET_KEYS[figure]] if shape == "peer" else CLUSTER_TARGETS[shape]
-        figures.append({"figure": figure, "unit": UNITS[figure], "key": TARGET_KEYS[figure],
+        figures.append({"figure": figure, "unit": UNITS[figure],
+                        # the peer table's row this figure judges (none for the cluster)
+                        "key": TARGET_KEYS[figure] if shape == "peer" else None,
                         measured: statistics.median(r[measured][figure] for r in rounds),
                         against: statistics.median(r[against][figure] for r in rounds),
                         "ratio": statistics.median(ratios), "ratios": ratios,
