@@ -105,6 +105,24 @@ class IdleConnection:
         self.watcher.stop()
         _readers.hand(self.serve)
 
+    def throw(self, *error: Any) -> None:
+        """The hub's word that the socket is going away under the armed watcher.
+
+        gevent's ``socket.shutdown`` and ``close`` cancel the waits on the socket's
+        watchers: the hub then throws into ``callback.__self__``, a waiting greenlet in
+        gevent's own use and this connection here (the cut after an unanswered close frame
+        is such a shutdown).  As for input, the connection reads: the end of the stream,
+        or the error, ends it.  (``tests/internals/test_idle_watchers.py`` fails if gevent
+        stops throwing there.)
+        """
+        if self.ended:
+            return
+        try:
+            self.watcher.stop()
+        except Exception:  # closed with the socket already: nothing left to stop
+            pass
+        _readers.hand(self.serve)
+
     def killed(self, placeholder: Any) -> None:
         """The pool's slot was killed (gunicorn's forced stop): end the connection."""
         if not self.ended:

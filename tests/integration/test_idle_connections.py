@@ -102,3 +102,6 @@ def test_a_client_that_ignores_the_servers_close_is_cut(pr_id):
         while raw.recv(4096):
             pass
         assert time.monotonic() - started < 8  # ping interval + timeout + the linger
+        # the cut reached a connection the loop held: it ends cleanly, as a client's close
+        assert wait_until(lambda: " 101 " in server.log(), 10), server.log()[-2000:]
+        assert "Traceback" not in server.log(), server.log()[-3000:]
