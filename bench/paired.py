@@ -38,7 +38,7 @@ from typing import Dict, List, Optional
 from harness.base import BenchError, Layout, allowed_cores, log
 from harness.machine import describe, lines
 from harness.processes import PeerServer, RedisServer, find_gunicorn, resolve_peer_dir
-from harness.side_by_side import DIGITS, SIDES, UNITS, one_round
+from harness.side_by_side import DIGITS, SIDES, UNITS, figures_of, one_round
 
 
 def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path
@@ -46,7 +46,7 @@ def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path
     """Every round, with one private Redis (or one copy of the peer) for all of them; the
     ratios of each figure, in order."""
     measured, against = SIDES[args.shape]
-    figures_shown = ("delivery", "connect") if args.shape == "peer" else ("delivery",)
+    figures_shown = figures_of(args.shape)
     ratios: Dict[str, List[float]] = {figure: [] for figure in figures_shown}
     redis: Optional[RedisServer] = None
     peer: Optional[PeerServer] = None

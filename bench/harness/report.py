@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
 from .base import LOADGEN_DIR, Sizes, prroom_code
+from .side_by_side import DIGITS
 from .stats import Row, Runs, figures, holds, phase_medians, ratio_pairs, target_of
 
 
@@ -98,7 +99,7 @@ def print_side_by_side(result: Dict[str, Any]) -> None:
     table = []
     for figure in result["figures"]:
         verdict = holds(figure["ratio"], figure["target"])
-        digits = 3 if figure["figure"] == "connect" else 2
+        digits = DIGITS[figure["figure"]]
         table.append([f"server CPU {figure['unit']}", f"{figure[against]:.{digits}f}",
                       f"{figure[measured]:.{digits}f}", f"{figure['ratio']:.2f}",
                       ", ".join(f"{ratio:.3f}" for ratio in figure["ratios"]),

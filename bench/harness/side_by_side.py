@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import statistics
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List, Optional, Tuple
 
 from .base import BenchError, Layout, log
 from .loadgen import Loadgen
@@ -114,6 +114,11 @@ def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServe
 UNITS = {"delivery": "µs per delivery", "connect": "ms per connect+join"}
 DIGITS = {"delivery": 2, "connect": 3}
 
+
+def figures_of(shape: str) -> Tuple[str, ...]:
+    """The figures a shape's rounds are judged by (connect+join only against the peer)."""
+    return ("delivery", "connect") if shape == "peer" else ("delivery",)
+
 #: The peer table's targets the side-by-side figures are held to (``stats.TARGETS``' keys).
 TARGET_KEYS = {"delivery": ("rooms", "cpu_us_per_delivery"),
                "connect": ("rooms", "connect_cpu_ms_per_join")}
@@ -149,7 +154,7 @@ def summary_of(rounds: List[Dict[str, Dict[str, float]]], shape: str = "peer"
     and the target."""
     measured, against = SIDES[shape]
     figures = []
-    for figure in ("delivery", "connect") if shape == "peer" else ("delivery",):
+    for figure in figures_of(shape):
         ratios = [r[measured][figure] / r[against][figure] for r in rounds]
         target = TARGETS[TARGET_KEYS[figure]] if shape == "peer" else CLUSTER_TARGETS[shape]
         figures.append({"figure": figure, "unit": UNITS[figure],
