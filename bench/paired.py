@@ -2,7 +2,8 @@
 """Clustered against standalone in the same seconds: a cluster ratio that a noisy machine
 cannot move.
 
-    python bench/paired.py [--shape x1|span] [--rounds N] [--sockets N] [--duration S]
+    python bench/paired.py [--shape x1|span|peer|fanout] [--rounds N] [--sockets N]
+                           [--duration S] [--members N] [--messages N]
 
 ``bench/run.py --cluster`` runs each configuration after the other, about 20 s apart; on a
 shared virtual machine whose speed drifts by a fifth or more within minutes, its ratios move
@@ -17,7 +18,11 @@ slows both:
   one load generator process per side;
 * ``peer``: one standalone process against the Node peer (``bench/run.py --peer``'s), every
   room on one of them, alternately (one load generator process): ``bench/run.py --peer``'s
-  CPU ratios, measured in the same seconds.
+  CPU ratios, measured in the same seconds;
+* ``fanout``: ``bench/run.py --peer``'s fan-out (one sender, ``--members`` sockets in its
+  room) on a room of prroom's and one of the peer's, a message to each in turn, one every
+  10 ms in all (one load generator process, reading as many copies per second as with one
+  server): each side's latency percentiles and CPU per copy.
 
 Each round starts fresh processes (and the private Redis once); the figure is each side's
 CPU µs per delivery over the sending phase (its workers' CPU time over the deliveries
@@ -35,10 +40,19 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from harness.base import BenchError, Layout, allowed_cores, log
+from harness.base import FULL, BenchError, Layout, allowed_cores, log
 from harness.machine import describe, lines
 from harness.processes import PeerServer, RedisServer, find_gunicorn, resolve_peer_dir
-from harness.side_by_side import DIGITS, SIDES, UNITS, figures_of, one_round
+from harness.side_by_side import (
+    DIGITS,
+    LABELS,
+    SIDES,
+    UNITS,
+    fanout_round,
+    figures_of,
+    one_round,
+    ratio_of,
+)
 
 
 def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path
@@ -50,17 +64,22 @@ def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path
     ratios: Dict[str, List[float]] = {figure: [] for figure in figures_shown}
     redis: Optional[RedisServer] = None
     peer: Optional[PeerServer] = None
-    if args.shape == "peer":
+    if args.shape in ("peer", "fanout"):
         peer = PeerServer(resolve_peer_dir(args.peer_dir), layout.server_core(0), logs, logs)
     else:
         redis = RedisServer([c for c in layout.server_cores if c is not None], logs)
     try:
         for number in range(args.rounds):
-            figures = one_round(args.shape, layout, logs, redis, args.sockets, args.duration,
-                                number, args.sockets + 200, peer)
+            if args.shape == "fanout":
+                assert peer is not None
+                sizes = dict(FULL, fanout_members=args.members, fanout_messages=args.messages)
+                figures = fanout_round(layout, logs, sizes, number, 2 * args.members + 200, peer)
+            else:
+                figures = one_round(args.shape, layout, logs, redis, args.sockets, args.duration,
+                                    number, args.sockets + 200, peer)
             said = []
             for figure in figures_shown:
-                ratio = figures[measured][figure] / figures[against][figure]
+                ratio = ratio_of(figures, args.shape, figure)
                 ratios[figure].append(ratio)
                 digits = DIGITS[figure]
                 said.append(f"{against} {figures[against][figure]:.{digits}f} {UNITS[figure]}, "
@@ -78,7 +97,8 @@ def main() -> int:
     parser.add_argument("--shape", choices=tuple(SIDES), default="x1",
                         help="x1: one clustered process against one standalone; span: two "
                              "clustered processes sharing every room against two standalone; "
-                             "peer: one standalone process against the Node peer")
+                             "peer: one standalone process against the Node peer; fanout: "
+                             "the fan-out's latency, prroom and the peer in turn")
     parser.add_argument("--peer-dir", type=Path,
                         help="with --shape peer: the peer's sources (default "
                              "$PRROOM_PEER_DIR, else ../shared/peer beside the checkout)")
@@ -87,6 +107,12 @@ def main() -> int:
                         help="sockets of both sides together (default 2,000)")
     parser.add_argument("--duration", type=float, default=10,
                         help="seconds of the sending phase (default 10)")
+    parser.add_argument("--members", type=int, default=FULL["fanout_members"],
+                        help="with --shape fanout: sockets in each side's room (default "
+                             f"{FULL['fanout_members']})")
+    parser.add_argument("--messages", type=int, default=FULL["fanout_messages"],
+                        help="with --shape fanout: messages to each side (default "
+                             f"{FULL['fanout_messages']})")
     args = parser.parse_args()
     layout = Layout(allowed_cores(), 1)
     for line in lines(describe(find_gunicorn())):  # what the figures come from
@@ -100,7 +126,7 @@ def main() -> int:
         return 1
     measured, against = SIDES[args.shape]
     for figure, values in ratios.items():
-        print(f"{args.shape}: {measured} / {against}, CPU {UNITS[figure]}: median "
+        print(f"{args.shape}: {measured} / {against}, {LABELS[figure]}: median "
               f"{statistics.median(values):.3f}, rounds {', '.join(f'{r:.3f}' for r in values)}")
     return 0
 

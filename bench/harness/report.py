@@ -44,13 +44,13 @@ def print_table(rows: List[Row], names: List[str], sizes: Sizes) -> None:
 
 
 def print_against_peer(rows: List[Row], names: List[str], sizes: Sizes,
-                       side_by_side: Optional[Dict[str, Any]] = None) -> None:
+                       side_by_side: Sequence[Dict[str, Any]] = ()) -> None:
     """Each server's ratio to the peer beside the peer's own absolute figure on this machine
     (a ratio alone hides that the peer's cost moves between machines), the target and
     whether it holds.  A figure the side-by-side rounds also measured is judged by their
     ratio (the same seconds for both sides), said so in its verdict."""
     judged = {tuple(figure["key"]): figure["ratio"]
-              for figure in (side_by_side or {}).get("figures", []) if figure.get("key")}
+              for result in side_by_side for figure in result["figures"] if figure.get("key")}
     if "peer" not in names:
         return
     fmt_of = {figure.label: figure.fmt for figure in figures(sizes)}
@@ -77,7 +77,8 @@ def print_against_peer(rows: List[Row], names: List[str], sizes: Sizes,
             if target and target[0] == ">=" and loadgen_bound(row, (others[0], "peer")):
                 # a rate the load generator capped says nothing about either server
                 shown = "n/a: load generator saturated"
-            elif target and row["scenario"] == "fanout" and loadgen_bound(row, others[:1]):
+            elif target and row["scenario"] == "fanout" and side_ratio is None and \
+                    loadgen_bound(row, others[:1]):
                 # one process reads every copy in turn: with its core full, the median is
                 # mostly its own queue (see the load generator's CPU per delivery)
                 shown += " (load generator saturated)"
@@ -88,8 +89,9 @@ def print_against_peer(rows: List[Row], names: List[str], sizes: Sizes,
 
 
 def print_side_by_side(result: Dict[str, Any]) -> None:
-    """Side-by-side rounds' CPU figures (``side_by_side.rounds_of``): both sides' medians,
-    the rounds' ratios, the target and whether it holds."""
+    """Side-by-side rounds' figures (``side_by_side.rounds_of``): both sides' medians, the
+    rounds' ratios, the target and whether it holds ("-": a figure shown to explain the
+    others)."""
     measured, against = result["measured"], result["against"]
     print(f"\nSide by side: {result['description']}, {len(result['rounds'])} round(s) (the "
           "same seconds for both: a ratio the machine's drift does not move; both share the "
@@ -98,13 +100,14 @@ def print_side_by_side(result: Dict[str, Any]) -> None:
               "holds"]
     table = []
     for figure in result["figures"]:
-        verdict = holds(figure["ratio"], figure["target"])
+        target = figure["target"]
+        verdict = "-" if target is None else \
+            ("yes" if holds(figure["ratio"], target) else "NO")
         digits = DIGITS[figure["figure"]]
-        table.append([f"server CPU {figure['unit']}", f"{figure[against]:.{digits}f}",
+        table.append([figure["label"], f"{figure[against]:.{digits}f}",
                       f"{figure[measured]:.{digits}f}", f"{figure['ratio']:.2f}",
                       ", ".join(f"{ratio:.3f}" for ratio in figure["ratios"]),
-                      f"{figure['target'][0]} {figure['target'][1]:.3g}",
-                      "yes" if verdict else "NO"])
+                      "-" if target is None else f"{target[0]} {target[1]:.3g}", verdict])
     grid(header, table, right=range(1, 4))
 
 

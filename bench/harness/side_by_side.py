@@ -4,6 +4,8 @@ side-by-side rounds that end ``bench/run.py --peer`` and ``bench/run.py --cluste
 Both sides run on the server core at once under one load generator process per side (one
 for both where every room lives on one of them, alternately), so whatever slows the machine
 slows both; each side's figures are its own CPU time over its own deliveries and joins.
+The fan-out's rounds (``fanout``, against the peer) time latency instead: one load generator
+process, a room of its own on each side, one message every interval to each side in turn.
 """
 from __future__ import annotations
 
@@ -20,7 +22,7 @@ from .stats import TARGETS
 Side = List[Server]
 #: Each shape's two sides: (the one measured, the one it is measured against).
 SIDES = {"x1": ("clustered", "standalone"), "span": ("clustered", "standalone"),
-         "peer": ("prroom", "peer")}
+         "peer": ("prroom", "peer"), "fanout": ("prroom", "peer")}
 
 
 def start_sides(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServer],
@@ -34,7 +36,7 @@ def start_sides(shape: str, layout: Layout, logs: Path, redis: Optional[RedisSer
     standalone: List[PrroomServer] = [
         PrroomServer(core, logs, per_process, dict(extra_env or {}), name=f"s{n + 1}")
         for n in range(count)]
-    if shape == "peer":
+    if shape in ("peer", "fanout"):
         assert peer is not None
         standalone[0].name = "prroom"
         sides: Dict[str, Side] = {"prroom": list(standalone), "peer": [peer]}
@@ -110,18 +112,64 @@ def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServe
                 proc.stop()
 
 
-#: How each figure is said.
-UNITS = {"delivery": "µs per delivery", "connect": "ms per connect+join"}
-DIGITS = {"delivery": 2, "connect": 3}
+def fanout_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int, nofile: int,
+                 peer: PeerServer, extra_env: Optional[Dict[str, str]] = None
+                 ) -> Dict[str, Dict[str, float]]:
+    """Each side's fan-out figures in one round (see :data:`FANOUT_KEYS`), and its CPU µs
+    per copy over the fan-out phase (``fanout_cpu``)."""
+    members = sizes["fanout_members"]
+    sides = start_sides("fanout", layout, logs, None, 2 * members, "", peer, extra_env)
+    try:
+        pids = {p.name: p.pid for side in sides.values() for p in side}
+        snaps: Dict[str, Snapshot] = {}
+        urls = [sides["peer"][0].url, sides["prroom"][0].url]
+        config = dict(scenario="fanout", urls=urls, members=members,
+                      messages=sizes["fanout_messages"], intervalMs=sizes["fanout_interval_ms"],
+                      prBase=1000 + number * 10_000_000, drainSeconds=15,
+                      ack=bool(sizes.get("fanout_ack")))
+        [result] = Loadgen([config], [layout.loadgen_core(0)], logs, nofile).run(
+            lambda name, data: snaps.__setitem__(name, snapshot(pids)), 180)
+        by_url = {str(server["url"]): server for server in result["byServer"]}
+        figures: Dict[str, Dict[str, float]] = {}
+        for label, side in sides.items():
+            got = by_url[str(side[0].url)]
+            if got["received"] < got["expected"] or not got["received"]:
+                raise BenchError(f"fan-out round {number + 1}: the {label} side's sockets "
+                                 f"received {got['received']:,} of {got['expected']:,} copies")
+            start, end = snaps["fanout:start"], snaps["fanout:end"]
+            cpu = sum(end["cpu"][p.name] - start["cpu"][p.name] for p in side)
+            figures[label] = {figure: float(got[key]) for figure, key in FANOUT_KEYS.items()}
+            figures[label]["fanout_cpu"] = cpu / got["received"] * 1e6
+        return figures
+    finally:
+        for side in sides.values():
+            for proc in side:
+                proc.stop()
+
+
+#: Each figure's unit, said after a value; and its row in a table.
+UNITS = {"delivery": "µs per delivery", "connect": "ms per connect+join",
+         "p50": "ms fan-out p50", "p99": "ms fan-out p99", "first": "ms fan-out first copy p50",
+         "fanout_cpu": "µs per fan-out copy"}
+LABELS = {"delivery": "server CPU µs per delivery", "connect": "server CPU ms per connect+join",
+          "p50": "fan-out p50 ms", "p99": "fan-out p99 ms",
+          "first": "fan-out: first copy's p50 ms", "fanout_cpu": "server CPU µs per fan-out copy"}
+DIGITS = {"delivery": 2, "connect": 3, "p50": 2, "p99": 2, "first": 2, "fanout_cpu": 2}
+#: Where each of the load generator's fan-out figures comes from (its ``byServer`` entries).
+FANOUT_KEYS = {"p50": "p50Ms", "p99": "p99Ms", "first": "firstP50Ms"}
 
 
 def figures_of(shape: str) -> Tuple[str, ...]:
-    """The figures a shape's rounds are judged by (connect+join only against the peer)."""
+    """The figures a shape's rounds give (connect+join only against the peer)."""
+    if shape == "fanout":
+        return ("p50", "p99", "first", "fanout_cpu")
     return ("delivery", "connect") if shape == "peer" else ("delivery",)
 
-#: The peer table's targets the side-by-side figures are held to (``stats.TARGETS``' keys).
+#: The peer table's targets the side-by-side figures are held to (``stats.TARGETS``' keys);
+#: a figure not here has none (it is shown, to explain the others).
 TARGET_KEYS = {"delivery": ("rooms", "cpu_us_per_delivery"),
-               "connect": ("rooms", "connect_cpu_ms_per_join")}
+               "connect": ("rooms", "connect_cpu_ms_per_join"),
+               "p50": ("fanout", "p50_ms"), "p99": ("fanout", "p99_ms")}
 #: The cluster's targets, on clustered / standalone CPU µs per delivery: ``x1`` at least 0.9
 #: of standalone's deliveries/s, which is at most 1 / 0.9 of its CPU per delivery where the
 #: server's core is what limits the rate; ``span`` at most 1.2 of the standalone control's.
@@ -131,6 +179,7 @@ DESCRIPTIONS = {
     "peer": "prroom and the peer at once on the server core, rooms alternately on each",
     "x1": "one clustered and one standalone process at once, rooms alternately on each",
     "span": "two clustered processes sharing every room beside two standalone ones, at once",
+    "fanout": "a fan-out room on prroom and one on the peer, a message to each in turn",
 }
 
 
@@ -143,9 +192,23 @@ def rounds_of(shape: str, layout: Layout, logs: Path, sizes: Dict[str, Any], nof
     rounds = []
     for number in range(sizes["side_by_side"]):
         log(f"side by side {number + 1}/{sizes['side_by_side']}: {DESCRIPTIONS[shape]}")
-        rounds.append(one_round(shape, layout, logs, redis, sizes["sockets"],
-                                sizes["duration"], number, nofile, peer, extra_env))
+        if shape == "fanout":
+            assert peer is not None
+            rounds.append(fanout_round(layout, logs, sizes, number, nofile, peer, extra_env))
+        else:
+            rounds.append(one_round(shape, layout, logs, redis, sizes["sockets"],
+                                    sizes["duration"], number, nofile, peer, extra_env))
     return summary_of(rounds, shape)
+
+
+def ratio_of(figures: Dict[str, Dict[str, float]], shape: str, figure: str) -> float:
+    """One round's ratio of ``figure``, measured / against (a side that read 0, too little
+    work for the CPU clock's ticks, is refused: more sockets, messages or seconds)."""
+    measured, against = SIDES[shape]
+    if not figures[against][figure] > 0:
+        raise BenchError(f"the {against} side's {UNITS[figure]} read "
+                         f"{figures[against][figure]}: too little work to measure it")
+    return figures[measured][figure] / figures[against][figure]
 
 
 def summary_of(rounds: List[Dict[str, Dict[str, float]]], shape: str = "peer"
@@ -155,11 +218,13 @@ def summary_of(rounds: List[Dict[str, Dict[str, float]]], shape: str = "peer"
     measured, against = SIDES[shape]
     figures = []
     for figure in figures_of(shape):
-        ratios = [r[measured][figure] / r[against][figure] for r in rounds]
-        target = TARGETS[TARGET_KEYS[figure]] if shape == "peer" else CLUSTER_TARGETS[shape]
-        figures.append({"figure": figure, "unit": UNITS[figure],
+        ratios = [ratio_of(r, shape, figure) for r in rounds]
+        against_peer = shape in ("peer", "fanout")
+        key = TARGET_KEYS.get(figure) if against_peer else None
+        target = (TARGETS[key] if key else None) if against_peer else CLUSTER_TARGETS[shape]
+        figures.append({"figure": figure, "unit": UNITS[figure], "label": LABELS[figure],
                         # the peer table's row this figure judges (none for the cluster)
-                        "key": TARGET_KEYS[figure] if shape == "peer" else None,
+                        "key": key,
                         measured: statistics.median(r[measured][figure] for r in rounds),
                         against: statistics.median(r[against][figure] for r in rounds),
                         "ratio": statistics.median(ratios), "ratios": ratios,

@@ -10,7 +10,7 @@ import shutil
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any, Dict, List, Optional
+from typing import Any, Dict, List
 
 from . import machine as machine_info
 from .base import BENCH, HIGH, SATURATED, BenchError, Layout, Sizes, log
@@ -66,7 +66,7 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
                             f"{started_at:%Y%m%d-%H%M%S}{'-quick' if args.quick else ''}.json")
     runs: Runs = {}
     discarded: Runs = {}
-    side_by_side: Optional[Dict[str, Any]] = None
+    side_by_side: List[Dict[str, Any]] = []
     described = machine_info.describe(None if args.url else find_gunicorn())
     for line in machine_info.lines(described):
         log(line)
@@ -102,10 +102,12 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
                         discarded[server.name].append(run)
                     runs[server.name].append(run)
             peer_server = next((s for s in servers if isinstance(s, PeerServer)), None)
-            if peer_server is not None and not args.url and "rooms" in args.scenarios and \
-                    sizes["side_by_side"]:
-                side_by_side = rounds_of("peer", layout, logs, sizes, nofile,
-                                         dict(args.server_env), peer=peer_server)
+            if peer_server is not None and not args.url and sizes["side_by_side"]:
+                # the rooms' CPU figures, then the fan-out's latency, each side by side
+                for shape, scenario in (("peer", "rooms"), ("fanout", "fanout")):
+                    if scenario in args.scenarios:
+                        side_by_side.append(rounds_of(shape, layout, logs, sizes, nofile,
+                                                      dict(args.server_env), peer=peer_server))
         except BenchError as error:
             print(f"bench: {error}", file=sys.stderr)
             return 1
@@ -131,8 +133,8 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
     print()
     print_table(rows, list(runs), sizes)
     print_against_peer(rows, list(runs), sizes, side_by_side)
-    if side_by_side is not None:
-        print_side_by_side(side_by_side)
+    for result in side_by_side:
+        print_side_by_side(result)
     print_detail(runs)
     trouble = problems(runs)
     if any(discarded.values()):

@@ -19,7 +19,8 @@
 //           send asks for an ack (as the chat page's do).  Per message it also notes when
 //           its first and last copies came in: the first copy's latency is the server's
 //           (and the wire's) share; the spread after it is mostly this process reading
-//           the other copies one after another.
+//           the other copies one after another.  With several `urls`, each server gets a
+//           room of `members` and `messages` messages, the servers in turn (`byServer`).
 //   idle    connect `sockets` sockets into rooms of `roomSize` and hold them until told to
 //           stop; counts disconnects and the Engine.IO pings each socket answered.
 //
@@ -242,86 +243,40 @@ async function rooms() {
   };
 }
 
-async function fanout() {
-  const expected = config.members * config.messages;
-  const latencies = new Float64Array(expected);
-  const firstAt = new Float64Array(config.messages).fill(NaN); // latency of the first copy
-  const lastAt = new Float64Array(config.messages);   // receive time of the latest copy
-  const sentAt = new Float64Array(config.messages);
-  let received = 0;
-  let counting = false;
-  let extra = 0;
-  let resolveAll;
-  const allIn = new Promise((resolve) => { resolveAll = resolve; });
-  const onMessage = (message) => {
-    if (!counting) return;
-    const now = performance.now();
-    if (received >= expected) { extra += 1; return; }
-    const [seq, sent] = message.message.split(' ');
-    const latency = now - Number(sent);
-    latencies[received++] = latency;
-    if (Number.isNaN(firstAt[seq])) {
-      firstAt[seq] = latency;
-      sentAt[seq] = Number(sent);
-    }
-    lastAt[seq] = now;
-    if (received === expected) resolveAll();
+// One server's share of a fan-out: its copies' latencies, and per message when its first
+// and last copies came in.
+function fanoutState(messages, expected) {
+  return {
+    expected,
+    received: 0,
+    extra: 0,
+    latencies: new Float64Array(expected),
+    firstAt: new Float64Array(messages).fill(NaN), // latency of the first copy
+    lastAt: new Float64Array(messages), // receive time of the latest copy
+    sentAt: new Float64Array(messages),
   };
+}
 
-  await barrier('connect:start');
-  const connectPhase = startPhase();
-  const sockets = await openAll(config.members, () => config.prBase, onMessage, () => 0);
-  const connect = endPhase(connectPhase);
-  await barrier('connect:end', { joined: sockets.length });
-  await settle(); // presence events of 500 joins must be delivered before we time anything
-
-  const sender = sockets[0];
-  const phase = startPhase();
-  await barrier('fanout:start');
-  counting = true;
-  const started = performance.now();
-  let lateSends = 0;
-  for (let i = 0; i < config.messages; i += 1) {
-    const due = started + i * config.intervalMs;
-    const wait = due - performance.now();
-    if (wait > 0) await sleep(wait); else if (wait < -config.intervalMs) lateSends += 1;
-    // "<seq> <send time>": the time is performance.now() of this process, read just before.
-    const payload = {
-      pullRequestId: config.prBase, username: sender.benchUser,
-      message: `${i} ${performance.now()}`,
-    };
-    if (config.ack) sender.emit('send-message-to-pr-room', payload, () => {});
-    else sender.emit('send-message-to-pr-room', payload);
-  }
-  const expectedNow = sockets.length * config.messages;
-  if (received < expectedNow) {
-    await Promise.race([allIn, sleep(config.drainSeconds * 1000)]);
-  }
-  const fan = endPhase(phase);
-  await barrier('fanout:end');
-  counting = false;
-  closeAll(sockets);
-
-  const sorted = latencies.subarray(0, received).sort();
+function fanoutFigures(state, sockets, messages, url) {
+  const { received } = state;
+  const sorted = state.latencies.subarray(0, received).sort();
   const pct = (p) => (received ? sorted[Math.min(received - 1, Math.floor((p / 100) * received))] : null);
   let sum = 0;
   for (let i = 0; i < received; i += 1) sum += sorted[i];
   const firsts = [];
   const spreads = [];
-  for (let i = 0; i < config.messages; i += 1) {
-    if (Number.isNaN(firstAt[i])) continue;
-    firsts.push(firstAt[i]);
-    spreads.push(lastAt[i] - sentAt[i] - firstAt[i]);
+  for (let i = 0; i < messages; i += 1) {
+    if (Number.isNaN(state.firstAt[i])) continue;
+    firsts.push(state.firstAt[i]);
+    spreads.push(state.lastAt[i] - state.sentAt[i] - state.firstAt[i]);
   }
   const median = (xs) => (xs.length ? xs.sort((a, b) => a - b)[Math.floor(xs.length / 2)] : null);
   return {
-    members: config.members,
-    joined: sockets.length,
-    messages: config.messages,
-    expected: expectedNow,
+    url,
+    joined: sockets,
+    expected: sockets * messages,
     received,
-    extra,
-    lateSends,
+    extra: state.extra,
     p50Ms: pct(50),
     p90Ms: pct(90),
     p99Ms: pct(99),
@@ -329,8 +284,90 @@ async function fanout() {
     meanMs: received ? sum / received : null,
     firstP50Ms: median(firsts), // per message, the first copy's latency: median of messages
     spreadP50Ms: median(spreads), // per message, last copy's arrival - first's: median
+  };
+}
+
+// With several `urls` (side by side), each server gets `members` sockets in a room of its
+// own and `messages` messages, the servers in turn, one message every `intervalMs` in all:
+// this process reads as many copies per second as with one server.
+async function fanout() {
+  const servers = urls.length;
+  const states = urls.map(() => fanoutState(config.messages, config.members * config.messages));
+  let pending = states.reduce((n, state) => n + state.expected, 0);
+  let counting = false;
+  let resolveAll;
+  const allIn = new Promise((resolve) => { resolveAll = resolve; });
+  const onMessage = (message, socket) => {
+    if (!counting) return;
+    const now = performance.now();
+    const state = states[socket.benchServer];
+    if (state.received >= state.expected) { state.extra += 1; return; }
+    const [seq, sent] = message.message.split(' ');
+    const latency = now - Number(sent);
+    state.latencies[state.received++] = latency;
+    if (Number.isNaN(state.firstAt[seq])) {
+      state.firstAt[seq] = latency;
+      state.sentAt[seq] = Number(sent);
+    }
+    state.lastAt[seq] = now;
+    pending -= 1;
+    if (pending === 0) resolveAll();
+  };
+
+  await barrier('connect:start');
+  const connectPhase = startPhase();
+  // socket i talks to server i % servers (connects to the servers interleave)
+  const sockets = await openAll(config.members * servers, (i) => config.prBase + (i % servers),
+    onMessage, (i) => i % servers);
+  const connect = endPhase(connectPhase);
+  await barrier('connect:end', { joined: sockets.length });
+  await settle(); // presence events of 500 joins must be delivered before we time anything
+
+  const senders = urls.map((url, k) => sockets.find((s) => s.benchServer === k));
+  const joinedBy = urls.map((url, k) => sockets.filter((s) => s.benchServer === k).length);
+  if (senders.some((sender) => !sender)) throw new Error('a server had no socket joined');
+  const phase = startPhase();
+  await barrier('fanout:start');
+  counting = true;
+  const started = performance.now();
+  let lateSends = 0;
+  for (let i = 0; i < config.messages * servers; i += 1) {
+    const due = started + i * config.intervalMs;
+    const wait = due - performance.now();
+    if (wait > 0) await sleep(wait); else if (wait < -config.intervalMs) lateSends += 1;
+    const sender = senders[i % servers];
+    // "<seq> <send time>": the time is performance.now() of this process, read just before.
+    const payload = {
+      pullRequestId: sender.benchRoom, username: sender.benchUser,
+      message: `${Math.floor(i / servers)} ${performance.now()}`,
+    };
+    if (config.ack) sender.emit('send-message-to-pr-room', payload, () => {});
+    else sender.emit('send-message-to-pr-room', payload);
+  }
+  const expectedNow = urls.reduce((n, url, k) => n + joinedBy[k] * config.messages, 0);
+  const receivedNow = () => states.reduce((n, state) => n + state.received, 0);
+  if (receivedNow() < expectedNow) {
+    await Promise.race([allIn, sleep(config.drainSeconds * 1000)]);
+  }
+  const fan = endPhase(phase);
+  await barrier('fanout:end');
+  counting = false;
+  closeAll(sockets);
+
+  const byServer = urls.map((url, k) => fanoutFigures(states[k], joinedBy[k], config.messages,
+    url));
+  return {
+    ...byServer[0], // one server: its figures (several: see byServer)
+    members: config.members,
+    joined: sockets.length,
+    messages: config.messages,
+    expected: expectedNow,
+    received: receivedNow(),
+    extra: states.reduce((n, state) => n + state.extra, 0),
+    lateSends,
     connect,
     fanout: fan,
+    byServer,
   };
 }
 
