@@ -21,8 +21,8 @@ slows both:
   CPU ratios, measured in the same seconds;
 * ``fanout``: ``bench/run.py --peer``'s fan-out (one sender, ``--members`` sockets in its
   room) on a room of prroom's and one of the peer's, a message to each in turn, one every
-  10 ms in all (one load generator process, reading as many copies per second as with one
-  server): each side's latency percentiles and CPU per copy.
+  20 ms in all (one load generator process reads every copy): each side's latency
+  percentiles and CPU per copy, and the load generator's CPU.
 
 Each round starts fresh processes (and the private Redis once); the figure is each side's
 CPU µs per delivery over the sending phase (its workers' CPU time over the deliveries
@@ -85,6 +85,8 @@ def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path
                 said.append(f"{against} {figures[against][figure]:.{digits}f} {UNITS[figure]}, "
                             f"{measured} {figures[measured][figure]:.{digits}f}, {measured} / "
                             f"{against} {ratio:.3f}")
+            if "loadgen" in figures:
+                said.append(f"load generator {figures['loadgen']['cpu']:.0f}% of its core")
             print(f"round {number + 1}: " + "; ".join(said), flush=True)
     finally:
         if redis is not None:

@@ -109,6 +109,10 @@ def print_side_by_side(result: Dict[str, Any]) -> None:
                       ", ".join(f"{ratio:.3f}" for ratio in figure["ratios"]),
                       "-" if target is None else f"{target[0]} {target[1]:.3g}", verdict])
     grid(header, table, right=range(1, 4))
+    if result.get("loadgen_cpu"):
+        print("the load generator's CPU, % of its core, round by round: " + ", ".join(
+            f"{cpu:.0f}" for cpu in result["loadgen_cpu"]) + " (near 100, its own queue sets "
+            "the latencies)")
 
 
 def loadgen_bound(row: Row, names: Sequence[str]) -> bool:

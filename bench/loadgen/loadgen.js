@@ -288,8 +288,7 @@ function fanoutFigures(state, sockets, messages, url) {
 }
 
 // With several `urls` (side by side), each server gets `members` sockets in a room of its
-// own and `messages` messages, the servers in turn, one message every `intervalMs` in all:
-// this process reads as many copies per second as with one server.
+// own and `messages` messages, the servers in turn, one message every `intervalMs` in all.
 async function fanout() {
   const servers = urls.length;
   const states = urls.map(() => fanoutState(config.messages, config.members * config.messages));

@@ -152,8 +152,9 @@ def test_cluster_rounds_are_held_to_the_cluster_targets(
 def _fanout_round(prroom: Tuple[float, float], peer: Tuple[float, float]
                   ) -> Dict[str, Dict[str, float]]:
     """One fan-out round: (p50, p99) ms per side; the first copy and CPU alike on both."""
-    return {name: {"p50": p50, "p99": p99, "first": 0.3, "fanout_cpu": 8.0}
-            for name, (p50, p99) in (("prroom", prroom), ("peer", peer))}
+    return {**{name: {"p50": p50, "p99": p99, "first": 0.3, "fanout_cpu": 8.0}
+               for name, (p50, p99) in (("prroom", prroom), ("peer", peer))},
+            "loadgen": {"cpu": 64.0}}
 
 
 def test_fan_out_rounds_judge_both_percentiles_and_only_show_the_rest(
@@ -171,6 +172,7 @@ def test_fan_out_rounds_judge_both_percentiles_and_only_show_the_rest(
                      r"1\.167, 0\.897, 0\.895 \| <= 1 +\| yes", out), out
     assert re.search(r"first copy's p50 ms +\| +0\.30 \| +0\.30 \| +1\.00 \| .* \| - +\| -",
                      out), out
+    assert "the load generator's CPU, % of its core, round by round: 64, 64, 64" in out
 
 
 def test_the_peer_table_judges_the_fan_out_by_its_side_by_side_ratio(
