@@ -4,12 +4,14 @@ side-by-side rounds that end ``bench/run.py --peer`` and ``bench/run.py --cluste
 Both sides run on the server core at once under one load generator process per side (one
 for both where every room lives on one of them, alternately), so whatever slows the machine
 slows both; each side's figures are its own CPU time over its own deliveries and joins.
-The fan-out's rounds (``fanout``, against the peer) time latency instead: one load generator
-process, a room of its own on each side, a message to each side in turn, one every two of
-the scenario's intervals in all.  Its median copy's latency is mostly that process reading
-the copies before it, one after another: at the sequential scenario's rate of copies it
-used all of its core on a slow minute of a 2-core machine, and a saturated reader's queue,
-not either server, would set the figures.  Each round's table says how busy it was.
+The fan-out's rounds (``fanout``, against the peer) time latency instead, in one load
+generator process (one clock): a room of its own on each side, and the messages in blocks
+of 25 to one side, then the other, back and forth (ABBA), each block's copies all in before
+the next starts.  Not interleaved message by message: so measured, the side that came after
+the peer's fan-out got its first copies out later while the peer's runtime still worked on
+that core.  The messages go at twice the scenario's interval: that one process reads every
+copy, and at the scenario's rate it used 98-100% of its core on a slow minute, where its
+own queue, not either server, set the latencies.  Each round says how busy it was.
 """
 from __future__ import annotations
 
@@ -129,7 +131,7 @@ def fanout_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int,
         urls = [sides["peer"][0].url, sides["prroom"][0].url]
         config = dict(scenario="fanout", urls=urls, members=members,
                       messages=sizes["fanout_messages"],
-                      intervalMs=2 * sizes["fanout_interval_ms"],
+                      intervalMs=2 * sizes["fanout_interval_ms"], block=25,
                       prBase=1000 + number * 10_000_000, drainSeconds=15,
                       ack=bool(sizes.get("fanout_ack")))
         [result] = Loadgen([config], [layout.loadgen_core(0)], logs, nofile).run(
@@ -186,7 +188,8 @@ DESCRIPTIONS = {
     "peer": "prroom and the peer at once on the server core, rooms alternately on each",
     "x1": "one clustered and one standalone process at once, rooms alternately on each",
     "span": "two clustered processes sharing every room beside two standalone ones, at once",
-    "fanout": "a fan-out room on prroom and one on the peer, a message to each in turn",
+    "fanout": "a fan-out room on prroom and one on the peer, blocks of messages to each in "
+              "turn",
 }
 
 

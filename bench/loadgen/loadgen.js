@@ -20,7 +20,8 @@
 //           its first and last copies came in: the first copy's latency is the server's
 //           (and the wire's) share; the spread after it is mostly this process reading
 //           the other copies one after another.  With several `urls`, each server gets a
-//           room of `members` and `messages` messages, the servers in turn (`byServer`).
+//           room of `members` and `messages` messages, in blocks of `block` (default 25),
+//           the servers in turn, back and forth (`byServer`).
 //   idle    connect `sockets` sockets into rooms of `roomSize` and hold them until told to
 //           stop; counts disconnects and the Engine.IO pings each socket answered.
 //
@@ -288,7 +289,7 @@ function fanoutFigures(state, sockets, messages, url) {
 }
 
 // With several `urls` (side by side), each server gets `members` sockets in a room of its
-// own and `messages` messages, the servers in turn, one message every `intervalMs` in all.
+// own and `messages` messages, in blocks (see below).
 async function fanout() {
   const servers = urls.length;
   const states = urls.map(() => fanoutState(config.messages, config.members * config.messages));
@@ -328,20 +329,42 @@ async function fanout() {
   const phase = startPhase();
   await barrier('fanout:start');
   counting = true;
-  const started = performance.now();
   let lateSends = 0;
-  for (let i = 0; i < config.messages * servers; i += 1) {
-    const due = started + i * config.intervalMs;
-    const wait = due - performance.now();
-    if (wait > 0) await sleep(wait); else if (wait < -config.intervalMs) lateSends += 1;
-    const sender = senders[i % servers];
-    // "<seq> <send time>": the time is performance.now() of this process, read just before.
-    const payload = {
-      pullRequestId: sender.benchRoom, username: sender.benchUser,
-      message: `${Math.floor(i / servers)} ${performance.now()}`,
-    };
-    if (config.ack) sender.emit('send-message-to-pr-room', payload, () => {});
-    else sender.emit('send-message-to-pr-room', payload);
+  const sent = urls.map(() => 0);
+  // Messages `intervalMs` apart, in blocks of `block` to one server; with several servers
+  // the blocks go to them in turn, back and forth (0 1 1 0 0 1 ...), each block's copies all
+  // in before the next block starts, so the servers never overlap and a drift of the
+  // machine's speed reaches both alike.
+  const block = servers > 1 ? (config.block || 25) : config.messages;
+  const order = [];
+  for (let cycle = 0; order.length < servers * Math.ceil(config.messages / block); cycle += 1) {
+    const turn = urls.map((url, k) => k);
+    order.push(...(cycle % 2 ? turn.reverse() : turn));
+  }
+  for (const k of order) {
+    const sender = senders[k];
+    const count = Math.min(block, config.messages - sent[k]);
+    const started = performance.now();
+    for (let j = 0; j < count; j += 1) {
+      const due = started + j * config.intervalMs;
+      const wait = due - performance.now();
+      if (wait > 0) await sleep(wait); else if (wait < -config.intervalMs) lateSends += 1;
+      // "<seq> <send time>": the time is performance.now() of this process, read just before.
+      const payload = {
+        pullRequestId: sender.benchRoom, username: sender.benchUser,
+        message: `${sent[k]} ${performance.now()}`,
+      };
+      sent[k] += 1;
+      if (config.ack) sender.emit('send-message-to-pr-room', payload, () => {});
+      else sender.emit('send-message-to-pr-room', payload);
+    }
+    if (servers > 1) { // this block's copies in (or the drain's time up), then a breath
+      const until = performance.now() + config.drainSeconds * 1000;
+      while (states[k].received < joinedBy[k] * sent[k] && performance.now() < until) {
+        await sleep(5);
+      }
+      await sleep(config.blockGapMs ?? 100);
+    }
   }
   const expectedNow = urls.reduce((n, url, k) => n + joinedBy[k] * config.messages, 0);
   const receivedNow = () => states.reduce((n, state) => n + state.received, 0);

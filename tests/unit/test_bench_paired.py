@@ -199,7 +199,8 @@ def test_one_load_generator_fans_out_to_two_servers_in_turn(
         for server in servers:
             server.start()
         config = dict(scenario="fanout", urls=[s.url for s in servers], members=20,
-                      messages=10, intervalMs=5, prBase=70, drainSeconds=10, ack=False)
+                      messages=10, intervalMs=5, block=4, blockGapMs=10, prBase=70,
+                      drainSeconds=10, ack=False)
         barriers: List[str] = []
         [result] = Loadgen([config], [None], tmp_path, 400).run(
             lambda name, data: barriers.append(name), 120)
@@ -209,7 +210,8 @@ def test_one_load_generator_fans_out_to_two_servers_in_turn(
     assert barriers == ["connect:start", "connect:end", "fanout:start", "fanout:end"]
     assert [entry["url"] for entry in result["byServer"]] == [s.url for s in servers]
     for entry in result["byServer"]:
-        # each server's room got its own 10 messages, to all 20 members, nothing else
+        # each server's room got its own 10 messages (blocks of 4, 4 and 2), to all 20
+        # members, nothing else
         assert (entry["joined"], entry["expected"], entry["received"], entry["extra"]) == \
             (20, 200, 200, 0)
         assert 0 < entry["firstP50Ms"] <= entry["p50Ms"] <= entry["p99Ms"]
