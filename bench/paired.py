@@ -20,7 +20,7 @@ slows both:
   room on one of them, alternately (one load generator process): ``bench/run.py --peer``'s
   CPU ratios, measured in the same seconds;
 * ``fanout``: ``bench/run.py --peer``'s fan-out (one sender, ``--members`` sockets in its
-  room) on a room of prroom's and one of the peer's, in blocks of 25 messages 20 ms apart
+  room) on a room of prroom's and one of the peer's, in blocks of 100 messages 20 ms apart
   to one side then the other, back and forth (one load generator process reads every
   copy): each side's latency percentiles and CPU per copy, and the load generator's CPU.
 

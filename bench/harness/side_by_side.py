@@ -6,12 +6,14 @@ for both where every room lives on one of them, alternately), so whatever slows 
 slows both; each side's figures are its own CPU time over its own deliveries and joins.
 The fan-out's rounds (``fanout``, against the peer) time latency instead, in one load
 generator process (one clock): a room of its own on each side, and the messages in blocks
-of 25 to one side, then the other, back and forth (ABBA), each block's copies all in before
-the next starts.  Not interleaved message by message: so measured, the side that came after
-the peer's fan-out got its first copies out later while the peer's runtime still worked on
-that core.  The messages go at twice the scenario's interval: that one process reads every
-copy, and at the scenario's rate it used 98-100% of its core on a slow minute, where its
-own queue, not either server, set the latencies.  Each round says how busy it was.
+of 100 to one side, then the other, back and forth (ABBA), each block's copies all in before
+the next starts.  Not interleaved message by message: so measured, each side's fan-out ran
+in the wake of the other's on the shared core.  Not small blocks either: the scenario is
+200 sustained messages, and a pause every 25 gives a runtime idle time for housekeeping (the
+peer's garbage collector, most likely) that it otherwise does during the fan-out.  The
+messages go at twice the scenario's interval: that one process reads every copy, and at the
+scenario's rate it used 98-100% of its core on a slow minute, where its own queue, not
+either server, set the latencies.  Each round says how busy it was.
 """
 from __future__ import annotations
 
@@ -131,7 +133,7 @@ def fanout_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int,
         urls = [sides["peer"][0].url, sides["prroom"][0].url]
         config = dict(scenario="fanout", urls=urls, members=members,
                       messages=sizes["fanout_messages"],
-                      intervalMs=2 * sizes["fanout_interval_ms"], block=25,
+                      intervalMs=2 * sizes["fanout_interval_ms"], block=100,
                       prBase=1000 + number * 10_000_000, drainSeconds=15,
                       ack=bool(sizes.get("fanout_ack")))
         [result] = Loadgen([config], [layout.loadgen_core(0)], logs, nofile).run(

@@ -20,7 +20,7 @@
 //           its first and last copies came in: the first copy's latency is the server's
 //           (and the wire's) share; the spread after it is mostly this process reading
 //           the other copies one after another.  With several `urls`, each server gets a
-//           room of `members` and `messages` messages, in blocks of `block` (default 25),
+//           room of `members` and `messages` messages, in blocks of `block` (default 100),
 //           the servers in turn, back and forth (`byServer`).
 //   idle    connect `sockets` sockets into rooms of `roomSize` and hold them until told to
 //           stop; counts disconnects and the Engine.IO pings each socket answered.
@@ -335,7 +335,7 @@ async function fanout() {
   // the blocks go to them in turn, back and forth (0 1 1 0 0 1 ...), each block's copies all
   // in before the next block starts, so the servers never overlap and a drift of the
   // machine's speed reaches both alike.
-  const block = servers > 1 ? (config.block || 25) : config.messages;
+  const block = servers > 1 ? (config.block || 100) : config.messages;
   const order = [];
   for (let cycle = 0; order.length < servers * Math.ceil(config.messages / block); cycle += 1) {
     const turn = urls.map((url, k) => k);
