@@ -2,8 +2,8 @@
 """Clustered against standalone in the same seconds: a cluster ratio that a noisy machine
 cannot move.
 
-    python bench/paired.py [--shape x1|span|peer|fanout] [--rounds N] [--sockets N]
-                           [--duration S] [--members N] [--messages N]
+    python bench/paired.py [--shape x1|span|peer|fanout|idle] [--rounds N] [--sockets N]
+                           [--duration S] [--members N] [--messages N] [--idle-sockets N]
 
 ``bench/run.py --cluster`` runs each configuration after the other, about 20 s apart; on a
 shared virtual machine whose speed drifts by a fifth or more within minutes, its ratios move
@@ -23,6 +23,9 @@ slows both:
   room) on a room of prroom's and one of the peer's, in blocks of 100 messages 20 ms apart
   to one side then the other, back and forth (one load generator process reads every
   copy): each side's latency percentiles and CPU per copy, and the load generator's CPU.
+* ``idle``: ``bench/run.py --peer``'s idle scenario on both at once, ``--idle-sockets``
+  each (every room on one of them, alternately), held through two ping rounds: each side's
+  CPU % of a core per 1,000 sockets over the hold, and RSS per socket held.
 
 Each round starts fresh processes (and the private Redis once); the figure is each side's
 CPU µs per delivery over the sending phase (its workers' CPU time over the deliveries
@@ -40,7 +43,7 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from harness.base import FULL, BenchError, Layout, allowed_cores, log
+from harness.base import FULL, SOCKETS_PER_LOADGEN, BenchError, Layout, allowed_cores, log
 from harness.machine import describe, lines
 from harness.processes import PeerServer, RedisServer, find_gunicorn, resolve_peer_dir
 from harness.side_by_side import (
@@ -50,6 +53,7 @@ from harness.side_by_side import (
     UNITS,
     fanout_round,
     figures_of,
+    idle_round,
     one_round,
     ratio_of,
 )
@@ -64,16 +68,19 @@ def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path
     ratios: Dict[str, List[float]] = {figure: [] for figure in figures_shown}
     redis: Optional[RedisServer] = None
     peer: Optional[PeerServer] = None
-    if args.shape in ("peer", "fanout"):
+    if args.shape in ("peer", "fanout", "idle"):
         peer = PeerServer(resolve_peer_dir(args.peer_dir), layout.server_core(0), logs, logs)
     else:
         redis = RedisServer([c for c in layout.server_cores if c is not None], logs)
     try:
         for number in range(args.rounds):
-            if args.shape == "fanout":
+            if args.shape in ("fanout", "idle"):
                 assert peer is not None
-                sizes = dict(FULL, fanout_members=args.members, fanout_messages=args.messages)
-                figures = fanout_round(layout, logs, sizes, number, 2 * args.members + 200, peer)
+                sizes = dict(FULL, fanout_members=args.members, fanout_messages=args.messages,
+                             idle_sockets=args.idle_sockets)
+                run = fanout_round if args.shape == "fanout" else idle_round
+                figures = run(layout, logs, sizes, number,
+                              max(2 * args.members, SOCKETS_PER_LOADGEN) + 200, peer)
             else:
                 figures = one_round(args.shape, layout, logs, redis, args.sockets, args.duration,
                                     number, args.sockets + 200, peer)
@@ -100,7 +107,8 @@ def main() -> int:
                         help="x1: one clustered process against one standalone; span: two "
                              "clustered processes sharing every room against two standalone; "
                              "peer: one standalone process against the Node peer; fanout: "
-                             "the fan-out's latency, prroom and the peer in turn")
+                             "the fan-out's latency, prroom and the peer in turn; idle: both "
+                             "holding idle sockets at once")
     parser.add_argument("--peer-dir", type=Path,
                         help="with --shape peer: the peer's sources (default "
                              "$PRROOM_PEER_DIR, else ../shared/peer beside the checkout)")
@@ -115,6 +123,9 @@ def main() -> int:
     parser.add_argument("--messages", type=int, default=FULL["fanout_messages"],
                         help="with --shape fanout: messages to each side (default "
                              f"{FULL['fanout_messages']})")
+    parser.add_argument("--idle-sockets", type=int, default=FULL["idle_sockets"],
+                        help="with --shape idle: sockets each side holds (default "
+                             f"{FULL['idle_sockets']:,})")
     args = parser.parse_args()
     layout = Layout(allowed_cores(), 1)
     for line in lines(describe(find_gunicorn())):  # what the figures come from

@@ -17,11 +17,13 @@ either server, set the latencies.  Each round says how busy it was.
 """
 from __future__ import annotations
 
+import math
 import statistics
+import time
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Tuple
 
-from .base import BenchError, Layout, log
+from .base import SOCKETS_PER_LOADGEN, BenchError, Layout, log
 from .loadgen import Loadgen
 from .processes import PeerServer, PrroomServer, RedisServer, Server
 from .sampling import Snapshot, snapshot
@@ -30,7 +32,7 @@ from .stats import TARGETS
 Side = List[Server]
 #: Each shape's two sides: (the one measured, the one it is measured against).
 SIDES = {"x1": ("clustered", "standalone"), "span": ("clustered", "standalone"),
-         "peer": ("prroom", "peer"), "fanout": ("prroom", "peer")}
+         "peer": ("prroom", "peer"), "fanout": ("prroom", "peer"), "idle": ("prroom", "peer")}
 
 
 def start_sides(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServer],
@@ -158,14 +160,82 @@ def fanout_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int,
                 proc.stop()
 
 
+def idle_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int, nofile: int,
+               peer: PeerServer, extra_env: Optional[Dict[str, str]] = None
+               ) -> Dict[str, Dict[str, float]]:
+    """Each side's idle figures in one round: ``idle_cpu``, % of a core per 1,000 sockets
+    held through two ping rounds, and ``idle_kb``, RSS per socket held.  Both servers hold
+    ``idle_sockets`` at once (every room on one of them, alternately), with the sequential
+    scenario's ping interval."""
+    total = 2 * sizes["idle_sockets"]
+    room = sizes["room_size"]
+    processes = max(1, math.ceil(total / SOCKETS_PER_LOADGEN))
+    # whole pairs of rooms per process: room r of a process lives on server r % 2
+    pairs = total // (2 * room)
+    shares = [2 * room * (pairs // processes + (1 if i < pairs % processes else 0))
+              for i in range(processes)]
+    prroom = PrroomServer(layout.server_core(0), logs, sizes["idle_sockets"] + 200,
+                          dict(extra_env or {}))
+    sides: Dict[str, Side] = {"prroom": [prroom], "peer": [peer]}
+    try:
+        prroom.launch(sizes["idle_ping"])
+        peer.start(sizes["idle_ping"])
+        prroom.wait_ready()
+        pids = {p.name: p.pid for side in sides.values() for p in side}
+        snaps: Dict[str, Snapshot] = {}
+
+        def on_barrier(name: str, data: List[Dict[str, Any]]) -> None:
+            snaps[name] = snapshot(pids)
+            if name == "connect:end":
+                interval = max((d.get("pingIntervalMs") or 0) for d in data) / 1000
+                timeout = max((d.get("pingTimeoutMs") or 0) for d in data) / 1000
+                # two ping rounds and the time a missing pong takes to be noticed, as the
+                # sequential scenario holds them
+                time.sleep(2 * interval + timeout + 1)
+
+        urls = [peer.url, prroom.url]
+        configs = [dict(scenario="idle", urls=urls, sockets=share, roomSize=room,
+                        prBase=1000 + number * 10_000_000 + n * (share // room + 1),
+                        tag=f"s{n}") for n, share in enumerate(shares)]
+        results = Loadgen(configs, [layout.loadgen_core(n) for n in range(processes)], logs,
+                          nofile).run(on_barrier, 300 + 3 * 60)
+        joined: Dict[str, int] = {}
+        held: Dict[str, int] = {}
+        for result in results:
+            for server in result["byServer"]:
+                url = str(server["url"])
+                joined[url] = joined.get(url, 0) + server["joined"]
+                held[url] = held.get(url, 0) + server["stillConnected"]
+        figures: Dict[str, Dict[str, float]] = {}
+        start, held_at, end = snaps["connect:start"], snaps["connect:end"], snaps["hold:end"]
+        for label, side in sides.items():
+            name, count = side[0].name, joined.get(str(side[0].url), 0)
+            kept = held.get(str(side[0].url), 0)
+            if count < sizes["idle_sockets"] or kept < count:
+                raise BenchError(f"idle round {number + 1}: the {label} side had {count:,} of "
+                                 f"{sizes['idle_sockets']:,} sockets joined, {kept:,} held")
+            cpu = end["cpu"][name] - held_at["cpu"][name]
+            figures[label] = {
+                "idle_cpu": 100 * cpu / (end["t"] - held_at["t"]) * 1000 / count,
+                "idle_kb": (held_at["rss_kb"][name] - start["rss_kb"][name]) / count}
+        return figures
+    finally:
+        for side in sides.values():
+            for proc in side:
+                proc.stop()
+
+
 #: Each figure's unit, said after a value; and its row in a table.
 UNITS = {"delivery": "µs per delivery", "connect": "ms per connect+join",
          "p50": "ms fan-out p50", "p99": "ms fan-out p99", "first": "ms fan-out first copy p50",
-         "fanout_cpu": "µs per fan-out copy"}
+         "fanout_cpu": "µs per fan-out copy", "idle_cpu": "% of a core per 1,000 idle sockets",
+         "idle_kb": "KB per idle socket"}
 LABELS = {"delivery": "server CPU µs per delivery", "connect": "server CPU ms per connect+join",
           "p50": "fan-out p50 ms", "p99": "fan-out p99 ms",
-          "first": "fan-out: first copy's p50 ms", "fanout_cpu": "server CPU µs per fan-out copy"}
-DIGITS = {"delivery": 2, "connect": 3, "p50": 2, "p99": 2, "first": 2, "fanout_cpu": 2}
+          "first": "fan-out: first copy's p50 ms", "fanout_cpu": "server CPU µs per fan-out copy",
+          "idle_cpu": "idle CPU, % of a core per 1,000 sockets", "idle_kb": "KB per idle socket"}
+DIGITS = {"delivery": 2, "connect": 3, "p50": 2, "p99": 2, "first": 2, "fanout_cpu": 2,
+          "idle_cpu": 3, "idle_kb": 1}
 #: Where each of the load generator's fan-out figures comes from (its ``byServer`` entries).
 FANOUT_KEYS = {"p50": "p50Ms", "p99": "p99Ms", "first": "firstP50Ms"}
 
@@ -174,13 +244,17 @@ def figures_of(shape: str) -> Tuple[str, ...]:
     """The figures a shape's rounds give (connect+join only against the peer)."""
     if shape == "fanout":
         return ("p50", "p99", "first", "fanout_cpu")
+    if shape == "idle":
+        return ("idle_cpu", "idle_kb")
     return ("delivery", "connect") if shape == "peer" else ("delivery",)
 
 #: The peer table's targets the side-by-side figures are held to (``stats.TARGETS``' keys);
 #: a figure not here has none (it is shown, to explain the others).
 TARGET_KEYS = {"delivery": ("rooms", "cpu_us_per_delivery"),
                "connect": ("rooms", "connect_cpu_ms_per_join"),
-               "p50": ("fanout", "p50_ms"), "p99": ("fanout", "p99_ms")}
+               "p50": ("fanout", "p50_ms"), "p99": ("fanout", "p99_ms"),
+               "idle_cpu": ("idle", "cpu_percent_per_1000_sockets"),
+               "idle_kb": ("idle", "kb_per_socket")}
 #: The cluster's targets, on clustered / standalone CPU µs per delivery: ``x1`` at least 0.9
 #: of standalone's deliveries/s, which is at most 1 / 0.9 of its CPU per delivery where the
 #: server's core is what limits the rate; ``span`` at most 1.2 of the standalone control's.
@@ -192,6 +266,7 @@ DESCRIPTIONS = {
     "span": "two clustered processes sharing every room beside two standalone ones, at once",
     "fanout": "a fan-out room on prroom and one on the peer, blocks of messages to each in "
               "turn",
+    "idle": "prroom and the peer holding their idle sockets at once on the server core",
 }
 
 
@@ -204,9 +279,10 @@ def rounds_of(shape: str, layout: Layout, logs: Path, sizes: Dict[str, Any], nof
     rounds = []
     for number in range(sizes["side_by_side"]):
         log(f"side by side {number + 1}/{sizes['side_by_side']}: {DESCRIPTIONS[shape]}")
-        if shape == "fanout":
+        if shape in ("fanout", "idle"):
             assert peer is not None
-            rounds.append(fanout_round(layout, logs, sizes, number, nofile, peer, extra_env))
+            run = fanout_round if shape == "fanout" else idle_round
+            rounds.append(run(layout, logs, sizes, number, nofile, peer, extra_env))
         else:
             rounds.append(one_round(shape, layout, logs, redis, sizes["sockets"],
                                     sizes["duration"], number, nofile, peer, extra_env))
@@ -231,7 +307,7 @@ def summary_of(rounds: List[Dict[str, Dict[str, float]]], shape: str = "peer"
     figures = []
     for figure in figures_of(shape):
         ratios = [ratio_of(r, shape, figure) for r in rounds]
-        against_peer = shape in ("peer", "fanout")
+        against_peer = shape in ("peer", "fanout", "idle")
         key = TARGET_KEYS.get(figure) if against_peer else None
         target = (TARGETS[key] if key else None) if against_peer else CLUSTER_TARGETS[shape]
         figures.append({"figure": figure, "unit": UNITS[figure], "label": LABELS[figure],

@@ -103,8 +103,10 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
                     runs[server.name].append(run)
             peer_server = next((s for s in servers if isinstance(s, PeerServer)), None)
             if peer_server is not None and not args.url and sizes["side_by_side"]:
-                # the rooms' CPU figures, then the fan-out's latency, each side by side
-                for shape, scenario in (("peer", "rooms"), ("fanout", "fanout")):
+                # the rooms' CPU figures, the fan-out's latency, the idle sockets' CPU and
+                # memory, each side by side
+                for shape, scenario in (("peer", "rooms"), ("fanout", "fanout"),
+                                        ("idle", "idle")):
                     if scenario in args.scenarios:
                         side_by_side.append(rounds_of(shape, layout, logs, sizes, nofile,
                                                       dict(args.server_env), peer=peer_server))

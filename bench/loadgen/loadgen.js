@@ -413,6 +413,10 @@ async function idle() {
   const stillConnected = sockets.filter((s) => s.connected).length;
   let minPings = Infinity;
   for (const s of sockets) minPings = Math.min(minPings, s.benchPings);
+  const byServer = urls.map((url, k) => {
+    const mine = sockets.filter((s) => s.benchServer === k);
+    return { url, joined: mine.length, stillConnected: mine.filter((s) => s.connected).length };
+  });
   const lost = { disconnects, disconnectReasons: { ...disconnectReasons } }; // before we close
   closeAll(sockets);
   return {
@@ -421,6 +425,7 @@ async function idle() {
     stillConnected,
     ...lost,
     minPingsPerSocket: sockets.length ? minPings : null,
+    byServer,
     connect,
     hold,
   };

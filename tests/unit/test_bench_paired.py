@@ -241,3 +241,36 @@ def test_a_side_whose_cpu_clock_read_nothing_is_refused_not_divided_by() -> None
     idle = {"prroom": {"fanout_cpu": 4.0}, "peer": {"fanout_cpu": 0.0}}
     with pytest.raises(BenchError, match="peer side's µs per fan-out copy read 0.0: too little"):
         side_by_side.ratio_of(idle, "fanout", "fanout_cpu")
+
+
+def test_idle_rounds_are_held_to_the_idle_targets(capsys: pytest.CaptureFixture[str]) -> None:
+    rounds = [{"prroom": {"idle_cpu": cpu, "idle_kb": 10.2}, "peer": {"idle_cpu": 0.8,
+                                                                       "idle_kb": 15.5}}
+              for cpu in (0.70, 0.75, 0.84)]
+    summary = side_by_side.summary_of(rounds, "idle")
+    cpu, kb = summary["figures"]
+    assert cpu["ratio"] == pytest.approx(0.9375) and cpu["target"] == ("<=", 1.0)
+    assert kb["key"] == ("idle", "kb_per_socket") and kb["target"] == ("<=", 0.8)
+    report.print_side_by_side(summary)
+    out = capsys.readouterr().out
+    assert re.search(r"idle CPU, % of a core per 1,000 sockets \| +0\.800 \| +0\.750 \| +0\.94 "
+                     r"\| 0\.875, 0\.938, 1\.050 \| <= 1 +\| yes", out), out
+    assert re.search(r"KB per idle socket +\| +15\.5 \| +10\.2 \| +0\.66 \|", out), out
+
+
+def test_a_small_idle_round_against_the_peer_gives_both_sides_figures() -> None:
+    try:
+        peer = resolve_peer_dir(None)
+    except BenchError as unavailable:  # the peer's sources are not beside this checkout
+        pytest.skip(str(unavailable))
+    env = {**os.environ, "NODE_PATH": str(ROOT / "tests" / "node" / "node_modules")}
+    done = subprocess.run([sys.executable, "bench/paired.py", "--shape", "idle", "--rounds", "1",
+                           "--idle-sockets", "400", "--peer-dir", str(peer)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    found = re.search(r"peer ([\d.]+) KB per idle socket, prroom ([\d.]+), prroom / peer "
+                      r"([\d.]+)", done.stdout)
+    assert found, done.stdout
+    peer_kb, prroom_kb, ratio = map(float, found.groups())
+    assert 0 < prroom_kb < peer_kb  # each side's own memory, not the other's
+    assert re.search(r"% of a core per 1,000 idle sockets, prroom [\d.]+", done.stdout), done.stdout
