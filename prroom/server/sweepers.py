@@ -18,6 +18,7 @@ from prroom.internals.types import SocketIOServer
 from prroom.server.broadcaster import Broadcaster
 from prroom.server.identities import SWEEP_INTERVAL, IdentityControl
 from prroom.server.recovery import SessionRecovery
+from prroom.transport import waiting
 
 logger = logging.getLogger("prroom")
 
@@ -57,10 +58,15 @@ def drop_slow_consumers_forever(server: SocketIOServer, limit: int, max_bytes: i
 
     Engine.IO queues outgoing packets without bound; a client that stops reading would make
     the server hold every message for it.  Checked for all sockets at once, not per
-    delivery, so a broadcast's cost stays per recipient.
+    delivery, so a broadcast's cost stays per recipient; and not at all while no connection
+    can hold anything past the current turn (the common case: every connection a WebSocket
+    whose kernel buffer took all that was sent), so an idle server does not visit each of
+    its connections every second.
     """
     while True:
         server.sleep(1.0)
+        if waiting.nothing_waits(server):
+            continue
         try:
             for eio_sid in socketio_hooks.overfull_sockets(server, limit, max_bytes):
                 logger.warning("dropping a client too slow to read: eio_sid=%s has more "

@@ -43,6 +43,7 @@ from prroom.transport.corks import Corks
 from prroom.transport.corks import os_thread_id as _os_thread_id
 from prroom.transport.frames import cut_after_linger
 from prroom.transport.framing import frame_of
+from prroom.transport.waiting import Waiting
 
 logger = logging.getLogger("prroom")
 
@@ -50,6 +51,7 @@ logger = logging.getLogger("prroom")
 FLUSH_EARLY_AT = 64
 
 _WRITER_QUALNAME = "Socket._websocket_handler.<locals>.writer"
+
 
 
 class DirectWriter:
@@ -174,6 +176,7 @@ class DirectWriter:
 
     def _start_flusher(self) -> None:
         if self._flusher is None:
+            Waiting.flushing += 1
             self._flusher = gevent.spawn(self._flush)
 
     def _flush(self) -> None:
@@ -189,7 +192,11 @@ class DirectWriter:
                 backlog.popleft()
         except OSError:  # the peer is gone, or the socket timed out
             self._ending = True
+        except BaseException:  # killed: no longer flushing, though the greenlet is gone
+            Waiting.flushing -= 1
+            raise
         self._backlog = None
+        Waiting.flushing -= 1
         if not self._ending:
             self._flusher = None  # no yield since the backlog was seen empty
             return
@@ -233,11 +240,18 @@ class WriterQueue:
     """
 
     __slots__ = ("_queue", "_put", "writer")
+    #: counted in :class:`~prroom.transport.waiting.Waiting` until its writer takes over
+    counts_waiting = True
 
     def __init__(self, *args: Any, **kwargs: Any) -> None:
         self._queue: Optional[gevent.queue.JoinableQueue] = None
         self._put: Optional[List[Any]] = None  # put before anything read or waited
         self.writer: Optional[DirectWriter] = None
+        Waiting.queues += 1
+
+    def __del__(self) -> None:
+        if self.writer is None:  # a session that never wrote through a DirectWriter
+            Waiting.queues -= 1
 
     def _real(self) -> gevent.queue.JoinableQueue:
         if self._queue is None:
@@ -295,6 +309,8 @@ class WriterQueue:
             item = queue.get_nowait()
             queue.task_done()
             writer.put(item)
+        if self.writer is None:
+            Waiting.queues -= 1
         self.writer = writer
 
 

@@ -27,7 +27,7 @@ from prroom.core.identity import issue_token
 from prroom.transport.worker import session_tag
 from tests.support import servers
 from tests.support.clients import Clients, RoomClient, new_pull_request_id
-from tests.support.raw import Closed, RawSocket
+from tests.support.raw import Closed, PollingSession, RawSocket
 from tests.support.servers import TOKEN_SECRET
 from tests.support.waiting import wait_until
 
@@ -779,6 +779,32 @@ def test_a_client_that_stops_reading_costs_others_little(slow_consumer):
     assert run.dropped_after is not None and run.dropped_after < SLOW_DROP_BOUND_S
     assert run.rss_growth_mb < SLOW_RSS_BOUND_MB
     assert percentile(run.latencies, 0.99) < SLOW_THIRD_P99_BOUND, run.latencies
+
+
+@pytest.mark.timeout(60)
+def test_a_long_polling_member_that_stops_polling_is_dropped_too(slow_server):
+    # every other connection of the server is a WebSocket that reads: the watchdog must
+    # still look at a long-polling session's queue
+    server = slow_server
+    pull_request_id = new_pull_request_id()
+    with Clients(server) as connect:
+        flooder = connect(server)
+        flooder.join(pull_request_id, "flooder")
+        polling = PollingSession(server.url)
+        polling.post("40")
+        assert any(packet.startswith("40") for packet in polling.packets())
+        polling.post('421["join-pr-room",{"pullRequestId":%d,"username":"poller"}]'
+                     % pull_request_id)
+        assert wait_until(lambda: any('"ok":true' in packet for packet in polling.packets()),
+                          timeout=10)
+        # it stops polling; the room gets more than PRROOM_MAX_QUEUED_PACKETS messages
+        payload = {"pullRequestId": pull_request_id, "username": "flooder", "message": "z"}
+        for _ in range(300):
+            flooder.emit("send-message-to-pr-room", payload)
+        dropped = "dropping a client too slow to read: eio_sid=" + session_tag(polling.sid)
+        # within a few of the watchdog's seconds: long before a missed ping would end it
+        assert wait_until(lambda: dropped in server.log(), timeout=8), server.log()[-2000:]
+        assert_still_serving(connect, server, pull_request_id + 600_000)
 
 
 # -- bugs this suite found in prroom (now fixed): each stays as a regression test ----------

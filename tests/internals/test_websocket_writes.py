@@ -18,7 +18,7 @@ from engineio import packet
 from engineio.async_drivers import gevent as engineio_gevent
 from geventwebsocket.websocket import Header, WebSocket
 
-from prroom.transport import corks, framing
+from prroom.transport import corks, framing, waiting
 from prroom.transport import writes as websocket_writes
 from tests.support.waiting import wait_until
 
@@ -475,3 +475,59 @@ def test_a_held_connection_passed_over_by_another_release_is_written_at_its_own(
     gevent.sleep(0)
     gevent.sleep(0)
     assert second_sock.calls == [frame(message(1)) + frame(message(3))]
+
+
+# -- what the slow-consumer watchdog is told ------------------------------------------------
+
+def _installed_server():
+    server = socketio.Server(async_mode="gevent")
+    assert websocket_writes.install(server) is True
+    return server
+
+
+def test_a_queue_counts_as_waiting_until_a_direct_writer_takes_it_over(socket_pair):
+    # counts, not nothing_waits(): other tests' servers in this process may hold sessions
+    before = waiting.Waiting.queues
+    queue = websocket_writes.WriterQueue()  # a session's, polling or mid-upgrade
+    assert waiting.Waiting.queues == before + 1
+    server_end, _ = socket_pair()
+    queue.hand_over(websocket_writes.DirectWriter(FakeWebSocket(), server_end))
+    assert waiting.Waiting.queues == before
+    never_upgraded = websocket_writes.WriterQueue()
+    assert waiting.Waiting.queues == before + 1
+    del never_upgraded  # its session ended as long-polling
+    assert waiting.Waiting.queues == before
+    del queue
+    assert waiting.Waiting.queues == before  # counted off once, at the hand-over
+
+
+def test_a_writer_with_a_backlog_counts_as_waiting_until_it_is_written(socket_pair):
+    before = waiting.Waiting.flushing
+    server_end, client_end = socket_pair(small=True)
+    writer = websocket_writes.DirectWriter(FakeWebSocket(), server_end)
+    for number in range(2000):  # far beyond the socket buffers: a backlog forms
+        writer.put(message(number))
+    gevent.sleep(0)  # the end of the turn writes what the kernel takes
+    assert writer.pending() > 0 and waiting.Waiting.flushing == before + 1
+    read_frames(client_end, 2000)
+    wait_until(lambda: waiting.Waiting.flushing == before, timeout=5, sleep=gevent.sleep)
+    writer.put(None)  # the end is written by a flusher too, counted while it runs
+    writer.join(timeout=5)
+    assert waiting.Waiting.flushing == before
+
+
+def test_the_watchdog_is_told_nothing_waits_only_when_both_counts_are_zero(monkeypatch):
+    server = socketio.Server(async_mode="gevent")
+    assert websocket_writes.install(server) is True
+    monkeypatch.setattr(waiting.Waiting, "queues", 0)
+    monkeypatch.setattr(waiting.Waiting, "flushing", 0)
+    assert waiting.nothing_waits(server)
+    monkeypatch.setattr(waiting.Waiting, "flushing", 1)
+    assert not waiting.nothing_waits(server)
+    monkeypatch.setattr(waiting.Waiting, "flushing", 0)
+    monkeypatch.setattr(waiting.Waiting, "queues", 1)
+    assert not waiting.nothing_waits(server)
+    # the library's own queues count nothing: such a server is always looked at
+    monkeypatch.setattr(waiting.Waiting, "queues", 0)
+    assert not waiting.nothing_waits(socketio.Server(async_mode="gevent"))
+    assert not waiting.nothing_waits(socketio.Server(async_mode="threading"))
