@@ -43,6 +43,7 @@ import gevent
 from gevent.pool import PoolFull
 
 from prroom.internals import gevent_io
+from prroom.transport import ping_wheel
 
 logger = logging.getLogger("prroom")
 
@@ -182,6 +183,8 @@ class IdleConnection:
                 except Exception:  # python-engineio's own line for it
                     eio.logger.exception("message handler error")
             return True
+        if data == "3" and ping_wheel.answer_pong(socket):
+            return True  # a PONG, most of what an idle connection receives
         return receive_packet(socket, data)
 
     def end(self) -> None:

@@ -29,10 +29,10 @@ from __future__ import annotations
 import logging
 import math
 import time
+import weakref
 from typing import Any, Dict, List, Optional
 
 import gevent
-from engineio import packet as eio_packet
 
 logger = logging.getLogger("prroom")
 
@@ -56,6 +56,10 @@ class PingWheel:
         self._buckets: Dict[int, List[Any]] = {}
         self._next = 0          # the first tick not yet served
         self._timer: Optional[Any] = None
+        # imported here: the worker's idle connections import this module, and gunicorn
+        # loads the worker before gevent patches ssl, which python-engineio brings in
+        from engineio import packet as eio_packet
+
         self._ping = eio_packet.Packet(eio_packet.PING)
 
     def schedule(self, socket: Any) -> None:
@@ -109,6 +113,33 @@ class PingWheel:
         if wheel is None:
             wheel = wheels[interval] = PingWheel(hub, interval)
         return wheel
+
+
+#: Engine.IO servers whose pings the wheel sends (:func:`serve`).
+_served: "weakref.WeakSet[Any]" = weakref.WeakSet()
+
+
+def serve(eio: Any) -> None:
+    """Note that the wheel sends ``eio``'s pings (what :func:`answer_pong` asks)."""
+    _served.add(eio)
+
+
+def answer_pong(socket: Any) -> bool:
+    """Take a PONG from ``socket`` as python-engineio's ``Socket.receive`` does, straight:
+    its ``schedule_ping`` (the next ping one interval from now, once per ping) puts the
+    socket in the wheel.  Without the Engine.IO packet object, the packet's log call and
+    the background-task hand-off: what an idle connection receives is mostly pongs.
+
+    False, with nothing done, when the wheel does not send ``socket``'s server's pings or
+    its logger logs every packet: the caller takes the library's path, log line and all.
+    """
+    eio = socket.server
+    if eio not in _served or eio.logger.isEnabledFor(logging.INFO):
+        return False
+    if socket.last_ping:
+        socket.last_ping = None
+        PingWheel.of_current_hub(eio.ping_interval).schedule(socket)
+    return True
 
 
 class _Sweeper:

@@ -443,4 +443,6 @@ def install(server: Any, ping_wheel: bool = True) -> bool:
     vars(start_background_task)["_prroom_wrapped"] = True
     eio.create_queue = WriterQueue
     eio.start_background_task = start_background_task
+    if ping_wheel:
+        ping_sweep.serve(eio)
     return True

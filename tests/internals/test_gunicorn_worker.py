@@ -485,3 +485,19 @@ def test_the_served_application_is_the_app_to_its_callers() -> None:
             return []
     own = OwnListener()
     assert served_app(own) is own
+
+
+def test_loading_the_worker_brings_no_library_that_holds_ssl() -> None:
+    # gunicorn imports the worker class before the worker's gevent patches ssl: whatever
+    # the worker's modules import then keeps the unpatched ssl (a "gevent trap" at start,
+    # and blocking TLS); python-engineio brings requests and urllib3 with it
+    import subprocess
+    import sys
+
+    code = ("import sys, prroom.transport.worker, prroom.transport.idle; "
+            "print(sorted(m for m in ('engineio', 'socketio', 'requests', 'urllib3') "
+            "if m in sys.modules))")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True,
+                          timeout=60)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "[]", done.stdout

@@ -71,6 +71,44 @@ def test_install_hands_pings_and_the_service_task_over():
     assert results == [1]
 
 
+def test_engineio_still_takes_a_pong_as_schedule_ping_and_a_log_line():
+    receive = inspect.getsource(engineio.socket.Socket.receive)
+    # what answer_pong does instead (the log line only when that logger would write it)
+    assert "self.server.logger.info('%s: Received packet %s data %s'" in receive
+    assert "if pkt.packet_type == packet.PONG:\n            self.schedule_ping()" in receive
+    schedule = inspect.getsource(engineio.socket.Socket.schedule_ping)
+    assert "if self.last_ping:\n            self.last_ping = None" in schedule
+
+
+def test_a_pong_is_answered_straight_into_the_wheel_once_per_ping(caplog):
+    server = socketio.Server(async_mode="gevent")
+    assert websocket_writes.install(server) is True
+    eio = server.eio
+    sock = engineio.socket.Socket(eio, "sid")
+    wheel = ping_sweep.PingWheel.of_current_hub(eio.ping_interval)
+    before = wheel.pending()
+    sock.last_ping = time.time()  # a ping went out
+    assert ping_sweep.answer_pong(sock) is True
+    assert sock.last_ping is None and wheel.pending() == before + 1  # the next one is due
+    assert ping_sweep.answer_pong(sock) is True  # a second pong for the same ping
+    assert wheel.pending() == before + 1  # ... schedules nothing more, as schedule_ping
+    # a logger that logs every packet: the library's path, which writes that line
+    level = eio.logger.level
+    eio.logger.setLevel("INFO")
+    try:
+        sock.last_ping = time.time()
+        assert ping_sweep.answer_pong(sock) is False and sock.last_ping is not None
+    finally:
+        eio.logger.setLevel(level)
+
+
+def test_a_pong_to_a_server_whose_pings_the_wheel_does_not_send_takes_the_librarys_path():
+    eio = engineio.Server(async_mode="gevent")
+    sock = engineio.socket.Socket(eio, "sid")
+    sock.last_ping = time.time()
+    assert ping_sweep.answer_pong(sock) is False and sock.last_ping is not None
+
+
 # -- the wheel ---------------------------------------------------------------------------
 
 class FakeSocket:
