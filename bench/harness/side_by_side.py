@@ -72,6 +72,13 @@ def start_sides(shape: str, layout: Layout, logs: Path, redis: Optional[RedisSer
     return sides
 
 
+def stop(sides: Dict[str, Side]) -> None:
+    """Stop every process of a round's sides."""
+    for side in sides.values():
+        for proc in side:
+            proc.stop()
+
+
 def loadgen_configs(shape: str, sides: Dict[str, Side], sockets: int, pr_base: int,
                     duration: float) -> List[Dict[str, Any]]:
     """The load generator processes' configurations (one per side, except ``x1``'s one)."""
@@ -117,9 +124,7 @@ def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServe
                 figures[label][figure] = cpu / count * scale
         return figures
     finally:
-        for side in sides.values():
-            for proc in side:
-                proc.stop()
+        stop(sides)
 
 
 def fanout_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int, nofile: int,
@@ -155,9 +160,7 @@ def fanout_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int,
         figures["loadgen"] = {"cpu": float(result["fanout"]["cpuPercent"])}
         return figures
     finally:
-        for side in sides.values():
-            for proc in side:
-                proc.stop()
+        stop(sides)
 
 
 def idle_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int, nofile: int,
@@ -220,9 +223,7 @@ def idle_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int, n
                 "idle_kb": (held_at["rss_kb"][name] - start["rss_kb"][name]) / count}
         return figures
     finally:
-        for side in sides.values():
-            for proc in side:
-                proc.stop()
+        stop(sides)
 
 
 #: Each figure's unit, said after a value; and its row in a table.

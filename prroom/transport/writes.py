@@ -53,7 +53,6 @@ FLUSH_EARLY_AT = 64
 _WRITER_QUALNAME = "Socket._websocket_handler.<locals>.writer"
 
 
-
 class DirectWriter:
     """Writes one connection's packets straight to its socket; replaces the writer greenlet.
 

@@ -52,12 +52,18 @@ def test_check_ping_timeout_still_closes_an_overdue_socket():
     assert sock.queue.get_nowait() is None  # the writer's end
 
 
-def test_install_hands_pings_and_the_service_task_over():
+def _installed():
+    """An engine.io server with prroom's writes (and so the wheel), one socket of it, and
+    the wheel its pings go into."""
     server = socketio.Server(async_mode="gevent")
     assert websocket_writes.install(server) is True
     eio = server.eio
-    sock = engineio.socket.Socket(eio, "sid")
-    wheel = ping_sweep.PingWheel.of_current_hub(eio.ping_interval)
+    return eio, engineio.socket.Socket(eio, "sid"), \
+        ping_sweep.PingWheel.of_current_hub(eio.ping_interval)
+
+
+def test_install_hands_pings_and_the_service_task_over():
+    eio, sock, wheel = _installed()
     before = wheel.pending()
     handle = eio.start_background_task(sock._send_ping)
     assert wheel.pending() == before + 1
@@ -80,12 +86,8 @@ def test_engineio_still_takes_a_pong_as_schedule_ping_and_a_log_line():
     assert "if self.last_ping:\n            self.last_ping = None" in schedule
 
 
-def test_a_pong_is_answered_straight_into_the_wheel_once_per_ping(caplog):
-    server = socketio.Server(async_mode="gevent")
-    assert websocket_writes.install(server) is True
-    eio = server.eio
-    sock = engineio.socket.Socket(eio, "sid")
-    wheel = ping_sweep.PingWheel.of_current_hub(eio.ping_interval)
+def test_a_pong_is_answered_straight_into_the_wheel_once_per_ping():
+    eio, sock, wheel = _installed()
     before = wheel.pending()
     sock.last_ping = time.time()  # a ping went out
     assert ping_sweep.answer_pong(sock) is True

@@ -17,6 +17,33 @@ from harness.processes import resolve_peer_dir
 ROOT = Path(paired.__file__).parents[1]
 
 
+def _paired_against_peer(*args: str) -> str:
+    """``bench/paired.py`` with ``args`` against the Node peer: its output (skipped, saying
+    why, when the peer's sources are not beside this checkout)."""
+    try:
+        peer = resolve_peer_dir(None)
+    except BenchError as unavailable:
+        pytest.skip(str(unavailable))
+    env = {**os.environ, "NODE_PATH": str(ROOT / "tests" / "node" / "node_modules")}
+    done = subprocess.run([sys.executable, "bench/paired.py", *args, "--rounds", "1",
+                           "--peer-dir", str(peer)],
+                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stderr[-2000:]
+    return done.stdout
+
+
+def _assert_both_sides(out: str, units: Tuple[str, ...], rel: float) -> None:
+    """Each of ``units`` (regular expressions) is in ``out`` with both sides' figures, each
+    above 0, and prroom / peer as their ratio (to ``rel``: the figures are rounded)."""
+    for unit in units:
+        found = re.search(rf"peer ([\d.]+) {unit}, prroom ([\d.]+), prroom / peer ([\d.]+)",
+                          out)
+        assert found, out
+        peer_value, prroom_value, ratio = map(float, found.groups())
+        assert peer_value > 0 and prroom_value > 0
+        assert ratio == pytest.approx(prroom_value / peer_value, rel=rel)
+
+
 class _Server:
     def __init__(self, url: str) -> None:
         self.url = url
@@ -62,23 +89,9 @@ def test_peer_puts_the_rooms_on_prroom_and_the_peer_under_one_load_generator() -
 
 
 def test_a_small_run_against_the_peer_gives_both_figures_of_both_sides() -> None:
-    try:
-        peer = resolve_peer_dir(None)
-    except BenchError as unavailable:  # the peer's sources are not beside this checkout
-        pytest.skip(str(unavailable))
-    env = {**os.environ, "NODE_PATH": str(ROOT / "tests" / "node" / "node_modules")}
     # enough joins that each side's connecting CPU spans several of the clock's 10 ms ticks
-    done = subprocess.run([sys.executable, "bench/paired.py", "--shape", "peer", "--rounds", "1",
-                           "--sockets", "400", "--duration", "1", "--peer-dir", str(peer)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    for unit in ("µs per delivery", "ms per connect\\+join"):
-        found = re.search(rf"peer ([\d.]+) {unit}, prroom ([\d.]+), prroom / peer ([\d.]+)",
-                          done.stdout)
-        assert found, done.stdout
-        peer_cost, prroom_cost, ratio = map(float, found.groups())
-        assert peer_cost > 0 and prroom_cost > 0
-        assert ratio == pytest.approx(prroom_cost / peer_cost, rel=0.01)
+    out = _paired_against_peer("--shape", "peer", "--sockets", "400", "--duration", "1")
+    _assert_both_sides(out, ("µs per delivery", "ms per connect\\+join"), rel=0.01)
 
 
 def _round(prroom: Tuple[float, float], peer: Tuple[float, float]) -> Dict[str, Dict[str, float]]:
@@ -219,22 +232,9 @@ def test_one_load_generator_fans_out_to_two_servers_in_turn(
 
 
 def test_a_small_fan_out_against_the_peer_gives_both_sides_latency() -> None:
-    try:
-        peer = resolve_peer_dir(None)
-    except BenchError as unavailable:  # the peer's sources are not beside this checkout
-        pytest.skip(str(unavailable))
-    env = {**os.environ, "NODE_PATH": str(ROOT / "tests" / "node" / "node_modules")}
-    done = subprocess.run([sys.executable, "bench/paired.py", "--shape", "fanout", "--rounds",
-                           "1", "--members", "100", "--messages", "20", "--peer-dir", str(peer)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
-    for unit in ("ms fan-out p50", "ms fan-out p99", "µs per fan-out copy"):
-        found = re.search(rf"peer ([\d.]+) {unit}, prroom ([\d.]+), prroom / peer ([\d.]+)",
-                          done.stdout)
-        assert found, done.stdout
-        peer_value, prroom_value, ratio = map(float, found.groups())
-        assert peer_value > 0 and prroom_value > 0
-        assert ratio == pytest.approx(prroom_value / peer_value, rel=0.02)
+    out = _paired_against_peer("--shape", "fanout", "--members", "100", "--messages", "20")
+    _assert_both_sides(out, ("ms fan-out p50", "ms fan-out p99", "µs per fan-out copy"),
+                       rel=0.02)
 
 
 def test_a_side_whose_cpu_clock_read_nothing_is_refused_not_divided_by() -> None:
@@ -259,18 +259,11 @@ def test_idle_rounds_are_held_to_the_idle_targets(capsys: pytest.CaptureFixture[
 
 
 def test_a_small_idle_round_against_the_peer_gives_both_sides_figures() -> None:
-    try:
-        peer = resolve_peer_dir(None)
-    except BenchError as unavailable:  # the peer's sources are not beside this checkout
-        pytest.skip(str(unavailable))
-    env = {**os.environ, "NODE_PATH": str(ROOT / "tests" / "node" / "node_modules")}
-    done = subprocess.run([sys.executable, "bench/paired.py", "--shape", "idle", "--rounds", "1",
-                           "--idle-sockets", "400", "--peer-dir", str(peer)],
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=300)
-    assert done.returncode == 0, done.stderr[-2000:]
+    out = _paired_against_peer("--shape", "idle", "--idle-sockets", "400")
     found = re.search(r"peer ([\d.]+) KB per idle socket, prroom ([\d.]+), prroom / peer "
-                      r"([\d.]+)", done.stdout)
-    assert found, done.stdout
+                      r"([\d.]+)", out)
+    assert found, out
     peer_kb, prroom_kb, ratio = map(float, found.groups())
     assert 0 < prroom_kb < peer_kb  # each side's own memory, not the other's
-    assert re.search(r"% of a core per 1,000 idle sockets, prroom [\d.]+", done.stdout), done.stdout
+    assert ratio == pytest.approx(prroom_kb / peer_kb, rel=0.02)
+    assert re.search(r"% of a core per 1,000 idle sockets, prroom [\d.]+", out), out
