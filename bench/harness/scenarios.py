@@ -205,10 +205,7 @@ class Bench:
         def on_barrier(name: str, data: List[Message]) -> None:
             snaps[name] = snapshot({"server": server.pid})
             if name == "connect:end":
-                interval = max((d.get("pingIntervalMs") or 0) for d in data) / 1000
-                timeout = max((d.get("pingTimeoutMs") or 0) for d in data) / 1000
-                # two ping rounds, plus the time a missing pong takes to be noticed
-                hold["seconds"] = 2 * interval + timeout + 1
+                hold["seconds"], interval, timeout = idle_hold(data)
                 hold["ping_interval"], hold["ping_timeout"] = interval, timeout
                 log(f"  {sum(d['joined'] for d in data)} idle sockets up; holding "
                     f"{hold['seconds']:.0f} s (ping interval {interval:g} s, "
@@ -245,6 +242,15 @@ class Bench:
                        rss_after_hold_mb=round(rss["hold:end"] / 1024, 1),
                        kb_per_socket=round((held_kb - before) / max(joined, 1), 2))
         return out
+
+
+def idle_hold(data: Sequence[Message]) -> Tuple[float, float, float]:
+    """``(seconds, ping interval, ping timeout)`` to hold idle sockets, from the load
+    generators' ``connect:end`` barrier data (the server's handshake): two ping rounds, plus
+    the time a missing pong takes to be noticed."""
+    interval = max((d.get("pingIntervalMs") or 0) for d in data) / 1000
+    timeout = max((d.get("pingTimeoutMs") or 0) for d in data) / 1000
+    return 2 * interval + timeout + 1, interval, timeout
 
 
 def guarded(scenario: Callable[[Server], Result], server: Server) -> Result:

@@ -27,6 +27,7 @@ from .base import SOCKETS_PER_LOADGEN, BenchError, Layout, log
 from .loadgen import Loadgen
 from .processes import PeerServer, PrroomServer, RedisServer, Server
 from .sampling import Snapshot, snapshot
+from .scenarios import idle_hold
 from .stats import TARGETS
 
 Side = List[Server]
@@ -190,11 +191,7 @@ def idle_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int, n
         def on_barrier(name: str, data: List[Dict[str, Any]]) -> None:
             snaps[name] = snapshot(pids)
             if name == "connect:end":
-                interval = max((d.get("pingIntervalMs") or 0) for d in data) / 1000
-                timeout = max((d.get("pingTimeoutMs") or 0) for d in data) / 1000
-                # two ping rounds and the time a missing pong takes to be noticed, as the
-                # sequential scenario holds them
-                time.sleep(2 * interval + timeout + 1)
+                time.sleep(idle_hold(data)[0])  # as long as the sequential scenario holds
 
         urls = [peer.url, prroom.url]
         configs = [dict(scenario="idle", urls=urls, sockets=share, roomSize=room,
