@@ -25,10 +25,13 @@ own waiting (``bench/run.py`` has all of those), and what caches and branch pred
 time.  Two runs of the same tree agree to well under a per cent, whatever else the machine
 runs.  ``--timed`` prints CPU µs per message instead (no valgrind: as noisy as the machine).
 
-``--parts`` (with ``--queue``) splits what clustering adds to a message: six measurements
+``--parts`` (with ``--queue``) splits what clustering adds to a message: seven measurements
 of one tree, standalone and clustered, acked and not, and clustered with its publishes
 answered in the process (so without Redis) or sent where no process listens (so without
-the copy of each message that comes back to its own process); ``--variant`` takes one of
+the copy of each message that comes back to its own process); and the receiving side of a
+room that spans processes: the same messages as another process published them, their
+bytes as Redis sends them read by this process's subscriber and delivered to the rooms'
+members here (only the socket they come from is a stand-in).  ``--variant`` takes one of
 them alone.
 
 Each side is a tree, as in ``bench/compare.py``: a directory, or a git revision checked out
@@ -55,8 +58,10 @@ _REFS = re.compile(r"I\s+refs:\s+([\d,]+)")
 
 #: What the measured process varies (``--variant``): the messages asked for no ack; or,
 #: clustered, publishes answered in the process without reaching Redis, or published on
-#: channels no process listens to (so no copy of a message comes back to its sender).
-VARIANTS = ("acked", "unacked", "answered", "unheard")
+#: channels no process listens to (so no copy of a message comes back to its sender); or
+#: the receiving side: messages another process published, read from Redis's bytes and
+#: delivered to the rooms' members here (``harness.received``).
+VARIANTS = ("acked", "unacked", "answered", "unheard", "received")
 
 
 def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str],
@@ -66,6 +71,7 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
 
     monkey.patch_all()
     import gevent
+    from harness.received import deliver_received, published_frames
 
     from prroom.app import create_app
     from prroom.gunicorn_config import post_worker_init
@@ -83,9 +89,9 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
     # counted that a served worker does not make
     post_worker_init(None)
     server = app.extensions["prroom"].socketio.server
-    if variant in ("answered", "unheard") and not queue:
+    if variant in ("answered", "unheard", "received") and not queue:
         raise BenchError(f"--variant {variant} measures a clustered process: give --queue")
-    acked = variant != "unacked"
+    acked = variant not in ("unacked", "received")
 
     def request(method: str, query: str, body: str = "") -> str:
         import io
@@ -154,6 +160,11 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
     elif variant == "unheard":  # rooms stay subscribed; their messages go elsewhere
         # (a room's channel is built from this prefix where it is published)
         manager.channel = f"{manager.channel}-unheard"
+    frames = published_frames(manager, [
+        (f"pr:{room}", '2["pr-room-message",{"pullRequestId":%d,"username":"%s","message":'
+         '"a review comment of an ordinary length","id":"a1b2c3d4-%d","sentAt":%d}]'
+         % (room, user, n, 1765148400000 + n))
+        for n, (_, room, user) in enumerate(senders)]) if variant == "received" else []
     last: List[Any] = []
     if queue and variant != "answered":  # a publish's reply: how many processes heard it
         publish = manager.publisher.publish
@@ -168,6 +179,9 @@ def inner(rooms: int, size: int, messages: int, timed: bool, queue: Optional[str
 
     def send(count: int) -> None:
         nonlocal expected
+        if variant == "received":  # the same messages, as another process's publishes
+            deliver_received(manager, frames, count)
+            return
         sent = 0
         while sent < count:
             for sid, text in texts[:count - sent]:
@@ -236,7 +250,8 @@ def per_message(tree: Tree, args: argparse.Namespace) -> float:
 PARTS = (("standalone, acked", False, "acked"), ("standalone, unacked", False, "unacked"),
          ("clustered, acked", True, "acked"), ("clustered, unacked", True, "unacked"),
          ("clustered, publishes answered in process", True, "answered"),
-         ("clustered, no copy comes back", True, "unheard"))
+         ("clustered, no copy comes back", True, "unheard"),
+         ("clustered, received from another process", True, "received"))
 
 
 def parts(args: argparse.Namespace) -> int:
@@ -293,7 +308,8 @@ def main() -> int:
     parser.add_argument("--variant", choices=VARIANTS, default="acked",
                         help="acked (default); unacked: no ack asked for; clustered only: "
                         "answered (publishes answered in the process, Redis never reached), "
-                        "unheard (published where no process listens: no copy comes back)")
+                        "unheard (published where no process listens: no copy comes back), "
+                        "received (messages another process published, delivered here)")
     parser.add_argument("--parts", action="store_true",
                         help="with --queue: what clustering adds to a message, part by part "
                         "(six measurements of this working tree)")

@@ -31,7 +31,7 @@ def test_the_measured_process_sends_every_message_through_the_direct_dispatch(
     assert float(done.stdout.split("cpu_us_per_message")[1]) > 0
 
 
-@pytest.mark.parametrize("variant", ["acked", "answered", "unheard"])
+@pytest.mark.parametrize("variant", ["acked", "answered", "unheard", "received"])
 def test_the_clustered_variants_deliver_every_message_too(redis_server: RedisProcess,
                                                           variant: str) -> None:
     done = measured("--variant", variant, "--queue", redis_server.url)
@@ -58,4 +58,19 @@ def test_instructions_are_read_from_cachegrinds_summary() -> None:
 
 def test_every_part_is_measured_once() -> None:
     labels: List[str] = [label for label, _, _ in handler_cost.PARTS]
-    assert len(set(labels)) == len(labels) == 6
+    assert len(set(labels)) == len(labels) == 7
+
+
+def test_a_received_message_is_what_redis_sends_a_subscriber() -> None:
+    from harness import received
+
+    from prroom.cluster.resp import RespReader
+
+    own = "5f0c2a:"
+    other = received.other_prefix(own)
+    assert other != own and len(other) == len(own) and other.endswith(":")
+    reader = RespReader(skip=own.encode())
+    reader.feed(received.smessage("prroom:pr:7", b'%s["pr:7"]\n2["x"]' % other.encode()) +
+                received.smessage("prroom:pr:7", b"%s[]" % own.encode()))
+    # another process's message is read whole; this process's own is passed over
+    assert reader.drain() == [[b"smessage", b"prroom:pr:7", b'%s["pr:7"]\n2["x"]' % other.encode()]]
