@@ -113,6 +113,9 @@ def print_side_by_side(result: Dict[str, Any]) -> None:
         print("the load generator's CPU, % of its core, round by round: " + ", ".join(
             f"{cpu:.0f}" for cpu in result["loadgen_cpu"]) + " (near 100, its own queue sets "
             "the latencies)")
+        print("a copy's latency is about the first copy's plus where it came in the load "
+              "generator's reading of the room's copies (last copy - first): on one core of "
+              "its own, that reading, not the server, makes most of p50 and p99")
 
 
 def loadgen_bound(row: Row, names: Sequence[str]) -> bool:

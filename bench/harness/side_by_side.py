@@ -226,22 +226,26 @@ def idle_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int, n
 #: Each figure's unit, said after a value; and its row in a table.
 UNITS = {"delivery": "µs per delivery", "connect": "ms per connect+join",
          "p50": "ms fan-out p50", "p99": "ms fan-out p99", "first": "ms fan-out first copy p50",
+         "spread": "ms from a message's first copy to its last (median)",
          "fanout_cpu": "µs per fan-out copy", "idle_cpu": "% of a core per 1,000 idle sockets",
          "idle_kb": "KB per idle socket"}
 LABELS = {"delivery": "server CPU µs per delivery", "connect": "server CPU ms per connect+join",
           "p50": "fan-out p50 ms", "p99": "fan-out p99 ms",
-          "first": "fan-out: first copy's p50 ms", "fanout_cpu": "server CPU µs per fan-out copy",
+          "first": "fan-out: first copy's p50 ms",
+          "spread": "fan-out: last copy - first, ms (median)",
+          "fanout_cpu": "server CPU µs per fan-out copy",
           "idle_cpu": "idle CPU, % of a core per 1,000 sockets", "idle_kb": "KB per idle socket"}
-DIGITS = {"delivery": 2, "connect": 3, "p50": 2, "p99": 2, "first": 2, "fanout_cpu": 2,
-          "idle_cpu": 3, "idle_kb": 1}
+DIGITS = {"delivery": 2, "connect": 3, "p50": 2, "p99": 2, "first": 2, "spread": 2,
+          "fanout_cpu": 2, "idle_cpu": 3, "idle_kb": 1}
 #: Where each of the load generator's fan-out figures comes from (its ``byServer`` entries).
-FANOUT_KEYS = {"p50": "p50Ms", "p99": "p99Ms", "first": "firstP50Ms"}
+FANOUT_KEYS = {"p50": "p50Ms", "p99": "p99Ms", "first": "firstP50Ms",
+               "spread": "spreadP50Ms"}
 
 
 def figures_of(shape: str) -> Tuple[str, ...]:
     """The figures a shape's rounds give (connect+join only against the peer)."""
     if shape == "fanout":
-        return ("p50", "p99", "first", "fanout_cpu")
+        return ("p50", "p99", "first", "spread", "fanout_cpu")
     if shape == "idle":
         return ("idle_cpu", "idle_kb")
     return ("delivery", "connect") if shape == "peer" else ("delivery",)

@@ -165,7 +165,7 @@ def test_cluster_rounds_are_held_to_the_cluster_targets(
 def _fanout_round(prroom: Tuple[float, float], peer: Tuple[float, float]
                   ) -> Dict[str, Dict[str, float]]:
     """One fan-out round: (p50, p99) ms per side; the first copy and CPU alike on both."""
-    return {**{name: {"p50": p50, "p99": p99, "first": 0.3, "fanout_cpu": 8.0}
+    return {**{name: {"p50": p50, "p99": p99, "first": 0.3, "spread": 9.0, "fanout_cpu": 8.0}
                for name, (p50, p99) in (("prroom", prroom), ("peer", peer))},
             "loadgen": {"cpu": 64.0}}
 
@@ -175,10 +175,11 @@ def test_fan_out_rounds_judge_both_percentiles_and_only_show_the_rest(
     summary = side_by_side.summary_of([_fanout_round((4.2, 12.0), (3.6, 40.0)),
                                        _fanout_round((3.5, 11.0), (3.9, 38.0)),
                                        _fanout_round((3.4, 13.0), (3.8, 41.0))], "fanout")
-    p50, p99, first, cpu = summary["figures"]
+    p50, p99, first, spread, cpu = summary["figures"]
     assert p50["ratio"] == pytest.approx(3.5 / 3.9) and p50["target"] == ("<=", 1.0)
     assert p99["target"] == ("<=", 1.0) and p99["key"] == ("fanout", "p99_ms")
     assert first["target"] is None and cpu["target"] is None and first["key"] is None
+    assert spread["target"] is None and spread["key"] is None
     report.print_side_by_side(summary)
     out = capsys.readouterr().out
     assert re.search(r"fan-out p50 ms +\| +3\.80 \| +3\.50 \| +0\.90 \| "
@@ -186,6 +187,7 @@ def test_fan_out_rounds_judge_both_percentiles_and_only_show_the_rest(
     assert re.search(r"first copy's p50 ms +\| +0\.30 \| +0\.30 \| +1\.00 \| .* \| - +\| -",
                      out), out
     assert "the load generator's CPU, % of its core, round by round: 64, 64, 64" in out
+    assert re.search(r"last copy - first, ms \(median\) +\| +9\.00 \| +9\.00 \| +1\.00", out), out
 
 
 def test_the_peer_table_judges_the_fan_out_by_its_side_by_side_ratio(
