@@ -312,7 +312,7 @@ def main() -> int:
                         "received (messages another process published, delivered here)")
     parser.add_argument("--parts", action="store_true",
                         help="with --queue: what clustering adds to a message, part by part "
-                        "(six measurements of this working tree)")
+                        "(seven measurements of this working tree)")
     parser.add_argument("--inner", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.inner:
