@@ -37,18 +37,18 @@ class _Reads:
     """A connected socket whose reads return the given chunks, one loop turn apart (a real
     read would have waited for them); then the end of the stream."""
 
-    def __init__(self, chunks: List[bytes], at_end: Callable[[], None]) -> None:
+    def __init__(self, chunks: List[bytes], at_end: Callable[[], None],
+                 sleep: Callable[[float], None]) -> None:
         self._chunks = chunks[::-1]
         self._at_end = at_end
+        self._sleep = sleep
 
     def settimeout(self, timeout: float) -> None:
         """What the reader sets; nothing here ever waits."""
 
     def recv(self, size: int) -> bytes:
         """The next chunk, after a turn of the event loop (its end-of-turn writes run)."""
-        import gevent
-
-        gevent.sleep(0)
+        self._sleep(0)
         if self._chunks:
             return self._chunks.pop()
         self._at_end()
@@ -104,7 +104,7 @@ def deliver_received(manager: Any, frames: Sequence[bytes], count: int) -> None:
                                                                    count))]
         chunks.append(b"".join(taken))
     subscriber: Any = None
-    sock = _Reads(chunks, lambda: subscriber.close())
+    sock = _Reads(chunks, lambda: subscriber.close(), gevent.sleep)
     subscriber = Subscriber(lambda: _Connection(sock), manager.channel, gevent.sleep,
                             lambda connection: True, skip=manager._own_prefix_bytes)
     kept, manager.subscriber = manager.subscriber, subscriber
