@@ -43,7 +43,15 @@ import tempfile
 from pathlib import Path
 from typing import Dict, List, Optional
 
-from harness.base import FULL, SOCKETS_PER_LOADGEN, BenchError, Layout, allowed_cores, log
+from harness.base import (
+    CLIENTS,
+    FULL,
+    SOCKETS_PER_LOADGEN,
+    BenchError,
+    Layout,
+    allowed_cores,
+    log,
+)
 from harness.machine import describe, lines
 from harness.processes import PeerServer, RedisServer, find_gunicorn, resolve_peer_dir
 from harness.side_by_side import (
@@ -126,8 +134,11 @@ def main() -> int:
     parser.add_argument("--idle-sockets", type=int, default=FULL["idle_sockets"],
                         help="with --shape idle: sockets each side holds (default "
                              f"{FULL['idle_sockets']:,})")
+    parser.add_argument("--clients", choices=CLIENTS, default=CLIENTS[0],
+                        help="the load generator's clients: npm socket.io-client (default), or "
+                             "wire.js's minimal client over npm ws")
     args = parser.parse_args()
-    layout = Layout(allowed_cores(), 1)
+    layout = Layout(allowed_cores(), 1, client=args.clients)
     for line in lines(describe(find_gunicorn())):  # what the figures come from
         print(line)
     log(f"paired {args.shape}: {layout.describe()}; {args.rounds} round(s)")

@@ -5,7 +5,7 @@ plain Flask-SocketIO stack; or (``--cluster``) standalone vs clustered prroom pr
     python bench/run.py [--quick] [--peer [--peer-dir DIR]] [--plain]
                         [--url URL [--server-pid PID]] [--runs K] [--loadgens K]
                         [--scenarios rooms,fanout,idle] [--wait-quiet SECONDS]
-                        [--server-core CORE]
+                        [--server-core CORE] [--clients socket.io|wire]
                         [--out bench/results/NAME.json]
     python bench/run.py --cluster [--quick] [--processes 2,3,4] [--no-observer] [--runs K]
 
@@ -15,7 +15,10 @@ logging at ``warning``; with ``--peer`` also the Node peer (a copy of ``--peer-d
 default $PRROOM_PEER_DIR or ../shared/peer beside the checkout, ``npm ci``,
 ``node server.js``); with ``--plain`` the plain stack (``bench/plain_app.py``).  Given
 ``--url`` it measures a server that is already running instead.  The load comes from
-``bench/loadgen/loadgen.js``: npm socket.io-client 4.8 over WebSocket, what browsers run.
+``bench/loadgen/loadgen.js``: npm socket.io-client 4.8 over WebSocket, what browsers run;
+with ``--clients wire``, ``bench/loadgen/wire.js``, a minimal Socket.IO client over npm ws
+that puts the same frames on the wire for a fraction of the CPU (on two cores
+socket.io-client saturates its core before either server does).
 
 Scenarios (full sizes; ``--quick`` uses smaller ones and finishes well under a minute):
 
@@ -51,6 +54,7 @@ from pathlib import Path
 from typing import List, Optional
 
 from harness.base import (
+    CLIENTS,
     FULL,
     LOADGEN_DIR,
     QUICK,
@@ -107,6 +111,10 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         help="the core the server runs on (default the first allowed one); "
                         "the load generator takes the others: on 2 cores, --server-core 1 "
                         "swaps the two, to see whether a ratio depends on the placement")
+    parser.add_argument("--clients", choices=CLIENTS, default=CLIENTS[0],
+                        help="the load generator's clients: npm socket.io-client (default), or "
+                        "wire.js's minimal client over npm ws, for a load generator that is "
+                        "not the limit on two cores")
     parser.add_argument("--loadgens", type=int, help="load generator processes of the rooms "
                         "scenario (default 2 with 3+ cores, each on a core of its own; else 1)")
     parser.add_argument("--recovery", type=float, metavar="SECONDS",
@@ -211,7 +219,7 @@ def main(argv: Optional[List[str]] = None) -> int:
     if nofile is None:
         return 1
     try:
-        layout = Layout(allowed_cores(), args.loadgens, args.server_core)
+        layout = Layout(allowed_cores(), args.loadgens, args.server_core, args.clients)
     except BenchError as error:
         print(f"bench: {error}", file=sys.stderr)
         return 1

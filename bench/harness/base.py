@@ -25,6 +25,9 @@ SOCKETS_PER_LOADGEN = 5000   # idle scenario: more sockets are split over severa
 CONNECT_WINDOW = 200         # sockets connecting at once, over all load generator processes
 SATURATED = 85.0             # CPU% of one core from which a side counts as the limit
 HIGH = 1_000_000             # rate limits and bursts: out of the load generator's way
+#: The load generator's clients: npm socket.io-client (what browsers run), or wire.js's
+#: minimal Socket.IO client over npm ws (the same frames, a fraction of the client's CPU).
+CLIENTS = ("socket.io", "wire")
 
 
 def log(message: str) -> None:
@@ -37,7 +40,8 @@ class BenchError(RuntimeError):
 
 
 class Layout:
-    """Which cores the servers and the load generator processes run on.
+    """Which cores the servers and the load generator processes run on, and which client
+    (:data:`CLIENTS`) the load generator runs.
 
     The load generator gets the last ``loadgens`` allowed cores (at most all but one), the
     servers the others; with one allowed core nothing is pinned.  On 2 cores that is the
@@ -47,7 +51,11 @@ class Layout:
     """
 
     def __init__(self, allowed: Sequence[int], loadgens: Optional[int] = None,
-                 server_core: Optional[int] = None) -> None:
+                 server_core: Optional[int] = None, client: str = CLIENTS[0]) -> None:
+        if client not in CLIENTS:
+            raise BenchError(f"unknown load generator client {client!r} (one of "
+                             f"{', '.join(CLIENTS)})")
+        self.client = client
         self.allowed = sorted(allowed)
         if loadgens is None:
             loadgens = 2 if len(self.allowed) >= 3 else 1
@@ -82,10 +90,11 @@ class Layout:
 
     def describe(self) -> str:
         """One line for the log."""
+        clients = f"clients: {self.client}"
         if not self.pinned:
-            return "one core: nothing pinned"
+            return f"one core: nothing pinned; {clients}"
         return (f"servers on core(s) {','.join(map(str, self.server_cores))}, load generator "
-                f"on core(s) {','.join(map(str, self.loadgen_cores))}")
+                f"on core(s) {','.join(map(str, self.loadgen_cores))}; {clients}")
 
 
 def allowed_cores() -> List[int]:

@@ -130,7 +130,7 @@ class ClusterBench:
         window = math.ceil(CONNECT_WINDOW / len(configs))
         cores = [self.layout.loadgen_core(n) for n in range(len(configs))]
         return Loadgen([dict(window=window, **c) for c in configs], cores, self.logs,
-                       self.nofile).run(lambda name, data: snaps.__setitem__(
+                       self.nofile, self.layout.client).run(lambda name, data: snaps.__setitem__(
                            name, snapshot(pids)), timeout)
 
     def run_config(self, config: Config, channel: str) -> Dict[str, Any]:
@@ -349,7 +349,8 @@ def run_cluster(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile: 
     write_json(out_path, {
         "meta": {"started": started_at.isoformat(timespec="seconds"),
                  "finished": datetime.datetime.now().isoformat(timespec="seconds"),
-                 "command": command, "machine": described, "sizes": sizes,
+                 "command": command, "client": layout.client, "machine": described,
+                 "sizes": sizes,
                  "allowed_cores": layout.allowed,
                  "server_cores": layout.server_cores, "loadgen_cores": layout.loadgen_cores,
                  "core_busy_before_start": busy_before, "versions": versions(None),

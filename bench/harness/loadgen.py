@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Dict, List, Optional, Sequence
 
-from .base import LOADGEN_DIR, BenchError
+from .base import CLIENTS, LOADGEN_DIR, BenchError
 from .processes import pinned, tail
 
 Message = Dict[str, Any]
@@ -18,10 +18,12 @@ OnBarrier = Callable[[str, List[Message]], None]
 
 class Loadgen:
     """One or more loadgen.js processes of one scenario; process i runs ``configs[i]`` on
-    ``cores[i]``.  Every process stops at each barrier until all reached it."""
+    ``cores[i]``, with ``client`` (:data:`~harness.base.CLIENTS`).  Every process stops at
+    each barrier until all reached it."""
 
     def __init__(self, configs: Sequence[Dict[str, Any]], cores: Sequence[Optional[int]],
-                 logs: Path, nofile: int) -> None:
+                 logs: Path, nofile: int, client: str = CLIENTS[0]) -> None:
+        configs = [dict(config, client=client) for config in configs]
         self.procs: List[subprocess.Popen] = []
         self.cores = list(cores)
         self.buffers: Dict[int, bytes] = {}

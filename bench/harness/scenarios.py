@@ -97,7 +97,7 @@ class Bench:
         window = math.ceil(CONNECT_WINDOW / len(configs))
         configs = [dict(url=server.url, window=window, **c) for c in configs]
         return Loadgen(configs, self.cores_for(len(configs)), self.logs,
-                       self.nofile).run(on_barrier, timeout)
+                       self.nofile, self.layout.client).run(on_barrier, timeout)
 
     def cores_for(self, processes: int) -> List[Optional[int]]:
         """The cores of that many load generator processes."""

@@ -106,7 +106,8 @@ def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServe
         pids = {p.name: p.pid for side in sides.values() for p in side}
         snaps: Dict[str, Snapshot] = {}
         configs = loadgen_configs(shape, sides, sockets, 1000 + number * 10_000_000, duration)
-        results = Loadgen(configs, [layout.loadgen_core(0)] * len(configs), logs, nofile).run(
+        results = Loadgen(configs, [layout.loadgen_core(0)] * len(configs), logs, nofile,
+                          layout.client).run(
             lambda name, data: snaps.__setitem__(name, snapshot(pids)), 180 + duration)
         by_url: Dict[str, Dict[str, int]] = {}
         for result in results:
@@ -144,7 +145,8 @@ def fanout_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int,
                       intervalMs=2 * sizes["fanout_interval_ms"], block=100,
                       prBase=1000 + number * 10_000_000, drainSeconds=15,
                       ack=bool(sizes.get("fanout_ack")))
-        [result] = Loadgen([config], [layout.loadgen_core(0)], logs, nofile).run(
+        [result] = Loadgen([config], [layout.loadgen_core(0)], logs, nofile,
+                           layout.client).run(
             lambda name, data: snaps.__setitem__(name, snapshot(pids)), 180)
         by_url = {str(server["url"]): server for server in result["byServer"]}
         figures: Dict[str, Dict[str, float]] = {}
@@ -198,7 +200,7 @@ def idle_round(layout: Layout, logs: Path, sizes: Dict[str, Any], number: int, n
                         prBase=1000 + number * 10_000_000 + n * (share // room + 1),
                         tag=f"s{n}") for n, share in enumerate(shares)]
         results = Loadgen(configs, [layout.loadgen_core(n) for n in range(processes)], logs,
-                          nofile).run(on_barrier, 300 + 3 * 60)
+                          nofile, layout.client).run(on_barrier, 300 + 3 * 60)
         joined: Dict[str, int] = {}
         held: Dict[str, int] = {}
         for result in results:

@@ -121,6 +121,7 @@ def run_standard(args: argparse.Namespace, sizes: Sizes, layout: Layout, nofile:
             "started": started_at.isoformat(timespec="seconds"),
             "finished": datetime.datetime.now().isoformat(timespec="seconds"),
             "command": command,
+            "client": layout.client,
             "machine": {**machine(layout, load_before, idle_busy, servers[0].core),
                         **described},
             "versions": versions(peer.dir if peer else None),

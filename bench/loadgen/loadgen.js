@@ -30,11 +30,13 @@
 // r % urls.length; with `spread: "span"` the second half of each room's members talk to the
 // next server, so every room spans two. The rooms scenario then also reports, per server,
 // the deliveries its sockets received and the messages acked through it (`byServer`).
-const { io } = require('socket.io-client');
 const { monitorEventLoopDelay, performance } = require('perf_hooks');
 const readline = require('readline');
 
 const config = JSON.parse(process.argv[2] || '{}');
+// `"client": "wire"`: wire.js's minimal client over npm ws instead of socket.io-client
+// (the same frames on the wire, a fraction of the client's CPU per delivery)
+const { io } = config.client === 'wire' ? require('./wire') : require('socket.io-client');
 const LAG_RESOLUTION_MS = 10;
 const MESSAGE_EVENT = 'pr-room-message';
 const urls = config.urls || [config.url];
