@@ -17,8 +17,8 @@ default $PRROOM_PEER_DIR or ../shared/peer beside the checkout, ``npm ci``,
 ``--url`` it measures a server that is already running instead.  The load comes from
 ``bench/loadgen/loadgen.js``: npm socket.io-client 4.8 over WebSocket, what browsers run;
 with ``--clients wire``, ``bench/loadgen/wire.js``, a minimal Socket.IO client over npm ws
-that puts the same frames on the wire for a fraction of the CPU (on two cores
-socket.io-client saturates its core before either server does).
+that puts the same frames on the wire with less of the load generator's CPU (on two cores,
+socket.io-client's load generator runs out of its core in scenario 4 before the server).
 
 Scenarios (full sizes; ``--quick`` uses smaller ones and finishes well under a minute):
 
@@ -113,8 +113,8 @@ def parse_args(argv: List[str]) -> argparse.Namespace:
                         "swaps the two, to see whether a ratio depends on the placement")
     parser.add_argument("--clients", choices=CLIENTS, default=CLIENTS[0],
                         help="the load generator's clients: npm socket.io-client (default), or "
-                        "wire.js's minimal client over npm ws, for a load generator that is "
-                        "not the limit on two cores")
+                        "wire.js's minimal client over npm ws (less load generator CPU per "
+                        "delivery: on two cores, the server becomes the rooms scenario's limit)")
     parser.add_argument("--loadgens", type=int, help="load generator processes of the rooms "
                         "scenario (default 2 with 3+ cores, each on a core of its own; else 1)")
     parser.add_argument("--recovery", type=float, metavar="SECONDS",

@@ -26,7 +26,7 @@ CONNECT_WINDOW = 200         # sockets connecting at once, over all load generat
 SATURATED = 85.0             # CPU% of one core from which a side counts as the limit
 HIGH = 1_000_000             # rate limits and bursts: out of the load generator's way
 #: The load generator's clients: npm socket.io-client (what browsers run), or wire.js's
-#: minimal Socket.IO client over npm ws (the same frames, a fraction of the client's CPU).
+#: minimal Socket.IO client over npm ws (the same frames, less load generator CPU).
 CLIENTS = ("socket.io", "wire")
 
 

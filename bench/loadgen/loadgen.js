@@ -35,7 +35,7 @@ const readline = require('readline');
 
 const config = JSON.parse(process.argv[2] || '{}');
 // `"client": "wire"`: wire.js's minimal client over npm ws instead of socket.io-client
-// (the same frames on the wire, a fraction of the client's CPU per delivery)
+// (the same frames on the wire, less of the load generator's CPU per delivery)
 const { io } = config.client === 'wire' ? require('./wire') : require('socket.io-client');
 const LAG_RESOLUTION_MS = 10;
 const MESSAGE_EVENT = 'pr-room-message';

@@ -2,9 +2,10 @@
 // A minimal Socket.IO v5 client (Engine.IO v4, WebSocket only) over npm `ws`, for
 // loadgen.js's `"client": "wire"`: the part of socket.io-client's Socket that loadgen.js
 // uses, without its layers (engine.io-client's transport and emitters, socket.io-parser's
-// decoder, the manager).  On two cores the load generator shares the machine with the
-// server, and socket.io-client spends several times the server's CPU per delivery, so the
-// rooms scenario measures the load generator; this client reads the same frames for less.
+// decoder, the manager).  On two cores the load generator has one core, and with
+// socket.io-client it ran out first in the rooms scenario, so that rate measured the load
+// generator; this client puts the same frames on the wire with less of its CPU (most of
+// what it spends is the system calls of reading and writing the sockets, which stay).
 //
 // What it speaks: the WebSocket handshake at /socket.io/?EIO=4&transport=websocket; the
 // Engine.IO OPEN (its ping interval and timeout kept), PING answered with PONG, CLOSE, and
