@@ -102,6 +102,8 @@ def run_rounds(args: argparse.Namespace, layout: Layout, logs: Path
                             f"{against} {ratio:.3f}")
             if "loadgen" in figures:
                 said.append(f"load generator {figures['loadgen']['cpu']:.0f}% of its core")
+            if "core" in figures:
+                said.append(f"server core {figures['core']['busy']:.0f}% busy")
             print(f"round {number + 1}: " + "; ".join(said), flush=True)
     finally:
         if redis is not None:

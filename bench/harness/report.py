@@ -116,6 +116,19 @@ def print_side_by_side(result: Dict[str, Any]) -> None:
         print("a copy's latency is about the first copy's plus where it came in the load "
               "generator's reading of the room's copies (last copy - first): on one core of "
               "its own, that reading, not the server, makes most of p50 and p99")
+    busy = result.get("core_busy")
+    if busy:
+        line = ("the shared server core, % busy while the sides sent, round by round: "
+                + ", ".join(f"{share:.0f}" for share in busy))
+        if max(busy) >= FULL_CORE:
+            line += (" (full: the sides took turns on it, each slowing the other through the "
+                     "caches and the scheduler as no deployment does; the sequential ratio "
+                     "has no such cost)")
+        print(line)
+
+
+#: % busy from which the core the side-by-side servers share counts as full.
+FULL_CORE = 95.0
 
 
 def loadgen_bound(row: Row, names: Sequence[str]) -> bool:

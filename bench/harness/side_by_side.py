@@ -26,7 +26,7 @@ from typing import Any, Dict, List, Optional, Tuple
 from .base import SOCKETS_PER_LOADGEN, BenchError, Layout, log
 from .loadgen import Loadgen
 from .processes import PeerServer, PrroomServer, RedisServer, Server
-from .sampling import Snapshot, snapshot
+from .sampling import Snapshot, core_busy, snapshot
 from .scenarios import idle_hold
 from .stats import TARGETS
 
@@ -99,7 +99,8 @@ def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServe
               peer: Optional[PeerServer] = None, extra_env: Optional[Dict[str, str]] = None
               ) -> Dict[str, Dict[str, float]]:
     """Each side's figures in one round: ``delivery``, CPU µs per delivery; ``connect``,
-    CPU ms per connect+join."""
+    CPU ms per connect+join; and ``core``, how busy the shared server core was while they
+    sent (``busy``, %), where the servers are pinned."""
     sides = start_sides(shape, layout, logs, redis, sockets, f"paired-{number}", peer,
                         extra_env)
     try:
@@ -124,6 +125,10 @@ def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServe
                 if not count:
                     raise BenchError(f"round {number + 1}: the {label} side had no {count_key}")
                 figures[label][figure] = cpu / count * scale
+        busy = core_busy(snaps["throughput:start"], snaps["throughput:end"],
+                         layout.server_core(0))
+        if busy is not None:
+            figures["core"] = {"busy": busy[0]}
         return figures
     finally:
         stop(sides)
@@ -323,4 +328,5 @@ def summary_of(rounds: List[Dict[str, Dict[str, float]]], shape: str = "peer"
                         "target": target})
     return {"shape": shape, "measured": measured, "against": against,
             "description": DESCRIPTIONS[shape], "rounds": rounds, "figures": figures,
-            "loadgen_cpu": [r["loadgen"]["cpu"] for r in rounds if "loadgen" in r]}
+            "loadgen_cpu": [r["loadgen"]["cpu"] for r in rounds if "loadgen" in r],
+            "core_busy": [r["core"]["busy"] for r in rounds if "core" in r]}

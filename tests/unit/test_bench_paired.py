@@ -118,6 +118,24 @@ def test_side_by_side_rounds_are_judged_by_the_median_of_their_ratios(
                      out), out
 
 
+def test_rounds_on_a_full_shared_core_say_so_beside_the_ratio(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rounds = [{**_round((8.0, 0.80), (10.0, 1.0)), "core": {"busy": busy}}
+              for busy in (88.0, 99.4)]
+    report.print_side_by_side(side_by_side.summary_of(rounds))
+    out = capsys.readouterr().out
+    assert "the shared server core, % busy while the sides sent, round by round: 88, 99 " \
+           "(full: the sides took turns on it" in out, out
+
+
+def test_rounds_with_room_to_spare_on_the_shared_core_give_no_warning(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    rounds = [{**_round((8.0, 0.80), (10.0, 1.0)), "core": {"busy": 80.0}}]
+    report.print_side_by_side(side_by_side.summary_of(rounds))
+    out = capsys.readouterr().out
+    assert "round by round: 80\n" in out and "full:" not in out, out
+
+
 def test_a_ratio_past_its_target_side_by_side_is_said_not_to_hold(
         capsys: pytest.CaptureFixture[str]) -> None:
     report.print_side_by_side(side_by_side.summary_of([_round((9.5, 0.5), (10.0, 1.0))]))
