@@ -7,7 +7,7 @@ import subprocess
 from pathlib import Path
 from typing import Any, Dict, List, Optional, Sequence
 
-from .base import LOADGEN_DIR, Sizes, prroom_code
+from .base import LOADGEN_DIR, SATURATED, Sizes, prroom_code
 from .side_by_side import DIGITS
 from .stats import Row, Runs, figures, holds, phase_medians, ratio_pairs, target_of
 
@@ -109,26 +109,24 @@ def print_side_by_side(result: Dict[str, Any]) -> None:
                       ", ".join(f"{ratio:.3f}" for ratio in figure["ratios"]),
                       "-" if target is None else f"{target[0]} {target[1]:.3g}", verdict])
     grid(header, table, right=range(1, 4))
-    if result.get("loadgen_cpu"):
+    loadgen = result.get("loadgen_cpu")
+    if loadgen and result.get("shape") == "fanout":
         print("the load generator's CPU, % of its core, round by round: " + ", ".join(
-            f"{cpu:.0f}" for cpu in result["loadgen_cpu"]) + " (near 100, its own queue sets "
-            "the latencies)")
+            f"{cpu:.0f}" for cpu in loadgen) + " (near 100, its own queue sets the latencies)")
         print("a copy's latency is about the first copy's plus where it came in the load "
               "generator's reading of the room's copies (last copy - first): on one core of "
               "its own, that reading, not the server, makes most of p50 and p99")
+    elif loadgen:
+        print("the load generator's CPU, % of its core, round by round: " + ", ".join(
+            f"{cpu:.0f}" for cpu in loadgen) + (
+            " (it set the pace)" if min(loadgen) >= SATURATED else
+            " (below full: the shared server core set the pace, and the sides competed for "
+            "it; a ratio then also depends on how the scheduler shared it, which a "
+            "sequential run does not have: compare)"))
     busy = result.get("core_busy")
     if busy:
-        line = ("the shared server core, % busy while the sides sent, round by round: "
-                + ", ".join(f"{share:.0f}" for share in busy))
-        if max(busy) >= FULL_CORE:
-            line += (" (full: the sides took turns on it, each slowing the other through the "
-                     "caches and the scheduler as no deployment does; the sequential ratio "
-                     "has no such cost)")
-        print(line)
-
-
-#: % busy from which the core the side-by-side servers share counts as full.
-FULL_CORE = 95.0
+        print("the shared server core, % busy while the sides sent, round by round: "
+              + ", ".join(f"{share:.0f}" for share in busy))
 
 
 def loadgen_bound(row: Row, names: Sequence[str]) -> bool:

@@ -99,8 +99,9 @@ def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServe
               peer: Optional[PeerServer] = None, extra_env: Optional[Dict[str, str]] = None
               ) -> Dict[str, Dict[str, float]]:
     """Each side's figures in one round: ``delivery``, CPU µs per delivery; ``connect``,
-    CPU ms per connect+join; and ``core``, how busy the shared server core was while they
-    sent (``busy``, %), where the servers are pinned."""
+    CPU ms per connect+join; ``loadgen``, the load generator's CPU while they sent
+    (``cpu``, % of its core); and ``core``, how busy the shared server core was meanwhile
+    (``busy``, %), where the servers are pinned."""
     sides = start_sides(shape, layout, logs, redis, sockets, f"paired-{number}", peer,
                         extra_env)
     try:
@@ -129,6 +130,9 @@ def one_round(shape: str, layout: Layout, logs: Path, redis: Optional[RedisServe
                          layout.server_core(0))
         if busy is not None:
             figures["core"] = {"busy": busy[0]}
+        # its processes share one core: their sum is how much of it they used
+        figures["loadgen"] = {"cpu": sum(float(r["throughput"]["cpuPercent"])
+                                         for r in results)}
         return figures
     finally:
         stop(sides)

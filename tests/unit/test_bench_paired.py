@@ -118,22 +118,21 @@ def test_side_by_side_rounds_are_judged_by_the_median_of_their_ratios(
                      out), out
 
 
-def test_rounds_on_a_full_shared_core_say_so_beside_the_ratio(
+def test_rooms_rounds_say_whether_the_load_generator_or_the_server_core_set_the_pace(
         capsys: pytest.CaptureFixture[str]) -> None:
-    rounds = [{**_round((8.0, 0.80), (10.0, 1.0)), "core": {"busy": busy}}
-              for busy in (88.0, 99.4)]
-    report.print_side_by_side(side_by_side.summary_of(rounds))
-    out = capsys.readouterr().out
-    assert "the shared server core, % busy while the sides sent, round by round: 88, 99 " \
-           "(full: the sides took turns on it" in out, out
+    def rounds(*cpus: float) -> List[Dict[str, Dict[str, float]]]:
+        return [{**_round((8.0, 0.80), (10.0, 1.0)), "loadgen": {"cpu": cpu},
+                 "core": {"busy": 99.0}} for cpu in cpus]
 
-
-def test_rounds_with_room_to_spare_on_the_shared_core_give_no_warning(
-        capsys: pytest.CaptureFixture[str]) -> None:
-    rounds = [{**_round((8.0, 0.80), (10.0, 1.0)), "core": {"busy": 80.0}}]
-    report.print_side_by_side(side_by_side.summary_of(rounds))
+    report.print_side_by_side(side_by_side.summary_of(rounds(99.2, 98.7)))
     out = capsys.readouterr().out
-    assert "round by round: 80\n" in out and "full:" not in out, out
+    assert "the load generator's CPU, % of its core, round by round: 99, 99 (it set the " \
+           "pace)" in out, out
+    assert "the shared server core, % busy while the sides sent, round by round: 99, 99" in out
+    report.print_side_by_side(side_by_side.summary_of(rounds(99.0, 61.0)))
+    out = capsys.readouterr().out
+    assert "round by round: 99, 61 (below full: the shared server core set the pace" in out
+    assert "last copy - first" not in out  # the fan-out's explanation is the fan-out's
 
 
 def test_a_ratio_past_its_target_side_by_side_is_said_not_to_hold(
