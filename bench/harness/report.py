@@ -131,8 +131,9 @@ def print_side_by_side(result: Dict[str, Any]) -> None:
 
 def loadgen_bound(row: Row, names: Sequence[str]) -> bool:
     """Whether the load generator's core ran out in any of ``names``' runs of this row
-    (see ``stats.limit_side``): its rate is then the load generator's, not the server's."""
-    return any(str(row.get(f"{name}_limit", "")).startswith(("loadgen", "both"))
+    before the server's did (see ``stats.limit_side``): its rate is then the load
+    generator's, not the server's."""
+    return any(str(row.get(f"{name}_limit", "")).startswith(("loadgen", "both:"))
                for name in names)
 
 

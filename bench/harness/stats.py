@@ -115,11 +115,15 @@ def limit_side(phase: Dict[str, Any]) -> str:
     softirq time of its pinned core (on loopback, a sender's packets are processed there).
     A side using >= SATURATED% of a core was the limit; failing that, a side whose core was
     that busy because other processes on the machine took the rest was held back by them
-    ("core shared")."""
+    ("core shared").  Both saturated, the fuller one is named first when it is the server
+    ("both, server first"): a server using nearly all of its core cannot go faster, whatever
+    the load generator had left, so its rate is its own."""
     sides = []
+    use: Dict[str, float] = {}
     for role in ("server", "loadgen"):
         own, core = phase.get(f"{role}_cpu"), phase.get(f"{role}_core_busy")
         used = None if own is None else own + (phase.get(f"{role}_core_softirq") or 0)
+        use[role] = used or 0.0
         others = core - used if used is not None and core is not None else 0
         if used is not None and used >= SATURATED:
             state = "saturated"
@@ -134,7 +138,7 @@ def limit_side(phase: Dict[str, Any]) -> str:
     saturated = [role for role, state, _ in sides if state == "saturated"]
     shared = [role for role, state, _ in sides if state == "shared"]
     if len(saturated) == 2:
-        verdict = "both"
+        verdict = "both, server first" if use["server"] > use["loadgen"] else "both"
     elif saturated:
         verdict = saturated[0]
     elif shared:

@@ -157,6 +157,39 @@ def test_the_peer_table_judges_a_figure_measured_side_by_side_by_that_ratio(
     assert re.search(r"0\.97 \| <= 0\.9 \| +yes \(side by side: 0\.81\)", judged), judged
 
 
+def _phase(server: float, loadgen: float) -> Dict[str, float]:
+    """A timed phase's CPU: each side's % of its core, nothing else on the cores."""
+    return {"server_cpu": server, "server_core_busy": server, "loadgen_cpu": loadgen,
+            "loadgen_core_busy": loadgen}
+
+
+def test_a_phase_where_both_cores_ran_full_names_the_server_first_only_when_it_was_fuller(
+        ) -> None:
+    assert stats.limit_side(_phase(98.9, 87.2)) == "both, server first: srv 99%, lg 87%"
+    assert stats.limit_side(_phase(91.2, 99.1)) == "both: srv 91%, lg 99%"
+    assert stats.limit_side(_phase(98.5, 78.2)) == "server: srv 98%, lg 78%"
+    assert stats.limit_side(_phase(39.0, 91.6)) == "loadgen: srv 39%, lg 92%"
+
+
+@pytest.mark.parametrize("limits, shown", [
+    # the wire client's run: both servers' cores full, the rate is each server's own
+    (("server: srv 98%, lg 78%", "both, server first: srv 99%, lg 87%"),
+     r"1\.19 \| >= 1\.1 \| +yes"),
+    # socket.io-client's: prroom's load generator ran out before prroom did
+    (("both: srv 91%, lg 99%", "both: srv 98%, lg 99%"), r"n/a: load generator saturated"),
+])
+def test_a_rate_is_judged_only_where_no_load_generator_ran_out_before_its_server(
+        capsys: pytest.CaptureFixture[str], limits: Tuple[str, str], shown: str) -> None:
+    label = next(figure.label for figure in stats.figures(FULL)
+                 if figure.key == "deliveries_per_s")
+    rows = [{"figure": label, "scenario": "rooms", "key": "deliveries_per_s",
+             "prroom": 170_496.0, "peer": 143_051.0, "ratio prroom/peer": 1.19,
+             "prroom_limit": limits[0], "peer_limit": limits[1]}]
+    report.print_against_peer(rows, ["prroom", "peer"], FULL)
+    out = capsys.readouterr().out
+    assert re.search(shown, out), out
+
+
 def _cluster(*pairs: Tuple[float, float]) -> List[Dict[str, Dict[str, float]]]:
     """Cluster rounds: (clustered, standalone) µs per delivery each."""
     return [{"clustered": {"delivery": c}, "standalone": {"delivery": s}} for c, s in pairs]
