@@ -112,7 +112,9 @@ def print_side_by_side(result: Dict[str, Any]) -> None:
     loadgen = result.get("loadgen_cpu")
     if loadgen and result.get("shape") == "fanout":
         print("the load generator's CPU, % of its core, round by round: " + ", ".join(
-            f"{cpu:.0f}" for cpu in loadgen) + " (near 100, its own queue sets the latencies)")
+            f"{cpu:.0f}" for cpu in loadgen) + (
+            " (its core full: its own queue sets the latencies)"
+            if max(loadgen) >= SATURATED else ""))
         print("a copy's latency is about the first copy's plus where it came in the load "
               "generator's reading of the room's copies (last copy - first): on one core of "
               "its own, that reading, not the server, makes most of p50 and p99")

@@ -135,6 +135,20 @@ def test_rooms_rounds_say_whether_the_load_generator_or_the_server_core_set_the_
     assert "last copy - first" not in out  # the fan-out's explanation is the fan-out's
 
 
+def test_fan_out_rounds_say_the_load_generator_queued_only_when_its_core_was_full(
+        capsys: pytest.CaptureFixture[str]) -> None:
+    def fanout(cpu: float) -> Dict[str, Dict[str, float]]:
+        side = {"p50": 5.0, "p99": 14.0, "first": 0.6, "spread": 10.0, "fanout_cpu": 7.0}
+        return {"prroom": dict(side), "peer": dict(side), "loadgen": {"cpu": cpu}}
+
+    report.print_side_by_side(side_by_side.summary_of([fanout(57.0)], "fanout"))
+    out = capsys.readouterr().out
+    assert "round by round: 57\n" in out, out
+    report.print_side_by_side(side_by_side.summary_of([fanout(93.0)], "fanout"))
+    out = capsys.readouterr().out
+    assert "round by round: 93 (its core full: its own queue sets the latencies)" in out, out
+
+
 def test_a_ratio_past_its_target_side_by_side_is_said_not_to_hold(
         capsys: pytest.CaptureFixture[str]) -> None:
     report.print_side_by_side(side_by_side.summary_of([_round((9.5, 0.5), (10.0, 1.0))]))
