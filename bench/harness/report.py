@@ -110,21 +110,22 @@ def print_side_by_side(result: Dict[str, Any]) -> None:
                       "-" if target is None else f"{target[0]} {target[1]:.3g}", verdict])
     grid(header, table, right=range(1, 4))
     loadgen = result.get("loadgen_cpu")
-    if loadgen and result.get("shape") == "fanout":
-        print("the load generator's CPU, % of its core, round by round: " + ", ".join(
-            f"{cpu:.0f}" for cpu in loadgen) + (
-            " (its core full: its own queue sets the latencies)"
-            if max(loadgen) >= SATURATED else ""))
-        print("a copy's latency is about the first copy's plus where it came in the load "
-              "generator's reading of the room's copies (last copy - first): on one core of "
-              "its own, that reading, not the server, makes most of p50 and p99")
-    elif loadgen:
-        print("the load generator's CPU, % of its core, round by round: " + ", ".join(
-            f"{cpu:.0f}" for cpu in loadgen) + (
-            " (it set the pace)" if min(loadgen) >= SATURATED else
-            " (below full: the shared server core set the pace, and the sides competed for "
-            "it; a ratio then also depends on how the scheduler shared it, which a "
-            "sequential run does not have: compare)"))
+    if loadgen:
+        fanout = result.get("shape") == "fanout"
+        if fanout:
+            note = " (its core full: its own queue sets the latencies)" \
+                if max(loadgen) >= SATURATED else ""
+        else:
+            note = " (it set the pace)" if min(loadgen) >= SATURATED else (
+                " (below full: the shared server core set the pace, and the sides competed "
+                "for it; a ratio then also depends on how the scheduler shared it, which a "
+                "sequential run does not have: compare)")
+        print("the load generator's CPU, % of its core, round by round: "
+              + ", ".join(f"{cpu:.0f}" for cpu in loadgen) + note)
+        if fanout:
+            print("a copy's latency is about the first copy's plus where it came in the load "
+                  "generator's reading of the room's copies (last copy - first): on one core "
+                  "of its own, that reading, not the server, makes most of p50 and p99")
     busy = result.get("core_busy")
     if busy:
         print("the shared server core, % busy while the sides sent, round by round: "
