@@ -138,8 +138,7 @@ def test_rooms_rounds_say_whether_the_load_generator_or_the_server_core_set_the_
 def test_fan_out_rounds_say_the_load_generator_queued_only_when_its_core_was_full(
         capsys: pytest.CaptureFixture[str]) -> None:
     def fanout(cpu: float) -> Dict[str, Dict[str, float]]:
-        side = {"p50": 5.0, "p99": 14.0, "first": 0.6, "spread": 10.0, "fanout_cpu": 7.0}
-        return {"prroom": dict(side), "peer": dict(side), "loadgen": {"cpu": cpu}}
+        return {**_fanout_round((5.0, 14.0), (5.0, 14.0)), "loadgen": {"cpu": cpu}}
 
     report.print_side_by_side(side_by_side.summary_of([fanout(57.0)], "fanout"))
     out = capsys.readouterr().out
